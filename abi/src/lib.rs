@@ -1,0 +1,18 @@
+//! The contract between the Skylark host plugin and the guest SDK.
+//!
+//! Everything both sides must agree on lives here and only here: the import module and
+//! function names ([`imports`]), the numeric status codes ([`Status`]), the rules for chain
+//! and task ids ([`ids`]), the fixed-layout structures passed through guest memory
+//! ([`layout`]) and the MessagePack wire format of bundles and options ([`wire`]).
+//! `ABI.md` at the repository root describes the same contract for other languages.
+
+pub mod ids;
+pub mod imports;
+pub mod layout;
+pub mod status;
+pub mod wire;
+
+pub use status::Status;
+
+/// Version of the host/guest contract. Bumped only for incompatible changes.
+pub const ABI_VERSION: i32 = 1;

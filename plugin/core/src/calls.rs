@@ -1,0 +1,260 @@
+//! The host functions' behaviour: one [`Instance`] per `skylark` module instance holds the
+//! last error message and pending results; each method implements one import of ABI.md.
+//!
+//! Every method returns the raw status code for the guest and never panics on guest input;
+//! the plugin additionally catches panics at the FFI boundary.
+
+use crate::context::{self, Context};
+use crate::decode::{self, Limits, Output};
+use crate::error::CallError;
+use crate::memory::GuestMemory;
+use crate::pending::Pending;
+use crate::skylog;
+use crate::store::bundle_key;
+use skylark_abi::layout::GetResult;
+use skylark_abi::wire::{self, Source, Tier};
+use skylark_abi::{imports, Status, ABI_VERSION};
+
+/// Per-module-instance state.
+#[derive(Debug, Default)]
+pub struct Instance {
+    last_error: String,
+    pending: Option<Pending>,
+}
+
+type Mem<'a> = Option<&'a mut dyn GuestMemory>;
+
+fn memory<'a>(mem: Mem<'a>) -> Result<&'a mut dyn GuestMemory, CallError> {
+    mem.ok_or_else(|| CallError::new(Status::NoMemory, "the calling module has no memory 0"))
+}
+
+fn limits(ctx: &Context) -> Limits {
+    Limits {
+        max_value_bytes: ctx.config.max_value_bytes,
+        max_fields: ctx.config.max_fields,
+    }
+}
+
+impl Instance {
+    /// A fresh instance; cheap (reads no configuration, opens no connection).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The message of the most recent failure ("" after a success).
+    pub fn last_error(&self) -> &str {
+        &self.last_error
+    }
+
+    /// Records the outcome of a call and turns it into the guest's status code.
+    fn finish(&mut self, import: &str, result: Result<(), CallError>) -> i32 {
+        match result {
+            Ok(()) => {
+                self.last_error.clear();
+                Status::Ok.code()
+            }
+            Err(e) => {
+                let quiet = matches!(e.status, Status::NotFound | Status::BufferTooSmall);
+                if quiet {
+                    skylog!(Debug, "{import}: {e}");
+                } else {
+                    skylog!(Info, "{import}: {e}");
+                }
+                self.last_error = format!("{import}: {}", e.message);
+                e.status.code()
+            }
+        }
+    }
+
+    /// Reports a caught panic.
+    pub fn internal_error(&mut self, import: &str, what: &str) -> i32 {
+        skylog!(Error, "{import}: caught panic: {what}");
+        self.finish(
+            import,
+            Err(CallError::new(
+                Status::Internal,
+                format!("host bug caught at the FFI boundary: {what}"),
+            )),
+        )
+    }
+
+    fn pending(&mut self, ctx: &Context) -> &mut Pending {
+        self.pending
+            .get_or_insert_with(|| Pending::new(ctx.config.max_pending))
+    }
+
+    /// `skylark_version() -> abi_version`
+    pub fn version(&mut self) -> i32 {
+        ABI_VERSION
+    }
+
+    /// `skylark_put`
+    pub fn put(&mut self, mem: Mem<'_>, a: [u32; 8]) -> i32 {
+        let r = (|| {
+            let ctx = context::get()?;
+            let mem = memory(mem)?;
+            let req = decode::put(mem, &a, &limits(ctx))?;
+            let key = bundle_key(&ctx.config.namespace, req.chain);
+            ctx.local.put_fields(&key, &req.fields, ctx.config.ttl)
+        })();
+        self.finish(imports::PUT, r)
+    }
+
+    /// `skylark_put_many`
+    pub fn put_many(&mut self, mem: Mem<'_>, a: [u32; 6]) -> i32 {
+        let r = (|| {
+            let ctx = context::get()?;
+            let mem = memory(mem)?;
+            let req = decode::put_many(mem, &a, &limits(ctx))?;
+            let key = bundle_key(&ctx.config.namespace, req.chain);
+            ctx.local.put_fields(&key, &req.fields, ctx.config.ttl)
+        })();
+        self.finish(imports::PUT_MANY, r)
+    }
+
+    /// `skylark_get_bundle`
+    pub fn get_bundle(&mut self, mem: Mem<'_>, a: [u32; 7]) -> i32 {
+        let r = (|| {
+            let ctx = context::get()?;
+            let mem = memory(mem)?;
+            let req = decode::get(mem, &a)?;
+            let key = bundle_key(&ctx.config.namespace, &req.chain);
+            let pairs = ctx.local.get_all(&key)?;
+            if pairs.is_empty() {
+                write_result(mem, &req.out, GetResult::default())?;
+                return Err(CallError::new(
+                    Status::NotFound,
+                    format!("chain {:?} has no bundle on node {}", req.chain, ctx.config.node_name),
+                ));
+            }
+            let bytes = encode(ctx, &req.chain, &pairs)?;
+            self.deliver(ctx, mem, &req.out, bytes)
+        })();
+        self.finish(imports::GET_BUNDLE, r)
+    }
+
+    /// `skylark_take_result(handle, buf_ptr, buf_cap, result_ptr)`
+    pub fn take_result(&mut self, mem: Mem<'_>, a: [u32; 4]) -> i32 {
+        let r = (|| {
+            let ctx = context::get()?;
+            let mem = memory(mem)?;
+            let out = decode::output(mem, a[1], a[2], a[3])?;
+            let handle = a[0];
+            let Some(len) = self.pending(ctx).len_of(handle) else {
+                return Err(unknown_handle(handle));
+            };
+            if len > out.buf_cap as usize {
+                write_result(mem, &out, GetResult { len: len as u32, handle })?;
+                return Err(too_small(len, out.buf_cap, handle));
+            }
+            let bytes = self
+                .pending(ctx)
+                .take(handle)
+                .ok_or_else(|| unknown_handle(handle))?;
+            mem.write(out.buf_ptr, &bytes, "result buffer")?;
+            write_result(mem, &out, GetResult { len: len as u32, handle: 0 })
+        })();
+        self.finish(imports::TAKE_RESULT, r)
+    }
+
+    /// `skylark_drop_result(handle)`
+    pub fn drop_result(&mut self, handle: u32) -> i32 {
+        let r = (|| {
+            let ctx = context::get()?;
+            self.pending(ctx)
+                .take(handle)
+                .map(|_| ())
+                .ok_or_else(|| unknown_handle(handle))
+        })();
+        self.finish(imports::DROP_RESULT, r)
+    }
+
+    /// `skylark_last_error(buf_ptr, buf_cap, len_ptr)`: reads the message without changing it.
+    pub fn read_last_error(&mut self, mem: Mem<'_>, a: [u32; 3]) -> i32 {
+        let r = (|| {
+            let mem = memory(mem)?;
+            mem.check_writable(a[2], 4, "length record")?;
+            let msg = self.last_error.as_bytes();
+            let n = msg.len().min(a[1] as usize);
+            mem.write(a[0], &msg[..n], "message buffer")?;
+            mem.write(a[2], &(msg.len() as u32).to_le_bytes(), "length record")
+        })();
+        match r {
+            Ok(()) => Status::Ok.code(),
+            Err(e) => e.status.code(),
+        }
+    }
+
+    /// Writes `bytes` to the guest buffer, or keeps them under a handle if they do not fit.
+    fn deliver(
+        &mut self,
+        ctx: &Context,
+        mem: &mut dyn GuestMemory,
+        out: &Output,
+        bytes: Vec<u8>,
+    ) -> Result<(), CallError> {
+        let len = bytes.len();
+        if len <= out.buf_cap as usize {
+            mem.write(out.buf_ptr, &bytes, "result buffer")?;
+            return write_result(mem, out, GetResult { len: len as u32, handle: 0 });
+        }
+        let handle = self.pending(ctx).insert(bytes);
+        write_result(mem, out, GetResult { len: len as u32, handle })?;
+        Err(too_small(len, out.buf_cap, handle))
+    }
+}
+
+fn write_result(mem: &mut dyn GuestMemory, out: &Output, r: GetResult) -> Result<(), CallError> {
+    mem.write(out.result_ptr, &r.to_bytes(), "result record")
+}
+
+fn unknown_handle(handle: u32) -> CallError {
+    CallError::new(
+        Status::UnknownHandle,
+        format!("no pending result under handle {handle}"),
+    )
+}
+
+fn too_small(len: usize, cap: u32, handle: u32) -> CallError {
+    CallError::new(
+        Status::BufferTooSmall,
+        format!("result of {len} bytes does not fit a buffer of {cap} bytes; kept under handle {handle}"),
+    )
+}
+
+/// Checks a bundle read from the store and encodes it for the guest.
+fn encode(ctx: &Context, chain: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>, CallError> {
+    let total: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    if total > u64::from(ctx.config.max_bundle_bytes) {
+        return Err(CallError::new(
+            Status::BundleTooLarge,
+            format!(
+                "bundle of chain {chain:?} holds {total} bytes; SKYLARK_MAX_BUNDLE_BYTES is {}",
+                ctx.config.max_bundle_bytes
+            ),
+        ));
+    }
+    let mut fields = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let name = std::str::from_utf8(k).map_err(|_| {
+            CallError::new(
+                Status::StoreError,
+                format!("bundle of chain {chain:?} has a field name that is not UTF-8"),
+            )
+        })?;
+        fields.push((name, v.as_slice()));
+    }
+    let source = Source {
+        tier: Tier::Local,
+        node: ctx.config.node_name.clone(),
+    };
+    let bytes = wire::encode_bundle(chain, &source, fields)
+        .map_err(|e| CallError::new(Status::Internal, e.to_string()))?;
+    if bytes.len() > u32::MAX as usize {
+        return Err(CallError::new(
+            Status::BundleTooLarge,
+            format!("encoded bundle of {} bytes exceeds 4 GiB", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
