@@ -225,7 +225,14 @@ mod tests {
         assert_eq!(args(&|a| a[0] = size).status, Status::InvalidPointer);
         assert_eq!(args(&|a| a[1] = u32::MAX).status, Status::InvalidPointer);
         assert_eq!(args(&|a| a[4] = u32::MAX - 1).status, Status::InvalidPointer);
-        assert_eq!(args(&|a| a[6] = size + 5).status, Status::InvalidPointer);
+        assert_eq!(
+            args(&|a| {
+                a[6] = size + 5;
+                a[7] = 1
+            })
+            .status,
+            Status::InvalidPointer
+        );
         assert_eq!(args(&|a| a[1] = 0).status, Status::InvalidId);
         let e = args(&|a| {
             a[2] = s[3].0;

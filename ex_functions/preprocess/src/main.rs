@@ -1,0 +1,51 @@
+//! `preprocess`: first step of the Earth-observation workflow. Synthesises a deterministic
+//! grayscale "satellite image", preprocesses it (3x3 box blur + contrast stretch) and stores
+//! the result as field `preprocess` of the chain's bundle.
+//!
+//! Usage: `preprocess <chain_id> [--size BYTES] [--seed N]`; prints one JSON line
+//! `{"function":"preprocess","chain":..,"bytes":..,"seed":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
+
+use eo_common::cli::{self, timed, Args, Spec};
+use eo_common::{image, TASK_PREPROCESS};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+const SPEC: Spec = Spec {
+    name: "preprocess",
+    usage: "preprocess <chain_id> [--size BYTES] [--seed N]   (default size 1048576, seed 1)",
+    flags: &["size", "seed"],
+};
+
+const DEFAULT_SIZE: usize = 1 << 20;
+/// Upper bound on the image size; the host enforces its own value limit too.
+const MAX_SIZE: usize = 1 << 30;
+
+fn run(args: &Args) -> Result<Value, String> {
+    let start = Instant::now();
+    let chain = args.chain();
+    skylark_guest::validate_id(chain).map_err(|e| format!("chain id: {e}"))?;
+    let size = args.number_in("size", DEFAULT_SIZE, 1, MAX_SIZE)?;
+    let seed: u64 = args.number("seed", 1)?;
+
+    let (processed, compute_ms) = timed(|| image::preprocess(&image::synthesize(size, seed)));
+    eprintln!(
+        "preprocess: {size}-byte image (seed {seed}) processed in {compute_ms} ms; storing it for chain {chain}"
+    );
+
+    let (stored, put_ms) = timed(|| skylark_guest::put(chain, TASK_PREPROCESS, &processed));
+    stored.map_err(|e| format!("storing field {TASK_PREPROCESS:?} of chain {chain}: {e}"))?;
+
+    Ok(json!({
+        "function": "preprocess",
+        "chain": chain,
+        "bytes": processed.len(),
+        "seed": seed,
+        "compute_ms": compute_ms,
+        "put_ms": put_ms,
+        "total_ms": cli::ms(start.elapsed()),
+    }))
+}
+
+fn main() {
+    cli::main(&SPEC, run)
+}

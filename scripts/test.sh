@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 2: builds the plugin and guests, then runs every test (unit tests and
+# the system tests that drive real wasmedge, the real plugin and real redis-server).
+# Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+command -v redis-server >/dev/null || { echo "redis-server is missing: apt-get install redis-server" >&2; exit 1; }
+eval "$(bash scripts/build.sh --print-env)"
+cargo test --workspace "$@"

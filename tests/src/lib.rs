@@ -1,0 +1,317 @@
+//! Harness for the system tests: finds the wasmedge binary, the built plugin and guest
+//! `.wasm` files, starts throw-away `redis-server` processes on free ports or Unix
+//! sockets, and runs guests under `wasmedge` with a deadline.
+//!
+//! Build the artifacts first with `scripts/test.sh` (which also runs the tests), or set
+//! `WASMEDGE_BIN`, `SKYLARK_PLUGIN_DIR` and `SKYLARK_WASM_DIR` yourself.
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn env_path(var: &str, default: PathBuf) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or(default)
+}
+
+fn must_exist(p: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        p.exists(),
+        "{what} not found at {}: run scripts/test.sh, which installs WasmEdge and builds the \
+         plugin and guests before running the tests",
+        p.display()
+    );
+    p
+}
+
+/// The `wasmedge` command.
+pub fn wasmedge_bin() -> PathBuf {
+    must_exist(
+        env_path("WASMEDGE_BIN", root().join(".wasmedge/bin/wasmedge")),
+        "wasmedge",
+    )
+}
+
+/// The directory holding only `libwasmedgePluginSkylark.so`, for `WASMEDGE_PLUGIN_PATH`.
+pub fn plugin_dir() -> PathBuf {
+    let dir = env_path("SKYLARK_PLUGIN_DIR", root().join("target/plugin"));
+    must_exist(dir.join("libwasmedgePluginSkylark.so"), "the Skylark plugin");
+    dir
+}
+
+/// A guest module by name (`probe`, `bad-guest`, `preprocess`, ...).
+pub fn wasm(name: &str) -> PathBuf {
+    let dir = env_path("SKYLARK_WASM_DIR", root().join("target/wasm32-wasip1/release"));
+    must_exist(dir.join(format!("{name}.wasm")), "guest module")
+}
+
+/// A redis-server process that lives as long as this value.
+pub struct Redis {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// URL for `SKYLARK_REDIS_URL`.
+    pub url: String,
+    /// TCP port, or 0 when listening on a Unix socket only.
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+impl Redis {
+    /// Starts a redis-server on a free loopback port.
+    pub fn start() -> Redis {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(r) = Redis::spawn(port, None) {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 attempts");
+    }
+
+    /// Starts a redis-server listening only on a Unix socket.
+    pub fn start_unix() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sock = dir.path().join("redis.sock");
+        Redis::spawn_in(dir, 0, Some(sock)).expect("redis-server on a Unix socket did not start")
+    }
+
+    fn spawn(port: u16, sock: Option<PathBuf>) -> Option<Redis> {
+        Redis::spawn_in(tempfile::tempdir().expect("temp dir"), port, sock)
+    }
+
+    fn spawn_in(dir: tempfile::TempDir, port: u16, sock: Option<PathBuf>) -> Option<Redis> {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(s) = &sock {
+            cmd.arg("--unixsocket").arg(s).args(["--unixsocketperm", "700"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server not found: install it (apt-get install redis-server)");
+        let url = match &sock {
+            Some(s) => format!("unix://{}", s.display()),
+            None => format!("redis://127.0.0.1:{port}"),
+        };
+        let mut redis = Redis {
+            child,
+            _dir: dir,
+            url,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = redis.child.try_wait() {
+                return None; // exited: port taken, probably
+            }
+            if redis.try_conn().is_some() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn try_conn(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url.as_str()).ok()?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    /// A synchronous connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connect to test redis")
+    }
+
+    /// Every field of a hash, as a sorted map.
+    pub fn hgetall(&self, key: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        redis::cmd("HGETALL")
+            .arg(key)
+            .query(&mut self.conn())
+            .expect("HGETALL")
+    }
+
+    /// Number of calls of `command` the server has served (from INFO commandstats).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .expect("INFO");
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a guest run produced.
+#[derive(Debug)]
+pub struct GuestRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl GuestRun {
+    /// The last stdout line parsed as JSON.
+    pub fn json(&self) -> Value {
+        let line = self.stdout.lines().last().unwrap_or_else(|| {
+            panic!("guest printed nothing; stderr:\n{}", self.stderr)
+        });
+        serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("guest output {line:?} is not JSON ({e}); stderr:\n{}", self.stderr))
+    }
+
+    /// Asserts a zero exit code, with the guest's output in the message otherwise.
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "wasmedge exited with {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A guest invocation under the real `wasmedge` CLI with the Skylark plugin loaded.
+pub struct Guest {
+    cmd: Command,
+}
+
+impl Guest {
+    /// `wasmedge <module>.wasm args...`, with the plugin, talking to `redis`.
+    pub fn new(module: &str, redis_url: &str) -> Guest {
+        let mut cmd = Command::new(wasmedge_bin());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SKYLARK_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
+            .env("SKYLARK_REDIS_URL", redis_url)
+            .env("SKYLARK_NODE_NAME", "test-node")
+            .arg(wasm(module));
+        Guest { cmd }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Guest
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Sets a variable in the host process environment (plugin configuration).
+    pub fn env(mut self, k: &str, v: &str) -> Guest {
+        self.cmd.env(k, v);
+        self
+    }
+
+    /// Starts the guest without waiting.
+    pub fn spawn(mut self) -> Running {
+        let child = self
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wasmedge");
+        Running {
+            child,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs the guest to completion; kills it and panics after `timeout`.
+    pub fn run(self, timeout: Duration) -> GuestRun {
+        self.spawn().wait(timeout)
+    }
+}
+
+/// A guest that is running.
+pub struct Running {
+    child: Child,
+    started: Instant,
+}
+
+impl Running {
+    /// Waits for the guest; kills it and panics if it runs longer than `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> GuestRun {
+        let mut out = self.child.stdout.take().expect("piped stdout");
+        let mut err = self.child.stderr.take().expect("piped stderr");
+        let out_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait for wasmedge") {
+                break st;
+            }
+            if self.started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("guest still running after {timeout:?}: killed");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        GuestRun {
+            status,
+            stdout: out_t.join().unwrap_or_default(),
+            stderr: err_t.join().unwrap_or_default(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// Default deadline for one guest run (interpreter mode, debug-free release guests).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A chain id unique to this test process and call site.
+pub fn chain_id(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
