@@ -1,21 +1,18 @@
 #!/usr/bin/env bash
-# Builds everything the demo, tests and benchmarks run: installs WasmEdge (project-local,
-# see install-wasmedge.sh), builds the plugin in release mode into target/plugin/ (a
-# directory holding only the plugin, for WASMEDGE_PLUGIN_PATH) and every guest for
-# wasm32-wasip1 into target/wasm32-wasip1/release/.
+# Builds everything the demo, tests and benchmarks run: installs missing machine packages
+# (setup-deps.sh) and WasmEdge (project-local, see install-wasmedge.sh), builds the plugin
+# in release mode into target/plugin/ (a directory holding only the plugin, for
+# WASMEDGE_PLUGIN_PATH) and every guest for wasm32-wasip1 into target/wasm32-wasip1/release/.
 # Prints the environment to use as `export` lines on stdout when called with --print-env.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+bash scripts/setup-deps.sh >&2
 bash scripts/install-wasmedge.sh >&2
 # shellcheck disable=SC1091
 source .wasmedge/env
 export WASMEDGE_INCLUDE_DIR WASMEDGE_LIB_DIR
-
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-  rustup target add wasm32-wasip1 >&2
-fi
 
 echo "[build] plugin (release)" >&2
 cargo build --release -p skylark-plugin >&2

@@ -76,7 +76,16 @@ mod tests {
             validate(&[b'a'; MAX_ID_LEN + 1]),
             Err(IdError::TooLong(MAX_ID_LEN + 1))
         );
-        for bad in [&b"a:b"[..], b"a*", b"a b", b"a?", b"a[", b"\xff", b"a\0", b"a/b"] {
+        for bad in [
+            &b"a:b"[..],
+            b"a*",
+            b"a b",
+            b"a?",
+            b"a[",
+            b"\xff",
+            b"a\0",
+            b"a/b",
+        ] {
             assert!(
                 matches!(validate(bad), Err(IdError::BadChar { .. })),
                 "{bad:?}"

@@ -72,18 +72,25 @@ macro_rules! trampoline {
             params: *const WasmEdge_Value,
             returns: *mut WasmEdge_Value,
         ) -> WasmEdge_Result {
-            dispatch::<$n>($import, data, frame, params, returns, |$inst, $mem, $a| $body)
+            dispatch::<$n>($import, data, frame, params, returns, |$inst, $mem, $a| {
+                $body
+            })
         }
     };
 }
 
 trampoline!(host_version, imports::VERSION, 0, |i, _m, _a| i.version());
 trampoline!(host_put, imports::PUT, 8, |i, m, a| i.put(m, a));
-trampoline!(host_put_many, imports::PUT_MANY, 6, |i, m, a| i.put_many(m, a));
-trampoline!(host_get_bundle, imports::GET_BUNDLE, 7, |i, m, a| i.get_bundle(m, a));
-trampoline!(host_take_result, imports::TAKE_RESULT, 4, |i, m, a| i.take_result(m, a));
-trampoline!(host_drop_result, imports::DROP_RESULT, 1, |i, _m, a| i.drop_result(a[0]));
-trampoline!(host_last_error, imports::LAST_ERROR, 3, |i, m, a| i.read_last_error(m, a));
+trampoline!(host_put_many, imports::PUT_MANY, 6, |i, m, a| i
+    .put_many(m, a));
+trampoline!(host_get_bundle, imports::GET_BUNDLE, 7, |i, m, a| i
+    .get_bundle(m, a));
+trampoline!(host_take_result, imports::TAKE_RESULT, 4, |i, m, a| i
+    .take_result(m, a));
+trampoline!(host_drop_result, imports::DROP_RESULT, 1, |i, _m, a| i
+    .drop_result(a[0]));
+trampoline!(host_last_error, imports::LAST_ERROR, 3, |i, m, a| i
+    .read_last_error(m, a));
 
 /// The functions of the module, by import name.
 fn functions() -> [(&'static str, HostFn); 7] {

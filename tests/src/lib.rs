@@ -48,13 +48,19 @@ pub fn wasmedge_bin() -> PathBuf {
 /// The directory holding only `libwasmedgePluginSkylark.so`, for `WASMEDGE_PLUGIN_PATH`.
 pub fn plugin_dir() -> PathBuf {
     let dir = env_path("SKYLARK_PLUGIN_DIR", root().join("target/plugin"));
-    must_exist(dir.join("libwasmedgePluginSkylark.so"), "the Skylark plugin");
+    must_exist(
+        dir.join("libwasmedgePluginSkylark.so"),
+        "the Skylark plugin",
+    );
     dir
 }
 
 /// A guest module by name (`probe`, `bad-guest`, `preprocess`, ...).
 pub fn wasm(name: &str) -> PathBuf {
-    let dir = env_path("SKYLARK_WASM_DIR", root().join("target/wasm32-wasip1/release"));
+    let dir = env_path(
+        "SKYLARK_WASM_DIR",
+        root().join("target/wasm32-wasip1/release"),
+    );
     must_exist(dir.join(format!("{name}.wasm")), "guest module")
 }
 
@@ -107,7 +113,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(s) = &sock {
-            cmd.arg("--unixsocket").arg(s).args(["--unixsocketperm", "700"]);
+            cmd.arg("--unixsocket")
+                .arg(s)
+                .args(["--unixsocketperm", "700"]);
         }
         let child = cmd
             .spawn()
@@ -137,7 +145,9 @@ impl Redis {
 
     fn try_conn(&self) -> Option<redis::Connection> {
         let client = redis::Client::open(self.url.as_str()).ok()?;
-        let mut c = client.get_connection_with_timeout(Duration::from_secs(1)).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
         redis::cmd("PING").query::<String>(&mut c).ok()?;
         Some(c)
     }
@@ -189,11 +199,17 @@ pub struct GuestRun {
 impl GuestRun {
     /// The last stdout line parsed as JSON.
     pub fn json(&self) -> Value {
-        let line = self.stdout.lines().last().unwrap_or_else(|| {
-            panic!("guest printed nothing; stderr:\n{}", self.stderr)
-        });
-        serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("guest output {line:?} is not JSON ({e}); stderr:\n{}", self.stderr))
+        let line = self
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("guest printed nothing; stderr:\n{}", self.stderr));
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "guest output {line:?} is not JSON ({e}); stderr:\n{}",
+                self.stderr
+            )
+        })
     }
 
     /// Asserts a zero exit code, with the guest's output in the message otherwise.
@@ -217,6 +233,12 @@ pub struct Guest {
 impl Guest {
     /// `wasmedge <module>.wasm args...`, with the plugin, talking to `redis`.
     pub fn new(module: &str, redis_url: &str) -> Guest {
+        Guest::at(&wasm(module), redis_url)
+    }
+
+    /// Like [`Guest::new`], for a module file outside the guest directory (an AOT-compiled
+    /// copy, for instance).
+    pub fn at(module: &Path, redis_url: &str) -> Guest {
         let mut cmd = Command::new(wasmedge_bin());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("SKYLARK_") {
@@ -226,7 +248,7 @@ impl Guest {
         cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
             .env("SKYLARK_REDIS_URL", redis_url)
             .env("SKYLARK_NODE_NAME", "test-node")
-            .arg(wasm(module));
+            .arg(module);
         Guest { cmd }
     }
 
@@ -313,5 +335,9 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 pub fn chain_id(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -61,17 +61,32 @@ fn hostile_arguments_get_error_codes_and_the_runtime_survives() {
             .unwrap_or_else(|| panic!("case {name} missing from output:\n{}", run.stdout));
         assert_eq!(*code, status.code(), "{name}: {message}");
         if status != Ok && !name.starts_with("last_error") {
-            assert!(message.starts_with("skylark_"), "{name} has no message: {message:?}");
+            assert!(
+                message.starts_with("skylark_"),
+                "{name} has no message: {message:?}"
+            );
         }
         if status == Ok {
             assert!(message.is_empty(), "{name}: success must clear the message");
         }
     }
-    assert_eq!(cases.len(), expected.len(), "unexpected cases:\n{}", run.stdout);
-    assert!(run.stdout.contains("valid_get_contains_value true"), "{}", run.stdout);
+    assert_eq!(
+        cases.len(),
+        expected.len(),
+        "unexpected cases:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("valid_get_contains_value true"),
+        "{}",
+        run.stdout
+    );
 
     // Only the valid put reached the store.
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.conn()).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.conn())
+        .unwrap();
     assert_eq!(keys, vec!["skylark:bundle:hostile-chain".to_string()]);
     assert_eq!(redis.hgetall("skylark:bundle:hostile-chain").len(), 1);
 }

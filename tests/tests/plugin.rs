@@ -17,7 +17,9 @@ fn probe(redis: &Redis, args: &[&str]) -> serde_json::Value {
 }
 
 fn status(v: &serde_json::Value) -> i64 {
-    v["status"].as_i64().unwrap_or_else(|| panic!("no status in {v}"))
+    v["status"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no status in {v}"))
 }
 
 #[test]
@@ -46,7 +48,10 @@ fn put_then_get_bundle() {
     let stored = redis.hgetall(&key);
     assert_eq!(stored.len(), 1);
     assert_eq!(stored["preprocess"], pattern(1000, 7));
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut redis.conn()).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query(&mut redis.conn())
+        .unwrap();
     assert!((1..=86_400).contains(&ttl), "TTL {ttl}");
 
     let got = probe(&redis, &["get", &chain]);
@@ -55,7 +60,10 @@ fn put_then_get_bundle() {
     assert_eq!(got["tier"], "local");
     assert_eq!(got["node"], "test-node");
     assert_eq!(got["fields"]["preprocess"]["len"], 1000);
-    assert_eq!(got["fields"]["preprocess"]["fnv"], fnv1a(&pattern(1000, 7)).as_str());
+    assert_eq!(
+        got["fields"]["preprocess"]["fnv"],
+        fnv1a(&pattern(1000, 7)).as_str()
+    );
 }
 
 #[test]
@@ -65,21 +73,36 @@ fn many_fields_are_written_and_read_in_one_round_trip_each() {
     let hset_before = redis.command_calls("hset");
     let put = probe(&redis, &["put-many", &chain, "f", "50", "300", "100"]);
     assert_eq!(status(&put), 0, "{put}");
-    assert_eq!(redis.command_calls("hset") - hset_before, 1, "one HSET for 50 fields");
+    assert_eq!(
+        redis.command_calls("hset") - hset_before,
+        1,
+        "one HSET for 50 fields"
+    );
 
     let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
     assert_eq!(stored.len(), 50);
     for i in 0..50u64 {
-        assert_eq!(stored[&format!("f{i}")], pattern(300, 100 + i), "field f{i}");
+        assert_eq!(
+            stored[&format!("f{i}")],
+            pattern(300, 100 + i),
+            "field f{i}"
+        );
     }
 
     let before = redis.command_calls("hgetall");
     let got = probe(&redis, &["get", &chain]);
-    assert_eq!(redis.command_calls("hgetall") - before, 1, "one HGETALL for 50 fields");
+    assert_eq!(
+        redis.command_calls("hgetall") - before,
+        1,
+        "one HGETALL for 50 fields"
+    );
     let fields = got["fields"].as_object().expect("fields");
     assert_eq!(fields.len(), 50);
     for i in 0..50u64 {
-        assert_eq!(fields[&format!("f{i}")]["fnv"], fnv1a(&pattern(300, 100 + i)).as_str());
+        assert_eq!(
+            fields[&format!("f{i}")]["fnv"],
+            fnv1a(&pattern(300, 100 + i)).as_str()
+        );
     }
 }
 
@@ -91,7 +114,10 @@ fn eight_mib_value_goes_through_the_buffer_protocol_without_a_second_round_trip(
     let put = probe(&redis, &["put", &chain, "image", &size.to_string(), "3"]);
     assert_eq!(status(&put), 0, "{put}");
     let expected = pattern(size, 3);
-    assert_eq!(redis.hgetall(&format!("skylark:bundle:{chain}"))["image"], expected);
+    assert_eq!(
+        redis.hgetall(&format!("skylark:bundle:{chain}"))["image"],
+        expected
+    );
 
     let before = redis.command_calls("hgetall");
     let got = probe(&redis, &["get", &chain]);
@@ -110,7 +136,10 @@ fn missing_bundle_is_not_found() {
     let redis = Redis::start();
     let got = probe(&redis, &["get", "no-such-chain"]);
     assert_eq!(status(&got), Status::NotFound.code() as i64, "{got}");
-    assert!(got["error"].as_str().unwrap().contains("no-such-chain"), "{got}");
+    assert!(
+        got["error"].as_str().unwrap().contains("no-such-chain"),
+        "{got}"
+    );
 }
 
 #[test]
@@ -118,7 +147,11 @@ fn invalid_ids_are_rejected_and_nothing_is_written() {
     let redis = Redis::start();
     for (chain, task) in [("a:b", "t"), ("ok", "x*"), ("ok", "has space")] {
         let put = probe(&redis, &["put", chain, task, "10", "1"]);
-        assert_eq!(status(&put), Status::InvalidId.code() as i64, "{chain}/{task}: {put}");
+        assert_eq!(
+            status(&put),
+            Status::InvalidId.code() as i64,
+            "{chain}/{task}: {put}"
+        );
     }
     let long = "c".repeat(129);
     let put = probe(&redis, &["put", &long, "t", "10", "1"]);
@@ -130,7 +163,11 @@ fn invalid_ids_are_rejected_and_nothing_is_written() {
 #[test]
 fn refused_connection_fails_fast_with_store_unavailable() {
     // Reserve a port, then free it: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("redis://127.0.0.1:{port}");
     let run = Guest::new("probe", &url)
         .args(["put", "c", "t", "10", "1"])
@@ -160,7 +197,11 @@ fn silent_store_times_out_within_the_configured_deadline() {
             .run(Duration::from_secs(60));
         run.assert_success();
         let v = run.json();
-        assert_eq!(status(&v), Status::StoreTimeout.code() as i64, "{op:?}: {v}");
+        assert_eq!(
+            status(&v),
+            Status::StoreTimeout.code() as i64,
+            "{op:?}: {v}"
+        );
         let ms = v["ms"].as_f64().unwrap();
         assert!((250.0..2_000.0).contains(&ms), "{op:?} took {ms} ms");
     }
@@ -173,7 +214,14 @@ fn concurrent_writers_to_one_chain_lose_no_field() {
     let writers: Vec<_> = (0..6)
         .map(|w| {
             Guest::new("probe", &redis.url)
-                .args(["put-many", &chain, &format!("w{w}-"), "5", "2000", &(w * 100).to_string()])
+                .args([
+                    "put-many",
+                    &chain,
+                    &format!("w{w}-"),
+                    "5",
+                    "2000",
+                    &(w * 100).to_string(),
+                ])
                 .spawn()
         })
         .collect();
@@ -222,7 +270,13 @@ fn value_limit_is_enforced() {
         .run(RUN_TIMEOUT);
     let v = run.assert_success().json();
     assert_eq!(status(&v), Status::ValueTooLarge.code() as i64, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("SKYLARK_MAX_VALUE_BYTES"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("SKYLARK_MAX_VALUE_BYTES"),
+        "{v}"
+    );
     let keys: i64 = redis::cmd("DBSIZE").query(&mut redis.conn()).unwrap();
     assert_eq!(keys, 0);
 }
@@ -236,7 +290,10 @@ fn invalid_configuration_is_reported_to_the_guest() {
         .run(RUN_TIMEOUT);
     let v = run.assert_success().json();
     assert_eq!(status(&v), Status::ConfigInvalid.code() as i64, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("SKYLARK_TTL_SECS"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("SKYLARK_TTL_SECS"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -247,6 +304,9 @@ fn ttl_zero_means_no_expiry() {
         .args(["put", "c1", "t", "8", "1"])
         .run(RUN_TIMEOUT);
     assert_eq!(status(&run.assert_success().json()), 0);
-    let ttl: i64 = redis::cmd("TTL").arg("skylark:bundle:c1").query(&mut redis.conn()).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("skylark:bundle:c1")
+        .query(&mut redis.conn())
+        .unwrap();
     assert_eq!(ttl, -1);
 }

@@ -124,7 +124,10 @@ impl Instance {
                 write_result(mem, &req.out, GetResult::default())?;
                 return Err(CallError::new(
                     Status::NotFound,
-                    format!("chain {:?} has no bundle on node {}", req.chain, ctx.config.node_name),
+                    format!(
+                        "chain {:?} has no bundle on node {}",
+                        req.chain, ctx.config.node_name
+                    ),
                 ));
             }
             let bytes = encode(ctx, &req.chain, &pairs)?;
@@ -144,7 +147,14 @@ impl Instance {
                 return Err(unknown_handle(handle));
             };
             if len > out.buf_cap as usize {
-                write_result(mem, &out, GetResult { len: len as u32, handle })?;
+                write_result(
+                    mem,
+                    &out,
+                    GetResult {
+                        len: len as u32,
+                        handle,
+                    },
+                )?;
                 return Err(too_small(len, out.buf_cap, handle));
             }
             let bytes = self
@@ -152,7 +162,14 @@ impl Instance {
                 .take(handle)
                 .ok_or_else(|| unknown_handle(handle))?;
             mem.write(out.buf_ptr, &bytes, "result buffer")?;
-            write_result(mem, &out, GetResult { len: len as u32, handle: 0 })
+            write_result(
+                mem,
+                &out,
+                GetResult {
+                    len: len as u32,
+                    handle: 0,
+                },
+            )
         })();
         self.finish(imports::TAKE_RESULT, r)
     }
@@ -196,10 +213,24 @@ impl Instance {
         let len = bytes.len();
         if len <= out.buf_cap as usize {
             mem.write(out.buf_ptr, &bytes, "result buffer")?;
-            return write_result(mem, out, GetResult { len: len as u32, handle: 0 });
+            return write_result(
+                mem,
+                out,
+                GetResult {
+                    len: len as u32,
+                    handle: 0,
+                },
+            );
         }
         let handle = self.pending(ctx).insert(bytes);
-        write_result(mem, out, GetResult { len: len as u32, handle })?;
+        write_result(
+            mem,
+            out,
+            GetResult {
+                len: len as u32,
+                handle,
+            },
+        )?;
         Err(too_small(len, out.buf_cap, handle))
     }
 }

@@ -12,16 +12,56 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "redis://127.0.0.1:6379",
         "node-local store: redis://, rediss:// or unix:///path (also redis+unix://)",
     ),
-    ("SKYLARK_NODE_NAME", "$HOSTNAME or 'local'", "name of this node"),
-    ("SKYLARK_NAMESPACE", "skylark", "prefix of every key ([A-Za-z0-9._-], 1-64 bytes)"),
-    ("SKYLARK_TTL_SECS", "86400", "expiry of a bundle after its last write; 0 = never"),
-    ("SKYLARK_MAX_VALUE_BYTES", "67108864", "largest value one field may hold"),
-    ("SKYLARK_MAX_FIELDS", "1024", "most fields in one skylark_put_many call"),
-    ("SKYLARK_MAX_BUNDLE_BYTES", "268435456", "largest bundle skylark_get_bundle delivers"),
-    ("SKYLARK_TIMEOUT_MS", "2000", "deadline of one store call, connecting included"),
-    ("SKYLARK_CONNECT_TIMEOUT_MS", "1000", "deadline of one connection attempt"),
-    ("SKYLARK_MAX_PENDING", "4", "oversized get results kept per instance for skylark_take_result"),
-    ("SKYLARK_LOG", "warn", "off, error, warn, info, debug or trace (to stderr)"),
+    (
+        "SKYLARK_NODE_NAME",
+        "$HOSTNAME or 'local'",
+        "name of this node",
+    ),
+    (
+        "SKYLARK_NAMESPACE",
+        "skylark",
+        "prefix of every key ([A-Za-z0-9._-], 1-64 bytes)",
+    ),
+    (
+        "SKYLARK_TTL_SECS",
+        "86400",
+        "expiry of a bundle after its last write; 0 = never",
+    ),
+    (
+        "SKYLARK_MAX_VALUE_BYTES",
+        "67108864",
+        "largest value one field may hold",
+    ),
+    (
+        "SKYLARK_MAX_FIELDS",
+        "1024",
+        "most fields in one skylark_put_many call",
+    ),
+    (
+        "SKYLARK_MAX_BUNDLE_BYTES",
+        "268435456",
+        "largest bundle skylark_get_bundle delivers",
+    ),
+    (
+        "SKYLARK_TIMEOUT_MS",
+        "2000",
+        "deadline of one store call, connecting included",
+    ),
+    (
+        "SKYLARK_CONNECT_TIMEOUT_MS",
+        "1000",
+        "deadline of one connection attempt",
+    ),
+    (
+        "SKYLARK_MAX_PENDING",
+        "4",
+        "oversized get results kept per instance for skylark_take_result",
+    ),
+    (
+        "SKYLARK_LOG",
+        "warn",
+        "off, error, warn, info, debug or trace (to stderr)",
+    ),
 ];
 
 /// The validated configuration.
@@ -65,16 +105,30 @@ impl Config {
 
         let namespace = var("SKYLARK_NAMESPACE").unwrap_or_else(|| "skylark".into());
         if namespace.len() > 64 {
-            return Err(format!("SKYLARK_NAMESPACE is {} bytes long (max 64)", namespace.len()));
+            return Err(format!(
+                "SKYLARK_NAMESPACE is {} bytes long (max 64)",
+                namespace.len()
+            ));
         }
         skylark_abi::ids::validate(namespace.as_bytes())
             .map_err(|e| format!("SKYLARK_NAMESPACE {namespace:?} {e}"))?;
 
         let ttl_secs = number(&var, "SKYLARK_TTL_SECS", 86_400, 0, 10 * 365 * 86_400)?;
-        let max_value_bytes = number(&var, "SKYLARK_MAX_VALUE_BYTES", 64 << 20, 1, REDIS_MAX_VALUE)?;
+        let max_value_bytes = number(
+            &var,
+            "SKYLARK_MAX_VALUE_BYTES",
+            64 << 20,
+            1,
+            REDIS_MAX_VALUE,
+        )?;
         let max_fields = number(&var, "SKYLARK_MAX_FIELDS", 1024, 1, 1 << 20)?;
-        let max_bundle_bytes =
-            number(&var, "SKYLARK_MAX_BUNDLE_BYTES", 256 << 20, 1, u32::MAX as u64)?;
+        let max_bundle_bytes = number(
+            &var,
+            "SKYLARK_MAX_BUNDLE_BYTES",
+            256 << 20,
+            1,
+            u32::MAX as u64,
+        )?;
         let timeout_ms = number(&var, "SKYLARK_TIMEOUT_MS", 2000, 1, 3_600_000)?;
         let connect_timeout_ms = number(&var, "SKYLARK_CONNECT_TIMEOUT_MS", 1000, 1, 3_600_000)?;
         let max_pending = number(&var, "SKYLARK_MAX_PENDING", 4, 1, 1024)?;
@@ -167,7 +221,9 @@ fn redact_query_password(path: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
                 format!("{k}=***")
             }
             _ => kv.to_string(),
@@ -257,7 +313,11 @@ mod tests {
             ("SKYLARK_NODE_NAME", "node 1", "SKYLARK_NODE_NAME"),
             ("SKYLARK_TTL_SECS", "-1", "SKYLARK_TTL_SECS"),
             ("SKYLARK_MAX_VALUE_BYTES", "0", "SKYLARK_MAX_VALUE_BYTES"),
-            ("SKYLARK_MAX_VALUE_BYTES", "1000000000", "SKYLARK_MAX_VALUE_BYTES"),
+            (
+                "SKYLARK_MAX_VALUE_BYTES",
+                "1000000000",
+                "SKYLARK_MAX_VALUE_BYTES",
+            ),
             ("SKYLARK_TIMEOUT_MS", "soon", "SKYLARK_TIMEOUT_MS"),
             ("SKYLARK_LOG", "loud", "SKYLARK_LOG"),
         ];

@@ -3,9 +3,9 @@
 
 use crate::error::{show_bytes, CallError};
 use crate::memory::GuestMemory;
+use serde::de::DeserializeOwned;
 use skylark_abi::layout::{FieldRef, GetResult};
 use skylark_abi::wire::{self, GetOptions, PutOptions};
-use serde::de::DeserializeOwned;
 use skylark_abi::{ids, Status};
 
 /// The limits that decoding enforces.
@@ -113,7 +113,10 @@ pub fn put_many<'m>(
     }
     let table_len = u64::from(count) * FieldRef::SIZE as u64;
     let table_len = u32::try_from(table_len).map_err(|_| {
-        CallError::new(Status::InvalidPointer, "field table larger than guest memory")
+        CallError::new(
+            Status::InvalidPointer,
+            "field table larger than guest memory",
+        )
     })?;
     let table = mem.read(a[2], table_len, "field table")?;
     let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(count as usize);
@@ -121,7 +124,12 @@ pub fn put_many<'m>(
         let mut raw = [0u8; FieldRef::SIZE];
         raw.copy_from_slice(rec);
         let f = FieldRef::from_bytes(&raw);
-        let task = id(mem, f.task_ptr, f.task_len, &format!("task id of field {i}"))?;
+        let task = id(
+            mem,
+            f.task_ptr,
+            f.task_len,
+            &format!("task id of field {i}"),
+        )?;
         if fields.iter().any(|(t, _)| *t == task) {
             return Err(CallError::new(
                 Status::DuplicateField,
@@ -200,7 +208,12 @@ mod tests {
     #[test]
     fn put_decodes_ids_value_and_empty_options() {
         let (m, s) = layout(&[b"chain-1", b"preprocess", b"\x00\x01raw"]);
-        let r = put(&m, &[s[0].0, s[0].1, s[1].0, s[1].1, s[2].0, s[2].1, 0, 0], &LIMITS).unwrap();
+        let r = put(
+            &m,
+            &[s[0].0, s[0].1, s[1].0, s[1].1, s[2].0, s[2].1, 0, 0],
+            &LIMITS,
+        )
+        .unwrap();
         assert_eq!(r.chain, "chain-1");
         assert_eq!(r.fields, vec![("preprocess", &b"\x00\x01raw"[..])]);
         assert_eq!(r.options, PutOptions::default());
@@ -209,7 +222,12 @@ mod tests {
     #[test]
     fn put_accepts_an_empty_value_and_a_map_of_options() {
         let (m, s) = layout(&[b"c", b"t", &[0x80]]);
-        let r = put(&m, &[s[0].0, s[0].1, s[1].0, s[1].1, 9999, 0, s[2].0, s[2].1], &LIMITS).unwrap();
+        let r = put(
+            &m,
+            &[s[0].0, s[0].1, s[1].0, s[1].1, 9999, 0, s[2].0, s[2].1],
+            &LIMITS,
+        )
+        .unwrap();
         assert_eq!(r.fields[0].1, b"");
     }
 
@@ -224,7 +242,10 @@ mod tests {
         };
         assert_eq!(args(&|a| a[0] = size).status, Status::InvalidPointer);
         assert_eq!(args(&|a| a[1] = u32::MAX).status, Status::InvalidPointer);
-        assert_eq!(args(&|a| a[4] = u32::MAX - 1).status, Status::InvalidPointer);
+        assert_eq!(
+            args(&|a| a[4] = u32::MAX - 1).status,
+            Status::InvalidPointer
+        );
         assert_eq!(
             args(&|a| {
                 a[6] = size + 5;
@@ -254,8 +275,18 @@ mod tests {
         let at = table(
             &mut m,
             &[
-                FieldRef { task_ptr: s[1].0, task_len: s[1].1, value_ptr: s[2].0, value_len: s[2].1 },
-                FieldRef { task_ptr: s[3].0, task_len: s[3].1, value_ptr: s[4].0, value_len: s[4].1 },
+                FieldRef {
+                    task_ptr: s[1].0,
+                    task_len: s[1].1,
+                    value_ptr: s[2].0,
+                    value_len: s[2].1,
+                },
+                FieldRef {
+                    task_ptr: s[3].0,
+                    task_len: s[3].1,
+                    value_ptr: s[4].0,
+                    value_len: s[4].1,
+                },
             ],
         );
         m.0.resize(m.0.len() + 8, 0);
@@ -266,17 +297,36 @@ mod tests {
     #[test]
     fn put_many_rejects_counts_duplicates_and_bad_records() {
         let (mut m, s) = layout(&[b"c", b"f0", b"v"]);
-        let good = FieldRef { task_ptr: s[1].0, task_len: s[1].1, value_ptr: s[2].0, value_len: s[2].1 };
+        let good = FieldRef {
+            task_ptr: s[1].0,
+            task_len: s[1].1,
+            value_ptr: s[2].0,
+            value_len: s[2].1,
+        };
         let dup = table(&mut m, &[good, good]);
-        let bad = table(&mut m, &[FieldRef { value_ptr: u32::MAX, value_len: 4, ..good }]);
+        let bad = table(
+            &mut m,
+            &[FieldRef {
+                value_ptr: u32::MAX,
+                value_len: 4,
+                ..good
+            }],
+        );
         m.0.resize(m.0.len() + 8, 0);
-        let call = |ptr, n| put_many(&m, &[s[0].0, s[0].1, ptr, n, 0, 0], &LIMITS).unwrap_err().status;
+        let call = |ptr, n| {
+            put_many(&m, &[s[0].0, s[0].1, ptr, n, 0, 0], &LIMITS)
+                .unwrap_err()
+                .status
+        };
         assert_eq!(call(dup, 0), Status::TooManyFields);
         assert_eq!(call(dup, 5), Status::TooManyFields);
         assert_eq!(call(dup, 2), Status::DuplicateField);
         assert_eq!(call(bad, 1), Status::InvalidPointer);
         assert_eq!(call(u32::MAX - 3, 1), Status::InvalidPointer);
-        let huge = Limits { max_fields: u32::MAX, ..LIMITS };
+        let huge = Limits {
+            max_fields: u32::MAX,
+            ..LIMITS
+        };
         let e = put_many(&m, &[s[0].0, s[0].1, 0, u32::MAX, 0, 0], &huge).unwrap_err();
         assert_eq!(e.status, Status::InvalidPointer);
     }
@@ -287,7 +337,14 @@ mod tests {
         let size = m.0.len() as u32;
         let r = get(&m, &[s[0].0, s[0].1, 0, 0, 0, 16, size - 8]).unwrap();
         assert_eq!(r.chain, "chain");
-        assert_eq!(r.out, Output { buf_ptr: 0, buf_cap: 16, result_ptr: size - 8 });
+        assert_eq!(
+            r.out,
+            Output {
+                buf_ptr: 0,
+                buf_cap: 16,
+                result_ptr: size - 8
+            }
+        );
         let e = get(&m, &[s[0].0, s[0].1, 0, 0, 0, 16, size - 7]).unwrap_err();
         assert_eq!(e.status, Status::InvalidPointer);
         let e = get(&m, &[s[0].0, s[0].1, 0, 0, size - 4, 16, 0]).unwrap_err();

@@ -96,9 +96,18 @@ mod tests {
         m.0[10..13].copy_from_slice(b"abc");
         assert_eq!(m.read(10, 3, "x").unwrap(), b"abc");
         assert_eq!(m.read(97, 3, "x").unwrap().len(), 3);
-        assert_eq!(m.read(98, 3, "x").unwrap_err().status, Status::InvalidPointer);
-        assert_eq!(m.read(u32::MAX, 2, "x").unwrap_err().status, Status::InvalidPointer);
-        assert_eq!(m.read(1, u32::MAX, "x").unwrap_err().status, Status::InvalidPointer);
+        assert_eq!(
+            m.read(98, 3, "x").unwrap_err().status,
+            Status::InvalidPointer
+        );
+        assert_eq!(
+            m.read(u32::MAX, 2, "x").unwrap_err().status,
+            Status::InvalidPointer
+        );
+        assert_eq!(
+            m.read(1, u32::MAX, "x").unwrap_err().status,
+            Status::InvalidPointer
+        );
         // Zero-length reads never fault, wherever they point.
         assert_eq!(m.read(u32::MAX, 0, "x").unwrap(), b"");
     }

@@ -60,7 +60,10 @@ where
 fn timeout_error(deadline: Duration) -> CallError {
     CallError::new(
         Status::StoreTimeout,
-        format!("no answer within {} ms (SKYLARK_TIMEOUT_MS)", deadline.as_millis()),
+        format!(
+            "no answer within {} ms (SKYLARK_TIMEOUT_MS)",
+            deadline.as_millis()
+        ),
     )
 }
 
@@ -92,7 +95,9 @@ mod tests {
 
     #[test]
     fn works_from_inside_another_tokio_runtime() {
-        let outer = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let r = outer.block_on(async { run(Duration::from_secs(1), async { Ok(1) }) });
         assert_eq!(r, Ok(1));
     }

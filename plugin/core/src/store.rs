@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// The fields of a hash as raw (name, value) pairs.
+pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The Redis key of a chain's bundle.
 pub fn bundle_key(namespace: &str, chain: &str) -> String {
     format!("{namespace}:bundle:{chain}")
@@ -33,7 +36,11 @@ enum Request {
 
 impl Store {
     /// A store for `url`; does not connect.
-    pub fn new(url: &str, timeout: Duration, connect_timeout: Duration) -> Result<Arc<Store>, String> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Arc<Store>, String> {
         let client = Client::open(url).map_err(|e| format!("{}: {e}", redact(url)))?;
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout.min(timeout)))
@@ -67,18 +74,22 @@ impl Store {
         }
         hset.ignore();
         if let Some(ttl) = ttl {
-            pipe.cmd("EXPIRE").arg(key).arg(ttl.as_secs().max(1)).ignore();
+            pipe.cmd("EXPIRE")
+                .arg(key)
+                .arg(ttl.as_secs().max(1))
+                .ignore();
         }
         self.send(Request::Pipe(pipe)).map(|_| ())
     }
 
     /// Every field of the hash `key` (`HGETALL`), in the order Redis returns them. An
     /// absent key yields an empty list.
-    pub fn get_all(self: &Arc<Self>, key: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CallError> {
+    pub fn get_all(self: &Arc<Self>, key: &str) -> Result<HashPairs, CallError> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(key);
         let value = self.send(Request::Cmd(cmd))?;
-        hash_pairs(value).map_err(|m| CallError::new(Status::StoreError, format!("{}: {m}", self.shown)))
+        hash_pairs(value)
+            .map_err(|m| CallError::new(Status::StoreError, format!("{}: {m}", self.shown)))
     }
 
     /// Sends one request with the store's deadline; reconnects once if the cached
@@ -150,7 +161,7 @@ impl Store {
 }
 
 /// Decodes an `HGETALL` reply (RESP2 flat array or RESP3 map) into field/value pairs.
-fn hash_pairs(value: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn hash_pairs(value: Value) -> Result<HashPairs, String> {
     fn bytes(v: Value) -> Result<Vec<u8>, String> {
         match v {
             Value::BulkString(b) => Ok(b),
@@ -166,7 +177,10 @@ fn hash_pairs(value: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
             .collect(),
         Value::Array(items) => {
             if items.len() % 2 != 0 {
-                return Err(format!("HGETALL reply has an odd number ({}) of elements", items.len()));
+                return Err(format!(
+                    "HGETALL reply has an odd number ({}) of elements",
+                    items.len()
+                ));
             }
             let mut out = Vec::with_capacity(items.len() / 2);
             let mut it = items.into_iter();
@@ -194,7 +208,10 @@ mod tests {
         let flat = Value::Array(vec![b("a"), b("1"), b("b"), b("2")]);
         assert_eq!(
             hash_pairs(flat).unwrap(),
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
         );
         let map = Value::Map(vec![(b("a"), b("1"))]);
         assert_eq!(hash_pairs(map).unwrap().len(), 1);
@@ -206,7 +223,12 @@ mod tests {
     #[test]
     fn unreachable_store_fails_fast_with_unavailable() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
-        let store = Store::new("redis://127.0.0.1:1", Duration::from_secs(2), Duration::from_secs(1)).unwrap();
+        let store = Store::new(
+            "redis://127.0.0.1:1",
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         let started = std::time::Instant::now();
         let e = store.get_all("k").unwrap_err();
         assert_eq!(e.status, Status::StoreUnavailable, "{e}");

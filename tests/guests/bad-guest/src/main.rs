@@ -45,7 +45,9 @@ fn report(name: &str, status: i32) {
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
-    let chain = std::env::args().nth(1).unwrap_or_else(|| "bad-guest-chain".into());
+    let chain = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "bad-guest-chain".into());
     let end = memory_end();
     let c = chain.as_bytes();
     let (cp, cl) = (c.as_ptr() as i32, c.len() as i32);
@@ -61,40 +63,96 @@ fn main() {
 
     unsafe {
         // Pointers past the end of memory, and ranges that wrap around 2^32.
-        report("put_chain_past_end", skylark_put(e, 4, tp, tl, vp, vl, 0, 0));
-        report("put_task_past_end", skylark_put(cp, cl, e - 2, 4, vp, vl, 0, 0));
-        report("put_value_past_end", skylark_put(cp, cl, tp, tl, e - 1, 64, 0, 0));
+        report(
+            "put_chain_past_end",
+            skylark_put(e, 4, tp, tl, vp, vl, 0, 0),
+        );
+        report(
+            "put_task_past_end",
+            skylark_put(cp, cl, e - 2, 4, vp, vl, 0, 0),
+        );
+        report(
+            "put_value_past_end",
+            skylark_put(cp, cl, tp, tl, e - 1, 64, 0, 0),
+        );
         report("put_value_wraps", skylark_put(cp, cl, tp, tl, -2, 16, 0, 0));
-        report("put_chain_len_huge", skylark_put(cp, -1, tp, tl, vp, vl, 0, 0));
-        report("put_value_len_huge", skylark_put(cp, cl, tp, tl, vp, -1, 0, 0));
-        report("put_opts_past_end", skylark_put(cp, cl, tp, tl, vp, vl, e, 8));
+        report(
+            "put_chain_len_huge",
+            skylark_put(cp, -1, tp, tl, vp, vl, 0, 0),
+        );
+        report(
+            "put_value_len_huge",
+            skylark_put(cp, cl, tp, tl, vp, -1, 0, 0),
+        );
+        report(
+            "put_opts_past_end",
+            skylark_put(cp, cl, tp, tl, vp, vl, e, 8),
+        );
         // Invalid ids.
         let colon = b"a:b";
-        report("put_chain_colon", skylark_put(colon.as_ptr() as i32, 3, tp, tl, vp, vl, 0, 0));
+        report(
+            "put_chain_colon",
+            skylark_put(colon.as_ptr() as i32, 3, tp, tl, vp, vl, 0, 0),
+        );
         let star = b"chain*";
-        report("put_task_glob", skylark_put(cp, cl, star.as_ptr() as i32, 6, vp, vl, 0, 0));
+        report(
+            "put_task_glob",
+            skylark_put(cp, cl, star.as_ptr() as i32, 6, vp, vl, 0, 0),
+        );
         report("put_chain_empty", skylark_put(cp, 0, tp, tl, vp, vl, 0, 0));
         let long = [b'x'; 129];
-        report("put_chain_too_long", skylark_put(long.as_ptr() as i32, 129, tp, tl, vp, vl, 0, 0));
+        report(
+            "put_chain_too_long",
+            skylark_put(long.as_ptr() as i32, 129, tp, tl, vp, vl, 0, 0),
+        );
         let nul = b"a\0b";
-        report("put_task_nul", skylark_put(cp, cl, nul.as_ptr() as i32, 3, vp, vl, 0, 0));
+        report(
+            "put_task_nul",
+            skylark_put(cp, cl, nul.as_ptr() as i32, 3, vp, vl, 0, 0),
+        );
         // Garbage options.
         let garbage = [0xc1u8, 0xff, 0x00];
-        report("put_opts_garbage", skylark_put(cp, cl, tp, tl, vp, vl, garbage.as_ptr() as i32, 3));
+        report(
+            "put_opts_garbage",
+            skylark_put(cp, cl, tp, tl, vp, vl, garbage.as_ptr() as i32, 3),
+        );
         // Multi-field puts with a bad table or bad records.
-        report("put_many_table_past_end", skylark_put_many(cp, cl, e - 8, 1, 0, 0));
-        report("put_many_count_huge", skylark_put_many(cp, cl, 0, 0x1000_0000, 0, 0));
+        report(
+            "put_many_table_past_end",
+            skylark_put_many(cp, cl, e - 8, 1, 0, 0),
+        );
+        report(
+            "put_many_count_huge",
+            skylark_put_many(cp, cl, 0, 0x1000_0000, 0, 0),
+        );
         report("put_many_count_zero", skylark_put_many(cp, cl, 0, 0, 0, 0));
         let other = b"other";
         let op = other.as_ptr() as u32;
         let recs: [u32; 8] = [tp as u32, tl as u32, vp as u32, vl as u32, op, 5, end, 4];
-        report("put_many_record_past_end", skylark_put_many(cp, cl, recs.as_ptr() as i32, 2, 0, 0));
-        let dups: [u32; 8] = [tp as u32, tl as u32, vp as u32, vl as u32, tp as u32, tl as u32, vp as u32, vl as u32];
-        report("put_many_duplicate", skylark_put_many(cp, cl, dups.as_ptr() as i32, 2, 0, 0));
+        report(
+            "put_many_record_past_end",
+            skylark_put_many(cp, cl, recs.as_ptr() as i32, 2, 0, 0),
+        );
+        let dups: [u32; 8] = [
+            tp as u32, tl as u32, vp as u32, vl as u32, tp as u32, tl as u32, vp as u32, vl as u32,
+        ];
+        report(
+            "put_many_duplicate",
+            skylark_put_many(cp, cl, dups.as_ptr() as i32, 2, 0, 0),
+        );
         // Reads with bad output locations.
-        report("get_result_past_end", skylark_get_bundle(cp, cl, 0, 0, bp, bc, e - 4));
-        report("get_buffer_past_end", skylark_get_bundle(cp, cl, 0, 0, e - 16, 64, rp));
-        report("get_chain_past_end", skylark_get_bundle(e + 100, 4, 0, 0, bp, bc, rp));
+        report(
+            "get_result_past_end",
+            skylark_get_bundle(cp, cl, 0, 0, bp, bc, e - 4),
+        );
+        report(
+            "get_buffer_past_end",
+            skylark_get_bundle(cp, cl, 0, 0, e - 16, 64, rp),
+        );
+        report(
+            "get_chain_past_end",
+            skylark_get_bundle(e + 100, 4, 0, 0, bp, bc, rp),
+        );
         report("take_unknown_handle", skylark_take_result(777, bp, bc, rp));
         report("take_result_past_end", skylark_take_result(1, bp, bc, -8));
         report("drop_unknown_handle", skylark_drop_result(12345));

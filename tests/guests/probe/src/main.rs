@@ -45,9 +45,13 @@ fn main() {
             json!({"op": "put", "status": status, "error": error, "ms": ms, "fnv": fnv1a(&value)})
         }
         "put-many" => {
-            let (chain, prefix): (String, String) = (arg(&args, 1, "chain"), arg(&args, 2, "prefix"));
-            let (count, size, seed): (usize, usize, u64) =
-                (arg(&args, 3, "count"), arg(&args, 4, "size"), arg(&args, 5, "seed"));
+            let (chain, prefix): (String, String) =
+                (arg(&args, 1, "chain"), arg(&args, 2, "prefix"));
+            let (count, size, seed): (usize, usize, u64) = (
+                arg(&args, 3, "count"),
+                arg(&args, 4, "size"),
+                arg(&args, 5, "seed"),
+            );
             let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
             let values: Vec<Vec<u8>> = (0..count).map(|i| pattern(size, seed + i as u64)).collect();
             let fields: Vec<(&str, &[u8])> = names
@@ -70,7 +74,10 @@ fn main() {
                 Ok(b) => {
                     let mut fields = Map::new();
                     for (task, bytes) in b.iter() {
-                        fields.insert(task.to_string(), json!({"len": bytes.len(), "fnv": fnv1a(bytes)}));
+                        fields.insert(
+                            task.to_string(),
+                            json!({"len": bytes.len(), "fnv": fnv1a(bytes)}),
+                        );
                     }
                     json!({"op": "get", "status": 0, "error": null, "ms": ms, "chain": b.chain(),
                            "tier": format!("{:?}", b.source().tier).to_lowercase(),
@@ -92,12 +99,25 @@ fn main() {
 fn bench(args: &[String]) -> Value {
     let kind: String = arg(args, 1, "put|get");
     let chain: String = arg(args, 2, "chain");
-    let (size, fields, iterations): (usize, usize, usize) =
-        (arg(args, 3, "size"), arg(args, 4, "fields"), arg(args, 5, "iterations"));
+    let (size, fields, iterations): (usize, usize, usize) = (
+        arg(args, 3, "size"),
+        arg(args, 4, "fields"),
+        arg(args, 5, "iterations"),
+    );
     let names: Vec<String> = (0..fields).map(|i| format!("f{i}")).collect();
     let values: Vec<Vec<u8>> = (0..fields).map(|i| pattern(size, i as u64)).collect();
-    let pairs: Vec<(&str, &[u8])> = names.iter().zip(&values).map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-    let put = || if fields == 1 { sky::put(&chain, pairs[0].0, pairs[0].1) } else { sky::put_many(&chain, &pairs) };
+    let pairs: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(&values)
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let put = || {
+        if fields == 1 {
+            sky::put(&chain, pairs[0].0, pairs[0].1)
+        } else {
+            sky::put_many(&chain, &pairs)
+        }
+    };
     if let Err(e) = put() {
         return json!({"op": "bench", "status": e.code, "error": e.message});
     }
