@@ -239,11 +239,7 @@ pub(crate) fn put<H: Host>(
     check_id("task", task)?;
     check_len(&format!("value of task {task:?}"), value.len())?;
     let status = host.put(chain.as_bytes(), task.as_bytes(), value, opts);
-    if status == Status::Ok.code() {
-        Ok(())
-    } else {
-        Err(host_error(host, status, "skylark_put"))
-    }
+    outcome(host, status, "skylark_put")
 }
 
 /// `skylark_put_many` with guest-side checks.
@@ -257,10 +253,15 @@ pub(crate) fn put_many<H: Host>(
     let refs = field_refs(fields)?;
     // `fields` (and so every pointer in `refs`) stays borrowed until the call returns.
     let status = host.put_many(chain.as_bytes(), &refs, opts);
+    outcome(host, status, "skylark_put_many")
+}
+
+/// `Ok` for status 0, otherwise the error with the host's message.
+fn outcome<H: Host>(host: &mut H, status: i32, import: &str) -> Result<()> {
     if status == Status::Ok.code() {
         Ok(())
     } else {
-        Err(host_error(host, status, "skylark_put_many"))
+        Err(host_error(host, status, import))
     }
 }
 

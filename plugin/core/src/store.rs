@@ -107,12 +107,12 @@ impl Store {
                 match result {
                     Ok(v) => return Ok(v),
                     Err(e) if !reconnected && (e.is_connection_dropped() || e.is_io_error()) => {
-                        store.forget(&conn).await;
+                        store.forget().await;
                         reconnected = true;
                     }
                     Err(e) => {
                         if e.is_connection_dropped() || e.is_io_error() {
-                            store.forget(&conn).await;
+                            store.forget().await;
                         }
                         return Err(store.classify(e));
                     }
@@ -144,7 +144,7 @@ impl Store {
     }
 
     /// Drops the cached connection so that the next request reconnects.
-    async fn forget(&self, _broken: &MultiplexedConnection) {
+    async fn forget(&self) {
         *self.conn.lock().await = None;
     }
 
