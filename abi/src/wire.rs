@@ -38,6 +38,10 @@ pub struct Bundle {
     #[serde(default)]
     pub source: Source,
     pub fields: BTreeMap<String, ByteBuf>,
+    /// Where puts placed their copies: task id to the node elected for it (absent
+    /// for tasks whose propagation has not finished, or for older hosts).
+    #[serde(default)]
+    pub placement: BTreeMap<String, String>,
 }
 
 /// Borrowed form used by the host to encode a bundle without copying values.
@@ -46,17 +50,95 @@ struct BundleRef<'a> {
     chain: &'a str,
     source: &'a Source,
     fields: BTreeMap<&'a str, &'a Bytes>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    placement: BTreeMap<&'a str, &'a str>,
 }
 
-/// Options of `skylark_put` / `skylark_put_many`. An empty options blob means defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Storage-node election policy (see the model: where a put's state should go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// SLO-aware: the node nearest the destination whose migration still meets the SLO.
+    Skylark,
+    /// A uniformly random node on the path to the destination (baseline).
+    Random,
+    /// The global store only (the cloud-native baseline); reads skip local and neighbours.
+    Stateless,
+    /// Keep the state on this node (plus the global copy); no election.
+    Local,
+}
+
+impl Policy {
+    /// Every policy, in documentation order.
+    pub const ALL: [Policy; 4] = [
+        Policy::Skylark,
+        Policy::Random,
+        Policy::Stateless,
+        Policy::Local,
+    ];
+
+    /// The lowercase name used in options and configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Skylark => "skylark",
+            Policy::Random => "random",
+            Policy::Stateless => "stateless",
+            Policy::Local => "local",
+        }
+    }
+
+    /// Parses a lowercase name.
+    pub fn parse(s: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// Options of `skylark_put` / `skylark_put_many`. An empty options blob means defaults;
+/// every absent key takes the node's configured default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
-pub struct PutOptions {}
+pub struct PutOptions {
+    /// Node where the successor (or the workflow's end) is expected to run. Default: the
+    /// global store's node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Election policy for this put.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// SLO: the step's latency budget in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u64>,
+    /// SLO: the least bottleneck bandwidth (Mbit/s) a path to the elected node may have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_bandwidth_mbps: Option<f64>,
+    /// How long the producer has run so far, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_ms: Option<u64>,
+    /// When the successor is expected to start, in milliseconds from now; election uses
+    /// the topology valid then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub successor_in_ms: Option<u64>,
+    /// Once this put's copies are stored, delete the chain's copies on the nodes that
+    /// earlier puts placed them on (other than this put's targets).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cleanup: bool,
+}
 
 /// Options of `skylark_get_bundle`. An empty options blob means defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
-pub struct GetOptions {}
+pub struct GetOptions {
+    /// Read policy; `stateless` reads only the global store. Default: the node's policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// A node known to hold the bundle (e.g. from a bundle's placement record); tried
+    /// right after the node-local store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only the node-local store: no neighbours, no global store.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub local_only: bool,
+}
 
 /// A wire encoding or decoding failure.
 #[derive(Debug)]
@@ -75,6 +157,20 @@ pub fn encode_bundle<'a, I>(chain: &str, source: &Source, fields: I) -> Result<V
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
+    encode_bundle_placed(chain, source, fields, std::iter::empty())
+}
+
+/// Like [`encode_bundle`], with the placement record (task id, node) of the chain.
+pub fn encode_bundle_placed<'a, I, P>(
+    chain: &str,
+    source: &Source,
+    fields: I,
+    placement: P,
+) -> Result<Vec<u8>, WireError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    P: IntoIterator<Item = (&'a str, &'a str)>,
+{
     let fields = fields
         .into_iter()
         .map(|(k, v)| (k, Bytes::new(v)))
@@ -83,6 +179,7 @@ where
         chain,
         source,
         fields,
+        placement: placement.into_iter().collect(),
     })
     .map_err(|e| WireError(format!("encoding bundle: {e}")))
 }
@@ -162,11 +259,56 @@ mod tests {
 
     #[test]
     fn options_default_on_empty_and_reject_garbage() {
-        assert_eq!(decode_options::<PutOptions>(&[]).unwrap(), PutOptions {});
-        let enc = encode_options(&PutOptions {}).unwrap();
+        assert_eq!(
+            decode_options::<PutOptions>(&[]).unwrap(),
+            PutOptions::default()
+        );
+        let enc = encode_options(&PutOptions::default()).unwrap();
         assert_eq!(enc, vec![0x80]); // empty map
-        assert_eq!(decode_options::<GetOptions>(&enc).unwrap(), GetOptions {});
+        assert_eq!(
+            decode_options::<GetOptions>(&enc).unwrap(),
+            GetOptions::default()
+        );
         assert!(decode_options::<PutOptions>(&[0xc1]).is_err()); // never-used marker
         assert!(decode_bundle(b"not msgpack at all").is_err());
+    }
+
+    #[test]
+    fn put_options_round_trip_and_policy_names() {
+        let o = PutOptions {
+            destination: Some("pi5u1".into()),
+            policy: Some(Policy::Random),
+            max_latency_ms: Some(250),
+            min_bandwidth_mbps: Some(30.5),
+            exec_ms: Some(12),
+            successor_in_ms: Some(60_000),
+            cleanup: true,
+        };
+        let back: PutOptions = decode_options(&encode_options(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+        for p in Policy::ALL {
+            assert_eq!(Policy::parse(p.name()), Some(p));
+        }
+        assert_eq!(Policy::parse("Skylark"), None);
+        // A policy name the host does not know is an error, not a silent default.
+        #[derive(Serialize)]
+        struct Bad {
+            policy: &'static str,
+        }
+        let enc = encode_options(&Bad { policy: "fastest" }).unwrap();
+        assert!(decode_options::<PutOptions>(&enc).is_err());
+    }
+
+    #[test]
+    fn placement_round_trips() {
+        let enc = encode_bundle_placed(
+            "c",
+            &Source::default(),
+            [("t", &b"v"[..])],
+            [("t", "pi5u3")],
+        )
+        .unwrap();
+        let b = decode_bundle(&enc).unwrap();
+        assert_eq!(b.placement.get("t").map(String::as_str), Some("pi5u3"));
     }
 }

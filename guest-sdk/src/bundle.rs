@@ -35,6 +35,20 @@ impl Bundle {
         &self.inner.source
     }
 
+    /// The node a put of `task` placed its copy on (its elected node), once the host
+    /// finished propagating it; a consumer can pass it as [`GetOptions::from`](crate::GetOptions).
+    pub fn placement(&self, task: &str) -> Option<&str> {
+        self.inner.placement.get(task).map(String::as_str)
+    }
+
+    /// The whole placement record as `(task, node)`, in ascending task-id order.
+    pub fn placements(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner
+            .placement
+            .iter()
+            .map(|(t, n)| (t.as_str(), n.as_str()))
+    }
+
     /// The raw bytes task `task` stored, if it did.
     pub fn get(&self, task: &str) -> Option<&[u8]> {
         self.inner.fields.get(task).map(|v| v.as_slice())

@@ -51,7 +51,7 @@ pub use bundle::{Bundle, Iter};
 pub use error::{Error, Result};
 pub use host::DEFAULT_GET_BUFFER;
 pub use skylark_abi as abi;
-pub use skylark_abi::wire::{GetOptions, PutOptions, Source, Tier};
+pub use skylark_abi::wire::{GetOptions, Policy, PutOptions, Source, Tier};
 pub use skylark_abi::Status;
 
 use host::RawHost;

@@ -294,6 +294,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// Kills the guest (SIGKILL): no exit handlers run.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the guest; kills it and panics if it runs longer than `timeout`.
     pub fn wait(mut self, timeout: Duration) -> GuestRun {
         let mut out = self.child.stdout.take().expect("piped stdout");
@@ -341,3 +347,6 @@ pub fn chain_id(tag: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+pub mod cluster;
+pub mod linkemu;

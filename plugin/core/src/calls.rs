@@ -7,12 +7,13 @@
 use crate::context::{self, Context};
 use crate::decode::{self, Limits, Output};
 use crate::error::CallError;
+use crate::fetch::{self, Found};
 use crate::memory::GuestMemory;
 use crate::pending::Pending;
 use crate::skylog;
-use crate::store::bundle_key;
+use crate::write;
 use skylark_abi::layout::GetResult;
-use skylark_abi::wire::{self, Source, Tier};
+use skylark_abi::wire;
 use skylark_abi::{imports, Status, ABI_VERSION};
 
 /// Per-module-instance state.
@@ -94,8 +95,7 @@ impl Instance {
             let ctx = context::get()?;
             let mem = memory(mem)?;
             let req = decode::put(mem, &a, &limits(ctx))?;
-            let key = bundle_key(&ctx.config.namespace, req.chain);
-            ctx.local.put_fields(&key, &req.fields, ctx.config.ttl)
+            write::put(ctx, req.chain, &req.fields, &req.options)
         })();
         self.finish(imports::PUT, r)
     }
@@ -106,8 +106,7 @@ impl Instance {
             let ctx = context::get()?;
             let mem = memory(mem)?;
             let req = decode::put_many(mem, &a, &limits(ctx))?;
-            let key = bundle_key(&ctx.config.namespace, req.chain);
-            ctx.local.put_fields(&key, &req.fields, ctx.config.ttl)
+            write::put(ctx, req.chain, &req.fields, &req.options)
         })();
         self.finish(imports::PUT_MANY, r)
     }
@@ -118,19 +117,22 @@ impl Instance {
             let ctx = context::get()?;
             let mem = memory(mem)?;
             let req = decode::get(mem, &a)?;
-            let key = bundle_key(&ctx.config.namespace, &req.chain);
-            let pairs = ctx.local.get_all(&key)?;
-            if pairs.is_empty() {
+            let Some(found) = fetch::get(ctx, &req.chain, &req.options)? else {
                 write_result(mem, &req.out, GetResult::default())?;
+                let tiers = if req.options.local_only || ctx.engine.is_none() {
+                    format!("node {}", ctx.config.node_name)
+                } else {
+                    format!(
+                        "node {}, its neighbours or the global store",
+                        ctx.config.node_name
+                    )
+                };
                 return Err(CallError::new(
                     Status::NotFound,
-                    format!(
-                        "chain {:?} has no bundle on node {}",
-                        req.chain, ctx.config.node_name
-                    ),
+                    format!("chain {:?} has no bundle on {tiers}", req.chain),
                 ));
-            }
-            let bytes = encode(ctx, &req.chain, &pairs)?;
+            };
+            let bytes = encode(ctx, &req.chain, &found)?;
             self.deliver(ctx, mem, &req.out, bytes)
         })();
         self.finish(imports::GET_BUNDLE, r)
@@ -254,7 +256,8 @@ fn too_small(len: usize, cap: u32, handle: u32) -> CallError {
 }
 
 /// Checks a bundle read from the store and encodes it for the guest.
-fn encode(ctx: &Context, chain: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<u8>, CallError> {
+fn encode(ctx: &Context, chain: &str, found: &Found) -> Result<Vec<u8>, CallError> {
+    let pairs = &found.fields;
     let total: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
     if total > u64::from(ctx.config.max_bundle_bytes) {
         return Err(CallError::new(
@@ -275,11 +278,11 @@ fn encode(ctx: &Context, chain: &str, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Ve
         })?;
         fields.push((name, v.as_slice()));
     }
-    let source = Source {
-        tier: Tier::Local,
-        node: ctx.config.node_name.clone(),
-    };
-    let bytes = wire::encode_bundle(chain, &source, fields)
+    let placement = found
+        .placement
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()));
+    let bytes = wire::encode_bundle_placed(chain, &found.source, fields, placement)
         .map_err(|e| CallError::new(Status::Internal, e.to_string()))?;
     if bytes.len() > u32::MAX as usize {
         return Err(CallError::new(

@@ -2,6 +2,7 @@
 //! (set by the node operator, never by the guest), validated with clear errors.
 
 use crate::log::Level;
+use skylark_abi::wire::Policy;
 use std::time::Duration;
 
 /// Every environment variable the plugin reads, with its default and meaning.
@@ -62,10 +63,118 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "warn",
         "off, error, warn, info, debug or trace (to stderr)",
     ),
+    (
+        "SKYLARK_PROPAGATION",
+        "auto",
+        "on, off, or auto (on when SKYLARK_TOPOLOGY_FILE or SKYLARK_GLOBAL_URL is set)",
+    ),
+    (
+        "SKYLARK_TOPOLOGY_FILE",
+        "(none)",
+        "topology document (Skylark or testbed format); the Redis key <ns>:topology overrides it",
+    ),
+    (
+        "SKYLARK_TOPOLOGY_REFRESH_MS",
+        "1000",
+        "how often a running plugin checks the file and key for a new topology",
+    ),
+    (
+        "SKYLARK_NODE_ADDRS",
+        "(none)",
+        "store URL per node, overriding the topology: name=url,name=url",
+    ),
+    (
+        "SKYLARK_REMOTE_PORT",
+        "6379",
+        "Redis port of nodes the topology knows only by IP",
+    ),
+    (
+        "SKYLARK_GLOBAL_URL",
+        "(topology)",
+        "global store URL; default: the topology's global (Cloud) node",
+    ),
+    (
+        "SKYLARK_POLICY",
+        "skylark",
+        "default election policy: skylark, random, stateless or local",
+    ),
+    (
+        "SKYLARK_SLO_MAX_LATENCY_MS",
+        "5000",
+        "default latency budget of a step",
+    ),
+    (
+        "SKYLARK_SLO_MIN_BANDWIDTH_MBPS",
+        "0",
+        "default least bottleneck bandwidth to an elected node",
+    ),
+    (
+        "SKYLARK_QUEUE_LEN",
+        "256",
+        "propagation jobs in flight per process; beyond it jobs wait in the outbox",
+    ),
+    (
+        "SKYLARK_RETRIES",
+        "3",
+        "failed copies to one node before the job is re-targeted",
+    ),
+    (
+        "SKYLARK_RETRY_BASE_MS",
+        "100",
+        "first retry delay; doubles per attempt, at most 10 s",
+    ),
+    (
+        "SKYLARK_LEASE_MS",
+        "5000",
+        "how long an outbox job stays with the process that owns it before others may claim it",
+    ),
+    (
+        "SKYLARK_SWEEP_MS",
+        "2000",
+        "how often a running plugin claims due outbox jobs",
+    ),
+    (
+        "SKYLARK_EXIT_FLUSH_MS",
+        "5000",
+        "at process exit, how long to wait for propagation still in flight",
+    ),
+    (
+        "SKYLARK_READ_CACHE",
+        "on",
+        "keep a local copy of bundles read from other nodes",
+    ),
+    (
+        "SKYLARK_EVENTS",
+        "on",
+        "publish placement and propagation events on <ns>/events",
+    ),
 ];
 
+/// Settings of background propagation and fallback reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Propagation {
+    pub enabled: bool,
+    pub topology_file: Option<String>,
+    pub topology_refresh: Duration,
+    /// Store URL per node name, overriding the topology.
+    pub node_addrs: Vec<(String, String)>,
+    pub remote_port: u16,
+    pub global_url: Option<String>,
+    pub policy: Policy,
+    pub max_latency_ms: u64,
+    pub min_bandwidth_mbps: f64,
+    pub queue_len: usize,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub lease: Duration,
+    pub sweep: Duration,
+    pub exit_flush: Duration,
+    pub read_cache: bool,
+    pub events: bool,
+}
+
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub redis_url: String,
     pub node_name: String,
@@ -79,6 +188,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub max_pending: usize,
     pub log_level: Level,
+    pub propagation: Propagation,
 }
 
 /// Largest value Redis accepts in one string or hash field.
@@ -139,6 +249,8 @@ impl Config {
             })?,
         };
 
+        let propagation = propagation(&var)?;
+
         Ok(Config {
             redis_url,
             node_name,
@@ -151,8 +263,98 @@ impl Config {
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_pending: max_pending as usize,
             log_level,
+            propagation,
         })
     }
+}
+
+fn on_off(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, String> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "on" | "1" | "true" | "yes" => Ok(true),
+            "off" | "0" | "false" | "no" => Ok(false),
+            _ => Err(format!("{name} {v:?} is not on or off")),
+        },
+    }
+}
+
+fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, String> {
+    let topology_file = var("SKYLARK_TOPOLOGY_FILE");
+    let global_url = var("SKYLARK_GLOBAL_URL");
+    if let Some(url) = &global_url {
+        check_redis_url(url).map_err(|e| format!("SKYLARK_GLOBAL_URL: {e}"))?;
+    }
+    let enabled = match var("SKYLARK_PROPAGATION").map(|v| v.trim().to_ascii_lowercase()) {
+        None => topology_file.is_some() || global_url.is_some(),
+        Some(v) if v == "auto" => topology_file.is_some() || global_url.is_some(),
+        Some(_) => on_off(var, "SKYLARK_PROPAGATION", false)?,
+    };
+    let node_addrs = match var("SKYLARK_NODE_ADDRS") {
+        None => Vec::new(),
+        Some(v) => parse_node_addrs(&v).map_err(|e| format!("SKYLARK_NODE_ADDRS: {e}"))?,
+    };
+    let policy = match var("SKYLARK_POLICY") {
+        None => Policy::Skylark,
+        Some(v) => Policy::parse(v.trim()).ok_or_else(|| {
+            format!("SKYLARK_POLICY {v:?} is not one of skylark, random, stateless, local")
+        })?,
+    };
+    let min_bandwidth_mbps = match var("SKYLARK_SLO_MIN_BANDWIDTH_MBPS") {
+        None => 0.0,
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => x,
+            _ => {
+                return Err(format!(
+                    "SKYLARK_SLO_MIN_BANDWIDTH_MBPS {v:?} is not a non-negative number"
+                ))
+            }
+        },
+    };
+    let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration, String> {
+        number(var, name, default, min, max).map(Duration::from_millis)
+    };
+    Ok(Propagation {
+        enabled,
+        topology_file,
+        topology_refresh: ms("SKYLARK_TOPOLOGY_REFRESH_MS", 1000, 10, 3_600_000)?,
+        node_addrs,
+        remote_port: number(var, "SKYLARK_REMOTE_PORT", 6379, 1, 65_535)? as u16,
+        global_url,
+        policy,
+        max_latency_ms: number(var, "SKYLARK_SLO_MAX_LATENCY_MS", 5000, 1, 86_400_000)?,
+        min_bandwidth_mbps,
+        queue_len: number(var, "SKYLARK_QUEUE_LEN", 256, 1, 1 << 20)? as usize,
+        retries: number(var, "SKYLARK_RETRIES", 3, 1, 1000)? as u32,
+        retry_base: ms("SKYLARK_RETRY_BASE_MS", 100, 1, 60_000)?,
+        lease: ms("SKYLARK_LEASE_MS", 5000, 10, 3_600_000)?,
+        sweep: ms("SKYLARK_SWEEP_MS", 2000, 10, 3_600_000)?,
+        exit_flush: ms("SKYLARK_EXIT_FLUSH_MS", 5000, 0, 3_600_000)?,
+        read_cache: on_off(var, "SKYLARK_READ_CACHE", true)?,
+        events: on_off(var, "SKYLARK_EVENTS", true)?,
+    })
+}
+
+/// Parses `name=url,name=url` (whitespace around items ignored).
+pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, url) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not name=url"))?;
+        let (name, url) = (name.trim(), url.trim());
+        skylark_abi::ids::validate(name.as_bytes()).map_err(|e| format!("node {name:?} {e}"))?;
+        check_redis_url(url).map_err(|e| format!("node {name}: {e}"))?;
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("node {name} is listed twice"));
+        }
+        out.push((name.to_string(), url.to_string()));
+    }
+    Ok(out)
 }
 
 fn number(
@@ -324,6 +526,56 @@ mod tests {
         for (k, v, expect) in cases {
             let err = cfg(&[(k, v)]).unwrap_err();
             assert!(err.contains(expect), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn propagation_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.propagation.enabled);
+        assert_eq!(c.propagation.policy, Policy::Skylark);
+        assert_eq!(c.propagation.max_latency_ms, 5000);
+        let c = cfg(&[("SKYLARK_TOPOLOGY_FILE", "/etc/skylark/topo.json")]).unwrap();
+        assert!(c.propagation.enabled);
+        let c = cfg(&[
+            ("SKYLARK_GLOBAL_URL", "redis://10.0.0.243:6379"),
+            ("SKYLARK_PROPAGATION", "off"),
+            ("SKYLARK_POLICY", "random"),
+            (
+                "SKYLARK_NODE_ADDRS",
+                "pi5u1=redis://127.0.0.1:7001, pi5u2=unix:///tmp/r.sock",
+            ),
+            ("SKYLARK_SLO_MIN_BANDWIDTH_MBPS", "60"),
+            ("SKYLARK_LEASE_MS", "300"),
+            ("SKYLARK_READ_CACHE", "off"),
+        ])
+        .unwrap();
+        let p = c.propagation;
+        assert!(!p.enabled);
+        assert_eq!(p.policy, Policy::Random);
+        assert_eq!(p.node_addrs.len(), 2);
+        assert_eq!(p.node_addrs[1].1, "unix:///tmp/r.sock");
+        assert_eq!(p.min_bandwidth_mbps, 60.0);
+        assert_eq!(p.lease, Duration::from_millis(300));
+        assert!(!p.read_cache);
+    }
+
+    #[test]
+    fn rejects_bad_propagation_settings() {
+        let cases: &[(&str, &str)] = &[
+            ("SKYLARK_PROPAGATION", "maybe"),
+            ("SKYLARK_POLICY", "fastest"),
+            ("SKYLARK_NODE_ADDRS", "pi5u1"),
+            ("SKYLARK_NODE_ADDRS", "pi5u1=http://x"),
+            ("SKYLARK_NODE_ADDRS", "a=redis://h:1,a=redis://h:2"),
+            ("SKYLARK_GLOBAL_URL", "10.0.0.1:6379"),
+            ("SKYLARK_SLO_MIN_BANDWIDTH_MBPS", "-3"),
+            ("SKYLARK_REMOTE_PORT", "70000"),
+            ("SKYLARK_EVENTS", "loud"),
+        ];
+        for (k, v) in cases {
+            let err = cfg(&[(k, v)]).unwrap_err();
+            assert!(err.contains(k), "{k}={v}: {err}");
         }
     }
 

@@ -16,7 +16,7 @@ pub struct Limits {
 }
 
 /// A validated put: fields borrow guest memory, nothing is copied yet.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct PutRequest<'m> {
     pub chain: &'m str,
     pub fields: Vec<(&'m str, &'m [u8])>,

@@ -1,37 +1,40 @@
-//! Redis access: one lazily connected, multiplexed connection per store, a bundle per
-//! chain as one hash (`<namespace>:bundle:<chain>`), one round trip per operation.
+//! Redis access. A [`Store`] is one Redis server (the node-local store, a remote node's,
+//! or the global store) reached two ways:
+//! - [`Store::query`] on the calling thread over a blocking connection: the guest's own
+//!   reads and writes, with no thread hand-off on the hot path;
+//! - [`Store::query_async`] over a multiplexed connection on the plugin runtime: background
+//!   propagation and parallel remote reads.
+//!
+//! Both reconnect once when a cached connection turns out to be broken, and both bound
+//! every request by the store's deadline.
 
 use crate::config::redact;
 use crate::error::CallError;
-use crate::runtime;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use redis::{AsyncConnectionConfig, Client, Connection, RedisError, Value};
 use skylark_abi::Status;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::Mutex as AsyncMutex;
 
 /// The fields of a hash as raw (name, value) pairs.
 pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// The Redis key of a chain's bundle.
-pub fn bundle_key(namespace: &str, chain: &str) -> String {
-    format!("{namespace}:bundle:{chain}")
+/// A request: a single command or a pipeline (atomic or not).
+pub enum Request {
+    Cmd(redis::Cmd),
+    Pipe(redis::Pipeline),
 }
 
-/// One Redis server (the node-local store here; remote nodes later).
+/// One Redis server.
 pub struct Store {
     client: Client,
     shown: String,
     conn_cfg: AsyncConnectionConfig,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    blocking: std::sync::Mutex<Option<Connection>>,
+    shared: AsyncMutex<Option<MultiplexedConnection>>,
     timeout: Duration,
-}
-
-/// A request: a single command or an atomic pipeline.
-enum Request {
-    Cmd(redis::Cmd),
-    Pipe(redis::Pipeline),
+    connect_timeout: Duration,
 }
 
 impl Store {
@@ -42,15 +45,18 @@ impl Store {
         connect_timeout: Duration,
     ) -> Result<Arc<Store>, String> {
         let client = Client::open(url).map_err(|e| format!("{}: {e}", redact(url)))?;
+        let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout.min(timeout)))
+            .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(timeout));
         Ok(Arc::new(Store {
             client,
             shown: redact(url),
             conn_cfg,
-            conn: Mutex::new(None),
+            blocking: std::sync::Mutex::new(None),
+            shared: AsyncMutex::new(None),
             timeout,
+            connect_timeout,
         }))
     }
 
@@ -59,71 +65,113 @@ impl Store {
         &self.shown
     }
 
-    /// Writes `fields` into the hash `key` and refreshes its TTL: one `MULTI`/`EXEC` round trip.
-    pub fn put_fields(
-        self: &Arc<Self>,
-        key: &str,
-        fields: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Result<(), CallError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let hset = pipe.cmd("HSET").arg(key);
-        for (field, value) in fields {
-            hset.arg(*field).arg(*value);
-        }
-        hset.ignore();
-        if let Some(ttl) = ttl {
-            pipe.cmd("EXPIRE")
-                .arg(key)
-                .arg(ttl.as_secs().max(1))
-                .ignore();
-        }
-        self.send(Request::Pipe(pipe)).map(|_| ())
+    /// The deadline of one request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    /// Every field of the hash `key` (`HGETALL`), in the order Redis returns them. An
-    /// absent key yields an empty list.
-    pub fn get_all(self: &Arc<Self>, key: &str) -> Result<HashPairs, CallError> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(key);
-        let value = self.send(Request::Cmd(cmd))?;
-        hash_pairs(value)
-            .map_err(|m| CallError::new(Status::StoreError, format!("{}: {m}", self.shown)))
-    }
-
-    /// Sends one request with the store's deadline; reconnects once if the cached
-    /// connection turns out to be broken.
-    fn send(self: &Arc<Self>, request: Request) -> Result<Value, CallError> {
-        let store = Arc::clone(self);
-        runtime::run(self.timeout, async move {
-            let mut reconnected = false;
-            loop {
-                let mut conn = store.connection().await?;
-                let result = match &request {
-                    Request::Cmd(c) => c.query_async::<Value>(&mut conn).await,
-                    Request::Pipe(p) => p.query_async::<Value>(&mut conn).await,
-                };
-                match result {
-                    Ok(v) => return Ok(v),
-                    Err(e) if !reconnected && (e.is_connection_dropped() || e.is_io_error()) => {
-                        store.forget().await;
+    /// Sends `request` on the calling thread and waits for the reply (at most the store's
+    /// deadline for connecting, writing and reading).
+    pub fn query(&self, request: &Request) -> Result<Value, CallError> {
+        // A poisoned lock only means another call panicked mid-request; the connection
+        // slot is still a valid Option, and a half-used connection is dropped below.
+        let mut slot = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reconnected = false;
+        loop {
+            if slot.is_none() {
+                *slot = Some(
+                    self.connect_blocking()
+                        .map_err(|e| e.context(&self.shown))?,
+                );
+            }
+            let Some(conn) = slot.as_mut() else {
+                continue;
+            };
+            let result = match request {
+                Request::Cmd(c) => c.query::<Value>(conn),
+                Request::Pipe(p) => p.query::<Value>(conn),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let broken = is_broken(&e);
+                    if broken || e.is_timeout() {
+                        // A late reply would be read as the answer to the next request.
+                        *slot = None;
+                    }
+                    if broken && !reconnected {
                         reconnected = true;
+                        continue;
                     }
-                    Err(e) => {
-                        if e.is_connection_dropped() || e.is_io_error() {
-                            store.forget().await;
-                        }
-                        return Err(store.classify(e));
-                    }
+                    return Err(self.classify(e).context(&self.shown));
                 }
             }
-        })
-        .map_err(|e| e.context(&self.shown))
+        }
+    }
+
+    fn connect_blocking(&self) -> Result<Connection, CallError> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(|e| self.connect_error(e))?;
+        for r in [
+            conn.set_read_timeout(Some(self.timeout)),
+            conn.set_write_timeout(Some(self.timeout)),
+        ] {
+            r.map_err(|e| self.connect_error(e))?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends `request` over the shared multiplexed connection; must run on the plugin
+    /// runtime. Bounded by the store's deadline.
+    pub async fn query_async(&self, request: &Request) -> Result<Value, CallError> {
+        match tokio::time::timeout(self.timeout, self.query_async_inner(request)).await {
+            Ok(r) => r.map_err(|e| e.context(&self.shown)),
+            Err(_) => {
+                self.forget().await;
+                Err(CallError::new(
+                    Status::StoreTimeout,
+                    format!(
+                        "{}: no answer within {} ms (SKYLARK_TIMEOUT_MS)",
+                        self.shown,
+                        self.timeout.as_millis()
+                    ),
+                ))
+            }
+        }
+    }
+
+    async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
+        let mut reconnected = false;
+        loop {
+            let mut conn = self.connection().await?;
+            let result = match request {
+                Request::Cmd(c) => c.query_async::<Value>(&mut conn).await,
+                Request::Pipe(p) => p.query_async::<Value>(&mut conn).await,
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let broken = is_broken(&e);
+                    if broken {
+                        self.forget().await;
+                    }
+                    if broken && !reconnected {
+                        reconnected = true;
+                        continue;
+                    }
+                    return Err(self.classify(e));
+                }
+            }
+        }
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, CallError> {
-        let mut slot = self.conn.lock().await;
+        let mut slot = self.shared.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
@@ -131,37 +179,103 @@ impl Store {
             .client
             .get_multiplexed_async_connection_with_config(&self.conn_cfg)
             .await
-            .map_err(|e| {
-                let mut err = self.classify(e);
-                if err.status == Status::StoreError {
-                    err.status = Status::StoreUnavailable;
-                }
-                err.message = format!("connecting: {}", err.message);
-                err
-            })?;
+            .map_err(|e| self.connect_error(e))?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    /// Drops the cached connection so that the next request reconnects.
+    /// Drops the cached multiplexed connection so that the next request reconnects.
     async fn forget(&self) {
-        *self.conn.lock().await = None;
+        *self.shared.lock().await = None;
+    }
+
+    fn connect_error(&self, e: RedisError) -> CallError {
+        let mut err = self.classify(e);
+        if err.status == Status::StoreError {
+            err.status = Status::StoreUnavailable;
+        }
+        err.message = format!("connecting: {}", err.message);
+        err
     }
 
     fn classify(&self, e: RedisError) -> CallError {
         let status = if e.is_timeout() {
             Status::StoreTimeout
-        } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+        } else if e.is_connection_refusal() || is_broken(&e) {
             Status::StoreUnavailable
         } else {
             Status::StoreError
         };
         CallError::new(status, e.to_string())
     }
+
+    /// Writes `fields` into the hash `key` and refreshes its TTL, in one `MULTI`/`EXEC`
+    /// round trip on the calling thread.
+    pub fn put_fields(
+        &self,
+        key: &str,
+        fields: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(), CallError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        write_hash(&mut pipe, key, fields.iter().copied(), ttl);
+        self.query(&Request::Pipe(pipe)).map(|_| ())
+    }
+
+    /// Every field of the hash `key` (`HGETALL`) on the calling thread. An absent key
+    /// yields an empty list.
+    pub fn get_all(&self, key: &str) -> Result<HashPairs, CallError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(key);
+        let value = self.query(&Request::Cmd(cmd))?;
+        hash_pairs(value).map_err(|m| self.reply_error(m))
+    }
+
+    /// An error about a reply this store sent that the plugin cannot use.
+    pub fn reply_error(&self, message: String) -> CallError {
+        CallError::new(Status::StoreError, format!("{}: {message}", self.shown))
+    }
+}
+
+fn is_broken(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error()
+}
+
+/// Appends `HSET key f1 v1 ...` and, with a TTL, `EXPIRE key ttl` to `pipe` (both ignored
+/// in the reply). Nothing is appended for an empty field list.
+pub fn write_hash<'a, F: AsRef<[u8]> + ?Sized + 'a>(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    fields: impl IntoIterator<Item = (&'a F, &'a [u8])>,
+    ttl: Option<Duration>,
+) {
+    let mut hset = redis::cmd("HSET");
+    hset.arg(key);
+    let mut any = false;
+    for (field, value) in fields {
+        hset.arg(field.as_ref()).arg(value);
+        any = true;
+    }
+    if !any {
+        return;
+    }
+    pipe.add_command(hset).ignore();
+    expire(pipe, key, ttl);
+}
+
+/// Appends `EXPIRE key ttl` (ignored in the reply) when there is a TTL.
+pub fn expire(pipe: &mut redis::Pipeline, key: &str, ttl: Option<Duration>) {
+    if let Some(ttl) = ttl {
+        pipe.cmd("EXPIRE")
+            .arg(key)
+            .arg(ttl.as_secs().max(1))
+            .ignore();
+    }
 }
 
 /// Decodes an `HGETALL` reply (RESP2 flat array or RESP3 map) into field/value pairs.
-fn hash_pairs(value: Value) -> Result<HashPairs, String> {
+pub fn hash_pairs(value: Value) -> Result<HashPairs, String> {
     fn bytes(v: Value) -> Result<Vec<u8>, String> {
         match v {
             Value::BulkString(b) => Ok(b),
@@ -193,14 +307,20 @@ fn hash_pairs(value: Value) -> Result<HashPairs, String> {
     }
 }
 
+/// The replies of a non-atomic pipeline (an array with one element per command that was
+/// not ignored), or of an atomic one (the `EXEC` array).
+pub fn replies(value: Value, expected: usize) -> Result<Vec<Value>, String> {
+    match value {
+        Value::Array(items) if items.len() == expected => Ok(items),
+        other => Err(format!(
+            "expected {expected} pipeline replies, got {other:?}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_layout() {
-        assert_eq!(bundle_key("skylark", "c-1"), "skylark:bundle:c-1");
-    }
 
     #[test]
     fn decodes_resp2_and_resp3_hashes() {
@@ -234,5 +354,42 @@ mod tests {
         assert_eq!(e.status, Status::StoreUnavailable, "{e}");
         assert!(e.message.contains("redis://127.0.0.1:1"), "{}", e.message);
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn unreachable_store_fails_on_the_runtime_too() {
+        let store = Store::new(
+            "redis://127.0.0.1:1",
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(store.query_async(&Request::Cmd(redis::cmd("PING"))))
+            .unwrap_err();
+        assert_eq!(e.status, Status::StoreUnavailable, "{e}");
+    }
+
+    #[test]
+    fn empty_field_lists_add_nothing() {
+        let mut pipe = redis::pipe();
+        write_hash::<str>(
+            &mut pipe,
+            "k",
+            std::iter::empty(),
+            Some(Duration::from_secs(5)),
+        );
+        assert_eq!(pipe.cmd_iter().count(), 0);
+        write_hash(
+            &mut pipe,
+            "k",
+            [("a", &b"1"[..])],
+            Some(Duration::from_secs(5)),
+        );
+        assert_eq!(pipe.cmd_iter().count(), 2);
     }
 }

@@ -6,6 +6,11 @@
 //! probe get      <chain>
 //! probe bench    <put|get> <chain> <size> <fields> <iterations>
 //! ```
+//! Options, anywhere after the operation: put options `--dest NODE --policy P
+//! --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
+//! get options `--from NODE --policy P --local-only`, and `--sleep-after-ms N` (print the
+//! result, then wait before exiting: lets a test kill the process after its put).
+//!
 //! Failures of the Skylark call are reported in the JSON (`status`, `error`) with exit
 //! code 0; only bad command-line arguments exit non-zero.
 
@@ -31,15 +36,68 @@ fn outcome(r: &sky::Result<()>) -> (i32, Value) {
     }
 }
 
+/// Options given as `--name value` (or bare `--flag`) anywhere on the command line.
+#[derive(Default)]
+struct Flags {
+    put: sky::PutOptions,
+    get: sky::GetOptions,
+    sleep_after_ms: u64,
+}
+
+fn flag_value<T: std::str::FromStr>(name: &str, v: Option<String>) -> T {
+    match v.map(|s| s.parse::<T>()) {
+        Some(Ok(v)) => v,
+        _ => {
+            eprintln!("probe: {name} needs a valid value");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Splits the command line into positional arguments and [`Flags`].
+fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
+    let mut pos = Vec::new();
+    let mut f = Flags::default();
+    let mut it = all.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dest" => f.put.destination = Some(flag_value(&a, it.next())),
+            "--policy" => {
+                let p: String = flag_value(&a, it.next());
+                let Some(p) = sky::Policy::parse(&p) else {
+                    eprintln!("probe: unknown policy {p:?}");
+                    std::process::exit(2);
+                };
+                f.put.policy = Some(p);
+                f.get.policy = Some(p);
+            }
+            "--max-latency-ms" => f.put.max_latency_ms = Some(flag_value(&a, it.next())),
+            "--min-bandwidth-mbps" => f.put.min_bandwidth_mbps = Some(flag_value(&a, it.next())),
+            "--exec-ms" => f.put.exec_ms = Some(flag_value(&a, it.next())),
+            "--successor-in-ms" => f.put.successor_in_ms = Some(flag_value(&a, it.next())),
+            "--cleanup" => f.put.cleanup = true,
+            "--from" => f.get.from = Some(flag_value(&a, it.next())),
+            "--local-only" => f.get.local_only = true,
+            "--sleep-after-ms" => f.sleep_after_ms = flag_value(&a, it.next()),
+            s if s.starts_with("--") => {
+                eprintln!("probe: unknown option {s}");
+                std::process::exit(2);
+            }
+            _ => pos.push(a),
+        }
+    }
+    (pos, f)
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (args, flags) = parse(std::env::args().skip(1).collect());
     let op: String = arg(&args, 0, "operation");
     let out = match op.as_str() {
         "put" => {
             let (chain, task): (String, String) = (arg(&args, 1, "chain"), arg(&args, 2, "task"));
             let value = pattern(arg(&args, 3, "size"), arg(&args, 4, "seed"));
             let t = Instant::now();
-            let r = sky::put(&chain, &task, &value);
+            let r = sky::put_with(&chain, &task, &value, &flags.put);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let (status, error) = outcome(&r);
             json!({"op": "put", "status": status, "error": error, "ms": ms, "fnv": fnv1a(&value)})
@@ -60,7 +118,7 @@ fn main() {
                 .map(|(n, v)| (n.as_str(), v.as_slice()))
                 .collect();
             let t = Instant::now();
-            let r = sky::put_many(&chain, &fields);
+            let r = sky::put_many_with(&chain, &fields, &flags.put);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let (status, error) = outcome(&r);
             json!({"op": "put-many", "status": status, "error": error, "ms": ms})
@@ -68,7 +126,7 @@ fn main() {
         "get" => {
             let chain: String = arg(&args, 1, "chain");
             let t = Instant::now();
-            let r = sky::get_bundle(&chain);
+            let r = sky::get_bundle_with(&chain, &flags.get);
             let ms = t.elapsed().as_secs_f64() * 1e3;
             match r {
                 Ok(b) => {
@@ -79,24 +137,33 @@ fn main() {
                             json!({"len": bytes.len(), "fnv": fnv1a(bytes)}),
                         );
                     }
+                    let placement: Map<String, Value> = b
+                        .placements()
+                        .map(|(t, n)| (t.to_string(), Value::String(n.to_string())))
+                        .collect();
                     json!({"op": "get", "status": 0, "error": null, "ms": ms, "chain": b.chain(),
                            "tier": format!("{:?}", b.source().tier).to_lowercase(),
-                           "node": b.source().node, "fields": fields})
+                           "node": b.source().node, "fields": fields, "placement": placement})
                 }
                 Err(e) => json!({"op": "get", "status": e.code, "error": e.message, "ms": ms}),
             }
         }
-        "bench" => bench(&args),
+        "bench" => bench(&args, &flags),
         other => {
             eprintln!("probe: unknown operation {other:?} (put, put-many, get, bench)");
             std::process::exit(2);
         }
     };
     println!("{out}");
+    if flags.sleep_after_ms > 0 {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(std::time::Duration::from_millis(flags.sleep_after_ms));
+    }
 }
 
 /// Times `iterations` guest-visible calls; reports every sample in nanoseconds.
-fn bench(args: &[String]) -> Value {
+fn bench(args: &[String], flags: &Flags) -> Value {
     let kind: String = arg(args, 1, "put|get");
     let chain: String = arg(args, 2, "chain");
     let (size, fields, iterations): (usize, usize, usize) = (
@@ -113,9 +180,9 @@ fn bench(args: &[String]) -> Value {
         .collect();
     let put = || {
         if fields == 1 {
-            sky::put(&chain, pairs[0].0, pairs[0].1)
+            sky::put_with(&chain, pairs[0].0, pairs[0].1, &flags.put)
         } else {
-            sky::put_many(&chain, &pairs)
+            sky::put_many_with(&chain, &pairs, &flags.put)
         }
     };
     if let Err(e) = put() {

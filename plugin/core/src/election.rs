@@ -1,0 +1,817 @@
+//! Storage-node election: where a put's state should go, given the policy, the live
+//! [`Schedule`] and the step's SLO.
+//!
+//! - [`Policy::Skylark`]: take the topology slot valid when the successor is expected to
+//!   start, find the shortest-latency path from the local node to the destination, and
+//!   walk it from the destination back toward the local node. The first node whose
+//!   `exec_ms + migration_ms <= max_latency_ms`, whose path prefix has at least
+//!   `min_bandwidth_mbps` of bottleneck bandwidth, and whose path-prefix links exist in
+//!   every slot from now until both the successor has started and the migration has
+//!   finished, is elected. If none qualifies the state stays local.
+//! - [`Policy::Random`]: a uniformly random node on that path (a baseline).
+//! - [`Policy::Stateless`]: the global store only. [`Policy::Local`]: this node only.
+//!
+//! Migration time is estimated as `2 * path latency + size / bottleneck bandwidth`
+//! ([`migration_ms`]), improving on the original's average-bandwidth estimate.
+
+use crate::topology::{Path, Schedule};
+use skylark_abi::wire::Policy;
+use std::fmt::Write as _;
+
+/// The SLO default of the original system (`max_latency`, ms).
+pub const DEFAULT_MAX_LATENCY_MS: f64 = 5000.0;
+
+/// Most per-node rejections quoted in a "keep local" reason.
+const MAX_REASONS: usize = 3;
+
+/// What an election is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub policy: Policy,
+    /// The node running the producer (node id in the schedule).
+    pub local: u32,
+    /// Where the consumer (or the workflow's end) will run.
+    pub destination: u32,
+    /// Size of the state to place.
+    pub size_bytes: u64,
+    /// The producer's execution time so far.
+    pub exec_ms: f64,
+    /// SLO: latest acceptable `exec_ms + migration_ms`.
+    pub max_latency_ms: f64,
+    /// SLO: least acceptable bottleneck bandwidth from the local node to the elected node.
+    pub min_bandwidth_mbps: f64,
+    /// Unix time of the election (ms).
+    pub now_ms: u64,
+    /// Unix time (ms) at which the successor is expected to start; `>= now_ms` (earlier
+    /// values are treated as `now_ms`).
+    pub successor_at_ms: u64,
+    /// Nodes that stayed unreachable: never elected.
+    pub exclude: &'a [u32],
+}
+
+impl Request<'static> {
+    /// A request with the model's defaults: empty state, no execution time yet,
+    /// `max_latency_ms` 5000, no bandwidth floor, successor starting now, no exclusions.
+    pub fn new(policy: Policy, local: u32, destination: u32, now_ms: u64) -> Request<'static> {
+        Request {
+            policy,
+            local,
+            destination,
+            size_bytes: 0,
+            exec_ms: 0.0,
+            max_latency_ms: DEFAULT_MAX_LATENCY_MS,
+            min_bandwidth_mbps: 0.0,
+            now_ms,
+            successor_at_ms: now_ms,
+            exclude: &[],
+        }
+    }
+}
+
+/// Where the state goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// This node of the schedule (never the local node).
+    Node(u32),
+    /// The local node's store.
+    Local,
+    /// The global store only.
+    Global,
+}
+
+/// The outcome of an election.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Election {
+    pub target: Target,
+    /// The full shortest path local -> destination used (empty if none was computed).
+    pub path: Vec<u32>,
+    /// Estimated migration time to the elected node (0 for `Local` and `Global`).
+    pub migration_ms: f64,
+    /// The topology slot the path was taken from (the successor's slot).
+    pub slot: usize,
+    /// Short human-readable explanation.
+    pub reason: String,
+}
+
+impl Election {
+    /// An election that keeps the state local.
+    fn local(slot: usize, path: Vec<u32>, reason: String) -> Election {
+        Election {
+            target: Target::Local,
+            path,
+            migration_ms: 0.0,
+            slot,
+            reason,
+        }
+    }
+}
+
+/// A tiny seeded PRNG (splitmix64) for the Random policy; not for cryptography.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator whose sequence is determined by `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform integer in `0..n` (unbiased); 0 if `n == 0`.
+    pub fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        if n == 0 {
+            return 0;
+        }
+        // Lemire's multiply-shift with rejection of the biased low range.
+        let threshold = n.wrapping_neg() % n;
+        loop {
+            let m = u128::from(self.next_u64()) * u128::from(n);
+            if (m as u64) >= threshold {
+                return (m >> 64) as usize;
+            }
+        }
+    }
+}
+
+/// Estimated time to move `size_bytes` over a path: a round trip of its latency plus the
+/// transfer at its bottleneck bandwidth (1 Mbit/s moves 125 bytes per ms).
+pub fn migration_ms(path_latency_ms: f64, bottleneck_mbps: f64, size_bytes: u64) -> f64 {
+    2.0 * path_latency_ms + size_bytes as f64 / (bottleneck_mbps * 125.0)
+}
+
+/// Elects where the state of a put should go; see the module documentation.
+pub fn elect(s: &Schedule, req: &Request, rng: &mut Rng) -> Election {
+    let successor_at = req.successor_at_ms.max(req.now_ms);
+    let slot = s.slot_at(successor_at);
+    match req.policy {
+        Policy::Stateless => Election {
+            target: Target::Global,
+            path: Vec::new(),
+            migration_ms: 0.0,
+            slot,
+            reason: "stateless policy: global store only".into(),
+        },
+        Policy::Local => Election::local(slot, Vec::new(), "local policy: keep local".into()),
+        Policy::Skylark => match route(s, req, slot) {
+            Ok(path) => skylark(s, req, slot, &path),
+            Err(kept) => kept,
+        },
+        Policy::Random => match route(s, req, slot) {
+            Ok(path) => random(s, req, slot, &path, rng),
+            Err(kept) => kept,
+        },
+    }
+}
+
+/// The shortest path local -> destination in `slot`, or the "keep local" election when
+/// there is none to walk.
+fn route(s: &Schedule, req: &Request, slot: usize) -> Result<Path, Election> {
+    let keep = |path, reason| Err(Election::local(slot, path, reason));
+    for (what, id) in [("local", req.local), ("destination", req.destination)] {
+        if s.get(id).is_none() {
+            return keep(
+                Vec::new(),
+                format!("keep local: unknown {what} node id {id}"),
+            );
+        }
+    }
+    if req.local == req.destination {
+        return keep(
+            vec![req.local],
+            "keep local: the destination is the local node".into(),
+        );
+    }
+    match s.shortest_path(slot, req.local, req.destination) {
+        Some(path) => Ok(path),
+        None => keep(
+            Vec::new(),
+            format!(
+                "keep local: {} is unreachable from {} in slot {slot}",
+                s.name(req.destination),
+                s.name(req.local)
+            ),
+        ),
+    }
+}
+
+/// Latency and bottleneck bandwidth of every prefix of a path.
+struct Prefixes {
+    /// `latency[i]`: latency from the path's first node to `nodes[i]`.
+    latency: Vec<f64>,
+    /// `bottleneck[i]`: smallest bandwidth on that prefix (infinite for `i == 0`).
+    bottleneck: Vec<f64>,
+}
+
+impl Prefixes {
+    fn of(s: &Schedule, slot: usize, path: &Path) -> Prefixes {
+        let links = s.links(slot);
+        let mut latency = Vec::with_capacity(path.nodes.len());
+        let mut bottleneck = Vec::with_capacity(path.nodes.len());
+        let (mut l, mut b) = (0.0, f64::INFINITY);
+        latency.push(l);
+        bottleneck.push(b);
+        for &li in &path.links {
+            let link = &links[li as usize];
+            l += link.latency_ms;
+            b = f64::min(b, link.bandwidth_mbps);
+            latency.push(l);
+            bottleneck.push(b);
+        }
+        Prefixes {
+            latency,
+            bottleneck,
+        }
+    }
+
+    /// Migration estimate from the path's first node to `nodes[i]`.
+    fn migration(&self, i: usize, size_bytes: u64) -> f64 {
+        if i == 0 {
+            0.0
+        } else {
+            migration_ms(self.latency[i], self.bottleneck[i], size_bytes)
+        }
+    }
+}
+
+/// For each path position `i`, how many consecutive slots, starting at `start`, contain
+/// every link of the prefix up to `nodes[i]` (capped at the number of slots).
+fn survival(s: &Schedule, start: usize, path: &Path) -> Vec<usize> {
+    let n = s.slots();
+    let mut out = Vec::with_capacity(path.nodes.len());
+    let mut min = n;
+    out.push(min);
+    for w in path.nodes.windows(2) {
+        let run = (0..n)
+            .take_while(|k| s.link((start + k) % n, w[0], w[1]).is_some())
+            .count();
+        min = min.min(run);
+        out.push(min);
+    }
+    out
+}
+
+/// The Skylark policy on a computed path.
+fn skylark(s: &Schedule, req: &Request, slot: usize, path: &Path) -> Election {
+    let walk = Walk {
+        s,
+        req,
+        path,
+        prefixes: Prefixes::of(s, slot, path),
+        survives: survival(s, s.slot_at(req.now_ms), path),
+        successor_at: req.successor_at_ms.max(req.now_ms),
+    };
+    let (mut rejections, mut more) = (Vec::new(), 0);
+    for i in (1..path.nodes.len()).rev() {
+        let n = path.nodes[i];
+        let m = walk.prefixes.migration(i, req.size_bytes);
+        match walk.check(i, m) {
+            Ok(why) => {
+                let target = if n == req.local {
+                    Target::Local
+                } else {
+                    Target::Node(n)
+                };
+                return Election {
+                    target,
+                    path: path.nodes.clone(),
+                    migration_ms: m,
+                    slot,
+                    reason: format!("{}: {why}", s.name(n)),
+                };
+            }
+            // The rejections nearest the destination say most; keep the reason short.
+            Err(why) if rejections.len() < MAX_REASONS => {
+                rejections.push(format!("{}: {why}", s.name(n)))
+            }
+            Err(_) => more += 1,
+        }
+    }
+    let mut reason = format!(
+        "keep local: no node on the {}-hop path to {} qualifies",
+        path.hops(),
+        s.name(req.destination)
+    );
+    if !rejections.is_empty() {
+        let _ = write!(reason, " ({}", rejections.join("; "));
+        if more > 0 {
+            let _ = write!(reason, "; {more} more");
+        }
+        reason.push(')');
+    }
+    Election::local(slot, path.nodes.clone(), reason)
+}
+
+/// What the Skylark walk knows about the path it walks.
+struct Walk<'a> {
+    s: &'a Schedule,
+    req: &'a Request<'a>,
+    path: &'a Path,
+    prefixes: Prefixes,
+    /// See [`survival`].
+    survives: Vec<usize>,
+    /// The request's successor start, at least `now_ms`.
+    successor_at: u64,
+}
+
+impl Walk<'_> {
+    /// Whether `path.nodes[i]`, reached with an estimated `migration`, is eligible: not
+    /// excluded, within the SLO, and its links last long enough. `Ok` with a summary, or
+    /// `Err` with the reason it is not eligible.
+    fn check(&self, i: usize, migration: f64) -> Result<String, String> {
+        let (s, req) = (self.s, self.req);
+        if req.exclude.contains(&self.path.nodes[i]) {
+            return Err("excluded (unreachable)".into());
+        }
+        let (lat, bw) = (self.prefixes.latency[i], self.prefixes.bottleneck[i]);
+        let fits = req.exec_ms + migration <= req.max_latency_ms;
+        if !fits {
+            return Err(format!(
+                "exec {} + migration {} > {}",
+                num(req.exec_ms),
+                num(migration),
+                num(req.max_latency_ms)
+            ));
+        }
+        let wide = bw >= req.min_bandwidth_mbps;
+        if !wide {
+            return Err(format!(
+                "bottleneck {} Mbit/s < {}",
+                num(bw),
+                num(req.min_bandwidth_mbps)
+            ));
+        }
+        let needed = self.slots_needed(migration);
+        if self.survives[i] < needed {
+            let missing = (s.slot_at(req.now_ms) + self.survives[i]) % s.slots();
+            let gap = self.path.nodes[..=i]
+                .windows(2)
+                .find(|w| s.link(missing, w[0], w[1]).is_none())
+                .map_or_else(String::new, |w| {
+                    format!(" {} - {}", s.name(w[0]), s.name(w[1]))
+                });
+            return Err(format!(
+                "link{gap} is missing in slot {missing} before the successor starts"
+            ));
+        }
+        Ok(format!(
+            "{} hop{}, {} ms, {} Mbit/s, exec {} + migration {} <= {}",
+            i,
+            if i == 1 { "" } else { "s" },
+            num(lat),
+            num(bw),
+            num(req.exec_ms),
+            num(migration),
+            num(req.max_latency_ms)
+        ))
+    }
+
+    /// How many consecutive slots, from the current one, a node's links must exist in:
+    /// until the successor has started and a migration of `migration` ms has finished
+    /// (at most a whole cycle).
+    fn slots_needed(&self, migration: f64) -> usize {
+        let (s, now) = (self.s, self.req.now_ms);
+        let done_at = now.saturating_add(migration.ceil() as u64);
+        let end = s.absolute_slot(self.successor_at.max(done_at));
+        let span = end.saturating_sub(s.absolute_slot(now));
+        usize::try_from(span.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(s.slots())
+    }
+}
+
+/// The Random policy on a computed path: any path node that is not excluded.
+fn random(s: &Schedule, req: &Request, slot: usize, path: &Path, rng: &mut Rng) -> Election {
+    let candidates: Vec<usize> = (0..path.nodes.len())
+        .filter(|&i| !req.exclude.contains(&path.nodes[i]))
+        .collect();
+    if candidates.is_empty() {
+        return Election::local(
+            slot,
+            path.nodes.clone(),
+            "keep local: every node on the path is excluded".into(),
+        );
+    }
+    let i = candidates[rng.below(candidates.len())];
+    let n = path.nodes[i];
+    let reason = format!(
+        "random: {}, hop {i} of the {}-hop path ({} candidates)",
+        s.name(n),
+        path.hops(),
+        candidates.len()
+    );
+    if n == req.local {
+        return Election::local(slot, path.nodes.clone(), reason);
+    }
+    Election {
+        target: Target::Node(n),
+        path: path.nodes.clone(),
+        migration_ms: Prefixes::of(s, slot, path).migration(i, req.size_bytes),
+        slot,
+        reason,
+    }
+}
+
+/// A number for messages: at most one decimal, no trailing `.0`.
+fn num(v: f64) -> String {
+    let s = format!("{v:.1}");
+    match s.strip_suffix(".0") {
+        Some(whole) => whole.to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Link, Node, NodeType};
+
+    const CONSTELLATION: &[u8] =
+        include_bytes!("../../../tests/data/constellation-topologies.json");
+    const SLO: &[u8] = include_bytes!("../../../tests/data/slo-settings.json");
+    const MIN: u64 = 60_000;
+
+    fn constellation() -> Schedule {
+        Schedule::parse(CONSTELLATION).unwrap()
+    }
+
+    /// `(max_latency, min_bandwidth)` of the testbed's SLO file.
+    fn slo() -> (f64, f64) {
+        let v: serde_json::Value = serde_json::from_slice(SLO).unwrap();
+        (
+            v["max_latency"].as_f64().unwrap(),
+            v["min_bandwidth"].as_f64().unwrap(),
+        )
+    }
+
+    fn id(s: &Schedule, name: &str) -> u32 {
+        s.id(name).unwrap()
+    }
+
+    /// A Skylark request from `local` to `dest` at minute `minute`, successor right away.
+    fn req<'a>(s: &Schedule, local: &str, dest: &str, minute: u64) -> Request<'a> {
+        Request::new(Policy::Skylark, id(s, local), id(s, dest), minute * MIN + 1)
+    }
+
+    fn elect1(s: &Schedule, r: &Request) -> Election {
+        elect(s, r, &mut Rng::new(1))
+    }
+
+    fn names(s: &Schedule, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&i| s.node(i).name.clone()).collect()
+    }
+
+    fn node(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            kind: NodeType::Sat,
+            ip: None,
+            redis: None,
+        }
+    }
+
+    fn link(a: u32, b: u32, latency_ms: f64) -> Link {
+        Link {
+            a,
+            b,
+            latency_ms,
+            jitter_ms: 0.0,
+            bandwidth_mbps: 100.0,
+        }
+    }
+
+    #[test]
+    fn migration_estimate() {
+        assert_eq!(migration_ms(10.0, 90.0, 0), 20.0);
+        // 1 MB at 80 Mbit/s = 10,000 bytes per ms -> 100 ms, plus the round trip.
+        assert_eq!(migration_ms(10.0, 80.0, 1_000_000), 120.0);
+        assert_eq!(migration_ms(0.0, f64::INFINITY, 123), 0.0);
+    }
+
+    #[test]
+    fn skylark_elects_the_destination_when_the_slo_allows() {
+        let s = constellation();
+        let (max_latency, _) = slo();
+        let mut r = req(&s, "pi5u2", "pi5u1", 3);
+        r.max_latency_ms = max_latency;
+        r.exec_ms = 12.0;
+        r.size_bytes = 100_000;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u1")));
+        assert_eq!(e.slot, 3);
+        // Slot 3: the ground link is at pi4u5.
+        assert_eq!(
+            names(&s, &e.path),
+            ["pi5u2", "pi5u3", "pi5u4", "pi4u5", "pi5u1"]
+        );
+        // 70 ms path, 30 Mbit/s bottleneck: 140 + 100000 / 3750.
+        assert!((e.migration_ms - (140.0 + 100_000.0 / 3750.0)).abs() < 1e-9);
+        assert!(
+            e.reason
+                .starts_with("pi5u1: 4 hops, 70 ms, 30 Mbit/s, exec 12"),
+            "{}",
+            e.reason
+        );
+        assert!(e.reason.ends_with("<= 5000"), "{}", e.reason);
+    }
+
+    #[test]
+    fn skylark_elects_a_nearer_node_when_the_slo_is_tight() {
+        let s = constellation();
+        let mut r = req(&s, "pi5u2", "pi4p1", 0);
+        // 6 hops of 10 ms: the destination needs exec 12 + 120 ms; pi5u4 (2 hops) 12 + 40.
+        r.exec_ms = 12.0;
+        r.max_latency_ms = 60.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u4")));
+        assert_eq!(e.path.len(), 7);
+        assert_eq!(e.migration_ms, 40.0);
+        assert_eq!(
+            e.reason,
+            "pi5u4: 2 hops, 20 ms, 90 Mbit/s, exec 12 + migration 40 <= 60"
+        );
+        // A larger state shifts the election one hop closer: 20 + 90000 / 11250 = 28.
+        r.size_bytes = 90_000;
+        r.max_latency_ms = 40.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u3")));
+        assert_eq!(e.migration_ms, 28.0);
+    }
+
+    #[test]
+    fn skylark_keeps_local_when_nothing_fits() {
+        let s = constellation();
+        let mut r = req(&s, "pi5u2", "pi4p1", 0);
+        r.exec_ms = 4990.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local);
+        assert_eq!(e.migration_ms, 0.0);
+        assert_eq!(e.path.len(), 7, "the path is still reported");
+        assert!(e
+            .reason
+            .starts_with("keep local: no node on the 6-hop path to pi4p1"));
+        assert!(e.reason.ends_with("; 3 more)"), "{}", e.reason);
+        assert!(
+            e.reason.contains("pi4p1: exec 4990 + migration 120 > 5000"),
+            "{}",
+            e.reason
+        );
+        // NaN SLO values reject every node.
+        r.exec_ms = f64::NAN;
+        assert_eq!(elect1(&s, &r).target, Target::Local);
+    }
+
+    #[test]
+    fn skylark_filters_by_bandwidth() {
+        let s = constellation();
+        let (max_latency, min_bandwidth) = slo();
+        assert_eq!((max_latency, min_bandwidth), (5000.0, 60.0));
+        let mut r = req(&s, "pi5u2", "pi5u1", 3);
+        r.max_latency_ms = max_latency;
+        r.min_bandwidth_mbps = min_bandwidth;
+        // The 30 Mbit/s ground link is too thin; pi4u5 (90 Mbit/s) is elected instead.
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi4u5")));
+        assert_eq!(e.migration_ms, 60.0);
+        r.min_bandwidth_mbps = 91.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local);
+        assert!(
+            e.reason.contains("pi5u1: bottleneck 30 Mbit/s < 91"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn skylark_uses_the_successors_slot() {
+        let s = constellation();
+        // Now in minute 3 (ground link at pi4u5), successor in minute 4 (at pi4u6).
+        let mut r = req(&s, "pi5u2", "pi5u1", 3);
+        r.successor_at_ms = 4 * MIN + 10;
+        let e = elect1(&s, &r);
+        assert_eq!(e.slot, 4);
+        let expect = ["pi5u2", "pi5u3", "pi5u4", "pi4u5", "pi4u6", "pi5u1"];
+        assert_eq!(names(&s, &e.path), expect);
+        // The ground link pi4u6 - pi5u1 does not exist yet in slot 3: the cloud cannot be
+        // reached before the successor starts, but pi4u6 can.
+        assert_eq!(e.target, Target::Node(id(&s, "pi4u6")));
+    }
+
+    /// Local `l`=0, near node `a`=1, far node `b`=2, destination `d`=3. Slot 0: l-a-d
+    /// (fast) and l-b-d (slow); slot 1: only l-b-d (a's links vanish).
+    fn vanishing() -> Schedule {
+        let nodes = ["l", "a", "b", "d"].map(node).to_vec();
+        let fast = vec![
+            link(0, 1, 5.0),
+            link(1, 3, 5.0),
+            link(0, 2, 50.0),
+            link(2, 3, 50.0),
+        ];
+        let slow = vec![link(0, 2, 50.0), link(2, 3, 50.0)];
+        Schedule::from_parts(nodes, vec![fast, slow], 1000, 0, None).unwrap()
+    }
+
+    #[test]
+    fn a_node_whose_link_vanishes_is_not_elected() {
+        let s = vanishing();
+        let exclude = [3];
+        let mut r = Request::new(Policy::Skylark, 0, 3, 100);
+        r.max_latency_ms = 30.0;
+        r.exclude = &exclude;
+        // Successor within slot 0: the fast path, a is elected (d is excluded).
+        let e = elect1(&s, &r);
+        assert_eq!(
+            (e.target, e.slot, e.path.clone()),
+            (Target::Node(1), 0, vec![0, 1, 3])
+        );
+        // Successor after the slot change: a is gone; b is too far for the SLO.
+        r.successor_at_ms = 1500;
+        let e = elect1(&s, &r);
+        assert_eq!(
+            (e.target, e.slot, e.path.clone()),
+            (Target::Local, 1, vec![0, 2, 3])
+        );
+        // Successor two slots later (slot 0 again): the path is the fast one, but a's link
+        // is missing in slot 1 in between.
+        r.successor_at_ms = 2500;
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.slot), (Target::Local, 0));
+        assert!(
+            e.reason.contains("a: link l - a is missing in slot 1"),
+            "{}",
+            e.reason
+        );
+        // Successor in slot 0, but a long migration runs into slot 1.
+        r.now_ms = 990;
+        r.successor_at_ms = 990;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local, "{}", e.reason);
+        r.now_ms = 900;
+        r.successor_at_ms = 900;
+        assert_eq!(elect1(&s, &r).target, Target::Node(1), "10 ms: done by 910");
+    }
+
+    #[test]
+    fn links_must_exist_now_not_only_at_the_successor() {
+        // Slot 0: l - a only; slot 1: l - a - d. Now in slot 0, successor in slot 1: d is
+        // on the path but cannot be reached yet.
+        let nodes = ["l", "a", "d"].map(node).to_vec();
+        let slots = vec![
+            vec![link(0, 1, 5.0)],
+            vec![link(0, 1, 5.0), link(1, 2, 5.0)],
+        ];
+        let s = Schedule::from_parts(nodes, slots, 1000, 0, None).unwrap();
+        let mut r = Request::new(Policy::Skylark, 0, 2, 100);
+        r.successor_at_ms = 1100;
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.path.clone()), (Target::Node(1), vec![0, 1, 2]));
+        assert_eq!(
+            e.reason,
+            "a: 1 hop, 5 ms, 100 Mbit/s, exec 0 + migration 10 <= 5000"
+        );
+    }
+
+    #[test]
+    fn exclude_list_is_respected() {
+        let s = constellation();
+        let exclude = [id(&s, "pi5u1"), id(&s, "pi4u5")];
+        let mut r = req(&s, "pi5u2", "pi5u1", 3);
+        r.exclude = &exclude;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u4")));
+        let all: Vec<u32> = (0..s.len() as u32).collect();
+        r.exclude = &all;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local);
+        assert!(e.reason.contains("pi5u1: excluded"), "{}", e.reason);
+        r.policy = Policy::Random;
+        for seed in 0..50 {
+            assert_eq!(elect(&s, &r, &mut Rng::new(seed)).target, Target::Local);
+        }
+        r.exclude = &exclude;
+        for seed in 0..200 {
+            if let Target::Node(n) = elect(&s, &r, &mut Rng::new(seed)).target {
+                assert!(!exclude.contains(&n));
+            }
+        }
+    }
+
+    #[test]
+    fn random_elects_only_on_path_nodes() {
+        let s = constellation();
+        let mut r = req(&s, "pi5u2", "pi5u1", 3);
+        r.policy = Policy::Random;
+        let path = elect1(&s, &r).path;
+        assert_eq!(path.len(), 5);
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..500 {
+            let e = elect(&s, &r, &mut Rng::new(seed));
+            assert_eq!(e.path, path);
+            let n = match e.target {
+                Target::Node(n) => {
+                    assert_ne!(n, r.local);
+                    assert!(e.migration_ms > 0.0);
+                    n
+                }
+                Target::Local => {
+                    assert_eq!(e.migration_ms, 0.0);
+                    r.local
+                }
+                Target::Global => panic!("random never elects the global store"),
+            };
+            assert!(path.contains(&n), "{n} is off the path");
+            seen.insert(n);
+        }
+        assert_eq!(seen.len(), path.len(), "every path node is picked sometime");
+    }
+
+    #[test]
+    fn stateless_and_local_policies() {
+        let s = constellation();
+        let mut r = req(&s, "pi5u2", "pi4p1", 0);
+        r.policy = Policy::Stateless;
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.path.len()), (Target::Global, 0));
+        assert!(e.reason.contains("stateless"));
+        r.policy = Policy::Local;
+        assert_eq!(elect1(&s, &r).target, Target::Local);
+    }
+
+    #[test]
+    fn destination_is_local() {
+        let s = constellation();
+        for policy in [Policy::Skylark, Policy::Random] {
+            let mut r = req(&s, "pi4u6", "pi4u6", 2);
+            r.policy = policy;
+            let e = elect1(&s, &r);
+            assert_eq!(
+                (e.target, e.path.clone()),
+                (Target::Local, vec![id(&s, "pi4u6")])
+            );
+            assert!(e.reason.contains("destination is the local node"));
+        }
+    }
+
+    #[test]
+    fn unknown_or_unreachable_nodes_keep_local() {
+        let s = constellation();
+        let mut r = req(&s, "pi5u2", "pi4p1", 0);
+        r.destination = 99;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local);
+        assert!(e.reason.contains("unknown destination node id 99"));
+        r.destination = 0;
+        r.local = 42;
+        assert!(elect1(&s, &r).reason.contains("unknown local node id 42"));
+        // A partitioned slot.
+        let nodes = ["x", "y"].map(node).to_vec();
+        let s = Schedule::from_parts(nodes, vec![vec![]], 1000, 0, None).unwrap();
+        let e = elect1(&s, &Request::new(Policy::Skylark, 0, 1, 5));
+        assert_eq!(e.target, Target::Local);
+        assert_eq!(e.reason, "keep local: y is unreachable from x in slot 0");
+    }
+
+    #[test]
+    fn repeated_elections_reuse_the_tree() {
+        let s = constellation();
+        let r = req(&s, "pi5u2", "pi4p1", 0);
+        let first = elect1(&s, &r);
+        assert_eq!(s.path_cache_len(), 1);
+        for _ in 0..10 {
+            assert_eq!(elect1(&s, &r), first);
+        }
+        assert_eq!(s.path_cache_len(), 1);
+    }
+
+    #[test]
+    fn rng_is_seeded_and_bounded() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        let mut counts = [0usize; 3];
+        for _ in 0..3000 {
+            counts[a.below(3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+        assert_eq!(a.below(0), 0);
+        assert_eq!(a.below(1), 0);
+    }
+
+    #[test]
+    fn numbers_in_reasons() {
+        assert_eq!(num(10.0), "10");
+        assert_eq!(num(27.14), "27.1");
+        assert_eq!(num(f64::INFINITY), "inf");
+    }
+}

@@ -1,0 +1,216 @@
+//! The read path of `skylark_get_bundle`: the node-local store first (on the guest's
+//! thread, one `HGETALL` for the bundle and its placement record), then, on a miss,
+//! every candidate node in parallel (the node named by the caller, the nodes the local
+//! placement record names, the current neighbours; the first hit wins), then the global
+//! store. Policy `stateless` reads only the global store. A bundle found elsewhere is
+//! copied to the node-local store in the background (read-through cache).
+
+use crate::context::Context;
+use crate::error::CallError;
+use crate::events::now_ms;
+use crate::propagate::{self, copy_pipeline};
+use crate::stats::{self, Counter};
+use crate::store::{hash_pairs, HashPairs, Request, Store};
+use crate::{keys, runtime, skylog};
+use skylark_abi::wire::{GetOptions, Policy, Source, Tier};
+use skylark_abi::{ids, Status};
+use std::sync::Arc;
+
+/// A bundle as found: its fields, its placement record and where it came from.
+#[derive(Debug)]
+pub struct Found {
+    pub fields: HashPairs,
+    /// (task id, node) entries of the placement record.
+    pub placement: Vec<(String, String)>,
+    pub source: Source,
+}
+
+impl Found {
+    /// Splits a bundle hash as read; a hash without state yields just its placement record.
+    fn new(raw: HashPairs, tier: Tier, node: String) -> Result<Found, Vec<(String, String)>> {
+        let (fields, placement) = keys::split_placement(raw);
+        if fields.is_empty() {
+            return Err(placement);
+        }
+        Ok(Found {
+            fields,
+            placement,
+            source: Source { tier, node },
+        })
+    }
+}
+
+/// Looks `chain` up along the fallback order; `Ok(None)` if no tier has it.
+pub fn get(
+    ctx: &'static Context,
+    chain: &str,
+    opts: &GetOptions,
+) -> Result<Option<Found>, CallError> {
+    if let Some(from) = &opts.from {
+        ids::validate(from.as_bytes())
+            .map_err(|e| CallError::new(Status::InvalidOptions, format!("from {from:?} {e}")))?;
+    }
+    stats::inc(Counter::Gets);
+    let policy = opts.policy.unwrap_or(ctx.config.propagation.policy);
+    let found = if policy == Policy::Stateless {
+        global_only(ctx, chain)?
+    } else {
+        tiered(ctx, chain, opts)?
+    };
+    stats::inc(match found.as_ref().map(|f| f.source.tier) {
+        None => Counter::Misses,
+        Some(Tier::Local) => Counter::HitsLocal,
+        Some(Tier::Neighbour) => Counter::HitsNeighbour,
+        Some(Tier::Global) => Counter::HitsGlobal,
+    });
+    Ok(found)
+}
+
+fn bundle_request(ns: &str, chain: &str) -> Request {
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(keys::bundle(ns, chain));
+    Request::Cmd(cmd)
+}
+
+fn tiered(
+    ctx: &'static Context,
+    chain: &str,
+    opts: &GetOptions,
+) -> Result<Option<Found>, CallError> {
+    let ns = &ctx.config.namespace;
+    let reply = ctx.local.query(&bundle_request(ns, chain))?;
+    let raw = hash_pairs(reply).map_err(|m| ctx.local.reply_error(m))?;
+    let placement = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
+        Ok(found) => return Ok(Some(found)),
+        // The node may hold just a placement record naming where the state went.
+        Err(placement) => placement,
+    };
+    if opts.local_only || ctx.engine.is_none() {
+        return Ok(None);
+    }
+    let mut hints: Vec<String> = opts.from.iter().cloned().collect();
+    hints.extend(
+        placement
+            .into_iter()
+            .map(|(_, node): (String, String)| node),
+    );
+    let chain_owned = chain.to_string();
+    // Each tier has the store deadline; the neighbour and global tiers run one after
+    // the other.
+    let deadline = ctx.config.timeout.saturating_mul(2) + ctx.config.connect_timeout;
+    let found = runtime::run(
+        deadline,
+        async move { remote(ctx, &chain_owned, hints).await },
+    )?;
+    if let Some(f) = &found {
+        if ctx.config.propagation.read_cache {
+            fill_cache(ctx, chain, f);
+        }
+    }
+    Ok(found)
+}
+
+/// Neighbours (and hinted nodes) in parallel, first hit wins; then the global store.
+async fn remote(
+    ctx: &'static Context,
+    chain: &str,
+    hints: Vec<String>,
+) -> Result<Option<Found>, CallError> {
+    let ns = ctx.config.namespace.clone();
+    let local = &ctx.config.node_name;
+    let topo = propagate::topology(ctx).await;
+    let global = ctx.nodes.global(topo.as_deref());
+    let mut candidates = hints;
+    if let Some(t) = topo.as_deref() {
+        if let Some(me) = t.id(local) {
+            let slot = t.slot_at(now_ms());
+            candidates.extend(t.neighbours(slot, me).map(|(n, _)| t.node(n).name.clone()));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|n| {
+        n != local && global.as_ref().is_none_or(|g| &g.name != n) && seen.insert(n.clone())
+    });
+
+    let mut probes = tokio::task::JoinSet::new();
+    for name in candidates {
+        let store = match ctx.nodes.store(topo.as_deref(), &name) {
+            Ok(s) => s,
+            Err(e) => {
+                skylog!(Debug, "get {chain}: skipping {name}: {e}");
+                continue;
+            }
+        };
+        let req = bundle_request(&ns, chain);
+        probes.spawn(async move {
+            let r = read(&store, &req).await;
+            (name, r)
+        });
+    }
+    while let Some(joined) = probes.join_next().await {
+        match joined {
+            Ok((name, Ok(raw))) => {
+                if let Ok(found) = Found::new(raw, Tier::Neighbour, name) {
+                    probes.abort_all();
+                    return Ok(Some(found));
+                }
+            }
+            Ok((name, Err(e))) => skylog!(Info, "get {chain}: neighbour {name}: {e}"),
+            Err(e) => skylog!(Error, "get {chain}: probe task failed: {e}"),
+        }
+    }
+    let Some(g) = global else {
+        return Ok(None);
+    };
+    if &g.name == local {
+        return Ok(None);
+    }
+    let raw = read(&g.store, &bundle_request(&ns, chain)).await?;
+    Ok(Found::new(raw, Tier::Global, g.name).ok())
+}
+
+async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError> {
+    let reply = store.query_async(req).await?;
+    hash_pairs(reply).map_err(|m| store.reply_error(m))
+}
+
+/// Policy `stateless`: the global store only.
+fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, CallError> {
+    let global = runtime::run(ctx.config.timeout, async move {
+        let topo = propagate::topology(ctx).await;
+        Ok(ctx.nodes.global(topo.as_deref()))
+    })?
+    .ok_or_else(|| {
+        CallError::new(
+            Status::StoreUnavailable,
+            "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
+        )
+    })?;
+    let reply = global
+        .store
+        .query(&bundle_request(&ctx.config.namespace, chain))?;
+    let raw = hash_pairs(reply).map_err(|m| global.store.reply_error(m))?;
+    Ok(Found::new(raw, Tier::Global, global.name).ok())
+}
+
+/// Writes a bundle found on another node to the node-local store (one local round trip on
+/// the guest's thread, so that a put that follows in the same function extends a complete
+/// local bundle). A failure only costs the cache.
+fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
+    let placed: Vec<(&str, &str)> = found
+        .placement
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
+    let pipe = copy_pipeline(
+        &ctx.config.namespace,
+        chain,
+        &found.fields,
+        &placed,
+        ctx.config.ttl,
+    );
+    match ctx.local.query(&Request::Pipe(pipe)) {
+        Ok(_) => stats::inc(Counter::CacheFills),
+        Err(e) => skylog!(Info, "get {chain}: keeping a local copy: {e}"),
+    }
+}

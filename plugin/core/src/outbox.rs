@@ -1,0 +1,231 @@
+//! The outbox: propagation jobs persisted in the node-local Redis so that no put's copies
+//! are lost when the process that made them exits or dies.
+//!
+//! A job is recorded in the same `MULTI`/`EXEC` as the put's data. Jobs live in a hash
+//! (`<ns>:outbox:jobs`, id to JSON) and a sorted set (`<ns>:outbox`, id to the unix ms
+//! from which any plugin instance may claim it). The process that made a job holds it
+//! for a lease; a claim moves the due time forward by another lease, atomically (Lua), so
+//! two instances do not work on the same job at once. A job is removed when done.
+
+use crate::error::CallError;
+use crate::keys;
+use crate::store::{Request, Store};
+use serde::{Deserialize, Serialize};
+use skylark_abi::wire::Policy;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One put's pending propagation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub chain: String,
+    /// The task ids the put wrote.
+    pub tasks: Vec<String>,
+    /// The node that made the put.
+    pub origin: String,
+    pub policy: Policy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    pub max_latency_ms: u64,
+    pub min_bandwidth_mbps: f64,
+    pub exec_ms: u64,
+    pub successor_in_ms: u64,
+    pub put_at_ms: u64,
+    #[serde(default)]
+    pub cleanup: bool,
+    /// The node elected for the copy; `None` until (re-)elected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Nodes that already hold this job's copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
+    /// Nodes that stayed unreachable: never elected again for this job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Failed copy attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A job id unique across processes sharing a node's Redis: time, process id, a
+/// per-process sequence number and the clock's sub-millisecond noise.
+pub fn new_id(now_ms: u64) -> String {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{now_ms:x}-{:x}-{seq:x}-{noise:x}", std::process::id())
+}
+
+impl Job {
+    /// The job as stored in the outbox.
+    pub fn to_json(&self) -> Result<String, CallError> {
+        serde_json::to_string(self).map_err(|e| {
+            CallError::new(
+                skylark_abi::Status::Internal,
+                format!("encoding outbox job: {e}"),
+            )
+        })
+    }
+}
+
+/// Appends the commands that store `job`, claimable from `due_ms`, to `pipe`.
+pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, due_ms: u64) {
+    pipe.cmd("HSET")
+        .arg(keys::outbox_jobs(ns))
+        .arg(job_id)
+        .arg(json)
+        .ignore();
+    pipe.cmd("ZADD")
+        .arg(keys::outbox(ns))
+        .arg(due_ms)
+        .arg(job_id)
+        .ignore();
+}
+
+/// Appends the commands that remove a finished job to `pipe`.
+pub fn remove(pipe: &mut redis::Pipeline, ns: &str, job_id: &str) {
+    pipe.cmd("HDEL")
+        .arg(keys::outbox_jobs(ns))
+        .arg(job_id)
+        .ignore();
+    pipe.cmd("ZREM").arg(keys::outbox(ns)).arg(job_id).ignore();
+}
+
+/// Claims up to `limit` due jobs: returns them and moves their due time to `lease_until`.
+/// Ids whose job record is missing are removed. KEYS: outbox, jobs. ARGV: now, lease
+/// until, limit.
+const CLAIM: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local job = redis.call('HGET', KEYS[2], id)
+  if job then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    out[#out + 1] = id
+    out[#out + 1] = job
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"#;
+
+/// A claimed outbox entry: a job, or an id whose record could not be decoded.
+pub enum Claimed {
+    Job(Box<Job>),
+    Invalid { id: String, reason: String },
+}
+
+/// Claims due jobs from `store`'s outbox (on the plugin runtime).
+pub async fn claim(
+    store: &Store,
+    ns: &str,
+    now_ms: u64,
+    lease_until_ms: u64,
+    limit: usize,
+) -> Result<Vec<Claimed>, CallError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CLAIM)
+        .arg(2)
+        .arg(keys::outbox(ns))
+        .arg(keys::outbox_jobs(ns))
+        .arg(now_ms)
+        .arg(lease_until_ms)
+        .arg(limit);
+    let reply = store.query_async(&Request::Cmd(cmd)).await?;
+    let items = match reply {
+        redis::Value::Array(items) => items,
+        redis::Value::Nil => Vec::new(),
+        other => return Err(store.reply_error(format!("unexpected outbox claim reply {other:?}"))),
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(id), Some(job)) = (it.next(), it.next()) {
+        let id = text(id).unwrap_or_default();
+        out.push(match text(job).map(|j| serde_json::from_str::<Job>(&j)) {
+            Some(Ok(job)) if job.id == id => Claimed::Job(Box::new(job)),
+            Some(Ok(job)) => Claimed::Invalid {
+                reason: format!("record names job {:?}", job.id),
+                id,
+            },
+            Some(Err(e)) => Claimed::Invalid {
+                id,
+                reason: e.to_string(),
+            },
+            None => Claimed::Invalid {
+                id,
+                reason: "record is not UTF-8 text".into(),
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn text(v: redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+        redis::Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: new_id(1),
+            chain: "c".into(),
+            tasks: vec!["t".into()],
+            origin: "pi5u2".into(),
+            policy: Policy::Skylark,
+            destination: Some("pi5u1".into()),
+            max_latency_ms: 5000,
+            min_bandwidth_mbps: 0.0,
+            exec_ms: 3,
+            successor_in_ms: 0,
+            put_at_ms: 1,
+            cleanup: false,
+            target: None,
+            done: vec![],
+            exclude: vec![],
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let a = new_id(5);
+        let b = new_id(5);
+        assert_ne!(a, b);
+        assert!(skylark_abi::ids::validate(a.as_bytes()).is_ok(), "{a}");
+    }
+
+    #[test]
+    fn jobs_round_trip_and_tolerate_missing_progress() {
+        let j = job();
+        let back: Job = serde_json::from_str(&j.to_json().unwrap()).unwrap();
+        assert_eq!(back, j);
+        // Progress fields are optional: a minimal record decodes.
+        let minimal = r#"{"id":"x","chain":"c","tasks":["t"],"origin":"n","policy":"random",
+            "max_latency_ms":1,"min_bandwidth_mbps":0,"exec_ms":0,"successor_in_ms":0,"put_at_ms":0}"#;
+        let j: Job = serde_json::from_str(minimal).unwrap();
+        assert!(j.done.is_empty() && j.target.is_none());
+    }
+
+    #[test]
+    fn record_and_remove_are_two_commands_each() {
+        let mut pipe = redis::pipe();
+        record(&mut pipe, "ns", "id", "{}", 9);
+        remove(&mut pipe, "ns", "id");
+        assert_eq!(pipe.cmd_iter().count(), 4);
+    }
+}

@@ -1,0 +1,771 @@
+//! Background propagation: after a put's node-local write (which recorded a job in the
+//! outbox), elect the node where the successor will most likely run and copy the chain's
+//! bundle there and to the global store, pipelined, off the guest's thread.
+//!
+//! Rules:
+//! - **Backpressure.** At most `SKYLARK_QUEUE_LEN` jobs are in flight per process. A put
+//!   that finds the queue full still records its job in the outbox, due at once, and
+//!   returns; the next outbox sweep (of this or any later process on the node) runs it.
+//!   Puts never block on propagation and nothing is dropped.
+//! - **Retries.** A failed copy is retried with exponential backoff (`SKYLARK_RETRY_BASE_MS`,
+//!   doubling, at most 10 s). After `SKYLARK_RETRIES` failures the elected node is excluded
+//!   and the job re-elected (the next candidate, or this node); the global copy is retried
+//!   until the bundle's TTL has passed.
+//! - **Nothing lost.** Progress is written back to the outbox before every wait; a job is
+//!   removed only when all its copies are acknowledged. Jobs of processes that died are
+//!   claimed by the sweeps of later processes once their lease has run out.
+//! - **Exit.** At process exit the plugin waits up to `SKYLARK_EXIT_FLUSH_MS` for jobs in
+//!   flight (a function's wasmedge process usually exits right after its put).
+
+use crate::context::{self, Context};
+use crate::election::{self, Rng, Target};
+use crate::error::CallError;
+use crate::events::{self, now_ms};
+use crate::outbox::{self, Claimed, Job};
+use crate::stats::{self, Counter};
+use crate::store::{self, HashPairs, Request, Store};
+use crate::topology::Schedule;
+use crate::topology_watch::Change;
+use crate::{keys, runtime, skylog};
+use serde_json::json;
+use skylark_abi::wire::Policy;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The in-flight job counter and its exit flush.
+pub struct Engine {
+    cap: usize,
+    /// Jobs and other tracked background work (sweeps) in flight.
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+    /// Set when jobs may be waiting in the outbox (a put overflowed, or a sweep filled
+    /// the queue): a finishing job then sweeps at once instead of waiting for the timer.
+    backlog: std::sync::atomic::AtomicBool,
+}
+
+impl Engine {
+    pub fn new(cap: usize) -> Engine {
+        Engine {
+            cap: cap.max(1),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+            backlog: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn count(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes one queue slot if there is room.
+    pub fn reserve(&self) -> bool {
+        self.reserve_up_to(1) == 1
+    }
+
+    fn reserve_up_to(&self, n: usize) -> usize {
+        let mut c = self.count();
+        let got = n.min(self.cap.saturating_sub(*c));
+        *c += got;
+        got
+    }
+
+    /// Free slots right now (a snapshot).
+    fn free(&self) -> usize {
+        self.cap.saturating_sub(*self.count())
+    }
+
+    /// Notes that jobs wait in the outbox (a put found the queue full).
+    pub fn note_backlog(&self) {
+        self.backlog
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn take_backlog(&self) -> bool {
+        self.backlog
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `n` slots even beyond the capacity (work already claimed must be tracked).
+    pub fn force_reserve(&self, n: usize) {
+        *self.count() += n;
+    }
+
+    /// Gives back a slot taken with [`Engine::reserve`] for a job that was not submitted.
+    pub fn release_slot(&self) {
+        self.release(1);
+    }
+
+    fn release(&self, n: usize) {
+        let mut c = self.count();
+        *c = c.saturating_sub(n);
+        if *c == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until no job is in flight, at most `deadline`; true if all finished.
+    pub fn flush(&self, deadline: Duration) -> bool {
+        let c = self.count();
+        let (c, _) = self
+            .idle
+            .wait_timeout_while(c, deadline, |n| *n > 0)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *c == 0
+    }
+
+    /// Starts the outbox sweeper and registers the exit flush. Called once per process.
+    pub fn start(&self, ctx: &'static Context) {
+        let Ok(rt) = runtime::handle() else {
+            skylog!(
+                Error,
+                "no runtime: propagation will only happen in later processes"
+            );
+            return;
+        };
+        register_exit_flush();
+        // The first sweep counts as work in flight, so that a short-lived process that
+        // claims an orphaned job also finishes it before exiting.
+        self.force_reserve(1);
+        rt.spawn(async move {
+            // The first sweep may use the slot it holds.
+            let mut held = 1;
+            loop {
+                sweep(ctx, held).await;
+                flush_stats(ctx).await;
+                if let Some(engine) = &ctx.engine {
+                    engine.release(std::mem::take(&mut held));
+                }
+                tokio::time::sleep(ctx.config.propagation.sweep).await;
+            }
+        });
+    }
+
+    /// Runs `job` in the background; the caller holds a slot from [`Engine::reserve`].
+    pub fn submit(&self, ctx: &'static Context, job: Job) {
+        match runtime::handle() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    run(ctx, job).await;
+                    if let Some(engine) = &ctx.engine {
+                        // Still holding this job's slot: the sweep may hand it on, so the
+                        // exit flush keeps waiting while a backlog drains.
+                        if engine.take_backlog() {
+                            sweep(ctx, 1).await;
+                        }
+                        engine.release(1);
+                    }
+                });
+            }
+            Err(e) => {
+                skylog!(
+                    Error,
+                    "cannot run job {}: {e}; it stays in the outbox",
+                    job.id
+                );
+                self.release(1);
+            }
+        }
+    }
+}
+
+extern "C" {
+    fn atexit(cb: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+fn register_exit_flush() {
+    // SAFETY: `at_exit` is a plain function that never unwinds (it catches panics).
+    let rc = unsafe { atexit(at_exit) };
+    if rc != 0 {
+        skylog!(
+            Warn,
+            "atexit failed: jobs in flight at exit wait for a later process"
+        );
+    }
+}
+
+extern "C" fn at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let Ok(ctx) = context::get() else { return };
+        if let Some(engine) = &ctx.engine {
+            let deadline = ctx.config.propagation.exit_flush;
+            let started = Instant::now();
+            if !engine.flush(deadline) {
+                skylog!(
+                    Warn,
+                    "exit: propagation still in flight after {} ms; the outbox keeps it for a later process",
+                    started.elapsed().as_millis()
+                );
+            }
+        }
+        flush_stats_blocking(ctx);
+    });
+}
+
+/// Adds this process's counters to the node's stats hash (on the calling thread).
+pub fn flush_stats_blocking(ctx: &Context) {
+    let taken = stats::take();
+    if taken.is_empty() {
+        return;
+    }
+    let key = keys::stats(&ctx.config.namespace, &ctx.config.node_name);
+    if let Err(e) = ctx
+        .local
+        .query(&Request::Pipe(stats::pipeline(&key, &taken)))
+    {
+        skylog!(Debug, "writing stats: {e}");
+        stats::restore(&taken);
+    }
+}
+
+async fn flush_stats(ctx: &Context) {
+    let taken = stats::take();
+    if taken.is_empty() {
+        return;
+    }
+    let key = keys::stats(&ctx.config.namespace, &ctx.config.node_name);
+    let req = Request::Pipe(stats::pipeline(&key, &taken));
+    if let Err(e) = ctx.local.query_async(&req).await {
+        skylog!(Debug, "writing stats: {e}");
+        stats::restore(&taken);
+    }
+}
+
+/// Claims due outbox jobs (as many as the queue has room for, plus `held` slots the
+/// caller holds and is about to give back) and runs them.
+async fn sweep(ctx: &'static Context, held: usize) {
+    let Some(engine) = &ctx.engine else { return };
+    let p = &ctx.config.propagation;
+    // Claim no more than there is room for now; puts racing with the claim may push the
+    // count past the capacity by a little, which is harmless.
+    let slots = engine.free() + held;
+    if slots == 0 {
+        engine.note_backlog();
+        return;
+    }
+    let now = now_ms();
+    let lease_until = now + p.lease.as_millis() as u64;
+    let claimed = outbox::claim(&ctx.local, &ctx.config.namespace, now, lease_until, slots).await;
+    let claimed = match claimed {
+        Ok(c) => c,
+        Err(e) => {
+            skylog!(Warn, "sweeping the outbox: {e}");
+            return;
+        }
+    };
+    if claimed.len() == slots {
+        // There may be more.
+        engine.note_backlog();
+    }
+    engine.force_reserve(claimed.len());
+    for c in claimed {
+        match c {
+            Claimed::Job(job) => {
+                stats::inc(Counter::Resumed);
+                skylog!(Info, "resuming job {} of chain {}", job.id, job.chain);
+                engine.submit(ctx, *job);
+            }
+            Claimed::Invalid { id, reason } => {
+                skylog!(
+                    Warn,
+                    "outbox job {id} is unreadable ({reason}); removing it"
+                );
+                stats::inc(Counter::Dropped);
+                let mut pipe = redis::pipe();
+                outbox::remove(&mut pipe, &ctx.config.namespace, &id);
+                let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
+                events::publish(ctx, "job_invalid", json!({"job": id, "reason": reason})).await;
+                engine.release(1);
+            }
+        }
+    }
+}
+
+/// What one attempt at a job came to.
+enum Step {
+    Done,
+    /// Re-elected after excluding a node: try again at once.
+    Again,
+    Retry(Duration),
+    Drop(String),
+}
+
+/// Runs a job to completion (or until it must wait for a later process).
+async fn run(ctx: &'static Context, mut job: Job) {
+    let p = &ctx.config.propagation;
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut rng = Rng::new(now_ms() ^ u64::from(std::process::id()).rotate_left(32));
+    loop {
+        match step(ctx, &mut job, &mut failures, &mut rng).await {
+            Step::Done => return,
+            Step::Again => continue,
+            Step::Drop(reason) => {
+                stats::inc(Counter::Dropped);
+                skylog!(
+                    Warn,
+                    "dropping job {} of chain {}: {reason}",
+                    job.id,
+                    job.chain
+                );
+                let mut pipe = redis::pipe();
+                outbox::remove(&mut pipe, &ctx.config.namespace, &job.id);
+                let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
+                events::publish(
+                    ctx,
+                    "dropped",
+                    json!({"chain": job.chain, "job": job.id, "reason": reason}),
+                )
+                .await;
+                return;
+            }
+            Step::Retry(delay) => {
+                // Persist progress first: if this process exits while waiting, a later
+                // one resumes from here once the lease runs out.
+                let due = now_ms() + delay.as_millis() as u64 + p.lease.as_millis() as u64;
+                if let Ok(json) = job.to_json() {
+                    let mut pipe = redis::pipe();
+                    outbox::record(&mut pipe, &ctx.config.namespace, &job.id, &json, due);
+                    if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
+                        skylog!(Warn, "saving progress of job {}: {e}", job.id);
+                    }
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The chain's bundle hash as held by `store`: state and placement fields, raw.
+async fn read_bundle(store: &Store, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(keys::bundle(ns, chain));
+    let reply = store.query_async(&Request::Cmd(cmd)).await?;
+    store::hash_pairs(reply).map_err(|m| store.reply_error(m))
+}
+
+/// The pipeline that writes a copy of a bundle (`pairs`: its state fields) and its
+/// placement record (`placed`: task id, node) to another store: one HSET, one EXPIRE.
+pub fn copy_pipeline(
+    ns: &str,
+    chain: &str,
+    pairs: &HashPairs,
+    placed: &[(&str, &str)],
+    ttl: Option<Duration>,
+) -> redis::Pipeline {
+    let record: Vec<(String, &str)> = placed
+        .iter()
+        .map(|(task, node)| (keys::placement_field(task), *node))
+        .collect();
+    let all = pairs
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .chain(record.iter().map(|(f, n)| (f.as_bytes(), n.as_bytes())));
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    store::write_hash(&mut pipe, &keys::bundle(ns, chain), all, ttl);
+    pipe
+}
+
+async fn announce(ctx: &Context, changes: Vec<Change>) {
+    for c in changes {
+        match c {
+            Change::Loaded {
+                origin,
+                digest,
+                nodes,
+                slots,
+            } => {
+                events::publish(
+                    ctx,
+                    "topology",
+                    json!({"origin": format!("{origin:?}").to_lowercase(),
+                           "version": format!("{digest:016x}"), "nodes": nodes, "slots": slots}),
+                )
+                .await
+            }
+            Change::Invalid { origin, error } => {
+                events::publish(
+                    ctx,
+                    "topology_invalid",
+                    json!({"origin": format!("{origin:?}").to_lowercase(), "error": error}),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// The live topology (reloaded if due), announcing changes.
+pub async fn topology(ctx: &Context) -> Option<Arc<Schedule>> {
+    let (topo, changes) = ctx.topology.current(&ctx.local).await;
+    announce(ctx, changes).await;
+    topo
+}
+
+/// The outcome of an election, by node name.
+struct Elected {
+    /// The node that should hold the copy (this node's name to keep it local).
+    node: String,
+    reason: String,
+    path: Vec<String>,
+    migration_ms: f64,
+    slot: Option<usize>,
+}
+
+fn elect(
+    ctx: &Context,
+    topo: Option<&Schedule>,
+    global: Option<&str>,
+    job: &Job,
+    size: u64,
+    rng: &mut Rng,
+) -> Elected {
+    let local = ctx.config.node_name.clone();
+    let keep = |reason: &str| Elected {
+        node: local.clone(),
+        reason: reason.to_string(),
+        path: Vec::new(),
+        migration_ms: 0.0,
+        slot: None,
+    };
+    match job.policy {
+        Policy::Local => return keep("policy local"),
+        Policy::Stateless => {
+            return match global {
+                Some(g) => Elected {
+                    node: g.to_string(),
+                    ..keep("policy stateless: the global store")
+                },
+                None => keep("policy stateless but no global store"),
+            }
+        }
+        Policy::Skylark | Policy::Random => {}
+    }
+    let Some(t) = topo else {
+        return keep("no topology");
+    };
+    let Some(local_id) = t.id(&local) else {
+        return keep("this node is not in the topology");
+    };
+    let Some(dest_name) = job.destination.as_deref().or(global) else {
+        return keep("no destination and no global node");
+    };
+    let Some(dest_id) = t.id(dest_name) else {
+        return keep(&format!("destination {dest_name} is not in the topology"));
+    };
+    let exclude: Vec<u32> = job.exclude.iter().filter_map(|n| t.id(n)).collect();
+    let now = now_ms();
+    let waited = now.saturating_sub(job.put_at_ms);
+    let req = election::Request {
+        policy: job.policy,
+        local: local_id,
+        destination: dest_id,
+        size_bytes: size,
+        exec_ms: (job.exec_ms + waited) as f64,
+        max_latency_ms: job.max_latency_ms as f64,
+        min_bandwidth_mbps: job.min_bandwidth_mbps,
+        now_ms: now,
+        successor_at_ms: (job.put_at_ms + job.successor_in_ms).max(now),
+        exclude: &exclude,
+    };
+    let e = election::elect(t, &req, rng);
+    let node = match e.target {
+        Target::Node(n) => t.node(n).name.clone(),
+        Target::Local => local.clone(),
+        Target::Global => global.map(str::to_string).unwrap_or_else(|| local.clone()),
+    };
+    Elected {
+        node,
+        reason: e.reason,
+        path: e.path.iter().map(|&n| t.node(n).name.clone()).collect(),
+        migration_ms: e.migration_ms,
+        slot: Some(e.slot),
+    }
+}
+
+fn backoff(base: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(Duration::from_secs(10))
+}
+
+async fn step(
+    ctx: &'static Context,
+    job: &mut Job,
+    failures: &mut HashMap<String, u32>,
+    rng: &mut Rng,
+) -> Step {
+    let p = &ctx.config.propagation;
+    let ns = &ctx.config.namespace;
+    let local = &ctx.config.node_name;
+    let topo = topology(ctx).await;
+    let global = ctx.nodes.global(topo.as_deref());
+    let global_name = global.as_ref().map(|g| g.name.clone());
+
+    if let Some(ttl) = ctx.config.ttl {
+        if now_ms().saturating_sub(job.put_at_ms) > ttl.as_millis() as u64 {
+            return Step::Drop("older than the bundle TTL".into());
+        }
+    }
+    let pairs = match read_bundle(&ctx.local, ns, &job.chain).await {
+        Ok(r) => r,
+        Err(e) => {
+            skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
+            job.attempts += 1;
+            return Step::Retry(backoff(p.retry_base, job.attempts));
+        }
+    };
+    let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    let (state, placement) = keys::split_placement(pairs);
+    if state.is_empty() {
+        return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
+    }
+
+    let target = match &job.target {
+        Some(t) => t.clone(),
+        None => {
+            let e = elect(ctx, topo.as_deref(), global_name.as_deref(), job, size, rng);
+            events::publish(
+                ctx,
+                "placement",
+                json!({"chain": job.chain, "tasks": job.tasks, "node": local,
+                       "policy": job.policy.name(), "elected": e.node, "global": global_name,
+                       "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
+                       "bytes": size, "reason": e.reason, "job": job.id}),
+            )
+            .await;
+            skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
+            job.target = Some(e.node.clone());
+            e.node
+        }
+    };
+
+    let mut targets: Vec<String> = Vec::new();
+    if &target != local && Some(&target) != global_name.as_ref() {
+        targets.push(target.clone());
+    }
+    if let Some(g) = &global_name {
+        if g != local {
+            targets.push(g.clone());
+        }
+    }
+    targets.retain(|t| !job.done.contains(t));
+
+    // Earlier puts' placement entries travel with the copy; this job's tasks point at
+    // the node it elected.
+    let record: Vec<(&str, &str)> = placement
+        .iter()
+        .filter(|(t, _)| !job.tasks.contains(t))
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .chain(job.tasks.iter().map(|t| (t.as_str(), target.as_str())))
+        .collect();
+    let pipe = copy_pipeline(ns, &job.chain, &state, &record, ctx.config.ttl);
+    let mut copies = tokio::task::JoinSet::new();
+    for name in &targets {
+        let store = match &global {
+            Some(g) if &g.name == name => Ok(Arc::clone(&g.store)),
+            _ => ctx.nodes.store(topo.as_deref(), name),
+        };
+        let req = Request::Pipe(pipe.clone());
+        let name = name.clone();
+        copies.spawn(async move {
+            let r = match store {
+                Ok(s) => s.query_async(&req).await.map(|_| ()),
+                Err(m) => Err(CallError::new(skylark_abi::Status::StoreUnavailable, m)),
+            };
+            (name, r)
+        });
+    }
+    let mut failed: Vec<(String, CallError)> = Vec::new();
+    while let Some(joined) = copies.join_next().await {
+        match joined {
+            Ok((name, Ok(()))) => {
+                stats::inc(Counter::Copies);
+                job.done.push(name);
+            }
+            Ok((name, Err(e))) => failed.push((name, e)),
+            Err(e) => skylog!(Error, "job {}: copy task failed: {e}", job.id),
+        }
+    }
+    if !failed.is_empty() {
+        return retry(ctx, job, failures, failed, &target, global_name.as_deref()).await;
+    }
+    if job.done.len() < targets.len() {
+        // A copy task panicked: try again later rather than lose the copy.
+        job.attempts += 1;
+        return Step::Retry(backoff(p.retry_base, job.attempts));
+    }
+    finish(ctx, job, &target, &placement, global_name.as_deref()).await;
+    Step::Done
+}
+
+async fn retry(
+    ctx: &Context,
+    job: &mut Job,
+    failures: &mut HashMap<String, u32>,
+    failed: Vec<(String, CallError)>,
+    target: &str,
+    global: Option<&str>,
+) -> Step {
+    let p = &ctx.config.propagation;
+    let mut worst = 0;
+    for (name, e) in failed {
+        let n = failures.entry(name.clone()).or_insert(0);
+        *n += 1;
+        job.attempts += 1;
+        stats::inc(Counter::Retries);
+        skylog!(
+            Info,
+            "job {}: copy to {name} failed (attempt {n}): {e}",
+            job.id
+        );
+        events::publish(
+            ctx,
+            "retry",
+            json!({"chain": job.chain, "job": job.id, "node": name, "attempt": *n,
+                   "error": e.message}),
+        )
+        .await;
+        if name == target && Some(name.as_str()) != global && *n >= p.retries {
+            // The elected node stays unreachable: elect again without it.
+            stats::inc(Counter::Retargets);
+            stats::inc(Counter::Failures);
+            job.exclude.push(name.clone());
+            job.target = None;
+            events::publish(
+                ctx,
+                "retarget",
+                json!({"chain": job.chain, "job": job.id, "from": name, "failures": *n}),
+            )
+            .await;
+            return Step::Again;
+        }
+        worst = worst.max(*n);
+    }
+    Step::Retry(backoff(p.retry_base, worst))
+}
+
+async fn finish(
+    ctx: &Context,
+    job: &Job,
+    target: &str,
+    placement: &[(String, String)],
+    global: Option<&str>,
+) {
+    let ns = &ctx.config.namespace;
+    let took = now_ms().saturating_sub(job.put_at_ms);
+    stats::observe_propagation(took);
+    let record: Vec<String> = job.tasks.iter().map(|t| keys::placement_field(t)).collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    store::write_hash(
+        &mut pipe,
+        &keys::bundle(ns, &job.chain),
+        record.iter().map(|f| (f.as_str(), target.as_bytes())),
+        ctx.config.ttl,
+    );
+    outbox::remove(&mut pipe, ns, &job.id);
+    if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
+        // The copies are in place; the job will run again (harmlessly) from the outbox.
+        skylog!(Warn, "job {}: removing it from the outbox: {e}", job.id);
+    }
+    events::publish(
+        ctx,
+        "propagated",
+        json!({"chain": job.chain, "job": job.id, "tasks": job.tasks, "node": ctx.config.node_name,
+               "elected": target, "copies": job.done, "ms": took}),
+    )
+    .await;
+    if job.cleanup {
+        cleanup(ctx, job, target, placement, global).await;
+    }
+}
+
+/// Deletes the chain's copies on nodes that earlier puts elected, other than this put's
+/// targets and the global store (best effort; they expire anyway).
+async fn cleanup(
+    ctx: &Context,
+    job: &Job,
+    target: &str,
+    placement: &[(String, String)],
+    global: Option<&str>,
+) {
+    let ns = &ctx.config.namespace;
+    let mut stale: Vec<String> = placement
+        .iter()
+        .filter(|(task, _)| !job.tasks.contains(task))
+        .map(|(_, node)| node.clone())
+        .filter(|n| n != target && Some(n.as_str()) != global && n != &ctx.config.node_name)
+        .collect();
+    stale.sort();
+    stale.dedup();
+    let topo = topology(ctx).await;
+    for node in stale {
+        let store = match ctx.nodes.store(topo.as_deref(), &node) {
+            Ok(s) => s,
+            Err(e) => {
+                skylog!(Info, "cleanup of {node}: {e}");
+                continue;
+            }
+        };
+        let mut del = redis::cmd("DEL");
+        del.arg(keys::bundle(ns, &job.chain));
+        match store.query_async(&Request::Cmd(del)).await {
+            Ok(_) => {
+                stats::inc(Counter::Cleanups);
+                events::publish(
+                    ctx,
+                    "cleanup",
+                    json!({"chain": job.chain, "node": node, "job": job.id}),
+                )
+                .await;
+            }
+            Err(e) => skylog!(Info, "cleanup of {node}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_slots_and_flush() {
+        let e = Engine::new(2);
+        assert!(e.reserve());
+        assert!(e.reserve());
+        assert!(!e.reserve(), "the queue holds 2");
+        assert!(!e.flush(Duration::from_millis(20)));
+        e.release(2);
+        assert!(e.flush(Duration::from_millis(20)));
+        assert_eq!(e.reserve_up_to(5), 2);
+        assert_eq!(e.free(), 0);
+        e.force_reserve(1);
+        e.release(3);
+        assert_eq!(e.free(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        assert_eq!(backoff(b, 1), Duration::from_millis(100));
+        assert_eq!(backoff(b, 2), Duration::from_millis(200));
+        assert_eq!(backoff(b, 4), Duration::from_millis(800));
+        assert_eq!(backoff(b, 40), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn copy_pipeline_writes_bundle_and_placement_atomically() {
+        let fields = vec![(b"pre".to_vec(), b"x".to_vec())];
+        let pipe = copy_pipeline(
+            "ns",
+            "c",
+            &fields,
+            &[("pre", "n1")],
+            Some(Duration::from_secs(9)),
+        );
+        // One HSET with state and placement, one EXPIRE.
+        assert_eq!(pipe.cmd_iter().count(), 2);
+    }
+}

@@ -1,0 +1,194 @@
+//! The live topology: loaded from `SKYLARK_TOPOLOGY_FILE` and from the node-local key
+//! `<ns>:topology` (which overrides the file, so an operator can change the topology while
+//! functions run), re-checked at most every `SKYLARK_TOPOLOGY_REFRESH_MS`, re-parsed only
+//! when the bytes changed. An invalid document is reported and the last good topology
+//! stays in force.
+
+use crate::error::CallError;
+use crate::store::{Request, Store};
+use crate::topology::Schedule;
+use crate::{skylog, stats};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Mutex;
+
+/// Where the topology in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    None,
+    File,
+    Key,
+}
+
+struct State {
+    current: Option<Arc<Schedule>>,
+    origin: Origin,
+    checked: Option<Instant>,
+    /// (mtime, length) of the file when last read.
+    file_seen: Option<(SystemTime, u64)>,
+    /// Digest of the key's bytes when last read (valid or not).
+    key_seen: Option<u64>,
+}
+
+/// Watches the file and the key.
+pub struct TopologyWatch {
+    file: Option<PathBuf>,
+    key: String,
+    refresh: Duration,
+    state: Mutex<State>,
+}
+
+/// A reload outcome worth telling the world about.
+pub enum Change {
+    Loaded {
+        origin: Origin,
+        digest: u64,
+        nodes: usize,
+        slots: usize,
+    },
+    Invalid {
+        origin: Origin,
+        error: String,
+    },
+}
+
+impl TopologyWatch {
+    pub fn new(file: Option<String>, key: String, refresh: Duration) -> TopologyWatch {
+        TopologyWatch {
+            file: file.map(PathBuf::from),
+            key,
+            refresh,
+            state: Mutex::new(State {
+                current: None,
+                origin: Origin::None,
+                checked: None,
+                file_seen: None,
+                key_seen: None,
+            }),
+        }
+    }
+
+    /// The topology in force, reloaded first if the refresh interval has passed. Also
+    /// returns what changed, if anything, for events.
+    pub async fn current(&self, local: &Store) -> (Option<Arc<Schedule>>, Vec<Change>) {
+        let mut st = self.state.lock().await;
+        let mut changes = Vec::new();
+        let due = st.checked.is_none_or(|t| t.elapsed() >= self.refresh);
+        if due {
+            st.checked = Some(Instant::now());
+            self.reload(&mut st, local, &mut changes).await;
+        }
+        (st.current.clone(), changes)
+    }
+
+    async fn reload(&self, st: &mut State, local: &Store, changes: &mut Vec<Change>) {
+        let mut get = redis::cmd("GET");
+        get.arg(&self.key);
+        let key_bytes = match local.query_async(&Request::Cmd(get)).await {
+            Ok(redis::Value::BulkString(b)) => Some(b),
+            Ok(_) => None,
+            Err(e) => {
+                // Keep what we have; try again at the next refresh.
+                skylog!(Warn, "reading topology key {}: {e}", self.key);
+                return;
+            }
+        };
+        if let Some(bytes) = key_bytes {
+            let digest = fnv1a(&bytes);
+            if st.key_seen != Some(digest) {
+                st.key_seen = Some(digest);
+                adopt(st, Origin::Key, &bytes, changes);
+            }
+            // An invalid key keeps the topology in force; with none yet, the file is
+            // the last good one.
+            if st.origin == Origin::Key || st.current.is_some() {
+                return;
+            }
+        } else {
+            st.key_seen = None;
+        }
+        let Some(path) = &self.file else {
+            if st.origin == Origin::Key {
+                // The operator deleted the key and there is no file: keep the last good
+                // topology (state must keep moving) but say so.
+                skylog!(
+                    Warn,
+                    "topology key {} removed; keeping the last topology",
+                    self.key
+                );
+            }
+            return;
+        };
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                if st.origin != Origin::File || st.file_seen.is_some() {
+                    report(changes, Origin::File, format!("{}: {e}", path.display()));
+                    st.file_seen = None;
+                }
+                return;
+            }
+        };
+        let seen = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if st.file_seen == Some(seen) && st.origin == Origin::File {
+            return;
+        }
+        st.file_seen = Some(seen);
+        match std::fs::read(path) {
+            Ok(bytes) => adopt(st, Origin::File, &bytes, changes),
+            Err(e) => report(changes, Origin::File, format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+fn adopt(st: &mut State, origin: Origin, bytes: &[u8], changes: &mut Vec<Change>) {
+    match Schedule::parse(bytes) {
+        Ok(s) => {
+            stats::inc(stats::Counter::TopologyReloads);
+            skylog!(
+                Info,
+                "topology {:016x} from {origin:?}: {} nodes, {} slots",
+                s.digest(),
+                s.len(),
+                s.slots()
+            );
+            changes.push(Change::Loaded {
+                origin,
+                digest: s.digest(),
+                nodes: s.len(),
+                slots: s.slots(),
+            });
+            st.current = Some(Arc::new(s));
+            st.origin = origin;
+        }
+        Err(e) => report(changes, origin, e),
+    }
+}
+
+fn report(changes: &mut Vec<Change>, origin: Origin, error: String) {
+    stats::inc(stats::Counter::TopologyErrors);
+    skylog!(
+        Warn,
+        "invalid topology from {origin:?} (the last good one stays in force): {error}"
+    );
+    changes.push(Change::Invalid { origin, error });
+}
+
+/// FNV-1a 64 of `bytes`: identifies a document version.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A topology error as a call error (for host calls that need a topology).
+pub fn missing() -> CallError {
+    CallError::new(
+        skylark_abi::Status::ConfigInvalid,
+        "no valid topology (SKYLARK_TOPOLOGY_FILE or the <ns>:topology key)",
+    )
+}

@@ -1,0 +1,438 @@
+//! Propagation across a simulated constellation: the testbed's eight nodes, one real
+//! redis-server each behind a link emulator, real wasmedge running the probe guest with
+//! the real plugin. Slot 0 of the testbed: satellites in a chain
+//! pi5u2 - pi5u3 - pi5u4 - pi4u5 - pi4u6 - pi4u8 - pi4p1 (10 ms, 90 Mbit/s per link) and
+//! the cloud node pi5u1 (the global store) linked to pi5u2 (40 ms, 30 Mbit/s).
+//!
+//! Copies are asserted right after the producing process exits, without polling: the
+//! plugin's exit flush must have finished them.
+
+use serde_json::Value;
+use skylark_tests::cluster::{eventually, Cluster, NS};
+use skylark_tests::{chain_id, GuestRun, RUN_TIMEOUT};
+use std::time::Duration;
+
+const SAT_PATH: [&str; 4] = ["pi5u2", "pi5u3", "pi5u4", "pi4u5"];
+
+fn put(c: &Cluster, node: &str, chain: &str, task: &str, extra: &[&str]) -> GuestRun {
+    let run = c
+        .guest("probe", node)
+        .args(["put", chain, task, "1000", "7"])
+        .args(extra)
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(
+        run.json()["status"],
+        0,
+        "put failed: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+fn get(c: &Cluster, node: &str, chain: &str, extra: &[&str]) -> Value {
+    let run = c
+        .guest("probe", node)
+        .args(["get", chain])
+        .args(extra)
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    run.json()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn skylark_elects_the_successors_node_when_the_slo_allows() {
+    let c = Cluster::constellation();
+    let mut events = c.events("pi5u2");
+    let chain = chain_id("elect");
+    put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
+
+    // The process has exited: its exit flush delivered both copies.
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec!["pi4u5".into(), "pi5u1".into(), "pi5u2".into()])
+    );
+    assert_eq!(c.placement("pi5u2", &chain)["pre"], "pi4u5");
+    assert_eq!(c.placement("pi4u5", &chain)["pre"], "pi4u5");
+    assert_eq!(c.outbox_len("pi5u2"), 0, "the job left the outbox");
+
+    let ev = events.wait_for("placement", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    assert_eq!(ev["elected"], "pi4u5");
+    assert_eq!(ev["policy"], "skylark");
+    assert_eq!(
+        ev["path"],
+        serde_json::json!(["pi5u2", "pi5u3", "pi5u4", "pi4u5"])
+    );
+    events.wait_for("propagated", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    let stats = c.stats("pi5u2");
+    assert!(stats.get("puts") >= Some(&1), "{stats:?}");
+    assert!(stats.get("propagated") >= Some(&1), "{stats:?}");
+    assert!(stats.get("copies") >= Some(&2), "{stats:?}");
+
+    // The successor on pi4u5 finds the bundle locally.
+    let g = get(&c, "pi4u5", &chain, &[]);
+    assert_eq!(g["tier"], "local");
+    assert_eq!(g["placement"]["pre"], "pi4u5");
+}
+
+#[test]
+fn skylark_moves_state_only_as_far_as_the_slo_allows() {
+    let c = Cluster::constellation();
+    // 50 ms: 2 x 30 ms to pi4u5 is too far; 2 x 20 ms to pi5u4 fits.
+    let near = chain_id("near");
+    put(
+        &c,
+        "pi5u2",
+        &near,
+        "pre",
+        &["--dest", "pi4u5", "--max-latency-ms", "50"],
+    );
+    assert_eq!(c.placement("pi5u2", &near)["pre"], "pi5u4");
+    assert_eq!(
+        sorted(c.holders(&near)),
+        sorted(vec!["pi5u1".into(), "pi5u2".into(), "pi5u4".into()])
+    );
+
+    // 10 ms with 5 ms already spent: not even one hop fits; the state stays local and
+    // the global store gets its copy.
+    let tight = chain_id("tight");
+    put(
+        &c,
+        "pi5u2",
+        &tight,
+        "pre",
+        &[
+            "--dest",
+            "pi4u5",
+            "--max-latency-ms",
+            "10",
+            "--exec-ms",
+            "5",
+        ],
+    );
+    assert_eq!(c.placement("pi5u2", &tight)["pre"], "pi5u2");
+    assert_eq!(
+        sorted(c.holders(&tight)),
+        sorted(vec!["pi5u1".into(), "pi5u2".into()])
+    );
+}
+
+#[test]
+fn random_elects_nodes_on_the_path_and_stateless_only_the_global_store() {
+    let c = Cluster::constellation();
+    let mut elected = Vec::new();
+    for i in 0..8 {
+        let chain = chain_id(&format!("random{i}"));
+        put(
+            &c,
+            "pi5u2",
+            &chain,
+            "pre",
+            &["--dest", "pi4u5", "--policy", "random"],
+        );
+        let node = c.placement("pi5u2", &chain)["pre"].clone();
+        assert!(
+            SAT_PATH.contains(&node.as_str()),
+            "{node} is not on the path"
+        );
+        for h in c.holders(&chain) {
+            assert!(
+                h == "pi5u1" || SAT_PATH.contains(&h.as_str()),
+                "copy on {h}, off the path"
+            );
+        }
+        elected.push(node);
+    }
+    elected.sort();
+    elected.dedup();
+    assert!(
+        elected.len() >= 2,
+        "8 random elections all chose {elected:?}"
+    );
+
+    let chain = chain_id("stateless");
+    put(&c, "pi5u3", &chain, "pre", &["--policy", "stateless"]);
+    assert_eq!(c.holders(&chain), vec!["pi5u1".to_string()]);
+    let g = get(&c, "pi4u6", &chain, &["--policy", "stateless"]);
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("global"), Some("pi5u1"))
+    );
+}
+
+#[test]
+fn get_falls_back_from_local_to_neighbours_to_the_global_store() {
+    let mut c = Cluster::constellation();
+    // This test reads the testbed's own file, unchanged, with store addresses from
+    // SKYLARK_NODE_ADDRS. pi5u2 - pi5u3 is a link in every slot.
+    let addrs = c.node_addrs();
+    c.env = vec![
+        (
+            "SKYLARK_TOPOLOGY_FILE".into(),
+            skylark_tests::cluster::testbed_file()
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ("SKYLARK_NODE_ADDRS".into(), addrs),
+    ];
+    let write = |node: &str, chain: &str| {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{NS}:bundle:{chain}"))
+            .arg("pre")
+            .arg("v")
+            .query(&mut c.node(node).redis.conn())
+            .expect("HSET");
+    };
+    let at_neighbour = chain_id("nb");
+    write("pi5u3", &at_neighbour);
+    let g = get(&c, "pi5u2", &at_neighbour, &[]);
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("neighbour"), Some("pi5u3")),
+        "{g}"
+    );
+    // Read-through: the bundle is now local.
+    assert!(!c.bundle("pi5u2", &at_neighbour).is_empty());
+    let g = get(&c, "pi5u2", &at_neighbour, &[]);
+    assert_eq!(g["tier"], "local");
+
+    let at_global = chain_id("gl");
+    write("pi5u1", &at_global);
+    let g = get(&c, "pi4u8", &at_global, &[]);
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("global"), Some("pi5u1")),
+        "{g}"
+    );
+    let g = get(&c, "pi4u6", &at_global, &["--local-only"]);
+    assert_eq!(g["status"], 1, "local-only must not look further: {g}");
+
+    // A node that is no neighbour, named by the caller.
+    let far = chain_id("far");
+    write("pi4p1", &far);
+    let g = get(&c, "pi5u2", &far, &["--from", "pi4p1"]);
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("neighbour"), Some("pi4p1")),
+        "{g}"
+    );
+
+    let g = get(&c, "pi5u2", &chain_id("nowhere"), &[]);
+    assert_eq!(g["status"], 1, "{g}");
+    assert!(
+        g["error"].as_str().unwrap_or("").contains("neighbours"),
+        "{g}"
+    );
+    let stats = c.stats("pi5u2");
+    assert!(stats.get("hits_neighbour") >= Some(&2), "{stats:?}");
+    assert!(stats.get("hits_local") >= Some(&1), "{stats:?}");
+    assert!(stats.get("misses") >= Some(&1), "{stats:?}");
+}
+
+#[test]
+fn election_follows_the_topology_slot() {
+    let c = Cluster::constellation();
+    // Producer pi5u3, destination the cloud node, 30 ms budget: one 10 ms hop fits, the
+    // 40 ms ground link never does.
+    let args = ["--max-latency-ms", "30"];
+    let slot0 = chain_id("slot0");
+    put(&c, "pi5u3", &slot0, "pre", &args);
+    assert_eq!(
+        c.placement("pi5u3", &slot0)["pre"],
+        "pi5u2",
+        "slot 0: ground link at pi5u2"
+    );
+
+    // The operator moves the constellation to slot 3 through the Redis key, which
+    // overrides the file: the ground link is at pi4u5 now.
+    let set = |doc: String| {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{NS}:topology"))
+            .arg(doc)
+            .query(&mut c.node("pi5u3").redis.conn())
+            .expect("SET topology");
+    };
+    set(c.topology_doc(3, 3_600_000));
+    let slot3 = chain_id("slot3");
+    put(&c, "pi5u3", &slot3, "pre", &args);
+    assert_eq!(
+        c.placement("pi5u3", &slot3)["pre"],
+        "pi5u4",
+        "slot 3: ground link at pi4u5"
+    );
+
+    // 20 s slots, slot 0 current for 10 more seconds; the successor starts in 15 s, in
+    // slot 1, when pi5u3 itself has the ground link: nothing to move.
+    set(c.topology_doc(0, 20_000));
+    let later = chain_id("later");
+    put(
+        &c,
+        "pi5u3",
+        &later,
+        "pre",
+        &[&args[..], &["--successor-in-ms", "15000"]].concat(),
+    );
+    assert_eq!(c.placement("pi5u3", &later)["pre"], "pi5u3");
+
+    // An invalid document leaves the last good topology in force.
+    set("{\"nodes\": [], \"slots\": []}".into());
+    let bad = chain_id("bad");
+    let run = put(&c, "pi5u3", &bad, "pre", &args);
+    assert!(run.stderr.contains("invalid topology"), "{}", run.stderr);
+    assert_eq!(
+        c.placement("pi5u3", &bad)["pre"],
+        "pi5u2",
+        "file topology, slot 0"
+    );
+}
+
+#[test]
+fn an_unreachable_node_is_retried_then_replaced() {
+    let c = Cluster::constellation();
+    let mut events = c.events("pi5u2");
+    c.node("pi4u5").link.cut();
+    let chain = chain_id("cut");
+    put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
+    // Two failed copies to pi4u5, then the next candidate on the path.
+    assert_eq!(c.placement("pi5u2", &chain)["pre"], "pi5u4");
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec!["pi5u1".into(), "pi5u2".into(), "pi5u4".into()])
+    );
+    events.wait_for("retry", Duration::from_secs(10), |v| v["node"] == "pi4u5");
+    let re = events.wait_for("retarget", Duration::from_secs(10), |v| {
+        v["from"] == "pi4u5"
+    });
+    assert_eq!(re["chain"], chain.as_str());
+    assert!(c.stats("pi5u2").get("retargets") >= Some(&1));
+    c.node("pi4u5").link.restore();
+
+    // The global store is down while the put runs: the copy arrives once it is back.
+    c.node("pi5u1").link.cut();
+    let chain = chain_id("global-down");
+    let running = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi5u3"])
+        .spawn();
+    events.wait_for("retry", Duration::from_secs(20), |v| {
+        v["node"] == "pi5u1" && v["chain"] == chain.as_str()
+    });
+    c.node("pi5u1").link.restore();
+    running.wait(RUN_TIMEOUT).assert_success();
+    assert!(
+        !c.bundle("pi5u1", &chain).is_empty(),
+        "global copy after recovery"
+    );
+    assert!(!c.bundle("pi5u3", &chain).is_empty());
+    assert_eq!(c.outbox_len("pi5u2"), 0);
+}
+
+#[test]
+fn a_job_left_by_a_killed_process_is_finished_by_the_next_instance() {
+    let c = Cluster::constellation();
+    c.node("pi5u1").link.cut();
+    let chain = chain_id("killed");
+    let running = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi5u3"])
+        .args(["--sleep-after-ms", "60000"])
+        .spawn();
+    eventually(
+        "the put is stored with its outbox job",
+        Duration::from_secs(30),
+        || !c.bundle("pi5u2", &chain).is_empty() && c.outbox_len("pi5u2") == 1,
+    );
+    // The elected copy can go through; the global one cannot.
+    eventually("the elected copy", Duration::from_secs(10), || {
+        !c.bundle("pi5u3", &chain).is_empty()
+    });
+    running.kill();
+    c.node("pi5u1").link.restore();
+    assert!(c.bundle("pi5u1", &chain).is_empty());
+
+    // Any later plugin instance on pi5u2 claims the job once its lease has run out.
+    eventually(
+        "a later instance finishes the job",
+        Duration::from_secs(30),
+        || {
+            let other = chain_id("other");
+            let g = get(&c, "pi5u2", &other, &["--local-only"]);
+            assert_eq!(g["status"], 1);
+            !c.bundle("pi5u1", &chain).is_empty()
+        },
+    );
+    assert_eq!(c.outbox_len("pi5u2"), 0);
+    assert_eq!(c.placement("pi5u1", &chain)["pre"], "pi5u3");
+    assert!(c.stats("pi5u2").get("resumed") >= Some(&1));
+}
+
+#[test]
+fn cleanup_removes_a_predecessors_placed_copy() {
+    let c = Cluster::constellation();
+    let chain = chain_id("cleanup");
+    put(&c, "pi5u2", &chain, "pre", &["--dest", "pi5u3"]);
+    assert!(!c.bundle("pi5u3", &chain).is_empty());
+    // The successor runs on pi5u4: it reads pi5u3's copy (a neighbour), then stores its
+    // own state, moving the bundle on to pi4u6 and dropping pi5u3's copy.
+    let g = get(&c, "pi5u4", &chain, &[]);
+    assert_eq!(g["tier"], "neighbour");
+    put(
+        &c,
+        "pi5u4",
+        &chain,
+        "det",
+        &["--dest", "pi4u6", "--cleanup"],
+    );
+    let at_next = c.bundle("pi4u6", &chain);
+    assert_eq!(
+        at_next.keys().cloned().collect::<Vec<_>>(),
+        vec!["det", "pre"]
+    );
+    assert_eq!(c.bundle("pi5u1", &chain).len(), 2, "global copy complete");
+    assert!(
+        c.bundle("pi5u3", &chain).is_empty(),
+        "placed copy of pre removed"
+    );
+    assert!(
+        !c.bundle("pi5u2", &chain).is_empty(),
+        "the producer's own copy only expires"
+    );
+}
+
+#[test]
+fn a_full_queue_leaves_jobs_in_the_outbox_for_the_sweeper() {
+    let mut c = Cluster::constellation();
+    c.env = vec![
+        ("SKYLARK_QUEUE_LEN".into(), "1".into()),
+        ("SKYLARK_SWEEP_MS".into(), "50".into()),
+    ];
+    let chain = chain_id("queue");
+    // 30 puts in one process with room for one job in flight.
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["bench", "put", &chain, "1000", "1", "30", "--dest", "pi5u4"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(run.json()["status"], 0, "{}", run.stdout);
+    assert!(c.stats("pi5u2").get("queue_overflow") >= Some(&1));
+    eventually("every job ran", Duration::from_secs(30), || {
+        if c.outbox_len("pi5u2") == 0 {
+            return true;
+        }
+        let g = get(&c, "pi5u2", &chain_id("other"), &["--local-only"]);
+        assert_eq!(g["status"], 1);
+        c.outbox_len("pi5u2") == 0
+    });
+    assert!(!c.bundle("pi5u4", &chain).is_empty());
+    assert!(!c.bundle("pi5u1", &chain).is_empty());
+}
