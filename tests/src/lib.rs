@@ -350,3 +350,41 @@ pub fn chain_id(tag: &str) -> String {
 
 pub mod cluster;
 pub mod linkemu;
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Guest `name` compiled ahead of time with `wasmedge compile` into
+/// `target/bench/<name>-aot.wasm`; recompiled only when the source module is newer.
+pub fn aot(name: &str) -> PathBuf {
+    let src = wasm(name);
+    let out = root().join(format!("target/bench/{name}-aot.wasm"));
+    if let (Some(o), Some(s)) = (mtime(&out), mtime(&src)) {
+        if o >= s {
+            eprintln!("[aot] reusing {}", out.display());
+            return out;
+        }
+    }
+    let dir = out.parent().expect("target/bench has a parent");
+    std::fs::create_dir_all(dir).expect("create target/bench");
+    let tmp = dir.join(format!("{name}-aot.wasm.partial"));
+    eprintln!("[aot] wasmedge compile {} (takes a while)", src.display());
+    let t = Instant::now();
+    let result = Command::new(wasmedge_bin())
+        .arg("compile")
+        .arg(&src)
+        .arg(&tmp)
+        .output()
+        .expect("start wasmedge compile");
+    assert!(
+        result.status.success(),
+        "wasmedge compile failed ({:?}):\n{}{}",
+        result.status,
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("move the AOT module into place");
+    eprintln!("[aot] compiled in {:.1} s", t.elapsed().as_secs_f64());
+    out
+}

@@ -124,6 +124,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "first retry delay; doubles per attempt, at most 10 s",
     ),
     (
+        "SKYLARK_LINGER_MS",
+        "2",
+        "a propagation job waits this long so that a burst of puts of one chain becomes one copy",
+    ),
+    (
         "SKYLARK_LEASE_MS",
         "5000",
         "how long an outbox job stays with the process that owns it before others may claim it",
@@ -166,6 +171,7 @@ pub struct Propagation {
     pub queue_len: usize,
     pub retries: u32,
     pub retry_base: Duration,
+    pub linger: Duration,
     pub lease: Duration,
     pub sweep: Duration,
     pub exit_flush: Duration,
@@ -331,6 +337,7 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         queue_len: number(var, "SKYLARK_QUEUE_LEN", 256, 1, 1 << 20)? as usize,
         retries: number(var, "SKYLARK_RETRIES", 3, 1, 1000)? as u32,
         retry_base: ms("SKYLARK_RETRY_BASE_MS", 100, 1, 60_000)?,
+        linger: ms("SKYLARK_LINGER_MS", 2, 0, 10_000)?,
         lease: ms("SKYLARK_LEASE_MS", 5000, 10, 3_600_000)?,
         sweep: ms("SKYLARK_SWEEP_MS", 2000, 10, 3_600_000)?,
         exit_flush: ms("SKYLARK_EXIT_FLUSH_MS", 5000, 0, 3_600_000)?,
@@ -576,6 +583,17 @@ mod tests {
         for (k, v) in cases {
             let err = cfg(&[(k, v)]).unwrap_err();
             assert!(err.contains(k), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../../../README.md");
+        for (name, _, _) in VARIABLES {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md does not document {name}"
+            );
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Job {
     /// Failed copy attempts so far.
     #[serde(default)]
     pub attempts: u32,
+    /// Ids of later jobs of the same chain merged into this one (in this process only:
+    /// their own outbox records stay until this job is done).
+    #[serde(skip)]
+    pub merged: Vec<String>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -57,10 +61,37 @@ pub fn new_id(now_ms: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{now_ms:x}-{:x}-{seq:x}-{noise:x}", std::process::id())
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    format!("{now_ms:x}-{pid:x}-{seq:x}-{noise:x}")
 }
 
 impl Job {
+    /// This job's outbox id and those of the jobs merged into it.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(self.merged.iter().map(String::as_str))
+    }
+
+    /// Merges a later job of the same chain (not yet started) into this one: its tasks
+    /// join this job's, its options (the newer put's view of where the successor runs)
+    /// replace this job's; the earlier put time stays, for latency accounting.
+    pub fn absorb(&mut self, later: Job) {
+        for t in later.tasks {
+            if !self.tasks.contains(&t) {
+                self.tasks.push(t);
+            }
+        }
+        self.merged.push(later.id);
+        self.merged.extend(later.merged);
+        self.policy = later.policy;
+        self.destination = later.destination;
+        self.max_latency_ms = later.max_latency_ms;
+        self.min_bandwidth_mbps = later.min_bandwidth_mbps;
+        self.exec_ms = later.exec_ms;
+        self.successor_in_ms = later.successor_in_ms;
+        self.cleanup |= later.cleanup;
+    }
+
     /// The job as stored in the outbox.
     pub fn to_json(&self) -> Result<String, CallError> {
         serde_json::to_string(self).map_err(|e| {
@@ -198,7 +229,29 @@ mod tests {
             done: vec![],
             exclude: vec![],
             attempts: 0,
+            merged: vec![],
         }
+    }
+
+    #[test]
+    fn absorbing_merges_tasks_and_takes_the_newer_options() {
+        let mut a = job();
+        let mut b = job();
+        b.id = new_id(2);
+        b.tasks = vec!["t".into(), "u".into()];
+        b.destination = Some("pi4u5".into());
+        b.put_at_ms = 9;
+        let b_id = b.id.clone();
+        a.absorb(b);
+        assert_eq!(a.tasks, vec!["t".to_string(), "u".to_string()]);
+        assert_eq!(a.destination.as_deref(), Some("pi4u5"));
+        assert_eq!(a.put_at_ms, 1);
+        assert_eq!(
+            a.ids().collect::<Vec<_>>(),
+            vec![a.id.as_str(), b_id.as_str()]
+        );
+        // Merged ids are process-local: not persisted.
+        assert!(!a.to_json().unwrap().contains(&b_id));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   that finds the queue full still records its job in the outbox, due at once, and
 //!   returns; the next outbox sweep (of this or any later process on the node) runs it.
 //!   Puts never block on propagation and nothing is dropped.
+//! - **One chain, one copy at a time.** Jobs of a chain run in order; a job waits
+//!   `SKYLARK_LINGER_MS` before it reads the bundle, and jobs of the same chain submitted
+//!   meanwhile (or while an earlier one runs) merge into one, which copies the latest
+//!   bundle once. An older snapshot never overwrites a newer one.
 //! - **Retries.** A failed copy is retried with exponential backoff (`SKYLARK_RETRY_BASE_MS`,
 //!   doubling, at most 10 s). After `SKYLARK_RETRIES` failures the elected node is excluded
 //!   and the job re-elected (the next candidate, or this node); the global copy is retried
@@ -42,6 +46,8 @@ pub struct Engine {
     /// Set when jobs may be waiting in the outbox (a put overflowed, or a sweep filled
     /// the queue): a finishing job then sweeps at once instead of waiting for the timer.
     backlog: std::sync::atomic::AtomicBool,
+    /// Chains with a job running, and the job waiting to run after it.
+    chains: Mutex<HashMap<String, Option<Job>>>,
 }
 
 impl Engine {
@@ -51,11 +57,18 @@ impl Engine {
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
             backlog: std::sync::atomic::AtomicBool::new(false),
+            chains: Mutex::new(HashMap::new()),
         }
     }
 
     fn count(&self) -> std::sync::MutexGuard<'_, usize> {
         self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn chains(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Job>>> {
+        self.chains
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -126,6 +139,20 @@ impl Engine {
             return;
         };
         register_exit_flush();
+        // Connect to the global store (every job's target) while the guest still runs.
+        rt.spawn(async move {
+            let topo = topology(ctx).await;
+            let ping = Request::Cmd(redis::cmd("PING"));
+            let local = ctx.local.query_async(&ping);
+            match ctx.nodes.global(topo.as_deref()) {
+                Some(g) => {
+                    let (_, _) = tokio::join!(local, g.store.query_async(&ping));
+                }
+                None => {
+                    let _ = local.await;
+                }
+            }
+        });
         // The first sweep counts as work in flight, so that a short-lived process that
         // claims an orphaned job also finishes it before exiting.
         self.force_reserve(1);
@@ -144,30 +171,73 @@ impl Engine {
     }
 
     /// Runs `job` in the background; the caller holds a slot from [`Engine::reserve`].
+    ///
+    /// Jobs of one chain run one after the other, so that an older snapshot of a bundle
+    /// never lands after a newer one. A job submitted while another of its chain runs
+    /// waits; further jobs of that chain merge into the waiting one (giving their slot
+    /// back), so a burst of puts costs one copy of the latest bundle.
     pub fn submit(&self, ctx: &'static Context, job: Job) {
-        match runtime::handle() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    run(ctx, job).await;
-                    if let Some(engine) = &ctx.engine {
-                        // Still holding this job's slot: the sweep may hand it on, so the
-                        // exit flush keeps waiting while a backlog drains.
-                        if engine.take_backlog() {
-                            sweep(ctx, 1).await;
-                        }
-                        engine.release(1);
+        let chain = job.chain.clone();
+        {
+            let mut chains = self.chains();
+            if let Some(waiting) = chains.get_mut(&chain) {
+                match waiting {
+                    Some(w) => {
+                        w.absorb(job);
+                        drop(chains);
+                        stats::inc(Counter::Coalesced);
+                        self.release(1);
                     }
-                });
+                    None => *waiting = Some(job),
+                }
+                return;
             }
+            chains.insert(chain.clone(), None);
+        }
+        let rt = match runtime::handle() {
+            Ok(rt) => rt,
             Err(e) => {
+                self.chains().remove(&chain);
                 skylog!(
                     Error,
-                    "cannot run job {}: {e}; it stays in the outbox",
-                    job.id
+                    "cannot run the job of chain {chain}: {e}; it stays in the outbox"
                 );
                 self.release(1);
+                return;
             }
-        }
+        };
+        rt.spawn(async move {
+            let Some(engine) = &ctx.engine else { return };
+            let mut next = Some(job);
+            while let Some(job) = next {
+                // Let a burst of puts of this chain gather into one copy.
+                let linger = ctx.config.propagation.linger;
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
+                let mut job = job;
+                // Jobs that arrived while lingering wait in the chain's slot: fold them
+                // in and give their queue slot back.
+                let waiting = engine.chains().get_mut(&chain).and_then(Option::take);
+                if let Some(waiting) = waiting {
+                    job.absorb(waiting);
+                    stats::inc(Counter::Coalesced);
+                    engine.release(1);
+                }
+                run(ctx, job).await;
+                // Still holding this job's slot: the sweep may hand it on, so the exit
+                // flush keeps waiting while a backlog drains.
+                if engine.take_backlog() {
+                    sweep(ctx, 1).await;
+                }
+                engine.release(1);
+                let mut chains = engine.chains();
+                next = chains.get_mut(&chain).and_then(Option::take);
+                if next.is_none() {
+                    chains.remove(&chain);
+                }
+            }
+        });
     }
 }
 
@@ -310,7 +380,9 @@ async fn run(ctx: &'static Context, mut job: Job) {
                     job.chain
                 );
                 let mut pipe = redis::pipe();
-                outbox::remove(&mut pipe, &ctx.config.namespace, &job.id);
+                for id in job.ids() {
+                    outbox::remove(&mut pipe, &ctx.config.namespace, id);
+                }
                 let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
                 events::publish(
                     ctx,
@@ -526,15 +598,12 @@ async fn step(
         Some(t) => t.clone(),
         None => {
             let e = elect(ctx, topo.as_deref(), global_name.as_deref(), job, size, rng);
-            events::publish(
-                ctx,
-                "placement",
-                json!({"chain": job.chain, "tasks": job.tasks, "node": local,
-                       "policy": job.policy.name(), "elected": e.node, "global": global_name,
-                       "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
-                       "bytes": size, "reason": e.reason, "job": job.id}),
-            )
-            .await;
+            let body = json!({"chain": job.chain, "tasks": job.tasks, "node": local,
+                   "policy": job.policy.name(), "elected": e.node, "global": global_name,
+                   "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
+                   "bytes": size, "reason": e.reason, "job": job.id});
+            // Off the copy's critical path.
+            tokio::spawn(events::publish(ctx, "placement", body));
             skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
             job.target = Some(e.node.clone());
             e.node
@@ -665,7 +734,9 @@ async fn finish(
         record.iter().map(|f| (f.as_str(), target.as_bytes())),
         ctx.config.ttl,
     );
-    outbox::remove(&mut pipe, ns, &job.id);
+    for id in job.ids() {
+        outbox::remove(&mut pipe, ns, id);
+    }
     if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
         // The copies are in place; the job will run again (harmlessly) from the outbox.
         skylog!(Warn, "job {}: removing it from the outbox: {e}", job.id);

@@ -17,6 +17,7 @@ pub enum Counter {
     Misses,
     CacheFills,
     Jobs,
+    Coalesced,
     QueueOverflow,
     Resumed,
     Propagated,
@@ -36,7 +37,7 @@ pub enum Counter {
     PropagationGt10S,
 }
 
-const ALL: [Counter; 26] = [
+const ALL: [Counter; 27] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -46,6 +47,7 @@ const ALL: [Counter; 26] = [
     Counter::Misses,
     Counter::CacheFills,
     Counter::Jobs,
+    Counter::Coalesced,
     Counter::QueueOverflow,
     Counter::Resumed,
     Counter::Propagated,
@@ -78,6 +80,7 @@ impl Counter {
             Counter::Misses => "misses",
             Counter::CacheFills => "cache_fills",
             Counter::Jobs => "jobs",
+            Counter::Coalesced => "coalesced",
             Counter::QueueOverflow => "queue_overflow",
             Counter::Resumed => "resumed",
             Counter::Propagated => "propagated",

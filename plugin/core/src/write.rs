@@ -74,6 +74,7 @@ pub fn put(
             done: Vec::new(),
             exclude: Vec::new(),
             attempts: 0,
+            merged: Vec::new(),
         };
         reserved = engine.reserve();
         // Our own job is ours for a lease; an overflowing one is due for the next sweep.

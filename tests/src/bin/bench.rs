@@ -14,9 +14,9 @@
 //! waiting on a channel for each answer (the plugin's I/O path, without wasm); `interp`
 //! and `aot` are the probe guest under `wasmedge`, interpreted or AOT-compiled.
 
-use skylark_tests::{chain_id, root, wasm, wasmedge_bin, Guest, Redis};
+use skylark_tests::{chain_id, wasm, wasmedge_bin, Guest, Redis};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -229,44 +229,6 @@ impl AsyncPath {
     }
 }
 
-fn mtime(p: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// `probe.wasm` compiled ahead of time with `wasmedge compile` into target/bench/;
-/// recompiled only when the source module is newer.
-fn aot_module() -> PathBuf {
-    let src = wasm("probe");
-    let out = root().join("target/bench/probe-aot.wasm");
-    if let (Some(o), Some(s)) = (mtime(&out), mtime(&src)) {
-        if o >= s {
-            eprintln!("[bench] reusing {}", out.display());
-            return out;
-        }
-    }
-    let dir = out.parent().expect("target/bench has a parent");
-    std::fs::create_dir_all(dir).expect("create target/bench");
-    let tmp = dir.join("probe-aot.wasm.partial");
-    eprintln!("[bench] wasmedge compile {} (takes a while)", src.display());
-    let t = Instant::now();
-    let result = Command::new(wasmedge_bin())
-        .arg("compile")
-        .arg(&src)
-        .arg(&tmp)
-        .output()
-        .expect("start wasmedge compile");
-    assert!(
-        result.status.success(),
-        "wasmedge compile failed ({:?}):\n{}{}",
-        result.status,
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("move the AOT module into place");
-    eprintln!("[bench] compiled in {:.1} s", t.elapsed().as_secs_f64());
-    out
-}
-
 fn command_output(program: &Path, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
@@ -340,7 +302,7 @@ fn main() {
     let header = header();
     let redis = Redis::start();
     let interp = wasm("probe");
-    let aot = aot_module();
+    let aot = skylark_tests::aot("probe");
     let mut conn = redis.conn();
     let async_path = AsyncPath::new(&redis.url);
     let mut rows = Vec::new();

@@ -29,6 +29,14 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, name: &str) -> T {
     }
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch (WASI clock).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0)
+}
+
 fn outcome(r: &sky::Result<()>) -> (i32, Value) {
     match r {
         Ok(()) => (0, Value::Null),
@@ -99,8 +107,10 @@ fn main() {
             let t = Instant::now();
             let r = sky::put_with(&chain, &task, &value, &flags.put);
             let ms = t.elapsed().as_secs_f64() * 1e3;
+            let returned_at_ms = unix_ms();
             let (status, error) = outcome(&r);
-            json!({"op": "put", "status": status, "error": error, "ms": ms, "fnv": fnv1a(&value)})
+            json!({"op": "put", "status": status, "error": error, "ms": ms, "fnv": fnv1a(&value),
+                   "returned_at_ms": returned_at_ms})
         }
         "put-many" => {
             let (chain, prefix): (String, String) =
