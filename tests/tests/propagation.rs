@@ -316,6 +316,13 @@ fn an_unreachable_node_is_retried_then_replaced() {
     assert_eq!(re["chain"], chain.as_str());
     assert!(c.stats("pi5u2").get("retargets") >= Some(&1));
     c.node("pi4u5").link.restore();
+    // The successor on pi4u5 still finds the state, on its neighbour pi5u4.
+    let g = get(&c, "pi4u5", &chain, &[]);
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("neighbour"), Some("pi5u4")),
+        "{g}"
+    );
 
     // The global store is down while the put runs: the copy arrives once it is back.
     c.node("pi5u1").link.cut();

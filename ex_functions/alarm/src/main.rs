@@ -13,8 +13,8 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "alarm",
-    usage: "alarm <chain_id> [--min-detections N]   (default 1)",
-    flags: &["min-detections"],
+    usage: "alarm <chain_id> [--min-detections N] [--dest NODE] [--policy P] [--max-latency-ms MS]   (default 1)",
+    flags: &["min-detections", "dest", "policy", "max-latency-ms"],
 };
 
 fn run(args: &Args) -> Result<Value, String> {
@@ -42,7 +42,9 @@ fn run(args: &Args) -> Result<Value, String> {
         if decision.alarm { "ALARM" } else { "no alarm" }
     );
 
-    let (stored, put_ms) = timed(|| skylark_guest::put_value(chain, TASK_ALARM, &decision));
+    let opts = cli::put_options(args, start)?;
+    let (stored, put_ms) =
+        timed(|| skylark_guest::put_value_with(chain, TASK_ALARM, &decision, &opts));
     stored.map_err(|e| format!("storing field {TASK_ALARM:?} of chain {chain}: {e}"))?;
 
     Ok(json!({

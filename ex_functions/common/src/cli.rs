@@ -184,6 +184,33 @@ pub fn main(spec: &Spec, run: impl FnOnce(&Args) -> Result<Value, String>) -> ! 
     }
 }
 
+/// Flags every workflow step accepts to steer where its state goes: `--dest NODE`
+/// (where the next step runs), `--policy skylark|random|stateless|local` and
+/// `--max-latency-ms MS` (the step's SLO).
+pub const PLACEMENT_FLAGS: [&str; 3] = ["dest", "policy", "max-latency-ms"];
+
+/// The put options of a step from its [`PLACEMENT_FLAGS`], with the execution time so far
+/// (since `start`) for the SLO-aware election.
+pub fn put_options(args: &Args, start: Instant) -> Result<skylark_guest::PutOptions, String> {
+    let policy = match args.value("policy") {
+        None => None,
+        Some(p) => Some(skylark_guest::Policy::parse(p).ok_or_else(|| {
+            format!("--policy {p:?} is not one of skylark, random, stateless, local")
+        })?),
+    };
+    let max_latency_ms = match args.value("max-latency-ms") {
+        None => None,
+        Some(_) => Some(args.number::<u64>("max-latency-ms", 0)?),
+    };
+    Ok(skylark_guest::PutOptions {
+        destination: args.value("dest").map(str::to_string),
+        policy,
+        max_latency_ms,
+        exec_ms: Some(start.elapsed().as_millis() as u64),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "detect",
-    usage: "detect <chain_id> [--threshold T]   (T in 0..=255, default 128)",
-    flags: &["threshold"],
+    usage: "detect <chain_id> [--threshold T] [--dest NODE] [--policy P] [--max-latency-ms MS]   (T in 0..=255, default 128)",
+    flags: &["threshold", "dest", "policy", "max-latency-ms"],
 };
 
 fn run(args: &Args) -> Result<Value, String> {
@@ -47,7 +47,9 @@ fn run(args: &Args) -> Result<Value, String> {
         bundle.source().node
     );
 
-    let (stored, put_ms) = timed(|| skylark_guest::put_value(chain, TASK_DETECT, &detections));
+    let opts = cli::put_options(args, start)?;
+    let (stored, put_ms) =
+        timed(|| skylark_guest::put_value_with(chain, TASK_DETECT, &detections, &opts));
     stored.map_err(|e| format!("storing field {TASK_DETECT:?} of chain {chain}: {e}"))?;
 
     Ok(json!({

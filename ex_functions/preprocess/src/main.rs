@@ -12,8 +12,8 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "preprocess",
-    usage: "preprocess <chain_id> [--size BYTES] [--seed N]   (default size 1048576, seed 1)",
-    flags: &["size", "seed"],
+    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       (default size 1048576, seed 1)",
+    flags: &["size", "seed", "dest", "policy", "max-latency-ms"],
 };
 
 const DEFAULT_SIZE: usize = 1 << 20;
@@ -32,7 +32,9 @@ fn run(args: &Args) -> Result<Value, String> {
         "preprocess: {size}-byte image (seed {seed}) processed in {compute_ms} ms; storing it for chain {chain}"
     );
 
-    let (stored, put_ms) = timed(|| skylark_guest::put(chain, TASK_PREPROCESS, &processed));
+    let opts = cli::put_options(args, start)?;
+    let (stored, put_ms) =
+        timed(|| skylark_guest::put_with(chain, TASK_PREPROCESS, &processed, &opts));
     stored.map_err(|e| format!("storing field {TASK_PREPROCESS:?} of chain {chain}: {e}"))?;
 
     Ok(json!({

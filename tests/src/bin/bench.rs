@@ -3,15 +3,18 @@
 //! commands on the same throw-away redis-server, and prints one Markdown table.
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10]
+//! cargo run --release -p skylark-tests --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10] [--rounds 3]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
-//! measurement runs `warmup-pct` percent more iterations first and discards them. Use
+//! measurement runs `warmup-pct` percent more iterations first and discards them; every
+//! group of rows is measured `rounds` times, interleaved, and reports the median of the
+//! rounds' medians and the p99 of all samples. Use
 //! `scripts/bench.sh`, which builds everything first.
 //!
 //! Modes: `native` is a synchronous redis-rs connection used directly; `native async` is
 //! a redis-rs multiplexed connection on a one-worker tokio runtime, with the calling thread
-//! waiting on a channel for each answer (the plugin's I/O path, without wasm); `interp`
+//! waiting on a channel for each answer (the plugin v1's I/O path, without wasm; the
+//! plugin now does the guest's own reads and writes on the calling thread); `interp`
 //! and `aot` are the probe guest under `wasmedge`, interpreted or AOT-compiled.
 
 use skylark_tests::{chain_id, wasm, wasmedge_bin, Guest, Redis};
@@ -30,12 +33,13 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 struct Options {
     iterations: [usize; 3],
     warmup_pct: usize,
+    rounds: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P]\n  \
-         defaults: --iterations 5000,2000,300 --warmup-pct 10"
+        "usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R]\n  \
+         defaults: --iterations 5000,2000,300 --warmup-pct 10 --rounds 3"
     );
     std::process::exit(2);
 }
@@ -44,6 +48,7 @@ fn options() -> Options {
     let mut o = Options {
         iterations: [5000, 2000, 300],
         warmup_pct: 10,
+        rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -60,6 +65,9 @@ fn options() -> Options {
                 o.iterations = [n[0], n[1], n[2]];
             }
             ("--warmup-pct", Some(v)) => o.warmup_pct = v.parse().unwrap_or_else(|_| usage()),
+            ("--rounds", Some(v)) => {
+                o.rounds = v.parse().ok().filter(|r| *r > 0).unwrap_or_else(|| usage())
+            }
             _ => usage(),
         }
     }
@@ -326,90 +334,96 @@ fn main() {
                 }
             };
 
-            // Writes: native commands, then the guest in both modes.
-            let mut measured: Vec<(Op, &'static str, Vec<u64>)> = Vec::new();
-            if fields == 1 {
-                let set_key = format!("{key}-set");
+            // Writes: native commands, then the guest in both modes; the whole sequence
+            // `rounds` times, so that a slow spell of this shared machine hits every mode.
+            let mut measured = Measured::default();
+            for _ in 0..opts.rounds {
+                if fields == 1 {
+                    let set_key = format!("{key}-set");
+                    let s = time_native(warmup, n, || {
+                        redis::cmd("SET")
+                            .arg(&set_key)
+                            .arg(&values[0])
+                            .query::<()>(&mut conn)
+                            .expect("native SET");
+                    });
+                    measured.push((Op::Set, "native", s));
+                }
                 let s = time_native(warmup, n, || {
-                    redis::cmd("SET")
-                        .arg(&set_key)
-                        .arg(&values[0])
-                        .query::<()>(&mut conn)
-                        .expect("native SET");
+                    let mut c = redis::cmd("HSET");
+                    hset(&mut c);
+                    c.query::<()>(&mut conn).expect("native HSET");
                 });
-                measured.push((Op::Set, "native", s));
-            }
-            let s = time_native(warmup, n, || {
-                let mut c = redis::cmd("HSET");
-                hset(&mut c);
-                c.query::<()>(&mut conn).expect("native HSET");
-            });
-            measured.push((Op::Hset, "native", s));
-            let s = time_native(warmup, n, || {
-                let mut c = redis::cmd("HSET");
-                hset(&mut c);
-                redis::pipe()
-                    .atomic()
-                    .add_command(c)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(TTL_SECS)
-                    .ignore()
-                    .query::<()>(&mut conn)
-                    .expect("native MULTI{HSET,EXPIRE}/EXEC");
-            });
-            measured.push((Op::MultiHsetExpire, "native", s));
-            let s = time_native(warmup, n, || {
-                let mut c = redis::cmd("HSET");
-                hset(&mut c);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .add_command(c)
-                    .ignore()
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(TTL_SECS)
-                    .ignore();
-                async_path.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await });
-            });
-            measured.push((Op::MultiHsetExpire, "native async", s));
-            for (mode, module) in [("interp", &interp), ("aot", &aot)] {
-                let s = time_guest(module, &redis, "put", size, fields, warmup, n);
-                measured.push((Op::GuestPut, mode, s));
+                measured.push((Op::Hset, "native", s));
+                let s = time_native(warmup, n, || {
+                    let mut c = redis::cmd("HSET");
+                    hset(&mut c);
+                    redis::pipe()
+                        .atomic()
+                        .add_command(c)
+                        .ignore()
+                        .cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(TTL_SECS)
+                        .ignore()
+                        .query::<()>(&mut conn)
+                        .expect("native MULTI{HSET,EXPIRE}/EXEC");
+                });
+                measured.push((Op::MultiHsetExpire, "native", s));
+                let s = time_native(warmup, n, || {
+                    let mut c = redis::cmd("HSET");
+                    hset(&mut c);
+                    let mut pipe = redis::pipe();
+                    pipe.atomic()
+                        .add_command(c)
+                        .ignore()
+                        .cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(TTL_SECS)
+                        .ignore();
+                    async_path
+                        .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await });
+                });
+                measured.push((Op::MultiHsetExpire, "native async", s));
+                for (mode, module) in [("interp", &interp), ("aot", &aot)] {
+                    let s = time_guest(module, &redis, "put", size, fields, warmup, n);
+                    measured.push((Op::GuestPut, mode, s));
+                }
             }
             let plain = if fields == 1 { Op::Set } else { Op::Hset };
             push_group(&mut rows, measured, plain, true, fields, size_label, n);
 
             // Reads: HGETALL of the hash written above, then the guest in both modes.
-            let mut measured = Vec::new();
-            let s = time_native(warmup, n, || {
-                let pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query(&mut conn)
-                    .expect("native HGETALL");
-                assert_eq!(
-                    pairs.len(),
-                    fields,
-                    "HGETALL returned the wrong field count"
-                );
-            });
-            measured.push((Op::Hgetall, "native", s));
-            let s = time_native(warmup, n, || {
-                let mut c = redis::cmd("HGETALL");
-                c.arg(&key);
-                let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-                    async_path.run(|mut conn| async move { c.query_async(&mut conn).await });
-                assert_eq!(
-                    pairs.len(),
-                    fields,
-                    "HGETALL returned the wrong field count"
-                );
-            });
-            measured.push((Op::Hgetall, "native async", s));
-            for (mode, module) in [("interp", &interp), ("aot", &aot)] {
-                let s = time_guest(module, &redis, "get", size, fields, warmup, n);
-                measured.push((Op::GuestGet, mode, s));
+            let mut measured = Measured::default();
+            for _ in 0..opts.rounds {
+                let s = time_native(warmup, n, || {
+                    let pairs: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query(&mut conn)
+                        .expect("native HGETALL");
+                    assert_eq!(
+                        pairs.len(),
+                        fields,
+                        "HGETALL returned the wrong field count"
+                    );
+                });
+                measured.push((Op::Hgetall, "native", s));
+                let s = time_native(warmup, n, || {
+                    let mut c = redis::cmd("HGETALL");
+                    c.arg(&key);
+                    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                        async_path.run(|mut conn| async move { c.query_async(&mut conn).await });
+                    assert_eq!(
+                        pairs.len(),
+                        fields,
+                        "HGETALL returned the wrong field count"
+                    );
+                });
+                measured.push((Op::Hgetall, "native async", s));
+                for (mode, module) in [("interp", &interp), ("aot", &aot)] {
+                    let s = time_guest(module, &redis, "get", size, fields, warmup, n);
+                    measured.push((Op::GuestGet, mode, s));
+                }
             }
             push_group(
                 &mut rows,
@@ -428,14 +442,38 @@ fn main() {
     }
 
     eprintln!("[bench] done in {:.0} s", started.elapsed().as_secs_f64());
-    println!("{header}; warm-up {}% discarded\n", opts.warmup_pct);
+    println!(
+        "{header}; warm-up {}% discarded; {} interleaved rounds per row\n",
+        opts.warmup_pct, opts.rounds
+    );
     print!("{}", table(&rows));
+}
+
+/// Samples of one group: per (operation, mode), one sample list per round.
+#[derive(Default)]
+struct Measured(Vec<(Op, &'static str, Vec<Vec<u64>>)>);
+
+impl Measured {
+    fn push(&mut self, (op, mode, samples): (Op, &'static str, Vec<u64>)) {
+        match self.0.iter_mut().find(|m| m.0 == op && m.1 == mode) {
+            Some(m) => m.2.push(samples),
+            None => self.0.push((op, mode, vec![samples])),
+        }
+    }
+}
+
+/// The median of the rounds' medians and the p99 of all rounds' samples together.
+fn round_stats(rounds: Vec<Vec<u64>>) -> (u64, u64) {
+    let mut medians: Vec<u64> = rounds.iter().map(|r| stats(r.clone()).0).collect();
+    medians.sort_unstable();
+    let pooled: Vec<u64> = rounds.into_iter().flatten().collect();
+    (percentile(&medians, 50.0), stats(pooled).1)
 }
 
 /// Turns one group's samples into rows with ratios against the group's native baselines.
 fn push_group(
     rows: &mut Vec<Row>,
-    measured: Vec<(Op, &'static str, Vec<u64>)>,
+    measured: Measured,
     plain: Op,
     write: bool,
     fields: usize,
@@ -443,9 +481,10 @@ fn push_group(
     iterations: usize,
 ) {
     let stats: Vec<(Op, &'static str, u64, u64)> = measured
+        .0
         .into_iter()
-        .map(|(op, mode, s)| {
-            let (median, p99) = stats(s);
+        .map(|(op, mode, rounds)| {
+            let (median, p99) = round_stats(rounds);
             (op, mode, median, p99)
         })
         .collect();
