@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# README command 1: builds everything, starts a throw-away redis-server, and runs the
-# Earth-observation workflow preprocess -> detect -> alarm as three wasmedge processes
-# with the Skylark plugin, then the bundled-state example. Prints each step's result and
-# timing. Guests run AOT-compiled (`wasmedge compile`, cached in target/aot/); set
-# SKYLARK_DEMO_MODE=interp to run them in the interpreter, SKYLARK_DEMO_SIZE for the
-# image size in bytes (default 1048576).
+# README command 1: builds everything, starts three throw-away redis-servers standing for
+# three nodes (satellites sat-a and sat-b, and the cloud node holding the global store)
+# and runs the Earth-observation workflow preprocess -> detect -> alarm as three wasmedge
+# processes with the Skylark plugin, each step on the node its predecessor named as the
+# next one: every step finds the state it needs in its own node-local store, because the
+# plugin propagated it there in the background. Then the bundled-state example. Prints
+# each step's result and timing, where the bundle ended up, the placement and propagation
+# events and the nodes' counters. Guests run AOT-compiled (`wasmedge compile`, cached in
+# target/aot/); set SKYLARK_DEMO_MODE=interp to run them in the interpreter,
+# SKYLARK_DEMO_SIZE for the image size in bytes (default 1048576).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,49 +33,85 @@ declare -A mods
 for m in preprocess detect alarm bundled; do mods[$m]="$(module "$m")"; done
 
 work="$(mktemp -d)"
-redis_pid=""
+pids=()
 cleanup() {
-  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-sock="$work/redis.sock"
-redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save "" --appendonly no \
-  --dir "$work" >"$work/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 1 200); do
-  redis-cli -s "$sock" ping >/dev/null 2>&1 && break
-  kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis.log" >&2; exit 1; }
-  sleep 0.05
+nodes=(sat-a sat-b cloud)
+for n in "${nodes[@]}"; do
+  redis-server --port 0 --unixsocket "$work/$n.sock" --unixsocketperm 700 --save "" \
+    --appendonly no --dir "$work" >"$work/$n.log" 2>&1 &
+  pids+=($!)
 done
-redis-cli -s "$sock" ping >/dev/null || { echo "redis-server did not come up" >&2; exit 1; }
+for n in "${nodes[@]}"; do
+  for _ in $(seq 1 200); do
+    redis-cli -s "$work/$n.sock" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  redis-cli -s "$work/$n.sock" ping >/dev/null || { cat "$work/$n.log" >&2; exit 1; }
+done
+
+# The topology: two satellites 10 ms apart, the cloud node 40 ms from sat-a.
+cat >"$work/topology.json" <<JSON
+{ "slot_ms": 60000, "global": "cloud",
+  "nodes": [ {"name": "sat-a", "type": "Sat", "redis": "unix://$work/sat-a.sock"},
+             {"name": "sat-b", "type": "Sat", "redis": "unix://$work/sat-b.sock"},
+             {"name": "cloud", "type": "Cloud", "redis": "unix://$work/cloud.sock"} ],
+  "links": [ {"source": "sat-a", "target": "sat-b", "latency_ms": 10, "jitter_ms": 9, "bandwidth_mbps": 40},
+             {"source": "sat-a", "target": "cloud", "latency_ms": 40, "jitter_ms": 30, "bandwidth_mbps": 90} ] }
+JSON
+
+# Every node's placement and propagation events, as they happen.
+for n in "${nodes[@]}"; do
+  redis-cli -s "$work/$n.sock" subscribe skylark/events >"$work/$n.events" 2>&1 &
+  pids+=($!)
+done
 
 export WASMEDGE_PLUGIN_PATH="$SKYLARK_PLUGIN_DIR"
-export SKYLARK_REDIS_URL="unix://$sock"
-export SKYLARK_NODE_NAME="demo-node"
+export SKYLARK_TOPOLOGY_FILE="$work/topology.json"
 chain="$(cat /proc/sys/kernel/random/uuid)"
 
 echo "Skylark demo: wasmedge $("$WASMEDGE_BIN" --version | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1)," \
-     "$mode guests, node-local redis-server at $SKYLARK_REDIS_URL"
+     "$mode guests, nodes ${nodes[*]} (one redis-server each; cloud holds the global store)"
 echo "chain $chain"
-run() { # label module args...
-  local label="$1" m="$2"; shift 2
+run() { # label node module args...
+  local label="$1" node="$2" m="$3"; shift 3
   local t0 t1 out
   t0=$(date +%s%N)
-  out="$("$WASMEDGE_BIN" "${mods[$m]}" "$@")"
+  out="$(SKYLARK_NODE_NAME="$node" SKYLARK_REDIS_URL="unix://$work/$node.sock" \
+    "$WASMEDGE_BIN" "${mods[$m]}" "$@")"
   t1=$(date +%s%N)
-  printf '\n== %s  (wasmedge process: %d ms)\n%s\n' "$label" $(( (t1 - t0) / 1000000 )) "$out"
+  printf '\n== %s  [node %s, wasmedge process: %d ms]\n%s\n' "$label" "$node" \
+    $(( (t1 - t0) / 1000000 )) "$out"
 }
-run "1/3 preprocess: synthesise and clean a ${size}-byte image, skylark_put" preprocess "$chain" --size "$size"
-run "2/3 detect: skylark_get_bundle, find bright regions, skylark_put" detect "$chain"
-run "3/3 alarm: skylark_get_bundle, decide" alarm "$chain"
+run "1/3 preprocess: synthesise and clean a ${size}-byte image, skylark_put (next step on sat-b)" \
+  sat-a preprocess "$chain" --size "$size" --dest sat-b
+run "2/3 detect: skylark_get_bundle, find bright regions, skylark_put (next step on cloud)" \
+  sat-b detect "$chain" --dest cloud
+run "3/3 alarm: skylark_get_bundle, decide" cloud alarm "$chain"
 
 echo
-echo "== the chain's bundle in the node-local store (one Redis hash)"
+echo "== where the chain's bundle is (one Redis hash per node; @at: fields are the placement record)"
 key="skylark:bundle:$chain"
-for f in $(redis-cli -s "$sock" hkeys "$key"); do
-  printf '  %-10s %8d bytes\n' "$f" "$(redis-cli -s "$sock" hstrlen "$key" "$f")"
+for n in "${nodes[@]}"; do
+  fields="$(redis-cli -s "$work/$n.sock" hkeys "$key" | tr '\n' ' ')"
+  printf '  %-6s %s\n' "$n" "${fields:-(none)}"
 done
-printf '  TTL %s s\n' "$(redis-cli -s "$sock" ttl "$key")"
 
-run "bundled state: 5 fused functions, one bundle vs one key per function" bundled "$chain-fused" --functions 5 --size 4096
+echo
+echo "== events (channel skylark/events of each node)"
+for n in "${nodes[@]}"; do
+  grep -E '^[0-9]+\.[0-9]{3} ' "$work/$n.events" | sed "s/^/  $n: /" || true
+done
+
+echo
+echo "== counters (hash skylark:stats:<node>)"
+for n in "${nodes[@]}"; do
+  printf '  %-6s %s\n' "$n" \
+    "$(redis-cli -s "$work/$n.sock" hgetall "skylark:stats:$n" | paste -sd' ' - | sed -E 's/([a-z_0-9]+) ([0-9]+)/\1=\2/g')"
+done
+
+run "bundled state: 5 fused functions, one bundle vs one key per function" \
+  sat-a bundled "$chain-fused" --functions 5 --size 4096

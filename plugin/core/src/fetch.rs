@@ -176,16 +176,7 @@ async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError>
 
 /// Policy `stateless`: the global store only.
 fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, CallError> {
-    let global = runtime::run(ctx.config.timeout, async move {
-        let topo = propagate::topology(ctx).await;
-        Ok(ctx.nodes.global(topo.as_deref()))
-    })?
-    .ok_or_else(|| {
-        CallError::new(
-            Status::StoreUnavailable,
-            "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
-        )
-    })?;
+    let global = propagate::require_global(ctx)?;
     let reply = global
         .store
         .query(&bundle_request(&ctx.config.namespace, chain))?;

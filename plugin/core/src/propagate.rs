@@ -25,6 +25,7 @@ use crate::context::{self, Context};
 use crate::election::{self, Rng, Target};
 use crate::error::CallError;
 use crate::events::{self, now_ms};
+use crate::nodes::Global;
 use crate::outbox::{self, Claimed, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, HashPairs, Request, Store};
@@ -474,6 +475,21 @@ pub async fn topology(ctx: &Context) -> Option<Arc<Schedule>> {
     let (topo, changes) = ctx.topology.current(&ctx.local).await;
     announce(ctx, changes).await;
     topo
+}
+
+/// The global store, for a host call on the guest's thread (policy `stateless`);
+/// `StoreUnavailable` if there is none.
+pub fn require_global(ctx: &'static Context) -> Result<Global, CallError> {
+    runtime::run(ctx.config.timeout, async move {
+        let topo = topology(ctx).await;
+        Ok(ctx.nodes.global(topo.as_deref()))
+    })?
+    .ok_or_else(|| {
+        CallError::new(
+            skylark_abi::Status::StoreUnavailable,
+            "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
+        )
+    })
 }
 
 /// The outcome of an election, by node name.

@@ -669,6 +669,10 @@ fn index_nodes(nodes: &[Node]) -> Result<HashMap<String, u32>, String> {
     for (i, node) in nodes.iter().enumerate() {
         ids::validate(node.name.as_bytes())
             .map_err(|e| format!("node {i}: name {:?} {e}", node.name))?;
+        if let Some(url) = &node.redis {
+            crate::config::check_redis_url(url)
+                .map_err(|e| format!("node {i} ({}): redis {e}", node.name))?;
+        }
         if let Some(first) = index.insert(node.name.clone(), i as u32) {
             return Err(format!(
                 "node {i}: name {:?} is already used by node {first}",
@@ -1362,6 +1366,15 @@ mod tests {
             r#"{{"nodes": [{{"name": "{long}", "type": "Sat"}}], "slots": [[]]}}"#
         ));
         assert!(e.contains("129 bytes"), "{e}");
+        // Store addresses must be Redis URLs.
+        let e = err(
+            r#"{"nodes": [{"name": "a", "type": "Sat", "redis": "http://a:1"}],
+            "slots": [[]]}"#,
+        );
+        assert!(e.contains("node 0 (a): redis"), "{e}");
+        let ok = r#"{"nodes": [{"name": "a", "type": "Sat", "redis": "unix:///run/r.sock"}],
+            "slots": [[]]}"#;
+        assert!(Schedule::parse(ok.as_bytes()).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::events::now_ms;
 use crate::outbox::{self, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{keys, propagate, runtime};
+use crate::{keys, propagate};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -120,16 +120,7 @@ fn put_global(
     chain: &str,
     fields: &[(&str, &[u8])],
 ) -> Result<(), CallError> {
-    let global = runtime::run(ctx.config.timeout, async move {
-        let topo = propagate::topology(ctx).await;
-        Ok(ctx.nodes.global(topo.as_deref()))
-    })?
-    .ok_or_else(|| {
-        CallError::new(
-            Status::StoreUnavailable,
-            "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
-        )
-    })?;
+    let global = propagate::require_global(ctx)?;
     let ns = &ctx.config.namespace;
     let record: Vec<String> = fields
         .iter()
