@@ -122,6 +122,21 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     })
 }
 
+/// Decodes bytes written by [`put_value`] / [`encode_value`] (what [`Bundle::load`] does
+/// for one field); an error with status `StoreError` if they do not decode as `T`.
+pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| {
+        Error::new(
+            Status::StoreError,
+            format!(
+                "{} bytes do not decode as {}: {e}",
+                bytes.len(),
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
 /// Stores a serializable value as field `task` (see [`encode_value`] for the encoding).
 pub fn put_value<T: Serialize + ?Sized>(chain: &str, task: &str, value: &T) -> Result<()> {
     put_value_with(chain, task, value, &PutOptions::default())

@@ -6,7 +6,7 @@
 //! `WASMEDGE_BIN`, `SKYLARK_PLUGIN_DIR` and `SKYLARK_WASM_DIR` yourself.
 
 use serde_json::Value;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -269,15 +269,38 @@ impl Guest {
 
     /// Starts the guest without waiting.
     pub fn spawn(mut self) -> Running {
-        let child = self
+        let mut child = self
             .cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start wasmedge");
+        let started = Instant::now();
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        let out_t = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                all.push_str(&line);
+                all.push('\n');
+                let _ = lines_tx.send((line, started.elapsed()));
+            }
+            all
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut err = err;
+            let _ = err.read_to_string(&mut s);
+            s
+        });
         Running {
             child,
-            started: Instant::now(),
+            started,
+            lines,
+            out_t,
+            err_t,
         }
     }
 
@@ -291,6 +314,10 @@ impl Guest {
 pub struct Running {
     child: Child,
     started: Instant,
+    /// Stdout lines as they are printed, with the time since start.
+    lines: std::sync::mpsc::Receiver<(String, Duration)>,
+    out_t: std::thread::JoinHandle<String>,
+    err_t: std::thread::JoinHandle<String>,
 }
 
 impl Running {
@@ -300,20 +327,15 @@ impl Running {
         let _ = self.child.wait();
     }
 
+    /// The next stdout line and when (since start) it was printed, waiting at most
+    /// `timeout`; `None` if the guest closed stdout or the time ran out. The guest keeps
+    /// running.
+    pub fn next_line(&self, timeout: Duration) -> Option<(String, Duration)> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// Waits for the guest; kills it and panics if it runs longer than `timeout`.
     pub fn wait(mut self, timeout: Duration) -> GuestRun {
-        let mut out = self.child.stdout.take().expect("piped stdout");
-        let mut err = self.child.stderr.take().expect("piped stderr");
-        let out_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("wait for wasmedge") {
                 break st;
@@ -327,8 +349,8 @@ impl Running {
         };
         GuestRun {
             status,
-            stdout: out_t.join().unwrap_or_default(),
-            stderr: err_t.join().unwrap_or_default(),
+            stdout: self.out_t.join().unwrap_or_default(),
+            stderr: self.err_t.join().unwrap_or_default(),
             elapsed: self.started.elapsed(),
         }
     }

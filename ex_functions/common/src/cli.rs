@@ -184,6 +184,13 @@ pub fn main(spec: &Spec, run: impl FnOnce(&Args) -> Result<Value, String>) -> ! 
     }
 }
 
+/// Adds the keys of object `extra` to object `out` (for composing report lines).
+pub fn merge(out: &mut Value, extra: Value) {
+    if let (Value::Object(o), Value::Object(e)) = (out, extra) {
+        o.extend(e);
+    }
+}
+
 /// Flags every workflow step accepts to steer where its state goes: `--dest NODE`
 /// (where the next step runs), `--policy skylark|random|stateless|local` and
 /// `--max-latency-ms MS` (the step's SLO).

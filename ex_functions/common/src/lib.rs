@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod image;
+pub mod state;
 
 use serde::{Deserialize, Serialize};
 

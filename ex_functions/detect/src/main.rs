@@ -2,19 +2,29 @@
 //! one round trip, finds the bright regions (4-connected components) of the image that
 //! `preprocess` stored, and stores them as a `Detections` value in field `detect`.
 //!
-//! Usage: `detect <chain_id> [--threshold T]`; prints one JSON line
+//! Usage: `detect <chain_id> [--threshold T] [--task NAME] [--dest NODE] [--policy P]
+//! [--max-latency-ms MS] [--state bundled|single]`; `--task` names the field it writes
+//! (default `detect`; a workflow may run detect twice under two names). Prints one JSON line
 //! `{"function":"detect","chain":..,"detections":..,"image_bytes":..,"bundle_fields":..,
 //!   "source":{"tier":..,"node":..},"get_ms":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
 
 use eo_common::cli::{self, timed, Args, Spec};
+use eo_common::state::{self, Layout};
 use eo_common::{image, Detections, TASK_DETECT, TASK_PREPROCESS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "detect",
-    usage: "detect <chain_id> [--threshold T] [--dest NODE] [--policy P] [--max-latency-ms MS]   (T in 0..=255, default 128)",
-    flags: &["threshold", "dest", "policy", "max-latency-ms"],
+    usage: "detect <chain_id> [--threshold T] [--task NAME] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single]   (T in 0..=255, default 128; NAME default detect)",
+    flags: &[
+        "threshold",
+        "task",
+        "dest",
+        "policy",
+        "max-latency-ms",
+        "state",
+    ],
 };
 
 fn run(args: &Args) -> Result<Value, String> {
@@ -22,15 +32,17 @@ fn run(args: &Args) -> Result<Value, String> {
     let chain = args.chain();
     skylark_guest::validate_id(chain).map_err(|e| format!("chain id: {e}"))?;
     let threshold: u8 = args.number("threshold", image::DEFAULT_THRESHOLD)?;
+    let task = args.value("task").unwrap_or(TASK_DETECT);
+    skylark_guest::validate_id(task).map_err(|e| format!("--task: {e}"))?;
+    let layout = Layout::from_args(args)?;
 
-    let (bundle, get_ms) = timed(|| skylark_guest::get_bundle(chain));
-    let bundle = bundle.map_err(|e| format!("fetching the bundle of chain {chain}: {e}"))?;
-    let img = bundle.get(TASK_PREPROCESS).ok_or_else(|| {
-        format!(
-            "the bundle of chain {chain} has no field {TASK_PREPROCESS:?} (fields: {:?}); run preprocess first",
-            bundle.tasks().collect::<Vec<_>>()
-        )
-    })?;
+    let read = state::read(
+        layout,
+        chain,
+        &[TASK_PREPROCESS],
+        &state::get_options(args)?,
+    )?;
+    let img = read.field(chain, TASK_PREPROCESS)?;
 
     let (boxes, compute_ms) =
         timed(|| image::find_regions(img, threshold, image::MIN_REGION_PIXELS));
@@ -40,31 +52,28 @@ fn run(args: &Args) -> Result<Value, String> {
         image_bytes: img.len() as u64,
     };
     eprintln!(
-        "detect: {} region(s) in a {}-byte image from {:?} store of node {:?}",
+        "{task}: {} region(s) in a {}-byte image from {:?}",
         detections.count,
         img.len(),
-        bundle.source().tier,
-        bundle.source().node
+        read.sources
     );
 
     let opts = cli::put_options(args, start)?;
-    let (stored, put_ms) =
-        timed(|| skylark_guest::put_value_with(chain, TASK_DETECT, &detections, &opts));
-    stored.map_err(|e| format!("storing field {TASK_DETECT:?} of chain {chain}: {e}"))?;
+    let put_ms = state::write_value(layout, chain, task, &detections, &opts)?;
 
-    Ok(json!({
+    let mut out = json!({
         "function": "detect",
+        "task": task,
         "chain": chain,
         "detections": detections.count,
         "image_bytes": detections.image_bytes,
         "threshold": threshold,
-        "bundle_fields": bundle.len(),
-        "source": bundle.source(),
-        "get_ms": get_ms,
         "compute_ms": compute_ms,
         "put_ms": put_ms,
         "total_ms": cli::ms(start.elapsed()),
-    }))
+    });
+    cli::merge(&mut out, read.report());
+    Ok(out)
 }
 
 fn main() {

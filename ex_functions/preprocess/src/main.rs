@@ -2,18 +2,20 @@
 //! grayscale "satellite image", preprocesses it (3x3 box blur + contrast stretch) and stores
 //! the result as field `preprocess` of the chain's bundle.
 //!
-//! Usage: `preprocess <chain_id> [--size BYTES] [--seed N]`; prints one JSON line
+//! Usage: `preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P]
+//! [--max-latency-ms MS] [--state bundled|single]`; prints one JSON line
 //! `{"function":"preprocess","chain":..,"bytes":..,"seed":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
 
 use eo_common::cli::{self, timed, Args, Spec};
+use eo_common::state::{self, Layout};
 use eo_common::{image, TASK_PREPROCESS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "preprocess",
-    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       (default size 1048576, seed 1)",
-    flags: &["size", "seed", "dest", "policy", "max-latency-ms"],
+    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single]   (default size 1048576, seed 1)",
+    flags: &["size", "seed", "dest", "policy", "max-latency-ms", "state"],
 };
 
 const DEFAULT_SIZE: usize = 1 << 20;
@@ -32,10 +34,9 @@ fn run(args: &Args) -> Result<Value, String> {
         "preprocess: {size}-byte image (seed {seed}) processed in {compute_ms} ms; storing it for chain {chain}"
     );
 
+    let layout = Layout::from_args(args)?;
     let opts = cli::put_options(args, start)?;
-    let (stored, put_ms) =
-        timed(|| skylark_guest::put_with(chain, TASK_PREPROCESS, &processed, &opts));
-    stored.map_err(|e| format!("storing field {TASK_PREPROCESS:?} of chain {chain}: {e}"))?;
+    let put_ms = state::write(layout, chain, TASK_PREPROCESS, &processed, &opts)?;
 
     Ok(json!({
         "function": "preprocess",
