@@ -443,3 +443,40 @@ fn a_full_queue_leaves_jobs_in_the_outbox_for_the_sweeper() {
     assert!(!c.bundle("pi5u4", &chain).is_empty());
     assert!(!c.bundle("pi5u1", &chain).is_empty());
 }
+
+#[test]
+fn a_read_waits_for_a_copy_announced_on_its_way() {
+    let c = Cluster::constellation();
+    // pi5u3's store behind a slow link: 200 KB take about 0.8 s to arrive.
+    c.node("pi5u3")
+        .link
+        .set(skylark_tests::linkemu::LinkSpec::new(20.0, 0.0, Some(2.0)));
+    let chain = chain_id("incoming");
+    let producer = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "200000", "7", "--dest", "pi5u3"])
+        .spawn();
+    let key = format!("{NS}:bundle:{chain}");
+    eventually("the copy is announced on pi5u3", Duration::from_secs(20), || {
+        let names: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query(&mut c.node("pi5u3").redis.conn())
+            .expect("HKEYS");
+        names.iter().any(|n| n.starts_with("@incoming:"))
+    });
+    // The consumer on pi5u3 starts while the copy is in flight: it waits for it and reads
+    // locally instead of fetching 200 KB again from pi5u2.
+    let g = get(&c, "pi5u3", &chain, &[]);
+    assert_eq!((g["tier"].as_str(), g["node"].as_str()), (Some("local"), Some("pi5u3")), "{g}");
+    assert_eq!(g["fields"]["pre"]["len"], 200000);
+    producer.wait(RUN_TIMEOUT).assert_success();
+    assert!(c.stats("pi5u3").get("incoming_waits") >= Some(&1));
+    let names: Vec<String> = redis::cmd("HKEYS")
+        .arg(&key)
+        .query(&mut c.node("pi5u3").redis.conn())
+        .expect("HKEYS");
+    assert!(
+        !names.iter().any(|n| n.starts_with("@incoming:")),
+        "the copy removed its announcement: {names:?}"
+    );
+}

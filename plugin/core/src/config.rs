@@ -144,6 +144,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "at process exit, how long to wait for propagation still in flight",
     ),
     (
+        "SKYLARK_INCOMING_WAIT_MS",
+        "3000",
+        "a copy announces itself on its target; a read there waits this long at most for it (0 = no announcements)",
+    ),
+    (
         "SKYLARK_READ_CACHE",
         "on",
         "keep a local copy of bundles read from other nodes",
@@ -175,6 +180,7 @@ pub struct Propagation {
     pub lease: Duration,
     pub sweep: Duration,
     pub exit_flush: Duration,
+    pub incoming_wait: Duration,
     pub read_cache: bool,
     pub events: bool,
 }
@@ -341,6 +347,7 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         lease: ms("SKYLARK_LEASE_MS", 5000, 10, 3_600_000)?,
         sweep: ms("SKYLARK_SWEEP_MS", 2000, 10, 3_600_000)?,
         exit_flush: ms("SKYLARK_EXIT_FLUSH_MS", 5000, 0, 3_600_000)?,
+        incoming_wait: ms("SKYLARK_INCOMING_WAIT_MS", 3000, 0, 600_000)?,
         read_cache: on_off(var, "SKYLARK_READ_CACHE", true)?,
         events: on_off(var, "SKYLARK_EVENTS", true)?,
     })

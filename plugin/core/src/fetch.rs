@@ -78,8 +78,13 @@ fn tiered(
     opts: &GetOptions,
 ) -> Result<Option<Found>, CallError> {
     let ns = &ctx.config.namespace;
-    let reply = ctx.local.query(&bundle_request(ns, chain))?;
-    let raw = hash_pairs(reply).map_err(|m| ctx.local.reply_error(m))?;
+    let mut raw = read_local(ctx, ns, chain)?;
+    let incoming = keys::split(raw.clone()).incoming;
+    if !incoming.is_empty() && !ctx.config.propagation.incoming_wait.is_zero() {
+        if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
+            raw = r;
+        }
+    }
     let placement = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
         Ok(found) => return Ok(Some(found)),
         // The node may hold just a placement record naming where the state went.
@@ -108,6 +113,62 @@ fn tiered(
         }
     }
     Ok(found)
+}
+
+fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
+    let reply = ctx.local.query(&bundle_request(ns, chain))?;
+    hash_pairs(reply).map_err(|m| ctx.local.reply_error(m))
+}
+
+/// A copy to this node is on its way (announced by its sender): rather than fetch the
+/// state from elsewhere over the same links, wait until the announcements are gone (the
+/// copy removes its own) or their deadlines pass, polling the field names only, then read
+/// the bundle again. `None` if no announcement is still live.
+fn wait_incoming(
+    ctx: &Context,
+    ns: &str,
+    chain: &str,
+    incoming: Vec<(Vec<u8>, u64)>,
+) -> Result<Option<HashPairs>, CallError> {
+    let cap = now_ms() + ctx.config.propagation.incoming_wait.as_millis() as u64;
+    let live: Vec<(Vec<u8>, u64)> = incoming
+        .into_iter()
+        .filter(|(_, until)| *until > now_ms())
+        .map(|(f, until)| (f, until.min(cap)))
+        .collect();
+    let Some(deadline) = live.iter().map(|(_, until)| *until).max() else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let key = keys::bundle(ns, chain);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(&key);
+        let names: Vec<Vec<u8>> = match ctx.local.query(&Request::Cmd(cmd))? {
+            redis::Value::Array(items) => items
+                .into_iter()
+                .filter_map(|v| match v {
+                    redis::Value::BulkString(b) => Some(b),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let now = now_ms();
+        let pending = live
+            .iter()
+            .any(|(f, until)| *until > now && names.contains(f));
+        if !pending || now >= deadline {
+            break;
+        }
+    }
+    stats::inc(Counter::IncomingWaits);
+    stats::add(
+        Counter::IncomingWaitMs,
+        started.elapsed().as_millis() as u64,
+    );
+    read_local(ctx, ns, chain).map(Some)
 }
 
 /// Neighbours (and hinted nodes) in parallel, first hit wins; then the global store.

@@ -13,6 +13,11 @@ pub fn bundle(namespace: &str, chain: &str) -> String {
 /// both stays one `HGETALL`.
 pub const PLACEMENT_PREFIX: &str = "@at:";
 
+/// Prefix of the bundle fields that announce a copy on its way to this store
+/// (`@incoming:<job>` = unix ms until which readers may wait for it). Written just before
+/// the copy, removed by the copy itself.
+pub const INCOMING_PREFIX: &str = "@incoming:";
+
 /// A placement record: (task id, node) entries.
 pub type Placement = Vec<(String, String)>;
 
@@ -21,22 +26,51 @@ pub fn placement_field(task: &str) -> String {
     format!("{PLACEMENT_PREFIX}{task}")
 }
 
-/// The (field, value) pairs of a bundle hash split into task state and placement record
-/// (task id, node). Placement entries with a non-UTF-8 node are dropped.
-pub fn split_placement(pairs: HashPairs) -> (HashPairs, Placement) {
-    let mut fields = Vec::with_capacity(pairs.len());
-    let mut placement = Vec::new();
+/// The bundle field announcing job `job`'s copy.
+pub fn incoming_field(job: &str) -> String {
+    format!("{INCOMING_PREFIX}{job}")
+}
+
+/// A bundle hash as read, split by field kind.
+#[derive(Debug, Default, PartialEq)]
+pub struct Split {
+    /// Task state: (task id, value).
+    pub state: HashPairs,
+    /// The placement record.
+    pub placement: Placement,
+    /// Copies announced as incoming: (field name, unix ms to wait until at most).
+    pub incoming: Vec<(Vec<u8>, u64)>,
+}
+
+/// Splits the (field, value) pairs of a bundle hash. Placement entries with a non-UTF-8
+/// node and unknown reserved (`@`) fields are dropped.
+pub fn split(pairs: HashPairs) -> Split {
+    let mut out = Split {
+        state: Vec::with_capacity(pairs.len()),
+        ..Split::default()
+    };
     for (k, v) in pairs {
-        match k.strip_prefix(PLACEMENT_PREFIX.as_bytes()) {
-            Some(task) => {
-                if let (Ok(t), Ok(n)) = (std::str::from_utf8(task), String::from_utf8(v)) {
-                    placement.push((t.to_string(), n));
-                }
+        if let Some(task) = k.strip_prefix(PLACEMENT_PREFIX.as_bytes()) {
+            if let (Ok(t), Ok(n)) = (std::str::from_utf8(task), String::from_utf8(v)) {
+                out.placement.push((t.to_string(), n));
             }
-            None => fields.push((k, v)),
+        } else if k.starts_with(INCOMING_PREFIX.as_bytes()) {
+            let until = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.incoming.push((k, until));
+        } else if !k.starts_with(b"@") {
+            out.state.push((k, v));
         }
     }
-    (fields, placement)
+    out
+}
+
+/// [`split`] without the incoming announcements.
+pub fn split_placement(pairs: HashPairs) -> (HashPairs, Placement) {
+    let s = split(pairs);
+    (s.state, s.placement)
 }
 
 /// The sorted set of propagation jobs (member = job id, score = unix ms when the job is
@@ -80,6 +114,13 @@ mod tests {
         ]);
         assert_eq!(f, vec![(b"pre".to_vec(), b"x".to_vec())]);
         assert_eq!(p, vec![("pre".to_string(), "pi5u3".to_string())]);
+        let s = split(vec![
+            (b"det".to_vec(), b"y".to_vec()),
+            (incoming_field("j1").into_bytes(), b"1700".to_vec()),
+            (b"@future:x".to_vec(), b"?".to_vec()),
+        ]);
+        assert_eq!(s.state.len(), 1);
+        assert_eq!(s.incoming, vec![(b"@incoming:j1".to_vec(), 1700)]);
         assert_eq!(outbox("ns"), "ns:outbox");
         assert_eq!(outbox_jobs("ns"), "ns:outbox:jobs");
         assert_eq!(topology("ns"), "ns:topology");

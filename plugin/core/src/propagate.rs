@@ -477,6 +477,68 @@ pub async fn topology(ctx: &Context) -> Option<Arc<Schedule>> {
     topo
 }
 
+/// The state fields a copy to `target` must carry: this job's own, plus, except on the
+/// global store (every put sends its own state there), those whose placement record does
+/// not already name `target`.
+fn delta(
+    state: &HashPairs,
+    placement: &[(String, String)],
+    own: &[String],
+    target: &str,
+    is_global: bool,
+) -> HashPairs {
+    state
+        .iter()
+        .filter(|(field, _)| {
+            let Ok(task) = std::str::from_utf8(field) else {
+                return true;
+            };
+            if own.iter().any(|t| t == task) {
+                return true;
+            }
+            !is_global && !placement.iter().any(|(t, n)| t == task && n == target)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` (and the
+/// bundle's TTL, in case the copy never comes).
+fn incoming_marker(ns: &str, chain: &str, field: &str, until_ms: u64) -> Request {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("HSET")
+        .arg(keys::bundle(ns, chain))
+        .arg(field)
+        .arg(until_ms)
+        .ignore();
+    pipe.cmd("EXPIRE")
+        .arg(keys::bundle(ns, chain))
+        .arg(60)
+        .arg("NX")
+        .ignore();
+    Request::Pipe(pipe)
+}
+
+/// Sends the announcement (if any) and the copy back to back on one connection: the small
+/// announcement lands first, then the copy, which removes it.
+async fn send_copy(
+    store: &Store,
+    marker: Option<Request>,
+    copy: &Request,
+) -> Result<(), CallError> {
+    match marker {
+        Some(m) => {
+            let (announced, copied) = tokio::join!(store.query_async(&m), store.query_async(copy));
+            if let Err(e) = announced {
+                skylog!(Debug, "announcing a copy to {}: {e}", store.name());
+            }
+            copied.map(|_| ())
+        }
+        None => store.query_async(copy).await.map(|_| ()),
+    }
+}
+
 /// The global store, for a host call on the guest's thread (policy `stateless`);
 /// `StoreUnavailable` if there is none.
 pub fn require_global(ctx: &'static Context) -> Result<Global, CallError> {
@@ -491,6 +553,9 @@ pub fn require_global(ctx: &'static Context) -> Result<Global, CallError> {
         )
     })
 }
+
+/// Delay between a put and its job's election that the SLO check ignores.
+const QUEUE_NOISE_MS: u64 = 100;
 
 /// The outcome of an election, by node name.
 struct Elected {
@@ -545,7 +610,12 @@ fn elect(
     };
     let exclude: Vec<u32> = job.exclude.iter().filter_map(|n| t.id(n)).collect();
     let now = now_ms();
-    let waited = now.saturating_sub(job.put_at_ms);
+    // Time the job spent waiting since the put counts towards the budget once it is more
+    // than scheduling noise (a job resumed from the outbox, retried, or re-targeted).
+    let waited = match now.saturating_sub(job.put_at_ms) {
+        w if w > QUEUE_NOISE_MS => w,
+        _ => 0,
+    };
     let req = election::Request {
         policy: job.policy,
         local: local_id,
@@ -645,18 +715,29 @@ async fn step(
         .map(|(t, n)| (t.as_str(), n.as_str()))
         .chain(job.tasks.iter().map(|t| (t.as_str(), target.as_str())))
         .collect();
-    let pipe = copy_pipeline(ns, &job.chain, &state, &record, ctx.config.ttl);
+    let wait = p.incoming_wait;
     let mut copies = tokio::task::JoinSet::new();
     for name in &targets {
+        let is_global = Some(name) == global_name.as_ref();
+        let fields = delta(&state, &placement, &job.tasks, name, is_global);
+        let mut pipe = copy_pipeline(ns, &job.chain, &fields, &record, ctx.config.ttl);
+        let marker = (!wait.is_zero()).then(|| {
+            let field = keys::incoming_field(&job.id);
+            pipe.cmd("HDEL")
+                .arg(keys::bundle(ns, &job.chain))
+                .arg(&field)
+                .ignore();
+            incoming_marker(ns, &job.chain, &field, now_ms() + wait.as_millis() as u64)
+        });
         let store = match &global {
-            Some(g) if &g.name == name => Ok(Arc::clone(&g.store)),
+            Some(g) if is_global => Ok(Arc::clone(&g.store)),
             _ => ctx.nodes.store(topo.as_deref(), name),
         };
-        let req = Request::Pipe(pipe.clone());
+        let req = Request::Pipe(pipe);
         let name = name.clone();
         copies.spawn(async move {
             let r = match store {
-                Ok(s) => s.query_async(&req).await.map(|_| ()),
+                Ok(s) => send_copy(&s, marker, &req).await,
                 Err(m) => Err(CallError::new(skylark_abi::Status::StoreUnavailable, m)),
             };
             (name, r)
@@ -840,6 +921,29 @@ mod tests {
         assert_eq!(backoff(b, 2), Duration::from_millis(200));
         assert_eq!(backoff(b, 4), Duration::from_millis(800));
         assert_eq!(backoff(b, 40), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn copies_carry_only_what_the_target_lacks() {
+        let state = vec![
+            (b"pre".to_vec(), b"image".to_vec()),
+            (b"det".to_vec(), b"boxes".to_vec()),
+        ];
+        let placement = vec![("pre".to_string(), "n2".to_string())];
+        let own = vec!["det".to_string()];
+        let names = |v: HashPairs| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        // n2 already holds pre (placed there): only det goes.
+        assert_eq!(
+            names(delta(&state, &placement, &own, "n2", false)),
+            [b"det".to_vec()]
+        );
+        // n3 holds nothing of this chain: everything goes.
+        assert_eq!(delta(&state, &placement, &own, "n3", false).len(), 2);
+        // The global store got pre from pre's own put.
+        assert_eq!(
+            names(delta(&state, &placement, &own, "g", true)),
+            [b"det".to_vec()]
+        );
     }
 
     #[test]

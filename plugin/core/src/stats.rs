@@ -15,6 +15,8 @@ pub enum Counter {
     HitsNeighbour,
     HitsGlobal,
     Misses,
+    IncomingWaits,
+    IncomingWaitMs,
     CacheFills,
     Jobs,
     Coalesced,
@@ -37,7 +39,7 @@ pub enum Counter {
     PropagationGt10S,
 }
 
-const ALL: [Counter; 27] = [
+const ALL: [Counter; 29] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -45,6 +47,8 @@ const ALL: [Counter; 27] = [
     Counter::HitsNeighbour,
     Counter::HitsGlobal,
     Counter::Misses,
+    Counter::IncomingWaits,
+    Counter::IncomingWaitMs,
     Counter::CacheFills,
     Counter::Jobs,
     Counter::Coalesced,
@@ -78,6 +82,8 @@ impl Counter {
             Counter::HitsNeighbour => "hits_neighbour",
             Counter::HitsGlobal => "hits_global",
             Counter::Misses => "misses",
+            Counter::IncomingWaits => "incoming_waits",
+            Counter::IncomingWaitMs => "incoming_wait_ms_sum",
             Counter::CacheFills => "cache_fills",
             Counter::Jobs => "jobs",
             Counter::Coalesced => "coalesced",
