@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the machine packages the build and tests need if they are missing:
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
-# keyring (to verify trixie's WasmEdge packages), and the wasm32-wasip1 Rust target.
+# keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
+# experiment's plot), and the wasm32-wasip1 Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -11,6 +12,7 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
   || need+=(libclang-dev)
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq

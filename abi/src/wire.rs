@@ -138,6 +138,11 @@ pub struct GetOptions {
     /// Only the node-local store: no neighbours, no global store.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub local_only: bool,
+    /// Task ids the caller needs. A bundle lacking one of them is not a hit: the host
+    /// keeps looking (a copy on its way to this node, the other tiers) for a bounded
+    /// time, then returns the most complete bundle it found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<String>,
 }
 
 /// A wire encoding or decoding failure.

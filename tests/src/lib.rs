@@ -371,7 +371,9 @@ pub fn chain_id(tag: &str) -> String {
 }
 
 pub mod cluster;
+pub mod constellation;
 pub mod linkemu;
+pub mod report;
 
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()

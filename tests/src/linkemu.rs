@@ -24,11 +24,15 @@
 //!   scheduled keep their delivery time.
 //!
 //! The emulator runs on its own small tokio runtime, so it works from synchronous and
-//! asynchronous tests alike; dropping it closes the listener and every connection. An
+//! asynchronous tests alike; dropping it closes the listener and every connection.
+//! [`LinkEmu::start_in`] runs it on a runtime the caller owns instead, so that many
+//! emulators can share a few worker threads; dropping such an emulator stops its tasks
+//! (listener and connections close as soon as the runtime polls them). An
 //! error on one connection (a peer reset, an unreachable upstream) resets that connection
 //! only. Jitter comes from a tiny PRNG seeded per connection, so runs are repeatable.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,13 +250,16 @@ struct Shared {
     upstream: SocketAddr,
     state: watch::Sender<LinkState>,
     counters: Counters,
+    /// Set once, when the handle is dropped: every task of this emulator then ends.
+    stop: watch::Sender<bool>,
 }
 
 /// A running link emulator; see the [module documentation](self).
 pub struct LinkEmu {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    /// Always `Some` until dropped.
+    /// The emulator's own runtime; `None` when it runs on a caller's runtime
+    /// ([`LinkEmu::start_in`]) and after the drop.
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -269,18 +276,47 @@ impl LinkEmu {
         upstream: SocketAddr,
         spec: LinkSpec,
     ) -> io::Result<LinkEmu> {
-        let std_listener = std::net::TcpListener::bind(listen)
-            .map_err(|e| context(e, &format!("linkemu: cannot listen on {listen}")))?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKERS)
             .thread_name("linkemu")
             .enable_all()
             .build()
             .map_err(|e| context(e, "linkemu: cannot start its tokio runtime"))?;
+        let mut emu = LinkEmu::launch(runtime.handle(), listen, upstream, spec)?;
+        emu.runtime = Some(runtime);
+        Ok(emu)
+    }
+
+    /// Starts an emulator on a free loopback port, forwarding to `upstream`, whose tasks
+    /// run on the caller's runtime `handle` (which needs its I/O and time drivers enabled)
+    /// instead of a runtime of its own: many emulators can share a few worker threads.
+    ///
+    /// The listener is bound when this returns. Dropping the emulator stops its listener
+    /// and connections as soon as the runtime next polls them; dropping (or shutting
+    /// down) the runtime itself closes everything at once. The runtime must outlive the
+    /// emulator for the emulator to forward anything.
+    pub fn start_in(
+        handle: &tokio::runtime::Handle,
+        upstream: SocketAddr,
+        spec: LinkSpec,
+    ) -> io::Result<LinkEmu> {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        LinkEmu::launch(handle, listen, upstream, spec)
+    }
+
+    /// Binds `listen` and spawns the accept loop on `handle`; the result owns no runtime.
+    fn launch(
+        handle: &tokio::runtime::Handle,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        spec: LinkSpec,
+    ) -> io::Result<LinkEmu> {
+        let std_listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| context(e, &format!("linkemu: cannot listen on {listen}")))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
         let listener = {
-            let _in_runtime = runtime.enter();
+            let _in_runtime = handle.enter();
             TcpListener::from_std(std_listener)
                 .map_err(|e| context(e, &format!("linkemu: cannot register {addr}")))?
         };
@@ -289,16 +325,21 @@ impl LinkEmu {
             mode: LinkMode::Up,
             cut_epoch: 0,
         });
+        let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             upstream,
             state,
             counters: Counters::default(),
+            stop,
         });
-        runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
+        handle.spawn(until_stopped(
+            accept_loop(listener, Arc::clone(&shared)),
+            shared.stop.subscribe(),
+        ));
         Ok(LinkEmu {
             shared,
             addr,
-            runtime: Some(runtime),
+            runtime: None,
         })
     }
 
@@ -429,6 +470,8 @@ impl LinkEmu {
 
 impl Drop for LinkEmu {
     fn drop(&mut self) {
+        // Ends the accept loop and every connection task, wherever they run.
+        self.shared.stop.send_replace(true);
         if let Some(runtime) = self.runtime.take() {
             // Dropping a runtime waits for its workers, which tokio forbids on a thread
             // that drives async code; a helper thread makes this safe from async tests.
@@ -486,13 +529,26 @@ fn stopped() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "linkemu is shutting down")
 }
 
+/// Runs `task` until it ends or the emulator is stopped (or gone); dropping the task
+/// closes its sockets.
+async fn until_stopped(task: impl Future<Output = ()>, mut stop: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = task => {}
+        // An error means the handle and its sender are gone: stop as well.
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+}
+
 /// Accepts clients forever, one task per connection.
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
                 shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve(client, Arc::clone(&shared)));
+                tokio::spawn(until_stopped(
+                    serve(client, Arc::clone(&shared)),
+                    shared.stop.subscribe(),
+                ));
             }
             // Out of descriptors or an aborted handshake: keep listening.
             Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
@@ -825,6 +881,66 @@ mod tests {
         assert!(apply_settings(base, &["speed=3"]).is_err());
         assert!(apply_settings(base, &["bandwidth_mbps=0"]).is_err());
         assert!(apply_settings(base, &["jitter_ms=NaN"]).is_err());
+    }
+
+    /// A threaded echo server on a free loopback port.
+    fn echo_server() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = stream.try_clone().unwrap();
+                    let mut writer = stream;
+                    let _ = std::io::copy(&mut reader, &mut writer);
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `msg` through `addr` on a fresh connection, returns the round-trip time.
+    fn echo_rtt(addr: SocketAddr, msg: &[u8]) -> io::Result<Duration> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let started = std::time::Instant::now();
+        s.write_all(msg)?;
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back)?;
+        assert_eq!(back, msg);
+        Ok(started.elapsed())
+    }
+
+    #[test]
+    fn emulators_share_a_callers_runtime_and_stop_on_drop() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let upstream = echo_server();
+        let slow = LinkSpec::new(20.0, 0.0, None);
+        let a = LinkEmu::start_in(runtime.handle(), upstream, slow).unwrap();
+        let b = LinkEmu::start_in(runtime.handle(), upstream, LinkSpec::ideal()).unwrap();
+        assert!(a.runtime.is_none() && a.port() != b.port());
+        assert!(echo_rtt(a.addr(), b"ping").unwrap() >= Duration::from_millis(40));
+        echo_rtt(b.addr(), b"pong").unwrap();
+        // A connection held open through `a` dies with it; `b` keeps working.
+        let mut held = std::net::TcpStream::connect(a.addr()).unwrap();
+        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let addr = a.addr();
+        drop(a);
+        let mut buf = [0u8; 1];
+        let n = std::io::Read::read(&mut held, &mut buf);
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while echo_rtt(addr, b"x").is_ok() {
+            assert!(std::time::Instant::now() < deadline, "listener still open");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        echo_rtt(b.addr(), b"still up").unwrap();
+        assert_eq!(b.stats().accepted, 2);
     }
 
     #[test]

@@ -457,17 +457,25 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
         .args(["put", &chain, "pre", "200000", "7", "--dest", "pi5u3"])
         .spawn();
     let key = format!("{NS}:bundle:{chain}");
-    eventually("the copy is announced on pi5u3", Duration::from_secs(20), || {
-        let names: Vec<String> = redis::cmd("HKEYS")
-            .arg(&key)
-            .query(&mut c.node("pi5u3").redis.conn())
-            .expect("HKEYS");
-        names.iter().any(|n| n.starts_with("@incoming:"))
-    });
+    eventually(
+        "the copy is announced on pi5u3",
+        Duration::from_secs(20),
+        || {
+            let names: Vec<String> = redis::cmd("HKEYS")
+                .arg(&key)
+                .query(&mut c.node("pi5u3").redis.conn())
+                .expect("HKEYS");
+            names.iter().any(|n| n.starts_with("@incoming:"))
+        },
+    );
     // The consumer on pi5u3 starts while the copy is in flight: it waits for it and reads
     // locally instead of fetching 200 KB again from pi5u2.
     let g = get(&c, "pi5u3", &chain, &[]);
-    assert_eq!((g["tier"].as_str(), g["node"].as_str()), (Some("local"), Some("pi5u3")), "{g}");
+    assert_eq!(
+        (g["tier"].as_str(), g["node"].as_str()),
+        (Some("local"), Some("pi5u3")),
+        "{g}"
+    );
     assert_eq!(g["fields"]["pre"]["len"], 200000);
     producer.wait(RUN_TIMEOUT).assert_success();
     assert!(c.stats("pi5u3").get("incoming_waits") >= Some(&1));

@@ -104,8 +104,18 @@ pub fn read(
         Layout::Bundled => vec![chain.to_string()],
         Layout::Single => tasks.iter().map(|t| layout.chain_of(chain, t)).collect(),
     };
-    for c in chains {
-        let (bundle, ms) = timed(|| skylark_guest::get_bundle_with(&c, opts));
+    for (i, c) in chains.iter().enumerate() {
+        // The host waits (bounded) for required state still on its way rather than
+        // answer with an incomplete bundle.
+        let needed: Vec<String> = match layout {
+            Layout::Bundled => tasks.iter().map(|t| t.to_string()).collect(),
+            Layout::Single => vec![tasks[i].to_string()],
+        };
+        let opts = GetOptions {
+            require: needed,
+            ..opts.clone()
+        };
+        let (bundle, ms) = timed(|| skylark_guest::get_bundle_with(c, &opts));
         let bundle = bundle.map_err(|e| format!("fetching the state of chain {c}: {e}"))?;
         out.get_ms += ms;
         out.gets += 1;

@@ -26,6 +26,13 @@ pub struct Found {
 }
 
 impl Found {
+    /// True if the bundle holds every task in `require`.
+    fn has(&self, require: &[String]) -> bool {
+        require
+            .iter()
+            .all(|t| self.fields.iter().any(|(k, _)| k == t.as_bytes()))
+    }
+
     /// Splits a bundle hash as read; a hash without state yields just its placement record.
     fn new(raw: HashPairs, tier: Tier, node: String) -> Result<Found, Vec<(String, String)>> {
         let (fields, placement) = keys::split_placement(raw);
@@ -46,6 +53,10 @@ pub fn get(
     chain: &str,
     opts: &GetOptions,
 ) -> Result<Option<Found>, CallError> {
+    for t in &opts.require {
+        ids::validate(t.as_bytes())
+            .map_err(|e| CallError::new(Status::InvalidOptions, format!("require {t:?} {e}")))?;
+    }
     if let Some(from) = &opts.from {
         ids::validate(from.as_bytes())
             .map_err(|e| CallError::new(Status::InvalidOptions, format!("from {from:?} {e}")))?;
@@ -85,34 +96,124 @@ fn tiered(
             raw = r;
         }
     }
-    let placement = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
-        Ok(found) => return Ok(Some(found)),
+    let (local, placement) = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
+        Ok(found) if found.has(&opts.require) => return Ok(Some(found)),
+        Ok(found) => {
+            let placement = found.placement.clone();
+            (Some(found), placement)
+        }
         // The node may hold just a placement record naming where the state went.
-        Err(placement) => placement,
+        Err(placement) => (None, placement),
     };
     if opts.local_only || ctx.engine.is_none() {
-        return Ok(None);
+        return Ok(local);
     }
     let mut hints: Vec<String> = opts.from.iter().cloned().collect();
-    hints.extend(
-        placement
-            .into_iter()
-            .map(|(_, node): (String, String)| node),
-    );
+    hints.extend(placement.into_iter().map(|(_, node)| node));
     let chain_owned = chain.to_string();
-    // Each tier has the store deadline; the neighbour and global tiers run one after
-    // the other.
-    let deadline = ctx.config.timeout.saturating_mul(2) + ctx.config.connect_timeout;
-    let found = runtime::run(
-        deadline,
-        async move { remote(ctx, &chain_owned, hints).await },
-    )?;
-    if let Some(f) = &found {
-        if ctx.config.propagation.read_cache {
-            fill_cache(ctx, chain, f);
+    let require = opts.require.clone();
+    let wait = ctx.config.propagation.incoming_wait;
+    // Each remote tier has the store deadline (the neighbour and global tiers run one
+    // after the other); waiting for required state to arrive locally has its own bound.
+    let deadline = ctx.config.timeout.saturating_mul(2) + ctx.config.connect_timeout + wait;
+    let found = runtime::run(deadline, async move {
+        elsewhere_or_arriving(ctx, &chain_owned, hints, &require, wait).await
+    })?;
+    match found {
+        Some(f) => {
+            if f.source.tier != Tier::Local && ctx.config.propagation.read_cache {
+                fill_cache(ctx, chain, &f);
+            }
+            Ok(Some(f))
+        }
+        // Nothing complete anywhere: the most complete thing is what this node has.
+        None => Ok(local),
+    }
+}
+
+/// Looks for the bundle (complete with respect to `require`) on other nodes and, at the
+/// same time, if state is required, waits for it to arrive in the local store; the first
+/// complete answer wins.
+async fn elsewhere_or_arriving(
+    ctx: &'static Context,
+    chain: &str,
+    hints: Vec<String>,
+    require: &[String],
+    wait: std::time::Duration,
+) -> Result<Option<Found>, CallError> {
+    let elsewhere = remote(ctx, chain, hints, require);
+    let arriving = arrival(ctx, chain, require, wait);
+    tokio::pin!(elsewhere, arriving);
+    let (mut elsewhere_done, mut arriving_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut elsewhere, if !elsewhere_done => {
+                elsewhere_done = true;
+                if let Some(f) = r? {
+                    return Ok(Some(f));
+                }
+            }
+            r = &mut arriving, if !arriving_done => {
+                arriving_done = true;
+                if let Some(f) = r? {
+                    return Ok(Some(f));
+                }
+            }
+            else => return Ok(None),
         }
     }
-    Ok(found)
+}
+
+/// Polls the local store (field names only) until it holds every required task, at most
+/// `wait`; then reads the bundle. `None` at once when nothing is required.
+async fn arrival(
+    ctx: &'static Context,
+    chain: &str,
+    require: &[String],
+    wait: std::time::Duration,
+) -> Result<Option<Found>, CallError> {
+    if require.is_empty() || wait.is_zero() {
+        return Ok(None);
+    }
+    let ns = &ctx.config.namespace;
+    let key = keys::bundle(ns, chain);
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(&key);
+        let names = field_names(ctx.local.query_async(&Request::Cmd(cmd)).await?);
+        if require
+            .iter()
+            .all(|t| names.iter().any(|n| n == t.as_bytes()))
+        {
+            break;
+        }
+        if started.elapsed() >= wait {
+            return Ok(None);
+        }
+    }
+    stats::inc(Counter::IncomingWaits);
+    stats::add(
+        Counter::IncomingWaitMs,
+        started.elapsed().as_millis() as u64,
+    );
+    let raw = read(&ctx.local, &bundle_request(ns, chain)).await?;
+    Ok(Found::new(raw, Tier::Local, ctx.config.node_name.clone()).ok())
+}
+
+/// The names in an `HKEYS` reply.
+fn field_names(v: redis::Value) -> Vec<Vec<u8>> {
+    match v {
+        redis::Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                redis::Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
@@ -145,16 +246,7 @@ fn wait_incoming(
         std::thread::sleep(std::time::Duration::from_millis(2));
         let mut cmd = redis::cmd("HKEYS");
         cmd.arg(&key);
-        let names: Vec<Vec<u8>> = match ctx.local.query(&Request::Cmd(cmd))? {
-            redis::Value::Array(items) => items
-                .into_iter()
-                .filter_map(|v| match v {
-                    redis::Value::BulkString(b) => Some(b),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let names = field_names(ctx.local.query(&Request::Cmd(cmd))?);
         let now = now_ms();
         let pending = live
             .iter()
@@ -176,6 +268,7 @@ async fn remote(
     ctx: &'static Context,
     chain: &str,
     hints: Vec<String>,
+    require: &[String],
 ) -> Result<Option<Found>, CallError> {
     let ns = ctx.config.namespace.clone();
     let local = &ctx.config.node_name;
@@ -212,8 +305,10 @@ async fn remote(
         match joined {
             Ok((name, Ok(raw))) => {
                 if let Ok(found) = Found::new(raw, Tier::Neighbour, name) {
-                    probes.abort_all();
-                    return Ok(Some(found));
+                    if found.has(require) {
+                        probes.abort_all();
+                        return Ok(Some(found));
+                    }
                 }
             }
             Ok((name, Err(e))) => skylog!(Info, "get {chain}: neighbour {name}: {e}"),
@@ -227,7 +322,9 @@ async fn remote(
         return Ok(None);
     }
     let raw = read(&g.store, &bundle_request(&ns, chain)).await?;
-    Ok(Found::new(raw, Tier::Global, g.name).ok())
+    Ok(Found::new(raw, Tier::Global, g.name)
+        .ok()
+        .filter(|f| f.has(require)))
 }
 
 async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError> {

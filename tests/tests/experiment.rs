@@ -1,0 +1,63 @@
+//! Smoke version of the constellation experiment (`scripts/experiment.sh --quick`), so the
+//! experiment cannot rot: the emulated constellation comes up, every policy and state
+//! layout runs the EO workflow with real wasmedge and redis-servers, the throughput mode
+//! runs, and the report, plot and records are written and consistent. It asserts what
+//! does not depend on timing; the numbers themselves belong to BENCHMARKS.md.
+
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn quick_experiment_writes_a_consistent_report() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_experiment"))
+        .args(["--quick", "--mode", "interp", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run the experiment binary");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "experiment failed:\n{stderr}");
+    assert!(stdout.contains("T(W)"), "no headline on stdout:\n{stdout}");
+
+    let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    for word in ["skylark", "random", "stateless", "bundled", "single"] {
+        assert!(report.contains(word), "report lacks {word}:\n{report}");
+    }
+    let png = std::fs::read(out.path().join("latency.png")).expect("latency.png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    let records: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("records.json")).expect("records.json"),
+    )
+    .expect("records.json is JSON");
+    let workflows = records["workflows"]
+        .as_array()
+        .or_else(|| records.as_array())
+        .expect("a list of workflow records");
+    assert_eq!(workflows.len(), 6, "3 policies x 2 layouts x 1 repetition");
+    for w in workflows {
+        let steps = w["steps"].as_array().expect("steps");
+        let names: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| s["function"].as_str())
+            .collect();
+        assert_eq!(names, ["preprocess", "detect", "detect2", "alarm"], "{w}");
+        let policy = w["config"]["policy"].as_str().unwrap_or("");
+        let single = w["config"]["state"] == "single";
+        for s in &steps[1..] {
+            let gets = s["gets"].as_u64().unwrap_or(0);
+            // alarm reads two keys in the single layout, every other read is one request.
+            let want = if single && s["function"] == "alarm" {
+                2
+            } else {
+                1
+            };
+            assert_eq!(gets, want, "{s}");
+            if policy == "stateless" {
+                assert_eq!(s["local_gets"], 0, "stateless reads the global store: {s}");
+            }
+        }
+        assert!(w["t_w_ms"].as_f64().unwrap_or(0.0) > 0.0);
+    }
+}
