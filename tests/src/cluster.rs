@@ -249,33 +249,7 @@ impl Cluster {
 
     /// Subscribes to `node`'s event channel; events arrive on the returned receiver.
     pub fn events(&self, node: &str) -> Events {
-        let url = self.node(node).redis.url.clone();
-        let (tx, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                return;
-            };
-            let Ok(mut conn) = client.get_connection() else {
-                return;
-            };
-            let mut ps = conn.as_pubsub();
-            if ps.subscribe(format!("{NS}/events")).is_err() {
-                return;
-            }
-            let _ = ready_tx.send(());
-            while let Ok(msg) = ps.get_message() {
-                let Ok(line) = msg.get_payload::<String>() else {
-                    continue;
-                };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("subscribed to the event channel");
+        let rx = crate::subscribe(&self.node(node).redis.url, &format!("{NS}/events"));
         Events {
             rx,
             seen: Vec::new(),

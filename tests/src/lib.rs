@@ -412,3 +412,38 @@ pub fn aot(name: &str) -> PathBuf {
     eprintln!("[aot] compiled in {:.1} s", t.elapsed().as_secs_f64());
     out
 }
+
+/// Subscribes to pub/sub `channel` of the redis-server at `url`; every message payload
+/// arrives on the returned receiver, from a background thread. Returns once subscribed;
+/// panics if that fails within 5 s.
+pub fn subscribe(url: &str, channel: &str) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (url_owned, channel_owned) = (url.to_string(), channel.to_string());
+    std::thread::spawn(move || {
+        let (url, channel) = (url_owned, channel_owned);
+        let Ok(client) = redis::Client::open(url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let mut ps = conn.as_pubsub();
+        if ps.subscribe(&channel).is_err() {
+            return;
+        }
+        let _ = ready_tx.send(());
+        while let Ok(msg) = ps.get_message() {
+            let Ok(line) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("could not subscribe to {channel} at {url}"));
+    rx
+}

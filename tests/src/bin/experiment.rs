@@ -192,25 +192,10 @@ impl Events {
     fn subscribe(net: &Constellation) -> Events {
         let events = Events::default();
         for node in net.nodes() {
-            let url = net.redis(&node).url.clone();
+            let lines = skylark_tests::subscribe(&net.redis(&node).url, "skylark/events");
             let sink = events.clone();
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                let Ok(client) = redis::Client::open(url.as_str()) else {
-                    return;
-                };
-                let Ok(mut conn) = client.get_connection() else {
-                    return;
-                };
-                let mut ps = conn.as_pubsub();
-                if ps.subscribe("skylark/events").is_err() {
-                    return;
-                }
-                let _ = ready_tx.send(());
-                while let Ok(msg) = ps.get_message() {
-                    let Ok(line) = msg.get_payload::<String>() else {
-                        continue;
-                    };
+                for line in lines {
                     let mut parts = line.splitn(3, ' ');
                     let (Some(_), Some(name), Some(body)) =
                         (parts.next(), parts.next(), parts.next())
@@ -225,9 +210,6 @@ impl Events {
                     }
                 }
             });
-            if ready_rx.recv_timeout(Duration::from_secs(5)).is_err() {
-                panic!("could not subscribe to the events of {node}");
-            }
         }
         events
     }
