@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Offline validation of the Skylark Kubernetes manifests (runtimeclass/manifests/*.yaml).
+
+Run through validate.sh, which provides the `kubernetes-validate` package (it ships the
+Kubernetes OpenAPI/JSON schemas, so nothing is fetched at validation time).
+
+Checks, each failure printed as `FILE: kind/name: problem`:
+1. every file parses as YAML; every document has apiVersion, kind, metadata.name, and its
+   names are valid DNS-1123 names;
+2. built-in kinds (Namespace, RuntimeClass, DaemonSet, ConfigMap, Job) against the
+   Kubernetes schemas of each requested version, strictly (unknown fields are errors);
+3. Knative Services (no schema shipped): apiVersion serving.knative.dev/v1, one container,
+   at most one port, and `spec.template` validated as a Pod against the same schemas;
+   every PodSpec feature Knative gates (runtimeClassName, hostPath, fieldRef,
+   nodeSelector) must be enabled in the config-features manifest;
+4. references: volume mounts name volumes; ConfigMaps (volumes, envFrom, configMapKeyRef),
+   the RuntimeClass and the namespace exist in an earlier or the same file (apply order);
+   images carry an explicit tag;
+5. Skylark rules for wasm pods (runtimeClassName of the Skylark RuntimeClass): the
+   annotation module.wasm.image/variant=compat-smart, WASMEDGE_PLUGIN_PATH one path
+   without ':' that is a read-only hostPath mount of the plugin directory, the Redis
+   socket directory mounted when SKYLARK_REDIS_URL is a unix socket, SKYLARK_NODE_NAME
+   from spec.nodeName;
+6. the topology ConfigMap's topology.json: JSON in Skylark's format, links between known
+   nodes, non-negative numbers;
+7. embedded `sh -c` scripts pass `sh -n`.
+Exit status 0 when all pass, 1 otherwise, 2 on usage errors.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+BUILTIN = {
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("node.k8s.io/v1", "RuntimeClass"),
+    ("apps/v1", "DaemonSet"),
+    ("batch/v1", "Job"),
+}
+KNATIVE = ("serving.knative.dev/v1", "Service")
+# Namespaces that exist without these manifests.
+EXTERNAL_NAMESPACES = {"knative-serving", "kube-system", "default"}
+VARIANT = "module.wasm.image/variant"
+PLUGIN_DIR = "/opt/skylark/plugin"
+KNATIVE_FLAGS = {
+    "runtimeClassName": "kubernetes.podspec-runtimeclassname",
+    "hostPath": "kubernetes.podspec-volumes-hostpath",
+    "fieldRef": "kubernetes.podspec-fieldref",
+    "nodeSelector": "kubernetes.podspec-nodeselector",
+}
+
+
+class Problems:
+    """Collects problems; `where` prefixes each with file and object."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, where, message):
+        self.items.append(f"{where}: {message}")
+
+
+def load(manifest_dir, problems):
+    """Returns [(order, file, doc)] of every document, files in apply (name) order."""
+    files = sorted(manifest_dir.glob("*.yaml"))
+    if not files:
+        problems.add(str(manifest_dir), "no *.yaml files")
+    docs = []
+    for order, path in enumerate(files):
+        if not re.match(r"^\d\d-[a-z0-9-]+\.yaml$", path.name):
+            problems.add(path.name, "file name must be NN-name.yaml (apply order)")
+        try:
+            loaded = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except yaml.YAMLError as e:
+            problems.add(path.name, f"YAML: {e}")
+            continue
+        if not loaded:
+            problems.add(path.name, "no YAML documents")
+        for doc in loaded:
+            docs.append((order, path.name, doc))
+    return docs
+
+
+def ident(doc):
+    meta = doc.get("metadata") or {}
+    return f"{doc.get('kind', '?')}/{meta.get('name', '?')}"
+
+
+def check_basics(fname, doc, problems):
+    """apiVersion, kind, metadata.name and DNS-1123 names. Returns False if unusable."""
+    where = f"{fname}: {ident(doc)}"
+    if not isinstance(doc, dict):
+        problems.add(fname, "a document is not a mapping")
+        return False
+    ok = True
+    for key in ("apiVersion", "kind", "metadata"):
+        if key not in doc:
+            problems.add(where, f"missing {key}")
+            ok = False
+    if not ok:
+        return False
+    api = (doc["apiVersion"], doc["kind"])
+    if api not in BUILTIN and api != KNATIVE:
+        problems.add(where, f"unknown apiVersion/kind {api[0]} {api[1]}")
+        return False
+    name = doc["metadata"].get("name", "")
+    label_only = doc["kind"] in ("Namespace", "Service") or doc["kind"] in ("DaemonSet", "Job")
+    pattern = DNS1123_LABEL if label_only else DNS1123_SUBDOMAIN
+    if not pattern.match(name) or len(name) > (63 if label_only else 253):
+        problems.add(where, f"name {name!r} is not a valid DNS-1123 name")
+    ns = doc["metadata"].get("namespace")
+    if ns is not None and not DNS1123_LABEL.match(ns):
+        problems.add(where, f"namespace {ns!r} is not a valid DNS-1123 label")
+    return True
+
+
+def schema_validate(where, doc, versions, problems):
+    for version in versions:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = "/".join(str(p) for p in e.path)
+            problems.add(where, f"schema {version}: {path}: {e.message}")
+        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as e:
+            problems.add(where, f"schema {version}: {e}")
+
+
+def pod_template(doc):
+    """The pod template (metadata, spec) of a workload, or None."""
+    kind = doc["kind"]
+    if kind in ("DaemonSet", "Job") or doc["apiVersion"] == KNATIVE[0]:
+        tpl = (doc.get("spec") or {}).get("template") or {}
+        return tpl.get("metadata") or {}, tpl.get("spec") or {}
+    return None
+
+
+def knative_checks(where, doc, versions, features, problems):
+    spec = (doc.get("spec") or {}).get("template", {}).get("spec")
+    if not isinstance(spec, dict):
+        problems.add(where, "missing spec.template.spec")
+        return
+    containers = spec.get("containers") or []
+    if len(containers) != 1:
+        problems.add(where, f"Knative needs exactly one container here, found {len(containers)}")
+    for c in containers:
+        if len(c.get("ports") or []) > 1:
+            problems.add(where, f"container {c.get('name')}: Knative allows at most one port")
+    meta = dict(doc["spec"]["template"].get("metadata") or {})
+    meta["name"] = doc["metadata"]["name"]
+    meta["namespace"] = doc["metadata"].get("namespace", "default")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    schema_validate(f"{where} (template as Pod)", pod, versions, problems)
+    used = set()
+    if spec.get("runtimeClassName"):
+        used.add("runtimeClassName")
+    if spec.get("nodeSelector"):
+        used.add("nodeSelector")
+    if any("hostPath" in v for v in spec.get("volumes") or []):
+        used.add("hostPath")
+    if "fieldRef" in json.dumps(containers):
+        used.add("fieldRef")
+    for feature in sorted(used):
+        flag = KNATIVE_FLAGS[feature]
+        if features.get(flag) not in ("enabled", "allowed"):
+            problems.add(where, f"uses {feature}: needs {flag}: enabled in knative-serving/config-features")
+
+
+def env_value(container, name):
+    for e in container.get("env") or []:
+        if e.get("name") == name:
+            return e
+    return None
+
+
+def reference_checks(where, order, doc, defined, configmaps_data, runtime_class, problems):
+    """Volumes, ConfigMaps, RuntimeClass and namespace references; Skylark wasm rules."""
+    ns = doc["metadata"].get("namespace", "default")
+    if ns not in EXTERNAL_NAMESPACES and ("Namespace", "", ns) not in defined_before(defined, order):
+        problems.add(where, f"namespace {ns} is not created by this or an earlier file")
+    tpl = pod_template(doc)
+    if tpl is None:
+        return
+    meta, spec = tpl
+    before = defined_before(defined, order)
+    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    for v in volumes.values():
+        cm = (v.get("configMap") or {}).get("name")
+        if cm and ("ConfigMap", ns, cm) not in before:
+            problems.add(where, f"volume {v.get('name')}: ConfigMap {ns}/{cm} not defined earlier")
+    rc = spec.get("runtimeClassName")
+    if rc and ("RuntimeClass", "", rc) not in before:
+        problems.add(where, f"runtimeClassName {rc} not defined earlier")
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    for c in containers:
+        cw = f"{where}: container {c.get('name')}"
+        image = c.get("image", "")
+        last = image.rsplit("/", 1)[-1]
+        if not image or ("@" not in image and ":" not in last):
+            problems.add(cw, f"image {image!r} needs an explicit tag")
+        mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
+        for m in mounts.values():
+            if m.get("name") not in volumes:
+                problems.add(cw, f"volumeMount {m.get('name')} names no volume")
+        for ef in c.get("envFrom") or []:
+            cm = (ef.get("configMapRef") or {}).get("name")
+            if cm and ("ConfigMap", ns, cm) not in before:
+                problems.add(cw, f"envFrom ConfigMap {ns}/{cm} not defined earlier")
+        for e in c.get("env") or []:
+            ref = ((e.get("valueFrom") or {}).get("configMapKeyRef")) or {}
+            if ref and ("ConfigMap", ns, ref.get("name")) not in before:
+                problems.add(cw, f"env {e.get('name')}: ConfigMap {ref.get('name')} not defined earlier")
+        check_shell(cw, c, problems)
+        if rc == runtime_class:
+            wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems)
+
+
+def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems):
+    if (meta.get("annotations") or {}).get(VARIANT) != "compat-smart":
+        problems.add(where, f"pod template needs annotation {VARIANT}: compat-smart")
+    env = env_value(c, "WASMEDGE_PLUGIN_PATH")
+    path = (env or {}).get("value")
+    if not path:
+        problems.add(where, "WASMEDGE_PLUGIN_PATH must be set (a value)")
+    else:
+        if ":" in path:
+            problems.add(where, f"WASMEDGE_PLUGIN_PATH {path!r}: one path, no ':' (a trailing ':' aborts WasmEdge 0.14)")
+        m = mounts.get(path)
+        vol = volumes.get((m or {}).get("name"), {})
+        if not m or (vol.get("hostPath") or {}).get("path") != PLUGIN_DIR:
+            problems.add(where, f"WASMEDGE_PLUGIN_PATH {path} must be a mount of hostPath {PLUGIN_DIR}")
+        elif not m.get("readOnly"):
+            problems.add(where, f"the plugin mount {path} should be readOnly")
+    node = (env_value(c, "SKYLARK_NODE_NAME") or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    if node != "spec.nodeName":
+        problems.add(where, "SKYLARK_NODE_NAME must come from fieldRef spec.nodeName")
+    env_cfg = {}
+    for ef in c.get("envFrom") or []:
+        env_cfg.update(configmaps_data.get((ns, (ef.get("configMapRef") or {}).get("name")), {}))
+    for e in c.get("env") or []:
+        if "value" in e:
+            env_cfg[e["name"]] = e["value"]
+    url = env_cfg.get("SKYLARK_REDIS_URL", "")
+    if url.startswith(("unix://", "redis+unix://")):
+        sock_dir = url.split("://", 1)[1].rsplit("/", 1)[0]
+        if sock_dir not in mounts:
+            problems.add(where, f"SKYLARK_REDIS_URL {url}: socket directory {sock_dir} is not mounted")
+    topo = env_cfg.get("SKYLARK_TOPOLOGY_FILE")
+    if topo and topo.rsplit("/", 1)[0] not in mounts:
+        problems.add(where, f"SKYLARK_TOPOLOGY_FILE {topo}: its directory is not mounted")
+
+
+def check_shell(where, c, problems):
+    cmd = (c.get("command") or []) + (c.get("args") or [])
+    for i, word in enumerate(cmd[:-1]):
+        if word == "-c" and i > 0 and cmd[i - 1].endswith("sh"):
+            r = subprocess.run(["sh", "-n", "-c", cmd[i + 1]], capture_output=True, text=True)
+            if r.returncode != 0:
+                problems.add(where, f"embedded sh script: {r.stderr.strip()}")
+
+
+def defined_before(defined, order):
+    return {key for key, o in defined.items() if o <= order}
+
+
+def check_topology(where, text, problems):
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        problems.add(where, f"topology.json is not JSON: {e}")
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
+        problems.add(where, "topology.json: expected Skylark's format (an object with nodes)")
+        return
+    names = set()
+    for i, n in enumerate(doc["nodes"]):
+        if not isinstance(n, dict) or not n.get("name") or n.get("type") not in ("Cloud", "Edge", "Sat"):
+            problems.add(where, f"topology.json: node {i} needs name and type Cloud|Edge|Sat")
+            continue
+        if n["name"] in names:
+            problems.add(where, f"topology.json: node {n['name']} twice")
+        names.add(n["name"])
+    if doc.get("global") is not None and doc["global"] not in names:
+        problems.add(where, f"topology.json: global {doc['global']} is not a node")
+    slots = doc.get("slots") if "slots" in doc else [doc.get("links") or []]
+    if not isinstance(slots, list) or not slots:
+        problems.add(where, "topology.json: no slots")
+        return
+    for s, links in enumerate(slots):
+        for j, link in enumerate(links if isinstance(links, list) else []):
+            at = f"topology.json: slot {s} link {j}"
+            if link.get("source") not in names or link.get("target") not in names:
+                problems.add(where, f"{at}: unknown node")
+            for key in ("latency_ms", "bandwidth_mbps"):
+                v = link.get(key)
+                if not isinstance(v, (int, float)) or v < 0:
+                    problems.add(where, f"{at}: {key} must be a non-negative number")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest_dir", type=Path)
+    ap.add_argument("--kubernetes-version", action="append", dest="versions",
+                    help="schema version, e.g. 1.31.0 (repeatable; default 1.28.0 and 1.33.0)")
+    ap.add_argument("--runtime-class", default="wasmedge-skylark")
+    args = ap.parse_args()
+    versions = args.versions or ["1.28.0", "1.33.0"]
+    problems = Problems()
+    docs = load(args.manifest_dir, problems)
+
+    usable = [(o, f, d) for o, f, d in docs if check_basics(f, d, problems)]
+    defined, configmaps_data, features = {}, {}, {}
+    for order, _, doc in usable:
+        ns = "" if doc["kind"] in ("Namespace", "RuntimeClass") else doc["metadata"].get("namespace", "default")
+        key = (doc["kind"], ns, doc["metadata"]["name"])
+        defined.setdefault(key, order)
+        if doc["kind"] == "ConfigMap":
+            configmaps_data[(ns, doc["metadata"]["name"])] = doc.get("data") or {}
+            if (ns, doc["metadata"]["name"]) == ("knative-serving", "config-features"):
+                features = doc.get("data") or {}
+    counts = {}
+    for order, fname, doc in usable:
+        where = f"{fname}: {ident(doc)}"
+        counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
+        if (doc["apiVersion"], doc["kind"]) == KNATIVE:
+            knative_checks(where, doc, versions, features, problems)
+        else:
+            schema_validate(where, doc, versions, problems)
+        reference_checks(where, order, doc, defined, configmaps_data, args.runtime_class, problems)
+        if doc["kind"] == "ConfigMap" and "topology.json" in (doc.get("data") or {}):
+            check_topology(where, doc["data"]["topology.json"], problems)
+
+    for p in problems.items:
+        print(f"FAIL {p}")
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    print(f"{len(docs)} documents ({summary}) in {args.manifest_dir}, schemas "
+          f"{' and '.join(versions)}: {len(problems.items)} problem(s)")
+    return 1 if problems.items else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
