@@ -10,7 +10,9 @@ Checks, each failure printed as `FILE: kind/name: problem`:
 2. built-in kinds (Namespace, RuntimeClass, DaemonSet, ConfigMap, Job) against the
    Kubernetes schemas of each requested version, strictly (unknown fields are errors);
 3. Knative Services (no schema shipped): apiVersion serving.knative.dev/v1, one container,
-   at most one port, and `spec.template` validated as a Pod against the same schemas;
+   at most one port (a readiness probe on it), RevisionSpec's own fields
+   (containerConcurrency, timeouts) checked and removed, and the rest of
+   `spec.template` validated as a Pod against the same schemas;
    every PodSpec feature Knative gates (runtimeClassName, hostPath, fieldRef,
    nodeSelector) must be enabled in the config-features manifest;
 4. references: volume mounts name volumes; ConfigMaps (volumes, envFrom, configMapKeyRef),
@@ -47,6 +49,8 @@ BUILTIN = {
     ("batch/v1", "Job"),
 }
 KNATIVE = ("serving.knative.dev/v1", "Service")
+# RevisionSpec = PodSpec plus these.
+KNATIVE_REVISION_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
 # Namespaces that exist without these manifests.
 EXTERNAL_NAMESPACES = {"knative-serving", "kube-system", "default"}
 VARIANT = "module.wasm.image/variant"
@@ -152,12 +156,28 @@ def knative_checks(where, doc, versions, features, problems):
     if len(containers) != 1:
         problems.add(where, f"Knative needs exactly one container here, found {len(containers)}")
     for c in containers:
-        if len(c.get("ports") or []) > 1:
+        ports = c.get("ports") or []
+        if len(ports) > 1:
             problems.add(where, f"container {c.get('name')}: Knative allows at most one port")
+        probe_port = ((c.get("readinessProbe") or {}).get("httpGet") or {}).get("port")
+        if probe_port is not None and [p.get("containerPort") for p in ports] != [probe_port]:
+            problems.add(where, f"container {c.get('name')}: readiness probe port {probe_port} is not the container port")
+    # Fields of Knative's RevisionSpec that a PodSpec does not have.
+    revision_only = {}
+    for key in KNATIVE_REVISION_FIELDS:
+        if key in spec:
+            revision_only[key] = spec[key]
+    for key, value in revision_only.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.add(where, f"{key} must be a non-negative integer, found {value!r}")
+    cc = revision_only.get("containerConcurrency")
+    if isinstance(cc, int) and cc > 1000:
+        problems.add(where, f"containerConcurrency {cc} is over Knative's maximum 1000")
     meta = dict(doc["spec"]["template"].get("metadata") or {})
     meta["name"] = doc["metadata"]["name"]
     meta["namespace"] = doc["metadata"].get("namespace", "default")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    pod_spec = {k: v for k, v in spec.items() if k not in KNATIVE_REVISION_FIELDS}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
     schema_validate(f"{where} (template as Pod)", pod, versions, problems)
     used = set()
     if spec.get("runtimeClassName"):

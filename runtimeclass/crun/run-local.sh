@@ -2,7 +2,9 @@
 # Runs the probe guest as an OCI container through Debian trixie's crun (its built-in
 # WasmEdge handler, selected by the annotation module.wasm.image/variant=compat-smart), with
 # the Skylark plugin loaded from a directory inside the container's rootfs, and checks that
-# the guest's put and get against a redis-server started here succeed.
+# the guest's put and get against a redis-server started here succeed. In host-network
+# mode it then runs preprocess.wasm in HTTP mode (`--serve`, what the Knative Services run)
+# as a container and sends it a request.
 #
 #   exit 0   the container ran and put/get succeeded (proves crun loaded the plugin)
 #   exit 77  this machine cannot run it; one line on stdout says why (for a test to skip)
@@ -62,12 +64,14 @@ loader="$prefix/runtime/usr/lib/$multiarch/ld-linux-x86-64.so.2"
 
 plugin="$root/target/plugin/libwasmedgePluginSkylark.so"
 guest="$root/target/wasm32-wasip1/release/probe.wasm"
-if [ ! -f "$plugin" ] || [ ! -f "$guest" ]; then
+server="$root/target/wasm32-wasip1/release/preprocess.wasm"
+if [ ! -f "$plugin" ] || [ ! -f "$guest" ] || [ ! -f "$server" ]; then
   log "building the plugin and guests (scripts/build.sh)"
   bash "$root/scripts/build.sh" >&2 || fail "scripts/build.sh failed"
 fi
 [ -f "$plugin" ] || fail "missing $plugin after the build"
 [ -f "$guest" ] || fail "missing $guest after the build"
+[ -f "$server" ] || fail "missing $server after the build"
 
 # ---------------------------------------------------------------- crun from trixie
 crun_bin="$cache/root/usr/bin/crun"
@@ -184,10 +188,11 @@ log "redis-server (pid $redis_pid) at $redis_url"
 bundle="$work/bundle"
 mkdir -p "$bundle/rootfs/opt/skylark/plugin" "$bundle/rootfs/run/skylark"
 cp "$guest" "$bundle/rootfs/probe.wasm"
+cp "$server" "$bundle/rootfs/preprocess.wasm"
 cp "$plugin" "$bundle/rootfs/opt/skylark/plugin/"
 
-write_config() { # args of the guest (after /probe.wasm), as JSON strings joined by commas
-  local args_json="$1" netns="" extra_mount=""
+write_config() { # args of the guest (after the module), as JSON strings joined by commas; module (default /probe.wasm)
+  local args_json="$1" module="${2:-/probe.wasm}" netns="" extra_mount=""
   if [ "$net_mode" = unix ]; then
     netns='{ "type": "network" },'
     extra_mount=',
@@ -200,7 +205,7 @@ write_config() { # args of the guest (after /probe.wasm), as JSON strings joined
   "process": {
     "terminal": false,
     "user": { "uid": 0, "gid": 0 },
-    "args": [ "/probe.wasm", $args_json ],
+    "args": [ "$module", $args_json ],
     "env": [
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "WASMEDGE_PLUGIN_PATH=/opt/skylark/plugin",
@@ -290,4 +295,47 @@ printf '%s' "$get_out" | grep -q '"status":0' || fail "guest get failed in the c
 printf '%s' "$get_out" | grep -q '"crun":{[^}]*"len":4096' || fail "get did not return the field written by the put: $get_out"
 [ "$rc" = 0 ] || fail "crun exited $rc after a successful get"
 
-echo "OK: crun $(printf '%s' "$features" | head -n1 | awk '{print $3}') ran probe.wasm with the Skylark plugin (WASMEDGE_PLUGIN_PATH=/opt/skylark/plugin inside the rootfs); put and get via $redis_url succeeded$([ "$use_unshare" = 1 ] && echo ' (hybrid-cgroup workaround: private mount namespace without /sys/fs/cgroup/unified)')"
+# ---------------------------------------------------------------- HTTP mode (host network only)
+served=""
+if [ "$net_mode" = host ] && command -v curl >/dev/null 2>&1; then
+  http_port=""
+  for _ in 1 2 3 4 5 6 7 8; do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then http_port=$p; break; fi
+  done
+  [ -n "$http_port" ] || fail "no free port for the HTTP-mode container"
+  id="skylark-serve-$$"
+  ids+=("$id")
+  write_config '"--serve", "'"$http_port"'"' /preprocess.wasm
+  log "container: /preprocess.wasm --serve $http_port"
+  cmd=("$loader" --library-path "$libpath" "$crun_bin" --root "$state" run --bundle "$bundle" "$id")
+  if [ "$use_unshare" = 1 ]; then
+    timeout 120 unshare --mount --propagation private -- \
+      sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh "${cmd[@]}" \
+      >"$work/$id.out" 2>"$work/$id.err" </dev/null &
+  else
+    timeout 120 "${cmd[@]}" >"$work/$id.out" 2>"$work/$id.err" </dev/null &
+  fi
+  serve_pid=$!
+  ready=0
+  for _ in $(seq 1 300); do
+    if [ "$(curl -s --max-time 2 "http://127.0.0.1:$http_port/healthz" 2>/dev/null)" = ok ]; then ready=1; break; fi
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$ready" = 1 ]; then
+    http_chain="$chain-http"
+    reply="$(curl -s --max-time 60 -X POST "http://127.0.0.1:$http_port/?chain=$http_chain&size=4096" || true)"
+  fi
+  crun --root "$state" kill "$id" KILL >/dev/null 2>&1 || kill "$serve_pid" 2>/dev/null || true
+  wait "$serve_pid" 2>/dev/null || true
+  crun --root "$state" delete -f "$id" >/dev/null 2>&1 || true
+  [ "$ready" = 1 ] || fail "preprocess --serve never answered /healthz in the container: $(tail -n2 "$work/$id.err" | tr '\n' ' ')"
+  log "HTTP: $reply"
+  printf '%s' "$reply" | grep -q '"function":"preprocess"' || fail "the HTTP-mode container answered: $reply"
+  [ "$(redis-cli "${cli[@]}" hexists "skylark:bundle:$http_chain" preprocess)" = 1 ] \
+    || fail "the HTTP request succeeded but skylark:bundle:$http_chain has no field 'preprocess'"
+  served="; preprocess.wasm --serve answered an HTTP request and stored its state"
+fi
+
+echo "OK: crun $(printf '%s' "$features" | head -n1 | awk '{print $3}') ran probe.wasm with the Skylark plugin (WASMEDGE_PLUGIN_PATH=/opt/skylark/plugin inside the rootfs); put and get via $redis_url succeeded$served$([ "$use_unshare" = 1 ] && echo ' (hybrid-cgroup workaround: private mount namespace without /sys/fs/cgroup/unified)')"

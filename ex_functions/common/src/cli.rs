@@ -155,9 +155,25 @@ pub fn timed<R>(f: impl FnOnce() -> R) -> (R, f64) {
 
 /// The process entry point of a function: parses `std::env::args`, runs `run`, prints its
 /// JSON value as one line on stdout and exits 0, or reports the error on stderr and exits
-/// non-zero.
-pub fn main(spec: &Spec, run: impl FnOnce(&Args) -> Result<Value, String>) -> ! {
-    let args = match parse(spec.flags, std::env::args().skip(1)) {
+/// non-zero. `--serve [PORT]` instead serves `run` over HTTP ([`crate::serve`]).
+pub fn main(spec: &Spec, run: impl Fn(&Args) -> Result<Value, String>) -> ! {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--serve") {
+        let port = match argv.len() {
+            1 | 2 => crate::serve::port(argv.get(1).map(String::as_str)),
+            _ => Err("--serve takes at most one argument, the port".to_string()),
+        };
+        let msg = match port {
+            Ok(port) => crate::serve::serve(spec, &run, port),
+            Err(e) => {
+                eprintln!("{}: {e}\nusage: {} --serve [PORT]", spec.name, spec.name);
+                std::process::exit(2);
+            }
+        };
+        eprintln!("{}: error: {msg}", spec.name);
+        std::process::exit(1);
+    }
+    let args = match parse(spec.flags, argv) {
         Ok(a) => a,
         Err(CliError::Help) => {
             eprintln!("usage: {}", spec.usage);

@@ -1,12 +1,13 @@
 //! Shared pieces of the Skylark example functions (`preprocess`, `detect`, `alarm`,
 //! `bundled`): the task names and state types of the Earth-observation workflow
-//! `preprocess -> detect -> alarm`, the synthetic image model ([`image`]), and a tiny
-//! command-line and JSON-reporting harness ([`cli`]).
+//! `preprocess -> detect -> alarm`, the synthetic image model ([`image`]), a tiny
+//! command-line and JSON-reporting harness ([`cli`]) and its HTTP mode ([`serve`]).
 //!
 //! Nothing here calls the host; the functions themselves use `skylark-guest` for that.
 
 pub mod cli;
 pub mod image;
+pub mod serve;
 pub mod state;
 
 use serde::{Deserialize, Serialize};
