@@ -2,7 +2,8 @@
 # Installs the machine packages the build and tests need if they are missing:
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
-# experiment's plot), and the wasm32-wasip1 Rust target.
+# experiment's plot), openssl and curl (the TLS and HTTP tests), and the wasm32-wasip1
+# Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -13,6 +14,8 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux
   || need+=(libclang-dev)
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq

@@ -72,6 +72,9 @@ statuses! {
     StoreTimeout = 21, "store timeout";
     /// The store answered with an error, or with data Skylark cannot decode.
     StoreError = 22, "store error";
+    /// The node's outbox already holds `SKYLARK_MAX_OUTBOX` propagation jobs (copies are
+    /// far behind, e.g. during a long partition); the put was not stored. Retry later.
+    Backlogged = 23, "propagation backlog full";
     /// The plugin's configuration (environment) is invalid.
     ConfigInvalid = 30, "invalid plugin configuration";
     /// The call is not available here (guest SDK built for a non-wasm target).

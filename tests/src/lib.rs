@@ -374,6 +374,7 @@ pub mod cluster;
 pub mod constellation;
 pub mod linkemu;
 pub mod report;
+pub mod secure;
 
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()

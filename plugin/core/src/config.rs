@@ -2,7 +2,10 @@
 //! (set by the node operator, never by the guest), validated with clear errors.
 
 use crate::log::Level;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use skylark_abi::wire::Policy;
+use std::fmt;
 use std::time::Duration;
 
 /// Every environment variable the plugin reads, with its default and meaning.
@@ -12,6 +15,51 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SKYLARK_REDIS_URL",
         "redis://127.0.0.1:6379",
         "node-local store: redis://, rediss:// or unix:///path (also redis+unix://)",
+    ),
+    (
+        "SKYLARK_REDIS_USERNAME",
+        "(none)",
+        "ACL user for every store whose URL names none (needs a password)",
+    ),
+    (
+        "SKYLARK_REDIS_PASSWORD",
+        "(none)",
+        "password (AUTH) for every store whose URL carries none",
+    ),
+    (
+        "SKYLARK_REDIS_PASSWORD_FILE",
+        "(none)",
+        "file holding that password (trailing newline ignored); excludes SKYLARK_REDIS_PASSWORD",
+    ),
+    (
+        "SKYLARK_GLOBAL_USERNAME",
+        "SKYLARK_REDIS_USERNAME",
+        "ACL user for the global store; any SKYLARK_GLOBAL_* credential replaces the node-wide ones there",
+    ),
+    (
+        "SKYLARK_GLOBAL_PASSWORD",
+        "SKYLARK_REDIS_PASSWORD",
+        "password for the global store",
+    ),
+    (
+        "SKYLARK_GLOBAL_PASSWORD_FILE",
+        "SKYLARK_REDIS_PASSWORD_FILE",
+        "file holding the global store's password; excludes SKYLARK_GLOBAL_PASSWORD",
+    ),
+    (
+        "SKYLARK_TLS_CA_FILE",
+        "system roots",
+        "PEM file of the CA certificates that rediss:// servers must chain to",
+    ),
+    (
+        "SKYLARK_TLS_CERT_FILE",
+        "(none)",
+        "PEM client certificate (chain) for rediss:// stores; needs SKYLARK_TLS_KEY_FILE",
+    ),
+    (
+        "SKYLARK_TLS_KEY_FILE",
+        "(none)",
+        "PEM private key of SKYLARK_TLS_CERT_FILE",
     ),
     (
         "SKYLARK_NODE_NAME",
@@ -89,6 +137,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "Redis port of nodes the topology knows only by IP",
     ),
     (
+        "SKYLARK_REMOTE_TLS",
+        "off",
+        "on: reach nodes the topology knows only by IP over rediss://",
+    ),
+    (
         "SKYLARK_GLOBAL_URL",
         "(topology)",
         "global store URL; default: the topology's global (Cloud) node",
@@ -112,6 +165,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "SKYLARK_QUEUE_LEN",
         "256",
         "propagation jobs in flight per process; beyond it jobs wait in the outbox",
+    ),
+    (
+        "SKYLARK_MAX_OUTBOX",
+        "100000",
+        "propagation jobs the node's outbox may hold; while full, puts fail with Backlogged",
     ),
     (
         "SKYLARK_RETRIES",
@@ -167,13 +225,17 @@ pub struct Propagation {
     pub topology_file: Option<String>,
     pub topology_refresh: Duration,
     /// Store URL per node name, overriding the topology.
-    pub node_addrs: Vec<(String, String)>,
+    pub node_addrs: Vec<(String, RedisUrl)>,
     pub remote_port: u16,
-    pub global_url: Option<String>,
+    /// Nodes the topology knows only by IP are reached over `rediss://`.
+    pub remote_tls: bool,
+    pub global_url: Option<RedisUrl>,
     pub policy: Policy,
     pub max_latency_ms: u64,
     pub min_bandwidth_mbps: f64,
     pub queue_len: usize,
+    /// Outbox length at which puts are refused.
+    pub max_outbox: u64,
     pub retries: u32,
     pub retry_base: Duration,
     pub linger: Duration,
@@ -188,7 +250,7 @@ pub struct Propagation {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub redis_url: String,
+    pub redis_url: RedisUrl,
     pub node_name: String,
     pub namespace: String,
     /// `None` means bundles do not expire.
@@ -200,7 +262,105 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub max_pending: usize,
     pub log_level: Level,
+    /// Credentials of every store whose URL carries none.
+    pub credentials: Credentials,
+    /// Credentials of the global store (the node-wide ones unless set apart).
+    pub global_credentials: Credentials,
+    /// TLS material of every `rediss://` store.
+    pub tls: Tls,
     pub propagation: Propagation,
+}
+
+/// A Redis URL. Its `Debug` form hides any password; `as_str` gives the URL itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL, password included: for connecting only, never for messages.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RedisUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
+    }
+}
+
+impl PartialEq<&str> for RedisUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// A password. Never printed: its `Debug` form is `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for handing to the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A user name and password for Redis `AUTH`, applied to a store whose URL carries none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Credentials {
+    /// ACL user; `None` authenticates as the `default` user.
+    pub username: Option<String>,
+    /// `None`: no `AUTH` at all.
+    pub password: Option<Secret>,
+    /// The variables these came from, for messages (`""` when there are none).
+    pub source: String,
+}
+
+/// A PEM file read at configuration time. `Debug` shows the path and size, not the
+/// contents (the client key is a secret).
+#[derive(Clone, PartialEq)]
+pub struct PemFile {
+    pub path: String,
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PemFile({:?}, {} bytes)", self.path, self.pem.len())
+    }
+}
+
+/// TLS material for `rediss://` stores (the node-local, remote and global ones alike).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tls {
+    /// Roots the servers must chain to; `None`: the system's roots.
+    pub ca: Option<PemFile>,
+    /// Client certificate chain and its key, for servers that require client certificates.
+    pub client: Option<(PemFile, PemFile)>,
+}
+
+impl Tls {
+    /// Whether anything differs from the defaults (system roots, no client certificate).
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
 }
 
 /// Largest value Redis accepts in one string or hash field.
@@ -218,6 +378,7 @@ impl Config {
 
         let redis_url = var("SKYLARK_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
         check_redis_url(&redis_url).map_err(|e| format!("SKYLARK_REDIS_URL: {e}"))?;
+        let redis_url = RedisUrl(redis_url);
 
         let node_name = var("SKYLARK_NODE_NAME")
             .or_else(|| var("HOSTNAME"))
@@ -261,6 +422,10 @@ impl Config {
             })?,
         };
 
+        let credentials = read_credentials(&var, "SKYLARK_REDIS")?.unwrap_or_default();
+        let global_credentials =
+            read_credentials(&var, "SKYLARK_GLOBAL")?.unwrap_or_else(|| credentials.clone());
+        let tls = tls(&var)?;
         let propagation = propagation(&var)?;
 
         Ok(Config {
@@ -275,6 +440,9 @@ impl Config {
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_pending: max_pending as usize,
             log_level,
+            credentials,
+            global_credentials,
+            tls,
             propagation,
         })
     }
@@ -301,6 +469,7 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
     if let Some(url) = &global_url {
         check_redis_url(url).map_err(|e| format!("SKYLARK_GLOBAL_URL: {e}"))?;
     }
+    let global_url = global_url.map(RedisUrl);
     let enabled = match var("SKYLARK_PROPAGATION").map(|v| v.trim().to_ascii_lowercase()) {
         None => topology_file.is_some() || global_url.is_some(),
         Some(v) if v == "auto" => topology_file.is_some() || global_url.is_some(),
@@ -336,11 +505,13 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         topology_refresh: ms("SKYLARK_TOPOLOGY_REFRESH_MS", 1000, 10, 3_600_000)?,
         node_addrs,
         remote_port: number(var, "SKYLARK_REMOTE_PORT", 6379, 1, 65_535)? as u16,
+        remote_tls: on_off(var, "SKYLARK_REMOTE_TLS", false)?,
         global_url,
         policy,
         max_latency_ms: number(var, "SKYLARK_SLO_MAX_LATENCY_MS", 5000, 1, 86_400_000)?,
         min_bandwidth_mbps,
         queue_len: number(var, "SKYLARK_QUEUE_LEN", 256, 1, 1 << 20)? as usize,
+        max_outbox: number(var, "SKYLARK_MAX_OUTBOX", 100_000, 1, 1 << 32)?,
         retries: number(var, "SKYLARK_RETRIES", 3, 1, 1000)? as u32,
         retry_base: ms("SKYLARK_RETRY_BASE_MS", 100, 1, 60_000)?,
         linger: ms("SKYLARK_LINGER_MS", 2, 0, 10_000)?,
@@ -353,9 +524,133 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
     })
 }
 
+/// Reads `<prefix>_USERNAME`, `<prefix>_PASSWORD` and `<prefix>_PASSWORD_FILE`; `None`
+/// when none of them is set. Messages name the variables and files, never the password.
+fn read_credentials(
+    var: &impl Fn(&str) -> Option<String>,
+    prefix: &str,
+) -> Result<Option<Credentials>, String> {
+    let (user_var, pass_var, file_var) = (
+        format!("{prefix}_USERNAME"),
+        format!("{prefix}_PASSWORD"),
+        format!("{prefix}_PASSWORD_FILE"),
+    );
+    let (username, password, file) = (var(&user_var), var(&pass_var), var(&file_var));
+    if username.is_none() && password.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    if let Some(u) = &username {
+        if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{user_var} {u:?} contains whitespace or control characters"
+            ));
+        }
+    }
+    let (password, from) = match (password, file) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "{pass_var} and {file_var} are both set: set only one"
+            ))
+        }
+        (Some(p), None) => (p, pass_var),
+        (None, Some(path)) => (read_password(&file_var, &path)?, file_var),
+        (None, None) => {
+            return Err(format!(
+                "{user_var} is set without {pass_var} or {file_var}: an ACL user needs a password"
+            ))
+        }
+    };
+    let source = match &username {
+        Some(_) => format!("{user_var}, {from}"),
+        None => from,
+    };
+    Ok(Some(Credentials {
+        username,
+        password: Some(Secret(password)),
+        source,
+    }))
+}
+
+/// The password in file `path` (named by variable `name`), without its trailing newline.
+fn read_password(name: &str, path: &str) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{name} {path:?}: cannot read: {e}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{name} {path:?} is not UTF-8 text"))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(format!("{name} {path:?} is empty"));
+    }
+    if password.contains(['\r', '\n']) {
+        return Err(format!(
+            "{name} {path:?} holds more than one line (expected the password alone)"
+        ));
+    }
+    Ok(password.to_string())
+}
+
+/// Reads and checks `SKYLARK_TLS_CA_FILE`, `SKYLARK_TLS_CERT_FILE` and
+/// `SKYLARK_TLS_KEY_FILE`, so that a bad file fails the configuration, not a connection.
+fn tls(var: &impl Fn(&str) -> Option<String>) -> Result<Tls, String> {
+    const CA: &str = "SKYLARK_TLS_CA_FILE";
+    const CERT: &str = "SKYLARK_TLS_CERT_FILE";
+    const KEY: &str = "SKYLARK_TLS_KEY_FILE";
+    let ca = match var(CA) {
+        None => None,
+        Some(path) => {
+            let file = read_file(CA, &path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(CA, &file)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{CA} {path:?}: not a usable CA certificate: {e}"))?;
+            }
+            Some(file)
+        }
+    };
+    let client = match (var(CERT), var(KEY)) {
+        (None, None) => None,
+        (Some(_), None) => return Err(format!("{CERT} is set without {KEY}")),
+        (None, Some(_)) => return Err(format!("{KEY} is set without {CERT}")),
+        (Some(cert_path), Some(key_path)) => {
+            let cert = read_file(CERT, &cert_path)?;
+            let key = read_file(KEY, &key_path)?;
+            let chain = certificates(CERT, &cert)?;
+            // The parser's message may quote the file; the key file is a secret.
+            let der = PrivateKeyDer::from_pem_slice(&key.pem).map_err(|_| {
+                format!("{KEY} {key_path:?} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+            })?;
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::sign::CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
+                format!("{CERT} {cert_path:?} and {KEY} {key_path:?} are not a usable pair: {e}")
+            })?;
+            Some((cert, key))
+        }
+    };
+    Ok(Tls { ca, client })
+}
+
+fn read_file(name: &str, path: &str) -> Result<PemFile, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{name} {path:?}: cannot read: {e}"))?;
+    Ok(PemFile {
+        path: path.to_string(),
+        pem,
+    })
+}
+
+/// The certificates of a PEM file; at least one.
+fn certificates(name: &str, file: &PemFile) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(&file.pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{name} {:?}: not PEM certificates: {e}", file.path))?;
+    if certs.is_empty() {
+        return Err(format!("{name} {:?} holds no PEM certificate", file.path));
+    }
+    Ok(certs)
+}
+
 /// Parses `name=url,name=url` (whitespace around items ignored).
-pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
+pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, RedisUrl)>, String> {
+    let mut out: Vec<(String, RedisUrl)> = Vec::new();
     for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, url) = item
             .split_once('=')
@@ -366,7 +661,7 @@ pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, String)>, String> {
         if out.iter().any(|(n, _)| n == name) {
             return Err(format!("node {name} is listed twice"));
         }
-        out.push((name.to_string(), url.to_string()));
+        out.push((name.to_string(), RedisUrl(url.to_string())));
     }
     Ok(out)
 }
@@ -600,6 +895,319 @@ mod tests {
             assert!(
                 readme.contains(&format!("`{name}`")),
                 "README.md does not document {name}"
+            );
+        }
+    }
+
+    /// A file in a fresh temporary directory, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> TempFile {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "skylark-config-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    // A self-signed P-256 certificate (valid until 2126) and its key, and an unrelated
+    // key: test material only.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBhjCCASugAwIBAgIUS9k6LEt66g8SADUauiDDOJUkVmkwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMc2t5bGFyay10ZXN0MCAXDTI2MTEyMzEzMDQ1MFoYDzIxMjYx
+MDMwMTMwNDUwWjAXMRUwEwYDVQQDDAxza3lsYXJrLXRlc3QwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAARwJRSpzyN5OYlODHUEywaabIz9PGzQC90IG/ztklSS5Ips
+mh3fbnCcpx5hab9c30BvexcmhzoXEMfGkqKqLGZ7o1MwUTAdBgNVHQ4EFgQUiQSM
+6QMHz839ZQXeQwTWHrV1AbYwHwYDVR0jBBgwFoAUiQSM6QMHz839ZQXeQwTWHrV1
+AbYwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAkO+87Fw/uUHW
+iUlOBNLu2RYbsBxjJ5Nz4XZcr5uEOkcCIQCMKbEC4g3vlpFOaY1ZmXwZhYnI7FUt
+WCGFiwnA7HN7sA==
+-----END CERTIFICATE-----";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgoMQex9uXOHMYd3tY
+/SPV0RJDWTefJ15OOK2N4cw9YV6hRANCAARwJRSpzyN5OYlODHUEywaabIz9PGzQ
+C90IG/ztklSS5Ipsmh3fbnCcpx5hab9c30BvexcmhzoXEMfGkqKqLGZ7
+-----END PRIVATE KEY-----";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgwsdl9XgHxPBmNyon
+AcOg8POJ7lWOrMuSEfWI4tbCrFehRANCAATM3/QyOcUGuGIu1XHzE6BAZrfvIhWl
+w24ba73CcYT1FOX1uEs4A4UN48pXU31a4mZjO08OPWxNd+El+dyUPr12
+-----END PRIVATE KEY-----";
+
+    #[test]
+    fn no_credentials_and_no_tls_by_default() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.credentials, Credentials::default());
+        assert_eq!(c.global_credentials, Credentials::default());
+        assert_eq!(c.tls, Tls::default());
+        assert!(!c.propagation.remote_tls);
+    }
+
+    #[test]
+    fn reads_credentials_from_variables_and_files() {
+        let c = cfg(&[("SKYLARK_REDIS_PASSWORD", "s3cret")]).unwrap();
+        assert_eq!(c.credentials.username, None);
+        assert_eq!(c.credentials.password, Some(Secret::new("s3cret")));
+        assert_eq!(c.credentials.source, "SKYLARK_REDIS_PASSWORD");
+        // The global store falls back to the node-wide credentials.
+        assert_eq!(c.global_credentials, c.credentials);
+
+        let file = TempFile::new("pw", b"from-file\n");
+        let c = cfg(&[
+            ("SKYLARK_REDIS_USERNAME", "skylark"),
+            ("SKYLARK_REDIS_PASSWORD_FILE", file.path()),
+            ("SKYLARK_GLOBAL_USERNAME", "tenant"),
+            ("SKYLARK_GLOBAL_PASSWORD", "cloud"),
+        ])
+        .unwrap();
+        assert_eq!(c.credentials.username.as_deref(), Some("skylark"));
+        assert_eq!(c.credentials.password, Some(Secret::new("from-file")));
+        assert_eq!(
+            c.credentials.source,
+            "SKYLARK_REDIS_USERNAME, SKYLARK_REDIS_PASSWORD_FILE"
+        );
+        assert_eq!(c.global_credentials.username.as_deref(), Some("tenant"));
+        assert_eq!(c.global_credentials.password, Some(Secret::new("cloud")));
+
+        // CRLF is trimmed too; inner spaces are part of the password.
+        let file = TempFile::new("pw", b"with space\r\n");
+        let c = cfg(&[("SKYLARK_GLOBAL_PASSWORD_FILE", file.path())]).unwrap();
+        assert_eq!(
+            c.global_credentials.password,
+            Some(Secret::new("with space"))
+        );
+        assert_eq!(c.credentials, Credentials::default());
+    }
+
+    #[test]
+    fn rejects_bad_credentials_without_showing_them() {
+        let empty = TempFile::new("pw", b"\n");
+        let lines = TempFile::new("pw", b"pw-one\npw-two\n");
+        let binary = TempFile::new("pw", b"\xff\xfe");
+        let missing = "/nonexistent/skylark/password";
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                vec![
+                    ("SKYLARK_REDIS_PASSWORD", "pw-env"),
+                    ("SKYLARK_REDIS_PASSWORD_FILE", empty.path()),
+                ],
+                "SKYLARK_REDIS_PASSWORD and SKYLARK_REDIS_PASSWORD_FILE are both set",
+            ),
+            (
+                vec![("SKYLARK_REDIS_USERNAME", "skylark")],
+                "SKYLARK_REDIS_USERNAME is set without",
+            ),
+            (
+                vec![
+                    ("SKYLARK_REDIS_USERNAME", "sky lark"),
+                    ("SKYLARK_REDIS_PASSWORD", "pw-env"),
+                ],
+                "SKYLARK_REDIS_USERNAME",
+            ),
+            (
+                vec![("SKYLARK_REDIS_PASSWORD_FILE", missing)],
+                "SKYLARK_REDIS_PASSWORD_FILE \"/nonexistent/skylark/password\": cannot read",
+            ),
+            (
+                vec![("SKYLARK_REDIS_PASSWORD_FILE", empty.path())],
+                "is empty",
+            ),
+            (
+                vec![("SKYLARK_GLOBAL_PASSWORD_FILE", lines.path())],
+                "SKYLARK_GLOBAL_PASSWORD_FILE",
+            ),
+            (
+                vec![("SKYLARK_REDIS_PASSWORD_FILE", binary.path())],
+                "not UTF-8",
+            ),
+            (
+                vec![("SKYLARK_GLOBAL_USERNAME", "tenant")],
+                "SKYLARK_GLOBAL_USERNAME is set without",
+            ),
+        ];
+        for (env, expect) in cases {
+            let err = cfg(&env).unwrap_err();
+            assert!(err.contains(expect), "{env:?}: {err}");
+            assert!(!err.contains("pw-"), "{env:?}: secret in {err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let c = cfg(&[
+            ("SKYLARK_REDIS_URL", "redis://user:url-secret@10.0.0.1:6379"),
+            ("SKYLARK_GLOBAL_URL", "rediss://:global-secret@cloud:6380"),
+            (
+                "SKYLARK_NODE_ADDRS",
+                "n1=redis://:node-secret@10.0.0.2:6379",
+            ),
+            ("SKYLARK_REDIS_PASSWORD", "env-secret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["url-secret", "global-secret", "node-secret", "env-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("redis://user:***@10.0.0.1:6379"), "{shown}");
+        // The URL itself is intact for connecting.
+        assert_eq!(
+            c.redis_url.as_str(),
+            "redis://user:url-secret@10.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn reads_tls_files() {
+        let ca = TempFile::new("ca.pem", CERT.as_bytes());
+        let cert = TempFile::new("client.pem", CERT.as_bytes());
+        let key = TempFile::new("client.key", KEY.as_bytes());
+        let c = cfg(&[
+            ("SKYLARK_TLS_CA_FILE", ca.path()),
+            ("SKYLARK_TLS_CERT_FILE", cert.path()),
+            ("SKYLARK_TLS_KEY_FILE", key.path()),
+            ("SKYLARK_REMOTE_TLS", "on"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls.ca.as_ref().map(|f| f.pem.as_slice()),
+            Some(CERT.as_bytes())
+        );
+        let (cert_file, key_file) = c.tls.client.as_ref().unwrap();
+        assert_eq!(cert_file.path, cert.path());
+        assert_eq!(key_file.pem, KEY.as_bytes());
+        assert!(c.propagation.remote_tls);
+        // The key never shows in Debug output.
+        assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+        // A CA alone (server authentication only) is fine too.
+        let c = cfg(&[("SKYLARK_TLS_CA_FILE", ca.path())]).unwrap();
+        assert!(c.tls.is_set() && c.tls.client.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_tls_files_naming_variable_and_file() {
+        let cert = TempFile::new("client.pem", CERT.as_bytes());
+        let key = TempFile::new("client.key", KEY.as_bytes());
+        let other = TempFile::new("other.key", OTHER_KEY.as_bytes());
+        let garbage = TempFile::new("garbage.pem", b"not a certificate\n");
+        // (environment, expected in the message, also expected in the message)
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("SKYLARK_TLS_CA_FILE", "/nonexistent/ca.pem")],
+                "SKYLARK_TLS_CA_FILE",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                vec![("SKYLARK_TLS_CA_FILE", garbage.path())],
+                "SKYLARK_TLS_CA_FILE",
+                garbage.path(),
+            ),
+            (
+                vec![("SKYLARK_TLS_CA_FILE", key.path())],
+                "SKYLARK_TLS_CA_FILE",
+                "no PEM certificate",
+            ),
+            (
+                vec![("SKYLARK_TLS_CERT_FILE", cert.path())],
+                "SKYLARK_TLS_CERT_FILE is set without SKYLARK_TLS_KEY_FILE",
+                "",
+            ),
+            (
+                vec![("SKYLARK_TLS_KEY_FILE", key.path())],
+                "SKYLARK_TLS_KEY_FILE is set without SKYLARK_TLS_CERT_FILE",
+                "",
+            ),
+            (
+                vec![
+                    ("SKYLARK_TLS_CERT_FILE", cert.path()),
+                    ("SKYLARK_TLS_KEY_FILE", cert.path()),
+                ],
+                "SKYLARK_TLS_KEY_FILE",
+                "no PEM private key",
+            ),
+            (
+                vec![
+                    ("SKYLARK_TLS_CERT_FILE", key.path()),
+                    ("SKYLARK_TLS_KEY_FILE", key.path()),
+                ],
+                "SKYLARK_TLS_CERT_FILE",
+                "no PEM certificate",
+            ),
+            (
+                vec![
+                    ("SKYLARK_TLS_CERT_FILE", cert.path()),
+                    ("SKYLARK_TLS_KEY_FILE", other.path()),
+                ],
+                "not a usable pair",
+                other.path(),
+            ),
+            (
+                vec![("SKYLARK_REMOTE_TLS", "maybe")],
+                "SKYLARK_REMOTE_TLS",
+                "",
+            ),
+        ];
+        for (env, expect, also) in cases {
+            let err = cfg(&env).unwrap_err();
+            assert!(err.contains(expect) && err.contains(also), "{env:?}: {err}");
+            assert!(!err.contains("BEGIN"), "{env:?}: file contents in {err}");
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let asked = std::sync::Mutex::new(Vec::<String>::new());
+        Config::from_lookup(|k| {
+            asked.lock().unwrap().push(k.to_string());
+            None
+        })
+        .unwrap();
+        for name in asked.into_inner().unwrap() {
+            if name.starts_with("SKYLARK_") {
+                assert!(
+                    VARIABLES.iter().any(|(v, _, _)| *v == name),
+                    "{name} is read but not in VARIABLES"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn readme_table_lists_only_known_variables() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        for line in section.lines() {
+            let Some(rest) = line.strip_prefix("| `") else {
+                continue;
+            };
+            let name = rest.split('`').next().unwrap();
+            assert!(
+                VARIABLES.iter().any(|(v, _, _)| *v == name),
+                "README documents {name}, which VARIABLES does not list"
             );
         }
     }

@@ -26,8 +26,14 @@ pub struct Context {
 static CONTEXT: Lazy<Result<Context, String>> = Lazy::new(|| {
     let config = Config::from_env()?;
     log::set_level(config.log_level);
-    let local = Store::new(&config.redis_url, config.timeout, config.connect_timeout)
-        .map_err(|e| format!("SKYLARK_REDIS_URL: {e}"))?;
+    let local = Store::new(
+        &config.redis_url,
+        &config.credentials,
+        &config.tls,
+        config.timeout,
+        config.connect_timeout,
+    )
+    .map_err(|e| format!("SKYLARK_REDIS_URL: {e}"))?;
     let p = &config.propagation;
     skylog!(
         Info,

@@ -68,11 +68,21 @@ fn value<'m>(
     mem.read(ptr, len, &format!("value of task {task:?}"))
 }
 
+/// Largest options blob accepted: options are a few small values, so anything near this
+/// is garbage, and decoding it would only cost the host time and memory.
+pub const MAX_OPTIONS_BYTES: u32 = 64 * 1024;
+
 fn options<T: DeserializeOwned + Default>(
     mem: &dyn GuestMemory,
     ptr: u32,
     len: u32,
 ) -> Result<T, CallError> {
+    if len > MAX_OPTIONS_BYTES {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            format!("options are {len} bytes; at most {MAX_OPTIONS_BYTES} accepted"),
+        ));
+    }
     let bytes = mem.read(ptr, len, "options")?;
     wire::decode_options(bytes).map_err(|e| CallError::new(Status::InvalidOptions, e.to_string()))
 }
@@ -267,6 +277,26 @@ mod tests {
             a[7] = 1
         });
         assert_eq!(e.status, Status::InvalidOptions);
+    }
+
+    #[test]
+    fn oversized_options_are_refused_before_decoding() {
+        let (mut m, s) = layout(&[b"c", b"t", b"v"]);
+        let at = m.0.len() as u32;
+        m.0.resize(m.0.len() + MAX_OPTIONS_BYTES as usize + 1, 0x80);
+        let a = [
+            s[0].0,
+            s[0].1,
+            s[1].0,
+            s[1].1,
+            s[2].0,
+            s[2].1,
+            at,
+            MAX_OPTIONS_BYTES + 1,
+        ];
+        let e = put(&m, &a, &LIMITS).unwrap_err();
+        assert_eq!(e.status, Status::InvalidOptions);
+        assert!(e.message.contains("at most 65536"), "{}", e.message);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Where each node's store is: the node-local store, the URL overrides of
-//! `SKYLARK_NODE_ADDRS`, the global store, and the addresses the topology gives. Remote
-//! stores are opened lazily and kept for the life of the process.
+//! `SKYLARK_NODE_ADDRS`, the global store, and the addresses the topology gives (over
+//! `rediss://` with `SKYLARK_REMOTE_TLS`). Remote stores are opened lazily, with the
+//! node-wide credentials or, for the global store, the global ones, and kept for the life
+//! of the process.
 
-use crate::config::Config;
+use crate::config::{Config, Credentials, RedisUrl, Tls};
 use crate::store::Store;
 use crate::topology::Schedule;
 use std::collections::HashMap;
@@ -12,12 +14,17 @@ use std::sync::{Arc, Mutex};
 pub struct Nodes {
     local_name: String,
     local: Arc<Store>,
-    overrides: HashMap<String, String>,
+    overrides: HashMap<String, RedisUrl>,
     remote_port: u16,
-    global_url: Option<String>,
+    remote_tls: bool,
+    global_url: Option<RedisUrl>,
+    credentials: Credentials,
+    global_credentials: Credentials,
+    tls: Tls,
     timeout: std::time::Duration,
     connect_timeout: std::time::Duration,
-    opened: Mutex<HashMap<String, Arc<Store>>>,
+    /// By URL and whether the store is opened as the global one.
+    opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
 }
 
 /// The global store and the name it goes by.
@@ -35,7 +42,11 @@ impl Nodes {
             local,
             overrides: p.node_addrs.iter().cloned().collect(),
             remote_port: p.remote_port,
+            remote_tls: p.remote_tls,
             global_url: p.global_url.clone(),
+            credentials: config.credentials.clone(),
+            global_credentials: config.global_credentials.clone(),
+            tls: config.tls.clone(),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
             opened: Mutex::new(HashMap::new()),
@@ -53,20 +64,34 @@ impl Nodes {
     }
 
     /// The store of node `name`: the local store for this node, else the override, else
-    /// the topology's address.
+    /// the topology's address. The topology's global node gets the global credentials.
     pub fn store(&self, topo: Option<&Schedule>, name: &str) -> Result<Arc<Store>, String> {
         if name == self.local_name {
             return Ok(Arc::clone(&self.local));
         }
+        let is_global = topo
+            .and_then(|t| t.global().map(|g| t.name(g) == name))
+            .unwrap_or(false);
         let url = match self.overrides.get(name) {
-            Some(url) => url.clone(),
+            Some(url) => url.as_str().to_string(),
             None => topo
-                .and_then(|t| t.id(name).and_then(|id| t.redis_url(id, self.remote_port)))
+                .and_then(|t| t.id(name).and_then(|id| self.topology_url(t, id)))
                 .ok_or_else(|| {
                     format!("node {name} has no store address (topology or SKYLARK_NODE_ADDRS)")
                 })?,
         };
-        self.open(&url)
+        self.open(&url, is_global)
+    }
+
+    /// The URL the topology gives node `id`; `rediss://` for a node known only by IP when
+    /// `SKYLARK_REMOTE_TLS` is on.
+    fn topology_url(&self, t: &Schedule, id: u32) -> Option<String> {
+        let url = t.redis_url(id, self.remote_port)?;
+        let by_ip = t.get(id).is_some_and(|n| n.redis.is_none());
+        if self.remote_tls && by_ip {
+            return Some(url.replacen("redis://", "rediss://", 1));
+        }
+        Some(url)
     }
 
     /// The global store: `SKYLARK_GLOBAL_URL` if set, else the topology's global node.
@@ -78,7 +103,7 @@ impl Nodes {
             let store = if name == self.local_name {
                 Arc::clone(&self.local)
             } else {
-                self.open(url).ok()?
+                self.open(url, true).ok()?
             };
             return Some(Global { name, store });
         }
@@ -87,16 +112,116 @@ impl Nodes {
         Some(Global { name, store })
     }
 
-    fn open(&self, url: &str) -> Result<Arc<Store>, String> {
+    fn open(&self, url: &str, global: bool) -> Result<Arc<Store>, String> {
         let mut opened = self
             .opened
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(s) = opened.get(url) {
+        let key = (url.to_string(), global);
+        if let Some(s) = opened.get(&key) {
             return Ok(Arc::clone(s));
         }
-        let store = Store::new(url, self.timeout, self.connect_timeout)?;
-        opened.insert(url.to_string(), Arc::clone(&store));
+        let credentials = if global {
+            &self.global_credentials
+        } else {
+            &self.credentials
+        };
+        let store = Store::new(
+            url,
+            credentials,
+            &self.tls,
+            self.timeout,
+            self.connect_timeout,
+        )?;
+        opened.insert(key, Arc::clone(&store));
         Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(env: &[(&str, &str)]) -> Nodes {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        let local = Store::new(
+            &config.redis_url,
+            &config.credentials,
+            &config.tls,
+            config.timeout,
+            config.connect_timeout,
+        )
+        .unwrap();
+        Nodes::new(&config, local)
+    }
+
+    fn topology() -> Schedule {
+        Schedule::parse(
+            br#"{"global": "cloud", "nodes": [
+                {"name": "here", "type": "Edge"},
+                {"name": "sat", "type": "Sat", "ip": "10.0.0.7"},
+                {"name": "named", "type": "Sat", "redis": "redis://10.0.0.8:7000"},
+                {"name": "cloud", "type": "Cloud", "ip": "10.0.0.9"}],
+              "links": [{"source": "here", "target": "sat", "latency_ms": 5, "bandwidth_mbps": 10}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn remote_tls_applies_to_nodes_known_by_ip_only() {
+        let topo = topology();
+        let plain = nodes(&[("SKYLARK_NODE_NAME", "here")]);
+        let sat = plain.store(Some(&topo), "sat").unwrap();
+        assert_eq!(sat.name(), "redis://10.0.0.7:6379");
+        assert!(!sat.is_tls());
+
+        let tls = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_REMOTE_TLS", "on"),
+            ("SKYLARK_REMOTE_PORT", "6380"),
+        ]);
+        let sat = tls.store(Some(&topo), "sat").unwrap();
+        assert_eq!(sat.name(), "rediss://10.0.0.7:6380");
+        assert!(sat.is_tls());
+        // An explicit URL is taken as it is.
+        let named = tls.store(Some(&topo), "named").unwrap();
+        assert_eq!(named.name(), "redis://10.0.0.8:7000");
+        assert!(!named.is_tls());
+    }
+
+    #[test]
+    fn the_global_store_gets_its_own_credentials() {
+        let topo = topology();
+        let n = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_REDIS_USERNAME", "edge"),
+            ("SKYLARK_REDIS_PASSWORD", "edge-secret"),
+            ("SKYLARK_GLOBAL_USERNAME", "tenant"),
+            ("SKYLARK_GLOBAL_PASSWORD", "cloud-secret"),
+        ]);
+        assert_eq!(n.local().user(), Some("edge"));
+        assert_eq!(n.store(Some(&topo), "sat").unwrap().user(), Some("edge"));
+        // The topology's global node, whether reached as a node or as the global store.
+        assert_eq!(
+            n.store(Some(&topo), "cloud").unwrap().user(),
+            Some("tenant")
+        );
+        let g = n.global(Some(&topo)).unwrap();
+        assert_eq!((g.name.as_str(), g.store.user()), ("cloud", Some("tenant")));
+
+        let n = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_GLOBAL_URL", "redis://10.0.0.99:6379"),
+            ("SKYLARK_REDIS_USERNAME", "edge"),
+            ("SKYLARK_REDIS_PASSWORD", "edge-secret"),
+        ]);
+        // No global credentials of its own: the node-wide ones.
+        let g = n.global(Some(&topo)).unwrap();
+        assert_eq!(g.store.name(), "redis://10.0.0.99:6379");
+        assert_eq!(g.store.user(), Some("edge"));
     }
 }

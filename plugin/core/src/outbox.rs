@@ -1,7 +1,8 @@
 //! The outbox: propagation jobs persisted in the node-local Redis so that no put's copies
 //! are lost when the process that made them exits or dies.
 //!
-//! A job is recorded in the same `MULTI`/`EXEC` as the put's data. Jobs live in a hash
+//! A job is recorded in the same atomic step as the put's data (one Lua script that
+//! also refuses the put while the outbox holds `SKYLARK_MAX_OUTBOX` jobs). Jobs live in a hash
 //! (`<ns>:outbox:jobs`, id to JSON) and a sorted set (`<ns>:outbox`, id to the unix ms
 //! from which any plugin instance may claim it). The process that made a job holds it
 //! for a lease; a claim moves the due time forward by another lease, atomically (Lua), so
@@ -115,6 +116,82 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
         .arg(due_ms)
         .arg(job_id)
         .ignore();
+}
+
+/// A put with its job, atomically and only while the outbox has room. KEYS: bundle,
+/// jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job JSON, due
+/// time, then field and value pairs. Returns `{1, length after}` when stored, `{0,
+/// length}` when the outbox is full (nothing written).
+const GUARDED_PUT: &str = r#"
+local waiting = redis.call('ZCARD', KEYS[3])
+if waiting >= tonumber(ARGV[1]) then
+  return {0, waiting}
+end
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+return {1, waiting + 1}
+"#;
+
+/// What a guarded put found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    /// Stored; the outbox now holds this many jobs.
+    Stored(u64),
+    /// Not stored: the outbox holds this many jobs, at or above the limit.
+    Full(u64),
+}
+
+/// One atomic command that writes `fields` of `bundle_key` (refreshing its TTL) and
+/// records job `job_id` due at `due_ms`, unless the outbox already holds `max_outbox`
+/// jobs.
+#[allow(clippy::too_many_arguments)]
+pub fn guarded_put<'a>(
+    ns: &str,
+    bundle_key: &str,
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ttl: Option<std::time::Duration>,
+    job_id: &str,
+    json: &str,
+    due_ms: u64,
+    max_outbox: u64,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(GUARDED_PUT)
+        .arg(3)
+        .arg(bundle_key)
+        .arg(keys::outbox_jobs(ns))
+        .arg(keys::outbox(ns))
+        .arg(max_outbox)
+        .arg(ttl.map(|t| t.as_secs().max(1)).unwrap_or(0))
+        .arg(job_id)
+        .arg(json)
+        .arg(due_ms);
+    for (field, value) in fields {
+        cmd.arg(field).arg(value);
+    }
+    cmd
+}
+
+/// Decodes the reply of [`guarded_put`].
+pub fn guarded_reply(reply: &redis::Value) -> Option<Guarded> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    match (items.first().and_then(int), items.get(1).and_then(int)) {
+        (Some(1), Some(n)) => Some(Guarded::Stored(n)),
+        (Some(0), Some(n)) => Some(Guarded::Full(n)),
+        _ => None,
+    }
 }
 
 /// Appends the commands that remove a finished job to `pipe`.

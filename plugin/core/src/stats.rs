@@ -21,6 +21,8 @@ pub enum Counter {
     Jobs,
     Coalesced,
     QueueOverflow,
+    /// Puts refused because the outbox was at `SKYLARK_MAX_OUTBOX`.
+    Backlogged,
     Resumed,
     Propagated,
     Copies,
@@ -39,7 +41,7 @@ pub enum Counter {
     PropagationGt10S,
 }
 
-const ALL: [Counter; 29] = [
+const ALL: [Counter; 30] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -53,6 +55,7 @@ const ALL: [Counter; 29] = [
     Counter::Jobs,
     Counter::Coalesced,
     Counter::QueueOverflow,
+    Counter::Backlogged,
     Counter::Resumed,
     Counter::Propagated,
     Counter::Copies,
@@ -88,6 +91,7 @@ impl Counter {
             Counter::Jobs => "jobs",
             Counter::Coalesced => "coalesced",
             Counter::QueueOverflow => "queue_overflow",
+            Counter::Backlogged => "backlogged",
             Counter::Resumed => "resumed",
             Counter::Propagated => "propagated",
             Counter::Copies => "copies",

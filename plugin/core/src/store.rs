@@ -6,12 +6,16 @@
 //!   propagation and parallel remote reads.
 //!
 //! Both reconnect once when a cached connection turns out to be broken, and both bound
-//! every request by the store's deadline.
+//! every request by the store's deadline. Both authenticate with the store's credentials
+//! and, for `rediss://`, use the configured TLS roots and client certificate.
 
-use crate::config::redact;
+use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Connection, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
+    IntoConnectionInfo, RedisError, TlsCertificates, Value,
+};
 use skylark_abi::Status;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +34,9 @@ pub enum Request {
 pub struct Store {
     client: Client,
     shown: String,
+    /// Where the credentials come from, for messages about refused access.
+    auth: String,
+    tls: bool,
     conn_cfg: AsyncConnectionConfig,
     blocking: std::sync::Mutex<Option<Connection>>,
     shared: AsyncMutex<Option<MultiplexedConnection>>,
@@ -38,13 +45,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store for `url`; does not connect.
+    /// A store for `url`; does not connect. `credentials` apply unless the URL carries
+    /// its own; `tls` applies to a `rediss://` URL.
     pub fn new(
         url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Arc<Store>, String> {
-        let client = Client::open(url).map_err(|e| format!("{}: {e}", redact(url)))?;
+        let (client, auth) =
+            client(url, credentials, tls).map_err(|e| format!("{}: {e}", redact(url)))?;
+        let tls = matches!(
+            client.get_connection_info().addr(),
+            ConnectionAddr::TcpTls { .. }
+        );
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -52,6 +67,8 @@ impl Store {
         Ok(Arc::new(Store {
             client,
             shown: redact(url),
+            auth,
+            tls,
             conn_cfg,
             blocking: std::sync::Mutex::new(None),
             shared: AsyncMutex::new(None),
@@ -63,6 +80,19 @@ impl Store {
     /// The store's URL with secrets redacted.
     pub fn name(&self) -> &str {
         &self.shown
+    }
+
+    /// The ACL user this store authenticates as (`None`: the default user). Not a secret.
+    pub fn user(&self) -> Option<&str> {
+        self.client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+    }
+
+    /// Whether the store is reached over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The deadline of one request.
@@ -190,8 +220,10 @@ impl Store {
     }
 
     fn connect_error(&self, e: RedisError) -> CallError {
+        let refused = access_refused(&e);
         let mut err = self.classify(e);
-        if err.status == Status::StoreError {
+        // A store that answered but refused the credentials is no less reachable.
+        if err.status == Status::StoreError && !refused {
             err.status = Status::StoreUnavailable;
         }
         err.message = format!("connecting: {}", err.message);
@@ -199,6 +231,12 @@ impl Store {
     }
 
     fn classify(&self, e: RedisError) -> CallError {
+        if access_refused(&e) {
+            return CallError::new(
+                Status::StoreError,
+                format!("access refused: {e} (credentials: {})", self.auth),
+            );
+        }
         let status = if e.is_timeout() {
             Status::StoreTimeout
         } else if e.is_connection_refusal() || is_broken(&e) {
@@ -206,7 +244,14 @@ impl Store {
         } else {
             Status::StoreError
         };
-        CallError::new(status, e.to_string())
+        let mut message = e.to_string();
+        let lower = message.to_ascii_lowercase();
+        if self.tls && (lower.contains("certificate") || lower.contains("alert")) {
+            message.push_str(
+                " (TLS: check SKYLARK_TLS_CA_FILE, SKYLARK_TLS_CERT_FILE, SKYLARK_TLS_KEY_FILE)",
+            );
+        }
+        CallError::new(status, message)
     }
 
     /// Writes `fields` into the hash `key` and refreshes its TTL, in one `MULTI`/`EXEC`
@@ -240,6 +285,67 @@ impl Store {
 
 fn is_broken(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error()
+}
+
+/// A wrong or missing password (`AUTH` failed, `NOAUTH`, `WRONGPASS`) or a command the
+/// ACL user may not run (`NOPERM`; inside a Lua script Redis 7.0 says "The user executing
+/// the script can't run this command"). Replies of a pipeline carry their code only in
+/// the text.
+fn access_refused(e: &RedisError) -> bool {
+    const CODES: [&str; 4] = [
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+        "user executing the script can't run",
+    ];
+    if e.kind() == ErrorKind::AuthenticationFailed || e.code().is_some_and(|c| CODES.contains(&c)) {
+        return true;
+    }
+    let text = e.to_string();
+    CODES.iter().any(|c| text.contains(c))
+}
+
+/// A client for `url`: `credentials` apply unless the URL has a password of its own (a
+/// URL with only a user name takes the configured password), `tls` applies to
+/// `rediss://`. Also says where the credentials come from, for messages (never the
+/// password itself).
+fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, String), RedisError> {
+    let info = url.into_connection_info()?;
+    let settings = info.redis_settings().clone();
+    let configured = || match credentials.source.as_str() {
+        "" => "none configured".to_string(),
+        source => source.to_string(),
+    };
+    let (settings, auth) = match (settings.username(), &credentials.password) {
+        _ if settings.password().is_some() => (settings, "from the URL".to_string()),
+        (Some(_), Some(password)) => {
+            let auth = format!("user from the URL, password of {}", credentials.source);
+            (settings.set_password(password.expose()), auth)
+        }
+        (Some(_), None) => (settings, "user from the URL, no password".to_string()),
+        (None, Some(password)) => {
+            let settings = match &credentials.username {
+                Some(user) => settings.set_username(user),
+                None => settings,
+            };
+            (settings.set_password(password.expose()), configured())
+        }
+        (None, None) => (settings, configured()),
+    };
+    let info = info.set_redis_settings(settings);
+    let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        let certificates = TlsCertificates {
+            client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+            root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
+        };
+        Client::build_with_tls(info, certificates)?
+    } else {
+        Client::open(info)?
+    };
+    Ok((client, auth))
 }
 
 /// Appends `HSET key f1 v1 ...` and, with a TTL, `EXPIRE key ttl` to `pipe` (both ignored
@@ -321,6 +427,7 @@ pub fn replies(value: Value, expected: usize) -> Result<Vec<Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     #[test]
     fn decodes_resp2_and_resp3_hashes() {
@@ -345,6 +452,8 @@ mod tests {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let store = Store::new(
             "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
             Duration::from_secs(2),
             Duration::from_secs(1),
         )
@@ -360,6 +469,8 @@ mod tests {
     fn unreachable_store_fails_on_the_runtime_too() {
         let store = Store::new(
             "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
             Duration::from_secs(2),
             Duration::from_secs(1),
         )
@@ -372,6 +483,85 @@ mod tests {
             .block_on(store.query_async(&Request::Cmd(redis::cmd("PING"))))
             .unwrap_err();
         assert_eq!(e.status, Status::StoreUnavailable, "{e}");
+    }
+
+    #[test]
+    fn credentials_of_the_url_win() {
+        let configured = Credentials {
+            username: Some("skylark".into()),
+            password: Some(Secret::new("configured-pw")),
+            source: "SKYLARK_REDIS_USERNAME, SKYLARK_REDIS_PASSWORD".into(),
+        };
+        let tls = Tls::default();
+        let settings = |url: &str, c: &Credentials| {
+            let (client, auth) = client(url, c, &tls).unwrap();
+            let s = client.get_connection_info().redis_settings();
+            let user = s.username().map(str::to_string);
+            let password = s.password().map(str::to_string);
+            (user, password, auth)
+        };
+        let (user, password, auth) = settings("redis://h:1", &configured);
+        assert_eq!(user.as_deref(), Some("skylark"));
+        assert_eq!(password.as_deref(), Some("configured-pw"));
+        assert_eq!(auth, configured.source);
+
+        let (user, password, auth) = settings("redis://:url-pw@h:1", &configured);
+        assert_eq!((user, password.as_deref()), (None, Some("url-pw")));
+        assert_eq!(auth, "from the URL");
+
+        let (user, password, _) = settings("redis://alice@h:1", &configured);
+        assert_eq!(user.as_deref(), Some("alice"));
+        assert_eq!(password.as_deref(), Some("configured-pw"));
+
+        let (user, password, _) = settings("unix:///tmp/r.sock?user=bob&pass=sock-pw", &configured);
+        assert_eq!(
+            (user.as_deref(), password.as_deref()),
+            (Some("bob"), Some("sock-pw"))
+        );
+
+        let (user, password, auth) = settings("redis://h:1", &Credentials::default());
+        assert_eq!((user, password), (None, None));
+        assert_eq!(auth, "none configured");
+        // Messages name the source, never the password.
+        assert!(!auth.contains("pw"));
+    }
+
+    #[test]
+    fn tls_material_applies_to_rediss_only() {
+        let tls = Tls {
+            ca: Some(crate::config::PemFile {
+                path: "/ca.pem".into(),
+                pem: b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_vec(),
+            }),
+            client: None,
+        };
+        let plain = Store::new(
+            "redis://h:1",
+            &Credentials::default(),
+            &tls,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!plain.is_tls());
+        // The same material is used, and refused, for rediss://.
+        let refused = Store::new(
+            "rediss://h:1",
+            &Credentials::default(),
+            &tls,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(refused.is_err());
+        let secure = Store::new(
+            "rediss://h:1",
+            &Credentials::default(),
+            &Tls::default(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(secure.is_tls());
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The write path of a put, on the guest's thread: one atomic round trip to the
-//! node-local store that writes the fields, refreshes the TTL and records the propagation
-//! job in the outbox; then the job is handed to the background. Policy `stateless` instead
+//! node-local store that writes the fields, refreshes the TTL, records the propagation
+//! job in the outbox and reads the outbox length (a put is refused while the outbox is at
+//! `SKYLARK_MAX_OUTBOX`); then the job is handed to the background. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
 
 use crate::context::Context;
 use crate::error::CallError;
 use crate::events::now_ms;
-use crate::outbox::{self, Job};
+use crate::outbox::{self, Guarded, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
 use crate::{keys, propagate};
@@ -45,71 +46,89 @@ pub fn put(
         return put_global(ctx, chain, fields);
     }
     let ns = &ctx.config.namespace;
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    store::write_hash(
-        &mut pipe,
-        &keys::bundle(ns, chain),
+    let key = keys::bundle(ns, chain);
+    let Some(engine) = &ctx.engine else {
+        // Propagation off: the fields and their TTL, one MULTI.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        store::write_hash(&mut pipe, &key, fields.iter().copied(), ctx.config.ttl);
+        ctx.local.query(&Request::Pipe(pipe))?;
+        stats::inc(Counter::Puts);
+        return Ok(());
+    };
+    let now = now_ms();
+    let job = Job {
+        id: outbox::new_id(now),
+        chain: chain.to_string(),
+        tasks: fields.iter().map(|(t, _)| t.to_string()).collect(),
+        origin: ctx.config.node_name.clone(),
+        policy,
+        destination: opts.destination.clone(),
+        max_latency_ms: opts.max_latency_ms.unwrap_or(p.max_latency_ms),
+        min_bandwidth_mbps: opts.min_bandwidth_mbps.unwrap_or(p.min_bandwidth_mbps),
+        exec_ms: opts.exec_ms.unwrap_or(0),
+        successor_in_ms: opts.successor_in_ms.unwrap_or(0),
+        put_at_ms: now,
+        cleanup: opts.cleanup,
+        target: None,
+        done: Vec::new(),
+        exclude: Vec::new(),
+        attempts: 0,
+        merged: Vec::new(),
+    };
+    let json = job.to_json()?;
+    let reserved = engine.reserve();
+    // Our own job is ours for a lease; an overflowing one is due for the next sweep.
+    let due = if reserved {
+        now + p.lease.as_millis() as u64
+    } else {
+        now
+    };
+    let cmd = outbox::guarded_put(
+        ns,
+        &key,
         fields.iter().copied(),
         ctx.config.ttl,
+        &job.id,
+        &json,
+        due,
+        p.max_outbox,
     );
-    let mut job = None;
-    let mut reserved = false;
-    if let Some(engine) = &ctx.engine {
-        let now = now_ms();
-        let j = Job {
-            id: outbox::new_id(now),
-            chain: chain.to_string(),
-            tasks: fields.iter().map(|(t, _)| t.to_string()).collect(),
-            origin: ctx.config.node_name.clone(),
-            policy,
-            destination: opts.destination.clone(),
-            max_latency_ms: opts.max_latency_ms.unwrap_or(p.max_latency_ms),
-            min_bandwidth_mbps: opts.min_bandwidth_mbps.unwrap_or(p.min_bandwidth_mbps),
-            exec_ms: opts.exec_ms.unwrap_or(0),
-            successor_in_ms: opts.successor_in_ms.unwrap_or(0),
-            put_at_ms: now,
-            cleanup: opts.cleanup,
-            target: None,
-            done: Vec::new(),
-            exclude: Vec::new(),
-            attempts: 0,
-            merged: Vec::new(),
-        };
-        reserved = engine.reserve();
-        // Our own job is ours for a lease; an overflowing one is due for the next sweep.
-        let due = if reserved {
-            now + p.lease.as_millis() as u64
-        } else {
-            now
-        };
-        let json = match j.to_json() {
-            Ok(json) => json,
-            Err(e) => {
-                if reserved {
-                    engine.release_slot();
-                }
-                return Err(e);
+    let outcome = ctx.local.query(&Request::Cmd(cmd)).and_then(|reply| {
+        outbox::guarded_reply(&reply).ok_or_else(|| {
+            ctx.local
+                .reply_error(format!("unexpected reply {reply:?} to a put"))
+        })
+    });
+    match outcome {
+        Ok(Guarded::Stored(_)) => {}
+        Ok(Guarded::Full(waiting)) => {
+            if reserved {
+                engine.release_slot();
             }
-        };
-        outbox::record(&mut pipe, ns, &j.id, &json, due);
-        job = Some(j);
-    }
-    if let Err(e) = ctx.local.query(&Request::Pipe(pipe)) {
-        if let (true, Some(engine)) = (reserved, &ctx.engine) {
-            engine.release_slot();
+            stats::inc(Counter::Backlogged);
+            return Err(CallError::new(
+                Status::Backlogged,
+                format!(
+                    "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
+                    ctx.config.node_name, p.max_outbox
+                ),
+            ));
         }
-        return Err(e);
+        Err(e) => {
+            if reserved {
+                engine.release_slot();
+            }
+            return Err(e);
+        }
     }
     stats::inc(Counter::Puts);
-    if let (Some(job), Some(engine)) = (job, &ctx.engine) {
-        stats::inc(Counter::Jobs);
-        if reserved {
-            engine.submit(ctx, job);
-        } else {
-            stats::inc(Counter::QueueOverflow);
-            engine.note_backlog();
-        }
+    stats::inc(Counter::Jobs);
+    if reserved {
+        engine.submit(ctx, job);
+    } else {
+        stats::inc(Counter::QueueOverflow);
+        engine.note_backlog();
     }
     Ok(())
 }

@@ -1,0 +1,187 @@
+//! Limits that protect a node from a flood of puts: the bounded outbox
+//! (`SKYLARK_MAX_OUTBOX`, status `Backlogged`) and a Redis at its `maxmemory`. Refused
+//! puts store nothing and say why; accepted ones are not lost. Real guests, real
+//! wasmedge, real redis-servers.
+
+use serde_json::Value;
+use skylark_tests::{chain_id, Guest, Redis, RUN_TIMEOUT};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BACKLOGGED: i64 = 23;
+const STORE_ERROR: i64 = 22;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A redis-server on a given port, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn zcard(redis: &Redis, key: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query(&mut redis.conn())
+        .expect("ZCARD")
+}
+
+#[test]
+fn a_full_outbox_refuses_puts_until_it_drains() {
+    let local = Redis::start();
+    let global_port = free_port();
+    let global_url = format!("redis://127.0.0.1:{global_port}");
+    let put = |chain: &str| -> Value {
+        Guest::new("probe", &local.url)
+            .env("SKYLARK_GLOBAL_URL", &global_url)
+            .env("SKYLARK_MAX_OUTBOX", "3")
+            .env("SKYLARK_EXIT_FLUSH_MS", "0")
+            .env("SKYLARK_RETRY_BASE_MS", "20")
+            .env("SKYLARK_SWEEP_MS", "50")
+            .env("SKYLARK_LEASE_MS", "200")
+            .env("SKYLARK_CONNECT_TIMEOUT_MS", "100")
+            .args(["put", chain, "t", "1024", "1"])
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json()
+    };
+
+    // The global store is down: every job stays in the outbox.
+    let chains: Vec<String> = (0..4).map(|_| chain_id("backlog")).collect();
+    for chain in &chains[..3] {
+        let out = put(chain);
+        assert_eq!(out["status"], 0, "{out}");
+    }
+    assert_eq!(zcard(&local, "skylark:outbox"), 3);
+
+    let refused = put(&chains[3]);
+    assert_eq!(refused["status"], BACKLOGGED, "{refused}");
+    let msg = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("SKYLARK_MAX_OUTBOX is 3") && msg.contains("holds 3"),
+        "{msg}"
+    );
+    assert!(
+        local
+            .hgetall(&format!("skylark:bundle:{}", chains[3]))
+            .is_empty(),
+        "a refused put stores nothing"
+    );
+    assert_eq!(zcard(&local, "skylark:outbox"), 3);
+
+    // The global store comes back; a sweeping process drains the outbox, every accepted
+    // put reaches it, and puts are accepted again.
+    let global = Server(
+        Command::new("redis-server")
+            .args(["--port", &global_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the global redis-server"),
+    );
+    let global_client = redis::Client::open(global_url.as_str()).expect("global url");
+    eventually("the global store to start", || {
+        global_client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .is_ok()
+    });
+    let drainer = Guest::new("probe", &local.url)
+        .env("SKYLARK_GLOBAL_URL", &global_url)
+        .env("SKYLARK_SWEEP_MS", "50")
+        .env("SKYLARK_LEASE_MS", "200")
+        .args(["get", &chains[0], "--sleep-after-ms", "20000"])
+        .spawn();
+    eventually("the outbox to drain", || {
+        zcard(&local, "skylark:outbox") == 0
+    });
+    drainer.kill();
+    let mut g = global_client.get_connection().expect("global connection");
+    for chain in &chains[..3] {
+        let n: u64 = redis::cmd("HLEN")
+            .arg(format!("skylark:bundle:{chain}"))
+            .query(&mut g)
+            .expect("HLEN");
+        assert!(n >= 1, "chain {chain} never reached the global store");
+    }
+    let again = put(&chains[3]);
+    assert_eq!(again["status"], 0, "{again}");
+    drop(global);
+}
+
+#[test]
+fn a_redis_at_maxmemory_fails_the_put_clearly() {
+    let local = Redis::start();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .exec(&mut local.conn())
+        .expect("CONFIG SET");
+    let used: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut local.conn())
+        .expect("INFO");
+    let used: u64 = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 512 * 1024)
+        .exec(&mut local.conn())
+        .expect("CONFIG SET");
+
+    let put = |chain: &str, size: &str| -> Value {
+        Guest::new("probe", &local.url)
+            .args(["put", chain, "t", size, "1"])
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json()
+    };
+    let first = chain_id("oom");
+    let ok = put(&first, "65536");
+    assert_eq!(ok["status"], 0, "{ok}");
+    // Fill memory past the limit, then one more put.
+    let mut refused = None;
+    for _ in 0..20 {
+        let out = put(&chain_id("oom"), "262144");
+        if out["status"] != 0 {
+            refused = Some(out);
+            break;
+        }
+    }
+    let refused = refused.expect("a put beyond maxmemory was refused");
+    assert_eq!(refused["status"], STORE_ERROR, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("OOM"),
+        "{refused}"
+    );
+    // What was stored before is intact.
+    assert_eq!(
+        local.hgetall(&format!("skylark:bundle:{first}"))["t"].len(),
+        65536
+    );
+}
