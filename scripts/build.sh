@@ -17,11 +17,14 @@ export WASMEDGE_INCLUDE_DIR WASMEDGE_LIB_DIR
 echo "[build] plugin (release)" >&2
 cargo build --release -p skylark-plugin >&2
 mkdir -p target/plugin
-cp -f target/release/libwasmedgePluginSkylark.so target/plugin/
+# Replace, never overwrite in place: a wasmedge process running meanwhile has the old
+# file mapped and would crash (SIGBUS) if its pages changed under it.
+cp -f target/release/libwasmedgePluginSkylark.so target/plugin/.skylark-plugin.tmp
+mv -f target/plugin/.skylark-plugin.tmp target/plugin/libwasmedgePluginSkylark.so
 
 echo "[build] guests (wasm32-wasip1, release)" >&2
 cargo build --release --target wasm32-wasip1 \
-  -p preprocess -p detect -p alarm -p bundled -p probe -p bad-guest >&2
+  -p preprocess -p detect -p alarm -p bundled -p probe -p bad-guest -p fault-guest -p fuzz-guest >&2
 
 if [ "${1:-}" = "--print-env" ]; then
   echo "export WASMEDGE_BIN='$WASMEDGE_BIN'"

@@ -6,6 +6,7 @@
 //! Structs are encoded as maps with named keys so that either side may add optional keys
 //! later; unknown keys are ignored when decoding.
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
 use std::collections::BTreeMap;
@@ -55,7 +56,9 @@ struct BundleRef<'a> {
 }
 
 /// Storage-node election policy (see the model: where a put's state should go).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Serialized as its lowercase name; deserialized only from that name (see the
+/// `Deserialize` impl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// SLO-aware: the node nearest the destination whose migration still meets the SLO.
@@ -90,6 +93,34 @@ impl Policy {
     /// Parses a lowercase name.
     pub fn parse(s: &str) -> Option<Policy> {
         Policy::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// A policy is its name, a string. The derived impl would also take a variant index
+/// (`policy: 2` meaning `stateless`) or a map `{"skylark": nil}`, neither of which the
+/// ABI allows (RELIABILITY.md, section 1; `fuzz/regressions/options/` keeps both out).
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Policy;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a policy name: skylark, random, stateless or local")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Policy, E> {
+                Policy::parse(s).ok_or_else(|| E::invalid_value(Unexpected::Str(s), &self))
+            }
+
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Policy, E> {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(Policy::parse)
+                    .ok_or_else(|| E::invalid_value(Unexpected::Bytes(b), &self))
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 
@@ -199,14 +230,75 @@ pub fn encode_options<T: Serialize>(opts: &T) -> Result<Vec<u8>, WireError> {
     rmp_serde::to_vec_named(opts).map_err(|e| WireError(format!("encoding options: {e}")))
 }
 
-/// Decodes call options; an empty blob yields the defaults.
+/// Decodes call options; an empty blob yields the defaults. Anything else must be exactly
+/// one MessagePack map with string keys: serde alone would also take an array (fields
+/// by position), integer keys (fields by index) and bytes after the map, none of which
+/// the ABI allows (RELIABILITY.md, section 1; `fuzz/regressions/options/`).
 pub fn decode_options<T: serde::de::DeserializeOwned + Default>(
     bytes: &[u8],
 ) -> Result<T, WireError> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    rmp_serde::from_slice(bytes).map_err(|e| WireError(format!("decoding options: {e}")))
+    let fail = |e: &dyn std::fmt::Display| WireError(format!("decoding options: {e}"));
+    let mut shape = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    OptionsMap::deserialize(&mut shape).map_err(|e| fail(&e))?;
+    let after = (bytes.len() as u64).saturating_sub(shape.position());
+    if after > 0 {
+        return Err(fail(&format_args!("{after} bytes after the options map")));
+    }
+    rmp_serde::from_slice(bytes).map_err(|e| fail(&e))
+}
+
+/// The shape every options blob must have: a map with string keys (values unchecked).
+struct OptionsMap;
+
+impl<'de> Deserialize<'de> for OptionsMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OptionsMap, D::Error> {
+        struct Map;
+        impl<'de> Visitor<'de> for Map {
+            type Value = OptionsMap;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of options with string keys")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<OptionsMap, A::Error> {
+                while m.next_key::<OptionName>()?.is_some() {
+                    m.next_value::<IgnoredAny>()?;
+                }
+                Ok(OptionsMap)
+            }
+        }
+        d.deserialize_map(Map)
+    }
+}
+
+/// A key of an options map: a string (MessagePack `str`, or `bin` holding UTF-8).
+struct OptionName;
+
+impl<'de> Deserialize<'de> for OptionName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<OptionName, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = OptionName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an option name (a string)")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<OptionName, E> {
+                Ok(OptionName)
+            }
+
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<OptionName, E> {
+                std::str::from_utf8(b)
+                    .map(|_| OptionName)
+                    .map_err(|_| E::invalid_value(Unexpected::Bytes(b), &self))
+            }
+        }
+        d.deserialize_str(Name)
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +394,41 @@ mod tests {
         }
         let enc = encode_options(&Bad { policy: "fastest" }).unwrap();
         assert!(decode_options::<PutOptions>(&enc).is_err());
+    }
+
+    #[test]
+    fn options_are_exactly_one_map_with_string_keys() {
+        // RELIABILITY.md, section 1; fuzz/regressions/options/ has the inputs.
+        let dest = [0x91, 0xa5, b'p', b'i', b'5', b'u', b'1']; // ["pi5u1"]
+        assert!(decode_options::<PutOptions>(&dest).is_err(), "array");
+        assert!(
+            decode_options::<PutOptions>(&[0x80, 0xc0]).is_err(),
+            "trailing byte"
+        );
+        assert!(
+            decode_options::<PutOptions>(&[0x81, 0x06, 0xc3]).is_err(),
+            "integer key"
+        );
+        let mut policy = vec![0x81, 0xa6];
+        policy.extend(b"policy");
+        for bad in [
+            &[0x02][..],
+            &[0x81, 0xa5, b'l', b'o', b'c', b'a', b'l', 0xc0],
+        ] {
+            let mut blob = policy.clone();
+            blob.extend(bad);
+            assert!(decode_options::<PutOptions>(&blob).is_err(), "{blob:02x?}");
+        }
+        // Still accepted: str or bin names, unknown keys with any value, nil = absent.
+        let mut ok = vec![0x83, 0xc4, 6];
+        ok.extend(b"policy");
+        ok.extend([0xa5]);
+        ok.extend(b"local");
+        ok.extend([0xa3, b'n', b'e', b'w', 0x92, 0xd4, 1, 2, 0x80, 0xa7]);
+        ok.extend(b"exec_ms");
+        ok.push(0xc0);
+        let o: PutOptions = decode_options(&ok).unwrap();
+        assert_eq!((o.policy, o.exec_ms), (Some(Policy::Local), None));
     }
 
     #[test]

@@ -4,7 +4,12 @@
 //! its own `redis-server`, and the network between them emulated per path.
 //!
 //! * **Stores.** One `redis-server` per node on a free loopback port, all started at once
-//!   (each answers `PING` before [`Constellation::start`] returns).
+//!   (each answers `PING` before [`Constellation::start`] returns). They keep nothing on
+//!   disk unless started with another [`Durability`]
+//!   ([`Constellation::try_start_with`]); with `--appendfsync always`, a store killed
+//!   by [`Constellation::kill_store`] (SIGKILL) and brought back by
+//!   [`Constellation::restart_store`] (same port, same directory) still holds everything
+//!   it acknowledged.
 //! * **Per-path links.** A process standing for node X reaches node Y's store only
 //!   through a dedicated proxy X->Y ([`LinkEmu`]): 56 proxies for 8 nodes, all on one
 //!   shared tokio runtime with two worker threads. The X->Y proxy emulates the whole
@@ -49,7 +54,7 @@ use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +82,9 @@ const STORE_ATTEMPTS: usize = 5;
 
 /// How long all stores together may take to answer `PING`.
 const STORE_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a restarted store may take to load its data and answer `PING`.
+const STORE_RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pause between readiness polls of the stores.
 const STORE_POLL: Duration = Duration::from_millis(20);
@@ -145,6 +153,52 @@ impl NetOptions {
                 (slot_ms, now_ms.saturating_sub(back))
             }
         }
+    }
+}
+
+/// How the node stores keep their data across a restart of their `redis-server`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// No persistence at all (`--appendonly no`, no snapshots): a restarted store is
+    /// empty. Enough for experiments that never restart a store.
+    #[default]
+    Volatile,
+    /// Append-only file written before every reply and fsynced once a second
+    /// (`--appendonly yes --appendfsync everysec`).
+    AofEverysec,
+    /// Append-only file fsynced before every reply (`--appendonly yes --appendfsync
+    /// always`): a write the store acknowledged survives the store's death.
+    AofAlways,
+}
+
+impl Durability {
+    /// The `redis-server` arguments of this mode.
+    pub fn redis_args(self) -> &'static [&'static str] {
+        match self {
+            Durability::Volatile => &["--appendonly", "no"],
+            Durability::AofEverysec => &["--appendonly", "yes", "--appendfsync", "everysec"],
+            Durability::AofAlways => &["--appendonly", "yes", "--appendfsync", "always"],
+        }
+    }
+
+    /// The mode's name on command lines: `volatile`, `everysec` or `always`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Volatile => "volatile",
+            Durability::AofEverysec => "everysec",
+            Durability::AofAlways => "always",
+        }
+    }
+
+    /// The mode named `name` (see [`Durability::name`]).
+    pub fn parse(name: &str) -> Option<Durability> {
+        [
+            Durability::Volatile,
+            Durability::AofEverysec,
+            Durability::AofAlways,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
     }
 }
 
@@ -317,42 +371,67 @@ fn follow_slots(net: &Net, proxies: &Proxies, emulated: &AtomicUsize, stop: &mps
     }
 }
 
+/// Work for the keeper thread.
+type KeeperJob = Box<dyn FnOnce() + Send>;
+
 /// The thread the stores are spawned from. Their parent-death signal is tied to it, so
-/// it stays alive (idle) until dropped, after the stores are stopped.
+/// it stays alive (running only the jobs it is given, such as restarting a store) until
+/// dropped, after the stores are stopped.
 struct StoreKeeper {
-    stop: Option<mpsc::Sender<()>>,
+    jobs: Option<mpsc::Sender<KeeperJob>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl StoreKeeper {
     /// Starts `count` stores, with their directories under `root`, from a new keeper
     /// thread; returns when all answer `PING`.
-    fn start(count: usize, root: &Path) -> Result<(StoreKeeper, Vec<Redis>), String> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let (done, result) = mpsc::channel();
-        let root = root.to_path_buf();
+    fn start(
+        count: usize,
+        root: &Path,
+        durability: Durability,
+    ) -> Result<(StoreKeeper, Vec<Redis>), String> {
+        let (jobs, queue) = mpsc::channel::<KeeperJob>();
         let thread = std::thread::Builder::new()
             .name("constellation-stores".into())
             .spawn(move || {
-                let _ = done.send(start_stores(count, &root));
-                // Idle until the constellation goes: the stores die with this thread.
-                let _ = stopped.recv();
+                // Until the constellation goes: the stores die with this thread.
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
             })
             .map_err(|e| format!("cannot start the store thread: {e}"))?;
         let keeper = StoreKeeper {
-            stop: Some(stop),
+            jobs: Some(jobs),
             thread: Some(thread),
         };
-        let stores = result
-            .recv()
-            .map_err(|_| "the store thread died while starting the stores".to_string())??;
+        let root = root.to_path_buf();
+        let stores = keeper.run(move || start_stores(count, &root, durability))??;
         Ok((keeper, stores))
+    }
+
+    /// Runs `job` on the keeper thread and returns its result.
+    fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (done, result) = mpsc::channel();
+        let job: KeeperJob = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs
+            .as_ref()
+            .ok_or("the store thread is stopping")?
+            .send(job)
+            .map_err(|_| "the store thread is gone".to_string())?;
+        result
+            .recv()
+            .map_err(|_| "the store thread died while running a job".to_string())
     }
 }
 
 impl Drop for StoreKeeper {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -361,7 +440,7 @@ impl Drop for StoreKeeper {
 
 /// Spawns `count` stores at once and waits until every one answers `PING`, replacing
 /// any that exits (its port was taken) up to [`STORE_ATTEMPTS`] times.
-fn start_stores(count: usize, root: &Path) -> Result<Vec<Redis>, String> {
+fn start_stores(count: usize, root: &Path, durability: Durability) -> Result<Vec<Redis>, String> {
     let mut stores: Vec<Option<Redis>> = (0..count).map(|_| None).collect();
     let mut ready = vec![false; count];
     let mut attempts = vec![0; count];
@@ -380,7 +459,7 @@ fn start_stores(count: usize, root: &Path) -> Result<Vec<Redis>, String> {
                             "redis-server exited at once {STORE_ATTEMPTS} times (ports taken?)"
                         ));
                     }
-                    slot.insert(spawn_store(root)?)
+                    slot.insert(spawn_store(root, durability)?)
                 }
             };
             match store.child.try_wait() {
@@ -410,17 +489,30 @@ fn start_stores(count: usize, root: &Path) -> Result<Vec<Redis>, String> {
 
 /// Spawns one `redis-server` on a free loopback port, with its directory under `root`,
 /// killed (SIGKILL) when the calling thread ends; does not wait for it.
-fn spawn_store(root: &Path) -> Result<Redis, String> {
+fn spawn_store(root: &Path, durability: Durability) -> Result<Redis, String> {
     let dir = tempfile::Builder::new()
         .prefix("redis-")
         .tempdir_in(root)
         .map_err(|e| format!("cannot create a store directory in {}: {e}", root.display()))?;
     let port = crate::free_port();
+    let child = launch_store(dir.path(), port, durability)?;
+    Ok(Redis {
+        child,
+        _dir: dir,
+        url: format!("redis://127.0.0.1:{port}"),
+        port,
+    })
+}
+
+/// Spawns `redis-server` on `port` with its files in `dir` (where a restarted store finds
+/// its append-only file), killed (SIGKILL) when the calling thread ends.
+fn launch_store(dir: &Path, port: u16, durability: Durability) -> Result<Child, String> {
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--save", "", "--daemonize", "no"])
+        .args(durability.redis_args())
         .arg("--dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -430,14 +522,8 @@ fn spawn_store(root: &Path) -> Result<Redis, String> {
     unsafe {
         cmd.pre_exec(move || die_with_parent(parent));
     }
-    let child = cmd.spawn().map_err(|e| {
+    cmd.spawn().map_err(|e| {
         format!("cannot start redis-server ({e}): install it (apt-get install redis-server)")
-    })?;
-    Ok(Redis {
-        child,
-        _dir: dir,
-        url: format!("redis://127.0.0.1:{port}"),
-        port,
     })
 }
 
@@ -499,6 +585,11 @@ pub struct Constellation {
     satellites: Vec<String>,
     /// Index = node id in the schedule.
     stores: Vec<Redis>,
+    /// How the stores persist their data.
+    durability: Durability,
+    /// Index = node id: the store was killed by [`Constellation::kill_store`] and not
+    /// restarted yet.
+    down: Vec<bool>,
     /// The slot the proxies emulate now.
     emulated: Arc<AtomicUsize>,
     // Stopped in this order by `Drop`: registration, slot thread, proxies, runtime,
@@ -519,9 +610,19 @@ impl Constellation {
             .unwrap_or_else(|e| panic!("cannot start the emulated constellation: {e}"))
     }
 
-    /// Brings the constellation up: the stores (all answering `PING`), the topology
-    /// file, the proxies emulating the current slot, and the slot thread.
+    /// Brings the constellation up: the stores (all answering `PING`, without
+    /// persistence), the topology file, the proxies emulating the current slot, and the
+    /// slot thread.
     pub fn try_start(opts: NetOptions) -> Result<Constellation, String> {
+        Constellation::try_start_with(opts, Durability::Volatile)
+    }
+
+    /// [`Constellation::try_start`] with stores that persist their data as `durability`
+    /// says (needed to restart a store without losing what it acknowledged).
+    pub fn try_start_with(
+        opts: NetOptions,
+        durability: Durability,
+    ) -> Result<Constellation, String> {
         opts.validate()
             .map_err(|e| format!("invalid network options: {e}"))?;
         let file = testbed_file();
@@ -539,7 +640,7 @@ impl Constellation {
             .prefix("skylark-constellation-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let (keeper, stores) = StoreKeeper::start(testbed.len(), dir.path())?;
+        let (keeper, stores) = StoreKeeper::start(testbed.len(), dir.path(), durability)?;
         let registration = Registration::new(&stores, dir.path());
 
         let (slot_ms, epoch_ms) = opts.timing(now_ms());
@@ -571,7 +672,9 @@ impl Constellation {
             net,
             topology,
             satellites,
+            down: vec![false; stores.len()],
             stores,
+            durability,
             emulated,
             registration: Some(registration),
             slots: Some(slots),
@@ -616,6 +719,90 @@ impl Constellation {
     /// The store of `node` (direct, not through a proxy).
     pub fn redis(&self, node: &str) -> &Redis {
         &self.stores[self.id(node) as usize]
+    }
+
+    /// How the stores persist their data.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Whether `node`'s store runs (it does unless [`Constellation::kill_store`] stopped
+    /// it and [`Constellation::restart_store`] has not brought it back yet).
+    pub fn store_running(&self, node: &str) -> bool {
+        !self.down[self.id(node) as usize]
+    }
+
+    /// Kills `node`'s `redis-server` with SIGKILL (no shutdown, no final write) and
+    /// reaps it; its port and directory stay reserved for
+    /// [`Constellation::restart_store`]. Does nothing if it is down already.
+    pub fn kill_store(&mut self, node: &str) -> Result<(), String> {
+        let i = self.id(node) as usize;
+        if self.down[i] {
+            return Ok(());
+        }
+        let child = &mut self.stores[i].child;
+        let mut kill = move || {
+            child
+                .kill()
+                .and_then(|()| child.wait())
+                .map(|_| ((), None))
+                .map_err(|e| format!("cannot kill the store of {node}: {e}"))
+        };
+        match &self.registration {
+            Some(registration) => registration.change_store(i, kill)?,
+            None => kill()?.0,
+        }
+        self.down[i] = true;
+        Ok(())
+    }
+
+    /// Starts `node`'s store again after [`Constellation::kill_store`], on the same port
+    /// and directory (so it reloads its append-only file, if [`Durability`] keeps one),
+    /// from the keeper thread; returns once it answers `PING` (after loading its data).
+    /// Does nothing if it runs.
+    pub fn restart_store(&mut self, node: &str) -> Result<(), String> {
+        let i = self.id(node) as usize;
+        if !self.down[i] {
+            return Ok(());
+        }
+        let (dir, port, durability) = (
+            self.stores[i]._dir.path().to_path_buf(),
+            self.stores[i].port,
+            self.durability,
+        );
+        let keeper = self.keeper.as_ref().ok_or("the store thread is gone")?;
+        let launch = || {
+            let child = keeper.run(move || launch_store(&dir, port, durability))??;
+            let pid = child.id();
+            Ok((child, Some(pid)))
+        };
+        let child = match &self.registration {
+            Some(registration) => registration.change_store(i, launch)?,
+            None => launch()?.0,
+        };
+        let store = &mut self.stores[i];
+        store.child = child;
+        self.down[i] = false;
+        let deadline = Instant::now() + STORE_RESTART_TIMEOUT;
+        loop {
+            match store.child.try_wait() {
+                Ok(None) if store.try_conn().is_some() => return Ok(()),
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    self.down[i] = true;
+                    return Err(format!(
+                        "the restarted store of {node} exited at once ({status}): port {port} taken?"
+                    ));
+                }
+                Err(e) => return Err(format!("cannot watch redis-server: {e}")),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the restarted store of {node} did not answer PING within {STORE_RESTART_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(STORE_POLL);
+        }
     }
 
     /// The Skylark topology file the plugin reads (`SKYLARK_TOPOLOGY_FILE`).
@@ -820,7 +1007,8 @@ fn chain_order(schedule: &Schedule) -> Vec<String> {
 /// A live constellation's stores and directory, for the interrupt handler.
 struct Registered {
     id: u64,
-    pids: Vec<u32>,
+    /// `None` for a store that is down.
+    pids: Vec<Option<u32>>,
     dir: PathBuf,
 }
 
@@ -845,10 +1033,27 @@ impl Registration {
         let id = NEXT_REGISTRATION.fetch_add(1, Ordering::Relaxed);
         registry().push(Registered {
             id,
-            pids: stores.iter().map(|s| s.child.id()).collect(),
+            pids: stores.iter().map(|s| Some(s.child.id())).collect(),
             dir: dir.to_path_buf(),
         });
         Registration(id)
+    }
+
+    /// Runs `change` (which stops or starts store `index`) while holding the registry,
+    /// so that the interrupt handler never signals a process already reaped, then records
+    /// the process the store runs as now (`None`: down).
+    fn change_store<T>(
+        &self,
+        index: usize,
+        change: impl FnOnce() -> Result<(T, Option<u32>), String>,
+    ) -> Result<T, String> {
+        let mut registry = registry();
+        let (value, pid) = change()?;
+        let entry = registry.iter_mut().find(|r| r.id == self.0);
+        if let Some(slot) = entry.and_then(|r| r.pids.get_mut(index)) {
+            *slot = pid;
+        }
+        Ok(value)
     }
 }
 
@@ -947,11 +1152,11 @@ fn on_interrupt(mut pipe: File) {
     let signal = i32::from(byte[0]);
     let registry = registry();
     for entry in registry.iter() {
-        for &pid in &entry.pids {
+        for &pid in entry.pids.iter().flatten() {
             // SAFETY: the pid is an unreaped child (its `Registration` is still there).
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
-        for &pid in &entry.pids {
+        for &pid in entry.pids.iter().flatten() {
             // SAFETY: as above; a null status pointer is allowed.
             unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
         }

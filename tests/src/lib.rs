@@ -327,6 +327,30 @@ impl Running {
         let _ = self.child.wait();
     }
 
+    /// Waits at most `timeout` for the guest to exit, then kills it (SIGKILL); returns
+    /// everything it printed. `status` tells whether the signal ended it.
+    pub fn wait_or_kill(mut self, timeout: Duration) -> GuestRun {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    break self.child.wait().expect("wait for wasmedge");
+                }
+            }
+        };
+        GuestRun {
+            status,
+            stdout: self.out_t.join().unwrap_or_default(),
+            stderr: self.err_t.join().unwrap_or_default(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
     /// The next stdout line and when (since start) it was printed, waiting at most
     /// `timeout`; `None` if the guest closed stdout or the time ran out. The guest keeps
     /// running.
@@ -372,6 +396,8 @@ pub fn chain_id(tag: &str) -> String {
 
 pub mod cluster;
 pub mod constellation;
+pub mod faults;
+pub mod fuzz_guest;
 pub mod linkemu;
 pub mod report;
 pub mod secure;

@@ -132,7 +132,7 @@ impl Instance {
                     format!("chain {:?} has no bundle on {tiers}", req.chain),
                 ));
             };
-            let bytes = encode(ctx, &req.chain, &found)?;
+            let bytes = encode(ctx.config.max_bundle_bytes, &req.chain, &found)?;
             self.deliver(ctx, mem, &req.out, bytes)
         })();
         self.finish(imports::GET_BUNDLE, r)
@@ -188,7 +188,10 @@ impl Instance {
         self.finish(imports::DROP_RESULT, r)
     }
 
-    /// `skylark_last_error(buf_ptr, buf_cap, len_ptr)`: reads the message without changing it.
+    /// `skylark_last_error(buf_ptr, buf_cap, len_ptr)`: reads the message without changing
+    /// it. If the read itself fails, that failure becomes the message, as for every other
+    /// import: a non-zero status always has one (the `instance` fuzz target found this
+    /// path without a message).
     pub fn read_last_error(&mut self, mem: Mem<'_>, a: [u32; 3]) -> i32 {
         let r = (|| {
             let mem = memory(mem)?;
@@ -200,7 +203,7 @@ impl Instance {
         })();
         match r {
             Ok(()) => Status::Ok.code(),
-            Err(e) => e.status.code(),
+            Err(e) => self.finish(imports::LAST_ERROR, Err(e)),
         }
     }
 
@@ -255,16 +258,17 @@ fn too_small(len: usize, cap: u32, handle: u32) -> CallError {
     )
 }
 
-/// Checks a bundle read from the store and encodes it for the guest.
-fn encode(ctx: &Context, chain: &str, found: &Found) -> Result<Vec<u8>, CallError> {
+/// Checks a bundle read from the store against `max_bundle_bytes`
+/// (`SKYLARK_MAX_BUNDLE_BYTES`) and encodes it for the guest. Pure, so that it can be
+/// fuzzed without a store.
+pub fn encode(max_bundle_bytes: u32, chain: &str, found: &Found) -> Result<Vec<u8>, CallError> {
     let pairs = &found.fields;
     let total: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-    if total > u64::from(ctx.config.max_bundle_bytes) {
+    if total > u64::from(max_bundle_bytes) {
         return Err(CallError::new(
             Status::BundleTooLarge,
             format!(
-                "bundle of chain {chain:?} holds {total} bytes; SKYLARK_MAX_BUNDLE_BYTES is {}",
-                ctx.config.max_bundle_bytes
+                "bundle of chain {chain:?} holds {total} bytes; SKYLARK_MAX_BUNDLE_BYTES is {max_bundle_bytes}"
             ),
         ));
     }
@@ -291,4 +295,34 @@ fn encode(ctx: &Context, chain: &str, found: &Found) -> Result<Vec<u8>, CallErro
         ));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::VecMemory;
+
+    #[test]
+    fn a_failed_last_error_read_leaves_a_message_of_its_own() {
+        // fuzz/regressions/instance/ has the input that found this path without a message.
+        let mut inst = Instance::new();
+        let mut m = VecMemory(vec![0; 16]);
+        assert_eq!(
+            inst.read_last_error(Some(&mut m), [0, 4, 14]),
+            Status::InvalidPointer.code()
+        );
+        let msg = inst.last_error().to_string();
+        assert!(
+            msg.starts_with("skylark_last_error: length record [14, 14+4)"),
+            "{msg}"
+        );
+        assert_eq!(inst.read_last_error(Some(&mut m), [0, 16, 12]), 0);
+        assert_eq!(&m.0[12..], &(msg.len() as u32).to_le_bytes());
+        assert_eq!(inst.last_error(), msg, "a successful read changes nothing");
+        assert_eq!(
+            inst.read_last_error(None, [0, 0, 0]),
+            Status::NoMemory.code()
+        );
+        assert!(inst.last_error().starts_with("skylark_last_error: "));
+    }
 }

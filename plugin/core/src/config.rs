@@ -172,6 +172,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "propagation jobs the node's outbox may hold; while full, puts fail with Backlogged",
     ),
     (
+        "SKYLARK_COPY_MIN_MBPS",
+        "5",
+        "slowest transfer rate a copy is allowed: a copy of B bytes fails after SKYLARK_TIMEOUT_MS + B at this rate",
+    ),
+    (
         "SKYLARK_RETRIES",
         "3",
         "failed copies to one node before the job is re-targeted",
@@ -236,6 +241,8 @@ pub struct Propagation {
     pub queue_len: usize,
     /// Outbox length at which puts are refused.
     pub max_outbox: u64,
+    /// Slowest rate a copy may go at before it times out, in Mbit/s.
+    pub copy_min_mbps: f64,
     pub retries: u32,
     pub retry_base: Duration,
     pub linger: Duration,
@@ -496,6 +503,17 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
             }
         },
     };
+    let copy_min_mbps = match var("SKYLARK_COPY_MIN_MBPS") {
+        None => 5.0,
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => x,
+            _ => {
+                return Err(format!(
+                    "SKYLARK_COPY_MIN_MBPS {v:?} is not a positive number"
+                ))
+            }
+        },
+    };
     let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration, String> {
         number(var, name, default, min, max).map(Duration::from_millis)
     };
@@ -512,6 +530,7 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         min_bandwidth_mbps,
         queue_len: number(var, "SKYLARK_QUEUE_LEN", 256, 1, 1 << 20)? as usize,
         max_outbox: number(var, "SKYLARK_MAX_OUTBOX", 100_000, 1, 1 << 32)?,
+        copy_min_mbps,
         retries: number(var, "SKYLARK_RETRIES", 3, 1, 1000)? as u32,
         retry_base: ms("SKYLARK_RETRY_BASE_MS", 100, 1, 60_000)?,
         linger: ms("SKYLARK_LINGER_MS", 2, 0, 10_000)?,

@@ -47,12 +47,8 @@ impl Found {
     }
 }
 
-/// Looks `chain` up along the fallback order; `Ok(None)` if no tier has it.
-pub fn get(
-    ctx: &'static Context,
-    chain: &str,
-    opts: &GetOptions,
-) -> Result<Option<Found>, CallError> {
+/// Checks get options that come from the guest: `require` and `from` must be valid ids.
+pub fn check_options(opts: &GetOptions) -> Result<(), CallError> {
     for t in &opts.require {
         ids::validate(t.as_bytes())
             .map_err(|e| CallError::new(Status::InvalidOptions, format!("require {t:?} {e}")))?;
@@ -61,6 +57,16 @@ pub fn get(
         ids::validate(from.as_bytes())
             .map_err(|e| CallError::new(Status::InvalidOptions, format!("from {from:?} {e}")))?;
     }
+    Ok(())
+}
+
+/// Looks `chain` up along the fallback order; `Ok(None)` if no tier has it.
+pub fn get(
+    ctx: &'static Context,
+    chain: &str,
+    opts: &GetOptions,
+) -> Result<Option<Found>, CallError> {
+    check_options(opts)?;
     stats::inc(Counter::Gets);
     let policy = opts.policy.unwrap_or(ctx.config.propagation.policy);
     let found = if policy == Policy::Stateless {

@@ -54,7 +54,11 @@ pub trait GuestMemory {
     }
 }
 
-fn check_range(size: u64, ptr: u32, len: u32, what: &str) -> Result<(), CallError> {
+/// Accepts `[ptr, ptr + len)` iff it lies inside a memory of `size` bytes (computed in
+/// 64 bits, so no pointer/length pair can wrap around), else `InvalidPointer` naming
+/// `what`. The one bounds rule behind [`GuestMemory::read`], [`GuestMemory::write`] and
+/// [`GuestMemory::check_writable`]; public so that it can be fuzzed on its own.
+pub fn check_range(size: u64, ptr: u32, len: u32, what: &str) -> Result<(), CallError> {
     if u64::from(ptr) + u64::from(len) > size {
         return Err(out_of_bounds(size, ptr, len, what));
     }

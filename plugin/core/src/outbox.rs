@@ -76,7 +76,13 @@ impl Job {
     /// Merges a later job of the same chain (not yet started) into this one: its tasks
     /// join this job's, its options (the newer put's view of where the successor runs)
     /// replace this job's; the earlier put time stays, for latency accounting.
+    ///
+    /// This job may be one resumed from the outbox with copies already made (`done`).
+    /// Those copies predate the later put and lack its state, so they no longer count:
+    /// every target gets the merged copy. (Keeping them once let a later put's state
+    /// skip the global store while its job left the outbox as done.)
     pub fn absorb(&mut self, later: Job) {
+        self.done.clear();
         for t in later.tasks {
             if !self.tasks.contains(&t) {
                 self.tasks.push(t);
@@ -329,6 +335,22 @@ mod tests {
         );
         // Merged ids are process-local: not persisted.
         assert!(!a.to_json().unwrap().contains(&b_id));
+    }
+
+    #[test]
+    fn absorbing_a_later_put_forgets_the_copies_already_made() {
+        // Resumed from the outbox: the global copy of t was made, pi5u3's was not.
+        let mut resumed = job();
+        resumed.target = Some("pi5u3".into());
+        resumed.done = vec!["pi5u1".into()];
+        let mut later = job();
+        later.id = new_id(2);
+        later.tasks = vec!["u".into()];
+        resumed.absorb(later);
+        // u is on no store but this one yet: the global store must get the copy again.
+        assert!(resumed.done.is_empty());
+        assert_eq!(resumed.target.as_deref(), Some("pi5u3"));
+        assert_eq!(resumed.tasks, vec!["t".to_string(), "u".to_string()]);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   until the bundle's TTL has passed.
 //! - **Nothing lost.** Progress is written back to the outbox before every wait; a job is
 //!   removed only when all its copies are acknowledged. Jobs of processes that died are
-//!   claimed by the sweeps of later processes once their lease has run out.
+//!   claimed by the sweeps of later processes once their lease has run out. A job that
+//!   cannot tell its copies yet (no topology loaded and no global store) waits for them.
 //! - **Exit.** At process exit the plugin waits up to `SKYLARK_EXIT_FLUSH_MS` for jobs in
 //!   flight (a function's wasmedge process usually exits right after its put).
 
@@ -520,22 +521,33 @@ fn incoming_marker(ns: &str, chain: &str, field: &str, until_ms: u64) -> Request
     Request::Pipe(pipe)
 }
 
+/// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
+/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms).
+pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64) -> Duration {
+    let transfer_ms = bytes as f64 / (min_mbps.max(f64::MIN_POSITIVE) * 125.0);
+    timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64)
+}
+
 /// Sends the announcement (if any) and the copy back to back on one connection: the small
-/// announcement lands first, then the copy, which removes it.
+/// announcement lands first, then the copy (within `deadline`), which removes it.
 async fn send_copy(
     store: &Store,
     marker: Option<Request>,
     copy: &Request,
+    deadline: Duration,
 ) -> Result<(), CallError> {
     match marker {
         Some(m) => {
-            let (announced, copied) = tokio::join!(store.query_async(&m), store.query_async(copy));
+            let (announced, copied) = tokio::join!(
+                store.query_async(&m),
+                store.query_async_within(copy, deadline)
+            );
             if let Err(e) = announced {
                 skylog!(Debug, "announcing a copy to {}: {e}", store.name());
             }
             copied.map(|_| ())
         }
-        None => store.query_async(copy).await.map(|_| ()),
+        None => store.query_async_within(copy, deadline).await.map(|_| ()),
     }
 }
 
@@ -666,6 +678,20 @@ async fn step(
             return Step::Drop("older than the bundle TTL".into());
         }
     }
+    // No global store, and either no topology at all or one that names a global node:
+    // the copies this job owes are unknown, not absent (the topology is not loaded yet,
+    // e.g. the local store was down when it was due, or the global node's address does
+    // not resolve). Going on would finish the job with no copy made and drop it from
+    // the outbox; wait instead.
+    if global.is_none() && topo.as_deref().is_none_or(|t| t.global().is_some()) {
+        job.attempts += 1;
+        skylog!(
+            Info,
+            "job {}: no topology or no global store yet; retrying",
+            job.id
+        );
+        return Step::Retry(backoff(p.retry_base, job.attempts));
+    }
     let pairs = match read_bundle(&ctx.local, ns, &job.chain).await {
         Ok(r) => r,
         Err(e) => {
@@ -720,6 +746,8 @@ async fn step(
     for name in &targets {
         let is_global = Some(name) == global_name.as_ref();
         let fields = delta(&state, &placement, &job.tasks, name, is_global);
+        let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
         let mut pipe = copy_pipeline(ns, &job.chain, &fields, &record, ctx.config.ttl);
         let marker = (!wait.is_zero()).then(|| {
             let field = keys::incoming_field(&job.id);
@@ -737,7 +765,7 @@ async fn step(
         let name = name.clone();
         copies.spawn(async move {
             let r = match store {
-                Ok(s) => send_copy(&s, marker, &req).await,
+                Ok(s) => send_copy(&s, marker, &req, deadline).await,
                 Err(m) => Err(CallError::new(skylark_abi::Status::StoreUnavailable, m)),
             };
             (name, r)
@@ -897,6 +925,20 @@ async fn cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_deadlines_grow_with_size() {
+        let t = Duration::from_millis(2000);
+        assert_eq!(copy_deadline(t, 0, 5.0), t);
+        // 10 MB at 5 Mbit/s (625 bytes/ms): 16 s more.
+        assert_eq!(
+            copy_deadline(t, 10_000_000, 5.0),
+            Duration::from_millis(18_000)
+        );
+        assert_eq!(copy_deadline(t, 1, 5.0), Duration::from_millis(2001));
+        // Absurd inputs stay finite.
+        assert!(copy_deadline(t, usize::MAX, 0.0) <= t + Duration::from_secs(86_400));
+    }
 
     #[test]
     fn queue_slots_and_flush() {

@@ -63,7 +63,9 @@ impl Store {
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(timeout));
+            // Each request has its own deadline (query_async, query_async_within); a
+            // connection-wide response timeout would cut long copies short.
+            .set_response_timeout(None);
         Ok(Arc::new(Store {
             client,
             shown: redact(url),
@@ -159,16 +161,31 @@ impl Store {
     /// Sends `request` over the shared multiplexed connection; must run on the plugin
     /// runtime. Bounded by the store's deadline.
     pub async fn query_async(&self, request: &Request) -> Result<Value, CallError> {
-        match tokio::time::timeout(self.timeout, self.query_async_inner(request)).await {
+        self.query_async_within(request, self.timeout).await
+    }
+
+    /// Like [`Store::query_async`] with a deadline of its own (a large copy over a slow
+    /// link needs longer than a small request).
+    pub async fn query_async_within(
+        &self,
+        request: &Request,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        match tokio::time::timeout(deadline, self.query_async_inner(request)).await {
             Ok(r) => r.map_err(|e| e.context(&self.shown)),
             Err(_) => {
                 self.forget().await;
                 Err(CallError::new(
                     Status::StoreTimeout,
                     format!(
-                        "{}: no answer within {} ms (SKYLARK_TIMEOUT_MS)",
+                        "{}: no answer within {} ms ({})",
                         self.shown,
-                        self.timeout.as_millis()
+                        deadline.as_millis(),
+                        if deadline == self.timeout {
+                            "SKYLARK_TIMEOUT_MS"
+                        } else {
+                            "SKYLARK_TIMEOUT_MS plus the copy's size at SKYLARK_COPY_MIN_MBPS"
+                        }
                     ),
                 ))
             }
