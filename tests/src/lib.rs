@@ -408,7 +408,11 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
 
 /// Guest `name` compiled ahead of time with `wasmedge compile` into
 /// `target/bench/<name>-aot.wasm`; recompiled only when the source module is newer.
+/// Tests of one binary that ask at once compile it once (a process-wide lock); processes
+/// compile into their own temporary file, so a rename never finds another's file gone.
 pub fn aot(name: &str) -> PathBuf {
+    static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
     let src = wasm(name);
     let out = root().join(format!("target/bench/{name}-aot.wasm"));
     if let (Some(o), Some(s)) = (mtime(&out), mtime(&src)) {
@@ -419,7 +423,7 @@ pub fn aot(name: &str) -> PathBuf {
     }
     let dir = out.parent().expect("target/bench has a parent");
     std::fs::create_dir_all(dir).expect("create target/bench");
-    let tmp = dir.join(format!("{name}-aot.wasm.partial"));
+    let tmp = dir.join(format!("{name}-aot.wasm.{}.partial", std::process::id()));
     eprintln!("[aot] wasmedge compile {} (takes a while)", src.display());
     let t = Instant::now();
     let result = Command::new(wasmedge_bin())
