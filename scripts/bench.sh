@@ -20,7 +20,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-eval "$(bash scripts/build.sh --print-env)"
+bash scripts/build.sh
+# shellcheck disable=SC1091
+source target/build-env.sh
 if [ -n "$out" ]; then
   # Write to a temporary file first so that a failed run leaves no half table behind.
   tmp="$(mktemp)"

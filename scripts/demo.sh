@@ -16,7 +16,9 @@ mode="${SKYLARK_DEMO_MODE:-aot}"
 size="${SKYLARK_DEMO_SIZE:-1048576}"
 case "$mode" in aot|interp) ;; *) echo "SKYLARK_DEMO_MODE must be aot or interp" >&2; exit 2 ;; esac
 
-eval "$(bash scripts/build.sh --print-env)"
+bash scripts/build.sh
+# shellcheck disable=SC1091
+source target/build-env.sh
 
 module() { # name -> path of the module to run
   local src="$SKYLARK_WASM_DIR/$1.wasm"
@@ -34,11 +36,16 @@ for m in preprocess detect alarm bundled; do mods[$m]="$(module "$m")"; done
 
 work="$(mktemp -d)"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+cleanup() { # keeps the script's own exit status; a failing kill or wait must not replace it
+  local rc=$?
+  set +e
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
   rm -rf "$work"
+  exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 nodes=(sat-a sat-b cloud)
 for n in "${nodes[@]}"; do
   redis-server --port 0 --unixsocket "$work/$n.sock" --unixsocketperm 700 --save "" \

@@ -40,7 +40,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-eval "$(bash scripts/build.sh --print-env)"
+bash scripts/build.sh
+# shellcheck disable=SC1091
+source target/build-env.sh
 failed=0
 
 if [ "$cargo_fuzz" = 1 ]; then

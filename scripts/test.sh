@@ -5,5 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-eval "$(bash scripts/build.sh --print-env)"
+bash scripts/build.sh
+# shellcheck disable=SC1091
+source target/build-env.sh
 cargo test --workspace "$@"
