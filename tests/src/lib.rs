@@ -267,6 +267,12 @@ impl Guest {
         self
     }
 
+    /// Removes a variable from the host process environment (the plugin's default applies).
+    pub fn env_remove(mut self, k: &str) -> Guest {
+        self.cmd.env_remove(k);
+        self
+    }
+
     /// Starts the guest without waiting.
     pub fn spawn(mut self) -> Running {
         let mut child = self
@@ -396,8 +402,10 @@ pub fn chain_id(tag: &str) -> String {
 
 pub mod cluster;
 pub mod constellation;
+pub mod fault_checks;
 pub mod faults;
 pub mod fuzz_guest;
+pub mod history;
 pub mod linkemu;
 pub mod report;
 pub mod secure;
