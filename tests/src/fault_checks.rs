@@ -6,15 +6,20 @@
 //!
 //! * **lost**: no store holds version `A` or newer;
 //! * **not at global**: the global store does not hold version `A` or newer;
-//! * **stale**: a store holds a version older than `A` (counted by the store's role:
-//!   the writer's own node, the global store, the node the chain's latest acknowledged put
-//!   elected, or any other node, e.g. one an earlier put elected);
+//! * **stale**: a store that the field's placement makes responsible for it holds a
+//!   version older than `A`: the writer's own node, the global store, the node the
+//!   writer's placement record names for the field (`@at:<task>`, where readers are sent),
+//!   or the node the chain's latest acknowledged put elected (which must hold the whole
+//!   bundle);
+//! * **superseded**: any other store holds a version older than `A`: a copy on a node
+//!   an earlier put elected that no later put updated or cleaned up (reported, not
+//!   covered by the guarantee; see RELIABILITY.md);
 //! * **corrupted**: a store holds bytes that are not exactly a version of that field that
 //!   some put wrote (torn, foreign, garbage, or a version never put);
 //! * **wrongly deleted**: a store that still needs the field does not hold it at all: the
 //!   writer's own node (except for `stateless` chains, which live at the global store
-//!   only) and the node the chain's latest acknowledged put elected (the global store's
-//!   absence counts as *not at global*);
+//!   only), the node the placement record names for it and the node the chain's latest
+//!   acknowledged put elected (the global store's absence counts as *not at global*);
 //! * **TTL violation**: a bundle key holding state whose expiry is not what its writer
 //!   configured: with `SKYLARK_TTL_SECS=0` none (`PTTL` -1); with `N` seconds, more than 0
 //!   and at most `N` s, and no less than `N` s minus the time since the run began (every
@@ -59,8 +64,10 @@ pub struct StoreTally {
     pub lost: u64,
     pub not_at_global: u64,
     /// Stale copies by the role of the store holding them: `origin`, `global`,
-    /// `elected`, `other`.
+    /// `placed`, `elected`.
     pub stale: BTreeMap<&'static str, u64>,
+    /// Older versions on stores no placement makes responsible.
+    pub superseded: u64,
     pub corrupted: u64,
     pub wrongly_deleted: u64,
     /// Bundle keys whose expiry was checked.
@@ -73,7 +80,7 @@ pub struct StoreTally {
 }
 
 impl StoreTally {
-    /// Stale copies on any store.
+    /// Stale copies on responsible stores.
     pub fn stale_total(&self) -> u64 {
         self.stale.values().sum()
     }
@@ -114,6 +121,7 @@ impl fmt::Display for StoreTally {
             self.stale_total(),
             by.join(", ")
         )?;
+        writeln!(f, "superseded copies    {}", self.superseded)?;
         writeln!(f, "corrupted            {}", self.corrupted)?;
         writeln!(f, "wrongly deleted      {}", self.wrongly_deleted)?;
         writeln!(
@@ -213,6 +221,12 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                 if h.acked > 0 {
                     t.fields += 1;
                 }
+                // Where the writer's placement record sends readers of this field.
+                let placed_at = held
+                    .get(*origin)
+                    .and_then(|(_, placed)| placed.get(*task))
+                    .filter(|n| n.as_str() != *origin && **n != global)
+                    .cloned();
                 let mut newest_anywhere = 0;
                 for (node, (state, _)) in &held {
                     let Some(bytes) = state.get(*task) else {
@@ -223,6 +237,8 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                         "origin"
                     } else if *node == global {
                         "global"
+                    } else if placed_at.as_deref() == Some(node.as_str()) {
+                        "placed"
                     } else if elected.as_deref() == Some(node.as_str()) {
                         "elected"
                     } else {
@@ -231,7 +247,13 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                     match decode(chain, task, bytes) {
                         Verdict::Version(v) if h.versions.contains(&v) => {
                             newest_anywhere = newest_anywhere.max(v);
-                            if v < h.acked {
+                            if v < h.acked && role == "other" {
+                                t.superseded += 1;
+                                t.example("superseded", format!(
+                                    "superseded {chain}/{task} on {node}: version {v}, last acknowledged {}",
+                                    h.acked
+                                ));
+                            } else if v < h.acked {
                                 *t.stale.entry(role).or_insert(0) += 1;
                                 t.example("stale", format!(
                                     "stale {chain}/{task} on {node} ({role}): version {v}, last acknowledged {}",
@@ -278,7 +300,10 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                 if !stateless {
                     needed.push((origin, "origin"));
                 }
-                if let Some(e) = &elected {
+                if let Some(p) = &placed_at {
+                    needed.push((p.as_str(), "placed"));
+                }
+                if let Some(e) = elected.as_ref().filter(|e| Some(*e) != placed_at.as_ref()) {
                     needed.push((e.as_str(), "elected"));
                 }
                 for (node, role) in needed {
