@@ -309,9 +309,18 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                 for (node, role) in needed {
                     if version_on(node).is_none() {
                         t.wrongly_deleted += 1;
+                        let there = held.get(node).map(|(state, placed)| {
+                            let mut s: Vec<&String> = state.keys().collect();
+                            s.sort();
+                            let mut p: Vec<String> =
+                                placed.iter().map(|(t, n)| format!("{t}@{n}")).collect();
+                            p.sort();
+                            format!("state {s:?}, placement {p:?}")
+                        });
                         t.example("wrongly_deleted", format!(
-                            "wrongly deleted {chain}/{task} from {node} ({role}): version {} acknowledged",
-                            h.acked
+                            "wrongly deleted {chain}/{task} from {node} ({role}): version {} acknowledged; {node} holds {}",
+                            h.acked,
+                            there.unwrap_or_else(|| "no bundle".into())
                         ));
                     }
                 }
