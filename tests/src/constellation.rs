@@ -892,7 +892,10 @@ impl Constellation {
     /// down. Panics for unknown nodes or `from == to`.
     pub fn fault_link(&self, from: &str, to: &str, blackhole: bool) {
         let (a, b) = (self.id(from), self.id(to));
-        let proxies = self.proxies.as_ref().expect("proxies run while the constellation lives");
+        let proxies = self
+            .proxies
+            .as_ref()
+            .expect("proxies run while the constellation lives");
         let mut held = proxies.held();
         held.insert(a as usize * proxies.nodes + b as usize);
         let emu = self.proxy(from, to);
@@ -907,7 +910,10 @@ impl Constellation {
     /// slot makes it (up with its characteristics, or cut if unreachable in this slot).
     pub fn heal_link(&self, from: &str, to: &str) {
         let (a, b) = (self.id(from), self.id(to));
-        let proxies = self.proxies.as_ref().expect("proxies run while the constellation lives");
+        let proxies = self
+            .proxies
+            .as_ref()
+            .expect("proxies run while the constellation lives");
         let mut held = proxies.held();
         held.remove(&(a as usize * proxies.nodes + b as usize));
         // The wall clock's slot: if a boundary is passing, the slot thread applies the

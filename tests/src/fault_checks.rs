@@ -263,10 +263,13 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                         }
                         other => {
                             t.corrupted += 1;
-                            t.example("corrupted", format!(
+                            t.example(
+                                "corrupted",
+                                format!(
                                 "corrupted {chain}/{task} on {node} ({role}): {other:?} ({} bytes)",
                                 bytes.len()
-                            ));
+                            ),
+                            );
                         }
                     }
                 }

@@ -2,21 +2,24 @@
 //! the `fault-run` binary (`scripts/fault-run.sh`) and of `tests/tests/faults.rs`.
 //!
 //! **Put run** ([`run_puts`]). Real `wasmedge` processes running the fault guest
-//! (`tests/guests/fault-guest`, AOT-compiled) on several nodes at once put numbered
-//! fields in a loop, paced so that the run lasts about [`PutOptions::duration`]; every
-//! process does [`PutOptions::batch`] puts and exits, so jobs it leaves in the outbox are
-//! finished by the next process on its node. Each put's chain, task and bytes follow from
-//! its number ([`fault_guest::Put`]), and the guest reports each put's status as soon as
-//! the host call returns. Meanwhile a chaos thread, driven by a seeded PRNG, cuts and
-//! blackholes node-to-node paths (one proxy each), isolates whole nodes (every path to
-//! and from them cut) and SIGKILLs node `redis-server`s, restarting them (same port,
-//! same directory) after a random downtime. Afterwards every fault is healed, one idle
-//! plugin instance per node sweeps the outboxes, and the harness polls (with a deadline)
-//! until every outbox is empty. Then it reads every node's store directly and checks
-//! every put: an acknowledged put must be readable with its exact bytes from at least one
-//! store ([`PutTally::lost`] otherwise) and from the global store once the outboxes are
-//! empty ([`PutTally::not_at_global`]); no store may hold a put's field with other bytes
-//! ([`PutTally::corrupted`]), whatever the put's status.
+//! (`tests/guests/fault-guest`, AOT-compiled) on several nodes at once overwrite each
+//! node's pool of fields ([`fault_guest::versioned`]): one put after the other, each
+//! value carrying its chain, task, version and a checksum, some puts with `cleanup`,
+//! and after about half of them a read of one of the node's chains. The processes are
+//! paced so that the run lasts about [`PutOptions::duration`]; every process does
+//! [`PutOptions::batch`] puts and exits, so jobs it leaves in the outbox are finished by
+//! the next process on its node, and the guest reports each put's status and each read's
+//! fields as soon as the host call returns. The put nodes run with the TTLs of
+//! [`PutOptions::ttls`] (by default a day and none, alternately). Meanwhile the topology
+//! moves (a slot every `slot_ms`, [`Bench::start`]) and a chaos thread, driven by a seeded
+//! PRNG, cuts and blackholes node-to-node paths (one proxy each), isolates whole nodes
+//! (every path to and from them cut) and SIGKILLs node `redis-server`s, restarting them
+//! (same port, same directory) after a random downtime. Afterwards every fault is healed,
+//! one idle plugin instance per node sweeps the outboxes, and the harness polls (with a
+//! deadline) until every outbox is empty. Then it checks the reads against each node's
+//! put history ([`crate::history`]) and every field and bundle expiry on every store
+//! ([`crate::fault_checks`], which defines lost, stale, superseded, corrupted, wrongly
+//! deleted and TTL violations).
 //!
 //! **SIGKILL check** ([`run_kills`]). Processes that put bundles of several MiB-sized
 //! fields in one `skylark_put_many` each are SIGKILLed at a random moment: a calibration
@@ -26,7 +29,9 @@
 //! flight); the guest's output tells where it really was. Then one later
 //! instance per node must empty the outboxes, and every bundle must be, on every store,
 //! either absent or complete with the right bytes; an acknowledged bundle, and any bundle
-//! its node holds, must be complete at the global store.
+//! its node holds, must be complete at the global store; every bundle key of the run must
+//! have its writer's TTL. The processes run at the plugin's default `SKYLARK_TIMEOUT_MS`
+//! unless [`KillOptions::store_timeout_ms`] says otherwise.
 //!
 //! Stores run with the [`Durability`] the options give: node Redis must keep what it
 //! acknowledged (`--appendonly yes --appendfsync always`) for the plugin's guarantees to
@@ -1493,7 +1498,13 @@ pub fn run_kills(bench: &Bench, opts: &KillOptions) -> Result<KillTally, String>
         }
     }
     let mut ttl = StoreTally::default();
-    fault_checks::check_ttls(&net, &bench.run, &|n| bench.ttl_of(n), bench.age(), &mut ttl)?;
+    fault_checks::check_ttls(
+        &net,
+        &bench.run,
+        &|n| bench.ttl_of(n),
+        bench.age(),
+        &mut ttl,
+    )?;
     tally.ttl_checked = ttl.ttl_checked;
     tally.ttl_violations = ttl.ttl_violations;
     for e in ttl.examples {

@@ -122,7 +122,8 @@ pub fn check(node: &str, puts: &[PutEvent], reads: &[ReadEvent]) -> ReadTally {
             t.failed += 1;
             continue;
         };
-        let what = |task: &str| format!("read of {}/{task} after put {} on {node}", r.chain, r.after);
+        let what =
+            |task: &str| format!("read of {}/{task} after put {} on {node}", r.chain, r.after);
         for (task, verdict) in got {
             t.fields += 1;
             let f = fields
@@ -192,7 +193,12 @@ mod tests {
         ReadEvent {
             after,
             chain: "c".into(),
-            fields: Some(fields.iter().map(|(t, v)| (t.to_string(), v.clone())).collect()),
+            fields: Some(
+                fields
+                    .iter()
+                    .map(|(t, v)| (t.to_string(), v.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -230,11 +236,22 @@ mod tests {
 
     #[test]
     fn an_older_version_than_one_acknowledged_before_is_stale() {
-        let t = check("n", &history(), &[read(3, &[("t0", Version(2)), ("t1", Version(1))])]);
+        let t = check(
+            "n",
+            &history(),
+            &[read(3, &[("t0", Version(2)), ("t1", Version(1))])],
+        );
         assert_eq!(t.stale, 1, "{t:?}");
-        assert!(t.examples[0].contains("version 2, but 3 was acknowledged"), "{t:?}");
+        assert!(
+            t.examples[0].contains("version 2, but 3 was acknowledged"),
+            "{t:?}"
+        );
         // Version 1 after the acknowledged version 3, too.
-        let t = check("n", &history(), &[read(3, &[("t0", Version(1)), ("t1", Version(1))])]);
+        let t = check(
+            "n",
+            &history(),
+            &[read(3, &[("t0", Version(1)), ("t1", Version(1))])],
+        );
         assert_eq!((t.stale, t.corrupted, t.missing), (1, 0, 0));
     }
 
@@ -254,7 +271,11 @@ mod tests {
     fn versions_not_yet_started_are_unwritten() {
         let t = check("n", &history(), &[read(0, &[("t0", Version(2))])]);
         assert_eq!(t.unwritten, 1, "{t:?}");
-        let t = check("n", &history(), &[read(1, &[("t0", Version(1)), ("t2", Version(1))])]);
+        let t = check(
+            "n",
+            &history(),
+            &[read(1, &[("t0", Version(1)), ("t2", Version(1))])],
+        );
         assert_eq!(t.unwritten, 1, "a field never put: {t:?}");
         let t = check("n", &history(), &[read(0, &[("t0", Version(0))])]);
         assert_eq!(t.unwritten, 1);
@@ -264,7 +285,13 @@ mod tests {
     fn torn_foreign_and_garbage_values_are_corrupted() {
         let reads = [
             read(3, &[("t0", Verdict::Torn), ("t1", Version(1))]),
-            read(3, &[("t0", Verdict::Foreign("c/t1/1".into())), ("t1", Version(1))]),
+            read(
+                3,
+                &[
+                    ("t0", Verdict::Foreign("c/t1/1".into())),
+                    ("t1", Version(1)),
+                ],
+            ),
             read(3, &[("t0", Version(3)), ("t1", Verdict::Garbage)]),
         ];
         let t = check("n", &history(), &reads);

@@ -115,7 +115,9 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
     let mut acked: BTreeMap<(String, String), u64> = BTreeMap::new();
     for a in t.attempts.iter().filter(|a| a.acked && a.node == "pi5u2") {
         if !stateless_chain(&a.put.chain) {
-            let v = acked.entry((a.put.chain.clone(), a.put.task.clone())).or_insert(0);
+            let v = acked
+                .entry((a.put.chain.clone(), a.put.task.clone()))
+                .or_insert(0);
             *v = (*v).max(a.put.version);
         }
     }
@@ -338,7 +340,10 @@ fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
         if cleanup {
             args.push("--cleanup");
         }
-        let run = c.guest("probe", "pi5u2").args(args).run(Duration::from_secs(60));
+        let run = c
+            .guest("probe", "pi5u2")
+            .args(args)
+            .run(Duration::from_secs(60));
         run.assert_success();
         assert!(run.stdout.contains("\"status\":0"), "{}", run.stdout);
         assert_eq!(c.outbox_len("pi5u2"), 0, "{}", run.stderr);

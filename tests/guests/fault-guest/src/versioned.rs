@@ -128,7 +128,6 @@ impl Pool {
         let h = mix(Self::h(run, node, id) ^ 0x7ead);
         (h % 100 < self.read_pct).then(|| (h >> 8) % self.chains.max(1))
     }
-
 }
 
 /// Values are never larger than this.
@@ -152,7 +151,10 @@ pub fn value(chain: &str, task: &str, version: u64) -> Vec<u8> {
     let size = size_of(chain, task, version).max(head.len() + 8);
     let mut v = head.into_bytes();
     let body = size - v.len() - 8;
-    v.extend(probe::pattern(body, hash(&[chain, task, &version.to_string()])));
+    v.extend(probe::pattern(
+        body,
+        hash(&[chain, task, &version.to_string()]),
+    ));
     let sum = fnv(&v);
     v.extend_from_slice(&sum.to_le_bytes());
     v
@@ -204,14 +206,17 @@ impl Verdict {
 /// Decodes `bytes` read from field `task` of `chain`.
 pub fn decode(chain: &str, task: &str, bytes: &[u8]) -> Verdict {
     let mut parts = bytes.splitn(4, |b| *b == b'/');
-    let (Some(c), Some(t), Some(v), Some(_)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(c), Some(t), Some(v), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Verdict::Garbage;
     };
     let (Ok(c), Ok(t), Some(version)) = (
         std::str::from_utf8(c),
         std::str::from_utf8(t),
-        std::str::from_utf8(v).ok().and_then(|v| v.parse::<u64>().ok()),
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok()),
     ) else {
         return Verdict::Garbage;
     };
@@ -242,7 +247,10 @@ mod tests {
             *v += 1;
             assert_eq!(p.version, *v);
         }
-        assert!(seen.len() as u64 == pool.chains * pool.tasks, "every field is used");
+        assert!(
+            seen.len() as u64 == pool.chains * pool.tasks,
+            "every field is used"
+        );
         assert!(seen.values().any(|n| *n > 5), "fields are overwritten");
         // A prefix of the sequence is the same sequence.
         assert_eq!(pool.puts("r", "n", 100)[..], puts[..100]);
