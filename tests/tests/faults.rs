@@ -12,8 +12,8 @@
 //! * `wasmedge` SIGKILLed at random moments of large multi-field puts: no store ever
 //!   holds part of a bundle, and later instances finish every job left behind;
 //! * directed cases: a node cleaned up and elected again gets the whole bundle; a job
-//!   resumed from the outbox (with copies already made) that
-//!   absorbs a later put of its chain must still copy that put everywhere;
+//!   resumed from the outbox (with copies already made) that absorbs a later put of its
+//!   chain must still copy that put everywhere; a job without a topology waits for one;
 //! * the harness itself: a node store killed and restarted keeps what it acknowledged
 //!   when it runs with an append-only file, and nothing without.
 
