@@ -184,22 +184,32 @@ struct FieldHistory {
     versions: Vec<u64>,
 }
 
+/// One chain's history: its writer, its fields, and the number and task of its last
+/// acknowledged put.
+struct ChainHistory<'a> {
+    origin: &'a str,
+    fields: BTreeMap<&'a str, FieldHistory>,
+    last: Option<(u64, &'a str)>,
+}
+
 /// Checks every field of `attempts` on every store; see the [module documentation](self).
 pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreTally, String> {
     let global = net.cloud();
-    // chain -> (origin node, task -> history, the task of the last acknowledged put)
-    let mut chains: BTreeMap<&str, (&str, BTreeMap<&str, FieldHistory>, Option<(u64, &str)>)> =
-        BTreeMap::new();
+    let mut chains: BTreeMap<&str, ChainHistory> = BTreeMap::new();
     for a in attempts {
         let entry = chains
             .entry(a.put.chain.as_str())
-            .or_insert_with(|| (a.node.as_str(), BTreeMap::new(), None));
-        let h = entry.1.entry(a.put.task.as_str()).or_default();
+            .or_insert_with(|| ChainHistory {
+                origin: a.node.as_str(),
+                fields: BTreeMap::new(),
+                last: None,
+            });
+        let h = entry.fields.entry(a.put.task.as_str()).or_default();
         h.versions.push(a.put.version);
         if a.acked {
             h.acked = h.acked.max(a.put.version);
-            if entry.2.is_none_or(|(id, _)| id < a.put.id) {
-                entry.2 = Some((a.put.id, a.put.task.as_str()));
+            if entry.last.is_none_or(|(id, _)| id < a.put.id) {
+                entry.last = Some((a.put.id, a.put.task.as_str()));
             }
         }
     }
@@ -208,7 +218,11 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
     for chunk in names.chunks(CHUNK) {
         let held = read_bundles(net, chunk)?;
         for (chain, held) in chunk.iter().zip(held) {
-            let (origin, fields, last) = &chains[chain];
+            let ChainHistory {
+                origin,
+                fields,
+                last,
+            } = &chains[chain];
             let stateless = stateless_chain(chain);
             // The node the latest acknowledged put elected, by the writer's record.
             let elected = last.and_then(|(_, task)| {

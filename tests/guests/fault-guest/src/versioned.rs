@@ -73,7 +73,7 @@ pub fn chain_name(run: &str, node: &str, c: u64) -> String {
 
 /// True if every put of `chain` uses policy `stateless` (about one chain in ten).
 pub fn stateless_chain(chain: &str) -> bool {
-    mix(hash(&[chain, "stateless"])) % 10 == 0
+    mix(hash(&[chain, "stateless"])).is_multiple_of(10)
 }
 
 impl Pool {
