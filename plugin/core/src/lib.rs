@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod pending;
 pub mod propagate;
 pub mod runtime;
+pub mod sigpipe;
 pub mod stats;
 pub mod store;
 pub mod topology;

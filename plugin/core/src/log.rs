@@ -5,8 +5,9 @@
 //!
 //! Logging never panics: lines are written with write errors ignored (`eprintln!` panics
 //! when stderr is broken), because it runs on host-call paths, on background threads and
-//! in the `atexit` callback, where a panic could abort the host process. A line that
-//! cannot be written is lost.
+//! in the `atexit` callback, where a panic could abort the host process. Nor does a
+//! stderr pipe without a reader kill the process with `SIGPIPE` ([`crate::sigpipe`]). A
+//! line that cannot be written is lost.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -64,7 +65,9 @@ pub fn enabled(level: Level) -> bool {
 /// [`crate::skylog!`] macro.
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     if enabled(level) {
-        write_line(&mut std::io::stderr().lock(), level, args);
+        let mut stderr = std::io::stderr().lock();
+        let _no_sigpipe = crate::sigpipe::Blocked::new();
+        write_line(&mut stderr, level, args);
     }
 }
 
