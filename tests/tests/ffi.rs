@@ -118,10 +118,11 @@ fn a_failing_call_with_stderr_closed_exits_normally() {
     }
 }
 
-/// A put_many of 100,000 fields in one call is stored whole and read back whole, and the
-/// call takes well under 5 s. The guest is AOT-compiled so that the time is the host's:
-/// about 0.5 s on a loaded 2-core machine, where the former pairwise duplicate check
-/// (5 * 10^9 comparisons) took 30 s.
+/// A put_many of 100,000 fields in one call is stored whole and read back whole. (The
+/// guest is AOT-compiled so that the host's time dominates: about 0.5 s on a loaded 2-core
+/// machine, where the former pairwise duplicate check, 5 * 10^9 comparisons, took 25 s.
+/// Linearity itself is checked by decode's unit test with a margin of orders of
+/// magnitude; no wall-clock bound here.)
 #[test]
 fn a_100000_field_put_many_is_stored_and_read_back_whole() {
     const FIELDS: usize = 100_000;
@@ -137,8 +138,6 @@ fn a_100000_field_put_many_is_stored_and_read_back_whole() {
         .run(RUN_TIMEOUT);
     let out = put.assert_success().json();
     assert_eq!(out["status"], 0, "{out}");
-    let ms = out["ms"].as_f64().expect("ms");
-    assert!(ms < 5_000.0, "put_many of {FIELDS} fields took {ms} ms");
 
     let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
     assert_eq!(stored.len(), FIELDS);
