@@ -216,7 +216,6 @@ fn run_one(run: &Run, local: &str, urls: &BTreeMap<Case, String>) -> Outcome {
     let mut guest = Guest::at(&run.path, local)
         .env("SKYLARK_NAMESPACE", run.case.namespace())
         .env("SKYLARK_GLOBAL_URL", &urls[&run.case])
-        .env("SKYLARK_CONNECT_TIMEOUT_MS", "100")
         .env("SKYLARK_MAX_OUTBOX", "10000000")
         .args(["put", &run.chain, "t", "1024", "7"]);
     if run.case == Case::Refused {
