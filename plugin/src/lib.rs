@@ -6,7 +6,10 @@
 //! `build.rs` links the library with `-z nodelete`: WasmEdge `dlclose`s plugins while
 //! the process exits, and the plugin's background threads must never find its code gone.
 
-#![allow(non_snake_case)] // the library name must be wasmedgePluginSkylark
+#![allow(non_snake_case)]
+// the library name must be wasmedgePluginSkylark
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod memory;
 mod module;
