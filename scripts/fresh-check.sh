@@ -34,7 +34,7 @@ set -euo pipefail
 
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 
-# Inside the step's own mount and PID namespaces (see `in_root`): mounts what the root
+# Inside the step's own mount and PID namespaces (see `in_root` below): mounts what the root
 # needs and runs the command there as root with a clean environment. Nothing here is
 # unmounted by hand: the mounts go away with the namespace when the step ends.
 if [ "${1:-}" = __enter ]; then
@@ -99,10 +99,19 @@ log_dir="$repo/target/fresh-check"
 mkdir -p "$cache_dir" "$log_dir"
 
 t_start=$SECONDS
-tmp=""
+tmp="" child=""
 cleanup() { # keeps the exit status; deletes the temporary root only once nothing is mounted in it
   local rc=$?
   set +e
+  if [ -n "$child" ]; then
+    # Interrupted during a step. unshare ignores SIGINT and SIGTERM while it waits; killed,
+    # it takes its child, the namespace's first process, and so the whole step down with it.
+    say "stopping the running step"
+    kill -KILL "$child" 2>/dev/null
+    wait "$child" 2>/dev/null
+    local deadline=$((SECONDS + 10))
+    while [ $SECONDS -lt $deadline ] && in_use "$tmp/root"; do sleep 0.2; done
+  fi
   if [ -n "$tmp" ] && [ -d "$tmp" ]; then
     if findmnt -rn -o TARGET | grep -qF "$tmp"; then
       say "mounts left under $tmp (should be impossible: they live in the steps' namespaces); unmounting"
@@ -117,6 +126,13 @@ cleanup() { # keeps the exit status; deletes the temporary root only once nothin
     fi
   fi
   exit "$rc"
+}
+in_use() { # dir -> true while a process runs chrooted there
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$1" ] && return 0
+  done
+  return 1
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -160,10 +176,11 @@ mkdir -p "$root/root/skylark"
 git -C "$repo" archive --format=tar "$commit" | tar -x -C "$root/root/skylark"
 say "root unpacked, tree of ${commit:0:12} ($rev) in /root/skylark ($((SECONDS - t0)) s)"
 
-in_root() { # command... -> runs it in /root/skylark inside the root, in fresh namespaces
-  unshare --mount --pid --propagation private --fork --kill-child -- \
-    bash "$self" __enter "$root" "${RUSTUP_HOME:-$HOME/.rustup}" "${CARGO_HOME:-$HOME/.cargo}" "$@"
-}
+# Runs a command in /root/skylark inside the root, in fresh mount and PID namespaces: when
+# unshare ends, however, its child (the namespace's first process) is killed, and with it
+# every process of the step, and the namespace's mounts go away.
+in_root=(unshare --mount --pid --propagation private --fork --kill-child --
+         bash "$self" __enter "$root" "${RUSTUP_HOME:-$HOME/.rustup}" "${CARGO_HOME:-$HOME/.cargo}")
 
 step_rc=0
 step() { # name log command... -> runs a step, output to log (and the terminal with --verbose)
@@ -171,11 +188,15 @@ step() { # name log command... -> runs a step, output to log (and the terminal w
   local t0=$SECONDS
   say "$name: $*"
   step_rc=0
+  # In the background, so that a signal to this script is handled at once (see cleanup).
   if [ "$verbose" = 1 ]; then
-    in_root "$@" 2>&1 | tee "$log" || step_rc=${PIPESTATUS[0]}
+    "${in_root[@]}" "$@" > >(tee "$log") 2>&1 &
   else
-    in_root "$@" >"$log" 2>&1 || step_rc=$?
+    "${in_root[@]}" "$@" >"$log" 2>&1 &
   fi
+  child=$!
+  wait "$child" || step_rc=$?
+  child=""
   say "$name: exit status $step_rc after $((SECONDS - t0)) s (log: $log)"
 }
 fail_step() { # name log reason
