@@ -3,7 +3,10 @@
 //! call on [`skylark_core::Instance`]. All behaviour lives in `skylark-core`; this crate only
 //! adapts WasmEdge's C API and guarantees that no panic crosses the FFI boundary.
 
-#![allow(non_snake_case)] // the library name must be wasmedgePluginSkylark
+#![allow(non_snake_case)]
+// the library name must be wasmedgePluginSkylark
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod memory;
 mod module;

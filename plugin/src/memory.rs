@@ -25,11 +25,16 @@ impl FrameMemory {
         if frame.is_null() {
             return None;
         }
-        let ctx = WasmEdge_CallingFrameGetMemoryInstance(frame, 0);
+        // SAFETY: `frame` is the live calling frame of the running host call (caller's
+        // contract); WasmEdge returns null when the module has no memory 0.
+        let ctx = unsafe { WasmEdge_CallingFrameGetMemoryInstance(frame, 0) };
         if ctx.is_null() {
             return None;
         }
-        let size = u64::from(WasmEdge_MemoryInstanceGetPageSize(ctx)) * PAGE;
+        // SAFETY: `ctx` is the non-null memory instance just obtained from the frame.
+        let pages = unsafe { WasmEdge_MemoryInstanceGetPageSize(ctx) };
+        // At most 2^32 pages of 2^16 bytes: no overflow in u64.
+        let size = u64::from(pages) * PAGE;
         Some(FrameMemory { ctx, size })
     }
 }

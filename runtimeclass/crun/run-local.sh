@@ -8,7 +8,8 @@
 #
 #   exit 0   the container ran and put/get succeeded (proves crun loaded the plugin)
 #   exit 77  this machine cannot run it; one line on stdout says why (for a test to skip)
-#   exit 1   crun ran the guest but the guest or plugin failed (a real failure)
+#   exit 1   crun, the guest or the plugin failed (a real failure; anything the checks above
+#            did not classify as a missing machine capability)
 #
 # crun 1.21 and its libraries come from trixie through a private apt configuration
 # (cache: <repo>/.wasmedge/crun, git-ignored; the machine's apt sources are not touched)
@@ -261,7 +262,9 @@ run_container() { # id
   return "$rc"
 }
 
-# Classifies a run without guest output: the machine (77) or the guest/plugin (1).
+# A run without guest output, after every check above found the machine able to run
+# containers: a failure (1), with crun's last words. Never a skip: an unknown failure of
+# the path under test must not pass as "this machine cannot".
 judge_failure() { # id rc
   local id="$1" rc="$2" last
   last="$(grep -v '^[[:space:]]*$' "$work/$id.err" | tail -n1 || true)"
@@ -271,7 +274,8 @@ judge_failure() { # id rc
     fail "crun ran the WasmEdge handler but the guest failed (exit $rc): $last"
   fi
   [ "$rc" = 124 ] && fail "crun run timed out after 120 s"
-  skip "crun cannot run the container on this machine (exit $rc): $last"
+  sed 's/^/  /' "$work/$id.err" >&2
+  fail "crun failed to run the container (exit $rc): $last"
 }
 
 chain="crun-$$-$RANDOM"

@@ -228,6 +228,8 @@ impl GuestRun {
 /// A guest invocation under the real `wasmedge` CLI with the Skylark plugin loaded.
 pub struct Guest {
     cmd: Command,
+    /// Where stderr goes instead of the captured pipe ([`Guest::stderr`]).
+    stderr: Option<Stdio>,
 }
 
 impl Guest {
@@ -249,7 +251,7 @@ impl Guest {
             .env("SKYLARK_REDIS_URL", redis_url)
             .env("SKYLARK_NODE_NAME", "test-node")
             .arg(module);
-        Guest { cmd }
+        Guest { cmd, stderr: None }
     }
 
     pub fn args<I, S>(mut self, args: I) -> Guest
@@ -267,17 +269,34 @@ impl Guest {
         self
     }
 
+    /// Sends the guest's stderr to `stderr` instead of capturing it; the run's `stderr`
+    /// is then empty.
+    pub fn stderr(mut self, stderr: Stdio) -> Guest {
+        self.stderr = Some(stderr);
+        self
+    }
+
+    /// The `wasmedge` command, for settings this type has no method for (`pre_exec`).
+    pub fn command_mut(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
     /// Starts the guest without waiting.
     pub fn spawn(mut self) -> Running {
+        let captured = self.stderr.is_none();
         let mut child = self
             .cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(self.stderr.take().unwrap_or_else(Stdio::piped))
             .spawn()
             .expect("start wasmedge");
         let started = Instant::now();
         let out = child.stdout.take().expect("piped stdout");
-        let err = child.stderr.take().expect("piped stderr");
+        let err = if captured {
+            Some(child.stderr.take().expect("piped stderr"))
+        } else {
+            None
+        };
         let (lines_tx, lines) = std::sync::mpsc::channel();
         let out_t = std::thread::spawn(move || {
             let mut all = String::new();
@@ -291,8 +310,9 @@ impl Guest {
         });
         let err_t = std::thread::spawn(move || {
             let mut s = String::new();
-            let mut err = err;
-            let _ = err.read_to_string(&mut s);
+            if let Some(mut err) = err {
+                let _ = err.read_to_string(&mut s);
+            }
             s
         });
         Running {

@@ -90,6 +90,16 @@ fn files_and_dirs(root: &Path) -> Vec<PathBuf> {
 fn regressions_stay_fixed() {
     let n = replay("regressions");
     eprintln!("replayed {n} regression inputs");
+    // The inputs that once broke a property are committed (fuzz/regressions/); finding
+    // none means the test looked in the wrong place or they were lost, not that all pass.
+    assert!(n > 0, "no regression inputs under fuzz/regressions/");
+    for dir in files_and_dirs(&fuzz_dir().join("regressions")) {
+        assert!(
+            !files(&dir).is_empty(),
+            "{} holds no regression input",
+            dir.display()
+        );
+    }
 }
 
 #[test]

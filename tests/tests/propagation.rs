@@ -7,6 +7,7 @@
 //! Copies are asserted right after the producing process exits, without polling: the
 //! plugin's exit flush must have finished them.
 
+use redis::Commands;
 use serde_json::Value;
 use skylark_tests::cluster::{eventually, Cluster, NS};
 use skylark_tests::{chain_id, GuestRun, RUN_TIMEOUT};
@@ -487,4 +488,60 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
         !names.iter().any(|n| n.starts_with("@incoming:")),
         "the copy removed its announcement: {names:?}"
     );
+}
+
+/// `TTL <bundle>` on `node`, read directly (-2: absent, -1: no expiry).
+fn ttl(c: &Cluster, node: &str, chain: &str) -> i64 {
+    redis::cmd("TTL")
+        .arg(format!("{NS}:bundle:{chain}"))
+        .query(&mut c.node(node).redis.conn())
+        .expect("TTL")
+}
+
+#[test]
+fn with_ttl_0_no_copy_ever_expires() {
+    let mut c = Cluster::constellation();
+    c.env.push(("SKYLARK_TTL_SECS".into(), "0".into()));
+    let chain = chain_id("ttl0");
+    // The elected node already holds the chain's bundle, kept forever (an earlier put's
+    // copy): announcing this put's copy there must not give it an expiry either.
+    c.node("pi4u5")
+        .redis
+        .conn()
+        .hset::<_, _, _, ()>(format!("{NS}:bundle:{chain}"), "earlier", "kept")
+        .expect("HSET");
+    put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
+    put(&c, "pi5u2", &chain, "pre2", &["--dest", "pi5u3"]);
+
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec![
+            "pi4u5".into(),
+            "pi5u1".into(),
+            "pi5u2".into(),
+            "pi5u3".into()
+        ])
+    );
+    for node in ["pi5u2", "pi4u5", "pi5u3", "pi5u1"] {
+        assert_eq!(ttl(&c, node, &chain), -1, "the bundle on {node} expires");
+    }
+}
+
+#[test]
+fn with_a_ttl_every_copy_carries_it() {
+    let mut c = Cluster::constellation();
+    c.env.push(("SKYLARK_TTL_SECS".into(), "3600".into()));
+    let chain = chain_id("ttl");
+    put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec!["pi4u5".into(), "pi5u1".into(), "pi5u2".into()])
+    );
+    for node in ["pi5u2", "pi4u5", "pi5u1"] {
+        let t = ttl(&c, node, &chain);
+        assert!(
+            (3500..=3600).contains(&t),
+            "the bundle on {node} has TTL {t}, not the configured 3600 s"
+        );
+    }
 }

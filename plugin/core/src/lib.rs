@@ -1,6 +1,12 @@
 //! Host-side logic of the Skylark WasmEdge plugin, free of any WasmEdge types so that it
 //! can be unit-tested on plain Rust values. The `skylark-plugin` cdylib adapts WasmEdge's
 //! C API to [`calls::Instance`] and [`memory::GuestMemory`].
+//!
+//! Logging ([`log`]) never panics, whatever state stderr is in: it runs on host-call paths,
+//! background threads and in an `atexit` callback, where a panic could abort the host.
+
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod calls;
 pub mod config;
@@ -18,6 +24,7 @@ pub mod outbox;
 pub mod pending;
 pub mod propagate;
 pub mod runtime;
+pub mod sigpipe;
 pub mod stats;
 pub mod store;
 pub mod topology;

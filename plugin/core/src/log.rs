@@ -2,7 +2,14 @@
 //!
 //! The plugin runs inside somebody else's process, so it does not install a global `log`
 //! or `tracing` subscriber; it writes its own prefixed lines.
+//!
+//! Logging never panics: lines are written with write errors ignored (`eprintln!` panics
+//! when stderr is broken), because it runs on host-call paths, on background threads and
+//! in the `atexit` callback, where a panic could abort the host process. Nor does a
+//! stderr pipe without a reader kill the process with `SIGPIPE` ([`crate::sigpipe`]). A
+//! line that cannot be written is lost.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Log levels, most severe first.
@@ -54,11 +61,26 @@ pub fn enabled(level: Level) -> bool {
     level != Level::Off && level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// Writes one line to stderr if `level` is enabled. Use the [`crate::skylog!`] macro.
+/// Writes one line to stderr if `level` is enabled, ignoring write errors. Use the
+/// [`crate::skylog!`] macro.
 pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     if enabled(level) {
-        eprintln!("[skylark {}] {}", level.label(), args);
+        let mut stderr = std::io::stderr().lock();
+        let _no_sigpipe = crate::sigpipe::Blocked::new();
+        write_line(&mut stderr, level, args);
     }
+}
+
+/// Formats one line into a buffer and writes it to `out` in one piece; a failed write is
+/// ignored, never a panic.
+fn write_line(out: &mut dyn Write, level: Level, args: std::fmt::Arguments<'_>) {
+    let mut line = Vec::with_capacity(128);
+    // Writing into a Vec fails only if a `Display` implementation reports an error;
+    // whatever was formatted up to then is still worth a line.
+    let _ = write!(line, "[skylark {}] {}", level.label(), args);
+    line.push(b'\n');
+    let _ = out.write_all(&line);
+    let _ = out.flush();
 }
 
 /// `skylog!(Warn, "...", args)` logs at the given [`Level`].
@@ -81,5 +103,25 @@ mod tests {
         assert_eq!(Level::parse(" debug "), Some(Level::Debug));
         assert_eq!(Level::parse("loud"), None);
         assert!(Level::Error < Level::Trace);
+    }
+
+    /// A writer that fails every write, like stderr with its reader gone.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn a_failing_writer_is_ignored_and_lines_are_whole() {
+        write_line(&mut Broken, Level::Error, format_args!("lost {}", 1));
+        let mut out = Vec::new();
+        write_line(&mut out, Level::Warn, format_args!("kept {}", 2));
+        assert_eq!(out, b"[skylark WARN] kept 2\n");
     }
 }

@@ -503,22 +503,34 @@ fn delta(
         .collect()
 }
 
-/// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` (and the
-/// bundle's TTL, in case the copy never comes).
+/// Announces a copy: `HSET <bundle> @incoming:<job> <until ms>`, atomically with an
+/// expiry of [`MARKER_EXPIRY_SECS`] only when the announcement creates the bundle (so a
+/// copy that never comes leaves nothing behind for long). An existing bundle's expiry is
+/// left alone: the copy sets the configured TTL itself (or removes any with TTL 0), and
+/// a copy that fails must not make a bundle that was kept forever expire.
+/// KEYS: bundle. ARGV: marker field, until ms, expiry seconds.
+const ANNOUNCE_COPY: &str = r#"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if existed == 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return existed
+"#;
+
+/// How long a bundle that only an announcement created lives if its copy never comes.
+const MARKER_EXPIRY_SECS: u64 = 60;
+
+/// The request announcing a copy (see [`ANNOUNCE_COPY`]).
 fn incoming_marker(ns: &str, chain: &str, field: &str, until_ms: u64) -> Request {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    pipe.cmd("HSET")
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(ANNOUNCE_COPY)
+        .arg(1)
         .arg(keys::bundle(ns, chain))
         .arg(field)
         .arg(until_ms)
-        .ignore();
-    pipe.cmd("EXPIRE")
-        .arg(keys::bundle(ns, chain))
-        .arg(60)
-        .arg("NX")
-        .ignore();
-    Request::Pipe(pipe)
+        .arg(MARKER_EXPIRY_SECS);
+    Request::Cmd(cmd)
 }
 
 /// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
@@ -771,27 +783,66 @@ async fn step(
             (name, r)
         });
     }
-    let mut failed: Vec<(String, CallError)> = Vec::new();
-    while let Some(joined) = copies.join_next().await {
-        match joined {
-            Ok((name, Ok(()))) => {
-                stats::inc(Counter::Copies);
-                job.done.push(name);
-            }
-            Ok((name, Err(e))) => failed.push((name, e)),
-            Err(e) => skylog!(Error, "job {}: copy task failed: {e}", job.id),
-        }
+    let round = join_copies(&mut copies, &job.id).await;
+    stats::add(Counter::Copies, round.copied.len() as u64);
+    job.done.extend(round.copied.iter().cloned());
+    if !round.failed.is_empty() {
+        return retry(
+            ctx,
+            job,
+            failures,
+            round.failed,
+            &target,
+            global_name.as_deref(),
+        )
+        .await;
     }
-    if !failed.is_empty() {
-        return retry(ctx, job, failures, failed, &target, global_name.as_deref()).await;
-    }
-    if job.done.len() < targets.len() {
-        // A copy task panicked: try again later rather than lose the copy.
+    if !round.made_all(&targets) {
+        // A copy task panicked or was cancelled: its copy is not known to exist. Try again
+        // later rather than finish the job and drop it from the outbox.
         job.attempts += 1;
         return Step::Retry(backoff(p.retry_base, job.attempts));
     }
     finish(ctx, job, &target, &placement, global_name.as_deref()).await;
     Step::Done
+}
+
+/// What one round of copies achieved.
+#[derive(Debug, Default)]
+struct Round {
+    /// Targets whose copy this round made.
+    copied: Vec<String>,
+    /// Targets whose copy failed, with the error.
+    failed: Vec<(String, CallError)>,
+    /// Copy tasks that ended without a result (panicked or cancelled).
+    lost: usize,
+}
+
+impl Round {
+    /// Whether this round made a copy on every one of its `targets`: counted from this
+    /// round's own results, never from the job's earlier successes.
+    fn made_all(&self, targets: &[String]) -> bool {
+        self.failed.is_empty() && self.lost == 0 && targets.iter().all(|t| self.copied.contains(t))
+    }
+}
+
+/// Waits for every copy task of a round and sorts their outcomes.
+async fn join_copies(
+    copies: &mut tokio::task::JoinSet<(String, Result<(), CallError>)>,
+    job_id: &str,
+) -> Round {
+    let mut round = Round::default();
+    while let Some(joined) = copies.join_next().await {
+        match joined {
+            Ok((name, Ok(()))) => round.copied.push(name),
+            Ok((name, Err(e))) => round.failed.push((name, e)),
+            Err(e) => {
+                skylog!(Error, "job {job_id}: copy task ended without a result: {e}");
+                round.lost += 1;
+            }
+        }
+    }
+    round
 }
 
 async fn retry(
@@ -925,6 +976,88 @@ async fn cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dies() -> (String, Result<(), CallError>) {
+        panic!("a copy task that panics (expected in this test)")
+    }
+
+    #[test]
+    fn a_round_counts_only_its_own_copies() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a test runtime");
+        rt.block_on(async {
+            // An earlier round copied to the global store ("cloud"), so the job's all-time
+            // successes number 1; this round's only target, the elected node, has its copy
+            // task panic, then cancelled. Neither round made its copy.
+            let earlier_done = ["cloud".to_string()];
+            let targets = vec!["sat-b".to_string()];
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async { dies() });
+            let round = join_copies(&mut copies, "j1").await;
+            assert_eq!((round.copied.len(), round.lost), (0, 1));
+            assert!(earlier_done.len() >= targets.len());
+            assert!(!round.made_all(&targets), "a panicked copy counted as made");
+
+            let mut copies = tokio::task::JoinSet::new();
+            copies
+                .spawn(async { std::future::pending::<(String, Result<(), CallError>)>().await })
+                .abort();
+            let round = join_copies(&mut copies, "j1").await;
+            assert_eq!(round.lost, 1);
+            assert!(
+                !round.made_all(&targets),
+                "a cancelled copy counted as made"
+            );
+
+            // A failed copy is not made either; a successful one is.
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async {
+                (
+                    "sat-b".to_string(),
+                    Err(CallError::new(
+                        skylark_abi::Status::StoreUnavailable,
+                        "down",
+                    )),
+                )
+            });
+            assert!(!join_copies(&mut copies, "j1").await.made_all(&targets));
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async { ("sat-b".to_string(), Ok(())) });
+            assert!(join_copies(&mut copies, "j1").await.made_all(&targets));
+        });
+    }
+
+    #[test]
+    fn writes_give_every_copy_the_configured_ttl_or_none() {
+        let key = "ns:bundle:c";
+        let mut pipe = redis::pipe();
+        store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
+        let cmds: Vec<String> = pipe
+            .cmd_iter()
+            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+            .collect();
+        assert!(cmds.iter().any(|c| c.contains("PERSIST")), "{cmds:?}");
+        assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
+
+        let mut pipe = redis::pipe();
+        store::write_hash(
+            &mut pipe,
+            key,
+            [("t", b"v".as_slice())],
+            Some(Duration::from_secs(90)),
+        );
+        let cmds: Vec<String> = pipe
+            .cmd_iter()
+            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+            .collect();
+        assert!(
+            cmds.iter()
+                .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n")),
+            "{cmds:?}"
+        );
+        assert!(!cmds.iter().any(|c| c.contains("PERSIST")), "{cmds:?}");
+    }
 
     #[test]
     fn copy_deadlines_grow_with_size() {
