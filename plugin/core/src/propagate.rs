@@ -20,7 +20,11 @@
 //!   claimed by the sweeps of later processes once their lease has run out. A job that
 //!   cannot tell its copies yet (no topology loaded and no global store) waits for them.
 //! - **Exit.** At process exit the plugin waits up to `SKYLARK_EXIT_FLUSH_MS` for jobs in
-//!   flight (a function's wasmedge process usually exits right after its put).
+//!   flight (a function's wasmedge process usually exits right after its put). What is
+//!   still running then is not stopped: the runtime's threads end with the process, and
+//!   their jobs stay in the outbox for a later process. The plugin library is linked never
+//!   to be unloaded (`plugin/build.rs`), so WasmEdge's `dlclose` at exit cannot unmap the
+//!   code those threads run.
 
 use crate::context::{self, Context};
 use crate::election::{self, Rng, Target};
