@@ -507,34 +507,34 @@ fn delta(
         .collect()
 }
 
-/// Announces a copy: `HSET <bundle> @incoming:<job> <until ms>`, atomically with an
-/// expiry of [`MARKER_EXPIRY_SECS`] only when the announcement creates the bundle (so a
-/// copy that never comes leaves nothing behind for long). An existing bundle's expiry is
-/// left alone: the copy sets the configured TTL itself (or removes any with TTL 0), and
-/// a copy that fails must not make a bundle that was kept forever expire.
-/// KEYS: bundle. ARGV: marker field, until ms, expiry seconds.
-const ANNOUNCE_COPY: &str = r#"
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if existed == 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-end
-return existed
-"#;
-
-/// How long a bundle that only an announcement created lives if its copy never comes.
-const MARKER_EXPIRY_SECS: u64 = 60;
-
-/// The request announcing a copy (see [`ANNOUNCE_COPY`]).
-fn incoming_marker(ns: &str, chain: &str, field: &str, until_ms: u64) -> Request {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(ANNOUNCE_COPY)
-        .arg(1)
+/// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` and, with a
+/// bundle TTL, `EXPIRE <bundle> <ttl> NX`, so that a bundle the announcement creates
+/// expires like any other if its copy never comes. With no TTL (TTL 0) nothing may expire,
+/// so no `EXPIRE` at all: an announcement that gave an existing bundle an expiry made the
+/// copies of a "never expire" deployment vanish. (A marker whose copy never comes then
+/// stays; readers ignore it once its time has passed.)
+fn incoming_marker(
+    ns: &str,
+    chain: &str,
+    field: &str,
+    until_ms: u64,
+    ttl: Option<Duration>,
+) -> Request {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("HSET")
         .arg(keys::bundle(ns, chain))
         .arg(field)
         .arg(until_ms)
-        .arg(MARKER_EXPIRY_SECS);
-    Request::Cmd(cmd)
+        .ignore();
+    if let Some(ttl) = ttl {
+        pipe.cmd("EXPIRE")
+            .arg(keys::bundle(ns, chain))
+            .arg(ttl.as_secs().max(1))
+            .arg("NX")
+            .ignore();
+    }
+    Request::Pipe(pipe)
 }
 
 /// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
@@ -776,7 +776,13 @@ async fn step(
                 .arg(keys::bundle(ns, &job.chain))
                 .arg(&field)
                 .ignore();
-            incoming_marker(ns, &job.chain, &field, now_ms() + wait.as_millis() as u64)
+            incoming_marker(
+                ns,
+                &job.chain,
+                &field,
+                now_ms() + wait.as_millis() as u64,
+                ctx.config.ttl,
+            )
         });
         let store = match &global {
             Some(g) if is_global => Ok(Arc::clone(&g.store)),
@@ -1109,7 +1115,6 @@ mod tests {
             .cmd_iter()
             .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
             .collect();
-        assert!(cmds.iter().any(|c| c.contains("PERSIST")), "{cmds:?}");
         assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
 
         let mut pipe = redis::pipe();
@@ -1128,7 +1133,29 @@ mod tests {
                 .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n")),
             "{cmds:?}"
         );
-        assert!(!cmds.iter().any(|c| c.contains("PERSIST")), "{cmds:?}");
+
+        // The announcement of a copy: an expiry only with a TTL, and only NX.
+        let packed = |r: Request| match r {
+            Request::Pipe(p) => p
+                .cmd_iter()
+                .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
+                .collect::<Vec<_>>(),
+            Request::Cmd(c) => vec![String::from_utf8_lossy(&c.get_packed_command()).into_owned()],
+        };
+        let m = packed(incoming_marker("ns", "c", "@incoming:j", 1, None));
+        assert!(!m.iter().any(|c| c.contains("EXPIRE")), "{m:?}");
+        let m = packed(incoming_marker(
+            "ns",
+            "c",
+            "@incoming:j",
+            1,
+            Some(Duration::from_secs(90)),
+        ));
+        assert!(
+            m.iter()
+                .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n") && c.contains("NX")),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -365,7 +365,7 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
     Ok((client, auth))
 }
 
-/// Appends `HSET key f1 v1 ...` and [`set_ttl`]'s `EXPIRE key ttl` or `PERSIST key` to `pipe` (both ignored
+/// Appends `HSET key f1 v1 ...` and, with a TTL, `EXPIRE key ttl` to `pipe` (both ignored
 /// in the reply). Nothing is appended for an empty field list.
 pub fn write_hash<'a, F: AsRef<[u8]> + ?Sized + 'a>(
     pipe: &mut redis::Pipeline,
@@ -387,18 +387,16 @@ pub fn write_hash<'a, F: AsRef<[u8]> + ?Sized + 'a>(
     set_ttl(pipe, key, ttl);
 }
 
-/// Appends the command that gives `key` the configured TTL (ignored in the reply):
-/// `EXPIRE key ttl`, or `PERSIST key` with none (TTL 0), so that no expiry set earlier
-/// (an incoming-copy announcement's, an older configuration's) outlives a write.
+/// Appends `EXPIRE key ttl` (ignored in the reply) when there is a TTL. With none (TTL 0)
+/// nothing is sent: no write of the plugin ever gives a bundle an expiry then (see
+/// `propagate::incoming_marker`), and the documented minimal ACLs need no `PERSIST`.
 pub fn set_ttl(pipe: &mut redis::Pipeline, key: &str, ttl: Option<Duration>) {
-    match ttl {
-        Some(ttl) => pipe
-            .cmd("EXPIRE")
+    if let Some(ttl) = ttl {
+        pipe.cmd("EXPIRE")
             .arg(key)
             .arg(ttl.as_secs().max(1))
-            .ignore(),
-        None => pipe.cmd("PERSIST").arg(key).ignore(),
-    };
+            .ignore();
+    }
 }
 
 /// Decodes an `HGETALL` reply (RESP2 flat array or RESP3 map) into field/value pairs.
