@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Fault-injection run (RELIABILITY.md, section 2): builds the plugin and guests, then puts
-# across the emulated constellation while links are cut and restored and node
-# redis-servers are SIGKILLed and restarted at random, verifies every put on every store,
-# and SIGKILLs wasmedge in the middle of large puts. Prints the tallies; exits non-zero
-# if anything was lost, corrupted, left partial or stuck.
+# Fault-injection run (RELIABILITY.md, section 2): builds the plugin and guests, then
+# overwrites versioned fields (some puts with cleanup, reads in between) across the
+# emulated constellation while its topology moves, links are cut, blackholed and restored
+# and node redis-servers are SIGKILLed and restarted at random; checks the reads against
+# the put history and every field and bundle TTL on every store, and SIGKILLs wasmedge in
+# the middle of large puts. Prints the tallies; exits non-zero if anything was lost,
+# stale, corrupted, wrongly deleted, given a wrong TTL, read against the rules, left
+# partial or stuck.
 #   bash scripts/fault-run.sh [--puts N] [--seed S] [--duration SECS] [--kills N] ...
 # (all options: bash scripts/fault-run.sh --help)
 set -euo pipefail

@@ -2,6 +2,9 @@
 //! the `skylark` module it creates, and the trampolines that turn each host call into a
 //! call on [`skylark_core::Instance`]. All behaviour lives in `skylark-core`; this crate only
 //! adapts WasmEdge's C API and guarantees that no panic crosses the FFI boundary.
+//!
+//! `build.rs` links the library with `-z nodelete`: WasmEdge `dlclose`s plugins while
+//! the process exits, and the plugin's background threads must never find its code gone.
 
 #![allow(non_snake_case)]
 // the library name must be wasmedgePluginSkylark

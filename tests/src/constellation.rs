@@ -264,6 +264,9 @@ struct Proxies {
     nodes: usize,
     /// Index `from * nodes + to`; `None` where `from == to`.
     emus: Vec<Option<LinkEmu>>,
+    /// Indices of proxies a fault holds down ([`Constellation::fault_link`]): slot changes
+    /// re-spec them but leave them cut or blackholed until the fault is healed.
+    held: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl Proxies {
@@ -284,7 +287,11 @@ impl Proxies {
                 emus.push(Some(emu));
             }
         }
-        Ok(Proxies { nodes, emus })
+        Ok(Proxies {
+            nodes,
+            emus,
+            held: Mutex::new(std::collections::BTreeSet::new()),
+        })
     }
 
     /// The `from`->`to` proxy (none for `from == to` or unknown ids).
@@ -296,26 +303,37 @@ impl Proxies {
         self.emus.get(from * self.nodes + to)?.as_ref()
     }
 
+    fn held(&self) -> MutexGuard<'_, std::collections::BTreeSet<usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Makes every proxy emulate its path in `slot`: re-specced, restored if it was cut,
-    /// cut if the target is unreachable.
+    /// cut if the target is unreachable; a proxy a fault holds is only re-specced.
     fn apply(&self, net: &Net, slot: usize) {
         let n = self.nodes as u32;
+        let held = self.held();
         for from in 0..n {
             for to in 0..n {
-                let Some(emu) = self.get(from, to) else {
-                    continue;
-                };
-                match net.path_spec(slot, from, to) {
-                    Some(spec) => {
-                        emu.set(spec);
-                        if emu.mode() != LinkMode::Up {
-                            emu.restore();
-                        }
-                    }
-                    None if emu.mode() != LinkMode::Cut => emu.cut(),
-                    None => {}
+                let index = (from as usize) * self.nodes + to as usize;
+                self.apply_one(net, slot, from, to, held.contains(&index));
+            }
+        }
+    }
+
+    /// [`Proxies::apply`] for the `from`->`to` proxy only.
+    fn apply_one(&self, net: &Net, slot: usize, from: u32, to: u32, held: bool) {
+        let Some(emu) = self.get(from, to) else {
+            return;
+        };
+        match net.path_spec(slot, from, to) {
+            Some(spec) => {
+                emu.set(spec);
+                if !held && emu.mode() != LinkMode::Up {
+                    emu.restore();
                 }
             }
+            None if !held && emu.mode() != LinkMode::Cut => emu.cut(),
+            None => {}
         }
     }
 }
@@ -867,6 +885,41 @@ impl Constellation {
             .as_ref()
             .and_then(|p| p.get(a, b))
             .unwrap_or_else(|| panic!("no proxy {from} -> {to}: a node reaches itself directly"))
+    }
+
+    /// Injects a fault on the `from`->`to` path: cut (connections reset) or blackholed
+    /// (bytes held), until [`Constellation::heal_link`]; slot changes meanwhile leave it
+    /// down. Panics for unknown nodes or `from == to`.
+    pub fn fault_link(&self, from: &str, to: &str, blackhole: bool) {
+        let (a, b) = (self.id(from), self.id(to));
+        let proxies = self
+            .proxies
+            .as_ref()
+            .expect("proxies run while the constellation lives");
+        let mut held = proxies.held();
+        held.insert(a as usize * proxies.nodes + b as usize);
+        let emu = self.proxy(from, to);
+        if blackhole {
+            emu.blackhole()
+        } else {
+            emu.cut()
+        }
+    }
+
+    /// Ends a fault of [`Constellation::fault_link`]: the path becomes what the current
+    /// slot makes it (up with its characteristics, or cut if unreachable in this slot).
+    pub fn heal_link(&self, from: &str, to: &str) {
+        let (a, b) = (self.id(from), self.id(to));
+        let proxies = self
+            .proxies
+            .as_ref()
+            .expect("proxies run while the constellation lives");
+        let mut held = proxies.held();
+        held.remove(&(a as usize * proxies.nodes + b as usize));
+        // The wall clock's slot: if a boundary is passing, the slot thread applies the
+        // same one a moment later.
+        let slot = self.net.schedule.slot_at(now_ms());
+        proxies.apply_one(&self.net, slot, a, b, false);
     }
 
     /// Plugin configuration of a process standing for `node`: its own store directly

@@ -2,21 +2,24 @@
 //! the `fault-run` binary (`scripts/fault-run.sh`) and of `tests/tests/faults.rs`.
 //!
 //! **Put run** ([`run_puts`]). Real `wasmedge` processes running the fault guest
-//! (`tests/guests/fault-guest`, AOT-compiled) on several nodes at once put numbered
-//! fields in a loop, paced so that the run lasts about [`PutOptions::duration`]; every
-//! process does [`PutOptions::batch`] puts and exits, so jobs it leaves in the outbox are
-//! finished by the next process on its node. Each put's chain, task and bytes follow from
-//! its number ([`fault_guest::Put`]), and the guest reports each put's status as soon as
-//! the host call returns. Meanwhile a chaos thread, driven by a seeded PRNG, cuts and
-//! blackholes node-to-node paths (one proxy each), isolates whole nodes (every path to
-//! and from them cut) and SIGKILLs node `redis-server`s, restarting them (same port,
-//! same directory) after a random downtime. Afterwards every fault is healed, one idle
-//! plugin instance per node sweeps the outboxes, and the harness polls (with a deadline)
-//! until every outbox is empty. Then it reads every node's store directly and checks
-//! every put: an acknowledged put must be readable with its exact bytes from at least one
-//! store ([`PutTally::lost`] otherwise) and from the global store once the outboxes are
-//! empty ([`PutTally::not_at_global`]); no store may hold a put's field with other bytes
-//! ([`PutTally::corrupted`]), whatever the put's status.
+//! (`tests/guests/fault-guest`, AOT-compiled) on several nodes at once overwrite each
+//! node's pool of fields ([`fault_guest::versioned`]): one put after the other, each
+//! value carrying its chain, task, version and a checksum, some puts with `cleanup`,
+//! and after about half of them a read of one of the node's chains. The processes are
+//! paced so that the run lasts about [`PutOptions::duration`]; every process does
+//! [`PutOptions::batch`] puts and exits, so jobs it leaves in the outbox are finished by
+//! the next process on its node, and the guest reports each put's status and each read's
+//! fields as soon as the host call returns. The put nodes run with the TTLs of
+//! [`PutOptions::ttls`] (by default a day and none, alternately). Meanwhile the topology
+//! moves (a slot every `slot_ms`, [`Bench::start`]) and a chaos thread, driven by a seeded
+//! PRNG, cuts and blackholes node-to-node paths (one proxy each), isolates whole nodes
+//! (every path to and from them cut) and SIGKILLs node `redis-server`s, restarting them
+//! (same port, same directory) after a random downtime. Afterwards every fault is healed,
+//! one idle plugin instance per node sweeps the outboxes, and the harness polls (with a
+//! deadline) until every outbox is empty. Then it checks the reads against each node's
+//! put history ([`crate::history`]) and every field and bundle expiry on every store
+//! ([`crate::fault_checks`], which defines lost, stale, superseded, corrupted, wrongly
+//! deleted and TTL violations).
 //!
 //! **SIGKILL check** ([`run_kills`]). Processes that put bundles of several MiB-sized
 //! fields in one `skylark_put_many` each are SIGKILLed at a random moment: a calibration
@@ -26,15 +29,20 @@
 //! flight); the guest's output tells where it really was. Then one later
 //! instance per node must empty the outboxes, and every bundle must be, on every store,
 //! either absent or complete with the right bytes; an acknowledged bundle, and any bundle
-//! its node holds, must be complete at the global store.
+//! its node holds, must be complete at the global store; every bundle key of the run must
+//! have its writer's TTL. The processes run at the plugin's default `SKYLARK_TIMEOUT_MS`
+//! unless [`KillOptions::store_timeout_ms`] says otherwise.
 //!
 //! Stores run with the [`Durability`] the options give: node Redis must keep what it
 //! acknowledged (`--appendonly yes --appendfsync always`) for the plugin's guarantees to
 //! hold across a store restart; weaker modes show what is lost.
 
 use crate::constellation::{Constellation, Durability, NetOptions};
+use crate::fault_checks::{self, Attempt, StoreTally};
+use crate::history::{self, Ended, PutEvent, ReadEvent, ReadTally};
 use crate::{Guest, Running};
-use fault_guest::{BigPut, Put, Shape};
+use fault_guest::versioned::{Pool, VPut, Verdict};
+use fault_guest::BigPut;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -49,9 +57,6 @@ const NS: &str = "skylark";
 /// Pause between polls of the outboxes while they drain.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
-/// Bundles read per pipelined round trip while verifying.
-const VERIFY_CHUNK: usize = 100;
-
 /// Plugin settings of every guest: short deadlines, retries and leases, so that faults
 /// are noticed and jobs change hands within the run (the defaults are 2 s, 100 ms, 3,
 /// 5 s and 2 s).
@@ -64,6 +69,9 @@ const PLUGIN_ENV: [(&str, &str); 7] = [
     ("SKYLARK_SWEEP_MS", "200"),
     ("SKYLARK_LOG", "warn"),
 ];
+
+/// The plugin's default `SKYLARK_TTL_SECS`.
+const DEFAULT_TTL_SECS: u64 = 86_400;
 
 /// A small seeded PRNG (SplitMix64): every random choice of a run follows from its seed.
 #[derive(Clone, Debug)]
@@ -108,15 +116,31 @@ pub struct Bench {
     /// Whether to narrate faults and progress on stderr.
     pub verbose: bool,
     started: Instant,
+    /// `SKYLARK_TTL_SECS` per node, where set ([`Bench::set_ttl`]).
+    ttls: RwLock<BTreeMap<String, u64>>,
 }
 
 impl Bench {
-    /// Brings up the testbed's eight nodes (slot 0 pinned, so the chaos thread owns every
-    /// link change) with stores of the given durability; `module` is the fault guest.
-    pub fn start(durability: Durability, module: &Path, run: &str) -> Result<Bench, String> {
-        let opts = NetOptions {
-            fixed_slot: Some(0),
-            ..NetOptions::default()
+    /// Brings up the testbed's eight nodes with stores of the given durability; `module`
+    /// is the fault guest. With `slot_ms` the topology moves (a slot every `slot_ms`
+    /// milliseconds, the plugin and the links following the schedule while the chaos
+    /// thread injects its faults on top); without, slot 0 is pinned and only the chaos
+    /// changes links.
+    pub fn start(
+        durability: Durability,
+        module: &Path,
+        run: &str,
+        slot_ms: Option<u64>,
+    ) -> Result<Bench, String> {
+        let opts = match slot_ms {
+            Some(ms) => NetOptions {
+                slot_ms: ms,
+                ..NetOptions::default()
+            },
+            None => NetOptions {
+                fixed_slot: Some(0),
+                ..NetOptions::default()
+            },
         };
         let c = Constellation::try_start_with(opts, durability)?;
         Ok(Bench {
@@ -125,7 +149,32 @@ impl Bench {
             run: run.to_string(),
             verbose: false,
             started: Instant::now(),
+            ttls: RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// Every plugin process standing for `node` runs with `SKYLARK_TTL_SECS=secs`.
+    pub fn set_ttl(&self, node: &str, secs: u64) {
+        self.ttls
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), secs);
+    }
+
+    /// The bundle TTL in seconds `node`'s processes run with (0: none); the plugin's
+    /// default (a day) unless [`Bench::set_ttl`] said otherwise.
+    pub fn ttl_of(&self, node: &str) -> u64 {
+        self.ttls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
+            .unwrap_or(DEFAULT_TTL_SECS)
+    }
+
+    /// Time since the constellation started.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The constellation, shared.
@@ -146,13 +195,13 @@ impl Bench {
         }
     }
 
-    /// The fault guest on `node`, with [`PLUGIN_ENV`].
+    /// The fault guest on `node`, with [`PLUGIN_ENV`] and the node's TTL.
     fn guest(&self, node: &str) -> Guest {
         let mut g = self.net().guest(&self.module, node);
         for (k, v) in PLUGIN_ENV {
             g = g.env(k, v);
         }
-        g
+        g.env("SKYLARK_TTL_SECS", &self.ttl_of(node).to_string())
     }
 
     /// Jobs left in each node's outbox: `(name, due-time entries, job records)`, for the
@@ -199,7 +248,8 @@ impl Bench {
     }
 
     /// Runs one idle plugin instance on each of `nodes` (their sweeps claim what earlier
-    /// processes left), with the extra settings `env`, and polls until every outbox is
+    /// processes left), with the extra settings `env` (an empty value removes the
+    /// variable: the plugin's default applies), and polls until every outbox is
     /// empty or `timeout` has passed. Returns the time it took and the entries left.
     pub fn drain(
         &self,
@@ -213,7 +263,11 @@ impl Bench {
         for node in nodes {
             let mut guest = self.guest(node);
             for (k, v) in env {
-                guest = guest.env(k, v);
+                guest = if v.is_empty() {
+                    guest.env_remove(k)
+                } else {
+                    guest.env(k, v)
+                };
             }
             let running = guest.args(["idle", &idle_ms]).spawn();
             match running.next_line(Duration::from_secs(30)) {
@@ -421,15 +475,7 @@ impl<'a> Chaos<'a> {
                     return Ok(()); // that path is down already
                 }
                 let blackhole = name == "link_blackhole";
-                {
-                    let net = self.bench.net();
-                    let link = net.proxy(&from, &to);
-                    if blackhole {
-                        link.blackhole()
-                    } else {
-                        link.cut()
-                    }
-                }
+                self.bench.net().fault_link(&from, &to, blackhole);
                 let hold = self.rng.millis(200, 4000);
                 self.bench
                     .say(format_args!("{name} {from}->{to} for {hold:?}"));
@@ -457,7 +503,7 @@ impl<'a> Chaos<'a> {
                     for other in nodes.iter().filter(|n| **n != node) {
                         for path in [(node.clone(), other.clone()), (other.clone(), node.clone())] {
                             if self.held.insert(path.clone()) {
-                                net.proxy(&path.0, &path.1).cut();
+                                net.fault_link(&path.0, &path.1, false);
                                 links.push(path);
                             }
                         }
@@ -498,7 +544,7 @@ impl<'a> Chaos<'a> {
                 to,
                 blackhole,
             } => {
-                self.bench.net().proxy(&from, &to).restore();
+                self.bench.net().heal_link(&from, &to);
                 self.held.remove(&(from.clone(), to.clone()));
                 let what = if blackhole { "blackhole" } else { "cut" };
                 self.bench
@@ -507,7 +553,7 @@ impl<'a> Chaos<'a> {
             Fault::Isolated { node, links } => {
                 let net = self.bench.net();
                 for path in links {
-                    net.proxy(&path.0, &path.1).restore();
+                    net.heal_link(&path.0, &path.1);
                     self.held.remove(&path);
                 }
                 self.bench.say(format_args!("reconnected {node}"));
@@ -542,7 +588,11 @@ pub struct PutOptions {
     pub nodes: Vec<String>,
     /// Puts per guest process.
     pub batch: u64,
-    pub shape: Shape,
+    /// Each node's pool of overwritten fields, and how often puts clean up and read.
+    pub pool: Pool,
+    /// `SKYLARK_TTL_SECS` of the put nodes, in turn (node `i` gets `ttls[i % len]`; 0: no
+    /// expiry); empty: the plugin's default everywhere.
+    pub ttls: Vec<u64>,
     /// Mean time between two faults; `None`: no faults.
     pub fault_every: Option<Duration>,
     /// How long to wait for the outboxes to drain after the faults are healed.
@@ -562,7 +612,8 @@ impl Default for PutOptions {
                 .map(String::from)
                 .to_vec(),
             batch: 100,
-            shape: Shape::default(),
+            pool: Pool::default(),
+            ttls: vec![86_400, 0],
             fault_every: Some(Duration::from_millis(700)),
             drain_timeout: Duration::from_secs(120),
             exit_flush_ms: 1000,
@@ -581,14 +632,6 @@ enum Outcome {
     Unknown,
 }
 
-/// One put as attempted.
-#[derive(Clone, Debug)]
-struct Record {
-    node: String,
-    id: u64,
-    outcome: Outcome,
-}
-
 /// The result of [`run_puts`].
 #[derive(Clone, Debug, Default)]
 pub struct PutTally {
@@ -603,39 +646,39 @@ pub struct PutTally {
     /// Failures by status and message, digits masked (`#`), so that ports and times
     /// do not split a kind of failure.
     pub failure_kinds: BTreeMap<String, u64>,
-    /// Failed puts that were stored anyway (with the right bytes).
-    pub failed_but_stored: u64,
+    /// Puts that asked for `cleanup`.
+    pub cleanups: u64,
     /// Puts of guest processes that ended (crashed, hung) before reporting them.
     pub unreported: u64,
     pub guest_processes: u64,
     /// Guest processes that exited abnormally.
     pub guest_crashes: u64,
-    /// Acknowledged puts no store holds.
-    pub lost: u64,
-    /// Puts some store holds with other bytes.
-    pub corrupted: u64,
-    /// Acknowledged puts missing from the global store after the outboxes drained.
-    pub not_at_global: u64,
-    /// Acknowledged (non-stateless) puts missing from their own node's store.
-    pub not_at_origin: u64,
     /// Outbox entries left when the drain deadline passed.
     pub outbox_left: u64,
     pub drain: Option<Duration>,
     pub faults: BTreeMap<&'static str, u64>,
+    /// Slot changes of the emulated constellation during the put phase.
+    pub slot_changes: u64,
     pub put_phase: Duration,
+    /// The stores after the drain ([`fault_checks`]).
+    pub stores: StoreTally,
+    /// The reads the guests made during the puts ([`history`]).
+    pub reads: ReadTally,
     /// The plugin's counters, summed over the nodes.
     pub plugin: BTreeMap<String, u64>,
     /// Up to a few examples of each problem, for the report.
     pub examples: Vec<String>,
+    /// Every put and how it ended (to check the stores again, see [`verify`]).
+    pub attempts: Vec<Attempt>,
 }
 
 impl PutTally {
-    /// True if nothing was lost, corrupted, stuck or left unreported, and no guest
-    /// process crashed.
+    /// True if nothing was lost, stale, corrupted, wrongly deleted or given a wrong TTL,
+    /// every read kept the rules, nothing was left in an outbox or unreported, and no
+    /// guest process crashed.
     pub fn clean(&self) -> bool {
-        self.lost == 0
-            && self.corrupted == 0
-            && self.not_at_global == 0
+        self.stores.clean()
+            && self.reads.clean()
             && self.outbox_left == 0
             && self.unreported == 0
             && self.guest_crashes == 0
@@ -670,8 +713,8 @@ impl fmt::Display for PutTally {
         for (kind, n) in kinds.iter().take(8) {
             writeln!(f, "    {n:>6} {kind}")?;
         }
-        writeln!(f, "    stored anyway    {}", self.failed_but_stored)?;
         writeln!(f, "  unreported         {}", self.unreported)?;
+        writeln!(f, "  with cleanup       {}", self.cleanups)?;
         writeln!(
             f,
             "guest processes      {} ({} crashed)",
@@ -679,8 +722,9 @@ impl fmt::Display for PutTally {
         )?;
         writeln!(
             f,
-            "put phase            {:.1} s",
-            self.put_phase.as_secs_f64()
+            "put phase            {:.1} s ({} slot changes)",
+            self.put_phase.as_secs_f64(),
+            self.slot_changes
         )?;
         let kinds: Vec<String> = self
             .faults
@@ -692,11 +736,17 @@ impl fmt::Display for PutTally {
             Some(d) => writeln!(f, "outboxes drained in  {:.1} s", d.as_secs_f64())?,
             None => writeln!(f, "outboxes drained in  -")?,
         }
-        writeln!(f, "lost                 {}", self.lost)?;
-        writeln!(f, "corrupted            {}", self.corrupted)?;
         writeln!(f, "outbox entries left  {}", self.outbox_left)?;
-        writeln!(f, "not at global store  {}", self.not_at_global)?;
-        writeln!(f, "not at own node      {}", self.not_at_origin)?;
+        write!(f, "{}", self.stores)?;
+        let r = &self.reads;
+        writeln!(
+            f,
+            "reads                {} ({} failed, {} fields): {} corrupted, {} unwritten, {} stale, {} missing",
+            r.reads, r.failed, r.fields, r.corrupted, r.unwritten, r.stale, r.missing
+        )?;
+        for e in &r.examples {
+            writeln!(f, "  ! {e}")?;
+        }
         let keys = [
             "jobs",
             "propagated",
@@ -705,6 +755,7 @@ impl fmt::Display for PutTally {
             "retargets",
             "resumed",
             "coalesced",
+            "cleanups",
             "dropped",
         ];
         let plugin: Vec<String> = keys
@@ -719,6 +770,17 @@ impl fmt::Display for PutTally {
     }
 }
 
+/// What one guest process of [`put_batch`] did.
+struct Batch {
+    /// Its puts and how each ended.
+    puts: Vec<(VPut, Outcome)>,
+    reads: Vec<ReadEvent>,
+    /// How the process ended abnormally, if it did.
+    crash: Option<String>,
+    /// Its failures, as [`failure_kinds`] names them.
+    failures: Vec<String>,
+}
+
 /// The put run; see the [module documentation](self).
 pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     if opts.nodes.is_empty() || opts.batch == 0 {
@@ -728,14 +790,21 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     if let Some(bad) = opts.nodes.iter().find(|n| !known.contains(n)) {
         return Err(format!("no node {bad} (nodes: {})", known.join(", ")));
     }
+    if !opts.ttls.is_empty() {
+        for (i, node) in opts.nodes.iter().enumerate() {
+            bench.set_ttl(node, opts.ttls[i % opts.ttls.len()]);
+        }
+    }
     let per_node = opts.puts.div_ceil(opts.nodes.len() as u64).max(1);
     let interval_us = (opts.duration.as_micros() as u64 / per_node).to_string();
     let dests = known.join(",");
-    let records: Mutex<Vec<Record>> = Mutex::new(Vec::new());
-    let failures: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    // node -> its batches, in order
+    let batches: Mutex<BTreeMap<String, Vec<Batch>>> = Mutex::new(BTreeMap::new());
     let processes = AtomicU64::new(0);
-    let crashes: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let reported = AtomicU64::new(0);
     let started = Instant::now();
+    let first_slot = bench.net().slot_now();
+    let slot_changes = AtomicU64::new(0);
     let (stop_chaos, chaos_stop) = mpsc::channel::<()>();
     let (faults, worker_errors) = std::thread::scope(|s| {
         let chaos = opts.fault_every.map(|every| {
@@ -748,8 +817,7 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let (records, processes, crashes, failures) =
-                    (&records, &processes, &crashes, &failures);
+                let (batches, processes, reported) = (&batches, &processes, &reported);
                 let (interval_us, dests) = (&interval_us, &dests);
                 // This node's share of the puts.
                 let share = opts.puts / nodes + u64::from((i as u64) < opts.puts % nodes);
@@ -760,35 +828,34 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
                         next_id += count;
                         let batch = put_batch(bench, opts, node, first, count, interval_us, dests);
                         processes.fetch_add(1, Ordering::Relaxed);
-                        if let Some(crash) = batch.crash {
-                            crashes
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(crash);
-                        }
-                        let mut kinds = failures.lock().unwrap_or_else(|p| p.into_inner());
-                        for kind in batch.failures {
-                            *kinds.entry(kind).or_insert(0) += 1;
-                        }
-                        drop(kinds);
-                        records
+                        reported.fetch_add(batch.puts.len() as u64, Ordering::Relaxed);
+                        batches
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .extend(batch.records);
+                            .entry(node.clone())
+                            .or_default()
+                            .push(batch);
                     }
                 })
             })
             .collect();
         let mut errors = Vec::new();
         let mut last_report = Instant::now();
+        let mut slot = first_slot;
         for w in workers {
             while !w.is_finished() {
                 std::thread::sleep(Duration::from_millis(100));
+                let now = bench.net().slot_now();
+                if now != slot {
+                    slot = now;
+                    slot_changes.fetch_add(1, Ordering::Relaxed);
+                    bench.say(format_args!("slot {now} begins"));
+                }
                 if last_report.elapsed() >= Duration::from_secs(10) {
                     last_report = Instant::now();
                     bench.say(format_args!(
-                        "{} of {} puts reported",
-                        records.lock().map(|r| r.len()).unwrap_or(0),
+                        "{} of {} puts done",
+                        reported.load(Ordering::Relaxed),
                         opts.puts
                     ));
                 }
@@ -808,20 +875,67 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     if let Some(e) = worker_errors.into_iter().next() {
         return Err(e);
     }
-    let crashes = crashes.into_inner().unwrap_or_else(|p| p.into_inner());
+    let batches = batches.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut tally = PutTally {
         faults: faults?,
         put_phase: started.elapsed(),
+        slot_changes: slot_changes.load(Ordering::Relaxed),
         guest_processes: processes.load(Ordering::Relaxed),
-        guest_crashes: crashes.len() as u64,
-        failure_kinds: failures.into_inner().unwrap_or_else(|p| p.into_inner()),
         ..PutTally::default()
     };
     for kind in FAULT_KINDS {
         tally.faults.entry(kind).or_insert(0);
     }
-    for crash in crashes {
-        tally.example(crash);
+    // The reads, checked against each node's history.
+    for (node, node_batches) in &batches {
+        let mut puts = Vec::new();
+        let mut reads = Vec::new();
+        for b in node_batches {
+            puts.extend(b.puts.iter().map(|(p, o)| PutEvent {
+                id: p.id,
+                chain: p.chain.clone(),
+                task: p.task.clone(),
+                version: p.version,
+                ended: if *o == Outcome::Acked {
+                    Ended::Acked
+                } else {
+                    Ended::NotAcked
+                },
+            }));
+            reads.extend(b.reads.iter().cloned());
+        }
+        tally.reads.add(&history::check(node, &puts, &reads));
+    }
+    for (node, node_batches) in batches {
+        for b in node_batches {
+            if let Some(crash) = b.crash {
+                tally.guest_crashes += 1;
+                tally.example(crash);
+            }
+            for kind in b.failures {
+                *tally.failure_kinds.entry(kind).or_insert(0) += 1;
+            }
+            for (put, outcome) in b.puts {
+                tally.attempted += 1;
+                tally.cleanups += u64::from(put.cleanup);
+                match outcome {
+                    Outcome::Acked => tally.acknowledged += 1,
+                    Outcome::Failed(code) => {
+                        tally.failed += 1;
+                        if put.policy == "stateless" {
+                            tally.failed_stateless += 1;
+                        }
+                        *tally.failed_by_status.entry(status_name(code)).or_insert(0) += 1;
+                    }
+                    Outcome::Unknown => tally.unreported += 1,
+                }
+                tally.attempts.push(Attempt {
+                    node: node.clone(),
+                    put,
+                    acked: outcome == Outcome::Acked,
+                });
+            }
+        }
     }
     bench.say(format_args!(
         "puts done in {:.1} s; faults healed; draining the outboxes",
@@ -840,11 +954,19 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     if drained.left.is_empty() {
         tally.drain = Some(drained.took);
     }
-    bench.say("verifying every put on every store");
-    let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
-    verify_puts(bench, opts, &records, &mut tally)?;
+    bench.say("verifying every field on every store");
+    tally.stores = verify(bench, &tally.attempts)?;
     tally.plugin = bench.plugin_stats()?;
     Ok(tally)
+}
+
+/// Checks the stores against `attempts` ([`fault_checks::verify_stores`]) and the expiry
+/// of every bundle key of the run ([`fault_checks::check_ttls`]).
+pub fn verify(bench: &Bench, attempts: &[Attempt]) -> Result<StoreTally, String> {
+    let net = bench.net();
+    let mut t = fault_checks::verify_stores(&net, attempts)?;
+    fault_checks::check_ttls(&net, &bench.run, &|n| bench.ttl_of(n), bench.age(), &mut t)?;
+    Ok(t)
 }
 
 /// Failed puts in a guest's output, by status name and message with digits masked.
@@ -872,16 +994,8 @@ fn failure_kinds(stdout: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// What one guest process of [`put_batch`] did.
-struct Batch {
-    records: Vec<Record>,
-    /// How the process ended abnormally, if it did.
-    crash: Option<String>,
-    /// Its failures, as [`failure_kinds`] names them.
-    failures: Vec<String>,
-}
-
-/// One guest process doing puts `first..first + count` on `node`.
+/// One guest process doing puts `first..first + count` of the overwrite workload on
+/// `node`.
 fn put_batch(
     bench: &Bench,
     opts: &PutOptions,
@@ -891,19 +1005,22 @@ fn put_batch(
     interval_us: &str,
     dests: &str,
 ) -> Batch {
+    let pool = opts.pool;
     let running = bench
         .guest(node)
         .env("SKYLARK_EXIT_FLUSH_MS", &opts.exit_flush_ms.to_string())
         .args([
-            "puts",
+            "ver",
             &bench.run,
             node,
             &first.to_string(),
             &count.to_string(),
         ])
         .args(["--interval-us", interval_us, "--dests", dests])
-        .args(["--tasks-per-chain", &opts.shape.tasks_per_chain.to_string()])
-        .args(["--max-size", &opts.shape.max_size.to_string()])
+        .args(["--chains", &pool.chains.to_string()])
+        .args(["--tasks", &pool.tasks.to_string()])
+        .args(["--cleanup-pct", &pool.cleanup_pct.to_string()])
+        .args(["--read-pct", &pool.read_pct.to_string()])
         .spawn();
     let interval = Duration::from_micros(interval_us.parse().unwrap_or(0));
     let run = running.wait_or_kill(interval * count as u32 + Duration::from_secs(120));
@@ -923,15 +1040,18 @@ fn put_batch(
         // Always shown: a guest must not crash, whatever the faults.
         eprintln!("[fault-run] {crash}");
     }
-    let records = (first..first + count)
-        .map(|id| Record {
-            node: node.to_string(),
-            id,
-            outcome: reported.get(&id).copied().unwrap_or(Outcome::Unknown),
+    let puts = pool
+        .puts(&bench.run, node, first + count)
+        .into_iter()
+        .skip(first as usize)
+        .map(|p| {
+            let outcome = reported.get(&p.id).copied().unwrap_or(Outcome::Unknown);
+            (p, outcome)
         })
         .collect();
     Batch {
-        records,
+        puts,
+        reads: parse_reads(&run.stdout),
         crash,
         failures: failure_kinds(&run.stdout).collect(),
     }
@@ -956,6 +1076,36 @@ fn parse_reports(stdout: &str) -> HashMap<u64, Outcome> {
                     Outcome::Failed(status)
                 },
             ))
+        })
+        .collect()
+}
+
+/// The `r <after> <chain> <status> <name> [<task>=<verdict> ...]` lines of a guest's
+/// output.
+fn parse_reads(stdout: &str) -> Vec<ReadEvent> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            if w.next()? != "r" {
+                return None;
+            }
+            let after = w.next()?.parse().ok()?;
+            let chain = w.next()?.to_string();
+            let status: i32 = w.next()?.parse().ok()?;
+            let _name = w.next()?;
+            let fields = (status == 0).then(|| {
+                w.filter_map(|f| {
+                    let (task, verdict) = f.split_once('=')?;
+                    Some((task.to_string(), Verdict::parse(verdict)))
+                })
+                .collect()
+            });
+            Some(ReadEvent {
+                after,
+                chain,
+                fields,
+            })
         })
         .collect()
 }
@@ -991,86 +1141,6 @@ fn read_bundles(net: &Constellation, chains: &[String]) -> Result<Vec<Holdings>,
     }
     Ok(out)
 }
-
-/// Checks every put against every store; fills the loss and corruption counters.
-fn verify_puts(
-    bench: &Bench,
-    opts: &PutOptions,
-    records: &[Record],
-    tally: &mut PutTally,
-) -> Result<(), String> {
-    let net = bench.net();
-    let global = net.cloud();
-    let mut by_chain: BTreeMap<String, Vec<(Put, &Record)>> = BTreeMap::new();
-    for r in records {
-        let put = Put::new(&bench.run, &r.node, r.id, opts.shape);
-        by_chain
-            .entry(put.chain.clone())
-            .or_default()
-            .push((put, r));
-    }
-    let chains: Vec<String> = by_chain.keys().cloned().collect();
-    for chunk in chains.chunks(VERIFY_CHUNK) {
-        let bundles = read_bundles(&net, chunk)?;
-        for (chain, held) in chunk.iter().zip(bundles) {
-            for (put, r) in &by_chain[chain] {
-                let want = put.value();
-                let mut right = Vec::new();
-                let mut wrong = Vec::new();
-                for (node, fields) in &held {
-                    match fields.get(&put.task) {
-                        Some(v) if *v == want => right.push(node.as_str()),
-                        Some(v) => wrong.push(format!("{node} ({} bytes)", v.len())),
-                        None => {}
-                    }
-                }
-                let what = format!(
-                    "{}/{} (put {} of {}, {:?})",
-                    chain, put.task, r.id, r.node, r.outcome
-                );
-                tally.attempted += 1;
-                if !wrong.is_empty() {
-                    tally.corrupted += 1;
-                    tally.example(format!(
-                        "corrupted {what}: other bytes on {}",
-                        wrong.join(", ")
-                    ));
-                }
-                match r.outcome {
-                    Outcome::Acked => {
-                        tally.acknowledged += 1;
-                        if right.is_empty() && wrong.is_empty() {
-                            tally.lost += 1;
-                            tally.example(format!("lost {what}: on no store"));
-                        } else if !right.is_empty() && !right.contains(&global.as_str()) {
-                            tally.not_at_global += 1;
-                            tally.example(format!(
-                                "not at the global store {what}: only on {}",
-                                right.join(", ")
-                            ));
-                        }
-                        if put.policy != "stateless" && !right.contains(&r.node.as_str()) {
-                            tally.not_at_origin += 1;
-                        }
-                    }
-                    Outcome::Failed(code) => {
-                        tally.failed += 1;
-                        if put.policy == "stateless" {
-                            tally.failed_stateless += 1;
-                        }
-                        *tally.failed_by_status.entry(status_name(code)).or_insert(0) += 1;
-                        if !right.is_empty() {
-                            tally.failed_but_stored += 1;
-                        }
-                    }
-                    Outcome::Unknown => tally.unreported += 1,
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // SIGKILL check
 
@@ -1089,11 +1159,10 @@ pub struct KillOptions {
     /// Typical field size in bytes (each field is 0.5 to 1.5 times this).
     pub size: usize,
     pub drain_timeout: Duration,
-    /// `SKYLARK_TIMEOUT_MS` of these processes. A copy is one request bounded by this
-    /// deadline, so it must cover sending the whole bundle over the slowest path (a
-    /// 4.5 MiB bundle takes about a second at 40 Mbit/s); with less, the copy can never
-    /// succeed and the job stays in the outbox (see RELIABILITY.md, section 2).
-    pub store_timeout_ms: u64,
+    /// `SKYLARK_TIMEOUT_MS` of these processes and their successors; `None`: the
+    /// plugin's default (2 s). Before each copy had its own deadline (RELIABILITY.md,
+    /// section 2, finding 3) this had to cover a whole copy; now the default must do.
+    pub store_timeout_ms: Option<u64>,
 }
 
 impl Default for KillOptions {
@@ -1106,7 +1175,7 @@ impl Default for KillOptions {
             fields: 3,
             size: 1 << 20,
             drain_timeout: Duration::from_secs(120),
-            store_timeout_ms: 10_000,
+            store_timeout_ms: None,
         }
     }
 }
@@ -1142,6 +1211,10 @@ pub struct KillTally {
     pub not_at_global: u64,
     pub outbox_left: u64,
     pub drain: Option<Duration>,
+    /// Bundle keys of the run whose expiry was checked afterwards, and the wrong ones
+    /// ([`fault_checks::check_ttls`]).
+    pub ttl_checked: u64,
+    pub ttl_violations: u64,
     pub examples: Vec<String>,
 }
 
@@ -1153,6 +1226,7 @@ impl KillTally {
             && self.lost == 0
             && self.not_at_global == 0
             && self.outbox_left == 0
+            && self.ttl_violations == 0
     }
 
     fn example(&mut self, what: String) {
@@ -1188,6 +1262,11 @@ impl fmt::Display for KillTally {
         writeln!(f, "lost                 {}", self.lost)?;
         writeln!(f, "outbox entries left  {}", self.outbox_left)?;
         writeln!(f, "not at global store  {}", self.not_at_global)?;
+        writeln!(
+            f,
+            "TTL violations       {} (of {} bundle keys)",
+            self.ttl_violations, self.ttl_checked
+        )?;
         for e in &self.examples {
             writeln!(f, "  ! {e}")?;
         }
@@ -1236,7 +1315,17 @@ pub fn run_kills(bench: &Bench, opts: &KillOptions) -> Result<KillTally, String>
     }
     let mut rng = Rng::new(opts.seed ^ 0x0005_16C1_11ED);
     let dests = bench.net().nodes().join(",");
-    let timeout_ms = opts.store_timeout_ms.to_string();
+    // "" removes the variable: the plugin's default applies.
+    let timeout_ms = opts
+        .store_timeout_ms
+        .map_or(String::new(), |ms| ms.to_string());
+    let with_timeout = |g: Guest| {
+        if timeout_ms.is_empty() {
+            g.env_remove("SKYLARK_TIMEOUT_MS")
+        } else {
+            g.env("SKYLARK_TIMEOUT_MS", &timeout_ms)
+        }
+    };
     let mut next_id: BTreeMap<String, u64> = BTreeMap::new();
     let mut take_ids = |node: &str| {
         let next = next_id.entry(node.to_string()).or_insert(0);
@@ -1244,9 +1333,7 @@ pub fn run_kills(bench: &Bench, opts: &KillOptions) -> Result<KillTally, String>
         *next - opts.puts_per_process
     };
     let start = |node: &str, first: u64| {
-        bench
-            .guest(node)
-            .env("SKYLARK_TIMEOUT_MS", &timeout_ms)
+        with_timeout(bench.guest(node))
             .args(["big", &bench.run, node, &first.to_string()])
             .args([&opts.puts_per_process.to_string(), &opts.fields.to_string()])
             .args([opts.size.to_string(), "--dests".into(), dests.clone()])
@@ -1410,6 +1497,19 @@ pub fn run_kills(bench: &Bench, opts: &KillOptions) -> Result<KillTally, String>
             }
         }
     }
+    let mut ttl = StoreTally::default();
+    fault_checks::check_ttls(
+        &net,
+        &bench.run,
+        &|n| bench.ttl_of(n),
+        bench.age(),
+        &mut ttl,
+    )?;
+    tally.ttl_checked = ttl.ttl_checked;
+    tally.ttl_violations = ttl.ttl_violations;
+    for e in ttl.examples {
+        tally.example(e);
+    }
     Ok(tally)
 }
 
@@ -1419,15 +1519,29 @@ pub fn summary(puts: Option<&PutTally>, kills: Option<&KillTally>) -> String {
     if let Some(p) = puts {
         let _ = write!(
             s,
-            "puts: {} attempted, {} acknowledged, {} failed, {} lost, {} corrupted, {} not at global, {} outbox entries left; ",
-            p.attempted, p.acknowledged, p.failed, p.lost, p.corrupted, p.not_at_global, p.outbox_left
+            "puts: {} attempted, {} acknowledged, {} failed, {} lost, {} stale, {} corrupted, {} wrongly deleted, {} TTL violations, {} not at global, {} outbox entries left; reads: {} ({} corrupted, {} unwritten, {} stale, {} missing); ",
+            p.attempted,
+            p.acknowledged,
+            p.failed,
+            p.stores.lost,
+            p.stores.stale_total(),
+            p.stores.corrupted,
+            p.stores.wrongly_deleted,
+            p.stores.ttl_violations,
+            p.stores.not_at_global,
+            p.outbox_left,
+            p.reads.reads,
+            p.reads.corrupted,
+            p.reads.unwritten,
+            p.reads.stale,
+            p.reads.missing
         );
     }
     if let Some(k) = kills {
         let _ = write!(
             s,
-            "kills: {} processes, {} killed, {} bundles, {} partial, {} corrupted, {} lost, {} outbox entries left",
-            k.processes, k.killed, k.bundles, k.partial, k.corrupted, k.lost, k.outbox_left
+            "kills: {} processes, {} killed, {} bundles, {} partial, {} corrupted, {} lost, {} TTL violations, {} outbox entries left",
+            k.processes, k.killed, k.bundles, k.partial, k.corrupted, k.lost, k.ttl_violations, k.outbox_left
         );
     }
     s

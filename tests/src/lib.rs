@@ -269,6 +269,12 @@ impl Guest {
         self
     }
 
+    /// Removes a variable from the host process environment (the plugin's default applies).
+    pub fn env_remove(mut self, k: &str) -> Guest {
+        self.cmd.env_remove(k);
+        self
+    }
+
     /// Sends the guest's stderr to `stderr` instead of capturing it; the run's `stderr`
     /// is then empty.
     pub fn stderr(mut self, stderr: Stdio) -> Guest {
@@ -416,8 +422,10 @@ pub fn chain_id(tag: &str) -> String {
 
 pub mod cluster;
 pub mod constellation;
+pub mod fault_checks;
 pub mod faults;
 pub mod fuzz_guest;
+pub mod history;
 pub mod linkemu;
 pub mod report;
 pub mod secure;

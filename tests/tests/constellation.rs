@@ -4,7 +4,7 @@
 
 use skylark_core::topology::Schedule;
 use skylark_tests::constellation::{Constellation, NetOptions, PINNED_SLOT_MS};
-use skylark_tests::linkemu::LinkSpec;
+use skylark_tests::linkemu::{LinkMode, LinkSpec};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -382,4 +382,59 @@ fn stores_die_with_a_killed_process() {
     );
     // Only SIGKILL leaves the directory behind.
     std::fs::remove_dir_all(&hold.dir).unwrap();
+}
+
+#[test]
+fn a_faulted_path_stays_down_across_slot_changes_until_healed() {
+    let slot_ms = 1000;
+    let c = Constellation::start(NetOptions {
+        slot_ms,
+        ..no_jitter()
+    });
+    // pi5u2's path to the cloud exists in every slot (it only changes its shape).
+    let (from, to) = ("pi5u2", "pi5u1");
+    c.fault_link(from, to, true);
+    assert_eq!(c.proxy(from, to).mode(), LinkMode::Blackhole);
+    let first = c.emulated_slot();
+    eventually(
+        "the next slot is emulated",
+        Duration::from_millis(slot_ms + 2000),
+        || c.emulated_slot() != first,
+    );
+    let slot = c.emulated_slot();
+    assert_eq!(
+        c.proxy(from, to).mode(),
+        LinkMode::Blackhole,
+        "the slot change left the fault in place"
+    );
+    assert_eq!(
+        Some(c.proxy(from, to).spec()),
+        c.path_spec(slot, from, to),
+        "but re-specced the path"
+    );
+    c.heal_link(from, to);
+    assert_eq!(c.proxy(from, to).mode(), LinkMode::Up);
+    // A healed path becomes what the current slot makes it: cut where the slot has no
+    // path (a slot boundary passing meanwhile makes the round inconclusive: again).
+    for (a, b) in NODES
+        .iter()
+        .flat_map(|a| NODES.iter().map(move |b| (*a, *b)))
+        .filter(|(a, b)| a != b)
+    {
+        loop {
+            let slot = c.slot_now();
+            c.fault_link(a, b, true);
+            c.heal_link(a, b);
+            let mode = c.proxy(a, b).mode();
+            if c.slot_now() != slot {
+                continue;
+            }
+            let want = match c.path_spec(slot, a, b) {
+                Some(_) => LinkMode::Up,
+                None => LinkMode::Cut,
+            };
+            assert_eq!(mode, want, "{a}->{b} in slot {slot}");
+            break;
+        }
+    }
 }

@@ -2,21 +2,27 @@
 //! section 2), on the emulated constellation with durable node stores (AOF, `appendfsync
 //! always`), real wasmedge running the fault guest (AOT) and the real plugin:
 //!
-//! * a few hundred puts on two nodes while paths are cut, blackholed and restored, a node
-//!   is isolated and node `redis-server`s are SIGKILLed and restarted: nothing
-//!   acknowledged is lost, nothing is corrupted, every outbox drains and every put
-//!   reaches the global store;
+//! * 800 puts on two nodes that overwrite a small pool of fields (versioned values, some
+//!   puts with `cleanup`, reads in between; one node with a TTL, one without) while the
+//!   topology moves, paths are cut, blackholed and restored, a node is isolated and node
+//!   `redis-server`s are SIGKILLed and restarted: nothing acknowledged is lost, no
+//!   responsible store holds an older version, nothing is corrupted or wrongly deleted,
+//!   every key has its TTL, every read keeps the history rules, every outbox drains;
+//!   then a violation of each kind, written straight into the stores, is counted;
 //! * `wasmedge` SIGKILLed at random moments of large multi-field puts: no store ever
 //!   holds part of a bundle, and later instances finish every job left behind;
-//! * a directed case: a job resumed from the outbox (with copies already made) that
-//!   absorbs a later put of its chain must still copy that put everywhere;
+//! * directed cases: a node cleaned up and elected again gets the whole bundle; a job
+//!   resumed from the outbox (with copies already made) that absorbs a later put of its
+//!   chain must still copy that put everywhere; a job without a topology waits for one;
 //! * the harness itself: a node store killed and restarted keeps what it acknowledged
 //!   when it runs with an append-only file, and nothing without.
 
+use fault_guest::versioned::{stateless_chain, value, Pool};
 use fault_guest::{Put, Shape};
 use skylark_tests::cluster::{eventually, Cluster, NS};
 use skylark_tests::constellation::{Constellation, Durability, NetOptions};
 use skylark_tests::faults::{self, Bench, KillOptions, PutOptions, FAULT_KINDS};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[test]
@@ -50,38 +56,128 @@ fn a_killed_store_restarts_with_what_it_acknowledged_only_when_durable() {
 
 fn bench(run: &str) -> Bench {
     let module = skylark_tests::aot("fault-guest");
-    let mut b = Bench::start(Durability::AofAlways, &module, run)
+    let mut b = Bench::start(Durability::AofAlways, &module, run, Some(5_000))
         .unwrap_or_else(|e| panic!("cannot start the constellation: {e}"));
     b.verbose = true;
     b
 }
 
 #[test]
-fn puts_under_cut_links_and_killed_stores_are_neither_lost_nor_corrupted() {
+fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
     let b = bench("q");
     let opts = PutOptions {
-        puts: 300,
+        puts: 800,
         seed: 7,
-        duration: Duration::from_secs(10),
+        duration: Duration::from_secs(20),
         nodes: vec!["pi5u2".into(), "pi4u6".into()],
-        batch: 50,
+        batch: 100,
+        pool: Pool {
+            chains: 6,
+            ..Pool::default()
+        },
+        ttls: vec![86_400, 0],
         fault_every: Some(Duration::from_millis(400)),
         drain_timeout: Duration::from_secs(60),
         ..PutOptions::default()
     };
     let t = faults::run_puts(&b, &opts).unwrap_or_else(|e| panic!("fault run failed: {e}"));
     eprintln!("{t}");
-    assert_eq!(t.attempted, 300, "{t}");
+    assert_eq!(t.attempted, 800, "{t}");
     assert!(t.acknowledged > 0, "{t}");
     for kind in FAULT_KINDS {
         assert!(t.faults[kind] >= 1, "no {kind} fault injected:\n{t}");
     }
-    assert_eq!(t.lost, 0, "{t}");
-    assert_eq!(t.corrupted, 0, "{t}");
+    assert!(t.slot_changes >= 1, "the topology did not move:\n{t}");
+    assert!(t.cleanups > 0 && t.reads.reads > 0, "{t}");
+    let s = &t.stores;
+    assert_eq!(s.lost, 0, "{t}");
+    assert_eq!(s.stale_total(), 0, "{t}");
+    assert_eq!(s.corrupted, 0, "{t}");
+    assert_eq!(s.wrongly_deleted, 0, "{t}");
+    assert_eq!(s.ttl_violations, 0, "{t}");
+    assert_eq!(s.not_at_global, 0, "{t}");
+    assert!(s.ttl_checked > 0, "{t}");
+    assert!(t.reads.clean(), "{t}");
     assert_eq!(t.outbox_left, 0, "{t}");
-    assert_eq!(t.not_at_global, 0, "{t}");
     assert_eq!(t.unreported, 0, "{t}");
     assert!(t.clean(), "{t}");
+
+    // The checks can fail: one violation of each kind, written straight into the stores,
+    // is counted.
+    let net = b.net();
+    let conn = |node: &str| {
+        redis::Client::open(net.redis(node).url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect")
+    };
+    let global = net.cloud();
+    // The last acknowledged version of each field of pi5u2's copying chains (TTL a day).
+    let mut acked: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for a in t.attempts.iter().filter(|a| a.acked && a.node == "pi5u2") {
+        if !stateless_chain(&a.put.chain) {
+            let v = acked
+                .entry((a.put.chain.clone(), a.put.task.clone()))
+                .or_insert(0);
+            *v = (*v).max(a.put.version);
+        }
+    }
+    let mut fields = acked.iter().filter(|(_, v)| **v >= 2);
+    let ((c1, t1), v1) = fields.next().expect("a field acknowledged twice");
+    let ((c2, t2), _) = fields
+        .find(|((c, _), _)| c != c1)
+        .expect("a field of another chain");
+    let c3 = acked
+        .keys()
+        .map(|(c, _)| c)
+        .find(|c| *c != c1 && *c != c2)
+        .expect("a third chain");
+    let key = |c: &str| format!("{NS}:bundle:{c}");
+    // An older version at the global store; torn bytes on the writer's node.
+    let _: () = redis::cmd("HSET")
+        .arg(key(c1))
+        .arg(t1)
+        .arg(value(c1, t1, v1 - 1))
+        .query(&mut conn(&global))
+        .expect("HSET");
+    let mut torn = value(c2, t2, 1);
+    torn.truncate(torn.len() / 2);
+    let _: () = redis::cmd("HSET")
+        .arg(key(c2))
+        .arg(t2)
+        .arg(torn)
+        .query(&mut conn("pi5u2"))
+        .expect("HSET");
+    // A bundle the writer's node still needs, deleted.
+    let _: () = redis::cmd("DEL")
+        .arg(key(c3))
+        .query(&mut conn("pi5u2"))
+        .expect("DEL");
+    // A wrong TTL on a copy of a day-TTL chain, and one on a TTL-0 chain.
+    let _: () = redis::cmd("EXPIRE")
+        .arg(key(c1))
+        .arg(60)
+        .query(&mut conn(&global))
+        .expect("EXPIRE");
+    let ttl0 = t
+        .attempts
+        .iter()
+        .find(|a| a.acked && a.node == "pi4u6" && !stateless_chain(&a.put.chain))
+        .map(|a| a.put.chain.clone())
+        .expect("a chain of pi4u6");
+    let _: () = redis::cmd("EXPIRE")
+        .arg(key(&ttl0))
+        .arg(3600)
+        .query(&mut conn("pi4u6"))
+        .expect("EXPIRE");
+    drop(net);
+    let again = faults::verify(&b, &t.attempts).expect("verify again");
+    eprintln!("with injected violations:\n{again}");
+    assert_eq!(again.stale.get("global"), Some(&1), "{again}");
+    assert_eq!(again.not_at_global, 1, "{again}");
+    assert_eq!(again.corrupted, 1, "{again}");
+    assert!(again.wrongly_deleted >= 1, "{again}");
+    assert_eq!(again.ttl_violations, 2, "{again}");
+    assert_eq!(again.lost, 0, "{again}");
 }
 
 #[test]
@@ -233,4 +329,101 @@ fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_cop
         run.stderr
     );
     assert!(c.bundle("pi5u3", &chain).contains_key("pre"));
+}
+
+#[test]
+fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
+    let c = Cluster::constellation();
+    let chain = skylark_tests::chain_id("cleanup-again");
+    let put = |task: &str, dest: &str, cleanup: bool| {
+        let mut args = vec!["put", &chain, task, "500", "3", "--dest", dest];
+        if cleanup {
+            args.push("--cleanup");
+        }
+        let run = c
+            .guest("probe", "pi5u2")
+            .args(args)
+            .run(Duration::from_secs(60));
+        run.assert_success();
+        assert!(run.stdout.contains("\"status\":0"), "{}", run.stdout);
+        assert_eq!(c.outbox_len("pi5u2"), 0, "{}", run.stderr);
+    };
+    let placed = |task: &str| {
+        c.placement("pi5u2", &chain)
+            .get(task)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // t0 goes to pi5u3; t1's put (cleanup) elects pi5u4 and deletes pi5u3's copy.
+    put("t0", "pi5u3", false);
+    assert_eq!(placed("t0"), "pi5u3");
+    put("t1", "pi5u4", true);
+    assert_eq!(placed("t1"), "pi5u4");
+    assert!(c.bundle("pi5u3", &chain).is_empty(), "cleaned up");
+    assert!(c.bundle("pi5u4", &chain).contains_key("t0"));
+    // The placement record no longer sends t0's readers to the cleaned-up node.
+    assert_eq!(placed("t0"), "pi5u4", "t0 is placed where it is");
+    // t2's put elects pi5u3 again: its copy must bring everything pi5u3 lacks, t0 too.
+    put("t2", "pi5u3", false);
+    let at = c.bundle("pi5u3", &chain);
+    for task in ["t0", "t1", "t2"] {
+        assert!(
+            at.contains_key(task),
+            "{task} missing on pi5u3, the node the latest put elected: {:?}",
+            at.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Open finding 10 of RELIABILITY.md, section 2 (copies are not fenced), reproduced
+/// deterministically: ignored until copies carry versions the target checks.
+#[test]
+#[ignore = "open: an older copy delivered late replaces a newer one (RELIABILITY.md, finding 10)"]
+fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
+    use skylark_tests::linkemu::LinkSpec;
+    let mut c = Cluster::constellation();
+    c.env = vec![
+        ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
+        ("SKYLARK_RETRY_BASE_MS".into(), "100".into()),
+        ("SKYLARK_EXIT_FLUSH_MS".into(), "10000".into()),
+    ];
+    let chain = skylark_tests::chain_id("late-copy");
+    let put = |seed: &str| {
+        c.guest("probe", "pi5u2")
+            .args(["put", &chain, "t0", "500", seed, "--dest", "pi5u3"])
+            .spawn()
+    };
+    // The path to pi5u3 turns slow: the first copy of the put below is on its way for 3 s
+    // (its attempt times out after 1 s, but its bytes are not recalled).
+    c.node("pi5u3").link.set(LinkSpec::new(3000.0, 0.0, None));
+    let first = put("1");
+    let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
+    assert!(line.contains("\"status\":0"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    // The path turns fast again; a second put of the same field is copied at once, and the
+    // first put's job, retrying, copies the bundle as it is now (the second value).
+    c.node("pi5u3").link.set(LinkSpec::ideal());
+    let second = put("2").wait(Duration::from_secs(60));
+    second.assert_success();
+    assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
+    first.wait(Duration::from_secs(60)).assert_success();
+    assert_eq!(c.outbox_len("pi5u2"), 0, "both jobs are done");
+    let newest = c.bundle("pi5u2", &chain)["t0"].clone();
+    assert_eq!(newest, probe::pattern(500, 2));
+    assert_eq!(
+        c.placement("pi5u2", &chain).get("t0").map(String::as_str),
+        Some("pi5u3")
+    );
+    // Once the slow bytes have arrived, pi5u3 must still hold the newest value.
+    std::thread::sleep(Duration::from_millis(3500));
+    let there = c.bundle("pi5u3", &chain).get("t0").cloned();
+    assert!(
+        there.as_deref() == Some(newest.as_slice()),
+        "pi5u3, where t0 is placed, holds {} instead of the newest value",
+        match &there {
+            Some(v) if *v == probe::pattern(500, 1) => "the older value".to_string(),
+            Some(v) => format!("{} other bytes", v.len()),
+            None => "nothing".to_string(),
+        }
+    );
 }

@@ -20,7 +20,11 @@
 //!   claimed by the sweeps of later processes once their lease has run out. A job that
 //!   cannot tell its copies yet (no topology loaded and no global store) waits for them.
 //! - **Exit.** At process exit the plugin waits up to `SKYLARK_EXIT_FLUSH_MS` for jobs in
-//!   flight (a function's wasmedge process usually exits right after its put).
+//!   flight (a function's wasmedge process usually exits right after its put). What is
+//!   still running then is not stopped: the runtime's threads end with the process, and
+//!   their jobs stay in the outbox for a later process. The plugin library is linked never
+//!   to be unloaded (`plugin/build.rs`), so WasmEdge's `dlclose` at exit cannot unmap the
+//!   code those threads run.
 
 use crate::context::{self, Context};
 use crate::election::{self, Rng, Target};
@@ -746,11 +750,16 @@ async fn step(
     targets.retain(|t| !job.done.contains(t));
 
     // Earlier puts' placement entries travel with the copy; this job's tasks point at
-    // the node it elected.
+    // the node it elected, and so do the tasks whose node a clean-up will empty (the copy
+    // to the target carries them: the placement does not name the target for them).
+    let swept = swept_nodes(job, &target, &placement, global_name.as_deref(), local);
     let record: Vec<(&str, &str)> = placement
         .iter()
         .filter(|(t, _)| !job.tasks.contains(t))
-        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .map(|(t, n)| {
+            let n = if swept.contains(n) { &target } else { n };
+            (t.as_str(), n.as_str())
+        })
         .chain(job.tasks.iter().map(|t| (t.as_str(), target.as_str())))
         .collect();
     let wait = p.incoming_wait;
@@ -901,7 +910,20 @@ async fn finish(
     let ns = &ctx.config.namespace;
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
-    let record: Vec<String> = job.tasks.iter().map(|t| keys::placement_field(t)).collect();
+    // This job's tasks, and those whose node the clean-up below empties, are placed on
+    // the target now (its copy carried them).
+    let swept = swept_nodes(job, target, placement, global, &ctx.config.node_name);
+    let record: Vec<String> = job
+        .tasks
+        .iter()
+        .chain(
+            placement
+                .iter()
+                .filter(|(t, n)| !job.tasks.contains(t) && swept.contains(n))
+                .map(|(t, _)| t),
+        )
+        .map(|t| keys::placement_field(t))
+        .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
     store::write_hash(
@@ -924,31 +946,43 @@ async fn finish(
                "elected": target, "copies": job.done, "ms": took}),
     )
     .await;
-    if job.cleanup {
-        cleanup(ctx, job, target, placement, global).await;
-    }
+    cleanup(ctx, job, swept).await;
 }
 
-/// Deletes the chain's copies on nodes that earlier puts elected, other than this put's
-/// targets and the global store (best effort; they expire anyway).
-async fn cleanup(
-    ctx: &Context,
+/// The nodes a put with the `cleanup` option empties: those the placement record names
+/// for other tasks (nodes earlier puts elected), except this job's target, the global
+/// store and this node. None for a put without the option.
+fn swept_nodes(
     job: &Job,
     target: &str,
     placement: &[(String, String)],
     global: Option<&str>,
-) {
-    let ns = &ctx.config.namespace;
-    let mut stale: Vec<String> = placement
+    local: &str,
+) -> Vec<String> {
+    if !job.cleanup {
+        return Vec::new();
+    }
+    let mut nodes: Vec<String> = placement
         .iter()
         .filter(|(task, _)| !job.tasks.contains(task))
         .map(|(_, node)| node.clone())
-        .filter(|n| n != target && Some(n.as_str()) != global && n != &ctx.config.node_name)
+        .filter(|n| n != target && Some(n.as_str()) != global && n != local)
         .collect();
-    stale.sort();
-    stale.dedup();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+/// Deletes the chain's copies on the `swept` nodes ([`swept_nodes`]; best effort, they
+/// expire anyway). The placement record no longer names them: [`finish`] moved their
+/// tasks to the target.
+async fn cleanup(ctx: &Context, job: &Job, swept: Vec<String>) {
+    if swept.is_empty() {
+        return;
+    }
+    let ns = &ctx.config.namespace;
     let topo = topology(ctx).await;
-    for node in stale {
+    for node in swept {
         let store = match ctx.nodes.store(topo.as_deref(), &node) {
             Ok(s) => s,
             Err(e) => {
@@ -976,6 +1010,44 @@ async fn cleanup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cleanup_sweeps_nodes_of_other_tasks_but_never_its_own_targets() {
+        let mut job = Job {
+            id: "j".into(),
+            chain: "c".into(),
+            tasks: vec!["t2".into()],
+            origin: "me".into(),
+            policy: Policy::Skylark,
+            destination: None,
+            max_latency_ms: 0,
+            min_bandwidth_mbps: 0.0,
+            exec_ms: 0,
+            successor_in_ms: 0,
+            put_at_ms: 0,
+            cleanup: true,
+            target: None,
+            done: Vec::new(),
+            exclude: Vec::new(),
+            attempts: 0,
+            merged: Vec::new(),
+        };
+        let placement = vec![
+            ("t0".to_string(), "n1".to_string()),
+            ("t1".to_string(), "n2".to_string()),
+            ("t2".to_string(), "n3".to_string()),
+            ("t3".to_string(), "g".to_string()),
+            ("t4".to_string(), "me".to_string()),
+            ("t5".to_string(), "n1".to_string()),
+        ];
+        // n3 held only this job's own task; n2 is the new target.
+        assert_eq!(
+            swept_nodes(&job, "n2", &placement, Some("g"), "me"),
+            ["n1".to_string()]
+        );
+        job.cleanup = false;
+        assert!(swept_nodes(&job, "n2", &placement, Some("g"), "me").is_empty());
+    }
 
     fn dies() -> (String, Result<(), CallError>) {
         panic!("a copy task that panics (expected in this test)")

@@ -4,6 +4,12 @@
 //! Host calls are synchronous; [`run`] spawns a future on the runtime and waits for its
 //! answer on a channel. That works whether or not the calling thread is itself inside some
 //! other tokio runtime (where `block_on` would panic), and a deadline bounds every wait.
+//!
+//! The runtime is never shut down: its threads end with the process, whatever they are
+//! doing (the exit flush in `propagate` bounds how long exit waits for them). That is safe
+//! only because the plugin library is never unloaded (`plugin/build.rs`): WasmEdge
+//! `dlclose`s plugins at exit, and a thread of this runtime, even one not yet scheduled,
+//! would otherwise run into unmapped code.
 
 use crate::error::CallError;
 use once_cell::sync::Lazy;

@@ -1,10 +1,13 @@
 //! The fault-injection run (`scripts/fault-run.sh`, RELIABILITY.md section 2): brings up
-//! the emulated eight-node constellation with durable node stores, runs fault-guest
-//! processes putting on several nodes while links are cut, blackholed and restored and
-//! node `redis-server`s are SIGKILLed and restarted at random, lets the outboxes drain,
-//! and checks every put on every store; then SIGKILLs `wasmedge` processes in the middle
-//! of large multi-field puts and checks that no bundle is left partial and that later
-//! instances finish every job left behind. See `skylark_tests::faults`.
+//! the emulated eight-node constellation with durable node stores and a moving topology,
+//! runs fault-guest processes on several nodes that overwrite their fields again and
+//! again (each value carrying its version, some puts with `cleanup`) and read them back,
+//! while links are cut, blackholed and restored and node `redis-server`s are SIGKILLed and
+//! restarted at random; lets the outboxes drain, checks the reads against each node's put
+//! history and every field and bundle expiry on every store; then SIGKILLs `wasmedge`
+//! processes in the middle of large multi-field puts and checks that no bundle is left
+//! partial and that later instances finish every job left behind. See
+//! `skylark_tests::faults`.
 //!
 //! ```text
 //! cargo run --release -p skylark-tests --bin fault-run -- [options]
@@ -15,18 +18,26 @@
 //!   --batch N              puts per guest process (default 100)
 //!   --fault-every-ms N     mean time between faults (default 700; 0: no faults)
 //!   --durability MODE      node stores: always (default), everysec or volatile
-//!   --max-size BYTES       largest put value (default 131072)
+//!   --chains N             chains per put node (default 12)
+//!   --tasks N              tasks per chain (default 3)
+//!   --cleanup-pct P        puts asking for cleanup, in percent (default 25)
+//!   --read-pct P           puts followed by a read, in percent (default 50)
+//!   --ttls a,b,..          SKYLARK_TTL_SECS of the put nodes in turn (default
+//!                          86400,0; 0 = no expiry)
+//!   --slot-ms N            slot length of the moving topology (default 10000;
+//!                          0: slot 0 pinned)
 //!   --drain-timeout SECS   deadline for the outboxes to empty (default 120)
 //!   --kills N              SIGKILL rounds after the put run (default 20; 0: none)
 //!   --kill-nodes a,b,..    nodes of the killed processes (default pi5u2,pi4u6)
 //!   --kill-size BYTES      typical field size of the killed puts (default 1048576)
 //!   --kill-fields N        fields per killed put (default 3)
 //!   --kill-timeout-ms N    SKYLARK_TIMEOUT_MS of the killed processes and their
-//!                          successors; must cover a whole copy (default 10000)
+//!                          successors (default: the plugin's, 2000)
 //!   --quiet                no fault log on stderr
 //! ```
-//! Prints the tallies; exits 0 if nothing was lost, corrupted, left partial or stuck,
-//! 1 otherwise, 2 on bad arguments and 3 if the run itself failed.
+//! Prints the tallies; exits 0 if nothing was lost, stale, corrupted, wrongly deleted,
+//! given a wrong TTL, read against the rules, left partial or stuck, 1 otherwise, 2 on
+//! bad arguments and 3 if the run itself failed.
 
 use skylark_tests::constellation::{install_interrupt_cleanup, Durability};
 use skylark_tests::faults::{self, Bench, KillOptions, PutOptions};
@@ -36,6 +47,8 @@ struct Options {
     puts: PutOptions,
     kills: KillOptions,
     durability: Durability,
+    /// `None`: slot 0 pinned.
+    slot_ms: Option<u64>,
     quiet: bool,
 }
 
@@ -44,6 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         puts: PutOptions::default(),
         kills: KillOptions::default(),
         durability: Durability::AofAlways,
+        slot_ms: Some(10_000),
         quiet: false,
     };
     let mut it = args.iter();
@@ -70,7 +84,20 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.durability = Durability::parse(v)
                     .ok_or(format!("--durability {v:?}: always, everysec or volatile"))?;
             }
-            "--max-size" => o.puts.shape.max_size = num(value()?)? as usize,
+            "--chains" => o.puts.pool.chains = num(value()?)?,
+            "--tasks" => o.puts.pool.tasks = num(value()?)?,
+            "--cleanup-pct" => o.puts.pool.cleanup_pct = num(value()?)?,
+            "--read-pct" => o.puts.pool.read_pct = num(value()?)?,
+            "--ttls" => {
+                o.puts.ttls = value()?
+                    .split(',')
+                    .map(|v| num(&v.to_string()))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--slot-ms" => {
+                let ms = num(value()?)?;
+                o.slot_ms = (ms > 0).then_some(ms);
+            }
             "--drain-timeout" => {
                 let d = Duration::from_secs(num(value()?)?);
                 o.puts.drain_timeout = d;
@@ -82,7 +109,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--kill-size" => o.kills.size = num(value()?)? as usize,
             "--kill-fields" => o.kills.fields = num(value()?)? as usize,
-            "--kill-timeout-ms" => o.kills.store_timeout_ms = num(value()?)?,
+            "--kill-timeout-ms" => o.kills.store_timeout_ms = Some(num(value()?)?),
             "--quiet" => o.quiet = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -147,19 +174,30 @@ fn run(o: &Options) -> Result<bool, String> {
         );
     }
     let module = skylark_tests::aot("fault-guest");
-    let mut bench = Bench::start(o.durability, &module, &format!("s{}", o.puts.seed))?;
+    let mut bench = Bench::start(
+        o.durability,
+        &module,
+        &format!("s{}", o.puts.seed),
+        o.slot_ms,
+    )?;
     bench.verbose = !o.quiet;
     println!(
-        "fault run: seed {}, {} puts on {} over ~{} s, a fault every ~{} ms, node stores {} ({}), then {} SIGKILL rounds on {}",
+        "fault run: seed {}, {} puts on {} over ~{} s ({:?}, TTLs {:?}), a fault every ~{} ms, slots of {}, node stores {} ({}), then {} SIGKILL rounds on {} (SKYLARK_TIMEOUT_MS {})",
         o.puts.seed,
         o.puts.puts,
         o.puts.nodes.join(","),
         o.puts.duration.as_secs(),
+        o.puts.pool,
+        o.puts.ttls,
         o.puts.fault_every.map_or(0, |d| d.as_millis()),
+        o.slot_ms.map_or("- (slot 0 pinned)".to_string(), |ms| format!("{ms} ms")),
         o.durability.name(),
         o.durability.redis_args().join(" "),
         o.kills.rounds,
-        o.kills.nodes.join(",")
+        o.kills.nodes.join(","),
+        o.kills
+            .store_timeout_ms
+            .map_or("default".to_string(), |ms| ms.to_string())
     );
     let puts = if o.puts.puts > 0 {
         let puts = faults::run_puts(&bench, &o.puts)?;

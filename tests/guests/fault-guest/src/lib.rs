@@ -9,6 +9,10 @@
 //!   `stateless`.
 //! * [`BigPut`]: several large fields in one `put_many` (`big` mode), for the check that
 //!   a SIGKILLed writer never leaves part of a bundle.
+//! * [`versioned`]: fields overwritten many times, each value carrying its version (`ver`
+//!   mode), for the checks that the last acknowledged version wins everywhere.
+
+pub mod versioned;
 
 /// How the numbered puts of the `puts` mode are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,12 +6,17 @@
 //! fault-guest puts <run> <node> <first> <count> [--tasks-per-chain K] [--max-size B]
 //!                  [--interval-us N] [--dests a,b,..]
 //! fault-guest big  <run> <node> <first> <count> <fields> <size> [--dests a,b,..]
+//! fault-guest ver  <run> <node> <first> <count> [--chains C] [--tasks T]
+//!                  [--cleanup-pct P] [--read-pct R] [--interval-us N] [--dests a,b,..]
 //! fault-guest idle <ms>
 //! ```
 //! * `puts`: puts number `first` .. `first + count` ([`fault_guest::Put`]), one field
 //!   each, one every `--interval-us` (on an absolute schedule, catching up when late).
 //! * `big`: `skylark_put_many` of `fields` fields of about `size` bytes each per put
 //!   ([`fault_guest::BigPut`]).
+//! * `ver`: puts number `first` .. `first + count` of the overwrite workload
+//!   ([`fault_guest::versioned`]): the node's fields written again and again, each value
+//!   carrying its version; after some puts, a read of one of the node's chains.
 //! * `idle`: one local read (which starts the plugin's background engine, and with it the
 //!   outbox sweeps that finish jobs left by earlier processes), then `ready`, then a sleep
 //!   of `ms` milliseconds.
@@ -21,8 +26,12 @@
 //!
 //! Output: `p <number> <status> <status name> [<error message>]` per put (status 0 =
 //! acknowledged), then `end`; in `big` mode also `s <number>` just before each put's
-//! host call. A failed put does not stop the loop. Bad arguments exit with code 2.
+//! host call. A failed put does not stop the loop. In `ver` mode a read prints
+//! `r <number> <chain> <status> <status name> [<task>=<verdict> ...]` (the put it follows,
+//! and for each field its version or `torn`, `foreign`, `garbage`; see
+//! [`fault_guest::versioned::Verdict`]). Bad arguments exit with code 2.
 
+use fault_guest::versioned::{self, Pool};
 use fault_guest::{BigPut, Put, Shape};
 use skylark_guest as sky;
 use std::time::{Duration, Instant};
@@ -43,6 +52,7 @@ fn number<T: std::str::FromStr>(value: Option<&String>, name: &str) -> T {
 struct Args {
     pos: Vec<String>,
     shape: Shape,
+    pool: Pool,
     interval: Duration,
     dests: Vec<String>,
 }
@@ -51,6 +61,7 @@ fn parse(all: Vec<String>) -> Args {
     let mut args = Args {
         pos: Vec::new(),
         shape: Shape::default(),
+        pool: Pool::default(),
         interval: Duration::ZERO,
         dests: Vec::new(),
     };
@@ -59,6 +70,10 @@ fn parse(all: Vec<String>) -> Args {
         match a.as_str() {
             "--tasks-per-chain" => args.shape.tasks_per_chain = number(it.next().as_ref(), &a),
             "--max-size" => args.shape.max_size = number(it.next().as_ref(), &a),
+            "--chains" => args.pool.chains = number(it.next().as_ref(), &a),
+            "--tasks" => args.pool.tasks = number(it.next().as_ref(), &a),
+            "--cleanup-pct" => args.pool.cleanup_pct = number(it.next().as_ref(), &a),
+            "--read-pct" => args.pool.read_pct = number(it.next().as_ref(), &a),
             "--interval-us" => {
                 args.interval = Duration::from_micros(number(it.next().as_ref(), &a))
             }
@@ -97,6 +112,26 @@ fn report(id: u64, result: &sky::Result<()>) {
             e.status_name(),
             e.message.replace('\n', " ")
         ),
+    }
+}
+
+/// Reads `chain` (as its puts do: only the global store for a `stateless` chain) and
+/// prints what each field held.
+fn read_chain(after: u64, chain: &str) {
+    let opts = sky::GetOptions {
+        policy: versioned::stateless_chain(chain).then_some(sky::Policy::Stateless),
+        ..Default::default()
+    };
+    match sky::try_get_bundle_with(chain, &opts) {
+        Ok(found) => {
+            let mut line = format!("r {after} {chain} 0 Ok");
+            for (task, bytes) in found.iter().flat_map(|b| b.iter()) {
+                let verdict = versioned::decode(chain, task, bytes);
+                line.push_str(&format!(" {task}={}", verdict.word()));
+            }
+            println!("{line}");
+        }
+        Err(e) => println!("r {after} {chain} {} {}", e.code, e.status_name()),
     }
 }
 
@@ -147,6 +182,30 @@ fn main() {
                 report(id, &sky::put_many_with(&big.chain, &pairs, &opts));
             }
         }
+        "ver" => {
+            let (Some(run), Some(node)) = (args.pos.get(1), args.pos.get(2)) else {
+                usage("run or node missing")
+            };
+            let first: u64 = number(args.pos.get(3), "first");
+            let count: u64 = number(args.pos.get(4), "count");
+            let puts = args.pool.puts(run, node, first + count);
+            let start = Instant::now();
+            for (i, put) in puts.iter().skip(first as usize).enumerate() {
+                let due = start + args.interval * i as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let mut opts = options(&args, put.dest, sky::Policy::parse(put.policy));
+                opts.cleanup = put.cleanup;
+                report(
+                    put.id,
+                    &sky::put_with(&put.chain, &put.task, &put.value(), &opts),
+                );
+                if let Some(c) = args.pool.read_after(run, node, put.id) {
+                    read_chain(put.id, &versioned::chain_name(run, node, c));
+                }
+            }
+        }
         "idle" => {
             let ms: u64 = number(args.pos.get(1), "ms");
             let opts = sky::GetOptions {
@@ -159,7 +218,7 @@ fn main() {
             println!("ready");
             std::thread::sleep(Duration::from_millis(ms));
         }
-        other => usage(&format!("unknown mode {other:?} (puts, big, idle)")),
+        other => usage(&format!("unknown mode {other:?} (puts, big, ver, idle)")),
     }
     println!("end");
 }
