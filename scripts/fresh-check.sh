@@ -5,11 +5,13 @@
 # developer's machine (a machine that has been used keeps what was installed by hand).
 #
 # The root stands for a new machine of this project's kind: `mmdebstrap --variant=minbase`
-# plus the packages of that machine's image that matter to a build (see `packages` below),
-# and none that setup-deps.sh installs (redis-server, redis-tools, libclang-dev, the DejaVu
-# font). It keeps libclang-cpp14 and llvm: their presence is what made the old setup-deps.sh
-# believe libclang was installed. The host's Rust toolchain is bind-mounted into it
-# (~/.rustup read-only, ~/.cargo read-write so that cargo's registry cache is shared).
+# plus the packages of that machine's image that matter to a build (see `packages` below).
+# Of what setup-deps.sh installs when missing it has only what the image has as well (curl,
+# openssl, the Debian archive keyring, which apt itself needs); redis-server, redis-tools,
+# libclang-dev and the DejaVu font are not there. It keeps libclang-cpp14 and llvm: their
+# presence is what made the old setup-deps.sh believe libclang was installed. The host's
+# Rust toolchain is bind-mounted into it (~/.rustup read-only, ~/.cargo read-write so that
+# cargo's registry cache is shared).
 #
 # Each run unpacks a pristine copy of the cached root into a temporary directory, puts the
 # committed tree of the checkout into it (`git archive`, never the host's target/ or
@@ -26,14 +28,17 @@
 #   --verbose        stream every step's output, not only a failing step's last lines
 # Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/skylark/fresh-root-bookworm-<key>.tar (~0.8 GB),
 # keyed by suite, mirrors and package list. Logs: target/fresh-check/*.log.
+# Environment: SKYLARK_FRESH_MIRROR and SKYLARK_FRESH_SECURITY_MIRROR (Debian mirrors,
+# default deb.debian.org), SKYLARK_FRESH_TMPDIR (where the root is unpacked, default
+# /var/tmp), SKYLARK_FRESH_TAIL (lines of a failing step's log shown, default 150).
 #
-# Cost, measured on the 2-core machine while other engineers' builds ran (load 5-11):
-# cold (no cached root, built with --rebuild-root) 22 min wall, 11 min CPU: 2.4 min for the
-# root, 18 min for README command 1, of it 13 min the plugin build; warm (cached root)
-# 12 min wall, 9 min CPU: 23 s to unpack, 11.5 min for README command 1 (plugin 7 min,
-# guests 2.5 min), 16 s for the ABI tests. Almost all of it is building the plugin
-# (wasmedge-sys with bindgen included) and the guests from scratch, which is the point;
-# cargo's registry cache is shared, so no crate is downloaded twice.
+# Cost on the 2-core machine, measured: cold (--rebuild-root) 5 min 45 s with the machine
+# otherwise quiet (50 s to build the root, 4.5 min for README command 1, of it 3 min the
+# plugin build, 19 s for the ABI tests; 8.7 min of CPU); warm (cached root) the root's 50 s
+# less. While other engineers' builds ran (load 5-11) it took 22 min cold and 12 min warm.
+# Almost all of it is building the plugin (wasmedge-sys with bindgen included) and the
+# guests from scratch, which is the point; cargo's registry cache is shared, so no crate
+# is downloaded twice.
 set -euo pipefail
 
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
