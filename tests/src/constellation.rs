@@ -303,6 +303,11 @@ impl Proxies {
         self.emus.get(from * self.nodes + to)?.as_ref()
     }
 
+    /// The index of the `from`->`to` proxy in `emus` and `held`.
+    fn index(&self, from: u32, to: u32) -> usize {
+        from as usize * self.nodes + to as usize
+    }
+
     fn held(&self) -> MutexGuard<'_, std::collections::BTreeSet<usize>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -314,8 +319,7 @@ impl Proxies {
         let held = self.held();
         for from in 0..n {
             for to in 0..n {
-                let index = (from as usize) * self.nodes + to as usize;
-                self.apply_one(net, slot, from, to, held.contains(&index));
+                self.apply_one(net, slot, from, to, held.contains(&self.index(from, to)));
             }
         }
     }
@@ -887,17 +891,20 @@ impl Constellation {
             .unwrap_or_else(|| panic!("no proxy {from} -> {to}: a node reaches itself directly"))
     }
 
+    fn running_proxies(&self) -> &Proxies {
+        self.proxies
+            .as_ref()
+            .expect("proxies run while the constellation lives")
+    }
+
     /// Injects a fault on the `from`->`to` path: cut (connections reset) or blackholed
     /// (bytes held), until [`Constellation::heal_link`]; slot changes meanwhile leave it
     /// down. Panics for unknown nodes or `from == to`.
     pub fn fault_link(&self, from: &str, to: &str, blackhole: bool) {
         let (a, b) = (self.id(from), self.id(to));
-        let proxies = self
-            .proxies
-            .as_ref()
-            .expect("proxies run while the constellation lives");
+        let proxies = self.running_proxies();
         let mut held = proxies.held();
-        held.insert(a as usize * proxies.nodes + b as usize);
+        held.insert(proxies.index(a, b));
         let emu = self.proxy(from, to);
         if blackhole {
             emu.blackhole()
@@ -910,12 +917,9 @@ impl Constellation {
     /// slot makes it (up with its characteristics, or cut if unreachable in this slot).
     pub fn heal_link(&self, from: &str, to: &str) {
         let (a, b) = (self.id(from), self.id(to));
-        let proxies = self
-            .proxies
-            .as_ref()
-            .expect("proxies run while the constellation lives");
+        let proxies = self.running_proxies();
         let mut held = proxies.held();
-        held.remove(&(a as usize * proxies.nodes + b as usize));
+        held.remove(&proxies.index(a, b));
         // The wall clock's slot: if a boundary is passing, the slot thread applies the
         // same one a moment later.
         let slot = self.net.schedule.slot_at(now_ms());

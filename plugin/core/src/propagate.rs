@@ -818,7 +818,7 @@ async fn step(
         job.attempts += 1;
         return Step::Retry(backoff(p.retry_base, job.attempts));
     }
-    finish(ctx, job, &target, &placement, global_name.as_deref()).await;
+    finish(ctx, job, &target, &placement, swept).await;
     Step::Done
 }
 
@@ -906,19 +906,21 @@ async fn retry(
     Step::Retry(backoff(p.retry_base, worst))
 }
 
+/// Records the job's placement on the writer's node, removes the job from the outbox,
+/// announces it and runs the clean-up of the `swept` nodes ([`swept_nodes`], computed by
+/// [`step`] for the copies' record).
 async fn finish(
     ctx: &Context,
     job: &Job,
     target: &str,
     placement: &[(String, String)],
-    global: Option<&str>,
+    swept: Vec<String>,
 ) {
     let ns = &ctx.config.namespace;
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
     // This job's tasks, and those whose node the clean-up below empties, are placed on
     // the target now (its copy carried them).
-    let swept = swept_nodes(job, target, placement, global, &ctx.config.node_name);
     let record: Vec<String> = job
         .tasks
         .iter()
@@ -1106,15 +1108,21 @@ mod tests {
         });
     }
 
+    /// Each command of a request as its RESP bytes (lossy text).
+    fn packed(r: &Request) -> Vec<String> {
+        let text = |c: &redis::Cmd| String::from_utf8_lossy(&c.get_packed_command()).into_owned();
+        match r {
+            Request::Pipe(p) => p.cmd_iter().map(text).collect(),
+            Request::Cmd(c) => vec![text(c)],
+        }
+    }
+
     #[test]
     fn writes_give_every_copy_the_configured_ttl_or_none() {
         let key = "ns:bundle:c";
         let mut pipe = redis::pipe();
         store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
-        let cmds: Vec<String> = pipe
-            .cmd_iter()
-            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
-            .collect();
+        let cmds = packed(&Request::Pipe(pipe));
         assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
 
         let mut pipe = redis::pipe();
@@ -1124,10 +1132,7 @@ mod tests {
             [("t", b"v".as_slice())],
             Some(Duration::from_secs(90)),
         );
-        let cmds: Vec<String> = pipe
-            .cmd_iter()
-            .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
-            .collect();
+        let cmds = packed(&Request::Pipe(pipe));
         assert!(
             cmds.iter()
                 .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n")),
@@ -1135,16 +1140,9 @@ mod tests {
         );
 
         // The announcement of a copy: an expiry only with a TTL, and only NX.
-        let packed = |r: Request| match r {
-            Request::Pipe(p) => p
-                .cmd_iter()
-                .map(|c| String::from_utf8_lossy(&c.get_packed_command()).into_owned())
-                .collect::<Vec<_>>(),
-            Request::Cmd(c) => vec![String::from_utf8_lossy(&c.get_packed_command()).into_owned()],
-        };
-        let m = packed(incoming_marker("ns", "c", "@incoming:j", 1, None));
+        let m = packed(&incoming_marker("ns", "c", "@incoming:j", 1, None));
         assert!(!m.iter().any(|c| c.contains("EXPIRE")), "{m:?}");
-        let m = packed(incoming_marker(
+        let m = packed(&incoming_marker(
             "ns",
             "c",
             "@incoming:j",
