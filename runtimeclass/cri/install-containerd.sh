@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Installs Debian trixie's containerd (1.7, CRI plugin built in, `ctr`, the runc v2 shim)
+# and crun (1.21, +WASM:wasmedge) into a private prefix, without touching the machine's
+# apt sources, packages or services. Used by the CRI test (cri-tests/).
+#
+#   prefix (default ~/.cache/skylark/cri-trixie, or $SKYLARK_CRI_PREFIX):
+#     root/       the unpacked packages (containerd, crun and their library closure, except
+#                 libc6/libgcc-s1, which come from the WasmEdge install's trixie runtime)
+#     bin/crun    runs trixie's crun through the WasmEdge prefix's trixie dynamic loader,
+#                 with libwasmedge.so.0 on its library path (crun dlopens it)
+#     env         shell fragment: SKYLARK_CRI_BIN (containerd, ctr, shim), SKYLARK_CRI_CRUN
+#                 (bin/crun), SKYLARK_CRI_VERSION
+#
+# containerd, ctr and containerd-shim-runc-v2 are Go programs that run on the machine's
+# own glibc; the script checks that they start. Idempotent: a complete prefix is kept.
+# SKYLARK_CRI_FORCE=1 redoes it.
+#
+#   exit 0   installed (or already there); the last line on stdout is the path of `env`
+#   exit 77  cannot install here (no network, not Debian); one line on stdout says why
+#   exit 1   anything else
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+prefix="${SKYLARK_CRI_PREFIX:-${HOME:-/root}/.cache/skylark/cri-trixie}"
+wasmedge_prefix="${SKYLARK_WASMEDGE_PREFIX:-$root/.wasmedge}"
+multiarch="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)"
+
+log() { printf '[install-containerd] %s\n' "$*" >&2; }
+skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
+fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
+
+for tool in apt-get dpkg-deb dpkg; do
+  command -v "$tool" >/dev/null 2>&1 || skip "missing $tool: this script needs a Debian-based machine"
+done
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -f "$keyring" ] || skip "missing $keyring (debian-archive-keyring)"
+
+# The trixie runtime (dynamic loader, glibc) that crun runs on.
+if [ ! -f "$wasmedge_prefix/.complete" ]; then
+  log "installing WasmEdge into $wasmedge_prefix (scripts/install-wasmedge.sh)"
+  bash "$root/scripts/install-wasmedge.sh" >&2 || fail "scripts/install-wasmedge.sh failed"
+fi
+loader="$(find "$wasmedge_prefix/runtime" -name 'ld-linux*.so.*' 2>/dev/null | head -n1)"
+[ -n "$loader" ] || skip "no trixie runtime in $wasmedge_prefix/runtime (a system wasmedge is in use)"
+
+write_wrappers() {
+  local libpath="$prefix/root/usr/lib/$multiarch:$prefix/root/lib/$multiarch"
+  libpath="$libpath:$wasmedge_prefix/wasmedge/usr/lib/$multiarch:$wasmedge_prefix/runtime/usr/lib/$multiarch"
+  mkdir -p "$prefix/bin"
+  cat >"$prefix/bin/crun" <<WRAP
+#!/bin/sh
+# trixie's crun through trixie's dynamic loader; libwasmedge.so.0 from the WasmEdge prefix.
+exec "$loader" --library-path "$libpath" "$prefix/root/usr/bin/crun" "\$@"
+WRAP
+  chmod +x "$prefix/bin/crun"
+  local version
+  version="$("$prefix/root/usr/bin/containerd" --version 2>/dev/null | awk '{print $3}')"
+  cat >"$prefix/env" <<ENV
+export SKYLARK_CRI_BIN='$prefix/root/usr/bin'
+export SKYLARK_CRI_CRUN='$prefix/bin/crun'
+export SKYLARK_CRI_VERSION='$version'
+ENV
+}
+
+check() { # 0 when every program starts
+  "$prefix/root/usr/bin/containerd" --version >/dev/null 2>&1 \
+    && "$prefix/root/usr/bin/ctr" --version >/dev/null 2>&1 \
+    && "$prefix/root/usr/bin/containerd-shim-runc-v2" -v >/dev/null 2>&1 \
+    && "$prefix/bin/crun" --version 2>/dev/null | grep -q 'WASM:wasmedge'
+}
+
+if [ "${SKYLARK_CRI_FORCE:-0}" != 1 ] && [ -f "$prefix/.complete" ]; then
+  write_wrappers   # the WasmEdge prefix may have moved
+  check || fail "the installed containerd or crun in $prefix does not start; rerun with SKYLARK_CRI_FORCE=1"
+  log "containerd and crun already installed in $prefix"
+  echo "$prefix/env"
+  exit 0
+fi
+
+arch="$(dpkg --print-architecture)"
+apt_dir="$prefix/apt"
+rm -rf "$prefix"
+mkdir -p "$apt_dir"/{etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,state} "$prefix/root"
+: >"$apt_dir/state/status"
+echo "deb [signed-by=$keyring] http://deb.debian.org/debian trixie main" >"$apt_dir/etc/sources.list"
+apt_opts=(
+  -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
+  -o "Dir::Etc::SourceParts=/nonexistent"
+  -o "Dir::Etc::Preferences=$apt_dir/etc/preferences"
+  -o "Dir::Etc::PreferencesParts=$apt_dir/etc/preferences.d"
+  -o "Dir::Etc::Parts=$apt_dir/etc/apt.conf.d"
+  -o "Dir::State=$apt_dir/state"
+  -o "Dir::State::Lists=$apt_dir/lists"
+  -o "Dir::State::status=$apt_dir/state/status"
+  -o "Dir::Cache=$apt_dir/cache"
+  -o "Dir::Cache::archives=$apt_dir/cache/archives"
+  -o "APT::Architecture=$arch"
+  -o "APT::Architectures::=$arch"
+  -o "APT::Install-Recommends=false"
+  -o "APT::Install-Suggests=false"
+  -o "Debug::NoLocking=true"
+)
+log "fetching trixie package lists into a private apt state ($apt_dir)"
+apt-get "${apt_opts[@]}" -qq update >&2 || skip "cannot fetch Debian trixie package lists (no network?)"
+log "downloading containerd and crun with their dependency closure"
+apt-get "${apt_opts[@]}" -qq -y --download-only install containerd crun >/dev/null \
+  || skip "cannot download trixie's containerd and crun packages (no network?)"
+for deb in "$apt_dir"/cache/archives/*.deb; do
+  case "$(dpkg-deb -f "$deb" Package)" in
+    libc6 | libgcc-s1 | gcc-14-base) ;; # from the WasmEdge install's trixie runtime
+    *) dpkg-deb -x "$deb" "$prefix/root" ;;
+  esac
+done
+rm -rf "$apt_dir"
+write_wrappers
+check || fail "containerd, ctr, containerd-shim-runc-v2 or crun (+WASM:wasmedge) from $prefix does not start here"
+touch "$prefix/.complete"
+log "containerd $("$prefix/root/usr/bin/containerd" --version | awk '{print $3}') and $("$prefix/bin/crun" --version | head -n1) installed in $prefix"
+echo "$prefix/env"
