@@ -4,7 +4,8 @@
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
 # experiment's plot), openssl and curl (the TLS and HTTP tests), protoc (the CRI test's
 # generated client, crate k8s-cri), gcc with a static libc and util-linux's unshare (the
-# CRI test's pause program and crun wrapper), and the wasm32-wasip1 Rust target.
+# CRI test's pause program and crun wrapper), libseccomp-dev and pkg-config (youki's
+# libcontainer in the containerd shim, shim/), and the wasm32-wasip1 Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -22,6 +23,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v gcc >/dev/null || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 command -v unshare >/dev/null || need+=(util-linux)
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq

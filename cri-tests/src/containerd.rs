@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The runtime handler name pods ask for (a RuntimeClass's `handler`).
+/// The runtime handler of crun's WasmEdge handler (a RuntimeClass's `handler`).
 pub const HANDLER: &str = "crun";
+/// The runtime handler of `containerd-shim-skylark-v1` (`shim/`), when it is configured.
+pub const SHIM_HANDLER: &str = "skylark";
 
 /// A running containerd; stopped (and its temporary directory's mounts released) on drop.
 pub struct Containerd {
@@ -53,10 +55,21 @@ fn crun_wrapper(machine: &Machine) -> String {
     }
 }
 
-/// containerd's configuration (version 2, containerd 1.7) for an instance in `work`.
-pub fn config(work: &Path, crun_wrapper: &Path, sandbox_image: &str) -> String {
+/// containerd's configuration (version 2, containerd 1.7) for an instance in `work`;
+/// `with_shim` adds the handler `skylark` (runtime type `io.containerd.skylark.v1`, which
+/// containerd resolves to `containerd-shim-skylark-v1` on its `PATH`).
+pub fn config(work: &Path, crun_wrapper: &Path, sandbox_image: &str, with_shim: bool) -> String {
     let w = work.display();
     let crun = crun_wrapper.display();
+    let shim = if with_shim {
+        format!(
+            r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SHIM_HANDLER}]
+      runtime_type = "io.containerd.skylark.v1"
+"#
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"version = 2
 root = "{w}/root"
@@ -86,7 +99,7 @@ state = "{w}/state"
         BinaryName = "{crun}"
         Root = "{w}/crun-state"
         SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
+{shim}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{w}/cni/bin"
     conf_dir = "{w}/cni/conf.d"
   [plugins."io.containerd.grpc.v1.cri".registry]
@@ -97,8 +110,14 @@ state = "{w}/state"
 
 impl Containerd {
     /// Writes the configuration and the crun wrapper into `work` and starts containerd;
-    /// returns once its CRI socket accepts connections.
-    pub fn start(machine: &Machine, work: &Path, sandbox_image: &str) -> Result<Containerd> {
+    /// returns once its CRI socket accepts connections. `shim`: the
+    /// `containerd-shim-skylark-v1` executable, for the second handler.
+    pub fn start(
+        machine: &Machine,
+        work: &Path,
+        sandbox_image: &str,
+        shim: Option<&Path>,
+    ) -> Result<Containerd> {
         for d in ["cni/bin", "cni/conf.d", "certs.d", "opt"] {
             let dir = work.join(d);
             fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
@@ -107,7 +126,25 @@ impl Containerd {
         fs::write(&wrapper, crun_wrapper(machine)).map_err(|e| Error::io("write", &wrapper, e))?;
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &wrapper, e))?;
-        let config = config(work, &wrapper, sandbox_image);
+        let config = config(work, &wrapper, sandbox_image, shim.is_some());
+        // containerd finds shims on its PATH: this instance's bin/ holds the Skylark shim.
+        let bin = work.join("bin");
+        fs::create_dir_all(&bin).map_err(|e| Error::io("create", &bin, e))?;
+        if let Some(shim) = shim {
+            // The shim links trixie's libwasmedge, whose own dependencies the loader looks
+            // up through libwasmedge's RUNPATH ($ORIGIN) and the system, not through the
+            // shim's: give it the trixie library directories (on a trixie node, the
+            // system's libraries are the right ones and no wrapper is needed).
+            let wrapper = bin.join("containerd-shim-skylark-v1");
+            let script = format!(
+                "#!/bin/sh\nLD_LIBRARY_PATH='{}' exec '{}' \"$@\"\n",
+                machine.library_path,
+                shim.display()
+            );
+            fs::write(&wrapper, script).map_err(|e| Error::io("write", &wrapper, e))?;
+            fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", &wrapper, e))?;
+        }
         let config_path = work.join("config.toml");
         fs::write(&config_path, &config).map_err(|e| Error::io("write", &config_path, e))?;
         let log_path = work.join("containerd.log");
@@ -115,9 +152,10 @@ impl Containerd {
         let log2 = log
             .try_clone()
             .map_err(|e| Error::io("dup", &log_path, e))?;
-        // The shim is found on PATH; trixie's shim and runc come first.
+        // Shims are found on PATH; this instance's and trixie's come first.
         let path = format!(
-            "{}:{}",
+            "{}:{}:{}",
+            bin.display(),
             machine.cri_bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );

@@ -35,26 +35,31 @@ fn run(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
     Ok(out)
 }
 
-/// The `oci-image` binary: `$SKYLARK_OCI_IMAGE`, or built now with cargo from this
-/// workspace (whichever package holds it).
-pub fn oci_image_tool(repo_root: &Path) -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SKYLARK_OCI_IMAGE") {
-        return Ok(PathBuf::from(p));
-    }
+/// The workspace binary `bin`, built now with cargo (dev profile; a no-op when
+/// `cargo test --workspace` built it already), from whichever package holds it.
+pub fn cargo_bin(repo_root: &Path, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = run(
         Command::new(cargo)
             .current_dir(repo_root)
-            .args(["build", "--workspace", "--bin", "oci-image"])
+            .args(["build", "--workspace", "--bin", bin])
             .args(["--message-format", "json-render-diagnostics"]),
-        "cargo build --bin oci-image",
+        &format!("cargo build --bin {bin}"),
     )?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "oci-image")
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == bin)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| Error::Failed("cargo built no oci-image executable".into()))
+        .ok_or_else(|| Error::Failed(format!("cargo built no {bin} executable")))
+}
+
+/// The `oci-image` binary: `$SKYLARK_OCI_IMAGE`, or built now.
+pub fn oci_image_tool(repo_root: &Path) -> Result<PathBuf> {
+    match std::env::var_os("SKYLARK_OCI_IMAGE") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => cargo_bin(repo_root, "oci-image"),
+    }
 }
 
 /// Builds the pause program and the three images into `work`.

@@ -16,6 +16,8 @@ pub struct Machine {
     pub crun: PathBuf,
     /// containerd's version, e.g. `1.7.24~ds1`.
     pub containerd_version: String,
+    /// The trixie library directories (crun's, WasmEdge's and the trixie runtime's).
+    pub library_path: String,
     /// Hybrid cgroups with controllers on the v2 hierarchy: crun 1.21 refuses containers
     /// unless it runs in a mount namespace without `/sys/fs/cgroup/unified`.
     pub hybrid_cgroups: bool,
@@ -88,6 +90,7 @@ impl Machine {
             cri_bin: PathBuf::from(var("SKYLARK_CRI_BIN")?),
             crun: PathBuf::from(var("SKYLARK_CRI_CRUN")?),
             containerd_version: var("SKYLARK_CRI_VERSION")?,
+            library_path: var("SKYLARK_CRI_LIBPATH")?,
             hybrid_cgroups: hybrid_cgroups(),
         })
     }

@@ -2,19 +2,21 @@
 //! kubelet drives it (`skylark_cri_tests::kubelet`): a private containerd 1.7 (Debian
 //! trixie's) with the runtime handler `crun` (trixie's crun 1.21, its WasmEdge handler),
 //! the images built by `oci-image`, the real plugin mounted from the host, real
-//! redis-server. Checked:
+//! redis-server. Checked, for the handler `crun` (pods annotated
+//! `module.wasm.image/variant: compat-smart`) and for the handler `skylark`
+//! (`containerd-shim-skylark-v1` from `shim/`, no annotation):
 //! - the probe guest's put and then get, in two pods (their logs, and the key in Redis);
 //! - `preprocess --serve` in a pod answering HTTP and storing its state;
-//! - controls that must fail: a pod without the `module.wasm.image/variant` annotation
-//!   (crun runs the module as a native program: exec format error), and a wrong
-//!   `WASMEDGE_PLUGIN_PATH` (the module's `skylark` imports stay unresolved).
+//! - controls that must fail: a wrong `WASMEDGE_PLUGIN_PATH` (the module's `skylark`
+//!   imports stay unresolved), and for crun a pod without the annotation (crun runs the
+//!   module as a native program: exec format error).
 //!
 //! Where the machine cannot run it (not root, no network for the packages...) the test
 //! skips with the reason; in CI (`CI=true`) that is a failure unless `SKYLARK_SKIP_CRI`
 //! names why this CI machine may skip.
 
 use serde_json::Value;
-use skylark_cri_tests::containerd::{Containerd, HANDLER};
+use skylark_cri_tests::containerd::{Containerd, HANDLER, SHIM_HANDLER};
 use skylark_cri_tests::images::{self, PREPROCESS, PROBE};
 use skylark_cri_tests::kubelet::{ContainerSpec, Kubelet, PodSpec};
 use skylark_cri_tests::machine::{verdict, Machine, Verdict};
@@ -47,10 +49,10 @@ fn probe(name: &str, args: &[&str], redis: &Redis, plugin_path: &str) -> Contain
     }
 }
 
-fn pod(name: &str, wasm_annotation: bool) -> PodSpec {
+fn pod(name: &str, handler: &str, wasm_annotation: bool) -> PodSpec {
     PodSpec {
         name: name.into(),
-        handler: HANDLER.into(),
+        handler: handler.into(),
         wasm_annotation,
     }
 }
@@ -128,11 +130,12 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-async fn put_and_get(k: &mut Kubelet, redis: &Redis) {
+/// The probe's put and then get, each in a pod of `handler` (annotated if `annotate`).
+async fn put_and_get(k: &mut Kubelet, redis: &Redis, handler: &str, annotate: bool) {
     let chain = chain_id("cri");
     let run = run_pod(
         k,
-        &pod("probe-put", true),
+        &pod("probe-put", handler, annotate),
         &probe(
             "probe",
             &["put", &chain, "cri", "4096", "7"],
@@ -155,7 +158,7 @@ async fn put_and_get(k: &mut Kubelet, redis: &Redis) {
 
     let run = run_pod(
         k,
-        &pod("probe-get", true),
+        &pod("probe-get", handler, annotate),
         &probe("probe", &["get", &chain], redis, PLUGIN_IN_POD),
     )
     .await;
@@ -170,7 +173,8 @@ async fn put_and_get(k: &mut Kubelet, redis: &Redis) {
     assert_eq!(run.exit_code, Some(0), "get container: {}", run.message);
 }
 
-async fn serve(k: &mut Kubelet, redis: &Redis) {
+/// `preprocess --serve` in a pod of `handler`, answering HTTP and storing its state.
+async fn serve(k: &mut Kubelet, redis: &Redis, handler: &str, annotate: bool) {
     let port = free_port();
     let spec = ContainerSpec {
         name: "preprocess".into(),
@@ -180,7 +184,7 @@ async fn serve(k: &mut Kubelet, redis: &Redis) {
         mounts: vec![(plugin_dir(), PLUGIN_IN_POD.into())],
     };
     let pod = k
-        .run_pod(&pod("preprocess-serve", true))
+        .run_pod(&pod("preprocess-serve", handler, annotate))
         .await
         .expect("RunPodSandbox");
     let c = k
@@ -226,12 +230,13 @@ async fn serve(k: &mut Kubelet, redis: &Redis) {
         .expect("StopPodSandbox, RemovePodSandbox");
 }
 
-async fn controls(k: &mut Kubelet, redis: &Redis) {
-    // No annotation: crun does not select its WasmEdge handler and execs the module.
+/// crun without the annotation: crun does not select its WasmEdge handler and execs the
+/// module as a native program.
+async fn control_no_annotation(k: &mut Kubelet, redis: &Redis) {
     let chain = chain_id("cri-no-annotation");
     let run = run_pod(
         k,
-        &pod("no-annotation", false),
+        &pod("no-annotation", HANDLER, false),
         &probe(
             "probe",
             &["put", &chain, "cri", "64", "1"],
@@ -252,13 +257,15 @@ async fn controls(k: &mut Kubelet, redis: &Redis) {
     assert!(op_line(&run.log, "put").is_none(), "{said}");
     assert!(redis.hgetall(&format!("skylark:bundle:{chain}")).is_empty());
     eprintln!("control, no annotation: {}", said.trim());
+}
 
-    // WASMEDGE_PLUGIN_PATH naming a directory without the plugin: the module's imports
-    // of module `skylark` cannot be resolved.
+/// `WASMEDGE_PLUGIN_PATH` naming a directory without the plugin: the module's imports of
+/// module `skylark` cannot be resolved.
+async fn control_wrong_plugin_path(k: &mut Kubelet, redis: &Redis, handler: &str, annotate: bool) {
     let chain = chain_id("cri-no-plugin");
     let run = run_pod(
         k,
-        &pod("wrong-plugin-path", true),
+        &pod("wrong-plugin-path", handler, annotate),
         &probe(
             "probe",
             &["put", &chain, "cri", "64", "1"],
@@ -278,80 +285,144 @@ async fn controls(k: &mut Kubelet, redis: &Redis) {
     );
     assert!(op_line(&run.log, "put").is_none(), "{said}");
     assert!(redis.hgetall(&format!("skylark:bundle:{chain}")).is_empty());
-    eprintln!("control, wrong WASMEDGE_PLUGIN_PATH: {}", said.trim());
+    eprintln!(
+        "control ({handler}), wrong WASMEDGE_PLUGIN_PATH: {}",
+        said.trim()
+    );
+}
+
+/// A private containerd with the images imported, a redis-server, and a runtime for the
+/// CRI client; `None` when the machine cannot run it and may skip.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    redis: Redis,
+    containerd: Containerd,
+    machine: Machine,
+    work: tempfile::TempDir,
+}
+
+impl Setup {
+    /// `shim`: also configure the handler `skylark` (builds `containerd-shim-skylark-v1`).
+    fn start(shim: bool) -> Option<Setup> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        let opt_out = std::env::var("SKYLARK_SKIP_CRI").ok();
+        let machine = match Machine::check(&root()) {
+            Ok(m) => m,
+            Err(Error::Unavailable(why)) => match verdict(&why, ci, opt_out.as_deref()) {
+                Verdict::Skip(why) => {
+                    eprintln!("SKIPPED: CRI test on this machine: {why}");
+                    return None;
+                }
+                Verdict::Fail(why) => panic!("{why}"),
+            },
+            Err(e) => panic!("{e}"),
+        };
+        let work = tempfile::Builder::new()
+            .prefix("skylark-cri.")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let wasm_dir = wasm("probe")
+            .parent()
+            .map(Path::to_path_buf)
+            .expect("wasm dir");
+        let archives =
+            images::build(&root(), work.path(), &wasm_dir).unwrap_or_else(|e| panic!("{e}"));
+        let shim_bin = shim.then(|| {
+            images::cargo_bin(&root(), "containerd-shim-skylark-v1")
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let containerd =
+            Containerd::start(&machine, work.path(), images::PAUSE, shim_bin.as_deref())
+                .unwrap_or_else(|e| panic!("{e}"));
+        for tar in &archives.tars {
+            containerd.import(tar).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Some(Setup {
+            rt,
+            redis: Redis::start(),
+            containerd,
+            machine,
+            work,
+        })
+    }
+
+    /// A kubelet connected to this containerd.
+    async fn kubelet(&self) -> Kubelet {
+        let mut k = Kubelet::connect(
+            &self.containerd.socket,
+            &self.work.path().join("pods"),
+            &self.containerd.cgroup_root,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let version = k.runtime_version().await.unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{version} (trixie {}); crun {}{}",
+            self.machine.containerd_version,
+            self.machine.crun.display(),
+            if self.machine.hybrid_cgroups {
+                " in a mount namespace without /sys/fs/cgroup/unified (hybrid cgroups)"
+            } else {
+                ""
+            }
+        );
+        k
+    }
+
+    /// Runs `scenarios`; on failure prints containerd's configuration and log.
+    fn run<F: std::future::Future<Output = ()>>(&self, scenarios: F) {
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rt.block_on(scenarios)));
+        if let Err(panic) = outcome {
+            eprintln!(
+                "containerd configuration:\n{}\ncontainerd log (tail):\n{}",
+                self.containerd.config,
+                self.containerd.log_tail(40)
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 #[test]
 fn a_kubelet_runs_skylark_functions_through_containerd_and_crun() {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let opt_out = std::env::var("SKYLARK_SKIP_CRI").ok();
-    let machine = match Machine::check(&root()) {
-        Ok(m) => m,
-        Err(Error::Unavailable(why)) => match verdict(&why, ci, opt_out.as_deref()) {
-            Verdict::Skip(why) => {
-                eprintln!("SKIPPED: CRI test on this machine: {why}");
-                return;
-            }
-            Verdict::Fail(why) => panic!("{why}"),
-        },
-        Err(e) => panic!("{e}"),
+    let Some(s) = Setup::start(false) else {
+        return;
     };
-    let work = tempfile::Builder::new()
-        .prefix("skylark-cri.")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let wasm_dir = wasm("probe")
-        .parent()
-        .map(Path::to_path_buf)
-        .expect("wasm dir");
-    let archives = images::build(&root(), work.path(), &wasm_dir).unwrap_or_else(|e| panic!("{e}"));
-    let containerd =
-        Containerd::start(&machine, work.path(), images::PAUSE).unwrap_or_else(|e| panic!("{e}"));
-    for tar in &archives.tars {
-        containerd.import(tar).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let redis = Redis::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(async {
-            let mut k = Kubelet::connect(
-                &containerd.socket,
-                &work.path().join("pods"),
-                &containerd.cgroup_root,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-            let version = k.runtime_version().await.unwrap_or_else(|e| panic!("{e}"));
-            eprintln!(
-                "{version} (trixie {}), handler {HANDLER}: crun {}{}",
-                machine.containerd_version,
-                machine.crun.display(),
-                if machine.hybrid_cgroups {
-                    " in a mount namespace without /sys/fs/cgroup/unified (hybrid cgroups)"
-                } else {
-                    ""
-                }
-            );
-            put_and_get(&mut k, &redis).await;
-            serve(&mut k, &redis).await;
-            controls(&mut k, &redis).await;
-            assert_eq!(
-                k.pod_count().await.unwrap_or(usize::MAX),
-                0,
-                "pods left behind"
-            );
-        })
-    }));
-    if let Err(panic) = outcome {
-        eprintln!(
-            "containerd configuration:\n{}\ncontainerd log (tail):\n{}",
-            containerd.config,
-            containerd.log_tail(40)
+    s.run(async {
+        let mut k = s.kubelet().await;
+        put_and_get(&mut k, &s.redis, HANDLER, true).await;
+        serve(&mut k, &s.redis, HANDLER, true).await;
+        control_no_annotation(&mut k, &s.redis).await;
+        control_wrong_plugin_path(&mut k, &s.redis, HANDLER, true).await;
+        assert_eq!(
+            k.pod_count().await.unwrap_or(usize::MAX),
+            0,
+            "pods left behind"
         );
-        std::panic::resume_unwind(panic);
-    }
+    });
+}
+
+#[test]
+fn a_kubelet_runs_skylark_functions_through_the_skylark_shim() {
+    let Some(s) = Setup::start(true) else {
+        return;
+    };
+    s.run(async {
+        let mut k = s.kubelet().await;
+        // No annotation: the shim runs every wasm entrypoint with WasmEdge.
+        put_and_get(&mut k, &s.redis, SHIM_HANDLER, false).await;
+        serve(&mut k, &s.redis, SHIM_HANDLER, false).await;
+        control_wrong_plugin_path(&mut k, &s.redis, SHIM_HANDLER, false).await;
+        assert_eq!(
+            k.pod_count().await.unwrap_or(usize::MAX),
+            0,
+            "pods left behind"
+        );
+    });
 }

@@ -11,7 +11,8 @@
 #     crun        runs trixie's crun through this checkout's WasmEdge prefix's trixie dynamic
 #                 loader, with libwasmedge.so.0 on its library path (crun dlopens it)
 #     env         shell fragment: SKYLARK_CRI_BIN (containerd, ctr, shim), SKYLARK_CRI_CRUN
-#                 (the crun wrapper), SKYLARK_CRI_VERSION
+#                 (the crun wrapper), SKYLARK_CRI_VERSION, SKYLARK_CRI_LIBPATH (the trixie
+#                 library directories, for the Skylark shim's wrapper in the CRI test)
 #
 # containerd, ctr and containerd-shim-runc-v2 are Go programs that run on the machine's
 # own glibc; the script checks that they start. Idempotent: a complete prefix is kept.
@@ -64,6 +65,7 @@ WRAP
 export SKYLARK_CRI_BIN='$prefix/root/usr/bin'
 export SKYLARK_CRI_CRUN='$out/crun'
 export SKYLARK_CRI_VERSION='$version'
+export SKYLARK_CRI_LIBPATH='$libpath'
 ENV
   mv -f "$out/env.$$" "$out/env"
 }
