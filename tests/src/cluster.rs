@@ -200,7 +200,8 @@ impl Cluster {
             .node(node)
             .redis
             .hgetall(&format!("{NS}:bundle:{chain}"));
-        all.retain(|k, _| !k.starts_with(PLACEMENT_PREFIX));
+        // Reserved fields (placement, versions, announcements) start with '@'.
+        all.retain(|k, _| !k.starts_with('@'));
         all
     }
 

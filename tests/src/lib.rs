@@ -165,6 +165,14 @@ impl Redis {
             .expect("HGETALL")
     }
 
+    /// The state fields of a bundle hash: every field but the reserved ones (`@at:`,
+    /// `@v:`, `@incoming:`), as a sorted map.
+    pub fn state(&self, key: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut all = self.hgetall(key);
+        all.retain(|k, _| !k.starts_with('@'));
+        all
+    }
+
     /// Number of calls of `command` the server has served (from INFO commandstats).
     pub fn command_calls(&self, command: &str) -> u64 {
         let info: String = redis::cmd("INFO")

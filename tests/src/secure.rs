@@ -336,6 +336,13 @@ impl SecureRedis {
             .expect("HGETALL")
     }
 
+    /// The state fields of a bundle hash (no reserved `@` fields).
+    pub fn state(&self, key: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut all = self.hgetall(key);
+        all.retain(|k, _| !k.starts_with('@'));
+        all
+    }
+
     /// Deletes `key`.
     pub fn del(&self, key: &str) {
         redis::cmd("DEL")
@@ -395,7 +402,7 @@ pub fn node_acl(ns: &str) -> String {
 /// remote or global store (bundles only): README.md documents the same.
 pub fn peer_acl(ns: &str) -> String {
     format!(
-        "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hdel \
-         +hgetall +multi +exec"
+        "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hget +hdel \
+         +hgetall +hkeys +eval +multi +exec"
     )
 }
