@@ -329,8 +329,11 @@ impl Drop for Containerd {
                 let _ = fs::remove_dir(&d);
             }
         }
-        // The shims' socket directory (fixed in containerd 1.7), if nothing else uses it.
+        // The runc shims' socket directory (fixed in containerd 1.7) and the Skylark shim's
+        // state directory (containerd-shim-wasm's default), if nothing else uses them.
         let _ = fs::remove_dir("/run/containerd/s");
+        let _ = fs::remove_dir("/run/containerd/skylark/k8s.io");
+        let _ = fs::remove_dir("/run/containerd/skylark");
         let _ = fs::remove_dir("/run/containerd");
         let mut stderr = std::io::stderr();
         let _ = writeln!(stderr, "containerd in {} stopped", self.work.display());
