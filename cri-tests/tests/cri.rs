@@ -130,8 +130,15 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The probe's put and then get, each in a pod of `handler` (annotated if `annotate`).
-async fn put_and_get(k: &mut Kubelet, redis: &Redis, handler: &str, annotate: bool) {
+/// The probe's put and then get, each in a pod of `handler` (annotated if `annotate`);
+/// the put's pod has `WASMEDGE_PLUGIN_PATH=put_plugin_path`.
+async fn put_and_get(
+    k: &mut Kubelet,
+    redis: &Redis,
+    handler: &str,
+    annotate: bool,
+    put_plugin_path: &str,
+) {
     let chain = chain_id("cri");
     let run = run_pod(
         k,
@@ -140,7 +147,7 @@ async fn put_and_get(k: &mut Kubelet, redis: &Redis, handler: &str, annotate: bo
             "probe",
             &["put", &chain, "cri", "4096", "7"],
             redis,
-            PLUGIN_IN_POD,
+            put_plugin_path,
         ),
     )
     .await;
@@ -396,7 +403,7 @@ fn a_kubelet_runs_skylark_functions_through_containerd_and_crun() {
     };
     s.run(async {
         let mut k = s.kubelet().await;
-        put_and_get(&mut k, &s.redis, HANDLER, true).await;
+        put_and_get(&mut k, &s.redis, HANDLER, true, PLUGIN_IN_POD).await;
         serve(&mut k, &s.redis, HANDLER, true).await;
         control_no_annotation(&mut k, &s.redis).await;
         control_wrong_plugin_path(&mut k, &s.redis, HANDLER, true).await;
@@ -415,8 +422,11 @@ fn a_kubelet_runs_skylark_functions_through_the_skylark_shim() {
     };
     s.run(async {
         let mut k = s.kubelet().await;
-        // No annotation: the shim runs every wasm entrypoint with WasmEdge.
-        put_and_get(&mut k, &s.redis, SHIM_HANDLER, false).await;
+        // No annotation: the shim runs every wasm entrypoint with WasmEdge. The put's
+        // WASMEDGE_PLUGIN_PATH is a list with a directory without plugins and an empty
+        // entry (which would abort WasmEdge 0.14's own parsing of the variable).
+        let list = format!("/opt/skylark/no-plugin-here:{PLUGIN_IN_POD}:");
+        put_and_get(&mut k, &s.redis, SHIM_HANDLER, false, &list).await;
         serve(&mut k, &s.redis, SHIM_HANDLER, false).await;
         control_wrong_plugin_path(&mut k, &s.redis, SHIM_HANDLER, false).await;
         assert_eq!(

@@ -100,9 +100,6 @@ impl Run {
     /// where the container process's environment is the spec's; containerd-shim-wasm
     /// leaves the shim's environment in place and hands the spec's to the engine.
     fn adopt_environment(&self) {
-        for (key, _) in std::env::vars_os() {
-            std::env::remove_var(key);
-        }
         for kv in &self.envs {
             if let Some((key, value)) = kv.split_once('=') {
                 if !key.is_empty() {
@@ -115,15 +112,22 @@ impl Run {
     /// Loads the plugins, runs the module, returns its WASI exit code. Runs in the
     /// container's own process, before any plugin or WasmEdge thread exists.
     pub fn execute(&self) -> Result<i32, RunError> {
-        self.adopt_environment();
+        // WasmEdge's default directories first, with an empty environment: WasmEdge 0.14
+        // also reads WASMEDGE_PLUGIN_PATH there and aborts on an empty entry (a trailing
+        // `:`), so the container's list is handled below, entry by entry.
+        for (key, _) in std::env::vars_os() {
+            std::env::remove_var(key);
+        }
+        // SAFETY: no arguments; loads plugins from WasmEdge's default directories.
+        unsafe { ffi::WasmEdge_PluginLoadWithDefaultPaths() };
         for dir in self.plugin_dirs() {
             let c = cstring("WASMEDGE_PLUGIN_PATH", &dir)?;
             // SAFETY: c is a valid NUL-terminated path for the duration of the call;
             // WasmEdge copies what it keeps.
             unsafe { ffi::WasmEdge_PluginLoadFromPath(c.as_ptr()) };
         }
-        // SAFETY: no arguments; loads plugins from WasmEdge's default directories.
-        unsafe { ffi::WasmEdge_PluginLoadWithDefaultPaths() };
+        // Before the VM creates the plugins' modules, which may read their settings.
+        self.adopt_environment();
 
         let args: Vec<CString> = self
             .args
