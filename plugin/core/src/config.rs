@@ -223,6 +223,70 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Why the configuration is invalid. Every message names the variable (and file) at
+/// fault and never shows a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A variable holds a value it does not accept.
+    Value { var: String, message: String },
+    /// A file a variable names cannot be read or does not hold what it should.
+    File {
+        var: String,
+        path: String,
+        message: String,
+    },
+    /// Two variables that go together are set inconsistently (both, or one without the
+    /// other, or files that do not match).
+    Conflict {
+        vars: (String, String),
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn value(var: &str, message: String) -> ConfigError {
+        ConfigError::Value {
+            var: var.to_string(),
+            message,
+        }
+    }
+
+    fn file(var: &str, path: &str, message: String) -> ConfigError {
+        ConfigError::File {
+            var: var.to_string(),
+            path: path.to_string(),
+            message,
+        }
+    }
+
+    fn conflict(a: &str, b: &str, message: String) -> ConfigError {
+        ConfigError::Conflict {
+            vars: (a.to_string(), b.to_string()),
+            message,
+        }
+    }
+
+    /// The variable at fault (the first of a conflicting pair).
+    pub fn var(&self) -> &str {
+        match self {
+            ConfigError::Value { var, .. } | ConfigError::File { var, .. } => var,
+            ConfigError::Conflict { vars, .. } => &vars.0,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Value { message, .. }
+            | ConfigError::File { message, .. }
+            | ConfigError::Conflict { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Settings of background propagation and fallback reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Propagation {
@@ -375,33 +439,46 @@ const REDIS_MAX_VALUE: u64 = 512 * 1024 * 1024;
 
 impl Config {
     /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Config, String> {
+    pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Reads the configuration through `get` (a variable name to its value, if set).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
 
         let redis_url = var("SKYLARK_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        check_redis_url(&redis_url).map_err(|e| format!("SKYLARK_REDIS_URL: {e}"))?;
+        check_redis_url(&redis_url).map_err(|e| {
+            ConfigError::value("SKYLARK_REDIS_URL", format!("SKYLARK_REDIS_URL: {e}"))
+        })?;
         let redis_url = RedisUrl(redis_url);
 
         let node_name = var("SKYLARK_NODE_NAME")
             .or_else(|| var("HOSTNAME"))
             .unwrap_or_else(|| "local".into());
-        skylark_abi::ids::validate(node_name.as_bytes())
-            .map_err(|e| format!("SKYLARK_NODE_NAME {node_name:?} {e}"))?;
+        skylark_abi::ids::validate(node_name.as_bytes()).map_err(|e| {
+            ConfigError::value(
+                "SKYLARK_NODE_NAME",
+                format!("SKYLARK_NODE_NAME {node_name:?} {e}"),
+            )
+        })?;
 
         let namespace = var("SKYLARK_NAMESPACE").unwrap_or_else(|| "skylark".into());
         if namespace.len() > 64 {
-            return Err(format!(
-                "SKYLARK_NAMESPACE is {} bytes long (max 64)",
-                namespace.len()
+            return Err(ConfigError::value(
+                "SKYLARK_NAMESPACE",
+                format!(
+                    "SKYLARK_NAMESPACE is {} bytes long (max 64)",
+                    namespace.len()
+                ),
             ));
         }
-        skylark_abi::ids::validate(namespace.as_bytes())
-            .map_err(|e| format!("SKYLARK_NAMESPACE {namespace:?} {e}"))?;
+        skylark_abi::ids::validate(namespace.as_bytes()).map_err(|e| {
+            ConfigError::value(
+                "SKYLARK_NAMESPACE",
+                format!("SKYLARK_NAMESPACE {namespace:?} {e}"),
+            )
+        })?;
 
         let ttl_secs = number(&var, "SKYLARK_TTL_SECS", 86_400, 0, 10 * 365 * 86_400)?;
         let max_value_bytes = number(
@@ -425,7 +502,10 @@ impl Config {
         let log_level = match var("SKYLARK_LOG") {
             None => Level::Warn,
             Some(v) => Level::parse(&v).ok_or_else(|| {
-                format!("SKYLARK_LOG {v:?} is not one of off, error, warn, info, debug, trace")
+                ConfigError::value(
+                    "SKYLARK_LOG",
+                    format!("SKYLARK_LOG {v:?} is not one of off, error, warn, info, debug, trace"),
+                )
             })?,
         };
 
@@ -459,22 +539,27 @@ fn on_off(
     var: &impl Fn(&str) -> Option<String>,
     name: &str,
     default: bool,
-) -> Result<bool, String> {
+) -> Result<bool, ConfigError> {
     match var(name).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(default),
         Some(v) => match v.as_str() {
             "on" | "1" | "true" | "yes" => Ok(true),
             "off" | "0" | "false" | "no" => Ok(false),
-            _ => Err(format!("{name} {v:?} is not on or off")),
+            _ => Err(ConfigError::value(
+                name,
+                format!("{name} {v:?} is not on or off"),
+            )),
         },
     }
 }
 
-fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, String> {
+fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, ConfigError> {
     let topology_file = var("SKYLARK_TOPOLOGY_FILE");
     let global_url = var("SKYLARK_GLOBAL_URL");
     if let Some(url) = &global_url {
-        check_redis_url(url).map_err(|e| format!("SKYLARK_GLOBAL_URL: {e}"))?;
+        check_redis_url(url).map_err(|e| {
+            ConfigError::value("SKYLARK_GLOBAL_URL", format!("SKYLARK_GLOBAL_URL: {e}"))
+        })?;
     }
     let global_url = global_url.map(RedisUrl);
     let enabled = match var("SKYLARK_PROPAGATION").map(|v| v.trim().to_ascii_lowercase()) {
@@ -484,12 +569,15 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
     };
     let node_addrs = match var("SKYLARK_NODE_ADDRS") {
         None => Vec::new(),
-        Some(v) => parse_node_addrs(&v).map_err(|e| format!("SKYLARK_NODE_ADDRS: {e}"))?,
+        Some(v) => parse_node_addrs(&v)?,
     };
     let policy = match var("SKYLARK_POLICY") {
         None => Policy::Skylark,
         Some(v) => Policy::parse(v.trim()).ok_or_else(|| {
-            format!("SKYLARK_POLICY {v:?} is not one of skylark, random, stateless, local")
+            ConfigError::value(
+                "SKYLARK_POLICY",
+                format!("SKYLARK_POLICY {v:?} is not one of skylark, random, stateless, local"),
+            )
         })?,
     };
     let min_bandwidth_mbps = match var("SKYLARK_SLO_MIN_BANDWIDTH_MBPS") {
@@ -497,8 +585,9 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         Some(v) => match v.trim().parse::<f64>() {
             Ok(x) if x.is_finite() && x >= 0.0 => x,
             _ => {
-                return Err(format!(
-                    "SKYLARK_SLO_MIN_BANDWIDTH_MBPS {v:?} is not a non-negative number"
+                return Err(ConfigError::value(
+                    "SKYLARK_SLO_MIN_BANDWIDTH_MBPS",
+                    format!("SKYLARK_SLO_MIN_BANDWIDTH_MBPS {v:?} is not a non-negative number"),
                 ))
             }
         },
@@ -508,13 +597,14 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
         Some(v) => match v.trim().parse::<f64>() {
             Ok(x) if x.is_finite() && x > 0.0 => x,
             _ => {
-                return Err(format!(
-                    "SKYLARK_COPY_MIN_MBPS {v:?} is not a positive number"
+                return Err(ConfigError::value(
+                    "SKYLARK_COPY_MIN_MBPS",
+                    format!("SKYLARK_COPY_MIN_MBPS {v:?} is not a positive number"),
                 ))
             }
         },
     };
-    let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration, String> {
+    let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
         number(var, name, default, min, max).map(Duration::from_millis)
     };
     Ok(Propagation {
@@ -548,7 +638,7 @@ fn propagation(var: &impl Fn(&str) -> Option<String>) -> Result<Propagation, Str
 fn read_credentials(
     var: &impl Fn(&str) -> Option<String>,
     prefix: &str,
-) -> Result<Option<Credentials>, String> {
+) -> Result<Option<Credentials>, ConfigError> {
     let (user_var, pass_var, file_var) = (
         format!("{prefix}_USERNAME"),
         format!("{prefix}_PASSWORD"),
@@ -560,22 +650,29 @@ fn read_credentials(
     }
     if let Some(u) = &username {
         if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{user_var} {u:?} contains whitespace or control characters"
+            return Err(ConfigError::value(
+                &user_var,
+                format!("{user_var} {u:?} contains whitespace or control characters"),
             ));
         }
     }
     let (password, from) = match (password, file) {
         (Some(_), Some(_)) => {
-            return Err(format!(
-                "{pass_var} and {file_var} are both set: set only one"
+            return Err(ConfigError::conflict(
+                &pass_var,
+                &file_var,
+                format!("{pass_var} and {file_var} are both set: set only one"),
             ))
         }
         (Some(p), None) => (p, pass_var),
         (None, Some(path)) => (read_password(&file_var, &path)?, file_var),
         (None, None) => {
-            return Err(format!(
+            return Err(ConfigError::conflict(
+                &user_var,
+                &pass_var,
+                format!(
                 "{user_var} is set without {pass_var} or {file_var}: an ACL user needs a password"
+            ),
             ))
         }
     };
@@ -591,25 +688,27 @@ fn read_credentials(
 }
 
 /// The password in file `path` (named by variable `name`), without its trailing newline.
-fn read_password(name: &str, path: &str) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{name} {path:?}: cannot read: {e}"))?;
+fn read_password(name: &str, path: &str) -> Result<String, ConfigError> {
+    let fail = |what: String| ConfigError::file(name, path, what);
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("{name} {path:?}: cannot read: {e}")))?;
     let text =
-        String::from_utf8(bytes).map_err(|_| format!("{name} {path:?} is not UTF-8 text"))?;
+        String::from_utf8(bytes).map_err(|_| fail(format!("{name} {path:?} is not UTF-8 text")))?;
     let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        return Err(format!("{name} {path:?} is empty"));
+        return Err(fail(format!("{name} {path:?} is empty")));
     }
     if password.contains(['\r', '\n']) {
-        return Err(format!(
+        return Err(fail(format!(
             "{name} {path:?} holds more than one line (expected the password alone)"
-        ));
+        )));
     }
     Ok(password.to_string())
 }
 
 /// Reads and checks `SKYLARK_TLS_CA_FILE`, `SKYLARK_TLS_CERT_FILE` and
 /// `SKYLARK_TLS_KEY_FILE`, so that a bad file fails the configuration, not a connection.
-fn tls(var: &impl Fn(&str) -> Option<String>) -> Result<Tls, String> {
+fn tls(var: &impl Fn(&str) -> Option<String>) -> Result<Tls, ConfigError> {
     const CA: &str = "SKYLARK_TLS_CA_FILE";
     const CERT: &str = "SKYLARK_TLS_CERT_FILE";
     const KEY: &str = "SKYLARK_TLS_KEY_FILE";
@@ -619,28 +718,54 @@ fn tls(var: &impl Fn(&str) -> Option<String>) -> Result<Tls, String> {
             let file = read_file(CA, &path)?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in certificates(CA, &file)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{CA} {path:?}: not a usable CA certificate: {e}"))?;
+                roots.add(cert).map_err(|e| {
+                    ConfigError::file(
+                        CA,
+                        &path,
+                        format!("{CA} {path:?}: not a usable CA certificate: {e}"),
+                    )
+                })?;
             }
             Some(file)
         }
     };
     let client = match (var(CERT), var(KEY)) {
         (None, None) => None,
-        (Some(_), None) => return Err(format!("{CERT} is set without {KEY}")),
-        (None, Some(_)) => return Err(format!("{KEY} is set without {CERT}")),
+        (Some(_), None) => {
+            return Err(ConfigError::conflict(
+                CERT,
+                KEY,
+                format!("{CERT} is set without {KEY}"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::conflict(
+                KEY,
+                CERT,
+                format!("{KEY} is set without {CERT}"),
+            ))
+        }
         (Some(cert_path), Some(key_path)) => {
             let cert = read_file(CERT, &cert_path)?;
             let key = read_file(KEY, &key_path)?;
             let chain = certificates(CERT, &cert)?;
             // The parser's message may quote the file; the key file is a secret.
             let der = PrivateKeyDer::from_pem_slice(&key.pem).map_err(|_| {
-                format!("{KEY} {key_path:?} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+                ConfigError::file(
+                    KEY,
+                    &key_path,
+                    format!("{KEY} {key_path:?} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)"),
+                )
             })?;
             let provider = rustls::crypto::ring::default_provider();
             rustls::sign::CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
-                format!("{CERT} {cert_path:?} and {KEY} {key_path:?} are not a usable pair: {e}")
+                ConfigError::conflict(
+                    CERT,
+                    KEY,
+                    format!(
+                        "{CERT} {cert_path:?} and {KEY} {key_path:?} are not a usable pair: {e}"
+                    ),
+                )
             })?;
             Some((cert, key))
         }
@@ -648,8 +773,9 @@ fn tls(var: &impl Fn(&str) -> Option<String>) -> Result<Tls, String> {
     Ok(Tls { ca, client })
 }
 
-fn read_file(name: &str, path: &str) -> Result<PemFile, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{name} {path:?}: cannot read: {e}"))?;
+fn read_file(name: &str, path: &str) -> Result<PemFile, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::file(name, path, format!("{name} {path:?}: cannot read: {e}")))?;
     Ok(PemFile {
         path: path.to_string(),
         pem,
@@ -657,28 +783,36 @@ fn read_file(name: &str, path: &str) -> Result<PemFile, String> {
 }
 
 /// The certificates of a PEM file; at least one.
-fn certificates(name: &str, file: &PemFile) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(name: &str, file: &PemFile) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let fail = |what: String| ConfigError::file(name, &file.path, what);
     let certs = CertificateDer::pem_slice_iter(&file.pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{name} {:?}: not PEM certificates: {e}", file.path))?;
+        .map_err(|e| fail(format!("{name} {:?}: not PEM certificates: {e}", file.path)))?;
     if certs.is_empty() {
-        return Err(format!("{name} {:?} holds no PEM certificate", file.path));
+        return Err(fail(format!(
+            "{name} {:?} holds no PEM certificate",
+            file.path
+        )));
     }
     Ok(certs)
 }
 
 /// Parses `name=url,name=url` (whitespace around items ignored).
-pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, RedisUrl)>, String> {
+pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, RedisUrl)>, ConfigError> {
+    let fail = |what: String| {
+        ConfigError::value("SKYLARK_NODE_ADDRS", format!("SKYLARK_NODE_ADDRS: {what}"))
+    };
     let mut out: Vec<(String, RedisUrl)> = Vec::new();
     for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, url) = item
             .split_once('=')
-            .ok_or_else(|| format!("{item:?} is not name=url"))?;
+            .ok_or_else(|| fail(format!("{item:?} is not name=url")))?;
         let (name, url) = (name.trim(), url.trim());
-        skylark_abi::ids::validate(name.as_bytes()).map_err(|e| format!("node {name:?} {e}"))?;
-        check_redis_url(url).map_err(|e| format!("node {name}: {e}"))?;
+        skylark_abi::ids::validate(name.as_bytes())
+            .map_err(|e| fail(format!("node {name:?} {e}")))?;
+        check_redis_url(url).map_err(|e| fail(format!("node {name}: {e}")))?;
         if out.iter().any(|(n, _)| n == name) {
-            return Err(format!("node {name} is listed twice"));
+            return Err(fail(format!("node {name} is listed twice")));
         }
         out.push((name.to_string(), RedisUrl(url.to_string())));
     }
@@ -691,35 +825,53 @@ fn number(
     default: u64,
     min: u64,
     max: u64,
-) -> Result<u64, String> {
+) -> Result<u64, ConfigError> {
     let Some(raw) = var(name) else {
         return Ok(default);
     };
-    let n: u64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{name} {raw:?} is not a non-negative integer"))?;
+    let n: u64 = raw.trim().parse().map_err(|_| {
+        ConfigError::value(
+            name,
+            format!("{name} {raw:?} is not a non-negative integer"),
+        )
+    })?;
     if n < min || n > max {
-        return Err(format!("{name} {n} is outside {min}..={max}"));
+        return Err(ConfigError::value(
+            name,
+            format!("{name} {n} is outside {min}..={max}"),
+        ));
     }
     Ok(n)
 }
 
+/// A URL that is not one of the Redis URL forms the store supports; the message shows it
+/// with any password redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUrl(String);
+
+impl fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidUrl {}
+
 /// Accepts the URL forms the store supports, without connecting.
-pub fn check_redis_url(url: &str) -> Result<(), String> {
+pub fn check_redis_url(url: &str) -> Result<(), InvalidUrl> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "redis" | "rediss" | "unix" | "redis+unix" => {}
         _ => {
-            return Err(format!(
+            return Err(InvalidUrl(format!(
                 "{:?} must start with redis://, rediss://, unix:// or redis+unix://",
                 redact(url)
-            ))
+            )))
         }
     }
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|e| format!("{:?} is not a valid Redis URL: {e}", redact(url)))
+        .map_err(|e| InvalidUrl(format!("{:?} is not a valid Redis URL: {e}", redact(url))))
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
@@ -772,7 +924,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(|k| map.get(k).cloned())
+        Config::from_lookup(|k| map.get(k).cloned()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -855,6 +1007,30 @@ mod tests {
             let err = cfg(&[(k, v)]).unwrap_err();
             assert!(err.contains(expect), "{k}={v}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_say_which_variable_and_what_kind() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            Config::from_lookup(move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap_err()
+        };
+        let e = lookup(&[("SKYLARK_TTL_SECS", "-1")]);
+        assert!(matches!(e, ConfigError::Value { .. }), "{e:?}");
+        assert_eq!(e.var(), "SKYLARK_TTL_SECS");
+        let e = lookup(&[("SKYLARK_TLS_CA_FILE", "/nonexistent/ca.pem")]);
+        assert!(
+            matches!(&e, ConfigError::File { path, .. } if path == "/nonexistent/ca.pem"),
+            "{e:?}"
+        );
+        let e = lookup(&[("SKYLARK_TLS_KEY_FILE", "/k")]);
+        assert!(matches!(e, ConfigError::Conflict { .. }), "{e:?}");
+        assert_eq!(e.var(), "SKYLARK_TLS_KEY_FILE");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Context {
 }
 
 static CONTEXT: Lazy<Result<Context, String>> = Lazy::new(|| {
-    let config = Config::from_env()?;
+    let config = Config::from_env().map_err(|e| e.to_string())?;
     log::set_level(config.log_level);
     let local = Store::new(
         &config.redis_url,

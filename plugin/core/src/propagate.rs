@@ -790,7 +790,7 @@ async fn step(
         copies.spawn(async move {
             let r = match store {
                 Ok(s) => send_copy(&s, marker, &req, deadline).await,
-                Err(m) => Err(CallError::new(skylark_abi::Status::StoreUnavailable, m)),
+                Err(e) => Err(CallError::from(e)),
             };
             (name, r)
         });

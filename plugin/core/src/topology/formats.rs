@@ -2,7 +2,7 @@
 //! links) and Skylark's own (an object with `nodes` and `slots`), read into a
 //! [`Schedule`] with errors that name the offending slot, link or node.
 
-use super::{Fnv, Link, Node, NodeType, Schedule};
+use super::{Link, Node, NodeType, Schedule, TopologyError};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -31,24 +31,22 @@ impl Schedule {
     /// ignored. The global node is `global`, else the first `Cloud` node, else none.
     ///
     /// The digest is FNV-1a 64 of `bytes`. Errors name the offending slot, link or node.
-    pub fn parse(bytes: &[u8]) -> Result<Schedule, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Schedule, TopologyError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err("topology document is empty".into());
+            return Err(TopologyError::Empty);
         }
-        let doc: Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("topology document is not valid JSON: {e}"))?;
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| TopologyError::NotJson(e.to_string()))?;
         let mut schedule = match &doc {
             Value::Array(items) => parse_testbed(items)?,
             Value::Object(_) => parse_skylark(&doc)?,
             other => {
-                return Err(format!(
-                    "topology document must be a JSON array (testbed format) or object \
-                     (Skylark format), found {}",
-                    json_kind(other)
-                ))
+                return Err(TopologyError::NotADocument {
+                    found: json_kind(other),
+                })
             }
         };
-        schedule.digest = Fnv::new().write(bytes).0;
+        schedule.digest = super::document_digest(bytes);
         Ok(schedule)
     }
 }
@@ -75,7 +73,7 @@ struct NodeSet {
 impl NodeSet {
     /// Adds `node` or merges it into the node of the same name, returning its id.
     /// Conflicting types, IPs or Redis URLs are an error (`at` says where).
-    fn add(&mut self, node: Node, at: &str) -> Result<u32, String> {
+    fn add(&mut self, node: Node, at: &str) -> Result<u32, TopologyError> {
         let Some(&id) = self.index.get(&node.name) else {
             let id = self.nodes.len() as u32;
             self.index.insert(node.name.clone(), id);
@@ -84,9 +82,12 @@ impl NodeSet {
         };
         let known = &mut self.nodes[id as usize];
         if known.kind != node.kind {
-            return Err(format!(
-                "{at}: node {:?} has type {} here but {} before",
-                node.name, node.kind, known.kind
+            return Err(TopologyError::at(
+                at,
+                format!(
+                    "node {:?} has type {} here but {} before",
+                    node.name, node.kind, known.kind
+                ),
             ));
         }
         merge_field(&mut known.ip, node.ip, "ip", &node.name, at)?;
@@ -102,10 +103,11 @@ fn merge_field(
     what: &str,
     name: &str,
     at: &str,
-) -> Result<(), String> {
+) -> Result<(), TopologyError> {
     match (known.as_deref(), new) {
-        (Some(k), Some(n)) if k != n => Err(format!(
-            "{at}: node {name:?} has {what} {n:?} here but {k:?} before"
+        (Some(k), Some(n)) if k != n => Err(TopologyError::at(
+            at,
+            format!("node {name:?} has {what} {n:?} here but {k:?} before"),
         )),
         (None, Some(n)) => {
             *known = Some(n);
@@ -116,9 +118,12 @@ fn merge_field(
 }
 
 /// Parses a node type, naming the node and place on error.
-fn node_type(kind: &str, name: &str, at: &str) -> Result<NodeType, String> {
+fn node_type(kind: &str, name: &str, at: &str) -> Result<NodeType, TopologyError> {
     NodeType::parse(kind).ok_or_else(|| {
-        format!("{at}: node {name:?} has unknown type {kind:?} (expected Cloud, Edge or Sat)")
+        TopologyError::at(
+            at,
+            format!("node {name:?} has unknown type {kind:?} (expected Cloud, Edge or Sat)"),
+        )
     })
 }
 
@@ -143,18 +148,22 @@ struct TestbedLink {
 }
 
 /// Parses the testbed format: an array of slots (arrays of links) or of links.
-fn parse_testbed(items: &[Value]) -> Result<Schedule, String> {
+fn parse_testbed(items: &[Value]) -> Result<Schedule, TopologyError> {
     let slots: Vec<&[Value]> = match items.first() {
-        None => return Err("topology document has no slots (empty array)".into()),
+        None => {
+            return Err(TopologyError::whole(
+                "topology document has no slots (empty array)",
+            ))
+        }
         Some(Value::Object(_)) => vec![items],
         Some(_) => items
             .iter()
             .enumerate()
             .map(|(si, v)| match v {
                 Value::Array(links) => Ok(links.as_slice()),
-                other => Err(format!(
-                    "slot {si}: expected an array of links, found {}",
-                    json_kind(other)
+                other => Err(TopologyError::at(
+                    format!("slot {si}"),
+                    format!("expected an array of links, found {}", json_kind(other)),
                 )),
             })
             .collect::<Result<_, _>>()?,
@@ -165,8 +174,9 @@ fn parse_testbed(items: &[Value]) -> Result<Schedule, String> {
         let mut links = Vec::with_capacity(raw.len());
         for (li, v) in raw.iter().enumerate() {
             let at = format!("slot {si}, link {li}");
-            let l = TestbedLink::deserialize(v).map_err(|e| format!("{at}: {e}"))?;
-            let mut end = |e: TestbedEnd| -> Result<u32, String> {
+            let l =
+                TestbedLink::deserialize(v).map_err(|e| TopologyError::at(&at, e.to_string()))?;
+            let mut end = |e: TestbedEnd| -> Result<u32, TopologyError> {
                 let kind = node_type(&e.node_type, &e.node_name, &at)?;
                 let node = Node {
                     name: e.node_name,
@@ -233,13 +243,14 @@ struct SkylarkLink {
 }
 
 /// Parses Skylark's own format.
-fn parse_skylark(doc: &Value) -> Result<Schedule, String> {
-    let doc = SkylarkDoc::deserialize(doc).map_err(|e| format!("topology document: {e}"))?;
+fn parse_skylark(doc: &Value) -> Result<Schedule, TopologyError> {
+    let doc = SkylarkDoc::deserialize(doc)
+        .map_err(|e| TopologyError::at("topology document", e.to_string()))?;
     let slot_ms = slot_length(doc.slot_ms, doc.slot_secs)?;
     let mut nodes = NodeSet::default();
     for (i, v) in doc.nodes.iter().enumerate() {
         let at = format!("node {i}");
-        let n = SkylarkNode::deserialize(v).map_err(|e| format!("{at}: {e}"))?;
+        let n = SkylarkNode::deserialize(v).map_err(|e| TopologyError::at(&at, e.to_string()))?;
         let kind = node_type(&n.kind, &n.name, &at)?;
         let node = Node {
             name: n.name,
@@ -250,29 +261,33 @@ fn parse_skylark(doc: &Value) -> Result<Schedule, String> {
         nodes.add(node, &at)?;
     }
     let raw_slots: Vec<Value> = match (doc.slots, doc.links) {
-        (Some(_), Some(_)) => return Err("topology document has both `slots` and `links`".into()),
+        (Some(_), Some(_)) => {
+            return Err(TopologyError::whole(
+                "topology document has both `slots` and `links`",
+            ))
+        }
         (Some(slots), None) => slots,
         (None, Some(links)) => vec![Value::Array(links)],
-        (None, None) => return Err("topology document has no `slots` (or `links`)".into()),
+        (None, None) => {
+            return Err(TopologyError::whole(
+                "topology document has no `slots` (or `links`)",
+            ))
+        }
     };
     let mut graphs = Vec::with_capacity(raw_slots.len());
     for (si, raw) in raw_slots.iter().enumerate() {
         let Value::Array(raw) = raw else {
-            return Err(format!(
-                "slot {si}: expected an array of links, found {}",
-                json_kind(raw)
+            return Err(TopologyError::at(
+                format!("slot {si}"),
+                format!("expected an array of links, found {}", json_kind(raw)),
             ));
         };
         graphs.push(skylark_links(&nodes, si, raw)?);
     }
     let global = match doc.global {
-        Some(name) => Some(
-            nodes
-                .index
-                .get(&name)
-                .copied()
-                .ok_or_else(|| format!("global node {name:?} is not among the nodes"))?,
-        ),
+        Some(name) => Some(nodes.index.get(&name).copied().ok_or_else(|| {
+            TopologyError::whole(format!("global node {name:?} is not among the nodes"))
+        })?),
         None => nodes
             .nodes
             .iter()
@@ -289,17 +304,15 @@ fn parse_skylark(doc: &Value) -> Result<Schedule, String> {
 }
 
 /// Reads the links of slot `si`, resolving node names.
-fn skylark_links(nodes: &NodeSet, si: usize, raw: &[Value]) -> Result<Vec<Link>, String> {
+fn skylark_links(nodes: &NodeSet, si: usize, raw: &[Value]) -> Result<Vec<Link>, TopologyError> {
     let mut links = Vec::with_capacity(raw.len());
     for (li, v) in raw.iter().enumerate() {
         let at = format!("slot {si}, link {li}");
-        let l = SkylarkLink::deserialize(v).map_err(|e| format!("{at}: {e}"))?;
+        let l = SkylarkLink::deserialize(v).map_err(|e| TopologyError::at(&at, e.to_string()))?;
         let id = |name: &str| {
-            nodes
-                .index
-                .get(name)
-                .copied()
-                .ok_or_else(|| format!("{at}: unknown node {name:?} (not in `nodes`)"))
+            nodes.index.get(name).copied().ok_or_else(|| {
+                TopologyError::at(&at, format!("unknown node {name:?} (not in `nodes`)"))
+            })
         };
         links.push(Link {
             a: id(&l.source)?,
@@ -313,19 +326,21 @@ fn skylark_links(nodes: &NodeSet, si: usize, raw: &[Value]) -> Result<Vec<Link>,
 }
 
 /// The slot length from `slot_ms` or `slot_secs` (default one minute).
-fn slot_length(slot_ms: Option<u64>, slot_secs: Option<f64>) -> Result<u64, String> {
+fn slot_length(slot_ms: Option<u64>, slot_secs: Option<f64>) -> Result<u64, TopologyError> {
     match (slot_ms, slot_secs) {
-        (Some(_), Some(_)) => Err("give either `slot_ms` or `slot_secs`, not both".into()),
-        (Some(0), None) => Err("slot_ms must be > 0".into()),
+        (Some(_), Some(_)) => Err(TopologyError::whole(
+            "give either `slot_ms` or `slot_secs`, not both",
+        )),
+        (Some(0), None) => Err(TopologyError::whole("slot_ms must be > 0")),
         (Some(ms), None) => Ok(ms),
         (None, Some(secs)) => {
             let ms = (secs * 1000.0).round();
             if secs.is_finite() && ms >= 1.0 && ms < u64::MAX as f64 {
                 Ok(ms as u64)
             } else {
-                Err(format!(
+                Err(TopologyError::whole(format!(
                     "slot_secs {secs} must be a finite number of at least 0.001"
-                ))
+                )))
             }
         }
         (None, None) => Ok(DEFAULT_SLOT_MS),
@@ -354,7 +369,7 @@ mod tests {
         }
         let sats = s.nodes().iter().filter(|n| n.kind == NodeType::Sat);
         assert_eq!(sats.count(), 7);
-        assert_eq!(s.digest(), Fnv::new().write(CONSTELLATION).0);
+        assert_eq!(s.digest(), super::super::document_digest(CONSTELLATION));
     }
 
     #[test]
@@ -476,6 +491,15 @@ mod tests {
 
     #[test]
     fn document_errors() {
+        assert_eq!(Schedule::parse(b" ").unwrap_err(), TopologyError::Empty);
+        assert!(matches!(
+            Schedule::parse(b"{"),
+            Err(TopologyError::NotJson(_))
+        ));
+        assert_eq!(
+            Schedule::parse(b"42").unwrap_err(),
+            TopologyError::NotADocument { found: "a number" }
+        );
         assert!(err("").contains("empty"));
         assert!(err(" \n").contains("empty"));
         assert!(err("{").contains("not valid JSON"));

@@ -32,6 +32,54 @@ use std::fmt;
 
 pub use formats::DEFAULT_SLOT_MS;
 
+/// Why a document or a set of parts is not a valid topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopologyError {
+    /// The document is empty or only whitespace.
+    Empty,
+    /// The document is not JSON (the parser's message).
+    NotJson(String),
+    /// The document is JSON but neither an array (testbed format) nor an object (Skylark
+    /// format); `found` is the JSON type it is.
+    NotADocument { found: &'static str },
+    /// What the document describes is not a valid topology. `at` names the place ("slot
+    /// 1, link 0 (a - b)", "node 2"), or is empty when the topology as a whole is meant.
+    Invalid { at: String, reason: String },
+}
+
+impl TopologyError {
+    /// An invalid topology, at a named place.
+    pub(crate) fn at(at: impl Into<String>, reason: impl Into<String>) -> TopologyError {
+        TopologyError::Invalid {
+            at: at.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An invalid topology as a whole.
+    pub(crate) fn whole(reason: impl Into<String>) -> TopologyError {
+        TopologyError::at("", reason)
+    }
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopologyError::Empty => f.write_str("topology document is empty"),
+            TopologyError::NotJson(e) => write!(f, "topology document is not valid JSON: {e}"),
+            TopologyError::NotADocument { found } => write!(
+                f,
+                "topology document must be a JSON array (testbed format) or object \
+                 (Skylark format), found {found}"
+            ),
+            TopologyError::Invalid { at, reason } if at.is_empty() => f.write_str(reason),
+            TopologyError::Invalid { at, reason } => write!(f, "{at}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
 /// What kind of machine a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeType {
@@ -146,6 +194,12 @@ impl Fnv {
     }
 }
 
+/// FNV-1a 64 of a document's bytes: the digest [`Schedule::parse`] gives it, which
+/// identifies its version.
+pub fn document_digest(bytes: &[u8]) -> u64 {
+    Fnv::new().write(bytes).0
+}
+
 /// The time-varying topology: nodes, one graph per slot, slot timing and the global node.
 /// A clone starts with an empty path cache.
 #[derive(Clone)]
@@ -182,23 +236,28 @@ impl Schedule {
         slot_ms: u64,
         epoch_ms: u64,
         global: Option<u32>,
-    ) -> Result<Schedule, String> {
+    ) -> Result<Schedule, TopologyError> {
         if nodes.is_empty() {
-            return Err("topology has no nodes".into());
+            return Err(TopologyError::whole("topology has no nodes"));
         }
         if slots.is_empty() {
-            return Err("topology has no slots".into());
+            return Err(TopologyError::whole("topology has no slots"));
         }
         if slot_ms == 0 {
-            return Err("slot length must be > 0 ms".into());
+            return Err(TopologyError::whole("slot length must be > 0 ms"));
         }
         if nodes.len() >= NONE as usize {
-            return Err(format!("topology has too many nodes ({})", nodes.len()));
+            return Err(TopologyError::whole(format!(
+                "topology has too many nodes ({})",
+                nodes.len()
+            )));
         }
         let index = index_nodes(&nodes)?;
         if let Some(g) = global {
             if g as usize >= nodes.len() {
-                return Err(format!("global node id {g} is not a node"));
+                return Err(TopologyError::whole(format!(
+                    "global node id {g} is not a node"
+                )));
             }
         }
         for (si, links) in slots.iter().enumerate() {
@@ -359,19 +418,21 @@ impl Schedule {
 }
 
 /// Maps node names to ids, rejecting invalid and duplicate names.
-fn index_nodes(nodes: &[Node]) -> Result<HashMap<String, u32>, String> {
+fn index_nodes(nodes: &[Node]) -> Result<HashMap<String, u32>, TopologyError> {
     let mut index = HashMap::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
-        ids::validate(node.name.as_bytes())
-            .map_err(|e| format!("node {i}: name {:?} {e}", node.name))?;
+        ids::validate(node.name.as_bytes()).map_err(|e| {
+            TopologyError::at(format!("node {i}"), format!("name {:?} {e}", node.name))
+        })?;
         if let Some(url) = &node.redis {
-            crate::config::check_redis_url(url)
-                .map_err(|e| format!("node {i} ({}): redis {e}", node.name))?;
+            crate::config::check_redis_url(url).map_err(|e| {
+                TopologyError::at(format!("node {i} ({})", node.name), format!("redis {e}"))
+            })?;
         }
         if let Some(first) = index.insert(node.name.clone(), i as u32) {
-            return Err(format!(
-                "node {i}: name {:?} is already used by node {first}",
-                node.name
+            return Err(TopologyError::at(
+                format!("node {i}"),
+                format!("name {:?} is already used by node {first}", node.name),
             ));
         }
     }
@@ -379,41 +440,53 @@ fn index_nodes(nodes: &[Node]) -> Result<HashMap<String, u32>, String> {
 }
 
 /// Checks the links of slot `si`: known distinct endpoints, sane numbers, no duplicates.
-fn validate_slot(nodes: &[Node], si: usize, links: &[Link]) -> Result<(), String> {
+fn validate_slot(nodes: &[Node], si: usize, links: &[Link]) -> Result<(), TopologyError> {
     let mut seen: HashMap<(u32, u32), usize> = HashMap::with_capacity(links.len());
     for (li, l) in links.iter().enumerate() {
         let name = |id: u32| nodes.get(id as usize).map(|n| n.name.as_str());
         let (Some(a), Some(b)) = (name(l.a), name(l.b)) else {
-            return Err(format!(
-                "slot {si}, link {li}: node id {} is not a node (there are {})",
-                if name(l.a).is_none() { l.a } else { l.b },
-                nodes.len()
+            return Err(TopologyError::at(
+                format!("slot {si}, link {li}"),
+                format!(
+                    "node id {} is not a node (there are {})",
+                    if name(l.a).is_none() { l.a } else { l.b },
+                    nodes.len()
+                ),
             ));
         };
         let at = format!("slot {si}, link {li} ({a} - {b})");
         if l.a == l.b {
-            return Err(format!("{at}: a link must join two different nodes"));
+            return Err(TopologyError::at(
+                at,
+                "a link must join two different nodes",
+            ));
         }
         if !(l.latency_ms.is_finite() && l.latency_ms >= 0.0) {
-            return Err(format!(
-                "{at}: latency {} ms must be finite and >= 0",
-                l.latency_ms
+            return Err(TopologyError::at(
+                at,
+                format!("latency {} ms must be finite and >= 0", l.latency_ms),
             ));
         }
         if !(l.jitter_ms.is_finite() && l.jitter_ms >= 0.0) {
-            return Err(format!(
-                "{at}: jitter {} ms must be finite and >= 0",
-                l.jitter_ms
+            return Err(TopologyError::at(
+                at,
+                format!("jitter {} ms must be finite and >= 0", l.jitter_ms),
             ));
         }
         if !(l.bandwidth_mbps.is_finite() && l.bandwidth_mbps > 0.0) {
-            return Err(format!(
-                "{at}: bandwidth {} Mbit/s must be finite and > 0",
-                l.bandwidth_mbps
+            return Err(TopologyError::at(
+                at,
+                format!(
+                    "bandwidth {} Mbit/s must be finite and > 0",
+                    l.bandwidth_mbps
+                ),
             ));
         }
         if let Some(first) = seen.insert((l.a.min(l.b), l.a.max(l.b)), li) {
-            return Err(format!("{at}: duplicates link {first} of the slot"));
+            return Err(TopologyError::at(
+                at,
+                format!("duplicates link {first} of the slot"),
+            ));
         }
     }
     Ok(())
@@ -492,11 +565,13 @@ mod fixtures {
     }
 
     pub fn err(doc: &str) -> String {
-        Schedule::parse(doc.as_bytes()).unwrap_err()
+        Schedule::parse(doc.as_bytes()).unwrap_err().to_string()
     }
 
     pub fn parts_err(links: Vec<Link>) -> String {
-        Schedule::from_parts(three_nodes(), vec![links], 1000, 0, None).unwrap_err()
+        Schedule::from_parts(three_nodes(), vec![links], 1000, 0, None)
+            .unwrap_err()
+            .to_string()
     }
 }
 
@@ -557,19 +632,32 @@ mod tests {
             "{dup}"
         );
         let nodes = three_nodes;
-        let e = Schedule::from_parts(nodes(), vec![], 1, 0, None).unwrap_err();
+        let e = Schedule::from_parts(nodes(), vec![], 1, 0, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no slots"));
-        let e = Schedule::from_parts(vec![], vec![vec![]], 1, 0, None).unwrap_err();
+        let e = Schedule::from_parts(vec![], vec![vec![]], 1, 0, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no nodes"));
-        let e = Schedule::from_parts(nodes(), vec![vec![]], 0, 0, None).unwrap_err();
+        let e = Schedule::from_parts(nodes(), vec![vec![]], 0, 0, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must be > 0"));
-        let e = Schedule::from_parts(nodes(), vec![vec![]], 1, 0, Some(3)).unwrap_err();
+        let e = Schedule::from_parts(nodes(), vec![vec![]], 1, 0, Some(3))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("global node id 3"));
         let mut twice = nodes();
         twice[2].name = "a".into();
         let e = Schedule::from_parts(twice, vec![vec![]], 1, 0, None).unwrap_err();
         assert!(
-            e.contains("node 2: name \"a\" is already used by node 0"),
+            matches!(&e, TopologyError::Invalid { at, .. } if at == "node 2"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("node 2: name \"a\" is already used by node 0"),
             "{e}"
         );
     }
