@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::CallError;
 use crate::keys;
 use crate::nodes::Nodes;
-use crate::propagate::Engine;
+use crate::propagation::Engine;
 use crate::store::Store;
 use crate::topology_watch::TopologyWatch;
 use crate::{log, skylog};

@@ -8,7 +8,7 @@
 use crate::context::Context;
 use crate::error::CallError;
 use crate::events::now_ms;
-use crate::propagate;
+use crate::propagation;
 use crate::stats::{self, Counter};
 use crate::store::{hash_pairs, HashPairs, Request, Store};
 use crate::{fence, keys, runtime, skylog};
@@ -304,7 +304,7 @@ async fn remote(
 ) -> Result<Option<Found>, CallError> {
     let ns = ctx.config.namespace.clone();
     let local = &ctx.config.node_name;
-    let topo = propagate::topology(ctx).await;
+    let topo = propagation::topology(ctx).await;
     let global = ctx.nodes.global(topo.as_deref());
     let mut candidates = hints;
     if let Some(t) = topo.as_deref() {
@@ -366,7 +366,7 @@ async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError>
 
 /// Policy `stateless`: the global store only.
 fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, CallError> {
-    let global = propagate::require_global(ctx)?;
+    let global = propagation::require_global(ctx)?;
     let reply = global
         .store
         .query(&bundle_request(&ctx.config.namespace, chain))?;

@@ -23,7 +23,7 @@ pub mod memory;
 pub mod nodes;
 pub mod outbox;
 pub mod pending;
-pub mod propagate;
+pub mod propagation;
 pub mod runtime;
 pub mod sigpipe;
 pub mod stats;

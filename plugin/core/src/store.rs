@@ -394,7 +394,7 @@ pub fn write_hash<'a, F: AsRef<[u8]> + ?Sized + 'a>(
 
 /// Appends `EXPIRE key ttl` (ignored in the reply) when there is a TTL. With none (TTL 0)
 /// nothing is sent: no write of the plugin ever gives a bundle an expiry then (see
-/// `propagate::incoming_marker`), and the documented minimal ACLs need no `PERSIST`.
+/// `propagation::copy::incoming_marker`), and the documented minimal ACLs need no `PERSIST`.
 pub fn set_ttl(pipe: &mut redis::Pipeline, key: &str, ttl: Option<Duration>) {
     if let Some(ttl) = ttl {
         pipe.cmd("EXPIRE")

@@ -10,7 +10,7 @@ use crate::events::now_ms;
 use crate::outbox::{self, Guarded, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{fence, keys, propagate};
+use crate::{fence, keys, propagation};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -75,9 +75,10 @@ pub fn put(
         merged: Vec::new(),
     };
     let json = job.to_json()?;
-    let reserved = engine.reserve();
+    // A queue slot, given back on every early return below (it is a guard).
+    let slot = engine.reserve();
     // Our own job is ours for a lease; an overflowing one is due for the next sweep.
-    let due = if reserved {
+    let due = if slot.is_some() {
         now + p.lease.as_millis() as u64
     } else {
         now
@@ -98,35 +99,24 @@ pub fn put(
                 .reply_error(format!("unexpected reply {reply:?} to a put"))
         })
     });
-    match outcome {
-        Ok(Guarded::Stored(..)) => {}
-        Ok(Guarded::Full(waiting)) => {
-            if reserved {
-                engine.release_slot();
-            }
-            stats::inc(Counter::Backlogged);
-            return Err(CallError::new(
-                Status::Backlogged,
-                format!(
-                    "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
-                    ctx.config.node_name, p.max_outbox
-                ),
-            ));
-        }
-        Err(e) => {
-            if reserved {
-                engine.release_slot();
-            }
-            return Err(e);
-        }
+    if let Guarded::Full(waiting) = outcome? {
+        stats::inc(Counter::Backlogged);
+        return Err(CallError::new(
+            Status::Backlogged,
+            format!(
+                "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
+                ctx.config.node_name, p.max_outbox
+            ),
+        ));
     }
     stats::inc(Counter::Puts);
     stats::inc(Counter::Jobs);
-    if reserved {
-        engine.submit(ctx, job);
-    } else {
-        stats::inc(Counter::QueueOverflow);
-        engine.note_backlog();
+    match slot {
+        Some(slot) => engine.submit(ctx, job, slot),
+        None => {
+            stats::inc(Counter::QueueOverflow);
+            engine.note_backlog();
+        }
     }
     Ok(())
 }
@@ -137,7 +127,7 @@ fn put_global(
     chain: &str,
     fields: &[(&str, &[u8])],
 ) -> Result<(), CallError> {
-    let global = propagate::require_global(ctx)?;
+    let global = propagation::require_global(ctx)?;
     let ns = &ctx.config.namespace;
     let key = keys::bundle(ns, chain);
     let record: Vec<String> = fields
