@@ -3,12 +3,14 @@
 //!
 //! [`vars`] is the table of every variable (default, range, meaning) that parsing and
 //! README's tables come from; `secret` holds passwords, credentials and URL redaction;
-//! `tls` the certificate files.
+//! `tls` the certificate files; `error` the [`ConfigError`] they all return.
 
+mod error;
 mod secret;
 mod tls;
 pub mod vars;
 
+pub use error::ConfigError;
 pub use secret::{redact, Credentials, Secret};
 pub use tls::{PemFile, Tls};
 
@@ -17,70 +19,6 @@ use skylark_abi::wire::Policy;
 use std::fmt;
 use std::time::Duration;
 use vars::*;
-
-/// Why the configuration is invalid. Every message names the variable (and file) at
-/// fault and never shows a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// A variable holds a value it does not accept.
-    Value { var: String, message: String },
-    /// A file a variable names cannot be read or does not hold what it should.
-    File {
-        var: String,
-        path: String,
-        message: String,
-    },
-    /// Two variables that go together are set inconsistently (both, or one without the
-    /// other, or files that do not match).
-    Conflict {
-        vars: (String, String),
-        message: String,
-    },
-}
-
-impl ConfigError {
-    fn value(var: &str, message: String) -> ConfigError {
-        ConfigError::Value {
-            var: var.to_string(),
-            message,
-        }
-    }
-
-    fn file(var: &str, path: &str, message: String) -> ConfigError {
-        ConfigError::File {
-            var: var.to_string(),
-            path: path.to_string(),
-            message,
-        }
-    }
-
-    fn conflict(a: &str, b: &str, message: String) -> ConfigError {
-        ConfigError::Conflict {
-            vars: (a.to_string(), b.to_string()),
-            message,
-        }
-    }
-
-    /// The variable at fault (the first of a conflicting pair).
-    pub fn var(&self) -> &str {
-        match self {
-            ConfigError::Value { var, .. } | ConfigError::File { var, .. } => var,
-            ConfigError::Conflict { vars, .. } => &vars.0,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Value { message, .. }
-            | ConfigError::File { message, .. }
-            | ConfigError::Conflict { message, .. } => f.write_str(message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Settings of background propagation and fallback reads.
 #[derive(Debug, Clone, PartialEq)]

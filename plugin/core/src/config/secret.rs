@@ -1,8 +1,8 @@
 //! Secrets: passwords (never printed), the credentials read from `SKYLARK_*_USERNAME`,
 //! `_PASSWORD` and `_PASSWORD_FILE`, and the redaction of passwords in URLs for messages.
 
+use super::error::ConfigError;
 use super::vars::{Lookup, Var};
-use super::ConfigError;
 use std::fmt;
 
 /// A password. Never printed: its `Debug` form is `***`.

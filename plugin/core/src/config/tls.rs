@@ -2,8 +2,8 @@
 //! `SKYLARK_TLS_*`, read and checked when the configuration is read, so that a bad file
 //! fails the configuration rather than a connection.
 
+use super::error::ConfigError;
 use super::vars::{Lookup, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
-use super::ConfigError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;

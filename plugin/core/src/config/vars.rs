@@ -3,7 +3,7 @@
 //! and ranges from here, and README.md's configuration tables are rendered from it (a test
 //! checks that README holds exactly what [`render`] gives).
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Which of README's configuration tables a variable is listed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,13 +2,10 @@
 //! links) and Skylark's own (an object with `nodes` and `slots`), read into a
 //! [`Schedule`] with errors that name the offending slot, link or node.
 
-use super::{Link, Node, NodeType, Schedule, TopologyError};
+use super::{Link, Node, NodeType, Schedule, TopologyError, DEFAULT_SLOT_MS};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
-
-/// Slot length used when a document gives none (the testbed's one minute).
-pub const DEFAULT_SLOT_MS: u64 = 60_000;
 
 impl Schedule {
     /// Parses a topology document, detecting its format: a JSON array is the testbed

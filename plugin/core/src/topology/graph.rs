@@ -2,10 +2,59 @@
 //! grown lazily per `(slot, source)` and cached, so repeated elections from one node cost
 //! O(path length).
 
-use super::{Link, Path};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// An undirected link between nodes `a` and `b` (node ids) during one slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    pub a: u32,
+    pub b: u32,
+    /// One-way latency, >= 0.
+    pub latency_ms: f64,
+    /// Latency jitter, >= 0 (informational; election uses `latency_ms`).
+    pub jitter_ms: f64,
+    /// Bandwidth, > 0.
+    pub bandwidth_mbps: f64,
+}
+
+impl Link {
+    /// The end of the link that is not `node` (`a` if `node` is neither end).
+    pub fn other(&self, node: u32) -> u32 {
+        if node == self.a {
+            self.b
+        } else {
+            self.a
+        }
+    }
+
+    /// True if the link joins `x` and `y` (in either direction).
+    pub fn joins(&self, x: u32, y: u32) -> bool {
+        (self.a == x && self.b == y) || (self.a == y && self.b == x)
+    }
+}
+
+/// A shortest-latency path within one slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    /// Node ids from the source to the target, both included.
+    pub nodes: Vec<u32>,
+    /// Index (into [`Schedule::links`] of the slot) of the link between `nodes[i]` and
+    /// `nodes[i + 1]`.
+    pub links: Vec<u32>,
+    /// Sum of the links' latencies.
+    pub latency_ms: f64,
+    /// Smallest bandwidth of the links (infinite for a zero-hop path).
+    pub bottleneck_mbps: f64,
+}
+
+impl Path {
+    /// Number of links on the path.
+    pub fn hops(&self) -> usize {
+        self.links.len()
+    }
+}
 
 /// Most shortest-path trees kept per schedule; the cache is emptied when it is full.
 /// A node elects from itself only, so it needs at most one tree per slot.

@@ -14,7 +14,8 @@
 //!   `slot_ms`/`slot_secs`, `epoch_ms` and `global` (see [`Schedule::parse`]).
 //!
 //! This module holds the model and its validation and digest; `formats` reads the two
-//! documents, `graph` holds each slot's adjacency and the shortest-path cache.
+//! documents, `graph` holds links, each slot's adjacency, paths and the shortest-path
+//! cache.
 //!
 //! Nodes are numbered by their position in [`Schedule::nodes`] (the union over all slots).
 //! Each slot's adjacency is stored compactly (CSR arrays of `(neighbour, link index)`,
@@ -25,12 +26,15 @@
 mod formats;
 mod graph;
 
+pub use graph::{Link, Path};
+
 use graph::{Edge, PathCache, SlotGraph, NONE};
 use skylark_abi::ids;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use formats::DEFAULT_SLOT_MS;
+/// Slot length used when a document gives none (the testbed's one minute).
+pub const DEFAULT_SLOT_MS: u64 = 60_000;
 
 /// Why a document or a set of parts is not a valid topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,56 +129,6 @@ pub struct Node {
     pub ip: Option<String>,
     /// URL of the node's Redis, if given explicitly.
     pub redis: Option<String>,
-}
-
-/// An undirected link between nodes `a` and `b` (node ids) during one slot.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Link {
-    pub a: u32,
-    pub b: u32,
-    /// One-way latency, >= 0.
-    pub latency_ms: f64,
-    /// Latency jitter, >= 0 (informational; election uses `latency_ms`).
-    pub jitter_ms: f64,
-    /// Bandwidth, > 0.
-    pub bandwidth_mbps: f64,
-}
-
-impl Link {
-    /// The end of the link that is not `node` (`a` if `node` is neither end).
-    pub fn other(&self, node: u32) -> u32 {
-        if node == self.a {
-            self.b
-        } else {
-            self.a
-        }
-    }
-
-    /// True if the link joins `x` and `y` (in either direction).
-    pub fn joins(&self, x: u32, y: u32) -> bool {
-        (self.a == x && self.b == y) || (self.a == y && self.b == x)
-    }
-}
-
-/// A shortest-latency path within one slot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Path {
-    /// Node ids from the source to the target, both included.
-    pub nodes: Vec<u32>,
-    /// Index (into [`Schedule::links`] of the slot) of the link between `nodes[i]` and
-    /// `nodes[i + 1]`.
-    pub links: Vec<u32>,
-    /// Sum of the links' latencies.
-    pub latency_ms: f64,
-    /// Smallest bandwidth of the links (infinite for a zero-hop path).
-    pub bottleneck_mbps: f64,
-}
-
-impl Path {
-    /// Number of links on the path.
-    pub fn hops(&self) -> usize {
-        self.links.len()
-    }
 }
 
 /// FNV-1a, 64 bit: identifies a topology version.
