@@ -2,9 +2,9 @@
 //! each target lacks, the fenced copy (`fence::copy`) with its announcement, sent to every
 //! target at once, and what came of them.
 
-use crate::context::Context;
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::error::CallError;
-use crate::events::now_ms;
 use crate::nodes::Global;
 use crate::outbox::Job;
 use crate::store::{self, HashPairs, Request, Store};
@@ -58,7 +58,7 @@ impl Snapshot {
 /// Copies `snap` to every one of `targets` at once, with `record` as the placement the
 /// copies carry, and waits for them all.
 pub(super) async fn round(
-    ctx: &Context,
+    ctx: &Cluster,
     job: &Job,
     targets: &[String],
     snap: &Snapshot,

@@ -2,9 +2,9 @@
 //! [`election::Request`], and the election's result into node names, announced with a
 //! `placement` event.
 
-use crate::context::Context;
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::election::{self, Rng, Target};
-use crate::events::{self, now_ms};
 use crate::outbox::Job;
 use crate::skylog;
 use crate::topology::Schedule;
@@ -14,7 +14,7 @@ use skylark_abi::wire::Policy;
 /// The job's target: the one it already has, else a fresh election, which is recorded in
 /// the job and announced (off the copy's critical path).
 pub(super) fn target(
-    ctx: &'static Context,
+    ctx: &'static Cluster,
     job: &mut Job,
     topo: Option<&Schedule>,
     global: Option<&str>,
@@ -29,7 +29,7 @@ pub(super) fn target(
            "policy": job.policy.name(), "elected": e.node, "global": global,
            "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
            "bytes": size, "reason": e.reason, "job": job.id});
-    tokio::spawn(events::publish(ctx, "placement", body));
+    tokio::spawn(ctx.events.publish("placement", body));
     skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
     job.target = Some(e.node.clone());
     e.node
@@ -50,7 +50,7 @@ struct Elected {
 
 /// Elects the node that should hold the job's copy (`size` bytes of bundle).
 fn elect(
-    ctx: &Context,
+    ctx: &Cluster,
     topo: Option<&Schedule>,
     global: Option<&str>,
     job: &Job,

@@ -4,16 +4,16 @@
 use super::exit;
 use super::job;
 use super::slots::{Slot, Slots};
-use crate::context::Context;
-use crate::events::now_ms;
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::outbox::{self, Claimed, Job};
 use crate::stats::{self, Counter};
 use crate::store::Request;
-use crate::{events, runtime, skylog};
+use crate::{runtime, skylog};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A job waiting behind the running one of its chain, with the slot it holds.
@@ -21,6 +21,8 @@ type Waiting = Option<(Job, Slot)>;
 
 /// Background propagation of one process.
 pub struct Engine {
+    /// The stores, topology and event publisher the jobs work with.
+    cluster: Arc<Cluster>,
     /// Jobs and other tracked background work (sweeps) in flight.
     slots: Slots,
     /// Set when jobs may be waiting in the outbox (a put overflowed, or a sweep filled
@@ -31,12 +33,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cap: usize) -> Engine {
+    /// An engine of `cap` queue slots working on `cluster`; nothing runs before
+    /// [`Engine::start`].
+    pub fn new(cluster: Arc<Cluster>, cap: usize) -> Engine {
         Engine {
+            cluster,
             slots: Slots::new(cap),
             backlog: AtomicBool::new(false),
             chains: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The stores, topology and event publisher this engine works with.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     fn chains(&self) -> MutexGuard<'_, HashMap<String, Waiting>> {
@@ -65,7 +75,8 @@ impl Engine {
     }
 
     /// Starts the outbox sweeper and registers the exit flush. Called once per process.
-    pub fn start(&self, ctx: &'static Context) {
+    pub fn start(&'static self) {
+        let ctx = self.cluster();
         let Ok(rt) = runtime::handle() else {
             skylog!(
                 Error,
@@ -73,10 +84,10 @@ impl Engine {
             );
             return;
         };
-        exit::register();
+        exit::register(&self.slots, ctx);
         // Connect to the global store (every job's target) while the guest still runs.
         rt.spawn(async move {
-            let topo = super::topology(ctx).await;
+            let topo = ctx.current_topology().await;
             let ping = Request::Cmd(redis::cmd("PING"));
             let local = ctx.local.query_async(&ping);
             match ctx.nodes.global(topo.as_deref()) {
@@ -94,7 +105,7 @@ impl Engine {
         rt.spawn(async move {
             loop {
                 // The first sweep may use the slot it holds.
-                sweep(ctx, usize::from(held.is_some())).await;
+                sweep(self, usize::from(held.is_some())).await;
                 exit::flush_stats(ctx).await;
                 drop(held.take());
                 tokio::time::sleep(ctx.config.propagation.sweep).await;
@@ -109,7 +120,7 @@ impl Engine {
     /// never lands after a newer one. A job submitted while another of its chain runs
     /// waits; further jobs of that chain merge into the waiting one (giving their slot
     /// back), so a burst of puts costs one copy of the latest bundle.
-    pub fn submit(&self, ctx: &'static Context, job: Job, slot: Slot) {
+    pub fn submit(&'static self, job: Job, slot: Slot) {
         let chain = job.chain.clone();
         {
             let mut chains = self.chains();
@@ -138,8 +149,9 @@ impl Engine {
                 return;
             }
         };
+        let engine = self;
+        let ctx = self.cluster();
         rt.spawn(async move {
-            let Some(engine) = &ctx.engine else { return };
             let mut next = Some((job, slot));
             while let Some((mut job, slot)) = next {
                 // Let a burst of puts of this chain gather into one copy.
@@ -159,7 +171,7 @@ impl Engine {
                 // Still holding this job's slot: the sweep may hand it on, so the exit
                 // flush keeps waiting while a backlog drains.
                 if engine.take_backlog() {
-                    sweep(ctx, 1).await;
+                    sweep(engine, 1).await;
                 }
                 drop(slot);
                 let mut chains = engine.chains();
@@ -174,8 +186,8 @@ impl Engine {
 
 /// Claims due outbox jobs (as many as the queue has room for, plus `held` slots the
 /// caller holds and is about to give back) and runs them.
-async fn sweep(ctx: &'static Context, held: usize) {
-    let Some(engine) = &ctx.engine else { return };
+async fn sweep(engine: &'static Engine, held: usize) {
+    let ctx = engine.cluster();
     let p = &ctx.config.propagation;
     // Claim no more than there is room for now; puts racing with the claim may push the
     // count past the capacity by a little, which is harmless.
@@ -205,7 +217,7 @@ async fn sweep(ctx: &'static Context, held: usize) {
             Claimed::Job(job) => {
                 stats::inc(Counter::Resumed);
                 skylog!(Info, "resuming job {} of chain {}", job.id, job.chain);
-                engine.submit(ctx, *job, slot);
+                engine.submit(*job, slot);
             }
             Claimed::Invalid { id, reason } => {
                 skylog!(
@@ -216,7 +228,9 @@ async fn sweep(ctx: &'static Context, held: usize) {
                 let mut pipe = redis::pipe();
                 outbox::remove(&mut pipe, &ctx.config.namespace, &id);
                 let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
-                events::publish(ctx, "job_invalid", json!({"job": id, "reason": reason})).await;
+                ctx.events
+                    .publish("job_invalid", json!({"job": id, "reason": reason}))
+                    .await;
                 drop(slot);
             }
         }

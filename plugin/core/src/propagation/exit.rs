@@ -2,18 +2,28 @@
 //! propagation in flight, then writes this process's counters to the node's stats hash
 //! (which the sweeper also does after every sweep).
 
-use crate::context::{self, Context};
+use super::slots::Slots;
+use crate::cluster::Cluster;
 use crate::stats::{self, Counter};
 use crate::store::Request;
 use crate::{keys, skylog};
+use once_cell::sync::OnceCell;
 use std::time::Instant;
 
 extern "C" {
     fn atexit(cb: extern "C" fn()) -> std::os::raw::c_int;
 }
 
-/// Registers the exit flush (once per process: the engine starts once).
-pub(super) fn register() {
+/// What the exit flush waits for and writes to: the slots and cluster of the first
+/// engine started in the process.
+static ENGINE: OnceCell<(&'static Slots, &'static Cluster)> = OnceCell::new();
+
+/// Registers the exit flush of the engine with `slots` working on `cluster` (once per
+/// process: a later engine is not waited for at exit; the plugin starts one).
+pub(super) fn register(slots: &'static Slots, cluster: &'static Cluster) {
+    if ENGINE.set((slots, cluster)).is_err() {
+        return;
+    }
     // SAFETY: `at_exit` is a plain function that never unwinds (it catches panics).
     let rc = unsafe { atexit(at_exit) };
     if rc != 0 {
@@ -26,17 +36,17 @@ pub(super) fn register() {
 
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
-        let Ok(ctx) = context::get() else { return };
-        if let Some(engine) = &ctx.engine {
-            let deadline = ctx.config.propagation.exit_flush;
-            let started = Instant::now();
-            if !engine.flush(deadline) {
-                skylog!(
-                    Warn,
-                    "exit: propagation still in flight after {} ms; the outbox keeps it for a later process",
-                    started.elapsed().as_millis()
-                );
-            }
+        let Some(&(slots, ctx)) = ENGINE.get() else {
+            return;
+        };
+        let deadline = ctx.config.propagation.exit_flush;
+        let started = Instant::now();
+        if !slots.wait_idle(deadline) {
+            skylog!(
+                Warn,
+                "exit: propagation still in flight after {} ms; the outbox keeps it for a later process",
+                started.elapsed().as_millis()
+            );
         }
         flush_stats_blocking(ctx);
     });
@@ -44,7 +54,7 @@ extern "C" fn at_exit() {
 
 /// The counters taken from this process and the request adding them to the node's stats
 /// hash; `None` when there is nothing to add.
-fn take_stats(ctx: &Context) -> Option<(Vec<(Counter, u64)>, Request)> {
+fn take_stats(ctx: &Cluster) -> Option<(Vec<(Counter, u64)>, Request)> {
     let taken = stats::take();
     if taken.is_empty() {
         return None;
@@ -61,7 +71,7 @@ fn write_failed(taken: &[(Counter, u64)], e: impl std::fmt::Display) {
 }
 
 /// Adds this process's counters to the node's stats hash, on the calling thread.
-pub fn flush_stats_blocking(ctx: &Context) {
+fn flush_stats_blocking(ctx: &Cluster) {
     if let Some((taken, req)) = take_stats(ctx) {
         if let Err(e) = ctx.local.query(&req) {
             write_failed(&taken, e);
@@ -70,7 +80,7 @@ pub fn flush_stats_blocking(ctx: &Context) {
 }
 
 /// Adds this process's counters to the node's stats hash, on the runtime.
-pub(super) async fn flush_stats(ctx: &Context) {
+pub(super) async fn flush_stats(ctx: &Cluster) {
     if let Some((taken, req)) = take_stats(ctx) {
         if let Err(e) = ctx.local.query_async(&req).await {
             write_failed(&taken, e);

@@ -4,10 +4,10 @@
 
 use super::copy::{self, Snapshot};
 use super::elect;
-use crate::context::Context;
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::election::Rng;
 use crate::error::CallError;
-use crate::events::{self, now_ms};
 use crate::outbox::{self, Job};
 use crate::stats::{self, Counter};
 use crate::store::Request;
@@ -27,7 +27,7 @@ enum Step {
 }
 
 /// Runs a job to completion (or until it must wait for a later process).
-pub(super) async fn run(ctx: &'static Context, mut job: Job) {
+pub(super) async fn run(ctx: &'static Cluster, mut job: Job) {
     let p = &ctx.config.propagation;
     let mut failures: HashMap<String, u32> = HashMap::new();
     let mut rng = Rng::new(now_ms() ^ u64::from(std::process::id()).rotate_left(32));
@@ -48,12 +48,12 @@ pub(super) async fn run(ctx: &'static Context, mut job: Job) {
                     outbox::remove(&mut pipe, &ctx.config.namespace, id);
                 }
                 let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
-                events::publish(
-                    ctx,
-                    "dropped",
-                    json!({"chain": job.chain, "job": job.id, "reason": reason}),
-                )
-                .await;
+                ctx.events
+                    .publish(
+                        "dropped",
+                        json!({"chain": job.chain, "job": job.id, "reason": reason}),
+                    )
+                    .await;
                 return;
             }
             Step::Retry(delay) => {
@@ -76,14 +76,14 @@ pub(super) async fn run(ctx: &'static Context, mut job: Job) {
 /// One attempt at a job: elect its target (once), copy the bundle to the target and the
 /// global store (whichever it lacks), and finish, retry or drop it.
 async fn step(
-    ctx: &'static Context,
+    ctx: &'static Cluster,
     job: &mut Job,
     failures: &mut HashMap<String, u32>,
     rng: &mut Rng,
 ) -> Step {
     let p = &ctx.config.propagation;
     let local = &ctx.config.node_name;
-    let topo = super::topology(ctx).await;
+    let topo = ctx.current_topology().await;
     let global = ctx.nodes.global(topo.as_deref());
     let global_name = global.as_ref().map(|g| g.name.clone());
     if let Some(wait) = not_ready(ctx, job, topo.as_deref(), global.is_some()) {
@@ -147,7 +147,7 @@ async fn step(
 /// Why the job cannot go on now, if it cannot: too old (dropped), or the copies it owes
 /// are not known yet (retried).
 fn not_ready(
-    ctx: &Context,
+    ctx: &Cluster,
     job: &mut Job,
     topo: Option<&Schedule>,
     has_global: bool,
@@ -225,7 +225,7 @@ fn backoff(base: Duration, failures: u32) -> Duration {
 /// Counts the failed copies of a round; re-targets the job if its elected node failed
 /// `SKYLARK_RETRIES` times, else waits the backoff of the worst.
 async fn retry(
-    ctx: &Context,
+    ctx: &Cluster,
     job: &mut Job,
     failures: &mut HashMap<String, u32>,
     failed: Vec<(String, CallError)>,
@@ -244,25 +244,25 @@ async fn retry(
             "job {}: copy to {name} failed (attempt {n}): {e}",
             job.id
         );
-        events::publish(
-            ctx,
-            "retry",
-            json!({"chain": job.chain, "job": job.id, "node": name, "attempt": *n,
+        ctx.events
+            .publish(
+                "retry",
+                json!({"chain": job.chain, "job": job.id, "node": name, "attempt": *n,
                    "error": e.message}),
-        )
-        .await;
+            )
+            .await;
         if name == target && Some(name.as_str()) != global && *n >= p.retries {
             // The elected node stays unreachable: elect again without it.
             stats::inc(Counter::Retargets);
             stats::inc(Counter::Failures);
             job.exclude.push(name.clone());
             job.target = None;
-            events::publish(
-                ctx,
-                "retarget",
-                json!({"chain": job.chain, "job": job.id, "from": name, "failures": *n}),
-            )
-            .await;
+            ctx.events
+                .publish(
+                    "retarget",
+                    json!({"chain": job.chain, "job": job.id, "from": name, "failures": *n}),
+                )
+                .await;
             return Step::Again;
         }
         worst = worst.max(*n);
@@ -274,7 +274,7 @@ async fn retry(
 /// announces it and runs the clean-up of the `swept` nodes ([`swept_nodes`], computed by
 /// [`step`] for the copies' record).
 async fn finish(
-    ctx: &Context,
+    ctx: &Cluster,
     job: &Job,
     target: &str,
     placement: &[(String, String)],
@@ -315,13 +315,9 @@ async fn finish(
         // The copies are in place; the job will run again (harmlessly) from the outbox.
         skylog!(Warn, "job {}: removing it from the outbox: {e}", job.id);
     }
-    events::publish(
-        ctx,
-        "propagated",
-        json!({"chain": job.chain, "job": job.id, "tasks": job.tasks, "node": ctx.config.node_name,
-               "elected": target, "copies": job.done, "ms": took}),
-    )
-    .await;
+    let body = json!({"chain": job.chain, "job": job.id, "tasks": job.tasks,
+           "node": ctx.config.node_name, "elected": target, "copies": job.done, "ms": took});
+    ctx.events.publish("propagated", body).await;
     cleanup(ctx, job, versions, swept).await;
 }
 
@@ -353,12 +349,12 @@ fn swept_nodes(
 /// expire anyway): of each task, only a copy no newer than the version this job saw
 /// (`versions`), so a clean-up delivered late never deletes newer state. The placement
 /// record no longer names these nodes: [`finish`] moved their tasks to the target.
-async fn cleanup(ctx: &Context, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
+async fn cleanup(ctx: &Cluster, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
     if swept.is_empty() {
         return;
     }
     let ns = &ctx.config.namespace;
-    let topo = super::topology(ctx).await;
+    let topo = ctx.current_topology().await;
     let seen: Vec<(&[u8], u64)> = versions.iter().map(|(t, v)| (t.as_slice(), *v)).collect();
     for node in swept {
         let store = match ctx.nodes.store(topo.as_deref(), &node) {
@@ -372,12 +368,12 @@ async fn cleanup(ctx: &Context, job: &Job, versions: &keys::Versions, swept: Vec
         match store.query_async(&Request::Cmd(del)).await {
             Ok(_) => {
                 stats::inc(Counter::Cleanups);
-                events::publish(
-                    ctx,
-                    "cleanup",
-                    json!({"chain": job.chain, "node": node, "job": job.id}),
-                )
-                .await;
+                ctx.events
+                    .publish(
+                        "cleanup",
+                        json!({"chain": job.chain, "node": node, "job": job.id}),
+                    )
+                    .await;
             }
             Err(e) => skylog!(Info, "cleanup of {node}: {e}"),
         }

@@ -26,6 +26,8 @@
 //!   to be unloaded (`plugin/build.rs`), so WasmEdge's `dlclose` at exit cannot unmap the
 //!   code those threads run.
 //!
+//! The [`Engine`] owns what it works with (the [`Cluster`](crate::cluster::Cluster): store,
+//! nodes, topology, events) and is handed to what needs it; it knows no global context.
 //! Modules: `engine` (queue slots, chains, the outbox sweeper, submission), `slots` (the
 //! slot guard), `job` (one job's attempts, retries, finish and clean-up), `elect` (where a
 //! copy goes), `copy` (one round of fenced copies), `exit` (the `atexit` flush and stats).
@@ -38,67 +40,4 @@ mod job;
 mod slots;
 
 pub use engine::Engine;
-pub use exit::flush_stats_blocking;
 pub use slots::Slot;
-
-use crate::context::Context;
-use crate::error::CallError;
-use crate::events;
-use crate::nodes::Global;
-use crate::runtime;
-use crate::topology::Schedule;
-use crate::topology_watch::Change;
-use serde_json::json;
-use std::sync::Arc;
-
-/// Publishes topology changes as `topology` and `topology_invalid` events.
-async fn announce(ctx: &Context, changes: Vec<Change>) {
-    for c in changes {
-        match c {
-            Change::Loaded {
-                origin,
-                digest,
-                nodes,
-                slots,
-            } => {
-                events::publish(
-                    ctx,
-                    "topology",
-                    json!({"origin": format!("{origin:?}").to_lowercase(),
-                           "version": format!("{digest:016x}"), "nodes": nodes, "slots": slots}),
-                )
-                .await
-            }
-            Change::Invalid { origin, error } => {
-                events::publish(
-                    ctx,
-                    "topology_invalid",
-                    json!({"origin": format!("{origin:?}").to_lowercase(), "error": error}),
-                )
-                .await
-            }
-        }
-    }
-}
-
-/// The live topology (reloaded if due), announcing changes.
-pub async fn topology(ctx: &Context) -> Option<Arc<Schedule>> {
-    let (topo, changes) = ctx.topology.current(&ctx.local).await;
-    announce(ctx, changes).await;
-    topo
-}
-
-/// The global store, for a host call on the guest's thread (policy `stateless`);
-/// `StoreUnavailable` if there is none.
-pub fn require_global(ctx: &'static Context) -> Result<Global, CallError> {
-    runtime::run(ctx.config.timeout, async move {
-        let topo = topology(ctx).await;
-        Ok(ctx.nodes.global(topo.as_deref()))
-    })?
-    .ok_or_else(|| {
-        CallError::new(
-            skylark_abi::Status::StoreUnavailable,
-            "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
-        )
-    })
-}

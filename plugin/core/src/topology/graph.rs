@@ -40,8 +40,8 @@ impl Link {
 pub struct Path {
     /// Node ids from the source to the target, both included.
     pub nodes: Vec<u32>,
-    /// Index (into [`Schedule::links`] of the slot) of the link between `nodes[i]` and
-    /// `nodes[i + 1]`.
+    /// Index (into [`Schedule::links`](super::Schedule::links) of the slot) of the link
+    /// between `nodes[i]` and `nodes[i + 1]`.
     pub links: Vec<u32>,
     /// Sum of the links' latencies.
     pub latency_ms: f64,
