@@ -274,9 +274,13 @@ fn an_idle_or_trickling_client_cannot_block_the_server() {
     .expect("the health check is answered while an idle client is connected");
     assert_eq!((s, body.as_str()), (200, "ok"));
     let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(10), "answered after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
     let mut answer = String::new();
-    idle.read_to_string(&mut answer).expect("the idle client gets an answer");
+    idle.read_to_string(&mut answer)
+        .expect("the idle client gets an answer");
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     assert!(answer.contains("SERVE_REQUEST_TIMEOUT_MS"), "{answer}");
 
