@@ -16,7 +16,9 @@ nothing; validate.py calls them per container or once per manifest set.
   limits hostPath and SKYLARK_NAMESPACE must be part of the manifests, and every binding
   must name a policy that exists.
 - image_rules: a third-party image (not skylark/...) must be pinned by digest
-  (`name[:tag]@sha256:<64 hex>`); with --require-digests every image must.
+  (`name[:tag]@sha256:<64 hex>`); with --require-digests every image must. A container's
+  PLUGIN_IMAGE (what the plugin installer records as installed) must be its image, so that
+  pinning one pins the record too.
 """
 
 import re
@@ -165,9 +167,13 @@ def function_rules(where, doc, c, mounts, volumes, env_cfg, problems):
             problems.add(where, "Knative Service needs label networking.knative.dev/visibility: cluster-local")
 
 
-def image_rules(where, image, require_digests, problems):
+def image_rules(where, c, require_digests, problems):
+    image = c.get("image", "")
     if not image:
         return
+    for e in c.get("env") or []:
+        if e.get("name") == "PLUGIN_IMAGE" and e.get("value") != image:
+            problems.add(where, f"PLUGIN_IMAGE {e.get('value')} is not the container's image {image}")
     third_party = not image.startswith("skylark/")
     if (third_party or require_digests) and not DIGEST.search(image):
         what = "a third-party image" if third_party else "an image"

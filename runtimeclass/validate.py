@@ -257,7 +257,7 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
         last = image.rsplit("/", 1)[-1]
         if not image or ("@" not in image and ":" not in last):
             problems.add(cw, f"image {image!r} needs an explicit tag")
-        security_rules.image_rules(cw, image, require_digests, problems)
+        security_rules.image_rules(cw, c, require_digests, problems)
         mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
         for m in mounts.values():
             if m.get("name") not in volumes:
@@ -432,6 +432,9 @@ SELF_TESTS = [
         "SKYLARK_REDIS_PASSWORD_FILE must be set",
         "SKYLARK_NAMESPACE must be set in env to the pod's namespace skylark",
         "Knative Service needs label networking.knative.dev/visibility: cluster-local",
+    ]),
+    (("20-installer-record-differs.yaml", "20-plugin-installer.yaml"), [
+        "PLUGIN_IMAGE skylark/plugin-installer:0.1.0 is not the container's image",
     ]),
     ((None, "46-admission-policy.yaml"), [
         "hostPath volumes are enabled for every Knative Service, but the admission policy",
