@@ -9,11 +9,14 @@
 //!   server does not listen on other addresses;
 //! - the topology loader's user can set the topology key but not read bundles, and a
 //!   function using it fails; another tenant's user cannot read this tenant's bundles
-//!   even when it claims this namespace.
+//!   even when it claims this namespace;
+//! - the pod's readiness probe and the topology-loader sidecar's script, taken from the
+//!   manifest too, work with their narrow user.
 
 use serde_json::Value;
 use skylark_tests::{chain_id, root, Guest, GuestRun, RUN_TIMEOUT};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,19 +24,29 @@ use std::time::{Duration, Instant};
 /// `StoreError` (ABI.md): a refused `AUTH` or a command outside the user's ACL.
 const STORE_ERROR: i64 = 22;
 
-/// The redis-server container of the manifest: its command line and where its volumes are
-/// mounted, as JSON from PyYAML.
+/// The redis-server container of the manifest (its command line, readiness probe, plain
+/// env values and where its volumes are mounted) and the topology loader's script, as
+/// JSON from PyYAML.
 const EXTRACT: &str = r#"
 import json, sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
     spec = ((doc or {}).get("spec") or {}).get("template", {}).get("spec") or {}
-    for c in spec.get("containers") or []:
+    containers = {c["name"]: c for c in spec.get("containers") or []}
+    for c in containers.values():
         if (c.get("command") or [""])[0] == "redis-server":
+            loader = containers["topology-loader"]
             print(json.dumps({
                 "command": c["command"] + (c.get("args") or []),
+                "probe": c["readinessProbe"]["exec"]["command"],
+                "env": {e["name"]: e["value"] for e in c.get("env") or [] if "value" in e},
                 "mounts": {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []},
                 "secrets": {v["name"]: v["secret"]["secretName"]
                             for v in spec.get("volumes") or [] if "secret" in v},
+                "loader": {
+                    "command": loader["command"] + (loader.get("args") or []),
+                    "env": {e["name"]: e["value"] for e in loader.get("env") or [] if "value" in e},
+                    "mounts": {m["name"]: m["mountPath"] for m in loader.get("volumeMounts") or []},
+                },
             }))
 "#;
 
@@ -117,6 +130,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `text` with every path under one of `mounts` (volume name -> mount path) moved into
+/// `tmp/<volume>`; longer mount paths first, so that `/etc/skylark` does not take
+/// `/etc/skylark-redis-acl/...`.
+fn map_paths(text: &str, mounts: &BTreeMap<String, String>, tmp: &Path) -> String {
+    let mut by_length: Vec<_> = mounts.iter().collect();
+    by_length.sort_by_key(|(_, path)| std::cmp::Reverse(path.len()));
+    let mut out = text.to_string();
+    for (volume, path) in by_length {
+        let target = tmp.join(volume).to_string_lossy().into_owned();
+        out = out.replace(&format!("{path}/"), &format!("{target}/"));
+        if out == *path {
+            out = target;
+        }
+    }
+    out
+}
+
 /// Starts redis-server with the manifest's command line: every path under a volume mount
 /// is moved into `tmp/<volume>`, the Secret volume holding the ACL file gets the generated
 /// one, `$(HOST_IP)` becomes 127.0.0.2 and the port a free one.
@@ -143,13 +173,7 @@ fn start(spec: &Value, creds: &Credentials, tmp: &Path) -> NodeRedis {
         if previous == "--port" {
             arg = port.to_string();
         }
-        for (volume, path) in &mounts {
-            if let Some(rest) = arg.strip_prefix(&format!("{path}/")) {
-                arg = tmp.join(volume).join(rest).to_string_lossy().into_owned();
-            } else if arg == *path {
-                arg = tmp.join(volume).to_string_lossy().into_owned();
-            }
-        }
+        arg = map_paths(&arg, &mounts, tmp);
         if previous == "--unixsocket" {
             socket = Some(PathBuf::from(&arg));
         }
@@ -314,6 +338,27 @@ fn the_shipped_node_redis_admits_only_its_acl_users() {
         "{v}"
     );
 
+    // The pod's readiness probe and the topology loader, as the manifest writes them.
+    let volumes = tmp.path().join("volumes");
+    let mounts: BTreeMap<String, String> =
+        serde_json::from_value(spec["mounts"].clone()).expect("mounts");
+    let probe_cmd: Vec<String> = serde_json::from_value(spec["probe"].clone()).expect("probe");
+    let mut readiness = Command::new(&probe_cmd[0]);
+    readiness.args(
+        probe_cmd[1..]
+            .iter()
+            .map(|a| map_paths(a, &mounts, &volumes)),
+    );
+    for (k, v) in spec["env"].as_object().expect("env") {
+        readiness.env(
+            k,
+            map_paths(v.as_str().unwrap_or_default(), &mounts, &volumes),
+        );
+    }
+    let status = readiness.status().expect("run the readiness probe");
+    assert!(status.success(), "readiness probe failed: {status}");
+    assert_loader_sets_the_topology(&spec["loader"], &volumes, &node, &creds);
+
     // Another tenant claiming this namespace: its ACL user stops it.
     let (r, v) = run(
         probe(
@@ -352,4 +397,60 @@ fn the_shipped_node_redis_admits_only_its_acl_users() {
 fn assert_no_permission(r: &redis::RedisResult<redis::Value>, what: &str) {
     let text = format!("{r:?}").to_lowercase();
     assert!(text.contains("noperm"), "{what}: {r:?}");
+}
+
+/// Runs the topology loader's script (paths mapped like the server's) until the key
+/// `skylark:topology` holds the topology file, read back as the tenant; then kills it.
+fn assert_loader_sets_the_topology(
+    loader: &Value,
+    volumes: &Path,
+    node: &NodeRedis,
+    creds: &Credentials,
+) {
+    let mounts: BTreeMap<String, String> =
+        serde_json::from_value(loader["mounts"].clone()).expect("loader mounts");
+    for volume in mounts.keys() {
+        std::fs::create_dir_all(volumes.join(volume)).expect("volume dir");
+    }
+    let topology = r#"{"nodes": [{"name": "a", "type": "Cloud"}]}"#;
+    std::fs::write(volumes.join("topology").join("topology.json"), topology)
+        .expect("topology file");
+    let words: Vec<String> = serde_json::from_value(loader["command"].clone()).expect("command");
+    let mut cmd = Command::new(&words[0]);
+    cmd.args(words[1..].iter().map(|a| map_paths(a, &mounts, volumes)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    for (k, v) in loader["env"].as_object().expect("loader env") {
+        cmd.env(k, v.as_str().unwrap_or_default());
+    }
+    let mut child = cmd.spawn().expect("start the loader script");
+    let tenant = format!(
+        "redis://tenant-skylark:{}@127.0.0.1:{}",
+        creds.read("skylark/password"),
+        node.port
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let loaded = loop {
+        let got = connect(&tenant).and_then(|mut c| {
+            redis::cmd("GET")
+                .arg("skylark:topology")
+                .query::<Option<String>>(&mut c)
+        });
+        if let Ok(Some(text)) = &got {
+            if text.trim_end() == topology {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The script and its `sleep` child: the whole process group.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+    assert!(loaded, "the loader never set skylark:topology");
 }
