@@ -30,7 +30,8 @@ Checks, each failure printed as `FILE: kind/name: problem`:
    SKYLARK_NAMESPACE = the pod's namespace, Knative Services cluster-local);
    security_rules.redis_rules for every container running redis-server, and
    security_rules.admission_rules (the admission policy present when Knative's hostPath
-   flag is on);
+   flag is on), and the policy's CEL, run offline by policy_check, admits every wasm
+   function pod of the manifests;
 6. the topology ConfigMap's topology.json: JSON in Skylark's format, links between known
    nodes, non-negative numbers;
 7. embedded `sh -c` scripts pass `sh -n`.
@@ -39,7 +40,9 @@ Exit status 0 when all pass, 1 otherwise, 2 on usage errors.
 `--self-test` instead checks that the rules refuse what they must: it validates copies of
 the manifests with known-bad files from testdata/ swapped in (the open node Redis of
 before issue 16, a function pod without its Secret, the admission policy removed) and
-fails unless every expected FAIL line appears.
+fails unless every expected FAIL line appears; and it runs the admission policy's CEL on
+variants of the shipped function pod (policy_check.CASES): each bad one must be refused
+with its message, the others admitted.
 """
 
 import argparse
@@ -54,6 +57,7 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
+import policy_check
 import security_rules
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -409,7 +413,44 @@ def validate(manifest_dir, versions, runtime_class, require_digests=False):
         if doc["kind"] == "ConfigMap" and "topology.json" in (doc.get("data") or {}):
             check_topology(where, doc["data"]["topology.json"], problems)
     security_rules.admission_rules(usable, features, problems)
+    policy = admission_policy(usable)
+    if policy is not None:
+        for where, ns, pod in function_pods(usable, runtime_class):
+            try:
+                refused = policy_check.denials(policy, pod, policy_check.namespace_object(ns))
+            except policy_check.PolicyError as e:
+                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY}: {e}")
+                continue
+            for message in refused:
+                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY} refuses it: {message}")
     return problems, docs, counts
+
+
+def admission_policy(usable):
+    """The Skylark ValidatingAdmissionPolicy among the documents, or None."""
+    for _, _, doc in usable:
+        if (doc["apiVersion"], doc["kind"]) == security_rules.VAP and \
+                doc["metadata"]["name"] == security_rules.ADMISSION_POLICY:
+            return doc
+    return None
+
+
+def function_pods(usable, runtime_class):
+    """[(where, namespace, pod)] of every workload whose pods use `runtime_class`, each
+    pod as the API server would see it (a Knative Service's template without the
+    RevisionSpec fields)."""
+    out = []
+    for _, fname, doc in usable:
+        tpl = pod_template(doc)
+        if tpl is None or tpl[1].get("runtimeClassName") != runtime_class:
+            continue
+        meta, spec = tpl
+        ns = doc["metadata"].get("namespace", "default")
+        spec = {k: v for k, v in spec.items() if k not in KNATIVE_REVISION_FIELDS}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": dict(meta, name=doc["metadata"]["name"], namespace=ns), "spec": spec}
+        out.append((f"{fname}: {ident(doc)}", ns, pod))
+    return out
 
 
 # What --self-test swaps in (file in testdata/ -> the manifest it replaces, or None to
@@ -466,6 +507,23 @@ def self_test(manifest_dir, versions, runtime_class):
                 print(f"  {line}")
         else:
             print(f"self-test ok: {case}: {len(expected)} expected FAIL line(s) among {len(lines)}")
+    # The admission policy's CEL on variants of the shipped preprocess pod.
+    problems = Problems()
+    usable = [(o, f, d) for o, f, d in load(manifest_dir, problems) if check_basics(f, d, problems)]
+    policy = admission_policy(usable)
+    pods = [p for w, ns, p in function_pods(usable, runtime_class) if w.startswith("50-")]
+    if policy is None or not pods:
+        failed += 1
+        print("SELF-TEST FAILED: admission policy cases: no policy or no 50-* function pod")
+    else:
+        failures = policy_check.self_test(policy, pods[0])
+        if failures:
+            failed += 1
+            print("SELF-TEST FAILED: admission policy cases:")
+            for f in failures:
+                print(f"  {f}")
+        else:
+            print(f"self-test ok: admission policy: {len(policy_check.CASES)} pod variants refused or admitted as expected")
     return failed
 
 
@@ -484,7 +542,7 @@ def main():
     versions = args.versions or DEFAULT_VERSIONS
     if args.self_test:
         failed = self_test(args.manifest_dir, versions, args.runtime_class)
-        print(f"{len(SELF_TESTS) - failed} passed, {failed} failed")
+        print(f"{len(SELF_TESTS) + 1 - failed} passed, {failed} failed")
         return 1 if failed else 0
     problems, docs, counts = validate(args.manifest_dir, versions, args.runtime_class, args.require_digests)
     for p in problems.items:
