@@ -10,7 +10,8 @@ nothing; validate.py calls them per container or once per manifest set.
   policy, a socket permission without access for others, and run as a non-root user with
   every capability dropped and no privilege escalation.
 - function_rules: a wasm function pod reads its Redis password from a Secret file
-  (SKYLARK_REDIS_PASSWORD_FILE under a Secret mount; no SKYLARK_REDIS_PASSWORD value), sets
+  (SKYLARK_REDIS_PASSWORD_FILE under a Secret mount that its non-root user can read: fsGroup
+  with a group-readable mode; no SKYLARK_REDIS_PASSWORD value), sets
   SKYLARK_NAMESPACE to its own Kubernetes namespace, and (Knative) is cluster-local.
 - admission_rules: when Knative's hostPath flag is enabled, the admission policy that
   limits hostPath and SKYLARK_NAMESPACE must be part of the manifests, and every binding
@@ -130,6 +131,9 @@ def redis_rules(where, pod_spec, c, mounts, volumes, problems):
                 vol = volumes.get(m.get("name"), {})
         if not vol or "secret" not in vol:
             problems.add(where, f"redis-server: --aclfile {acl} must be in a mounted Secret volume")
+        elif not readable_secret(vol, pod_spec):
+            problems.add(where, f"redis-server: --aclfile {acl}: the Secret's files are not readable by the "
+                                "non-root user (set securityContext.fsGroup with a group-readable mode)")
     maxmemory = memory_bytes((opts.get("maxmemory") or ["0"])[0])
     if not maxmemory:
         problems.add(where, "redis-server: needs --maxmemory (a non-zero limit below the container's memory limit)")
@@ -145,7 +149,18 @@ def redis_rules(where, pod_spec, c, mounts, volumes, problems):
     hardening_rules(where, pod_spec, c, problems)
 
 
-def function_rules(where, doc, c, mounts, volumes, env_cfg, problems):
+def readable_secret(volume, pod_spec):
+    """Whether a non-root pod user can read the files of a Secret volume: Kubernetes makes
+    them root-owned with group fsGroup (if set) and mode defaultMode (default 0644), or an
+    item's own mode."""
+    secret = volume.get("secret") or {}
+    modes = [i["mode"] for i in secret.get("items") or [] if "mode" in i] or [secret.get("defaultMode", 0o644)]
+    if all(m & 0o004 for m in modes):
+        return True
+    return (pod_spec.get("securityContext") or {}).get("fsGroup") is not None and all(m & 0o040 for m in modes)
+
+
+def function_rules(where, doc, pod_spec, c, mounts, volumes, env_cfg, problems):
     """Rules for a container of a wasm function pod; env_cfg: its effective SKYLARK_* values."""
     ns = doc["metadata"].get("namespace", "default")
     if "SKYLARK_REDIS_PASSWORD" in env_cfg:
@@ -157,6 +172,9 @@ def function_rules(where, doc, c, mounts, volumes, env_cfg, problems):
         m = mounts.get(pw_file.rsplit("/", 1)[0])
         if not m or "secret" not in volumes.get(m.get("name"), {}):
             problems.add(where, f"SKYLARK_REDIS_PASSWORD_FILE {pw_file} must be in a mounted Secret volume")
+        elif not readable_secret(volumes[m.get("name")], pod_spec):
+            problems.add(where, f"SKYLARK_REDIS_PASSWORD_FILE {pw_file}: the Secret's files are not readable by the "
+                                "pod's user (set securityContext.fsGroup, or a mode readable by others)")
     explicit = [e for e in c.get("env") or [] if e.get("name") == "SKYLARK_NAMESPACE"]
     if not explicit or explicit[-1].get("value") != ns:
         problems.add(where, f"SKYLARK_NAMESPACE must be set in env to the pod's namespace {ns} "

@@ -282,7 +282,7 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
             security_rules.redis_rules(cw, spec, c, mounts, volumes, problems)
         if rc == runtime_class:
             env_cfg = wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems)
-            security_rules.function_rules(cw, doc, c, mounts, volumes, env_cfg, problems)
+            security_rules.function_rules(cw, doc, spec, c, mounts, volumes, env_cfg, problems)
 
 
 def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems):
@@ -473,6 +473,9 @@ SELF_TESTS = [
         "SKYLARK_REDIS_PASSWORD_FILE must be set",
         "SKYLARK_NAMESPACE must be set in env to the pod's namespace skylark",
         "Knative Service needs label networking.knative.dev/visibility: cluster-local",
+    ]),
+    (("51-ksvc-secret-unreadable.yaml", "51-ksvc-detect.yaml"), [
+        "the Secret's files are not readable by the pod's user",
     ]),
     (("20-installer-record-differs.yaml", "20-plugin-installer.yaml"), [
         "PLUGIN_IMAGE skylark/plugin-installer:0.1.0 is not the container's image",
