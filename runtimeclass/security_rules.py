@@ -12,7 +12,8 @@ nothing; validate.py calls them per container or once per manifest set.
 - function_rules: a wasm function pod reads its Redis password from a Secret file
   (SKYLARK_REDIS_PASSWORD_FILE under a Secret mount that its non-root user can read: fsGroup
   with a group-readable mode; no SKYLARK_REDIS_PASSWORD value), sets
-  SKYLARK_NAMESPACE to its own Kubernetes namespace, and (Knative) is cluster-local.
+  SKYLARK_NAMESPACE to its own Kubernetes namespace, has no liveness or startup probe while it
+  listens on loopback (the kubelet would probe the pod IP), and (Knative) is cluster-local.
 - admission_rules: when Knative's hostPath flag is enabled, the admission policy that
   limits hostPath and SKYLARK_NAMESPACE must be part of the manifests, and every binding
   must name a policy that exists.
@@ -179,6 +180,11 @@ def function_rules(where, doc, pod_spec, c, mounts, volumes, env_cfg, problems):
     if not explicit or explicit[-1].get("value") != ns:
         problems.add(where, f"SKYLARK_NAMESPACE must be set in env to the pod's namespace {ns} "
                             "(46-admission-policy.yaml refuses anything else)")
+    if env_cfg.get("SERVE_BIND", "127.0.0.1").startswith("127."):
+        for probe in ("livenessProbe", "startupProbe"):
+            if probe in c:
+                problems.add(where, f"{probe}: the kubelet runs it against the pod's IP, but the function listens "
+                                    "on loopback (SERVE_BIND); use a readinessProbe (Knative's queue-proxy runs it)")
     if doc["apiVersion"].startswith("serving.knative.dev/"):
         labels = doc["metadata"].get("labels") or {}
         if labels.get("networking.knative.dev/visibility") != "cluster-local":
