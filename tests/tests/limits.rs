@@ -4,7 +4,7 @@
 //! wasmedge, real redis-servers.
 
 use serde_json::Value;
-use skylark_tests::{chain_id, Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, Guest, Redis, RUN_TIMEOUT};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

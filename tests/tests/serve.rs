@@ -3,7 +3,7 @@
 //! workflow goes through three servers over HTTP, and bad requests get clear statuses
 //! without taking a server down.
 
-use skylark_tests::{chain_id, Guest, Redis, Running};
+use skylark_testkit::{chain_id, Guest, Redis, Running};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ fn invoke_ksvc_script_runs_the_workflow() {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = std::process::Command::new("bash")
-        .arg(skylark_tests::root().join("runtimeclass/invoke-ksvc.sh"))
+        .arg(skylark_testkit::root().join("runtimeclass/invoke-ksvc.sh"))
         .arg(&chain)
         .env("PATH", path)
         .env("PREPROCESS_QUERY", "size=65536")

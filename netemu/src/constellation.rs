@@ -45,21 +45,22 @@
 //! Linux only (`prctl`).
 
 use crate::linkemu::{LinkEmu, LinkMode, LinkSpec};
-use crate::{Guest, Redis};
 use serde_json::{json, Value};
 use skylark_core::topology::{Link, NodeType, Schedule};
+use skylark_testkit::redis::{ServerConfig, Started};
+pub use skylark_testkit::Durability;
+use skylark_testkit::{now_ms, Events, Guest, Redis};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Slot length written to the topology document when a slot is pinned
 /// ([`NetOptions::fixed_slot`]): the pinned slot stays current this long (a day).
@@ -86,9 +87,6 @@ const STORE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a restarted store may take to load its data and answer `PING`.
 const STORE_RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Pause between readiness polls of the stores.
-const STORE_POLL: Duration = Duration::from_millis(20);
-
 /// The network the emulation reproduces.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NetOptions {
@@ -102,6 +100,21 @@ pub struct NetOptions {
     /// Pins slot `n` (for tests): the document's slots last [`PINNED_SLOT_MS`] and its
     /// epoch makes slot `n` current from start on, for about that long.
     pub fixed_slot: Option<usize>,
+    /// What the proxies emulate.
+    pub links: Links,
+}
+
+/// What the proxies between the nodes do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Links {
+    /// Each proxy emulates its path in the current slot (see the module documentation).
+    #[default]
+    Paths,
+    /// Every proxy forwards at once, whatever the document says; a proxy is cut only
+    /// where the slot leaves its target unreachable, or by a fault. For tests that
+    /// shape or cut the links to a node themselves ([`Constellation::shape_links_to`],
+    /// [`Constellation::cut_links_to`]) and want nothing else slowed down.
+    Ideal,
 }
 
 impl Default for NetOptions {
@@ -113,11 +126,26 @@ impl Default for NetOptions {
             sat_sat: LinkSpec::new(10.0, 9.0, Some(40.0)),
             cloud_sat: LinkSpec::new(60.0, 30.0, Some(90.0)),
             fixed_slot: None,
+            links: Links::Paths,
         }
     }
 }
 
 impl NetOptions {
+    /// The system tests' network: the topology document carries the testbed file's own
+    /// characteristics (satellite links 10 ms, 90 Mbit/s; the ground link 40 ms,
+    /// 30 Mbit/s; no jitter), slot 0 is pinned, and the proxies forward at once
+    /// ([`Links::Ideal`]), so elections follow the document while nothing waits.
+    pub fn testbed_pinned() -> NetOptions {
+        NetOptions {
+            slot_ms: 60_000,
+            sat_sat: LinkSpec::new(10.0, 0.0, Some(90.0)),
+            cloud_sat: LinkSpec::new(40.0, 0.0, Some(30.0)),
+            fixed_slot: Some(0),
+            links: Links::Ideal,
+        }
+    }
+
     /// Checks the slot length and both link specs.
     pub fn validate(&self) -> Result<(), String> {
         if self.slot_ms == 0 {
@@ -156,62 +184,9 @@ impl NetOptions {
     }
 }
 
-/// How the node stores keep their data across a restart of their `redis-server`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// No persistence at all (`--appendonly no`, no snapshots): a restarted store is
-    /// empty. Enough for experiments that never restart a store.
-    #[default]
-    Volatile,
-    /// Append-only file written before every reply and fsynced once a second
-    /// (`--appendonly yes --appendfsync everysec`).
-    AofEverysec,
-    /// Append-only file fsynced before every reply (`--appendonly yes --appendfsync
-    /// always`): a write the store acknowledged survives the store's death.
-    AofAlways,
-}
-
-impl Durability {
-    /// The `redis-server` arguments of this mode.
-    pub fn redis_args(self) -> &'static [&'static str] {
-        match self {
-            Durability::Volatile => &["--appendonly", "no"],
-            Durability::AofEverysec => &["--appendonly", "yes", "--appendfsync", "everysec"],
-            Durability::AofAlways => &["--appendonly", "yes", "--appendfsync", "always"],
-        }
-    }
-
-    /// The mode's name on command lines: `volatile`, `everysec` or `always`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Durability::Volatile => "volatile",
-            Durability::AofEverysec => "everysec",
-            Durability::AofAlways => "always",
-        }
-    }
-
-    /// The mode named `name` (see [`Durability::name`]).
-    pub fn parse(name: &str) -> Option<Durability> {
-        [
-            Durability::Volatile,
-            Durability::AofEverysec,
-            Durability::AofAlways,
-        ]
-        .into_iter()
-        .find(|d| d.name() == name)
-    }
-}
-
 /// The testbed's topology file (`tests/data/constellation-topologies.json`).
 pub fn testbed_file() -> PathBuf {
-    crate::root().join("tests/data/constellation-topologies.json")
-}
-
-/// The current Unix time in milliseconds.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    skylark_testkit::root().join("tests/data/constellation-topologies.json")
 }
 
 /// The immutable description of the network, shared with the slot thread.
@@ -231,6 +206,9 @@ impl Net {
     /// latency, jitter in quadrature and bottleneck bandwidth; `None` if unreachable.
     fn path_spec(&self, slot: usize, from: u32, to: u32) -> Option<LinkSpec> {
         let path = self.schedule.shortest_path(slot, from, to)?;
+        if self.opts.links == Links::Ideal {
+            return Some(LinkSpec::ideal());
+        }
         let links = self.schedule.links(slot);
         let mut spec = LinkSpec::ideal();
         let mut variance = 0.0;
@@ -463,105 +441,43 @@ impl Drop for StoreKeeper {
 /// Spawns `count` stores at once and waits until every one answers `PING`, replacing
 /// any that exits (its port was taken) up to [`STORE_ATTEMPTS`] times.
 fn start_stores(count: usize, root: &Path, durability: Durability) -> Result<Vec<Redis>, String> {
-    let mut stores: Vec<Option<Redis>> = (0..count).map(|_| None).collect();
-    let mut ready = vec![false; count];
-    let mut attempts = vec![0; count];
+    let spawn = || Redis::spawn_on_free_port(|port| store_config(port, durability), Some(root));
+    let mut stores = (0..count).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
     let deadline = Instant::now() + STORE_START_TIMEOUT;
-    loop {
-        for i in 0..count {
-            if ready[i] {
-                continue;
-            }
-            let store = match &mut stores[i] {
-                Some(store) => store,
-                slot => {
-                    attempts[i] += 1;
-                    if attempts[i] > STORE_ATTEMPTS {
-                        return Err(format!(
-                            "redis-server exited at once {STORE_ATTEMPTS} times (ports taken?)"
-                        ));
-                    }
-                    slot.insert(spawn_store(root, durability)?)
+    for store in &mut stores {
+        let mut attempts = 1;
+        loop {
+            match store.wait_started(deadline, Redis::ping) {
+                Started::Ready => break,
+                Started::Exited(_) if attempts < STORE_ATTEMPTS => {
+                    attempts += 1;
+                    *store = spawn()?;
                 }
-            };
-            match store.child.try_wait() {
-                Ok(None) => ready[i] = store.try_conn().is_some(),
-                Ok(Some(_)) => stores[i] = None,
-                Err(e) => return Err(format!("cannot watch redis-server: {e}")),
+                Started::Exited(_) => {
+                    return Err(format!(
+                        "redis-server exited at once {STORE_ATTEMPTS} times (ports taken?)"
+                    ))
+                }
+                Started::Late => {
+                    return Err(format!(
+                        "redis-server did not answer PING within {STORE_START_TIMEOUT:?}: {}",
+                        store.url
+                    ))
+                }
             }
         }
-        if ready.iter().all(|r| *r) {
-            return Ok(stores.into_iter().flatten().collect());
-        }
-        if Instant::now() > deadline {
-            let late: Vec<String> = stores
-                .iter()
-                .zip(&ready)
-                .filter(|(_, r)| !**r)
-                .filter_map(|(s, _)| s.as_ref().map(|s| s.url.clone()))
-                .collect();
-            return Err(format!(
-                "redis-server did not answer PING within {STORE_START_TIMEOUT:?}: {}",
-                late.join(", ")
-            ));
-        }
-        std::thread::sleep(STORE_POLL);
     }
+    Ok(stores)
 }
 
-/// Spawns one `redis-server` on a free loopback port, with its directory under `root`,
-/// killed (SIGKILL) when the calling thread ends; does not wait for it.
-fn spawn_store(root: &Path, durability: Durability) -> Result<Redis, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("redis-")
-        .tempdir_in(root)
-        .map_err(|e| format!("cannot create a store directory in {}: {e}", root.display()))?;
-    let port = crate::free_port();
-    let child = launch_store(dir.path(), port, durability)?;
-    Ok(Redis {
-        child,
-        _dir: dir,
-        url: format!("redis://127.0.0.1:{port}"),
+/// A node store on `port`: killed (SIGKILL) when the thread that launches it ends.
+fn store_config(port: u16, durability: Durability) -> ServerConfig {
+    ServerConfig {
         port,
-    })
-}
-
-/// Spawns `redis-server` on `port` with its files in `dir` (where a restarted store finds
-/// its append-only file), killed (SIGKILL) when the calling thread ends.
-fn launch_store(dir: &Path, port: u16, durability: Durability) -> Result<Child, String> {
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--daemonize", "no"])
-        .args(durability.redis_args())
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let parent = std::process::id();
-    // SAFETY: the hook runs in the forked child before exec and only makes two system
-    // calls (async-signal-safe, no allocation).
-    unsafe {
-        cmd.pre_exec(move || die_with_parent(parent));
+        durability,
+        die_with_thread: true,
+        ..ServerConfig::default()
     }
-    cmd.spawn().map_err(|e| {
-        format!("cannot start redis-server ({e}): install it (apt-get install redis-server)")
-    })
-}
-
-/// In a forked child: asks the kernel for SIGKILL when the forking thread ends, and fails
-/// if the parent (process `parent`) is already gone, which the request would miss.
-fn die_with_parent(parent: u32) -> io::Result<()> {
-    // SAFETY: plain system calls without pointers.
-    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    if set != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::getppid() } as u32 != parent {
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    Ok(())
 }
 
 /// The tokio runtime the proxies share; dropped on a helper thread, since tokio forbids
@@ -622,9 +538,36 @@ pub struct Constellation {
     runtime: Option<ProxyRuntime>,
     keeper: Option<StoreKeeper>,
     dir: tempfile::TempDir,
+    /// Further plugin settings of every guest ([`Constellation::guest_at`]), after (so
+    /// overriding) [`Constellation::env_for`]'s.
+    pub env: Vec<(String, String)>,
 }
 
+/// Plugin settings of [`Constellation::for_system_tests`]: short timeouts, retries and
+/// leases so that tests run fast, and informative logs.
+pub const TEST_SETTINGS: &[(&str, &str)] = &[
+    ("SKYLARK_TIMEOUT_MS", "1000"),
+    ("SKYLARK_CONNECT_TIMEOUT_MS", "500"),
+    ("SKYLARK_RETRY_BASE_MS", "50"),
+    ("SKYLARK_RETRIES", "2"),
+    ("SKYLARK_LEASE_MS", "500"),
+    ("SKYLARK_EXIT_FLUSH_MS", "15000"),
+    ("SKYLARK_LOG", "info"),
+];
+
 impl Constellation {
+    /// The constellation of the system tests ([`NetOptions::testbed_pinned`]), whose
+    /// guests retry briefly ([`TEST_SETTINGS`]) so that tests run fast; panics if it
+    /// cannot start.
+    pub fn for_system_tests() -> Constellation {
+        let mut c = Constellation::start(NetOptions::testbed_pinned());
+        c.env = TEST_SETTINGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c
+    }
+
     /// Brings the constellation up (see [`Constellation::try_start`]); panics with the
     /// reason if it cannot (a test and benchmark harness).
     pub fn start(opts: NetOptions) -> Constellation {
@@ -704,6 +647,7 @@ impl Constellation {
             runtime: Some(runtime),
             keeper: Some(keeper),
             dir,
+            env: Vec::new(),
         })
     }
 
@@ -762,12 +706,11 @@ impl Constellation {
         if self.down[i] {
             return Ok(());
         }
-        let child = &mut self.stores[i].child;
+        let store = &mut self.stores[i];
         let mut kill = move || {
-            child
+            store
                 .kill()
-                .and_then(|()| child.wait())
-                .map(|_| ((), None))
+                .map(|()| ((), None))
                 .map_err(|e| format!("cannot kill the store of {node}: {e}"))
         };
         match &self.registration {
@@ -787,14 +730,14 @@ impl Constellation {
         if !self.down[i] {
             return Ok(());
         }
-        let (dir, port, durability) = (
-            self.stores[i]._dir.path().to_path_buf(),
+        let (dir, config, port) = (
+            self.stores[i].dir().to_path_buf(),
+            self.stores[i].config().clone(),
             self.stores[i].port,
-            self.durability,
         );
         let keeper = self.keeper.as_ref().ok_or("the store thread is gone")?;
         let launch = || {
-            let child = keeper.run(move || launch_store(&dir, port, durability))??;
+            let child = keeper.run(move || config.launch(&dir))??;
             let pid = child.id();
             Ok((child, Some(pid)))
         };
@@ -803,27 +746,19 @@ impl Constellation {
             None => launch()?.0,
         };
         let store = &mut self.stores[i];
-        store.child = child;
+        store.replace_child(child);
         self.down[i] = false;
-        let deadline = Instant::now() + STORE_RESTART_TIMEOUT;
-        loop {
-            match store.child.try_wait() {
-                Ok(None) if store.try_conn().is_some() => return Ok(()),
-                Ok(None) => {}
-                Ok(Some(status)) => {
-                    self.down[i] = true;
-                    return Err(format!(
-                        "the restarted store of {node} exited at once ({status}): port {port} taken?"
-                    ));
-                }
-                Err(e) => return Err(format!("cannot watch redis-server: {e}")),
+        match store.wait_started(Instant::now() + STORE_RESTART_TIMEOUT, Redis::ping) {
+            Started::Ready => Ok(()),
+            Started::Exited(status) => {
+                self.down[i] = true;
+                Err(format!(
+                    "the restarted store of {node} exited at once ({status}): port {port} taken?"
+                ))
             }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the restarted store of {node} did not answer PING within {STORE_RESTART_TIMEOUT:?}"
-                ));
-            }
-            std::thread::sleep(STORE_POLL);
+            Started::Late => Err(format!(
+                "the restarted store of {node} did not answer PING within {STORE_RESTART_TIMEOUT:?}"
+            )),
         }
     }
 
@@ -955,12 +890,93 @@ impl Constellation {
 
     /// `wasmedge <module>` with the plugin, configured by [`Constellation::env_for`]
     /// `node` (needs the built WasmEdge setup, see the crate documentation).
-    pub fn guest(&self, module: &Path, node: &str) -> Guest {
+    pub fn guest_at(&self, module: &Path, node: &str) -> Guest {
         let mut guest = Guest::at(module, &self.redis(node).url);
-        for (k, v) in self.env_for(node) {
-            guest = guest.env(&k, &v);
+        for (k, v) in self.env_for(node).iter().chain(&self.env) {
+            guest = guest.env(k, v);
         }
         guest
+    }
+
+    /// [`Constellation::guest_at`] for the built guest module `name` (`probe`, ...).
+    pub fn guest(&self, name: &str, node: &str) -> Guest {
+        self.guest_at(&skylark_testkit::wasm(name), node)
+    }
+
+    /// Every proxy through which another node reaches `node`'s store.
+    fn links_to<'a>(&'a self, node: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.nodes().into_iter().filter(move |other| other != node)
+    }
+
+    /// Gives every path into `node`'s store (each `other`->`node` proxy) the
+    /// characteristics `spec`, until a slot boundary re-specs them (never, with a pinned
+    /// slot) or [`Constellation::heal_links_to`].
+    pub fn shape_links_to(&self, node: &str, spec: LinkSpec) {
+        for other in self.links_to(node) {
+            self.proxy(&other, node).set(spec);
+        }
+    }
+
+    /// Cuts every path into `node`'s store ([`Constellation::fault_link`] from every other
+    /// node): no other node reaches it until [`Constellation::heal_links_to`].
+    pub fn cut_links_to(&self, node: &str) {
+        for other in self.links_to(node) {
+            self.fault_link(&other, node, false);
+        }
+    }
+
+    /// Ends the faults and shaping of every path into `node`'s store: each becomes what
+    /// the current slot makes it ([`Constellation::heal_link`]).
+    pub fn heal_links_to(&self, node: &str) {
+        for other in self.links_to(node) {
+            self.heal_link(&other, node);
+        }
+    }
+
+    /// The topology document with every node's store (direct URLs), in which slot `slot`
+    /// is current for `slot_ms / 2` more milliseconds, for a test that installs another
+    /// topology (the `<ns>:topology` key).
+    pub fn document(&self, slot: usize, slot_ms: u64) -> String {
+        let schedule = &self.net.schedule;
+        let n = schedule.slots().max(1) as u64;
+        let epoch = now_ms().saturating_sub((slot as u64 % n) * slot_ms + slot_ms / 2);
+        let urls: Vec<&str> = self.stores.iter().map(|s| s.url.as_str()).collect();
+        skylark_document(schedule, &self.net.opts, &urls, slot_ms, epoch)
+            .map(|doc| doc.to_string())
+            .unwrap_or_else(|e| panic!("the constellation's own document: {e}"))
+    }
+
+    /// The state fields of `chain`'s bundle on `node` (empty if absent), read directly.
+    pub fn bundle(&self, node: &str, chain: &str) -> BTreeMap<String, Vec<u8>> {
+        self.redis(node).bundle(chain)
+    }
+
+    /// The placement record (task id to node) held with `chain`'s bundle on `node`.
+    pub fn placement(&self, node: &str, chain: &str) -> BTreeMap<String, String> {
+        self.redis(node).placement(chain)
+    }
+
+    /// Names of the nodes holding a bundle of `chain`.
+    pub fn holders(&self, chain: &str) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| !self.bundle(n, chain).is_empty())
+            .collect()
+    }
+
+    /// Number of jobs in `node`'s outbox.
+    pub fn outbox_len(&self, node: &str) -> usize {
+        self.redis(node).outbox_len()
+    }
+
+    /// The counters of `node` (`<ns>:stats:<node>`).
+    pub fn stats(&self, node: &str) -> BTreeMap<String, u64> {
+        self.redis(node).stats(node)
+    }
+
+    /// Subscribes to `node`'s event channel.
+    pub fn events(&self, node: &str) -> Events {
+        Events::subscribe(&self.redis(node).url)
     }
 }
 
@@ -1090,7 +1106,7 @@ impl Registration {
         let id = NEXT_REGISTRATION.fetch_add(1, Ordering::Relaxed);
         registry().push(Registered {
             id,
-            pids: stores.iter().map(|s| Some(s.child.id())).collect(),
+            pids: stores.iter().map(|s| Some(s.pid())).collect(),
             dir: dir.to_path_buf(),
         });
         Registration(id)

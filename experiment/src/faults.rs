@@ -37,12 +37,12 @@
 //! acknowledged (`--appendonly yes --appendfsync always`) for the plugin's guarantees to
 //! hold across a store restart; weaker modes show what is lost.
 
-use crate::constellation::{Constellation, Durability, NetOptions};
 use crate::fault_checks::{self, Attempt, StoreTally};
 use crate::history::{self, Ended, PutEvent, ReadEvent, ReadTally};
-use crate::{Guest, Running};
 use fault_guest::versioned::{Pool, VPut, Verdict};
 use fault_guest::BigPut;
+use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
+use skylark_testkit::{Guest, Running};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -197,7 +197,7 @@ impl Bench {
 
     /// The fault guest on `node`, with [`PLUGIN_ENV`] and the node's TTL.
     fn guest(&self, node: &str) -> Guest {
-        let mut g = self.net().guest(&self.module, node);
+        let mut g = self.net().guest_at(&self.module, node);
         for (k, v) in PLUGIN_ENV {
             g = g.env(k, v);
         }

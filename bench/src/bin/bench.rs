@@ -17,7 +17,7 @@
 //! plugin now does the guest's own reads and writes on the calling thread); `interp`
 //! and `aot` are the probe guest under `wasmedge`, interpreted or AOT-compiled.
 
-use skylark_tests::{chain_id, wasm, wasmedge_bin, Guest, Redis};
+use skylark_testkit::{chain_id, wasm, wasmedge_bin, Guest, Redis};
 use std::future::Future;
 use std::path::Path;
 use std::process::Command;
@@ -310,7 +310,7 @@ fn main() {
     let header = header();
     let redis = Redis::start();
     let interp = wasm("probe");
-    let aot = skylark_tests::aot("probe");
+    let aot = skylark_testkit::aot("probe");
     let mut conn = redis.conn();
     let async_path = AsyncPath::new(&redis.url);
     let mut rows = Vec::new();

@@ -4,9 +4,10 @@
 //! second CA), and `redis-server` processes configured with `requirepass`, ACL users and
 //! a TLS-only port.
 
+use crate::redis::{Redis, ServerConfig};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Certificates and keys (PEM) in a temporary directory that lives as long as this value.
 pub struct Pki {
@@ -204,111 +205,36 @@ pub struct Setup<'a> {
 
 /// A redis-server with AUTH, ACL users and/or TLS that lives as long as this value.
 pub struct SecureRedis {
-    child: Child,
-    _dir: tempfile::TempDir,
+    /// The process (SIGKILL on drop).
+    _server: Redis,
     /// The TCP port, TLS or plain.
     pub port: u16,
+    access: Access,
+}
+
+/// How the test itself connects as the `default` user.
+#[derive(Clone)]
+struct Access {
     tls: bool,
     password: Option<String>,
     /// Material for the test's own TLS connections.
     tls_certs: Option<redis::TlsCertificates>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-impl SecureRedis {
-    /// Starts a server as `setup` says on a free loopback port; returns once it answers.
-    pub fn start(setup: &Setup) -> SecureRedis {
-        for _ in 0..5 {
-            if let Some(r) = SecureRedis::spawn(setup, free_port()) {
-                return r;
-            }
+impl Access {
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rediss"
+        } else {
+            "redis"
         }
-        panic!("secure redis-server did not start on a free port after 5 attempts");
     }
 
-    fn spawn(setup: &Setup, port: u16) -> Option<SecureRedis> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut conf = format!(
-            "bind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\ndir {}\n",
-            dir.path().display()
-        );
-        if let Some(pw) = setup.password {
-            conf.push_str(&format!("requirepass {pw}\n"));
-        }
-        for user in setup.users {
-            conf.push_str(&format!("user {user}\n"));
-        }
-        match setup.tls {
-            None => conf.push_str(&format!("port {port}\n")),
-            Some(pki) => conf.push_str(&format!(
-                "port 0\ntls-port {port}\ntls-auth-clients yes\ntls-cert-file {}\n\
-                 tls-key-file {}\ntls-ca-cert-file {}\n",
-                pki.server_cert().display(),
-                pki.server_key().display(),
-                pki.ca().display()
-            )),
-        }
-        let conf_path = dir.path().join("redis.conf");
-        std::fs::write(&conf_path, conf).expect("write redis.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install it (apt-get install redis-server)");
-        let mut redis = SecureRedis {
-            child,
-            _dir: dir,
-            port,
-            tls: setup.tls.is_some(),
-            password: setup.password.map(str::to_string),
-            tls_certs: setup.tls.map(|pki| redis::TlsCertificates {
-                client_tls: Some(redis::ClientTlsConfig {
-                    client_cert: pki.read("client.crt"),
-                    client_key: pki.read("client.key"),
-                }),
-                root_cert: Some(pki.read("ca.crt")),
-            }),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = redis.child.try_wait() {
-                return None; // exited: port taken, probably
-            }
-            if redis.try_admin().is_some() {
-                return Some(redis);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// The URL for the plugin, without credentials: `redis://` or `rediss://` to
-    /// `127.0.0.1`.
-    pub fn url(&self) -> String {
-        self.url_at("127.0.0.1")
-    }
-
-    /// The URL naming the server by `host` (`localhost` checks DNS names in certificates).
-    pub fn url_at(&self, host: &str) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://{host}:{}", self.port)
-    }
-
-    fn try_admin(&self) -> Option<redis::Connection> {
+    /// A connection to `port` that answered `PING`.
+    fn connect(&self, port: u16) -> Option<redis::Connection> {
         let url = match &self.password {
-            Some(pw) => format!(
-                "{}://:{pw}@127.0.0.1:{}",
-                if self.tls { "rediss" } else { "redis" },
-                self.port
-            ),
-            None => self.url(),
+            Some(pw) => format!("{}://:{pw}@127.0.0.1:{port}", self.scheme()),
+            None => format!("{}://127.0.0.1:{port}", self.scheme()),
         };
         let client = match &self.tls_certs {
             Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()).ok()?,
@@ -319,6 +245,78 @@ impl SecureRedis {
             .ok()?;
         redis::cmd("PING").query::<String>(&mut c).ok()?;
         Some(c)
+    }
+}
+
+/// The configuration of `setup` for a server on `port` (TLS only: plain port 0).
+fn server_config(setup: &Setup, port: u16) -> ServerConfig {
+    let mut extra = Vec::new();
+    if let Some(pw) = setup.password {
+        extra.push(format!("requirepass {pw}"));
+    }
+    for user in setup.users {
+        extra.push(format!("user {user}"));
+    }
+    let port = match setup.tls {
+        None => port,
+        Some(pki) => {
+            extra.extend([
+                format!("tls-port {port}"),
+                "tls-auth-clients yes".to_string(),
+                format!("tls-cert-file {}", pki.server_cert().display()),
+                format!("tls-key-file {}", pki.server_key().display()),
+                format!("tls-ca-cert-file {}", pki.ca().display()),
+            ]);
+            0
+        }
+    };
+    ServerConfig {
+        port,
+        extra,
+        ..ServerConfig::default()
+    }
+}
+
+impl SecureRedis {
+    /// Starts a server as `setup` says on a free loopback port; returns once it answers.
+    pub fn start(setup: &Setup) -> SecureRedis {
+        let access = Access {
+            tls: setup.tls.is_some(),
+            password: setup.password.map(str::to_string),
+            tls_certs: setup.tls.map(|pki| redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: pki.read("client.crt"),
+                    client_key: pki.read("client.key"),
+                }),
+                root_cert: Some(pki.read("ca.crt")),
+            }),
+        };
+        let server = Redis::start_on_free_port(
+            |port| server_config(setup, port),
+            None,
+            |server| access.connect(server.port).is_some(),
+        )
+        .unwrap_or_else(|e| panic!("secure redis-server did not start: {e}"));
+        SecureRedis {
+            port: server.port,
+            _server: server,
+            access,
+        }
+    }
+
+    /// The URL for the plugin, without credentials: `redis://` or `rediss://` to
+    /// `127.0.0.1`.
+    pub fn url(&self) -> String {
+        self.url_at("127.0.0.1")
+    }
+
+    /// The URL naming the server by `host` (`localhost` checks DNS names in certificates).
+    pub fn url_at(&self, host: &str) -> String {
+        format!("{}://{host}:{}", self.access.scheme(), self.port)
+    }
+
+    fn try_admin(&self) -> Option<redis::Connection> {
+        self.access.connect(self.port)
     }
 
     /// A connection as the `default` user (with the server's password and the client
@@ -371,13 +369,6 @@ impl SecureRedis {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for SecureRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -16,8 +16,8 @@
 //! A process passes when it exits 0 (the guest exits 1 on a violation); any other exit,
 //! a signal, a missing tally, or `panicked` on its stderr is a crash.
 
-use crate::{aot, Guest, Redis};
 use serde_json::Value;
+use skylark_testkit::{aot, Guest, Redis};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

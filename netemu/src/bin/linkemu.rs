@@ -7,7 +7,7 @@
 //! ```
 //! Runs until killed. When ready it prints `listening <addr> -> <upstream>` on stdout
 //! (and, with `--control`, `control <addr>` on stderr just before). Latency, jitter and
-//! bandwidth are one-way and apply to each direction; see `skylark_tests::linkemu`.
+//! bandwidth are one-way and apply to each direction; see `skylark_netemu::linkemu`.
 //!
 //! The control port takes one command per line and answers each with one line:
 //! `cut`, `blackhole`, `restore`, `set latency_ms=10 jitter_ms=2 bandwidth_mbps=40` (any
@@ -17,7 +17,7 @@
 //!
 //! Exit codes: 2 for bad arguments, 1 if the ports cannot be bound.
 
-use skylark_tests::linkemu::{LinkEmu, LinkSpec};
+use skylark_netemu::linkemu::{LinkEmu, LinkSpec};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;

@@ -1,8 +1,8 @@
-//! The link emulator (`skylark_tests::linkemu` and the `linkemu` binary) against plain TCP
+//! The link emulator (`skylark_netemu::linkemu` and the `linkemu` binary) against plain TCP
 //! echo servers. Timing assertions are lower bounds (a slow machine only makes them
 //! safer), except for a few generous upper bounds that separate "works" from "broken".
 
-use skylark_tests::linkemu::{LinkEmu, LinkMode, LinkSpec, LinkStats};
+use skylark_netemu::linkemu::{LinkEmu, LinkMode, LinkSpec, LinkStats};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,10 +1,10 @@
-//! The emulated testbed constellation (`skylark_tests::constellation`) with real
+//! The emulated testbed constellation (`skylark_netemu::constellation`) with real
 //! `redis-server` processes; no wasmedge needed. Timing assertions are lower bounds, except
 //! for generous upper bounds that separate "works" from "broken".
 
 use skylark_core::topology::Schedule;
-use skylark_tests::constellation::{Constellation, NetOptions, PINNED_SLOT_MS};
-use skylark_tests::linkemu::{LinkMode, LinkSpec};
+use skylark_netemu::constellation::{Constellation, NetOptions, PINNED_SLOT_MS};
+use skylark_netemu::linkemu::{LinkMode, LinkSpec};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -7,7 +7,7 @@
 //! history and every field and bundle expiry on every store; then SIGKILLs `wasmedge`
 //! processes in the middle of large multi-field puts and checks that no bundle is left
 //! partial and that later instances finish every job left behind. See
-//! `skylark_tests::faults`.
+//! `skylark_experiment::faults`.
 //!
 //! ```text
 //! cargo run --release -p skylark-tests --bin fault-run -- [options]
@@ -39,8 +39,8 @@
 //! given a wrong TTL, read against the rules, left partial or stuck, 1 otherwise, 2 on
 //! bad arguments and 3 if the run itself failed.
 
-use skylark_tests::constellation::{install_interrupt_cleanup, Durability};
-use skylark_tests::faults::{self, Bench, KillOptions, PutOptions};
+use skylark_experiment::faults::{self, Bench, KillOptions, PutOptions};
+use skylark_netemu::constellation::{install_interrupt_cleanup, Durability};
 use std::time::Duration;
 
 struct Options {
@@ -158,7 +158,7 @@ fn snapshot_plugin() -> Result<tempfile::TempDir, String> {
         .prefix("skylark-fault-plugin-")
         .tempdir()
         .map_err(|e| format!("cannot create a plugin directory: {e}"))?;
-    let from = skylark_tests::plugin_dir().join(NAME);
+    let from = skylark_testkit::plugin_dir().join(NAME);
     std::fs::copy(&from, dir.path().join(NAME))
         .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
     // Still single-threaded: nothing reads the environment concurrently.
@@ -173,7 +173,7 @@ fn run(o: &Options) -> Result<bool, String> {
             "fault-run: cannot handle interrupts ({e}); an interrupted run may leave temp files"
         );
     }
-    let module = skylark_tests::aot("fault-guest");
+    let module = skylark_testkit::aot("fault-guest");
     let mut bench = Bench::start(
         o.durability,
         &module,
@@ -192,7 +192,7 @@ fn run(o: &Options) -> Result<bool, String> {
         o.puts.fault_every.map_or(0, |d| d.as_millis()),
         o.slot_ms.map_or("- (slot 0 pinned)".to_string(), |ms| format!("{ms} ms")),
         o.durability.name(),
-        o.durability.redis_args().join(" "),
+        o.durability.conf_lines().join(" "),
         o.kills.rounds,
         o.kills.nodes.join(","),
         o.kills

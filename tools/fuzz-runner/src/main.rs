@@ -1,6 +1,6 @@
 //! `fuzz-guest`: runs the wasm fuzz guest under real `wasmedge` with the real plugin and
 //! real redis-server processes, several processes and seeds, and prints the tally
-//! (`skylark_tests::fuzz_guest` says what runs; the guest says what it checks).
+//! (`fuzz_runner` says what runs; the guest says what it checks).
 //!
 //! ```text
 //! cargo run --release -p skylark-tests --bin fuzz-guest -- [--calls 1000000] [--procs 8] [--parallel 2] [--seed 1]
@@ -8,7 +8,7 @@
 //! Exits 1 if any process crashed (non-zero exit, signal, host panic) or found a
 //! violation, or fewer calls ran than asked. `scripts/fuzz.sh` builds everything first.
 
-use skylark_tests::fuzz_guest::{run, Options};
+use fuzz_runner::{run, Options};
 use std::time::Duration;
 
 fn usage() -> ! {

@@ -1,4 +1,4 @@
-//! Keeps the emulated testbed constellation (`skylark_tests::constellation`) up until
+//! Keeps the emulated testbed constellation (`skylark_netemu::constellation`) up until
 //! Ctrl-C or SIGTERM, printing what a process standing for each node needs:
 //!
 //! ```text
@@ -11,7 +11,7 @@
 //! change. On SIGINT/SIGTERM the stores are stopped, the directory removed, and the
 //! process exits with 130/143.
 
-use skylark_tests::constellation::{install_interrupt_cleanup, Constellation, NetOptions};
+use skylark_netemu::constellation::{install_interrupt_cleanup, Constellation, NetOptions};
 use std::io::Write;
 use std::time::Duration;
 

@@ -1,191 +1,14 @@
-//! Harness for the system tests: finds the wasmedge binary, the built plugin and guest
-//! `.wasm` files, starts throw-away `redis-server` processes on free ports or Unix
-//! sockets, and runs guests under `wasmedge` with a deadline.
-//!
-//! Build the artifacts first with `scripts/test.sh` (which also runs the tests), or set
-//! `WASMEDGE_BIN`, `SKYLARK_PLUGIN_DIR` and `SKYLARK_WASM_DIR` yourself.
+//! Guests under the real `wasmedge` CLI with the Skylark plugin loaded: a builder for the
+//! command ([`Guest`]), a running process whose stdout lines arrive as printed
+//! ([`Running`]), what a finished run produced ([`GuestRun`]), and ahead-of-time compiled
+//! copies of guest modules ([`aot`]).
 
+use crate::{plugin_dir, root, wasm, wasmedge_bin};
 use serde_json::Value;
 use std::io::{BufRead, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-/// The workspace root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn env_path(var: &str, default: PathBuf) -> PathBuf {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or(default)
-}
-
-fn must_exist(p: PathBuf, what: &str) -> PathBuf {
-    assert!(
-        p.exists(),
-        "{what} not found at {}: run scripts/test.sh, which installs WasmEdge and builds the \
-         plugin and guests before running the tests",
-        p.display()
-    );
-    p
-}
-
-/// The `wasmedge` command.
-pub fn wasmedge_bin() -> PathBuf {
-    must_exist(
-        env_path("WASMEDGE_BIN", root().join(".wasmedge/bin/wasmedge")),
-        "wasmedge",
-    )
-}
-
-/// The directory holding only `libwasmedgePluginSkylark.so`, for `WASMEDGE_PLUGIN_PATH`.
-pub fn plugin_dir() -> PathBuf {
-    let dir = env_path("SKYLARK_PLUGIN_DIR", root().join("target/plugin"));
-    must_exist(
-        dir.join("libwasmedgePluginSkylark.so"),
-        "the Skylark plugin",
-    );
-    dir
-}
-
-/// A guest module by name (`probe`, `bad-guest`, `preprocess`, ...).
-pub fn wasm(name: &str) -> PathBuf {
-    let dir = env_path(
-        "SKYLARK_WASM_DIR",
-        root().join("target/wasm32-wasip1/release"),
-    );
-    must_exist(dir.join(format!("{name}.wasm")), "guest module")
-}
-
-/// A redis-server process that lives as long as this value.
-pub struct Redis {
-    child: Child,
-    _dir: tempfile::TempDir,
-    /// URL for `SKYLARK_REDIS_URL`.
-    pub url: String,
-    /// TCP port, or 0 when listening on a Unix socket only.
-    pub port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-impl Redis {
-    /// Starts a redis-server on a free loopback port.
-    pub fn start() -> Redis {
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(r) = Redis::spawn(port, None) {
-                return r;
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 attempts");
-    }
-
-    /// Starts a redis-server listening only on a Unix socket.
-    pub fn start_unix() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sock = dir.path().join("redis.sock");
-        Redis::spawn_in(dir, 0, Some(sock)).expect("redis-server on a Unix socket did not start")
-    }
-
-    fn spawn(port: u16, sock: Option<PathBuf>) -> Option<Redis> {
-        Redis::spawn_in(tempfile::tempdir().expect("temp dir"), port, sock)
-    }
-
-    fn spawn_in(dir: tempfile::TempDir, port: u16, sock: Option<PathBuf>) -> Option<Redis> {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(s) = &sock {
-            cmd.arg("--unixsocket")
-                .arg(s)
-                .args(["--unixsocketperm", "700"]);
-        }
-        let child = cmd
-            .spawn()
-            .expect("redis-server not found: install it (apt-get install redis-server)");
-        let url = match &sock {
-            Some(s) => format!("unix://{}", s.display()),
-            None => format!("redis://127.0.0.1:{port}"),
-        };
-        let mut redis = Redis {
-            child,
-            _dir: dir,
-            url,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = redis.child.try_wait() {
-                return None; // exited: port taken, probably
-            }
-            if redis.try_conn().is_some() {
-                return Some(redis);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn try_conn(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url.as_str()).ok()?;
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .ok()?;
-        redis::cmd("PING").query::<String>(&mut c).ok()?;
-        Some(c)
-    }
-
-    /// A synchronous connection for assertions.
-    pub fn conn(&self) -> redis::Connection {
-        self.try_conn().expect("connect to test redis")
-    }
-
-    /// Every field of a hash, as a sorted map.
-    pub fn hgetall(&self, key: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
-        redis::cmd("HGETALL")
-            .arg(key)
-            .query(&mut self.conn())
-            .expect("HGETALL")
-    }
-
-    /// Number of calls of `command` the server has served (from INFO commandstats).
-    pub fn command_calls(&self, command: &str) -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.conn())
-            .expect("INFO");
-        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
-        info.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What a guest run produced.
 #[derive(Debug)]
@@ -409,27 +232,6 @@ impl Running {
 /// Default deadline for one guest run (interpreter mode, debug-free release guests).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A chain id unique to this test process and call site.
-pub fn chain_id(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub mod cluster;
-pub mod constellation;
-pub mod fault_checks;
-pub mod faults;
-pub mod fuzz_guest;
-pub mod history;
-pub mod linkemu;
-pub mod report;
-pub mod secure;
-
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -470,39 +272,4 @@ pub fn aot(name: &str) -> PathBuf {
     std::fs::rename(&tmp, &out).expect("move the AOT module into place");
     eprintln!("[aot] compiled in {:.1} s", t.elapsed().as_secs_f64());
     out
-}
-
-/// Subscribes to pub/sub `channel` of the redis-server at `url`; every message payload
-/// arrives on the returned receiver, from a background thread. Returns once subscribed;
-/// panics if that fails within 5 s.
-pub fn subscribe(url: &str, channel: &str) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (url_owned, channel_owned) = (url.to_string(), channel.to_string());
-    std::thread::spawn(move || {
-        let (url, channel) = (url_owned, channel_owned);
-        let Ok(client) = redis::Client::open(url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let mut ps = conn.as_pubsub();
-        if ps.subscribe(&channel).is_err() {
-            return;
-        }
-        let _ = ready_tx.send(());
-        while let Ok(msg) = ps.get_message() {
-            let Ok(line) = msg.get_payload::<String>() else {
-                continue;
-            };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| panic!("could not subscribe to {channel} at {url}"));
-    rx
 }

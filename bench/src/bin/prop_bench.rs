@@ -17,9 +17,10 @@
 //!
 //! Use `scripts/prop-bench.sh`, which builds everything first.
 
-use skylark_tests::cluster::{Cluster, NS};
-use skylark_tests::linkemu::LinkSpec;
-use skylark_tests::{aot, chain_id};
+use skylark_netemu::constellation::Constellation;
+use skylark_netemu::linkemu::LinkSpec;
+use skylark_testkit::NS;
+use skylark_testkit::{aot, chain_id};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +62,9 @@ fn summary(mut v: Vec<f64>) -> (f64, f64) {
     (percentile(&v, 50.0), percentile(&v, 99.0))
 }
 
-fn set_links(c: &Cluster, spec: LinkSpec) {
-    for n in &c.nodes {
-        n.link.set(spec);
+fn set_links(c: &Constellation, spec: LinkSpec) {
+    for n in c.nodes() {
+        c.shape_links_to(&n, spec);
     }
 }
 
@@ -79,7 +80,7 @@ enum Setup {
 }
 
 /// Put samples (µs) of one probe `bench put` process; the first 10% are dropped.
-fn put_samples(c: &Cluster, module: &Path, puts: usize, setup: Setup) -> Vec<f64> {
+fn put_samples(c: &Constellation, module: &Path, puts: usize, setup: Setup) -> Vec<f64> {
     let chain = chain_id("putlat");
     let warmup = puts / 10;
     let n = (warmup + puts).to_string();
@@ -110,7 +111,7 @@ fn put_samples(c: &Cluster, module: &Path, puts: usize, setup: Setup) -> Vec<f64
 
 /// Runs every setup `ROUNDS` times, interleaved (this machine's noise moves whole runs
 /// by tens of percent); per setup: the median of the run medians and the pooled p99.
-fn put_latency(c: &Cluster, module: &Path, puts: usize, setups: &[Setup]) -> Vec<(f64, f64)> {
+fn put_latency(c: &Constellation, module: &Path, puts: usize, setups: &[Setup]) -> Vec<(f64, f64)> {
     const ROUNDS: usize = 3;
     let mut medians = vec![Vec::new(); setups.len()];
     let mut pooled = vec![Vec::new(); setups.len()];
@@ -137,11 +138,11 @@ fn unix_ms() -> f64 {
 
 /// One put in its own process; returns ms from the put's return until the copy was
 /// readable on the elected node and on the global store.
-fn copy_delay(c: &Cluster, module: &Path) -> (f64, f64) {
+fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
     let chain = chain_id("copy");
     let key = format!("{NS}:bundle:{chain}");
-    let mut elected = c.node(ELECTED).redis.conn();
-    let mut global = c.node(GLOBAL).redis.conn();
+    let mut elected = c.redis(ELECTED).conn();
+    let mut global = c.redis(GLOBAL).conn();
     let running = c
         .guest_at(module, PRODUCER)
         .env("SKYLARK_LOG", "warn")
@@ -177,7 +178,7 @@ fn copy_delay(c: &Cluster, module: &Path) -> (f64, f64) {
 fn main() {
     let (puts, copies) = options();
     let module = aot("probe");
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     let slow = LinkSpec::new(60.0, 30.0, Some(90.0));
 
     eprintln!("[prop-bench] put latency, {puts} puts per process");

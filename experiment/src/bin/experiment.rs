@@ -1,9 +1,9 @@
 //! `experiment`: the research evaluation, reproduced on one machine. Brings up the
-//! emulated constellation (`skylark_tests::constellation`: the testbed's 8 nodes, one
+//! emulated constellation (`skylark_netemu::constellation`: the testbed's 8 nodes, one
 //! redis-server each, every node-to-node path through a link emulator with the testbed's
 //! measured characteristics, the 7-slot orbital schedule), runs the Earth-observation
 //! workflow as real `wasmedge` processes with the plugin, and writes a report
-//! (`skylark_tests::report`): Markdown, a PNG plot and every record as JSON.
+//! (`skylark_experiment::report`): Markdown, a PNG plot and every record as JSON.
 //!
 //! ```text
 //! cargo run --release -p skylark-tests --bin experiment -- [--quick] [--reps N]
@@ -23,9 +23,11 @@
 //! the first step's start to the last step's result.
 
 use serde_json::Value;
-use skylark_tests::constellation::{Constellation, NetOptions};
-use skylark_tests::report::{self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord};
-use skylark_tests::{chain_id, Running};
+use skylark_experiment::report::{
+    self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
+};
+use skylark_netemu::constellation::{Constellation, NetOptions};
+use skylark_testkit::{chain_id, Running};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +80,7 @@ fn options() -> Options {
         throughput_workflows: 24,
         slo_ms: 5000,
         mode: "aot".into(),
-        out: skylark_tests::root().join(format!("results/{}", stamp.trim())),
+        out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
     };
     let mut args = std::env::args().skip(1);
@@ -171,9 +173,9 @@ impl Modules {
     fn load(mode: &str) -> Modules {
         let get = |name: &str| {
             if mode == "aot" {
-                skylark_tests::aot(name)
+                skylark_testkit::aot(name)
             } else {
-                skylark_tests::wasm(name)
+                skylark_testkit::wasm(name)
             }
         };
         Modules {
@@ -192,7 +194,7 @@ impl Events {
     fn subscribe(net: &Constellation) -> Events {
         let events = Events::default();
         for node in net.nodes() {
-            let lines = skylark_tests::subscribe(&net.redis(&node).url, "skylark/events");
+            let lines = skylark_testkit::subscribe(&net.redis(&node).url, "skylark/events");
             let sink = events.clone();
             std::thread::spawn(move || {
                 for line in lines {
@@ -322,7 +324,7 @@ fn run_workflow(
     let mut running = Vec::new();
     for step in &steps {
         let proc = net
-            .guest(step.module, &step.node)
+            .guest_at(step.module, &step.node)
             .args([&chain])
             .args(&step.args)
             .spawn();
@@ -430,7 +432,7 @@ fn main() {
     let o = options();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mods = Modules::load(&o.mode);
-    if let Err(e) = skylark_tests::constellation::install_interrupt_cleanup() {
+    if let Err(e) = skylark_netemu::constellation::install_interrupt_cleanup() {
         eprintln!(
             "experiment: cannot handle interrupts ({e}); an interrupted run may leave temp files"
         );
@@ -503,7 +505,7 @@ fn main() {
             "nproc {}, {}, wasmedge {}, {}",
             command_output("nproc", &[]),
             cpu_model(),
-            command_output(&skylark_tests::wasmedge_bin().to_string_lossy(), &["--version"])
+            command_output(&skylark_testkit::wasmedge_bin().to_string_lossy(), &["--version"])
                 .lines()
                 .next()
                 .and_then(|l| l.split_whitespace().last())

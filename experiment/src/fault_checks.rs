@@ -27,8 +27,8 @@
 //!
 //! A version newer than `A` is fine: a put that failed may have been stored.
 
-use crate::constellation::Constellation;
 use fault_guest::versioned::{decode, stateless_chain, VPut, Verdict};
+use skylark_netemu::constellation::Constellation;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
