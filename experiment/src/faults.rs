@@ -42,7 +42,7 @@ use crate::history::{self, Ended, PutEvent, ReadEvent, ReadTally};
 use fault_guest::versioned::{Pool, VPut, Verdict};
 use fault_guest::BigPut;
 use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
-use skylark_testkit::{Guest, Running};
+use skylark_testkit::{Guest, Rng, Running};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -73,38 +73,12 @@ const PLUGIN_ENV: [(&str, &str); 7] = [
 /// The plugin's default `SKYLARK_TTL_SECS`.
 const DEFAULT_TTL_SECS: u64 = 86_400;
 
-/// A small seeded PRNG (SplitMix64): every random choice of a run follows from its seed.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        fault_guest::mix(self.0)
-    }
-
-    /// Uniform in `0..n` (0 for `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// Uniform in `lo..=hi` milliseconds.
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi.saturating_sub(lo) + 1))
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
+/// The generator of a run from `seed`, drawing what the runs recorded in RELIABILITY.md
+/// drew with the same seed (their generator stepped once more before its first draw).
+fn seeded(seed: u64) -> Rng {
+    let mut rng = Rng::new(seed);
+    rng.next_u64();
+    rng
 }
 
 /// The constellation of a run, the guest module and the run's name.
@@ -391,7 +365,7 @@ struct Chaos<'a> {
 
 impl<'a> Chaos<'a> {
     fn new(bench: &'a Bench, seed: u64, every: Duration) -> Chaos<'a> {
-        let mut rng = Rng::new(seed ^ 0xC4A0_5C4A_05C4_A05C);
+        let mut rng = seeded(seed ^ 0xC4A0_5C4A_05C4_A05C);
         let mut first_round: Vec<usize> = (0..FAULT_KINDS.len()).collect();
         for i in (1..first_round.len()).rev() {
             let j = rng.below(i as u64 + 1) as usize;
@@ -1313,7 +1287,7 @@ pub fn run_kills(bench: &Bench, opts: &KillOptions) -> Result<KillTally, String>
     if opts.nodes.is_empty() || opts.puts_per_process == 0 || opts.fields == 0 {
         return Err("need a node, a put per process and a field per put".into());
     }
-    let mut rng = Rng::new(opts.seed ^ 0x0005_16C1_11ED);
+    let mut rng = seeded(opts.seed ^ 0x0005_16C1_11ED);
     let dests = bench.net().nodes().join(",");
     // "" removes the variable: the plugin's default applies.
     let timeout_ms = opts

@@ -25,6 +25,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
+use skylark_testkit::stats::{self, finite_sorted};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -156,13 +157,6 @@ pub struct Summary {
 // ---------------------------------------------------------------------------------------
 // Statistics
 
-/// The finite values, sorted ascending.
-fn finite_sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
-    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
 /// Median of the finite values (mean of the two middle ones for an even count).
 pub fn median(values: &[f64]) -> Option<f64> {
     let v = finite_sorted(values.iter().copied());
@@ -177,12 +171,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// Nearest-rank `p`-th percentile (0 < p <= 100) of the finite values: the
 /// `ceil(p/100 * n)`-th smallest.
 pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    let v = finite_sorted(values.iter().copied());
-    if v.is_empty() {
-        return None;
-    }
-    let rank = (p / 100.0 * v.len() as f64).ceil() as usize;
-    Some(v[rank.clamp(1, v.len()) - 1])
+    stats::percentile(&finite_sorted(values.iter().copied()), p)
 }
 
 /// `part` as a percentage of `whole`; `None` when `whole` is 0.

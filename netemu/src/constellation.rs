@@ -1246,3 +1246,28 @@ fn on_interrupt(mut pipe: File) {
 fn context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbed_pinned_documents_the_testbed_files_own_characteristics() {
+        let bytes = std::fs::read(testbed_file()).expect("read the testbed file");
+        let testbed = Schedule::parse(&bytes).expect("the testbed file parses");
+        let opts = NetOptions::testbed_pinned();
+        assert_eq!((opts.fixed_slot, opts.links), (Some(0), Links::Ideal));
+        for slot in 0..testbed.slots() {
+            for l in testbed.links(slot) {
+                let spec = opts.link_spec(testbed.node(l.a).kind, testbed.node(l.b).kind);
+                assert_eq!(
+                    (spec.latency_ms, spec.jitter_ms, spec.bandwidth_mbps),
+                    (l.latency_ms, l.jitter_ms, Some(l.bandwidth_mbps)),
+                    "slot {slot}: {} - {}",
+                    testbed.name(l.a),
+                    testbed.name(l.b)
+                );
+            }
+        }
+    }
+}

@@ -31,6 +31,7 @@
 //! error on one connection (a peer reset, an unreachable upstream) resets that connection
 //! only. Jitter comes from a tiny PRNG seeded per connection, so runs are repeatable.
 
+use skylark_testkit::Rng;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -122,7 +123,7 @@ impl LinkSpec {
     }
 
     /// Latency plus one jitter sample, never below zero.
-    fn one_way_delay(&self, rng: &mut SplitMix64) -> Duration {
+    fn one_way_delay(&self, rng: &mut Rng) -> Duration {
         let sample = (rng.next_unit() * 2.0 - 1.0) * self.jitter_ms;
         millis(self.latency_ms + sample)
     }
@@ -795,7 +796,7 @@ async fn write_counted<W: AsyncWrite + Unpin>(
 
 /// Delivery times of one direction: serialization, then latency and jitter, in order.
 struct Schedule {
-    rng: SplitMix64,
+    rng: Rng,
     /// When the link finishes transmitting what it was given so far.
     transmitted: Instant,
     /// Delivery time of the previous chunk.
@@ -805,7 +806,7 @@ struct Schedule {
 impl Schedule {
     fn new(seed: u64, now: Instant) -> Self {
         Schedule {
-            rng: SplitMix64(seed),
+            rng: Rng::new(seed),
             transmitted: now,
             last: now,
         }
@@ -821,31 +822,13 @@ impl Schedule {
     }
 }
 
-/// The SplitMix64 generator: tiny, fast, and good enough for jitter.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn jitter_stays_in_range_and_delay_never_negative() {
-        let mut rng = SplitMix64(1);
+        let mut rng = Rng::new(1);
         let spec = LinkSpec::new(10.0, 4.0, None);
         for _ in 0..10_000 {
             let d = spec.one_way_delay(&mut rng).as_secs_f64() * 1000.0;

@@ -5,13 +5,14 @@
 use skylark_core::topology::Schedule;
 use skylark_netemu::constellation::{Constellation, NetOptions, PINNED_SLOT_MS};
 use skylark_netemu::linkemu::{LinkMode, LinkSpec};
+use skylark_testkit::now_ms;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const NODES: [&str; 8] = [
     "pi5u2", "pi5u3", "pi5u4", "pi4u5", "pi4u6", "pi4u8", "pi4p1", "pi5u1",
@@ -19,13 +20,6 @@ const NODES: [&str; 8] = [
 const CHAIN: [&str; 7] = [
     "pi5u2", "pi5u3", "pi5u4", "pi4u5", "pi4u6", "pi4u8", "pi4p1",
 ];
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// The testbed's characteristics without jitter, so that delays have a clean lower bound.
 fn no_jitter() -> NetOptions {
@@ -60,15 +54,8 @@ fn refuses(port: u16) -> bool {
 }
 
 /// Polls `cond` every 2 ms until it holds; panics with `what` after `timeout`.
-fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn eventually(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    skylark_testkit::wait::eventually_every(what, timeout, Duration::from_millis(2), cond)
 }
 
 fn spec(latency_ms: f64, jitter_ms: f64, bandwidth_mbps: f64) -> LinkSpec {

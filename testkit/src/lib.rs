@@ -8,6 +8,7 @@
 //! Build the artifacts first with `scripts/test.sh` (which also runs the tests), or set
 //! `WASMEDGE_BIN`, `SKYLARK_PLUGIN_DIR` and `SKYLARK_WASM_DIR` yourself.
 
+pub mod cli;
 pub mod clock;
 pub mod events;
 pub mod guest;

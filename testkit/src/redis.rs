@@ -198,6 +198,21 @@ impl Redis {
         }
     }
 
+    /// Starts a server with `config` (on its port) in a new directory; returns once it
+    /// answers `PING`.
+    pub fn start_with(config: ServerConfig) -> Result<Redis, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("cannot create a directory: {e}"))?;
+        let port = config.port;
+        let mut redis = Redis::launch_in(dir, port, config)?;
+        match redis.wait_started(Instant::now() + START_TIMEOUT, Redis::ping) {
+            Started::Ready => Ok(redis),
+            other => Err(format!(
+                "redis-server on {} did not start: {other:?}",
+                redis.url
+            )),
+        }
+    }
+
     /// Starts a server with the configuration `make` gives for a free port, in a new
     /// directory (under `parent` if given), retrying on other ports if it exits at once;
     /// returns once `ready` says it answers.

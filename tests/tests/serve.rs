@@ -3,18 +3,10 @@
 //! workflow goes through three servers over HTTP, and bad requests get clear statuses
 //! without taking a server down.
 
-use skylark_testkit::{chain_id, Guest, Redis, Running};
+use skylark_testkit::{chain_id, free_port, Guest, Redis, Running};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Sends raw `request` bytes and returns (status, body).
 fn raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String)> {

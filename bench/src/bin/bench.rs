@@ -3,7 +3,7 @@
 //! commands on the same throw-away redis-server, and prints one Markdown table.
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10] [--rounds 3]
+//! cargo run --release -p skylark-bench --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10] [--rounds 3]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
 //! measurement runs `warmup-pct` percent more iterations first and discards them; every
@@ -17,7 +17,7 @@
 //! plugin now does the guest's own reads and writes on the calling thread); `interp`
 //! and `aot` are the probe guest under `wasmedge`, interpreted or AOT-compiled.
 
-use skylark_testkit::{chain_id, wasm, wasmedge_bin, Guest, Redis};
+use skylark_testkit::{chain_id, cli, percentile, wasm, wasmedge_bin, Guest, Redis};
 use std::future::Future;
 use std::path::Path;
 use std::process::Command;
@@ -36,42 +36,36 @@ struct Options {
     rounds: usize,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R]\n  \
-         defaults: --iterations 5000,2000,300 --warmup-pct 10 --rounds 3"
-    );
-    std::process::exit(2);
-}
+const USAGE: &str = "\
+usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R]
+  --iterations  measured iterations for 1 KiB, 64 KiB and 1 MiB values; default 5000,2000,300
+  --warmup-pct  iterations run first and discarded, in percent of the measured; default 10
+  --rounds      times every group of rows is measured, interleaved (the median of the
+                rounds' medians and the p99 of all samples are reported); default 3";
 
-fn options() -> Options {
+fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut o = Options {
         iterations: [5000, 2000, 300],
         warmup_pct: 10,
         rounds: 3,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let value = args.next();
-        match (a.as_str(), value) {
-            ("--iterations", Some(v)) => {
-                let n: Vec<usize> = v
-                    .split(',')
-                    .map(|x| x.trim().parse().unwrap_or_else(|_| usage()))
-                    .collect();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("iterations") => {
+                let n: Vec<usize> = cli::list(p)?;
                 if n.len() != 3 || n.contains(&0) {
-                    usage();
+                    return Err("--iterations takes three numbers greater than zero".into());
                 }
                 o.iterations = [n[0], n[1], n[2]];
             }
-            ("--warmup-pct", Some(v)) => o.warmup_pct = v.parse().unwrap_or_else(|_| usage()),
-            ("--rounds", Some(v)) => {
-                o.rounds = v.parse().ok().filter(|r| *r > 0).unwrap_or_else(|| usage())
-            }
-            _ => usage(),
+            Long("warmup-pct") => o.warmup_pct = p.value()?.parse()?,
+            Long("rounds") => o.rounds = cli::positive(p)?,
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
-    o
+    Ok(o)
 }
 
 /// Guest-side or native operation measured in one row.
@@ -113,15 +107,10 @@ struct Row {
     vs_multi: Option<f64>,
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn stats(mut samples: Vec<u64>) -> (u64, u64) {
     samples.sort_unstable();
-    (percentile(&samples, 50.0), percentile(&samples, 99.0))
+    let at = |p| percentile(&samples, p).unwrap_or(0);
+    (at(50.0), at(99.0))
 }
 
 /// Runs `f` `warmup + n` times; returns the last `n` durations in nanoseconds.
@@ -305,7 +294,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn main() {
-    let opts = options();
+    let opts = cli::parse_or_exit(USAGE, options);
     let started = Instant::now();
     let header = header();
     let redis = Redis::start();
@@ -467,7 +456,7 @@ fn round_stats(rounds: Vec<Vec<u64>>) -> (u64, u64) {
     let mut medians: Vec<u64> = rounds.iter().map(|r| stats(r.clone()).0).collect();
     medians.sort_unstable();
     let pooled: Vec<u64> = rounds.into_iter().flatten().collect();
-    (percentile(&medians, 50.0), stats(pooled).1)
+    (percentile(&medians, 50.0).unwrap_or(0), stats(pooled).1)
 }
 
 /// Turns one group's samples into rows with ratios against the group's native baselines.

@@ -3,7 +3,7 @@
 //! prints one Markdown table.
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin election-bench -- [--iters N]
+//! cargo run --release -p skylark-bench --bin election-bench -- [--iters N]
 //! ```
 //! Each graph is a ring lattice (every node linked to its ±1 and ±2 neighbours) in which
 //! 10 % of the links are rewired to random far nodes, so shortest paths are neither
@@ -26,6 +26,7 @@
 use skylark_abi::wire::Policy;
 use skylark_core::election::{elect, Request, Rng, Target};
 use skylark_core::topology::{Link, Node, NodeType, Schedule};
+use skylark_testkit::cli;
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::Instant;
@@ -40,27 +41,22 @@ const WARM_LOCALS: u32 = 8;
 /// The goal for a cold election at 10,000 nodes, in µs.
 const GOAL_US: f64 = 2_000.0;
 
-fn usage() -> ! {
-    eprintln!("usage: election-bench [--iters N]   (default 2000 elections per measurement)");
-    std::process::exit(2);
-}
+const USAGE: &str = "\
+usage: election-bench [--iters N]
+  --iters  elections per measurement; default 2000";
 
 /// The `--iters` value (default 2000).
-fn iters_arg() -> usize {
-    let mut args = std::env::args().skip(1);
+fn iters_arg(p: &mut lexopt::Parser) -> Result<usize, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut iters = 2000;
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--iters" => {
-                iters = match args.next().and_then(|v| v.parse().ok()) {
-                    Some(n) if n > 0 => n,
-                    _ => usage(),
-                }
-            }
-            _ => usage(),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("iters") => iters = cli::positive(p)?,
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
-    iters
+    Ok(iters)
 }
 
 /// The ring lattice: node `i` linked to `i + 1` and `i + 2` (mod `n`), no duplicates.
@@ -226,7 +222,7 @@ fn measure(n: usize, iters: usize) -> Row {
 }
 
 fn main() {
-    let iters = iters_arg();
+    let iters = cli::parse_or_exit(USAGE, iters_arg);
     println!("Skylark election, {iters} elections per measurement, 2 slots, 4 links per node\n");
     println!(
         "| nodes | links/slot | cold median µs | cold p99 µs | full tree median µs \

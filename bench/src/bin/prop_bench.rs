@@ -3,7 +3,7 @@
 //! link emulator; the AOT-compiled probe guest under real wasmedge with the plugin).
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin prop-bench -- [--puts 2000] [--copies 30]
+//! cargo run --release -p skylark-bench --bin prop-bench -- [--puts 2000] [--copies 30]
 //! ```
 //! 1. Put latency as the guest sees it (1 KiB, one field, `--puts` puts in one process):
 //!    propagation off (the v1 write path); propagation on with no remote (no topology, no
@@ -19,47 +19,41 @@
 
 use skylark_netemu::constellation::Constellation;
 use skylark_netemu::linkemu::LinkSpec;
+use skylark_testkit::clock::now_ms_f64;
 use skylark_testkit::NS;
-use skylark_testkit::{aot, chain_id};
+use skylark_testkit::{aot, chain_id, cli, percentile};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 const PRODUCER: &str = "pi5u2";
 const ELECTED: &str = "pi4u5";
 const GLOBAL: &str = "pi5u1";
 
-fn usage() -> ! {
-    eprintln!("usage: prop-bench [--puts N] [--copies N]   (defaults 2000, 30)");
-    std::process::exit(2);
-}
+const USAGE: &str = "\
+usage: prop-bench [--puts N] [--copies N]
+  --puts    puts in one process per put-latency row; default 2000
+  --copies  puts (one process each) per copy-delay row; default 30";
 
-fn options() -> (usize, usize) {
+/// `(--puts, --copies)`.
+fn options(p: &mut lexopt::Parser) -> Result<(usize, usize), lexopt::Error> {
+    use lexopt::prelude::*;
     let (mut puts, mut copies) = (2000, 30);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let v: usize = args
-            .next()
-            .and_then(|v| v.parse().ok())
-            .filter(|v| *v > 0)
-            .unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--puts" => puts = v,
-            "--copies" => copies = v,
-            _ => usage(),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("puts") => puts = cli::positive(p)?,
+            Long("copies") => copies = cli::positive(p)?,
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
-    (puts, copies)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    Ok((puts, copies))
 }
 
 fn summary(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
-    (percentile(&v, 50.0), percentile(&v, 99.0))
+    let at = |p| percentile(&v, p).unwrap_or(f64::NAN);
+    (at(50.0), at(99.0))
 }
 
 fn set_links(c: &Constellation, spec: LinkSpec) {
@@ -129,13 +123,6 @@ fn put_latency(c: &Constellation, module: &Path, puts: usize, setups: &[Setup]) 
         .collect()
 }
 
-fn unix_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1e3)
-        .unwrap_or(0.0)
-}
-
 /// One put in its own process; returns ms from the put's return until the copy was
 /// readable on the elected node and on the global store.
 fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
@@ -158,7 +145,7 @@ fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
             if seen.is_none() {
                 let n: u64 = redis::cmd("EXISTS").arg(&key).query(conn).expect("EXISTS");
                 if n == 1 {
-                    *seen = Some(unix_ms());
+                    *seen = Some(now_ms_f64());
                 }
             }
         }
@@ -176,7 +163,7 @@ fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
 }
 
 fn main() {
-    let (puts, copies) = options();
+    let (puts, copies) = cli::parse_or_exit(USAGE, options);
     let module = aot("probe");
     let c = Constellation::for_system_tests();
     let slow = LinkSpec::new(60.0, 30.0, Some(90.0));

@@ -27,7 +27,7 @@ use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
 use skylark_netemu::constellation::{Constellation, NetOptions};
-use skylark_testkit::{chain_id, Running};
+use skylark_testkit::{chain_id, cli, Running};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,23 +49,34 @@ struct Options {
     quick: bool,
 }
 
-fn usage(why: &str) -> ! {
-    eprintln!(
-        "experiment: {why}\nusage: experiment [--quick] [--reps N] [--sizes MB,MB..] \
-         [--policies skylark,random,stateless] [--states bundled,single] [--slot-ms MS] \
-         [--concurrency K] [--throughput-workflows W] [--slo-ms MS] [--mode aot|interp] [--out DIR]"
-    );
-    std::process::exit(2);
+const USAGE: &str = "\
+usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,random,stateless]
+                  [--states bundled,single] [--slot-ms MS] [--concurrency K]
+                  [--throughput-workflows W] [--slo-ms MS] [--mode aot|interp] [--out DIR]
+  --quick                 a short run: 1 rep, 64 KiB, 20 s slots, concurrency 2, 2 workflows
+                          (options after it still apply)
+  --reps                  workflows per configuration; default 5
+  --sizes                 image sizes in MB, each in (0, 64]; default 0.5,1,2,5
+  --policies              default skylark,random,stateless
+  --states                default bundled,single
+  --slot-ms               slot length; default 60000 (the testbed's minute)
+  --concurrency           workflows at once in the throughput phase; default 4
+  --throughput-workflows  workflows of the throughput phase; default 24
+  --slo-ms                the per-step latency budget; default 5000
+  --mode                  guests AOT-compiled or interpreted; default aot
+  --out                   report directory; default results/<UTC time>";
+
+/// The items of a comma-separated list, each one of `allowed`.
+fn names(p: &mut lexopt::Parser, allowed: &[&str]) -> Result<Vec<String>, lexopt::Error> {
+    let items: Vec<String> = cli::list(p)?;
+    match items.iter().find(|i| !allowed.contains(&i.as_str())) {
+        Some(bad) => Err(format!("{bad:?} is not one of {}", allowed.join(", ")).into()),
+        None => Ok(items),
+    }
 }
 
-fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
-fn options() -> Options {
+fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
+    use lexopt::prelude::*;
     let stamp = command_output("date", &["-u", "+%Y%m%d-%H%M%S"]);
     let mut o = Options {
         reps: 5,
@@ -73,8 +84,10 @@ fn options() -> Options {
             .iter()
             .map(|mb| mb_bytes(*mb))
             .collect(),
-        policies: list("skylark,random,stateless"),
-        states: list("bundled,single"),
+        policies: ["skylark", "random", "stateless"]
+            .map(String::from)
+            .to_vec(),
+        states: ["bundled", "single"].map(String::from).to_vec(),
         slot_ms: 60_000,
         concurrency: 4,
         throughput_workflows: 24,
@@ -83,71 +96,44 @@ fn options() -> Options {
         out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--quick" {
-            o.quick = true;
-            o.reps = 1;
-            o.sizes = vec![64 * 1024];
-            o.slot_ms = 20_000;
-            o.concurrency = 2;
-            o.throughput_workflows = 2;
-            continue;
-        }
-        let Some(v) = args.next() else {
-            usage(&format!("{a} needs a value"))
-        };
-        let number = |v: &str| -> u64 {
-            v.parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .unwrap_or_else(|| usage(&format!("{a} {v:?} is not a positive number")))
-        };
-        match a.as_str() {
-            "--reps" => o.reps = number(&v) as u32,
-            "--sizes" => {
-                o.sizes = list(&v)
-                    .iter()
-                    .map(|s| match s.parse::<f64>() {
-                        Ok(mb) if mb > 0.0 && mb <= 64.0 => mb_bytes(mb),
-                        _ => usage(&format!("size {s:?} is not a number of MB in (0, 64]")),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("quick") => {
+                o.quick = true;
+                o.reps = 1;
+                o.sizes = vec![64 * 1024];
+                o.slot_ms = 20_000;
+                o.concurrency = 2;
+                o.throughput_workflows = 2;
+            }
+            Long("reps") => o.reps = cli::positive(p)?,
+            Long("sizes") => {
+                o.sizes = cli::list::<f64>(p)?
+                    .into_iter()
+                    .map(|mb| match mb {
+                        mb if mb > 0.0 && mb <= 64.0 => Ok(mb_bytes(mb)),
+                        _ => Err(format!("size {mb} is not a number of MB in (0, 64]")),
                     })
-                    .collect()
+                    .collect::<Result<_, _>>()?
             }
-            "--policies" => {
-                o.policies = list(&v);
-                for p in &o.policies {
-                    if !["skylark", "random", "stateless"].contains(&p.as_str()) {
-                        usage(&format!("unknown policy {p:?}"));
-                    }
+            Long("policies") => o.policies = names(p, &["skylark", "random", "stateless"])?,
+            Long("states") => o.states = names(p, &["bundled", "single"])?,
+            Long("slot-ms") => o.slot_ms = cli::positive(p)?,
+            Long("concurrency") => o.concurrency = cli::positive(p)?,
+            Long("throughput-workflows") => o.throughput_workflows = cli::positive(p)?,
+            Long("slo-ms") => o.slo_ms = cli::positive(p)?,
+            Long("mode") => {
+                o.mode = p.value()?.string()?;
+                if o.mode != "aot" && o.mode != "interp" {
+                    return Err("--mode is aot or interp".into());
                 }
             }
-            "--states" => {
-                o.states = list(&v);
-                for s in &o.states {
-                    if !["bundled", "single"].contains(&s.as_str()) {
-                        usage(&format!("unknown state layout {s:?}"));
-                    }
-                }
-            }
-            "--slot-ms" => o.slot_ms = number(&v),
-            "--concurrency" => o.concurrency = number(&v) as u32,
-            "--throughput-workflows" => o.throughput_workflows = number(&v) as u32,
-            "--slo-ms" => o.slo_ms = number(&v),
-            "--mode" => {
-                if v != "aot" && v != "interp" {
-                    usage("--mode is aot or interp");
-                }
-                o.mode = v;
-            }
-            "--out" => o.out = PathBuf::from(v),
-            _ => usage(&format!("unknown option {a}")),
+            Long("out") => o.out = PathBuf::from(p.value()?),
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
-    if o.sizes.is_empty() || o.policies.is_empty() || o.states.is_empty() {
-        usage("empty --sizes, --policies or --states");
-    }
-    o
+    Ok(o)
 }
 
 fn mb_bytes(mb: f64) -> u64 {
@@ -429,7 +415,7 @@ fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo
 }
 
 fn main() {
-    let o = options();
+    let o = cli::parse_or_exit(USAGE, options);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mods = Modules::load(&o.mode);
     if let Err(e) = skylark_netemu::constellation::install_interrupt_cleanup() {

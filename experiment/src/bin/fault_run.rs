@@ -10,37 +10,16 @@
 //! `skylark_experiment::faults`.
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin fault-run -- [options]
-//!   --puts N               puts in all (default 10000; 0: only the SIGKILL rounds)
-//!   --seed S               seeds the faults and names the run (default 1)
-//!   --duration SECS        about how long the puts take; they are paced (default 120)
-//!   --nodes a,b,..         nodes running put guests (default pi5u2,pi5u4,pi4u6,pi4p1)
-//!   --batch N              puts per guest process (default 100)
-//!   --fault-every-ms N     mean time between faults (default 700; 0: no faults)
-//!   --durability MODE      node stores: always (default), everysec or volatile
-//!   --chains N             chains per put node (default 12)
-//!   --tasks N              tasks per chain (default 3)
-//!   --cleanup-pct P        puts asking for cleanup, in percent (default 25)
-//!   --read-pct P           puts followed by a read, in percent (default 50)
-//!   --ttls a,b,..          SKYLARK_TTL_SECS of the put nodes in turn (default
-//!                          86400,0; 0 = no expiry)
-//!   --slot-ms N            slot length of the moving topology (default 10000;
-//!                          0: slot 0 pinned)
-//!   --drain-timeout SECS   deadline for the outboxes to empty (default 120)
-//!   --kills N              SIGKILL rounds after the put run (default 20; 0: none)
-//!   --kill-nodes a,b,..    nodes of the killed processes (default pi5u2,pi4u6)
-//!   --kill-size BYTES      typical field size of the killed puts (default 1048576)
-//!   --kill-fields N        fields per killed put (default 3)
-//!   --kill-timeout-ms N    SKYLARK_TIMEOUT_MS of the killed processes and their
-//!                          successors (default: the plugin's, 2000)
-//!   --quiet                no fault log on stderr
+//! cargo run --release -p skylark-experiment --bin fault-run -- [options]
 //! ```
+//! (options: `fault-run --help`)
 //! Prints the tallies; exits 0 if nothing was lost, stale, corrupted, wrongly deleted,
 //! given a wrong TTL, read against the rules, left partial or stuck, 1 otherwise, 2 on
 //! bad arguments and 3 if the run itself failed.
 
 use skylark_experiment::faults::{self, Bench, KillOptions, PutOptions};
 use skylark_netemu::constellation::{install_interrupt_cleanup, Durability};
+use skylark_testkit::cli;
 use std::time::Duration;
 
 struct Options {
@@ -52,7 +31,35 @@ struct Options {
     quiet: bool,
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
+/// The options, for `--help`.
+const USAGE: &str = "\
+usage: fault-run [options]
+  --puts N               puts in all (default 10000; 0: only the SIGKILL rounds)
+  --seed S               seeds the faults and names the run (default 1)
+  --duration SECS        about how long the puts take; they are paced (default 120)
+  --nodes a,b,..         nodes running put guests (default pi5u2,pi5u4,pi4u6,pi4p1)
+  --batch N              puts per guest process (default 100)
+  --fault-every-ms N     mean time between faults (default 700; 0: no faults)
+  --durability MODE      node stores: always (default), everysec or volatile
+  --chains N             chains per put node (default 12)
+  --tasks N              tasks per chain (default 3)
+  --cleanup-pct P        puts asking for cleanup, in percent (default 25)
+  --read-pct P           puts followed by a read, in percent (default 50)
+  --ttls a,b,..          SKYLARK_TTL_SECS of the put nodes in turn (default
+                         86400,0; 0 = no expiry)
+  --slot-ms N            slot length of the moving topology (default 10000;
+                         0: slot 0 pinned)
+  --drain-timeout SECS   deadline for the outboxes to empty (default 120)
+  --kills N              SIGKILL rounds after the put run (default 20; 0: none)
+  --kill-nodes a,b,..    nodes of the killed processes (default pi5u2,pi4u6)
+  --kill-size BYTES      typical field size of the killed puts (default 1048576)
+  --kill-fields N        fields per killed put (default 3)
+  --kill-timeout-ms N    SKYLARK_TIMEOUT_MS of the killed processes and their
+                         successors (default: the plugin's, 2000)
+  --quiet                no fault log on stderr";
+
+fn parse(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut o = Options {
         puts: PutOptions::default(),
         kills: KillOptions::default(),
@@ -60,59 +67,44 @@ fn parse(args: &[String]) -> Result<Options, String> {
         slot_ms: Some(10_000),
         quiet: false,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        let num = |v: &String| -> Result<u64, String> {
-            v.parse()
-                .map_err(|_| format!("{arg} {v:?} is not a whole number"))
-        };
-        match arg.as_str() {
-            "--puts" => o.puts.puts = num(value()?)?,
-            "--seed" => o.puts.seed = num(value()?)?,
-            "--duration" => o.puts.duration = Duration::from_secs(num(value()?)?),
-            "--nodes" => {
-                o.puts.nodes = value()?.split(',').map(String::from).collect();
-            }
-            "--batch" => o.puts.batch = num(value()?)?,
-            "--fault-every-ms" => {
-                let ms = num(value()?)?;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("puts") => o.puts.puts = p.value()?.parse()?,
+            Long("seed") => o.puts.seed = p.value()?.parse()?,
+            Long("duration") => o.puts.duration = Duration::from_secs(p.value()?.parse()?),
+            Long("nodes") => o.puts.nodes = cli::list(p)?,
+            Long("batch") => o.puts.batch = p.value()?.parse()?,
+            Long("fault-every-ms") => {
+                let ms = p.value()?.parse()?;
                 o.puts.fault_every = (ms > 0).then(|| Duration::from_millis(ms));
             }
-            "--durability" => {
-                let v = value()?;
-                o.durability = Durability::parse(v)
+            Long("durability") => {
+                let v = p.value()?.string()?;
+                o.durability = Durability::parse(&v)
                     .ok_or(format!("--durability {v:?}: always, everysec or volatile"))?;
             }
-            "--chains" => o.puts.pool.chains = num(value()?)?,
-            "--tasks" => o.puts.pool.tasks = num(value()?)?,
-            "--cleanup-pct" => o.puts.pool.cleanup_pct = num(value()?)?,
-            "--read-pct" => o.puts.pool.read_pct = num(value()?)?,
-            "--ttls" => {
-                o.puts.ttls = value()?
-                    .split(',')
-                    .map(|v| num(&v.to_string()))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--slot-ms" => {
-                let ms = num(value()?)?;
+            Long("chains") => o.puts.pool.chains = p.value()?.parse()?,
+            Long("tasks") => o.puts.pool.tasks = p.value()?.parse()?,
+            Long("cleanup-pct") => o.puts.pool.cleanup_pct = p.value()?.parse()?,
+            Long("read-pct") => o.puts.pool.read_pct = p.value()?.parse()?,
+            Long("ttls") => o.puts.ttls = cli::list(p)?,
+            Long("slot-ms") => {
+                let ms = p.value()?.parse()?;
                 o.slot_ms = (ms > 0).then_some(ms);
             }
-            "--drain-timeout" => {
-                let d = Duration::from_secs(num(value()?)?);
+            Long("drain-timeout") => {
+                let d = Duration::from_secs(p.value()?.parse()?);
                 o.puts.drain_timeout = d;
                 o.kills.drain_timeout = d;
             }
-            "--kills" => o.kills.rounds = num(value()?)?,
-            "--kill-nodes" => {
-                o.kills.nodes = value()?.split(',').map(String::from).collect();
-            }
-            "--kill-size" => o.kills.size = num(value()?)? as usize,
-            "--kill-fields" => o.kills.fields = num(value()?)? as usize,
-            "--kill-timeout-ms" => o.kills.store_timeout_ms = Some(num(value()?)?),
-            "--quiet" => o.quiet = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+            Long("kills") => o.kills.rounds = p.value()?.parse()?,
+            Long("kill-nodes") => o.kills.nodes = cli::list(p)?,
+            Long("kill-size") => o.kills.size = p.value()?.parse()?,
+            Long("kill-fields") => o.kills.fields = p.value()?.parse()?,
+            Long("kill-timeout-ms") => o.kills.store_timeout_ms = Some(p.value()?.parse()?),
+            Long("quiet") => o.quiet = true,
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
     o.kills.seed = o.puts.seed;
@@ -120,25 +112,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let o = match parse(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            let doc = include_str!("fault_run.rs");
-            let usage: Vec<&str> = doc
-                .lines()
-                .skip_while(|l| !l.starts_with("//! ```text"))
-                .skip(1)
-                .take_while(|l| !l.starts_with("//! ```"))
-                .map(|l| l.trim_start_matches("//! "))
-                .collect();
-            if !e.is_empty() {
-                eprintln!("fault-run: {e}");
-            }
-            eprintln!("usage: {}", usage.join("\n"));
-            std::process::exit(if e.is_empty() { 0 } else { 2 });
-        }
-    };
+    let o = cli::parse_or_exit(USAGE, parse);
     match run(&o) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -2,7 +2,7 @@
 //! Ctrl-C or SIGTERM, printing what a process standing for each node needs:
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin constellation-hold -- [--slot-ms N] [--slot S]
+//! cargo run --release -p skylark-netemu --bin constellation-hold -- [--slot-ms N] [--slot S]
 //! ```
 //!
 //! Output, one item per line: `dir <path>`, `topology <path>`, `timing slot_ms=.. epoch_ms=..`,
@@ -12,6 +12,7 @@
 //! process exits with 130/143.
 
 use skylark_netemu::constellation::{install_interrupt_cleanup, Constellation, NetOptions};
+use skylark_testkit::cli;
 use std::io::Write;
 use std::time::Duration;
 
@@ -20,41 +21,22 @@ const USAGE: &str = "usage: constellation-hold [--slot-ms N] [--slot S]\n  \
     --slot S     pin slot S (0-6) instead of following the clock";
 
 /// Options from the command line.
-fn parse_args(args: &[String]) -> Result<NetOptions, String> {
+fn parse_args(p: &mut lexopt::Parser) -> Result<NetOptions, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut opts = NetOptions::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<u64, String> {
-            let v = it.next().ok_or(format!("{name} needs a value"))?;
-            v.parse()
-                .map_err(|_| format!("{name} {v:?} is not a whole number"))
-        };
-        match arg.as_str() {
-            "--slot-ms" => opts.slot_ms = value("--slot-ms")?,
-            "--slot" => {
-                let slot = value("--slot")?;
-                opts.fixed_slot =
-                    Some(usize::try_from(slot).map_err(|_| format!("--slot {slot} is too big"))?)
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("slot-ms") => opts.slot_ms = p.value()?.parse()?,
+            Long("slot") => opts.fixed_slot = Some(p.value()?.parse()?),
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
     Ok(opts)
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(opts) => opts,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("constellation-hold: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(if e.is_empty() { 0 } else { 2 });
-        }
-    };
+    let opts = cli::parse_or_exit(USAGE, parse_args);
     if let Err(e) = install_interrupt_cleanup() {
         eprintln!("constellation-hold: {e}");
         std::process::exit(1);

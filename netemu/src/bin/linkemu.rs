@@ -18,6 +18,7 @@
 //! Exit codes: 2 for bad arguments, 1 if the ports cannot be bound.
 
 use skylark_netemu::linkemu::{LinkEmu, LinkSpec};
+use skylark_testkit::cli;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
@@ -47,17 +48,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("linkemu: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = cli::parse_or_exit(USAGE, parse_args);
     match run(args) {
         Ok(never) => match never {},
         Err(e) => {
@@ -67,54 +58,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// The arguments, or `None` for `--help`.
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+/// The arguments (`--help` prints the usage and exits).
+fn parse_args(p: &mut lexopt::Parser) -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
     let (mut listen, mut upstream, mut control) = (None, None, None);
     let mut spec = LinkSpec::ideal();
-    while let Some(arg) = argv.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => argv.next().ok_or_else(|| format!("{flag} needs a value"))?,
-        };
-        match flag.as_str() {
-            "--listen" => listen = Some(parse_addr(&flag, &value)?),
-            "--upstream" => upstream = Some(parse_addr(&flag, &value)?),
-            "--control" => control = Some(parse_addr(&flag, &value)?),
-            "--latency-ms" => spec.latency_ms = parse_number(&flag, &value)?,
-            "--jitter-ms" => spec.jitter_ms = parse_number(&flag, &value)?,
-            "--bandwidth-mbps" if value == "none" => spec.bandwidth_mbps = None,
-            "--bandwidth-mbps" => spec.bandwidth_mbps = Some(parse_number(&flag, &value)?),
-            _ => return Err(format!("unknown argument {flag:?}")),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("listen") => listen = Some(p.value()?.parse()?),
+            Long("upstream") => upstream = Some(p.value()?.parse()?),
+            Long("control") => control = Some(p.value()?.parse()?),
+            Long("latency-ms") => spec.latency_ms = p.value()?.parse()?,
+            Long("jitter-ms") => spec.jitter_ms = p.value()?.parse()?,
+            Long("bandwidth-mbps") => {
+                let v = p.value()?.string()?;
+                spec.bandwidth_mbps = match v.as_str() {
+                    "none" => None,
+                    n => Some(
+                        n.parse()
+                            .map_err(|_| format!("--bandwidth-mbps {n:?} is not a number"))?,
+                    ),
+                };
+            }
+            Short('h') | Long("help") => cli::help(USAGE),
+            _ => return Err(arg.unexpected()),
         }
     }
     spec.validate()?;
-    Ok(Some(Args {
+    Ok(Args {
         listen: listen.ok_or("--listen is required")?,
         upstream: upstream.ok_or("--upstream is required")?,
         spec,
         control,
-    }))
-}
-
-/// Parses the socket address given to `flag`.
-fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag} {value:?} is not an IP:port address"))
-}
-
-/// Parses the number given to `flag`.
-fn parse_number(flag: &str, value: &str) -> Result<f64, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag} {value:?} is not a number"))
+    })
 }
 
 /// Starts the emulator and serves the control port, if any, forever.

@@ -35,6 +35,7 @@ use flate2::{Compression, GzBuilder};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,16 +60,18 @@ const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return if args.is_empty() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    match run(&args) {
+    let (command, flags) = match parse(std::env::args_os().skip(1)) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("oci-image: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&command, &flags) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -80,13 +83,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses the command line, builds the image and returns a one-line JSON summary.
-fn run(args: &[String]) -> Result<Value, String> {
-    let (command, rest) = args.split_first().ok_or(USAGE)?;
-    let flags = parse_flags(rest)?;
-    let spec = match command.as_str() {
-        "wasm" => wasm_spec(&flags)?,
-        "plugin" => plugin_spec(&flags)?,
+/// Builds the image `command` (`wasm` or `plugin`) with `flags`; returns a one-line
+/// JSON summary.
+fn run(command: &str, flags: &Flags) -> Result<Value, String> {
+    let spec = match command {
+        "wasm" => wasm_spec(flags)?,
+        "plugin" => plugin_spec(flags)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     let out = PathBuf::from(flags.required("out")?);
@@ -118,30 +120,41 @@ impl Flags {
     }
 }
 
-/// Splits `--flag value` / `--flag=value` arguments; every flag takes one value.
-fn parse_flags(args: &[String]) -> Result<Flags, String> {
+/// The command and its `--flag value` / `--flag=value` options (each flag once), or
+/// `None` for `--help`.
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<(String, Flags)>, String> {
+    use lexopt::prelude::*;
     const KNOWN: &[&str] = &["wasm", "so", "busybox", "name", "out", "platform", "tar"];
+    let mut p = lexopt::Parser::from_args(args);
+    let mut command = None;
     let mut flags = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let flag = arg
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {arg:?}\n{USAGE}"))?;
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let v = it.next().ok_or_else(|| format!("--{flag} needs a value"))?;
-                (flag.to_string(), v.clone())
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long(name) if KNOWN.contains(&name) => {
+                let name = name.to_string();
+                let value = p
+                    .value()
+                    .and_then(|v| v.string())
+                    .map_err(|e| format!("--{name}: {e}"))?;
+                if flags.insert(name.clone(), value).is_some() {
+                    return Err(format!("--{name} given twice"));
+                }
             }
-        };
-        if !KNOWN.contains(&name.as_str()) {
-            return Err(format!("unknown option --{name}\n{USAGE}"));
-        }
-        if flags.insert(name.clone(), value).is_some() {
-            return Err(format!("--{name} given twice"));
+            Long(name) => return Err(format!("unknown option --{name}\n{USAGE}")),
+            Value(v) if command.is_none() => {
+                command = Some(v.string().map_err(|e| e.to_string())?);
+            }
+            other => {
+                return Err(format!(
+                    "unexpected argument {}\n{USAGE}",
+                    other.unexpected()
+                ))
+            }
         }
     }
-    Ok(Flags(flags))
+    let command = command.ok_or(USAGE)?;
+    Ok(Some((command, Flags(flags))))
 }
 
 /// An image reference `[registry/]repository[:tag]`.
