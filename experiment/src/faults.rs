@@ -1,4 +1,4 @@
-//! Fault injection on the emulated constellation ([`crate::constellation`]): the harness of
+//! Fault injection on the emulated constellation ([`skylark_netemu::constellation`]): the harness of
 //! the `fault-run` binary (`scripts/fault-run.sh`) and of `tests/tests/faults.rs`.
 //!
 //! **Put run** ([`run_puts`]). Real `wasmedge` processes running the fault guest

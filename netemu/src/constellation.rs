@@ -6,7 +6,7 @@
 //! * **Stores.** One `redis-server` per node on a free loopback port, all started at once
 //!   (each answers `PING` before [`Constellation::start`] returns). They keep nothing on
 //!   disk unless started with another [`Durability`]
-//!   ([`Constellation::try_start_with`]); with `--appendfsync always`, a store killed
+//!   ([`Constellation::try_start_with`]); with `appendfsync always`, a store killed
 //!   by [`Constellation::kill_store`] (SIGKILL) and brought back by
 //!   [`Constellation::restart_store`] (same port, same directory) still holds everything
 //!   it acknowledged.
@@ -30,6 +30,13 @@
 //! * **Plugin configuration.** [`Constellation::env_for`] gives the settings of a process
 //!   standing for a node: its own store directly, every other store through its proxy
 //!   (`SKYLARK_NODE_ADDRS`), the topology file, propagation on.
+//! * **System tests.** [`Constellation::for_system_tests`] documents the testbed file's
+//!   own link characteristics, pins slot 0 and lets every proxy forward at once
+//!   ([`Links::Ideal`]): elections follow the document while nothing waits, and a test
+//!   slows or cuts the paths into a node itself ([`Constellation::shape_links_to`],
+//!   [`Constellation::cut_links_to`], [`Constellation::heal_links_to`]); its guests
+//!   retry briefly ([`TEST_SETTINGS`]). It also reads what the plugin wrote in a node's
+//!   store ([`Constellation::bundle`], [`Constellation::placement`], ...).
 //!
 //! **Clean-up.** Dropping a [`Constellation`] stops the slot thread, the proxies and the
 //! stores and removes its temporary directory (topology file and store directories).

@@ -1,25 +1,22 @@
-//! A small seeded PRNG (SplitMix64, Steele, Lea and Flood 2014): every random choice of
-//! a run follows from its seed. Not for cryptography.
+//! A small seeded PRNG: every random choice of a run (faults, jitter) follows from its
+//! seed. The generator is the plugin core's SplitMix64 (`skylark_core::election::Rng`);
+//! this adds the draws the harness needs. Not for cryptography.
 
 use std::time::Duration;
 
-/// SplitMix64.
+/// SplitMix64 with draws for durations, fractions and picks.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(skylark_core::election::Rng);
 
 impl Rng {
     /// A generator whose sequence follows from `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(skylark_core::election::Rng::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.

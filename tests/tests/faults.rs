@@ -214,7 +214,7 @@ fn skylark_run(node: &str) -> String {
 fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() {
     let module = skylark_testkit::aot("fault-guest");
     let mut c = Constellation::for_system_tests();
-    // Copies to pi5u3 keep failing (never re-targeted) while the link is cut; leases are
+    // Copies to pi5u3 keep failing (never re-targeted) while its links are cut; leases are
     // long enough that the next process does not claim the first job at once.
     c.env.extend([
         ("SKYLARK_RETRIES".into(), "1000".into()),

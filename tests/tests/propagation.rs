@@ -1,6 +1,7 @@
-//! Propagation across a simulated constellation: the testbed's eight nodes, one real
-//! redis-server each behind a link emulator, real wasmedge running the probe guest with
-//! the real plugin. Slot 0 of the testbed: satellites in a chain
+//! Propagation across the emulated constellation (`Constellation::for_system_tests`): the
+//! testbed's eight nodes, one real redis-server each that every other node reaches
+//! through a link emulator of its own, real wasmedge running the probe guest with the
+//! real plugin. Slot 0 of the testbed: satellites in a chain
 //! pi5u2 - pi5u3 - pi5u4 - pi4u5 - pi4u6 - pi4u8 - pi4p1 (10 ms, 90 Mbit/s per link) and
 //! the cloud node pi5u1 (the global store) linked to pi5u2 (40 ms, 30 Mbit/s).
 //!

@@ -6,7 +6,7 @@
 //! (`skylark_experiment::report`): Markdown, a PNG plot and every record as JSON.
 //!
 //! ```text
-//! cargo run --release -p skylark-tests --bin experiment -- [--quick] [--reps N]
+//! cargo run --release -p skylark-experiment --bin experiment -- [--quick] [--reps N]
 //!     [--sizes 0.5,1,2,5] [--policies skylark,random,stateless] [--states bundled,single]
 //!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W] [--slo-ms MS]
 //!     [--mode aot|interp] [--out DIR]
