@@ -375,13 +375,7 @@ fn step_record(
 /// Waits for a workflow's processes (their exit flush) and checks they all succeeded.
 fn finish(running: Vec<Running>) {
     for r in running {
-        let run = r.wait(STEP_TIMEOUT);
-        assert!(
-            run.status.success(),
-            "a step exited with {:?}:\n{}",
-            run.status,
-            run.stderr
-        );
+        r.wait(STEP_TIMEOUT).assert_success();
     }
 }
 
