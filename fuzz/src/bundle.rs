@@ -87,6 +87,7 @@ fn check_hash(inp: &mut Input) {
     let found = Found {
         fields,
         placement: got_placement,
+        versions: Default::default(),
         source: source.clone(),
     };
     let total: u64 = state.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();

@@ -166,6 +166,13 @@ pub enum Started {
     Late,
 }
 
+/// `fields` of a bundle hash without the reserved ones, whose names start with `@`
+/// (placement record, versions, announcements).
+pub fn state_fields(mut fields: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
+    fields.retain(|k, _| !k.starts_with('@'));
+    fields
+}
+
 /// A `redis-server` process that lives as long as this value (SIGKILL on drop).
 pub struct Redis {
     child: Child,
@@ -355,12 +362,15 @@ impl Redis {
             .unwrap_or(0)
     }
 
-    /// The state fields of `chain`'s bundle (empty if absent), without the placement
-    /// record.
+    /// The state fields of a bundle hash: every field but the reserved ones (`@at:`,
+    /// `@v:`, `@incoming:`), as a sorted map.
+    pub fn state(&self, key: &str) -> BTreeMap<String, Vec<u8>> {
+        state_fields(self.hgetall(key))
+    }
+
+    /// The state fields of `chain`'s bundle (empty if absent): [`Redis::state`] of its key.
     pub fn bundle(&self, chain: &str) -> BTreeMap<String, Vec<u8>> {
-        let mut all = self.hgetall(&format!("{NS}:bundle:{chain}"));
-        all.retain(|k, _| !k.starts_with(PLACEMENT_PREFIX));
-        all
+        self.state(&format!("{NS}:bundle:{chain}"))
     }
 
     /// The placement record (task id to node) held with `chain`'s bundle.

@@ -334,6 +334,11 @@ impl SecureRedis {
             .expect("HGETALL")
     }
 
+    /// The state fields of a bundle hash (no reserved `@` fields).
+    pub fn state(&self, key: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        crate::redis::state_fields(self.hgetall(key))
+    }
+
     /// Deletes `key`.
     pub fn del(&self, key: &str) {
         redis::cmd("DEL")
@@ -386,7 +391,7 @@ pub fn node_acl(ns: &str) -> String {
 /// remote or global store (bundles only): README.md documents the same.
 pub fn peer_acl(ns: &str) -> String {
     format!(
-        "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hdel \
-         +hgetall +multi +exec"
+        "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hget +hdel \
+         +hgetall +hkeys +eval +multi +exec"
     )
 }

@@ -87,7 +87,7 @@ fn requirepass_from_variable_or_file_and_clear_refusals() {
     let (g, v) = run(probe(&r.url(), &env), &["put", &chain, "pre", "512", "3"]);
     assert_ok(&g, &v);
     let fnv = v["fnv"].clone();
-    assert_eq!(r.hgetall(&bundle_key(&chain)).len(), 1);
+    assert_eq!(r.state(&bundle_key(&chain)).len(), 1);
 
     // From a file with a trailing newline, as `echo pw > file` writes it.
     let file = write(dir.path(), "password", &format!("{ADMIN_PW}\n"));
@@ -146,7 +146,7 @@ fn requirepass_from_variable_or_file_and_clear_refusals() {
     );
 
     // The refused attempts changed nothing.
-    assert_eq!(r.hgetall(&bundle_key(&chain)).len(), 1);
+    assert_eq!(r.state(&bundle_key(&chain)).len(), 1);
 }
 
 #[test]

@@ -88,5 +88,5 @@ fn hostile_arguments_get_error_codes_and_the_runtime_survives() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(keys, vec!["skylark:bundle:hostile-chain".to_string()]);
-    assert_eq!(redis.hgetall("skylark:bundle:hostile-chain").len(), 1);
+    assert_eq!(redis.state("skylark:bundle:hostile-chain").len(), 1);
 }

@@ -139,7 +139,7 @@ fn a_100000_field_put_many_is_stored_and_read_back_whole() {
     let out = put.assert_success().json();
     assert_eq!(out["status"], 0, "{out}");
 
-    let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
+    let stored = redis.state(&format!("skylark:bundle:{chain}"));
     assert_eq!(stored.len(), FIELDS);
     for i in 0..FIELDS {
         let v = stored.get(&format!("f{i}"));

@@ -45,7 +45,7 @@ fn put_then_get_bundle() {
     assert_eq!(status(&put), 0, "{put}");
 
     let key = format!("skylark:bundle:{chain}");
-    let stored = redis.hgetall(&key);
+    let stored = redis.state(&key);
     assert_eq!(stored.len(), 1);
     assert_eq!(stored["preprocess"], pattern(1000, 7));
     let ttl: i64 = redis::cmd("TTL")
@@ -71,15 +71,21 @@ fn many_fields_are_written_and_read_in_one_round_trip_each() {
     let redis = Redis::start();
     let chain = chain_id("many");
     let hset_before = redis.command_calls("hset");
+    let eval_before = redis.command_calls("eval");
     let put = probe(&redis, &["put-many", &chain, "f", "50", "300", "100"]);
     assert_eq!(status(&put), 0, "{put}");
+    assert_eq!(
+        redis.command_calls("eval") - eval_before,
+        1,
+        "one script (one round trip) for 50 fields and their versions"
+    );
     assert_eq!(
         redis.command_calls("hset") - hset_before,
         1,
         "one HSET for 50 fields"
     );
 
-    let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
+    let stored = redis.state(&format!("skylark:bundle:{chain}"));
     assert_eq!(stored.len(), 50);
     for i in 0..50u64 {
         assert_eq!(
@@ -230,7 +236,7 @@ fn concurrent_writers_to_one_chain_lose_no_field() {
         run.assert_success();
         assert_eq!(status(&run.json()), 0, "{}", run.stdout);
     }
-    let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
+    let stored = redis.state(&format!("skylark:bundle:{chain}"));
     assert_eq!(stored.len(), 30);
     for w in 0..6u64 {
         for i in 0..5u64 {
@@ -257,7 +263,7 @@ fn namespace_prefixes_every_key() {
         .args(["put", "c1", "t", "8", "1"])
         .run(RUN_TIMEOUT);
     assert_eq!(status(&run.assert_success().json()), 0);
-    assert_eq!(redis.hgetall("tenant-a:bundle:c1").len(), 1);
+    assert_eq!(redis.state("tenant-a:bundle:c1").len(), 1);
     assert!(redis.hgetall("skylark:bundle:c1").is_empty());
 }
 

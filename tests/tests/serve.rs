@@ -94,7 +94,7 @@ fn a_workflow_runs_over_http() {
         assert_eq!(s, 200, "{out}");
         assert_eq!(out["detections"].as_u64(), Some(detections));
         assert_eq!(out["alarm"], detections >= 1);
-        let stored = redis.hgetall(&format!("skylark:bundle:{chain}"));
+        let stored = redis.state(&format!("skylark:bundle:{chain}"));
         assert_eq!(
             stored.keys().collect::<Vec<_>>(),
             ["alarm", "detect", "preprocess"]
@@ -203,7 +203,7 @@ fn invoke_ksvc_script_runs_the_workflow() {
     assert_eq!(lines[2]["chain"], chain.as_str());
     assert_eq!(
         redis
-            .hgetall(&format!("skylark:bundle:{chain}"))
+            .state(&format!("skylark:bundle:{chain}"))
             .keys()
             .collect::<Vec<_>>(),
         ["alarm", "detect", "preprocess"]

@@ -24,7 +24,7 @@ fn preprocess_detect_alarm_share_one_bundle() {
     );
     assert_eq!(pre["function"], "preprocess");
     assert_eq!(pre["bytes"], 65536);
-    let stored = redis.hgetall(&key);
+    let stored = redis.state(&key);
     assert_eq!(stored.keys().collect::<Vec<_>>(), ["preprocess"]);
     assert_eq!(stored["preprocess"].len(), 65536);
 
@@ -37,13 +37,13 @@ fn preprocess_detect_alarm_share_one_bundle() {
         detections >= 1,
         "the synthetic image has bright blobs: {det}"
     );
-    assert_eq!(redis.hgetall(&key).len(), 2);
+    assert_eq!(redis.state(&key).len(), 2);
 
     let alarm = step(&redis, "alarm", &[&chain]);
     assert_eq!(alarm["bundle_fields"], 2);
     assert_eq!(alarm["detections"].as_u64(), Some(detections));
     assert_eq!(alarm["alarm"], true);
-    let stored = redis.hgetall(&key);
+    let stored = redis.state(&key);
     assert_eq!(
         stored.keys().collect::<Vec<_>>(),
         ["alarm", "detect", "preprocess"]
@@ -101,10 +101,10 @@ fn bundled_state_needs_fewer_round_trips_than_one_key_per_function() {
     assert_eq!(v["single"]["gets"], 10);
     assert_eq!(v["bundled"]["round_trips"], 10);
     assert_eq!(v["single"]["round_trips"], 15);
-    assert_eq!(redis.hgetall(&format!("skylark:bundle:{chain}")).len(), 5);
+    assert_eq!(redis.state(&format!("skylark:bundle:{chain}")).len(), 5);
     for i in 0..5 {
         assert_eq!(
-            redis.hgetall(&format!("skylark:bundle:{chain}-f{i}")).len(),
+            redis.state(&format!("skylark:bundle:{chain}-f{i}")).len(),
             1
         );
     }

@@ -8,10 +8,10 @@
 use crate::context::Context;
 use crate::error::CallError;
 use crate::events::now_ms;
-use crate::propagate::{self, copy_pipeline};
+use crate::propagate;
 use crate::stats::{self, Counter};
 use crate::store::{hash_pairs, HashPairs, Request, Store};
-use crate::{keys, runtime, skylog};
+use crate::{fence, keys, runtime, skylog};
 use skylark_abi::wire::{GetOptions, Policy, Source, Tier};
 use skylark_abi::{ids, Status};
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct Found {
     pub fields: HashPairs,
     /// (task id, node) entries of the placement record.
     pub placement: Vec<(String, String)>,
+    /// The fields' versions as held where they were found.
+    pub versions: keys::Versions,
     pub source: Source,
 }
 
@@ -33,15 +35,36 @@ impl Found {
             .all(|t| self.fields.iter().any(|(k, _)| k == t.as_bytes()))
     }
 
+    /// Takes from `other` (what this node holds) every field it holds in a newer version
+    /// or that this bundle lacks: a read never returns a field older than the node's own.
+    fn keep_newer(&mut self, other: Found) {
+        for (field, value) in other.fields {
+            let theirs = other.versions.get(&field).copied().unwrap_or(0);
+            match self.fields.iter_mut().find(|(k, _)| *k == field) {
+                Some((_, v)) => {
+                    if theirs > self.versions.get(&field).copied().unwrap_or(0) {
+                        *v = value;
+                        self.versions.insert(field, theirs);
+                    }
+                }
+                None => {
+                    self.versions.insert(field.clone(), theirs);
+                    self.fields.push((field, value));
+                }
+            }
+        }
+    }
+
     /// Splits a bundle hash as read; a hash without state yields just its placement record.
     fn new(raw: HashPairs, tier: Tier, node: String) -> Result<Found, Vec<(String, String)>> {
-        let (fields, placement) = keys::split_placement(raw);
-        if fields.is_empty() {
-            return Err(placement);
+        let split = keys::split(raw);
+        if split.state.is_empty() {
+            return Err(split.placement);
         }
         Ok(Found {
-            fields,
-            placement,
+            fields: split.state,
+            placement: split.placement,
+            versions: split.versions,
             source: Source { tier, node },
         })
     }
@@ -102,7 +125,7 @@ fn tiered(
             raw = r;
         }
     }
-    let (local, placement) = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
+    let (mut local, placement) = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
         Ok(found) if found.has(&opts.require) => return Ok(Some(found)),
         Ok(found) => {
             let placement = found.placement.clone();
@@ -126,9 +149,12 @@ fn tiered(
         elsewhere_or_arriving(ctx, &chain_owned, hints, &require, wait).await
     })?;
     match found {
-        Some(f) => {
+        Some(mut f) => {
             if f.source.tier != Tier::Local && ctx.config.propagation.read_cache {
                 fill_cache(ctx, chain, &f);
+            }
+            if let Some(mine) = local.take() {
+                f.keep_newer(mine);
             }
             Ok(Some(f))
         }
@@ -348,23 +374,25 @@ fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, Call
     Ok(Found::new(raw, Tier::Global, global.name).ok())
 }
 
-/// Writes a bundle found on another node to the node-local store (one local round trip on
-/// the guest's thread, so that a put that follows in the same function extends a complete
-/// local bundle). A failure only costs the cache.
+/// Writes a bundle found on another node to the node-local store, fenced (`fence`: a field
+/// the node holds in a newer version stays): one local round trip on the guest's thread,
+/// so that a put that follows in the same function extends a complete local bundle. A
+/// failure only costs the cache.
 fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
-    let placed: Vec<(&str, &str)> = found
+    let version = |task: &[u8]| found.versions.get(task).copied().unwrap_or(0);
+    let stamped: Vec<fence::Stamped> = found
+        .fields
+        .iter()
+        .map(|(f, v)| (f.as_slice(), version(f), v.as_slice()))
+        .collect();
+    let placed: Vec<fence::Placed> = found
         .placement
         .iter()
-        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .map(|(t, n)| (t.as_str(), version(t.as_bytes()), n.as_str()))
         .collect();
-    let pipe = copy_pipeline(
-        &ctx.config.namespace,
-        chain,
-        &found.fields,
-        &placed,
-        ctx.config.ttl,
-    );
-    match ctx.local.query(&Request::Pipe(pipe)) {
+    let key = keys::bundle(&ctx.config.namespace, chain);
+    let cmd = fence::copy(&key, &stamped, &placed, ctx.config.ttl, None);
+    match ctx.local.query(&Request::Cmd(cmd)) {
         Ok(_) => stats::inc(Counter::CacheFills),
         Err(e) => skylog!(Info, "get {chain}: keeping a local copy: {e}"),
     }

@@ -18,12 +18,21 @@ pub const PLACEMENT_PREFIX: &str = "@at:";
 /// the copy, removed by the copy itself.
 pub const INCOMING_PREFIX: &str = "@incoming:";
 
+/// Prefix of the bundle fields holding each task's version (`@v:<task>` = decimal
+/// number; see `fence`).
+pub const VERSION_PREFIX: &str = "@v:";
+
 /// A placement record: (task id, node) entries.
 pub type Placement = Vec<(String, String)>;
 
 /// The bundle field recording where `task`'s put placed its copy.
 pub fn placement_field(task: &str) -> String {
     format!("{PLACEMENT_PREFIX}{task}")
+}
+
+/// The bundle field holding `task`'s version.
+pub fn version_field(task: &str) -> String {
+    format!("{VERSION_PREFIX}{task}")
 }
 
 /// The bundle field announcing job `job`'s copy.
@@ -40,10 +49,15 @@ pub struct Split {
     pub placement: Placement,
     /// Copies announced as incoming: (field name, unix ms to wait until at most).
     pub incoming: Vec<(Vec<u8>, u64)>,
+    /// Versions of the state fields (a field written before versions existed has none).
+    pub versions: Versions,
 }
 
+/// Versions by task id.
+pub type Versions = std::collections::HashMap<Vec<u8>, u64>;
+
 /// Splits the (field, value) pairs of a bundle hash. Placement entries with a non-UTF-8
-/// node and unknown reserved (`@`) fields are dropped.
+/// node, versions that are not numbers and unknown reserved (`@`) fields are dropped.
 pub fn split(pairs: HashPairs) -> Split {
     let mut out = Split {
         state: Vec::with_capacity(pairs.len()),
@@ -53,6 +67,10 @@ pub fn split(pairs: HashPairs) -> Split {
         if let Some(task) = k.strip_prefix(PLACEMENT_PREFIX.as_bytes()) {
             if let (Ok(t), Ok(n)) = (std::str::from_utf8(task), String::from_utf8(v)) {
                 out.placement.push((t.to_string(), n));
+            }
+        } else if let Some(task) = k.strip_prefix(VERSION_PREFIX.as_bytes()) {
+            if let Some(v) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                out.versions.insert(task.to_vec(), v);
             }
         } else if k.starts_with(INCOMING_PREFIX.as_bytes()) {
             let until = std::str::from_utf8(&v)
@@ -118,8 +136,12 @@ mod tests {
             (b"det".to_vec(), b"y".to_vec()),
             (incoming_field("j1").into_bytes(), b"1700".to_vec()),
             (b"@future:x".to_vec(), b"?".to_vec()),
+            (version_field("det").into_bytes(), b"17".to_vec()),
+            (b"@v:pre".to_vec(), b"x".to_vec()),
         ]);
         assert_eq!(s.state.len(), 1);
+        assert_eq!(s.versions.len(), 1);
+        assert_eq!(s.versions.get(b"det".as_slice()), Some(&17));
         assert_eq!(s.incoming, vec![(b"@incoming:j1".to_vec(), 1700)]);
         assert_eq!(outbox("ns"), "ns:outbox");
         assert_eq!(outbox_jobs("ns"), "ns:outbox:jobs");

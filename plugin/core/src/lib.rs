@@ -15,6 +15,7 @@ pub mod decode;
 pub mod election;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod fetch;
 pub mod keys;
 pub mod log;

@@ -124,36 +124,45 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
         .ignore();
 }
 
-/// A put with its job, atomically and only while the outbox has room. KEYS: bundle,
-/// jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job JSON, due
-/// time, then field and value pairs. Returns `{1, length after}` when stored, `{0,
-/// length}` when the outbox is full (nothing written).
-const GUARDED_PUT: &str = r#"
+/// A put with its job, atomically and only while the outbox has room; the fields get
+/// versions (`fence`). KEYS: bundle, jobs, outbox. ARGV: max outbox length, TTL seconds
+/// (0 = none), job id, job JSON, due time, now (µs), then field and value pairs. Returns
+/// `{1, length after, versions...}` when stored, `{0, length}` when the outbox is full
+/// (nothing written).
+const GUARDED_PUT: &str = concat!(
+    r#"
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting >= tonumber(ARGV[1]) then
   return {0, waiting}
 end
-for i = 6, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+local key, now, first = KEYS[1], tonumber(ARGV[6]), 7
+"#,
+    crate::fence::versioned_write!(),
+    r#"
 if tonumber(ARGV[2]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', key, ARGV[2])
 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-return {1, waiting + 1}
-"#;
+local out = {1, waiting + 1}
+for _, v in ipairs(versions) do
+  out[#out + 1] = v
+end
+return out
+"#
+);
 
 /// What a guarded put found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Guarded {
-    /// Stored; the outbox now holds this many jobs.
-    Stored(u64),
+    /// Stored; the outbox now holds this many jobs; the fields got these versions.
+    Stored(u64, Vec<u64>),
     /// Not stored: the outbox holds this many jobs, at or above the limit.
     Full(u64),
 }
 
-/// One atomic command that writes `fields` of `bundle_key` (refreshing its TTL) and
+/// One atomic command that writes `fields` of `bundle_key` with fresh versions
+/// (refreshing its TTL) and
 /// records job `job_id` due at `due_ms`, unless the outbox already holds `max_outbox`
 /// jobs.
 #[allow(clippy::too_many_arguments)]
@@ -177,7 +186,8 @@ pub fn guarded_put<'a>(
         .arg(ttl.map(|t| t.as_secs().max(1)).unwrap_or(0))
         .arg(job_id)
         .arg(json)
-        .arg(due_ms);
+        .arg(due_ms)
+        .arg(crate::fence::now_us());
     for (field, value) in fields {
         cmd.arg(field).arg(value);
     }
@@ -194,7 +204,10 @@ pub fn guarded_reply(reply: &redis::Value) -> Option<Guarded> {
         _ => None,
     };
     match (items.first().and_then(int), items.get(1).and_then(int)) {
-        (Some(1), Some(n)) => Some(Guarded::Stored(n)),
+        (Some(1), Some(n)) => {
+            let versions: Option<Vec<u64>> = items[2..].iter().map(crate::fence::version).collect();
+            Some(Guarded::Stored(n, versions?))
+        }
         (Some(0), Some(n)) => Some(Guarded::Full(n)),
         _ => None,
     }

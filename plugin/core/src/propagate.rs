@@ -36,7 +36,7 @@ use crate::stats::{self, Counter};
 use crate::store::{self, HashPairs, Request, Store};
 use crate::topology::Schedule;
 use crate::topology_watch::Change;
-use crate::{keys, runtime, skylog};
+use crate::{fence, keys, runtime, skylog};
 use serde_json::json;
 use skylark_abi::wire::Policy;
 use std::collections::HashMap;
@@ -423,29 +423,6 @@ async fn read_bundle(store: &Store, ns: &str, chain: &str) -> Result<HashPairs, 
     store::hash_pairs(reply).map_err(|m| store.reply_error(m))
 }
 
-/// The pipeline that writes a copy of a bundle (`pairs`: its state fields) and its
-/// placement record (`placed`: task id, node) to another store: one HSET, one EXPIRE.
-pub fn copy_pipeline(
-    ns: &str,
-    chain: &str,
-    pairs: &HashPairs,
-    placed: &[(&str, &str)],
-    ttl: Option<Duration>,
-) -> redis::Pipeline {
-    let record: Vec<(String, &str)> = placed
-        .iter()
-        .map(|(task, node)| (keys::placement_field(task), *node))
-        .collect();
-    let all = pairs
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .chain(record.iter().map(|(f, n)| (f.as_bytes(), n.as_bytes())));
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    store::write_hash(&mut pipe, &keys::bundle(ns, chain), all, ttl);
-    pipe
-}
-
 async fn announce(ctx: &Context, changes: Vec<Change>) {
     for c in changes {
         match c {
@@ -717,7 +694,17 @@ async fn step(
         }
     };
     let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-    let (state, placement) = keys::split_placement(pairs);
+    let keys::Split {
+        state,
+        placement,
+        mut versions,
+        ..
+    } = keys::split(pairs);
+    // A field written before versions existed counts as version 0.
+    for (field, _) in &state {
+        versions.entry(field.clone()).or_insert(0);
+    }
+    let version = |task: &[u8]| versions.get(task).copied().unwrap_or(0);
     if state.is_empty() {
         return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
     }
@@ -769,13 +756,23 @@ async fn step(
         let fields = delta(&state, &placement, &job.tasks, name, is_global);
         let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
         let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
-        let mut pipe = copy_pipeline(ns, &job.chain, &fields, &record, ctx.config.ttl);
-        let marker = (!wait.is_zero()).then(|| {
-            let field = keys::incoming_field(&job.id);
-            pipe.cmd("HDEL")
-                .arg(keys::bundle(ns, &job.chain))
-                .arg(&field)
-                .ignore();
+        let stamped: Vec<fence::Stamped> = fields
+            .iter()
+            .map(|(f, v)| (f.as_slice(), version(f), v.as_slice()))
+            .collect();
+        let placed: Vec<fence::Placed> = record
+            .iter()
+            .map(|(t, n)| (*t, version(t.as_bytes()), *n))
+            .collect();
+        let announced = (!wait.is_zero()).then(|| keys::incoming_field(&job.id));
+        let copy = fence::copy(
+            &keys::bundle(ns, &job.chain),
+            &stamped,
+            &placed,
+            ctx.config.ttl,
+            announced.as_deref(),
+        );
+        let marker = announced.map(|field| {
             incoming_marker(
                 ns,
                 &job.chain,
@@ -788,7 +785,7 @@ async fn step(
             Some(g) if is_global => Ok(Arc::clone(&g.store)),
             _ => ctx.nodes.store(topo.as_deref(), name),
         };
-        let req = Request::Pipe(pipe);
+        let req = Request::Cmd(copy);
         let name = name.clone();
         copies.spawn(async move {
             let r = match store {
@@ -818,7 +815,7 @@ async fn step(
         job.attempts += 1;
         return Step::Retry(backoff(p.retry_base, job.attempts));
     }
-    finish(ctx, job, &target, &placement, swept).await;
+    finish(ctx, job, &target, &placement, &versions, swept).await;
     Step::Done
 }
 
@@ -914,14 +911,16 @@ async fn finish(
     job: &Job,
     target: &str,
     placement: &[(String, String)],
+    versions: &keys::Versions,
     swept: Vec<String>,
 ) {
     let ns = &ctx.config.namespace;
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
+    let version = |task: &str| versions.get(task.as_bytes()).copied().unwrap_or(0);
     // This job's tasks, and those whose node the clean-up below empties, are placed on
-    // the target now (its copy carried them).
-    let record: Vec<String> = job
+    // the target now (its copy carried them), unless a later put wrote them meanwhile.
+    let placed: Vec<fence::Placed> = job
         .tasks
         .iter()
         .chain(
@@ -930,16 +929,18 @@ async fn finish(
                 .filter(|(t, n)| !job.tasks.contains(t) && swept.contains(n))
                 .map(|(t, _)| t),
         )
-        .map(|t| keys::placement_field(t))
+        .map(|t| (t.as_str(), version(t), target))
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    store::write_hash(
-        &mut pipe,
+    pipe.add_command(fence::copy(
         &keys::bundle(ns, &job.chain),
-        record.iter().map(|f| (f.as_str(), target.as_bytes())),
+        &[],
+        &placed,
         ctx.config.ttl,
-    );
+        None,
+    ))
+    .ignore();
     for id in job.ids() {
         outbox::remove(&mut pipe, ns, id);
     }
@@ -954,7 +955,7 @@ async fn finish(
                "elected": target, "copies": job.done, "ms": took}),
     )
     .await;
-    cleanup(ctx, job, swept).await;
+    cleanup(ctx, job, versions, swept).await;
 }
 
 /// The nodes a put with the `cleanup` option empties: those the placement record names
@@ -982,14 +983,16 @@ fn swept_nodes(
 }
 
 /// Deletes the chain's copies on the `swept` nodes ([`swept_nodes`]; best effort, they
-/// expire anyway). The placement record no longer names them: [`finish`] moved their
-/// tasks to the target.
-async fn cleanup(ctx: &Context, job: &Job, swept: Vec<String>) {
+/// expire anyway): of each task, only a copy no newer than the version this job saw
+/// (`versions`), so a clean-up delivered late never deletes newer state. The placement
+/// record no longer names these nodes: [`finish`] moved their tasks to the target.
+async fn cleanup(ctx: &Context, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
     if swept.is_empty() {
         return;
     }
     let ns = &ctx.config.namespace;
     let topo = topology(ctx).await;
+    let seen: Vec<(&[u8], u64)> = versions.iter().map(|(t, v)| (t.as_slice(), *v)).collect();
     for node in swept {
         let store = match ctx.nodes.store(topo.as_deref(), &node) {
             Ok(s) => s,
@@ -998,8 +1001,7 @@ async fn cleanup(ctx: &Context, job: &Job, swept: Vec<String>) {
                 continue;
             }
         };
-        let mut del = redis::cmd("DEL");
-        del.arg(keys::bundle(ns, &job.chain));
+        let del = fence::sweep(&keys::bundle(ns, &job.chain), &seen);
         match store.query_async(&Request::Cmd(del)).await {
             Ok(_) => {
                 stats::inc(Counter::Cleanups);
@@ -1216,19 +1218,5 @@ mod tests {
             names(delta(&state, &placement, &own, "g", true)),
             [b"det".to_vec()]
         );
-    }
-
-    #[test]
-    fn copy_pipeline_writes_bundle_and_placement_atomically() {
-        let fields = vec![(b"pre".to_vec(), b"x".to_vec())];
-        let pipe = copy_pipeline(
-            "ns",
-            "c",
-            &fields,
-            &[("pre", "n1")],
-            Some(Duration::from_secs(9)),
-        );
-        // One HSET with state and placement, one EXPIRE.
-        assert_eq!(pipe.cmd_iter().count(), 2);
     }
 }

@@ -271,20 +271,6 @@ impl Store {
         CallError::new(status, message)
     }
 
-    /// Writes `fields` into the hash `key` and refreshes its TTL, in one `MULTI`/`EXEC`
-    /// round trip on the calling thread.
-    pub fn put_fields(
-        &self,
-        key: &str,
-        fields: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Result<(), CallError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        write_hash(&mut pipe, key, fields.iter().copied(), ttl);
-        self.query(&Request::Pipe(pipe)).map(|_| ())
-    }
-
     /// Every field of the hash `key` (`HGETALL`) on the calling thread. An absent key
     /// yields an empty list.
     pub fn get_all(&self, key: &str) -> Result<HashPairs, CallError> {

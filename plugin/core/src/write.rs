@@ -1,5 +1,5 @@
 //! The write path of a put, on the guest's thread: one atomic round trip to the
-//! node-local store that writes the fields, refreshes the TTL, records the propagation
+//! node-local store that writes the fields with their versions (`fence`), refreshes the TTL, records the propagation
 //! job in the outbox and reads the outbox length (a put is refused while the outbox is at
 //! `SKYLARK_MAX_OUTBOX`); then the job is handed to the background. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
@@ -10,7 +10,7 @@ use crate::events::now_ms;
 use crate::outbox::{self, Guarded, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{keys, propagate};
+use crate::{fence, keys, propagate};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -48,11 +48,9 @@ pub fn put(
     let ns = &ctx.config.namespace;
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
-        // Propagation off: the fields and their TTL, one MULTI.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        store::write_hash(&mut pipe, &key, fields.iter().copied(), ctx.config.ttl);
-        ctx.local.query(&Request::Pipe(pipe))?;
+        // Propagation off: the fields, their versions and their TTL, one script.
+        let cmd = fence::put(&key, fields.iter().copied(), ctx.config.ttl);
+        ctx.local.query(&Request::Cmd(cmd))?;
         stats::inc(Counter::Puts);
         return Ok(());
     };
@@ -101,7 +99,7 @@ pub fn put(
         })
     });
     match outcome {
-        Ok(Guarded::Stored(_)) => {}
+        Ok(Guarded::Stored(..)) => {}
         Ok(Guarded::Full(waiting)) => {
             if reserved {
                 engine.release_slot();
@@ -141,17 +139,21 @@ fn put_global(
 ) -> Result<(), CallError> {
     let global = propagate::require_global(ctx)?;
     let ns = &ctx.config.namespace;
+    let key = keys::bundle(ns, chain);
     let record: Vec<String> = fields
         .iter()
         .map(|(t, _)| keys::placement_field(t))
         .collect();
-    let all = fields
-        .iter()
-        .copied()
-        .chain(record.iter().map(|f| (f.as_str(), global.name.as_bytes())));
     let mut pipe = redis::pipe();
     pipe.atomic();
-    store::write_hash(&mut pipe, &keys::bundle(ns, chain), all, ctx.config.ttl);
+    pipe.add_command(fence::put(&key, fields.iter().copied(), ctx.config.ttl))
+        .ignore();
+    store::write_hash(
+        &mut pipe,
+        &key,
+        record.iter().map(|f| (f.as_str(), global.name.as_bytes())),
+        ctx.config.ttl,
+    );
     global.store.query(&Request::Pipe(pipe))?;
     stats::inc(Counter::StatelessPuts);
     Ok(())
