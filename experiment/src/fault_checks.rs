@@ -147,9 +147,13 @@ fn connect(net: &Constellation, node: &str) -> Result<redis::Connection, String>
 /// A bundle as every store holds it: node -> (state fields, placement record).
 type Held = BTreeMap<String, (HashMap<String, Vec<u8>>, HashMap<String, String>)>;
 
+/// The plugin's version of each field (`@v:<task>`) as every store holds it, for the
+/// examples of a failure: node -> task -> version.
+type Stamps = BTreeMap<String, HashMap<String, String>>;
+
 /// The bundles of `chains` on every store, in the order of `chains`.
-fn read_bundles(net: &Constellation, chains: &[&str]) -> Result<Vec<Held>, String> {
-    let mut out: Vec<Held> = chains.iter().map(|_| BTreeMap::new()).collect();
+fn read_bundles(net: &Constellation, chains: &[&str]) -> Result<Vec<(Held, Stamps)>, String> {
+    let mut out: Vec<(Held, Stamps)> = chains.iter().map(|_| Default::default()).collect();
     for node in net.nodes() {
         let mut conn = connect(net, &node)?;
         let mut pipe = redis::pipe();
@@ -159,18 +163,22 @@ fn read_bundles(net: &Constellation, chains: &[&str]) -> Result<Vec<Held>, Strin
         let hashes: Vec<HashMap<String, Vec<u8>>> = pipe
             .query(&mut conn)
             .map_err(|e| format!("reading bundles on {node}: {e}"))?;
-        for (slot, fields) in out.iter_mut().zip(hashes) {
+        for ((slot, stamped), fields) in out.iter_mut().zip(hashes) {
             let mut state = HashMap::new();
             let mut placed = HashMap::new();
+            let mut stamps = HashMap::new();
             for (k, v) in fields {
                 if let Some(task) = k.strip_prefix("@at:") {
                     placed.insert(task.to_string(), String::from_utf8_lossy(&v).into_owned());
+                } else if let Some(task) = k.strip_prefix("@v:") {
+                    stamps.insert(task.to_string(), String::from_utf8_lossy(&v).into_owned());
                 } else if !k.starts_with('@') {
                     state.insert(k, v);
                 }
             }
             if !state.is_empty() || !placed.is_empty() {
                 slot.insert(node.clone(), (state, placed));
+                stamped.insert(node.clone(), stamps);
             }
         }
     }
@@ -217,7 +225,7 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
     let names: Vec<&str> = chains.keys().copied().collect();
     for chunk in names.chunks(CHUNK) {
         let held = read_bundles(net, chunk)?;
-        for (chain, held) in chunk.iter().zip(held) {
+        for (chain, (held, stamps)) in chunk.iter().zip(held) {
             let ChainHistory {
                 origin,
                 fields,
@@ -269,9 +277,18 @@ pub fn verify_stores(net: &Constellation, attempts: &[Attempt]) -> Result<StoreT
                                 ));
                             } else if v < h.acked {
                                 *t.stale.entry(role).or_insert(0) += 1;
+                                let stamp = |n: &str| {
+                                    stamps
+                                        .get(n)
+                                        .and_then(|s| s.get(*task))
+                                        .map_or("none", String::as_str)
+                                        .to_string()
+                                };
                                 t.example("stale", format!(
-                                    "stale {chain}/{task} on {node} ({role}): version {v}, last acknowledged {}",
-                                    h.acked
+                                    "stale {chain}/{task} on {node} ({role}): version {v}, last acknowledged {} (plugin versions: {} there, {} on {origin})",
+                                    h.acked,
+                                    stamp(node),
+                                    stamp(origin)
                                 ));
                             }
                         }

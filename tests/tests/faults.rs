@@ -427,3 +427,56 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
         }
     );
 }
+
+/// A job whose global copy failed is retried after a later put of the same field (another
+/// process) was already copied and placed elsewhere. The retry reads the bundle again, now
+/// holding the newer value; the placement record must still not name the retried job's
+/// target, which holds only the older copy. (Before the fix the record named it, with the
+/// newer version: readers were sent to the older value. The fourth seed of the fault run
+/// found 4 such fields.)
+#[test]
+fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
+        ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
+        ("SKYLARK_EXIT_FLUSH_MS".into(), "20000".into()),
+    ]);
+    let chain = skylark_testkit::chain_id("retried-place");
+    let put = |seed: &str, dest: &str, retry_ms: &str| {
+        c.guest("probe", "pi5u2")
+            .env("SKYLARK_RETRY_BASE_MS", retry_ms)
+            .args(["put", &chain, "t0", "500", seed, "--dest", dest])
+            .spawn()
+    };
+    // The global store (pi5u1) is cut off (every path into it): the first put's copy to pi5u3 lands, its global
+    // copy fails and waits 3 s for its retry.
+    c.cut_links_to("pi5u1");
+    let first = put("1", "pi5u3", "3000");
+    let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
+    assert!(line.contains("\"status\":0"), "{line}");
+    eventually("the first copy on pi5u3", Duration::from_secs(10), || {
+        c.bundle("pi5u3", &chain).get("t0") == Some(&probe::pattern(500, 1))
+    });
+    // The global store is back; a second put of the field, by another process, is copied
+    // to pi4u5 and the global store and placed before the first job retries.
+    c.heal_links_to("pi5u1");
+    let second = put("2", "pi4u5", "100").wait(Duration::from_secs(60));
+    second.assert_success();
+    assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
+    first.wait(Duration::from_secs(60)).assert_success();
+    assert_eq!(c.outbox_len("pi5u2"), 0, "both jobs are done");
+    let newest = probe::pattern(500, 2);
+    assert_eq!(c.bundle("pi5u2", &chain)["t0"], newest);
+    assert_eq!(c.bundle("pi5u1", &chain)["t0"], newest, "the global copy");
+    let placed = c.placement("pi5u2", &chain)["t0"].clone();
+    let there = c.bundle(&placed, &chain).get("t0").cloned();
+    assert!(
+        there.as_deref() == Some(newest.as_slice()),
+        "the record places t0 on {placed}, which holds {}",
+        match &there {
+            Some(v) if *v == probe::pattern(500, 1) => "the older value".to_string(),
+            Some(v) => format!("{} other bytes", v.len()),
+            None => "nothing".to_string(),
+        }
+    );
+}

@@ -43,6 +43,12 @@ pub struct Job {
     /// Nodes that stayed unreachable: never elected again for this job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// The versions of the bundle's fields (task id to version) in the copy the elected
+    /// target acknowledged: what the placement record may claim that node holds (a later
+    /// round re-reads the bundle, which may hold newer versions by then). Empty until the
+    /// target's copy is made.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub carried: std::collections::BTreeMap<String, u64>,
     /// Failed copy attempts so far.
     #[serde(default)]
     pub attempts: u32,
@@ -83,6 +89,7 @@ impl Job {
     /// skip the global store while its job left the outbox as done.)
     pub fn absorb(&mut self, later: Job) {
         self.done.clear();
+        self.carried.clear();
         for t in later.tasks {
             if !self.tasks.contains(&t) {
                 self.tasks.push(t);
@@ -324,6 +331,7 @@ mod tests {
             target: None,
             done: vec![],
             exclude: vec![],
+            carried: Default::default(),
             attempts: 0,
             merged: vec![],
         }

@@ -798,6 +798,12 @@ async fn step(
     let round = join_copies(&mut copies, &job.id).await;
     stats::add(Counter::Copies, round.copied.len() as u64);
     job.done.extend(round.copied.iter().cloned());
+    if round.copied.contains(&target) {
+        job.carried = versions
+            .iter()
+            .filter_map(|(t, v)| Some((String::from_utf8(t.clone()).ok()?, *v)))
+            .collect();
+    }
     if !round.failed.is_empty() {
         return retry(
             ctx,
@@ -815,7 +821,17 @@ async fn step(
         job.attempts += 1;
         return Step::Retry(backoff(p.retry_base, job.attempts));
     }
-    finish(ctx, job, &target, &placement, &versions, swept).await;
+    // What the target holds: the versions its copy carried (an earlier round's copy may
+    // be older than this round's read), or all of the bundle when it is this node.
+    let at_target: keys::Versions = if &target == local {
+        versions
+    } else {
+        job.carried
+            .iter()
+            .map(|(t, v)| (t.clone().into_bytes(), *v))
+            .collect()
+    };
+    finish(ctx, job, &target, &placement, &at_target, swept).await;
     Step::Done
 }
 
@@ -890,6 +906,7 @@ async fn retry(
             stats::inc(Counter::Failures);
             job.exclude.push(name.clone());
             job.target = None;
+            job.carried.clear();
             events::publish(
                 ctx,
                 "retarget",
@@ -911,15 +928,16 @@ async fn finish(
     job: &Job,
     target: &str,
     placement: &[(String, String)],
-    versions: &keys::Versions,
+    at_target: &keys::Versions,
     swept: Vec<String>,
 ) {
     let ns = &ctx.config.namespace;
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
-    let version = |task: &str| versions.get(task.as_bytes()).copied().unwrap_or(0);
+    let version = |task: &str| at_target.get(task.as_bytes()).copied().unwrap_or(0);
     // This job's tasks, and those whose node the clean-up below empties, are placed on
-    // the target now (its copy carried them), unless a later put wrote them meanwhile.
+    // the target now (its copy carried them, in the versions `at_target`), unless a later
+    // put wrote them meanwhile (its own job records them then).
     let placed: Vec<fence::Placed> = job
         .tasks
         .iter()
@@ -955,7 +973,7 @@ async fn finish(
                "elected": target, "copies": job.done, "ms": took}),
     )
     .await;
-    cleanup(ctx, job, versions, swept).await;
+    cleanup(ctx, job, at_target, swept).await;
 }
 
 /// The nodes a put with the `cleanup` option empties: those the placement record names
@@ -983,7 +1001,7 @@ fn swept_nodes(
 }
 
 /// Deletes the chain's copies on the `swept` nodes ([`swept_nodes`]; best effort, they
-/// expire anyway): of each task, only a copy no newer than the version this job saw
+/// expire anyway): of each task, only a copy no newer than the one the job's target holds
 /// (`versions`), so a clean-up delivered late never deletes newer state. The placement
 /// record no longer names these nodes: [`finish`] moved their tasks to the target.
 async fn cleanup(ctx: &Context, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
@@ -1039,6 +1057,7 @@ mod tests {
             target: None,
             done: Vec::new(),
             exclude: Vec::new(),
+            carried: Default::default(),
             attempts: 0,
             merged: Vec::new(),
         };

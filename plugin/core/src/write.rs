@@ -71,6 +71,7 @@ pub fn put(
         target: None,
         done: Vec::new(),
         exclude: Vec::new(),
+        carried: Default::default(),
         attempts: 0,
         merged: Vec::new(),
     };
