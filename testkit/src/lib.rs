@@ -3,7 +3,8 @@
 //! `.wasm` files; starts throw-away `redis-server` processes ([`redis`], [`secure`]);
 //! runs guests under `wasmedge` with a deadline ([`guest`]); free ports ([`net`]),
 //! polling with a deadline ([`wait`]), the wall clock ([`clock`]), percentiles
-//! ([`stats`]), a seeded RNG ([`rng`]) and the plugin's events ([`events`]).
+//! ([`stats`]), a seeded RNG ([`rng`]), the plugin's events ([`events`]) and the host
+//! tools' command lines ([`cli`]).
 //!
 //! Build the artifacts first with `scripts/test.sh` (which also runs the tests), or set
 //! `WASMEDGE_BIN`, `SKYLARK_PLUGIN_DIR` and `SKYLARK_WASM_DIR` yourself.
