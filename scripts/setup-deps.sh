@@ -2,7 +2,8 @@
 # Installs the machine packages the build and tests need if they are missing:
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
-# experiment's plot), openssl and curl (the TLS and HTTP tests), and the wasm32-wasip1
+# experiment's plot), openssl and curl (the TLS and HTTP tests), python3-yaml (the node
+# Redis manifest test), and the wasm32-wasip1
 # Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
@@ -17,6 +18,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# tests/tests/redis_manifest.rs reads runtimeclass/manifests/31-redis.yaml with PyYAML.
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq

@@ -48,6 +48,22 @@ impl GuestRun {
     }
 }
 
+/// `wasmedge` with the plugin loaded and configured for node `test-node` on the store at
+/// `redis_url`, and no other `SKYLARK_*` variable of this process; the caller adds
+/// `wasmedge` options (`--env K=V`), then the module and its arguments.
+pub fn wasmedge_command(redis_url: &str) -> Command {
+    let mut cmd = Command::new(wasmedge_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SKYLARK_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
+        .env("SKYLARK_REDIS_URL", redis_url)
+        .env("SKYLARK_NODE_NAME", "test-node");
+    cmd
+}
+
 /// A guest invocation under the real `wasmedge` CLI with the Skylark plugin loaded.
 pub struct Guest {
     cmd: Command,
@@ -64,16 +80,8 @@ impl Guest {
     /// Like [`Guest::new`], for a module file outside the guest directory (an AOT-compiled
     /// copy, for instance).
     pub fn at(module: &Path, redis_url: &str) -> Guest {
-        let mut cmd = Command::new(wasmedge_bin());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("SKYLARK_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
-            .env("SKYLARK_REDIS_URL", redis_url)
-            .env("SKYLARK_NODE_NAME", "test-node")
-            .arg(module);
+        let mut cmd = wasmedge_command(redis_url);
+        cmd.arg(module);
         Guest { cmd, stderr: None }
     }
 
