@@ -14,7 +14,7 @@
 //!   manifest too, work with their narrow user.
 
 use serde_json::Value;
-use skylark_tests::{chain_id, root, Guest, GuestRun, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, free_port, root, Guest, GuestRun, RUN_TIMEOUT};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -121,13 +121,6 @@ impl Drop for NodeRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `text` with every path under one of `mounts` (volume name -> mount path) moved into

@@ -5,19 +5,12 @@
 //! cannot hold the single-threaded server past its request deadline, the server listens
 //! on loopback only unless told otherwise, and a caller cannot ask for a huge image.
 
-use skylark_tests::{chain_id, plugin_dir, wasm, wasmedge_bin, Redis};
+use skylark_testkit::guest::wasmedge_command;
+use skylark_testkit::{chain_id, free_port, wasm, Redis};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Sends raw `request` bytes and returns (status, body).
 fn raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String)> {
@@ -73,15 +66,7 @@ impl Server {
     /// (`wasmedge --env`, what a container's `env` becomes under crun).
     fn start_with(module: &str, redis: &Redis, guest_env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let mut cmd = Command::new(wasmedge_bin());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("SKYLARK_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
-            .env("SKYLARK_REDIS_URL", &redis.url)
-            .env("SKYLARK_NODE_NAME", "test-node");
+        let mut cmd = wasmedge_command(&redis.url);
         for (k, v) in guest_env {
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
@@ -220,7 +205,7 @@ fn invoke_ksvc_script_runs_the_workflow() {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = std::process::Command::new("bash")
-        .arg(skylark_tests::root().join("runtimeclass/invoke-ksvc.sh"))
+        .arg(skylark_testkit::root().join("runtimeclass/invoke-ksvc.sh"))
         .arg(&chain)
         .env("PATH", path)
         .env("PREPROCESS_QUERY", "size=65536")
