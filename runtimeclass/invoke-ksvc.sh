@@ -6,9 +6,13 @@
 #
 #   bash runtimeclass/invoke-ksvc.sh [CHAIN_ID]     (default: eo-<unix time>)
 #
-# Each Service is reached at its status.url. Where the cluster has no DNS for those names,
-# set INGRESS=host:port (the Knative ingress, e.g. Kourier's node port): the request goes
-# there with the Service's host name in the Host header. PREPROCESS_QUERY adds query
+# Each Service is reached at its status.url. The Services are cluster-local
+# (networking.knative.dev/visibility), so that URL (http://skylark-<step>.skylark.svc.cluster.local)
+# resolves only inside the cluster: run the script where cluster DNS works, or forward
+# the cluster-local gateway and set INGRESS=host:port, e.g. with Kourier
+#   kubectl port-forward -n kourier-system svc/kourier-internal 8081:80 &
+#   INGRESS=127.0.0.1:8081 bash runtimeclass/invoke-ksvc.sh
+# (the request goes to INGRESS with the Service's host name in the Host header). PREPROCESS_QUERY adds query
 # parameters to the first step (default size=1048576; any preprocess flag, e.g.
 # "size=65536&seed=3"). Needs kubectl and curl; exits non-zero when a step does not answer
 # 200 within STEP_TIMEOUT seconds (default 300; the first request may wait for a

@@ -7,37 +7,58 @@ Kubernetes OpenAPI/JSON schemas, so nothing is fetched at validation time).
 Checks, each failure printed as `FILE: kind/name: problem`:
 1. every file parses as YAML; every document has apiVersion, kind, metadata.name, and its
    names are valid DNS-1123 names;
-2. built-in kinds (Namespace, RuntimeClass, DaemonSet, ConfigMap, Job) against the
-   Kubernetes schemas of each requested version, strictly (unknown fields are errors);
+2. built-in kinds (Namespace, RuntimeClass, DaemonSet, ConfigMap, Secret, Job,
+   ValidatingAdmissionPolicy and its binding) against the Kubernetes schemas of each
+   requested version, strictly (unknown fields are errors); the Secrets that
+   make-redis-secrets.sh generates (for namespace skylark) are validated and count as
+   defined before every manifest;
 3. Knative Services (no schema shipped): apiVersion serving.knative.dev/v1, one container,
    at most one port (a readiness probe on it), RevisionSpec's own fields
    (containerConcurrency, timeouts) checked and removed, and the rest of
    `spec.template` validated as a Pod against the same schemas;
    every PodSpec feature Knative gates (runtimeClassName, hostPath, fieldRef,
-   nodeSelector) must be enabled in the config-features manifest;
+   nodeSelector, pod securityContext) must be enabled in the config-features manifest;
 4. references: volume mounts name volumes; ConfigMaps (volumes, envFrom, configMapKeyRef),
-   the RuntimeClass and the namespace exist in an earlier or the same file (apply order);
-   images carry an explicit tag;
+   Secrets (volumes, secretKeyRef), the RuntimeClass and the namespace exist in an earlier
+   or the same file (apply order); images carry an explicit tag, and third-party images
+   (every image with --require-digests) a digest;
 5. Skylark rules for wasm pods (runtimeClassName of the Skylark RuntimeClass): the
    annotation module.wasm.image/variant=compat-smart, WASMEDGE_PLUGIN_PATH one path
    without ':' that is a read-only hostPath mount of the plugin directory, the Redis
    socket directory mounted when SKYLARK_REDIS_URL is a unix socket, SKYLARK_NODE_NAME
-   from spec.nodeName;
+   from spec.nodeName, and security_rules.function_rules (password from a Secret file,
+   SKYLARK_NAMESPACE = the pod's namespace, Knative Services cluster-local);
+   security_rules.redis_rules for every container running redis-server, and
+   security_rules.admission_rules (the admission policy present when Knative's hostPath
+   flag is on), and the policy's CEL, run offline by policy_check, admits every wasm
+   function pod of the manifests;
 6. the topology ConfigMap's topology.json: JSON in Skylark's format, links between known
    nodes, non-negative numbers;
 7. embedded `sh -c` scripts pass `sh -n`.
 Exit status 0 when all pass, 1 otherwise, 2 on usage errors.
+
+`--self-test` instead checks that the rules refuse what they must: it validates copies of
+the manifests with known-bad files from testdata/ swapped in (the open node Redis of
+before issue 16, a function pod without its Secret, the admission policy removed) and
+fails unless every expected FAIL line appears; and it runs the admission policy's CEL on
+variants of the shipped function pod (policy_check.CASES): each bad one must be refused
+with its message, the others admitted.
 """
 
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
 import yaml
+
+import policy_check
+import security_rules
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -47,7 +68,13 @@ BUILTIN = {
     ("node.k8s.io/v1", "RuntimeClass"),
     ("apps/v1", "DaemonSet"),
     ("batch/v1", "Job"),
+    ("v1", "Secret"),
+    security_rules.VAP,
+    security_rules.VAP_BINDING,
 }
+HERE = Path(__file__).resolve().parent
+SECRETS_SCRIPT = HERE / "make-redis-secrets.sh"
+DEFAULT_VERSIONS = ["1.30.0", "1.33.0"]
 KNATIVE = ("serving.knative.dev/v1", "Service")
 # RevisionSpec = PodSpec plus these.
 KNATIVE_REVISION_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
@@ -60,6 +87,7 @@ KNATIVE_FLAGS = {
     "hostPath": "kubernetes.podspec-volumes-hostpath",
     "fieldRef": "kubernetes.podspec-fieldref",
     "nodeSelector": "kubernetes.podspec-nodeselector",
+    "securityContext": "kubernetes.podspec-securitycontext",
 }
 
 
@@ -188,6 +216,8 @@ def knative_checks(where, doc, versions, features, problems):
         used.add("hostPath")
     if "fieldRef" in json.dumps(containers):
         used.add("fieldRef")
+    if spec.get("securityContext"):
+        used.add("securityContext")
     for feature in sorted(used):
         flag = KNATIVE_FLAGS[feature]
         if features.get(flag) not in ("enabled", "allowed"):
@@ -201,7 +231,8 @@ def env_value(container, name):
     return None
 
 
-def reference_checks(where, order, doc, defined, configmaps_data, runtime_class, problems):
+def reference_checks(where, order, doc, defined, configmaps_data, runtime_class, problems,
+                     require_digests=False):
     """Volumes, ConfigMaps, RuntimeClass and namespace references; Skylark wasm rules."""
     ns = doc["metadata"].get("namespace", "default")
     if ns not in EXTERNAL_NAMESPACES and ("Namespace", "", ns) not in defined_before(defined, order):
@@ -216,6 +247,10 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
         cm = (v.get("configMap") or {}).get("name")
         if cm and ("ConfigMap", ns, cm) not in before:
             problems.add(where, f"volume {v.get('name')}: ConfigMap {ns}/{cm} not defined earlier")
+        secret = (v.get("secret") or {}).get("secretName")
+        if secret and ("Secret", ns, secret) not in before:
+            problems.add(where, f"volume {v.get('name')}: Secret {ns}/{secret} not defined earlier "
+                                "(nor made by make-redis-secrets.sh)")
     rc = spec.get("runtimeClassName")
     if rc and ("RuntimeClass", "", rc) not in before:
         problems.add(where, f"runtimeClassName {rc} not defined earlier")
@@ -226,6 +261,7 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
         last = image.rsplit("/", 1)[-1]
         if not image or ("@" not in image and ":" not in last):
             problems.add(cw, f"image {image!r} needs an explicit tag")
+        security_rules.image_rules(cw, c, require_digests, problems)
         mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
         for m in mounts.values():
             if m.get("name") not in volumes:
@@ -238,9 +274,15 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
             ref = ((e.get("valueFrom") or {}).get("configMapKeyRef")) or {}
             if ref and ("ConfigMap", ns, ref.get("name")) not in before:
                 problems.add(cw, f"env {e.get('name')}: ConfigMap {ref.get('name')} not defined earlier")
+            ref = ((e.get("valueFrom") or {}).get("secretKeyRef")) or {}
+            if ref and ("Secret", ns, ref.get("name")) not in before:
+                problems.add(cw, f"env {e.get('name')}: Secret {ref.get('name')} not defined earlier")
         check_shell(cw, c, problems)
+        if security_rules.runs_redis_server(c):
+            security_rules.redis_rules(cw, spec, c, mounts, volumes, problems)
         if rc == runtime_class:
-            wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems)
+            env_cfg = wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems)
+            security_rules.function_rules(cw, doc, spec, c, mounts, volumes, env_cfg, problems)
 
 
 def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems):
@@ -276,6 +318,7 @@ def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems):
     topo = env_cfg.get("SKYLARK_TOPOLOGY_FILE")
     if topo and topo.rsplit("/", 1)[0] not in mounts:
         problems.add(where, f"SKYLARK_TOPOLOGY_FILE {topo}: its directory is not mounted")
+    return env_cfg
 
 
 def check_shell(where, c, problems):
@@ -325,21 +368,30 @@ def check_topology(where, text, problems):
                     problems.add(where, f"{at}: {key} must be a non-negative number")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("manifest_dir", type=Path)
-    ap.add_argument("--kubernetes-version", action="append", dest="versions",
-                    help="schema version, e.g. 1.31.0 (repeatable; default 1.28.0 and 1.33.0)")
-    ap.add_argument("--runtime-class", default="wasmedge-skylark")
-    args = ap.parse_args()
-    versions = args.versions or ["1.28.0", "1.33.0"]
+def generated_secrets(problems):
+    """The Secrets make-redis-secrets.sh generates for namespace skylark, as documents."""
+    r = subprocess.run(["bash", str(SECRETS_SCRIPT), "skylark"], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.add(SECRETS_SCRIPT.name, f"failed: {r.stderr.strip()}")
+        return []
+    try:
+        return [d for d in yaml.safe_load_all(r.stdout) if d is not None]
+    except yaml.YAMLError as e:
+        problems.add(SECRETS_SCRIPT.name, f"output is not YAML: {e}")
+        return []
+
+
+def validate(manifest_dir, versions, runtime_class, require_digests=False):
+    """Validates a manifest directory; returns (problems, documents, counts by kind)."""
     problems = Problems()
-    docs = load(args.manifest_dir, problems)
+    docs = [(-1, SECRETS_SCRIPT.name, d) for d in generated_secrets(problems)]
+    docs += load(manifest_dir, problems)
 
     usable = [(o, f, d) for o, f, d in docs if check_basics(f, d, problems)]
     defined, configmaps_data, features = {}, {}, {}
+    cluster_scoped = ("Namespace", "RuntimeClass", security_rules.VAP[1], security_rules.VAP_BINDING[1])
     for order, _, doc in usable:
-        ns = "" if doc["kind"] in ("Namespace", "RuntimeClass") else doc["metadata"].get("namespace", "default")
+        ns = "" if doc["kind"] in cluster_scoped else doc["metadata"].get("namespace", "default")
         key = (doc["kind"], ns, doc["metadata"]["name"])
         defined.setdefault(key, order)
         if doc["kind"] == "ConfigMap":
@@ -354,14 +406,152 @@ def main():
             knative_checks(where, doc, versions, features, problems)
         else:
             schema_validate(where, doc, versions, problems)
-        reference_checks(where, order, doc, defined, configmaps_data, args.runtime_class, problems)
+        # (make-redis-secrets.sh's Secrets, order -1, are applied after the namespace)
+        if doc["kind"] not in cluster_scoped and order >= 0:
+            reference_checks(where, order, doc, defined, configmaps_data, runtime_class, problems,
+                             require_digests)
         if doc["kind"] == "ConfigMap" and "topology.json" in (doc.get("data") or {}):
             check_topology(where, doc["data"]["topology.json"], problems)
+    security_rules.admission_rules(usable, features, problems)
+    policy = admission_policy(usable)
+    if policy is not None:
+        for where, ns, pod in function_pods(usable, runtime_class):
+            try:
+                refused = policy_check.denials(policy, pod, policy_check.namespace_object(ns))
+            except policy_check.PolicyError as e:
+                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY}: {e}")
+                continue
+            for message in refused:
+                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY} refuses it: {message}")
+    return problems, docs, counts
 
+
+def admission_policy(usable):
+    """The Skylark ValidatingAdmissionPolicy among the documents, or None."""
+    for _, _, doc in usable:
+        if (doc["apiVersion"], doc["kind"]) == security_rules.VAP and \
+                doc["metadata"]["name"] == security_rules.ADMISSION_POLICY:
+            return doc
+    return None
+
+
+def function_pods(usable, runtime_class):
+    """[(where, namespace, pod)] of every workload whose pods use `runtime_class`, each
+    pod as the API server would see it (a Knative Service's template without the
+    RevisionSpec fields)."""
+    out = []
+    for _, fname, doc in usable:
+        tpl = pod_template(doc)
+        if tpl is None or tpl[1].get("runtimeClassName") != runtime_class:
+            continue
+        meta, spec = tpl
+        ns = doc["metadata"].get("namespace", "default")
+        spec = {k: v for k, v in spec.items() if k not in KNATIVE_REVISION_FIELDS}
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": dict(meta, name=doc["metadata"]["name"], namespace=ns), "spec": spec}
+        out.append((f"{fname}: {ident(doc)}", ns, pod))
+    return out
+
+
+# What --self-test swaps in (file in testdata/ -> the manifest it replaces, or None to
+# remove that manifest) and the FAIL lines each must produce (substrings).
+SELF_TESTS = [
+    (("31-redis-open.yaml", "31-redis.yaml"), [
+        "redis-server: --protected-mode must be yes",
+        "redis-server: binds 0.0.0.0",
+        "redis-server: needs --aclfile",
+        "redis-server: needs --maxmemory ",
+        "redis-server: --maxmemory-policy volatile-ttl evicts acknowledged state",
+        "redis-server must run with runAsNonRoot: true",
+        "redis-server must run as a non-zero runAsUser",
+        "redis-server needs allowPrivilegeEscalation: false",
+        "redis-server must drop all capabilities",
+        "image redis:7.4 is not pinned by digest",
+    ]),
+    (("50-ksvc-open.yaml", "50-ksvc-preprocess.yaml"), [
+        "SKYLARK_REDIS_PASSWORD as a value",
+        "SKYLARK_REDIS_PASSWORD_FILE must be set",
+        "SKYLARK_NAMESPACE must be set in env to the pod's namespace skylark",
+        "Knative Service needs label networking.knative.dev/visibility: cluster-local",
+    ]),
+    (("51-ksvc-secret-unreadable.yaml", "51-ksvc-detect.yaml"), [
+        "the Secret's files are not readable by the pod's user",
+    ]),
+    (("20-installer-record-differs.yaml", "20-plugin-installer.yaml"), [
+        "PLUGIN_IMAGE skylark/plugin-installer:0.1.0 is not the container's image",
+    ]),
+    ((None, "46-admission-policy.yaml"), [
+        "hostPath volumes are enabled for every Knative Service, but the admission policy",
+    ]),
+]
+
+
+def self_test(manifest_dir, versions, runtime_class):
+    """Runs SELF_TESTS; prints one line per case; returns the number of failed cases."""
+    failed = 0
+    for (bad, replaces), expected in SELF_TESTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "manifests"
+            shutil.copytree(manifest_dir, copy)
+            (copy / replaces).unlink()
+            if bad:
+                shutil.copy(HERE / "testdata" / bad, copy / replaces)
+            problems, _, _ = validate(copy, versions, runtime_class)
+        lines = [f"FAIL {p}" for p in problems.items]
+        missing = [e for e in expected if not any(e in line for line in lines)]
+        case = f"{bad or 'no file'} as {replaces}"
+        if missing:
+            failed += 1
+            print(f"SELF-TEST FAILED: {case}: no FAIL line contains:")
+            for m in missing:
+                print(f"  {m}")
+            print("  (FAIL lines were:)")
+            for line in lines:
+                print(f"  {line}")
+        else:
+            print(f"self-test ok: {case}: {len(expected)} expected FAIL line(s) among {len(lines)}")
+    # The admission policy's CEL on variants of the shipped preprocess pod.
+    problems = Problems()
+    usable = [(o, f, d) for o, f, d in load(manifest_dir, problems) if check_basics(f, d, problems)]
+    policy = admission_policy(usable)
+    pods = [p for w, ns, p in function_pods(usable, runtime_class) if w.startswith("50-")]
+    if policy is None or not pods:
+        failed += 1
+        print("SELF-TEST FAILED: admission policy cases: no policy or no 50-* function pod")
+    else:
+        failures = policy_check.self_test(policy, pods[0])
+        if failures:
+            failed += 1
+            print("SELF-TEST FAILED: admission policy cases:")
+            for f in failures:
+                print(f"  {f}")
+        else:
+            print(f"self-test ok: admission policy: {len(policy_check.CASES)} pod variants refused or admitted as expected")
+    return failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest_dir", type=Path)
+    ap.add_argument("--kubernetes-version", action="append", dest="versions",
+                    help="schema version, e.g. 1.31.0 (repeatable; default "
+                         f"{' and '.join(DEFAULT_VERSIONS)}; 1.30 is the first with ValidatingAdmissionPolicy v1)")
+    ap.add_argument("--runtime-class", default="wasmedge-skylark")
+    ap.add_argument("--require-digests", action="store_true",
+                    help="every image, the project's own too, must be pinned by digest")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check that the rules refuse the known-bad manifests in testdata/")
+    args = ap.parse_args()
+    versions = args.versions or DEFAULT_VERSIONS
+    if args.self_test:
+        failed = self_test(args.manifest_dir, versions, args.runtime_class)
+        print(f"{len(SELF_TESTS) + 1 - failed} passed, {failed} failed")
+        return 1 if failed else 0
+    problems, docs, counts = validate(args.manifest_dir, versions, args.runtime_class, args.require_digests)
     for p in problems.items:
         print(f"FAIL {p}")
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    print(f"{len(docs)} documents ({summary}) in {args.manifest_dir}, schemas "
+    print(f"{len(docs)} documents ({summary}) in {args.manifest_dir} and from {SECRETS_SCRIPT.name}, schemas "
           f"{' and '.join(versions)}: {len(problems.items)} problem(s)")
     return 1 if problems.items else 0
 

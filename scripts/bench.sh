@@ -5,8 +5,8 @@
 #   bash scripts/bench.sh [--out FILE] [--iterations N1K,N64K,N1M] [--warmup-pct P]
 # --out FILE also writes the table to FILE; other arguments go to the bench binary.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 out=""
 args=()
@@ -20,17 +20,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
+build_all
 if [ -n "$out" ]; then
   # Write to a temporary file first so that a failed run leaves no half table behind.
   tmp="$(mktemp)"
   trap 'rm -f "$tmp"' EXIT
-  cargo run --release -p skylark-tests --bin bench -- "${args[@]}" >"$tmp"
+  cargo run --release -p skylark-bench --bin bench -- "${args[@]}" >"$tmp"
   cat "$tmp"
   cat "$tmp" >"$out"
   echo "[bench] table written to $out" >&2
 else
-  cargo run --release -p skylark-tests --bin bench -- "${args[@]}"
+  cargo run --release -p skylark-bench --bin bench -- "${args[@]}"
 fi

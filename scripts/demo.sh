@@ -10,15 +10,13 @@
 # target/aot/); set SKYLARK_DEMO_MODE=interp to run them in the interpreter,
 # SKYLARK_DEMO_SIZE for the image size in bytes (default 1048576).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 mode="${SKYLARK_DEMO_MODE:-aot}"
 size="${SKYLARK_DEMO_SIZE:-1048576}"
 case "$mode" in aot|interp) ;; *) echo "SKYLARK_DEMO_MODE must be aot or interp" >&2; exit 2 ;; esac
 
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
+build_all
 
 module() { # name -> path of the module to run
   local src="$SKYLARK_WASM_DIR/$1.wasm"

@@ -5,12 +5,10 @@
 # under every configuration, tears everything down (also when interrupted) and writes
 # the report to results/<UTC time>/ (report.md, latency.png, records.json).
 #   bash scripts/experiment.sh [--quick] [--reps N] [--sizes 0.5,1,2,5] [--slot-ms MS] ...
-# (all options: tests/src/bin/experiment.rs)
+# (all options: bash scripts/experiment.sh --help)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
-cargo build --release -p skylark-tests --bin experiment >&2
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+build_all
+cargo build --release -p skylark-experiment --bin experiment >&2
 exec target/release/experiment "$@"

@@ -10,9 +10,7 @@
 #   bash scripts/fault-run.sh [--puts N] [--seed S] [--duration SECS] [--kills N] ...
 # (all options: bash scripts/fault-run.sh --help)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
-cargo run --release -p skylark-tests --bin fault-run -- "$@"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+build_all
+cargo run --release -p skylark-experiment --bin fault-run -- "$@"

@@ -16,8 +16,8 @@
 # once fixed, copy it to fuzz/regressions/<target>/ so that the stable test keeps it
 # fixed. Exits non-zero if any target crashed or the guest run found a violation or crash.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 seconds=60
 calls=1000000
@@ -40,9 +40,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
+build_all
 failed=0
 
 if [ "$cargo_fuzz" = 1 ]; then
@@ -88,7 +86,7 @@ fi
 
 if [ "$guest" = 1 ]; then
   echo "[fuzz] wasm fuzz guest: $calls calls, $procs processes" >&2
-  cargo run --release -q -p skylark-tests --bin fuzz-guest -- \
+  cargo run --release -q -p fuzz-runner -- \
     --calls "$calls" --procs "$procs" --parallel 2 --seed "$seed" || failed=1
 fi
 exit "$failed"

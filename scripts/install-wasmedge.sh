@@ -67,38 +67,18 @@ fi
 for tool in apt-get dpkg-deb; do
   command -v "$tool" >/dev/null || { log "missing $tool: this script needs a Debian-based machine"; exit 1; }
 done
-arch="$(dpkg --print-architecture)"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 [ -f "$keyring" ] || { log "missing $keyring (install debian-archive-keyring)"; exit 1; }
 
 apt_dir="$prefix/apt"
-rm -rf "$apt_dir" "$prefix/wasmedge" "$prefix/runtime" "$prefix/bin" "$prefix/.complete"
-mkdir -p "$apt_dir"/{etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,state}
-: >"$apt_dir/state/status"
-cat >"$apt_dir/etc/sources.list" <<SRC
-deb [signed-by=$keyring] http://deb.debian.org/debian $suite main
-SRC
-apt_opts=(
-  -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
-  -o "Dir::Etc::SourceParts=/nonexistent"
-  -o "Dir::Etc::Preferences=$apt_dir/etc/preferences"
-  -o "Dir::Etc::PreferencesParts=$apt_dir/etc/preferences.d"
-  -o "Dir::Etc::Parts=$apt_dir/etc/apt.conf.d"
-  -o "Dir::State=$apt_dir/state"
-  -o "Dir::State::Lists=$apt_dir/lists"
-  -o "Dir::State::status=$apt_dir/state/status"
-  -o "Dir::Cache=$apt_dir/cache"
-  -o "Dir::Cache::archives=$apt_dir/cache/archives"
-  -o "APT::Architecture=$arch"
-  -o "APT::Architectures::=$arch"
-  -o "APT::Install-Recommends=false"
-  -o "APT::Install-Suggests=false"
-  -o "Debug::NoLocking=true"
-)
+rm -rf "${prefix:?}/wasmedge" "${prefix:?}/runtime" "${prefix:?}/bin" "${prefix:?}/.complete"
+# shellcheck source=scripts/lib/private-apt.sh
+source "$root/scripts/lib/private-apt.sh"
+private_apt_setup "$apt_dir" "$suite"
 log "fetching $suite package lists into a private apt state"
-apt-get "${apt_opts[@]}" -qq update
+apt-get "${PRIVATE_APT_OPTS[@]}" -qq update
 log "resolving and downloading wasmedge $version_want and its dependency closure"
-apt-get "${apt_opts[@]}" -qq -y --download-only install \
+apt-get "${PRIVATE_APT_OPTS[@]}" -qq -y --download-only install \
   "wasmedge=$version_want*" "libwasmedge0=$version_want*" "libwasmedge-dev=$version_want*" >/dev/null
 
 mkdir -p "$prefix/wasmedge" "$prefix/runtime" "$prefix/bin"

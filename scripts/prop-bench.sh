@@ -4,9 +4,7 @@
 # on the simulated constellation, and prints Markdown tables.
 #   bash scripts/prop-bench.sh [--puts N] [--copies N]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
-cargo run --release -p skylark-tests --bin prop-bench -- "$@"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+build_all
+cargo run --release -p skylark-bench --bin prop-bench -- "$@"

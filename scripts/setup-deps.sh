@@ -2,10 +2,11 @@
 # Installs the machine packages the build and tests need if they are missing:
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
-# experiment's plot), openssl and curl (the TLS and HTTP tests), protoc (the CRI test's
-# generated client, crate k8s-cri), gcc with a static libc and util-linux's unshare (the
-# CRI test's pause program and crun wrapper), libseccomp-dev and pkg-config (youki's
-# libcontainer in the containerd shim, shim/), and the wasm32-wasip1 Rust target.
+# experiment's plot), openssl and curl (the TLS and HTTP tests), python3-yaml (the node
+# Redis manifest test), protoc (the CRI test's generated client, crate k8s-cri), gcc with
+# a static libc and util-linux's unshare (the CRI test's pause program and crun wrapper),
+# libseccomp-dev and pkg-config (youki's libcontainer in the containerd shim, shim/), and
+# the wasm32-wasip1 Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -19,6 +20,8 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# tests/tests/redis_manifest.rs reads runtimeclass/manifests/31-redis.yaml with PyYAML.
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v gcc >/dev/null || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)

@@ -3,9 +3,7 @@
 # the system tests that drive real wasmedge, the real plugin and real redis-server).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-bash scripts/build.sh
-# shellcheck disable=SC1091
-source target/build-env.sh
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+build_all
 cargo test --workspace "$@"

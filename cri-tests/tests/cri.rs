@@ -21,7 +21,7 @@ use skylark_cri_tests::images::{self, PREPROCESS, PROBE};
 use skylark_cri_tests::kubelet::{ContainerSpec, Kubelet, PodSpec};
 use skylark_cri_tests::machine::{verdict, Machine, Verdict};
 use skylark_cri_tests::Error;
-use skylark_tests::{chain_id, plugin_dir, root, wasm, Redis};
+use skylark_testkit::{chain_id, plugin_dir, root, wasm, Redis};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

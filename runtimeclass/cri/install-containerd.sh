@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs Debian trixie's containerd (1.7, CRI plugin built in, `ctr`, the runc v2 shim)
 # and crun (1.21, +WASM:wasmedge) into a private prefix, without touching the machine's
-# apt sources, packages or services. Used by the CRI test (cri-tests/).
+# apt sources, packages or services (the private apt configuration of
+# scripts/lib/private-apt.sh). Used by the CRI test (cri-tests/).
 #
 #   prefix (default ~/.cache/skylark/cri-trixie, or $SKYLARK_CRI_PREFIX), shared by every
 #   checkout on the machine and never changed once complete (a lock serializes installs):
@@ -90,29 +91,13 @@ if [ "${SKYLARK_CRI_FORCE:-0}" != 1 ] && [ -f "$prefix/.complete" ]; then
   exit 0
 fi
 
-arch="$(dpkg --print-architecture)"
 apt_dir="$prefix/apt"
 rm -rf "$prefix"
-mkdir -p "$apt_dir"/{etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,state} "$prefix/root"
-: >"$apt_dir/state/status"
-echo "deb [signed-by=$keyring] http://deb.debian.org/debian trixie main" >"$apt_dir/etc/sources.list"
-apt_opts=(
-  -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
-  -o "Dir::Etc::SourceParts=/nonexistent"
-  -o "Dir::Etc::Preferences=$apt_dir/etc/preferences"
-  -o "Dir::Etc::PreferencesParts=$apt_dir/etc/preferences.d"
-  -o "Dir::Etc::Parts=$apt_dir/etc/apt.conf.d"
-  -o "Dir::State=$apt_dir/state"
-  -o "Dir::State::Lists=$apt_dir/lists"
-  -o "Dir::State::status=$apt_dir/state/status"
-  -o "Dir::Cache=$apt_dir/cache"
-  -o "Dir::Cache::archives=$apt_dir/cache/archives"
-  -o "APT::Architecture=$arch"
-  -o "APT::Architectures::=$arch"
-  -o "APT::Install-Recommends=false"
-  -o "APT::Install-Suggests=false"
-  -o "Debug::NoLocking=true"
-)
+mkdir -p "$prefix/root"
+# shellcheck source=../../scripts/lib/private-apt.sh
+source "$root/scripts/lib/private-apt.sh"
+private_apt_setup "$apt_dir" trixie
+apt_opts=("${PRIVATE_APT_OPTS[@]}")
 log "fetching trixie package lists into a private apt state ($apt_dir)"
 apt-get "${apt_opts[@]}" -qq update >&2 || skip "cannot fetch Debian trixie package lists (no network?)"
 log "downloading containerd and crun with their dependency closure"

@@ -78,32 +78,14 @@ fi
 crun_bin="$cache/root/usr/bin/crun"
 if [ ! -f "$cache/.complete" ] || [ ! -x "$crun_bin" ]; then
   log "downloading trixie's crun and its libraries into $cache (private apt configuration)"
-  arch="$(dpkg --print-architecture)"
   apt_dir="$cache/apt"
   rm -rf "$cache"
-  mkdir -p "$apt_dir"/{etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,state} "$cache/root"
-  : >"$apt_dir/state/status"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
-    >"$apt_dir/etc/sources.list"
-  apt_opts=(
-    -o "Dir::Etc::SourceList=$apt_dir/etc/sources.list"
-    -o "Dir::Etc::SourceParts=/nonexistent"
-    -o "Dir::Etc::Preferences=$apt_dir/etc/preferences"
-    -o "Dir::Etc::PreferencesParts=$apt_dir/etc/preferences.d"
-    -o "Dir::Etc::Parts=$apt_dir/etc/apt.conf.d"
-    -o "Dir::State=$apt_dir/state"
-    -o "Dir::State::Lists=$apt_dir/lists"
-    -o "Dir::State::status=$apt_dir/state/status"
-    -o "Dir::Cache=$apt_dir/cache"
-    -o "Dir::Cache::archives=$apt_dir/cache/archives"
-    -o "APT::Architecture=$arch"
-    -o "APT::Architectures::=$arch"
-    -o "APT::Install-Recommends=false"
-    -o "APT::Install-Suggests=false"
-    -o "Debug::NoLocking=true"
-  )
-  apt-get "${apt_opts[@]}" -qq update >&2 || skip "cannot fetch Debian trixie package lists (no network?)"
-  apt-get "${apt_opts[@]}" -qq -y --download-only install crun >/dev/null \
+  mkdir -p "$cache/root"
+  # shellcheck source=scripts/lib/private-apt.sh
+  source "$root/scripts/lib/private-apt.sh"
+  private_apt_setup "$apt_dir" trixie
+  apt-get "${PRIVATE_APT_OPTS[@]}" -qq update >&2 || skip "cannot fetch Debian trixie package lists (no network?)"
+  apt-get "${PRIVATE_APT_OPTS[@]}" -qq -y --download-only install crun >/dev/null \
     || skip "cannot download trixie's crun package (no network?)"
   for deb in "$apt_dir"/cache/archives/*.deb; do
     case "$(dpkg-deb -f "$deb" Package)" in

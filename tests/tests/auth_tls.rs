@@ -5,8 +5,8 @@
 //! error messages or the plugin's log.
 
 use serde_json::Value;
-use skylark_tests::secure::{node_acl, peer_acl, Pki, SecureRedis, Setup};
-use skylark_tests::{chain_id, Guest, GuestRun, RUN_TIMEOUT};
+use skylark_testkit::secure::{node_acl, peer_acl, Pki, SecureRedis, Setup};
+use skylark_testkit::{chain_id, Guest, GuestRun, RUN_TIMEOUT};
 use std::path::Path;
 
 /// Status codes of the ABI (ABI.md).
@@ -289,7 +289,7 @@ fn acl_users_with_the_documented_minimal_permissions() {
 #[test]
 fn readme_documents_the_tested_acls() {
     let readme =
-        std::fs::read_to_string(skylark_tests::root().join("README.md")).expect("read README.md");
+        std::fs::read_to_string(skylark_testkit::root().join("README.md")).expect("read README.md");
     for (user, rules) in [
         ("skylark", node_acl("skylark")),
         ("tenant", peer_acl("skylark")),

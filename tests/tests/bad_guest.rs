@@ -3,7 +3,7 @@
 //! the wasmedge process exits normally, and the host still serves valid calls afterwards.
 
 use skylark_abi::Status;
-use skylark_tests::{Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{Guest, Redis, RUN_TIMEOUT};
 use std::collections::HashMap;
 
 #[test]

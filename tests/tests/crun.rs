@@ -8,7 +8,7 @@
 //! Outside CI that is a visible skip; in CI (`CI=true`) it is a failure unless
 //! `SKYLARK_SKIP_CRUN=<reason>` names why this CI machine may skip it.
 
-use skylark_tests::root;
+use skylark_testkit::root;
 use std::process::Command;
 
 /// What the test makes of the script's exit code.
@@ -39,7 +39,7 @@ fn a_guest_runs_under_crun_with_the_plugin() {
     let script = root().join("runtimeclass/crun/run-local.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .env("WASMEDGE_PLUGIN_PATH", skylark_tests::plugin_dir())
+        .env("WASMEDGE_PLUGIN_PATH", skylark_testkit::plugin_dir())
         .output()
         .expect("run runtimeclass/crun/run-local.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -30,8 +30,8 @@
 use object::read::elf::{Dyn, ElfFile64};
 use object::Endianness;
 use serde_json::Value;
-use skylark_tests::linkemu::{LinkEmu, LinkSpec};
-use skylark_tests::{aot, chain_id, plugin_dir, wasm, Guest, Redis};
+use skylark_netemu::linkemu::{LinkEmu, LinkSpec};
+use skylark_testkit::{aot, chain_id, plugin_dir, wasm, Guest, Redis};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;

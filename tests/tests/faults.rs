@@ -19,9 +19,9 @@
 
 use fault_guest::versioned::{stateless_chain, value, Pool};
 use fault_guest::{Put, Shape};
-use skylark_tests::cluster::{eventually, Cluster, NS};
-use skylark_tests::constellation::{Constellation, Durability, NetOptions};
-use skylark_tests::faults::{self, Bench, KillOptions, PutOptions, FAULT_KINDS};
+use skylark_experiment::faults::{self, Bench, KillOptions, PutOptions, FAULT_KINDS};
+use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
+use skylark_testkit::{eventually, NS};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ fn a_killed_store_restarts_with_what_it_acknowledged_only_when_durable() {
 }
 
 fn bench(run: &str) -> Bench {
-    let module = skylark_tests::aot("fault-guest");
+    let module = skylark_testkit::aot("fault-guest");
     let mut b = Bench::start(Durability::AofAlways, &module, run, Some(5_000))
         .unwrap_or_else(|e| panic!("cannot start the constellation: {e}"));
     b.verbose = true;
@@ -212,19 +212,19 @@ fn skylark_run(node: &str) -> String {
 
 #[test]
 fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() {
-    let module = skylark_tests::aot("fault-guest");
-    let mut c = Cluster::constellation();
-    // Copies to pi5u3 keep failing (never re-targeted) while the link is cut; leases are
+    let module = skylark_testkit::aot("fault-guest");
+    let mut c = Constellation::for_system_tests();
+    // Copies to pi5u3 keep failing (never re-targeted) while its links are cut; leases are
     // long enough that the next process does not claim the first job at once.
-    c.env = vec![
+    c.env.extend([
         ("SKYLARK_RETRIES".into(), "1000".into()),
         ("SKYLARK_LEASE_MS".into(), "3000".into()),
         ("SKYLARK_SWEEP_MS".into(), "100".into()),
-    ];
+    ]);
     let node = "pi5u2";
     let run = skylark_run(node);
     let chain = Put::new(&run, node, 0, Shape::default()).chain;
-    c.node("pi5u3").link.cut();
+    c.cut_links_to("pi5u3");
 
     // Process 1 puts t0 and exits after 0.5 s: the global copy is made, the copy to pi5u3
     // is not; the job stays in the outbox with that progress.
@@ -261,7 +261,7 @@ fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() 
         }
     }
     assert!(seen.contains("p 2 0 Ok"), "{seen}");
-    c.node("pi5u3").link.restore();
+    c.heal_links_to("pi5u3");
     let run2 = p2.wait(Duration::from_secs(90));
     run2.assert_success();
     eventually("every job is done", Duration::from_secs(30), || {
@@ -289,11 +289,11 @@ fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() 
 
 #[test]
 fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_copies() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     // The topology file appears only after the put (as when the local store, which may
     // hold the topology key, is down when the topology is first due).
     let late = c.topology_path().with_file_name("late-topology.json");
-    let chain = skylark_tests::chain_id("late-topology");
+    let chain = skylark_testkit::chain_id("late-topology");
     let running = c
         .guest("probe", "pi5u2")
         .env("SKYLARK_TOPOLOGY_FILE", &late.to_string_lossy())
@@ -311,7 +311,7 @@ fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_cop
         || {
             let jobs: Vec<String> = redis::cmd("HVALS")
                 .arg(format!("{NS}:outbox:jobs"))
-                .query(&mut c.node("pi5u2").redis.conn())
+                .query(&mut c.redis("pi5u2").conn())
                 .expect("HVALS");
             jobs.iter().any(|j| {
                 serde_json::from_str::<serde_json::Value>(j)
@@ -333,8 +333,8 @@ fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_cop
 
 #[test]
 fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
-    let c = Cluster::constellation();
-    let chain = skylark_tests::chain_id("cleanup-again");
+    let c = Constellation::for_system_tests();
+    let chain = skylark_testkit::chain_id("cleanup-again");
     let put = |task: &str, dest: &str, cleanup: bool| {
         let mut args = vec!["put", &chain, task, "500", "3", "--dest", dest];
         if cleanup {
@@ -380,14 +380,14 @@ fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
 /// without the versions of `fence` (it did 3 times out of 3).
 #[test]
 fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
-    use skylark_tests::linkemu::LinkSpec;
-    let mut c = Cluster::constellation();
-    c.env = vec![
+    use skylark_netemu::linkemu::LinkSpec;
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
         ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
         ("SKYLARK_RETRY_BASE_MS".into(), "100".into()),
         ("SKYLARK_EXIT_FLUSH_MS".into(), "10000".into()),
-    ];
-    let chain = skylark_tests::chain_id("late-copy");
+    ]);
+    let chain = skylark_testkit::chain_id("late-copy");
     let put = |seed: &str| {
         c.guest("probe", "pi5u2")
             .args(["put", &chain, "t0", "500", seed, "--dest", "pi5u3"])
@@ -395,14 +395,14 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
     };
     // The path to pi5u3 turns slow: the first copy of the put below is on its way for 3 s
     // (its attempt times out after 1 s, but its bytes are not recalled).
-    c.node("pi5u3").link.set(LinkSpec::new(3000.0, 0.0, None));
+    c.shape_links_to("pi5u3", LinkSpec::new(3000.0, 0.0, None));
     let first = put("1");
     let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
     assert!(line.contains("\"status\":0"), "{line}");
     std::thread::sleep(Duration::from_millis(300));
     // The path turns fast again; a second put of the same field is copied at once, and the
     // first put's job, retrying, copies the bundle as it is now (the second value).
-    c.node("pi5u3").link.set(LinkSpec::ideal());
+    c.shape_links_to("pi5u3", LinkSpec::ideal());
     let second = put("2").wait(Duration::from_secs(60));
     second.assert_success();
     assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
@@ -436,21 +436,21 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
 /// found 4 such fields.)
 #[test]
 fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
-    let mut c = Cluster::constellation();
-    c.env = vec![
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
         ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
         ("SKYLARK_EXIT_FLUSH_MS".into(), "20000".into()),
-    ];
-    let chain = skylark_tests::chain_id("retried-place");
+    ]);
+    let chain = skylark_testkit::chain_id("retried-place");
     let put = |seed: &str, dest: &str, retry_ms: &str| {
         c.guest("probe", "pi5u2")
             .env("SKYLARK_RETRY_BASE_MS", retry_ms)
             .args(["put", &chain, "t0", "500", seed, "--dest", dest])
             .spawn()
     };
-    // The global store (pi5u1) is cut off: the first put's copy to pi5u3 lands, its global
+    // The global store (pi5u1) is cut off (every path into it): the first put's copy to pi5u3 lands, its global
     // copy fails and waits 3 s for its retry.
-    c.node("pi5u1").link.cut();
+    c.cut_links_to("pi5u1");
     let first = put("1", "pi5u3", "3000");
     let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
     assert!(line.contains("\"status\":0"), "{line}");
@@ -459,7 +459,7 @@ fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
     });
     // The global store is back; a second put of the field, by another process, is copied
     // to pi4u5 and the global store and placed before the first job retries.
-    c.node("pi5u1").link.restore();
+    c.heal_links_to("pi5u1");
     let second = put("2", "pi4u5", "100").wait(Duration::from_secs(60));
     second.assert_success();
     assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);

@@ -3,7 +3,7 @@
 //! replaces or deletes newer state, and TTLs are given only when configured.
 
 use skylark_core::fence::{self, Placed, Stamped};
-use skylark_tests::Redis;
+use skylark_testkit::Redis;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 
 use probe::{fnv1a, pattern};
 use skylark_abi::Status;
-use skylark_tests::{aot, chain_id, Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{aot, chain_id, Guest, Redis, RUN_TIMEOUT};
 use std::net::TcpListener;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;

@@ -6,7 +6,7 @@
 //! host write may stray outside its spans, and wasmedge must exit normally.
 //! `scripts/fuzz.sh` runs the same for a million calls and more.
 
-use skylark_tests::fuzz_guest::{run, Options};
+use fuzz_runner::{run, Options};
 use std::time::Duration;
 
 #[test]

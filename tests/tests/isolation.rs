@@ -4,7 +4,7 @@
 //! real wasmedge, real redis-servers.
 
 use serde_json::Value;
-use skylark_tests::{chain_id, Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, Guest, Redis, RUN_TIMEOUT};
 use std::time::{Duration, Instant};
 
 const NOT_FOUND: i64 = 1;
@@ -117,19 +117,19 @@ fn the_guest_cannot_choose_its_namespace() {
     let chain = chain_id("env");
     // The guest's own environment (wasmedge --env) says tenant-b; the host process, i.e.
     // the operator, says tenant-a. The plugin reads only the host's.
-    let mut cmd = std::process::Command::new(skylark_tests::wasmedge_bin());
+    let mut cmd = std::process::Command::new(skylark_testkit::wasmedge_bin());
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SKYLARK_") {
             cmd.env_remove(k);
         }
     }
     let out = cmd
-        .env("WASMEDGE_PLUGIN_PATH", skylark_tests::plugin_dir())
+        .env("WASMEDGE_PLUGIN_PATH", skylark_testkit::plugin_dir())
         .env("SKYLARK_REDIS_URL", &redis.url)
         .env("SKYLARK_NODE_NAME", "test-node")
         .env("SKYLARK_NAMESPACE", "tenant-a")
         .args(["--env", "SKYLARK_NAMESPACE=tenant-b"])
-        .arg(skylark_tests::wasm("probe"))
+        .arg(skylark_testkit::wasm("probe"))
         .args(["put", &chain, "t", "16", "1"])
         .output()
         .expect("run wasmedge");

@@ -4,36 +4,20 @@
 //! wasmedge, real redis-servers.
 
 use serde_json::Value;
-use skylark_tests::{chain_id, Guest, Redis, RUN_TIMEOUT};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use skylark_testkit::{chain_id, free_port, Guest, Redis, ServerConfig, RUN_TIMEOUT};
+use std::time::Duration;
 
 const BACKLOGGED: i64 = 23;
 const STORE_ERROR: i64 = 22;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A redis-server on a given port, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+/// Polls `done` for at most 30 s.
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    skylark_testkit::wait::eventually_every(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(25),
+        done,
+    )
 }
 
 fn zcard(redis: &Redis, key: &str) -> u64 {
@@ -88,15 +72,8 @@ fn a_full_outbox_refuses_puts_until_it_drains() {
 
     // The global store comes back; a sweeping process drains the outbox, every accepted
     // put reaches it, and puts are accepted again.
-    let global = Server(
-        Command::new("redis-server")
-            .args(["--port", &global_port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the global redis-server"),
-    );
+    let global = Redis::start_with(ServerConfig::tcp(global_port))
+        .unwrap_or_else(|e| panic!("start the global redis-server: {e}"));
     let global_client = redis::Client::open(global_url.as_str()).expect("global url");
     eventually("the global store to start", || {
         global_client

@@ -3,7 +3,7 @@
 
 use probe::{fnv1a, pattern};
 use skylark_abi::Status;
-use skylark_tests::{chain_id, plugin_dir, wasmedge_bin, Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, plugin_dir, wasmedge_bin, Guest, Redis, RUN_TIMEOUT};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! Propagation across a simulated constellation: the testbed's eight nodes, one real
-//! redis-server each behind a link emulator, real wasmedge running the probe guest with
-//! the real plugin. Slot 0 of the testbed: satellites in a chain
+//! Propagation across the emulated constellation (`Constellation::for_system_tests`): the
+//! testbed's eight nodes, one real redis-server each that every other node reaches
+//! through a link emulator of its own, real wasmedge running the probe guest with the
+//! real plugin. Slot 0 of the testbed: satellites in a chain
 //! pi5u2 - pi5u3 - pi5u4 - pi4u5 - pi4u6 - pi4u8 - pi4p1 (10 ms, 90 Mbit/s per link) and
 //! the cloud node pi5u1 (the global store) linked to pi5u2 (40 ms, 30 Mbit/s).
 //!
@@ -9,13 +10,14 @@
 
 use redis::Commands;
 use serde_json::Value;
-use skylark_tests::cluster::{eventually, Cluster, NS};
-use skylark_tests::{chain_id, GuestRun, RUN_TIMEOUT};
+use skylark_netemu::constellation::Constellation;
+use skylark_testkit::{chain_id, GuestRun, RUN_TIMEOUT};
+use skylark_testkit::{eventually, NS};
 use std::time::Duration;
 
 const SAT_PATH: [&str; 4] = ["pi5u2", "pi5u3", "pi5u4", "pi4u5"];
 
-fn put(c: &Cluster, node: &str, chain: &str, task: &str, extra: &[&str]) -> GuestRun {
+fn put(c: &Constellation, node: &str, chain: &str, task: &str, extra: &[&str]) -> GuestRun {
     let run = c
         .guest("probe", node)
         .args(["put", chain, task, "1000", "7"])
@@ -32,7 +34,7 @@ fn put(c: &Cluster, node: &str, chain: &str, task: &str, extra: &[&str]) -> Gues
     run
 }
 
-fn get(c: &Cluster, node: &str, chain: &str, extra: &[&str]) -> Value {
+fn get(c: &Constellation, node: &str, chain: &str, extra: &[&str]) -> Value {
     let run = c
         .guest("probe", node)
         .args(["get", chain])
@@ -49,7 +51,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[test]
 fn skylark_elects_the_successors_node_when_the_slo_allows() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     let mut events = c.events("pi5u2");
     let chain = chain_id("elect");
     put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
@@ -88,7 +90,7 @@ fn skylark_elects_the_successors_node_when_the_slo_allows() {
 
 #[test]
 fn skylark_moves_state_only_as_far_as_the_slo_allows() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     // 50 ms: 2 x 30 ms to pi4u5 is too far; 2 x 20 ms to pi5u4 fits.
     let near = chain_id("near");
     put(
@@ -130,7 +132,7 @@ fn skylark_moves_state_only_as_far_as_the_slo_allows() {
 
 #[test]
 fn random_elects_nodes_on_the_path_and_stateless_only_the_global_store() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     let mut elected = Vec::new();
     for i in 0..8 {
         let chain = chain_id(&format!("random{i}"));
@@ -173,25 +175,22 @@ fn random_elects_nodes_on_the_path_and_stateless_only_the_global_store() {
 
 #[test]
 fn get_falls_back_from_local_to_neighbours_to_the_global_store() {
-    let mut c = Cluster::constellation();
+    let mut c = Constellation::for_system_tests();
     // This test reads the testbed's own file, unchanged, with store addresses from
-    // SKYLARK_NODE_ADDRS. pi5u2 - pi5u3 is a link in every slot.
-    let addrs = c.node_addrs();
-    c.env = vec![
-        (
-            "SKYLARK_TOPOLOGY_FILE".into(),
-            skylark_tests::cluster::testbed_file()
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        ("SKYLARK_NODE_ADDRS".into(), addrs),
-    ];
+    // SKYLARK_NODE_ADDRS (which every guest of the constellation gets). pi5u2 - pi5u3 is
+    // a link in every slot.
+    c.env.extend([(
+        "SKYLARK_TOPOLOGY_FILE".into(),
+        skylark_netemu::constellation::testbed_file()
+            .to_string_lossy()
+            .into_owned(),
+    )]);
     let write = |node: &str, chain: &str| {
         let _: () = redis::cmd("HSET")
             .arg(format!("{NS}:bundle:{chain}"))
             .arg("pre")
             .arg("v")
-            .query(&mut c.node(node).redis.conn())
+            .query(&mut c.redis(node).conn())
             .expect("HSET");
     };
     let at_neighbour = chain_id("nb");
@@ -242,7 +241,7 @@ fn get_falls_back_from_local_to_neighbours_to_the_global_store() {
 
 #[test]
 fn election_follows_the_topology_slot() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     // Producer pi5u3, destination the cloud node, 30 ms budget: one 10 ms hop fits, the
     // 40 ms ground link never does.
     let args = ["--max-latency-ms", "30"];
@@ -260,10 +259,10 @@ fn election_follows_the_topology_slot() {
         let _: () = redis::cmd("SET")
             .arg(format!("{NS}:topology"))
             .arg(doc)
-            .query(&mut c.node("pi5u3").redis.conn())
+            .query(&mut c.redis("pi5u3").conn())
             .expect("SET topology");
     };
-    set(c.topology_doc(3, 3_600_000));
+    set(c.document(3, 3_600_000));
     let slot3 = chain_id("slot3");
     put(&c, "pi5u3", &slot3, "pre", &args);
     assert_eq!(
@@ -274,7 +273,7 @@ fn election_follows_the_topology_slot() {
 
     // 20 s slots, slot 0 current for 10 more seconds; the successor starts in 15 s, in
     // slot 1, when pi5u3 itself has the ground link: nothing to move.
-    set(c.topology_doc(0, 20_000));
+    set(c.document(0, 20_000));
     let later = chain_id("later");
     put(
         &c,
@@ -299,9 +298,9 @@ fn election_follows_the_topology_slot() {
 
 #[test]
 fn an_unreachable_node_is_retried_then_replaced() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     let mut events = c.events("pi5u2");
-    c.node("pi4u5").link.cut();
+    c.cut_links_to("pi4u5");
     let chain = chain_id("cut");
     put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);
     // Two failed copies to pi4u5, then the next candidate on the path.
@@ -316,7 +315,7 @@ fn an_unreachable_node_is_retried_then_replaced() {
     });
     assert_eq!(re["chain"], chain.as_str());
     assert!(c.stats("pi5u2").get("retargets") >= Some(&1));
-    c.node("pi4u5").link.restore();
+    c.heal_links_to("pi4u5");
     // The successor on pi4u5 still finds the state, on its neighbour pi5u4.
     let g = get(&c, "pi4u5", &chain, &[]);
     assert_eq!(
@@ -326,7 +325,7 @@ fn an_unreachable_node_is_retried_then_replaced() {
     );
 
     // The global store is down while the put runs: the copy arrives once it is back.
-    c.node("pi5u1").link.cut();
+    c.cut_links_to("pi5u1");
     let chain = chain_id("global-down");
     let running = c
         .guest("probe", "pi5u2")
@@ -335,7 +334,7 @@ fn an_unreachable_node_is_retried_then_replaced() {
     events.wait_for("retry", Duration::from_secs(20), |v| {
         v["node"] == "pi5u1" && v["chain"] == chain.as_str()
     });
-    c.node("pi5u1").link.restore();
+    c.heal_links_to("pi5u1");
     running.wait(RUN_TIMEOUT).assert_success();
     assert!(
         !c.bundle("pi5u1", &chain).is_empty(),
@@ -347,8 +346,8 @@ fn an_unreachable_node_is_retried_then_replaced() {
 
 #[test]
 fn a_job_left_by_a_killed_process_is_finished_by_the_next_instance() {
-    let c = Cluster::constellation();
-    c.node("pi5u1").link.cut();
+    let c = Constellation::for_system_tests();
+    c.cut_links_to("pi5u1");
     let chain = chain_id("killed");
     let running = c
         .guest("probe", "pi5u2")
@@ -365,7 +364,7 @@ fn a_job_left_by_a_killed_process_is_finished_by_the_next_instance() {
         !c.bundle("pi5u3", &chain).is_empty()
     });
     running.kill();
-    c.node("pi5u1").link.restore();
+    c.heal_links_to("pi5u1");
     assert!(c.bundle("pi5u1", &chain).is_empty());
 
     // Any later plugin instance on pi5u2 claims the job once its lease has run out.
@@ -386,7 +385,7 @@ fn a_job_left_by_a_killed_process_is_finished_by_the_next_instance() {
 
 #[test]
 fn cleanup_removes_a_predecessors_placed_copy() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     let chain = chain_id("cleanup");
     put(&c, "pi5u2", &chain, "pre", &["--dest", "pi5u3"]);
     assert!(!c.bundle("pi5u3", &chain).is_empty());
@@ -419,11 +418,11 @@ fn cleanup_removes_a_predecessors_placed_copy() {
 
 #[test]
 fn a_full_queue_leaves_jobs_in_the_outbox_for_the_sweeper() {
-    let mut c = Cluster::constellation();
-    c.env = vec![
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
         ("SKYLARK_QUEUE_LEN".into(), "1".into()),
         ("SKYLARK_SWEEP_MS".into(), "50".into()),
-    ];
+    ]);
     let chain = chain_id("queue");
     // 30 puts in one process with room for one job in flight.
     let run = c
@@ -447,11 +446,12 @@ fn a_full_queue_leaves_jobs_in_the_outbox_for_the_sweeper() {
 
 #[test]
 fn a_read_waits_for_a_copy_announced_on_its_way() {
-    let c = Cluster::constellation();
+    let c = Constellation::for_system_tests();
     // pi5u3's store behind a slow link: 200 KB take about 0.8 s to arrive.
-    c.node("pi5u3")
-        .link
-        .set(skylark_tests::linkemu::LinkSpec::new(20.0, 0.0, Some(2.0)));
+    c.shape_links_to(
+        "pi5u3",
+        skylark_netemu::linkemu::LinkSpec::new(20.0, 0.0, Some(2.0)),
+    );
     let chain = chain_id("incoming");
     let producer = c
         .guest("probe", "pi5u2")
@@ -464,7 +464,7 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
         || {
             let names: Vec<String> = redis::cmd("HKEYS")
                 .arg(&key)
-                .query(&mut c.node("pi5u3").redis.conn())
+                .query(&mut c.redis("pi5u3").conn())
                 .expect("HKEYS");
             names.iter().any(|n| n.starts_with("@incoming:"))
         },
@@ -482,7 +482,7 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
     assert!(c.stats("pi5u3").get("incoming_waits") >= Some(&1));
     let names: Vec<String> = redis::cmd("HKEYS")
         .arg(&key)
-        .query(&mut c.node("pi5u3").redis.conn())
+        .query(&mut c.redis("pi5u3").conn())
         .expect("HKEYS");
     assert!(
         !names.iter().any(|n| n.starts_with("@incoming:")),
@@ -491,22 +491,21 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
 }
 
 /// `TTL <bundle>` on `node`, read directly (-2: absent, -1: no expiry).
-fn ttl(c: &Cluster, node: &str, chain: &str) -> i64 {
+fn ttl(c: &Constellation, node: &str, chain: &str) -> i64 {
     redis::cmd("TTL")
         .arg(format!("{NS}:bundle:{chain}"))
-        .query(&mut c.node(node).redis.conn())
+        .query(&mut c.redis(node).conn())
         .expect("TTL")
 }
 
 #[test]
 fn with_ttl_0_no_copy_ever_expires() {
-    let mut c = Cluster::constellation();
+    let mut c = Constellation::for_system_tests();
     c.env.push(("SKYLARK_TTL_SECS".into(), "0".into()));
     let chain = chain_id("ttl0");
     // The elected node already holds the chain's bundle, kept forever (an earlier put's
     // copy): announcing this put's copy there must not give it an expiry either.
-    c.node("pi4u5")
-        .redis
+    c.redis("pi4u5")
         .conn()
         .hset::<_, _, _, ()>(format!("{NS}:bundle:{chain}"), "earlier", "kept")
         .expect("HSET");
@@ -529,7 +528,7 @@ fn with_ttl_0_no_copy_ever_expires() {
 
 #[test]
 fn with_a_ttl_every_copy_carries_it() {
-    let mut c = Cluster::constellation();
+    let mut c = Constellation::for_system_tests();
     c.env.push(("SKYLARK_TTL_SECS".into(), "3600".into()));
     let chain = chain_id("ttl");
     put(&c, "pi5u2", &chain, "pre", &["--dest", "pi4u5"]);

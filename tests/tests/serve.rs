@@ -1,25 +1,31 @@
 //! The example functions' HTTP mode (`--serve`, what the Knative Services run): the real
 //! guests serve under real wasmedge with the plugin, a preprocess -> detect -> alarm
 //! workflow goes through three servers over HTTP, and bad requests get clear statuses
-//! without taking a server down.
+//! without taking a server down. Security (issue 16, point 7): an idle or trickling client
+//! cannot hold the single-threaded server past its request deadline, the server listens
+//! on loopback only unless told otherwise, and a caller cannot ask for a huge image.
 
-use skylark_tests::{chain_id, Guest, Redis, Running};
+use skylark_testkit::guest::wasmedge_command;
+use skylark_testkit::{chain_id, free_port, wasm, Redis};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Sends raw `request` bytes and returns (status, body).
 fn raw(port: u16, request: &[u8]) -> std::io::Result<(u16, String)> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    raw_at("127.0.0.1", port, request, Duration::from_secs(60))
+}
+
+/// Like [`raw`], to `host`, waiting at most `timeout` for each read.
+fn raw_at(
+    host: &str,
+    port: u16,
+    request: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let mut conn = TcpStream::connect((host, port))?;
+    conn.set_read_timeout(Some(timeout))?;
     conn.write_all(request)?;
     let mut reply = String::new();
     conn.read_to_string(&mut reply)?;
@@ -48,15 +54,30 @@ fn post(port: u16, query: &str) -> (u16, serde_json::Value) {
 /// A function serving on a fresh port, ready (health check answered) when returned.
 struct Server {
     port: u16,
-    running: Option<Running>,
+    child: Child,
 }
 
 impl Server {
     fn start(module: &str, redis: &Redis) -> Server {
+        Server::start_with(module, redis, &[])
+    }
+
+    /// Like [`Server::start`], with `SERVE_*` settings in the guest's environment
+    /// (`wasmedge --env`, what a container's `env` becomes under crun).
+    fn start_with(module: &str, redis: &Redis, guest_env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let running = Guest::new(module, &redis.url)
+        let mut cmd = wasmedge_command(&redis.url);
+        for (k, v) in guest_env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        let child = cmd
+            .arg(wasm(module))
             .args(["--serve", &port.to_string()])
-            .spawn();
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmedge");
+        let server = Server { port, child };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((200, body)) = raw(port, b"GET /healthz HTTP/1.1\r\n\r\n") {
@@ -66,18 +87,14 @@ impl Server {
             assert!(Instant::now() < deadline, "{module} never served on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server {
-            port,
-            running: Some(running),
-        }
+        server
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            r.kill();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -188,7 +205,7 @@ fn invoke_ksvc_script_runs_the_workflow() {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = std::process::Command::new("bash")
-        .arg(skylark_tests::root().join("runtimeclass/invoke-ksvc.sh"))
+        .arg(skylark_testkit::root().join("runtimeclass/invoke-ksvc.sh"))
         .arg(&chain)
         .env("PATH", path)
         .env("PREPROCESS_QUERY", "size=65536")
@@ -216,4 +233,127 @@ fn invoke_ksvc_script_runs_the_workflow() {
             .collect::<Vec<_>>(),
         ["alarm", "detect", "preprocess"]
     );
+}
+
+/// Point 7 of issue 16: the server handles one connection at a time, so before the fix a
+/// client that connected and sent nothing blocked it (and the health check) forever. Now
+/// each connection has a deadline for its whole request: the idle client gets `408` and
+/// the next request is answered; a client trickling a byte at a time is cut off at the
+/// same deadline, not reset by every byte.
+#[test]
+fn an_idle_or_trickling_client_cannot_block_the_server() {
+    let redis = Redis::start();
+    let det = Server::start_with("detect", &redis, &[("SERVE_REQUEST_TIMEOUT_MS", "1000")]);
+
+    // Connects and sends nothing, and keeps the connection open.
+    let mut idle = TcpStream::connect(("127.0.0.1", det.port)).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let started = Instant::now();
+    let (s, body) = raw_at(
+        "127.0.0.1",
+        det.port,
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        Duration::from_secs(15),
+    )
+    .expect("the health check is answered while an idle client is connected");
+    assert_eq!((s, body.as_str()), (200, "ok"));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    let mut answer = String::new();
+    idle.read_to_string(&mut answer)
+        .expect("the idle client gets an answer");
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("SERVE_REQUEST_TIMEOUT_MS"), "{answer}");
+
+    // Sends the head one byte every 100 ms: 100 bytes would take 10 s.
+    let port = det.port;
+    let trickler = std::thread::spawn(move || -> String {
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+            return "connect failed".into();
+        };
+        let head = format!("GET /healthz HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(70));
+        for b in head.bytes() {
+            if c.write_all(&[b]).is_err() {
+                break; // the server closed it: cut off
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer
+    });
+    std::thread::sleep(Duration::from_millis(300)); // let the trickler connect first
+    let started = Instant::now();
+    let (s, _) = raw_at(
+        "127.0.0.1",
+        det.port,
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        Duration::from_secs(15),
+    )
+    .expect("the health check is answered while a client trickles");
+    assert_eq!(s, 200);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    let answer = trickler.join().expect("trickler");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408 "),
+        "the trickling client was answered: {answer}"
+    );
+}
+
+/// Point 7 of issue 16: without `SERVE_BIND` the server listens on 127.0.0.1 only (in a
+/// pod: reachable by Knative's queue-proxy, not from other pods), so another loopback
+/// address of the same host (127.0.0.2) is refused; `SERVE_BIND=0.0.0.0` opens it.
+#[test]
+fn listens_on_loopback_unless_told_otherwise() {
+    let redis = Redis::start();
+    let local = Server::start("detect", &redis);
+    let other = raw_at(
+        "127.0.0.2",
+        local.port,
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(other.is_err(), "reached through 127.0.0.2: {other:?}");
+    let open = Server::start_with("detect", &redis, &[("SERVE_BIND", "0.0.0.0")]);
+    let (s, _) = raw_at(
+        "127.0.0.2",
+        open.port,
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .expect("SERVE_BIND=0.0.0.0 accepts other addresses");
+    assert_eq!(s, 200);
+}
+
+/// Point 7 of issue 16: a caller asking `preprocess` for a 1 GiB image gets `413` with the
+/// limit, at once, and nothing is computed or stored; `SERVE_MAX_SIZE` moves the limit.
+#[test]
+fn image_size_is_capped() {
+    let redis = Redis::start();
+    let pre = Server::start("preprocess", &redis);
+    let chain = chain_id("huge");
+    let started = Instant::now();
+    let (s, out) = post(pre.port, &format!("chain={chain}&size=1073741824"));
+    assert_eq!(s, 413, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("over this server's limit of 16777216 bytes (SERVE_MAX_SIZE)"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(redis.state(&format!("skylark:bundle:{chain}")).is_empty());
+
+    let small = Server::start_with("preprocess", &redis, &[("SERVE_MAX_SIZE", "4096")]);
+    let (s, out) = post(small.port, &format!("chain={chain}&size=8192"));
+    assert_eq!(s, 413, "{out}");
+    let (s, out) = post(small.port, &format!("chain={chain}&size=4096"));
+    assert_eq!(s, 200, "{out}");
 }

@@ -1,7 +1,7 @@
 //! The Earth-observation workflow (preprocess -> detect -> alarm) and the bundled-state
 //! example, run as real guests under wasmedge with the plugin against a real redis-server.
 
-use skylark_tests::{chain_id, Guest, Redis, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, Guest, Redis, RUN_TIMEOUT};
 
 fn step(redis: &Redis, module: &str, args: &[&str]) -> serde_json::Value {
     Guest::new(module, &redis.url)

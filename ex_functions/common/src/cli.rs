@@ -155,7 +155,8 @@ pub fn timed<R>(f: impl FnOnce() -> R) -> (R, f64) {
 
 /// The process entry point of a function: parses `std::env::args`, runs `run`, prints its
 /// JSON value as one line on stdout and exits 0, or reports the error on stderr and exits
-/// non-zero. `--serve [PORT]` instead serves `run` over HTTP ([`crate::serve`]).
+/// non-zero. `--serve [PORT]` instead serves `run` over HTTP ([`crate::serve`], configured
+/// by the `SERVE_*` environment variables).
 pub fn main(spec: &Spec, run: impl Fn(&Args) -> Result<Value, String>) -> ! {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("--serve") {
@@ -163,8 +164,9 @@ pub fn main(spec: &Spec, run: impl Fn(&Args) -> Result<Value, String>) -> ! {
             1 | 2 => crate::serve::port(argv.get(1).map(String::as_str)),
             _ => Err("--serve takes at most one argument, the port".to_string()),
         };
-        let msg = match port {
-            Ok(port) => crate::serve::serve(spec, &run, port),
+        let setup = port.and_then(|p| crate::serve::Config::from_env().map(|c| (c, p)));
+        let msg = match setup {
+            Ok((config, port)) => crate::serve::serve(spec, &config, &run, port),
             Err(e) => {
                 eprintln!("{}: {e}\nusage: {} --serve [PORT]", spec.name, spec.name);
                 std::process::exit(2);

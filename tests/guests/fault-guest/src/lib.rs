@@ -1,5 +1,5 @@
 //! What the fault-injection guest puts, defined once for the guest (`src/main.rs`) and for
-//! the host that checks the stores afterwards (`skylark_tests::faults`). A put is named by
+//! the host that checks the stores afterwards (`skylark_experiment::faults`). A put is named by
 //! its run, its node and a number; its chain, task, size, policy, destination and bytes
 //! all follow from those, so the host can recompute every byte a put wrote.
 //!

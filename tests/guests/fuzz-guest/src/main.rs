@@ -4,7 +4,7 @@
 //! garbage, truncated, deep and oversized option blobs; known, stale and made-up
 //! handles; valid calls mixed in), and checks every answer against a model of ABI.md
 //! (`run.rs` says what is checked). Runs under real `wasmedge` with the real plugin and
-//! a real redis-server: `cargo run -p skylark-tests --bin fuzz-guest` (or
+//! a real redis-server: `cargo run -p fuzz-runner` (or
 //! `scripts/fuzz.sh`) starts both.
 //!
 //! `fuzz-guest <seed> <calls> <max_value_bytes> <max_fields> <max_pending> <local|prop> <chain prefix>`

@@ -1,0 +1,9 @@
+//! Experiments on the emulated constellation ([`skylark_netemu::constellation`]): the
+//! constellation experiment's report ([`report`]; the run itself is the `experiment`
+//! binary) and the fault-injection harness ([`faults`], checked by [`fault_checks`]
+//! against the recorded [`history`]; run by the `fault-run` binary and tests/faults.rs).
+
+pub mod fault_checks;
+pub mod faults;
+pub mod history;
+pub mod report;
