@@ -1,6 +1,7 @@
 //! A private containerd: generated configuration, root, state and sockets all in one
-//! temporary directory; nothing system-wide is configured. The configuration has one CRI
-//! runtime handler, `crun`, as `runtimeclass/README.md` documents it for a node:
+//! temporary directory; nothing system-wide is configured. The configuration has the CRI
+//! runtime handler `crun` as `runtimeclass/README.md` documents it for a node, and
+//! optionally `skylark` (`containerd-shim-skylark-v1`, found on containerd's `PATH`). `crun`:
 //! `io.containerd.runc.v2` with trixie's crun as `BinaryName`, the pod annotation
 //! `module.wasm.image/*` passed through, `SystemdCgroup = false`, and
 //! `restrict_oom_score_adj = true` (the test runs in a process whose OOM score a pod may not
