@@ -25,13 +25,7 @@ pub struct Cluster {
 impl Cluster {
     /// The cluster `config` describes; opens no connection (stores connect lazily).
     pub fn new(config: Config) -> Result<Cluster, OpenError> {
-        let local = Store::new(
-            &config.redis_url,
-            &config.credentials,
-            &config.tls,
-            config.timeout,
-            config.connect_timeout,
-        )?;
+        let local = Store::local(&config)?;
         let p = &config.propagation;
         let nodes = Nodes::new(&config, Arc::clone(&local));
         let topology = TopologyWatch::new(

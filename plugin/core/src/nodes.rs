@@ -181,14 +181,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-        let local = Store::new(
-            &config.redis_url,
-            &config.credentials,
-            &config.tls,
-            config.timeout,
-            config.connect_timeout,
-        )
-        .unwrap();
+        let local = Store::local(&config).unwrap();
         Nodes::new(&config, local)
     }
 

@@ -62,6 +62,18 @@ impl std::fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 impl Store {
+    /// The node-local store `config` names (`SKYLARK_REDIS_URL` with its credentials,
+    /// TLS settings and timeouts); does not connect.
+    pub fn local(config: &crate::config::Config) -> Result<Arc<Store>, OpenError> {
+        Store::new(
+            &config.redis_url,
+            &config.credentials,
+            &config.tls,
+            config.timeout,
+            config.connect_timeout,
+        )
+    }
+
     /// A store for `url`; does not connect. `credentials` apply unless the URL carries
     /// its own; `tls` applies to a `rediss://` URL.
     pub fn new(
