@@ -2,7 +2,8 @@
 # Installs the machine packages the build and tests need if they are missing:
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
-# experiment's plot), openssl and curl (the TLS and HTTP tests), python3-yaml (the node
+# experiment's plot), python3-tomlkit (the node installer's containerd config edit),
+# openssl and curl (the TLS and HTTP tests), python3-yaml (the node
 # Redis manifest test), protoc (the CRI test's generated client, crate k8s-cri), gcc with
 # a static libc and util-linux's unshare (the CRI test's pause program and crun wrapper),
 # libseccomp-dev and pkg-config (youki's libcontainer in the containerd shim, shim/), and
@@ -22,6 +23,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # tests/tests/redis_manifest.rs reads runtimeclass/manifests/31-redis.yaml with PyYAML.
 python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+# runtimeclass/node-installer/ edits containerd's TOML with Debian's python3-tomlkit.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import tomlkit' >/dev/null 2>&1 || need+=(python3-tomlkit)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v gcc >/dev/null || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
