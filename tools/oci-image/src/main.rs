@@ -6,6 +6,8 @@
 //! oci-image plugin --so libwasmedgePluginSkylark.so --name skylark/plugin-installer:0.1.0
 //!                  --out DIR [--busybox FILE] [--platform linux/arm64] [--tar FILE]
 //! oci-image static --bin pause --name skylark/pause:0.1.0 --out DIR [--platform P] [--tar FILE]
+//! oci-image rootfs --dir ROOT --entrypoint /skylark/install.sh --name skylark/shim-installer:0.1.0
+//!                  --out DIR [--env PATH=/usr/bin:/bin] [--platform P] [--tar FILE]
 //! ```
 //!
 //! `wasm` makes a FROM-scratch image: one layer holding `/<file>.wasm`, `Entrypoint`
@@ -27,6 +29,12 @@
 //! is also its `Entrypoint` (one platform, default the machine's own). The CRI test
 //! (`cri-tests/`) packs its pod sandbox ("pause") program with it, since the public pause
 //! image cannot be pulled there.
+//!
+//! `rootfs` makes an image of a whole directory tree (regular files with their permission
+//! bits, directories, symbolic links; anything else is refused), with the given
+//! `Entrypoint` and one `Env` entry (default `PATH=/usr/bin:/bin`); one platform, default the
+//! machine's own. The shim installer image (`runtimeclass/node-installer/build-image.sh`)
+//! is built with it.
 //!
 //! The output is an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`):
 //! `index.json` names an image index (one manifest per platform) with the annotations
@@ -51,6 +59,7 @@ const USAGE: &str = "usage:
   oci-image wasm   --wasm FILE --name NAME[:TAG] --out DIR [--platform P[,P...]] [--tar FILE]
   oci-image plugin --so FILE --name NAME[:TAG] --out DIR [--busybox FILE] [--platform P] [--tar FILE]
   oci-image static --bin FILE --name NAME[:TAG] --out DIR [--platform P] [--tar FILE]
+  oci-image rootfs --dir DIR --entrypoint PATH --name NAME[:TAG] --out DIR [--env K=V] [--platform P] [--tar FILE]
 platforms are OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64, wasi/wasm";
 
 /// The annotation crun's WasmEdge handler looks at; `compat-smart` runs only wasm
@@ -97,6 +106,7 @@ fn run(command: &str, flags: &Flags) -> Result<Value, String> {
         "wasm" => wasm_spec(flags)?,
         "plugin" => plugin_spec(flags)?,
         "static" => static_spec(flags)?,
+        "rootfs" => rootfs_spec(flags)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     let out = PathBuf::from(flags.required("out")?);
@@ -133,7 +143,17 @@ impl Flags {
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<(String, Flags)>, String> {
     use lexopt::prelude::*;
     const KNOWN: &[&str] = &[
-        "wasm", "so", "busybox", "bin", "name", "out", "platform", "tar",
+        "wasm",
+        "so",
+        "busybox",
+        "bin",
+        "name",
+        "out",
+        "platform",
+        "tar",
+        "dir",
+        "entrypoint",
+        "env",
     ];
     let mut p = lexopt::Parser::from_args(args);
     let mut command = None;
@@ -334,6 +354,10 @@ struct ImageSpec {
     runtime_config: Value,
     /// Annotations of the manifests and of the index entry.
     annotations: BTreeMap<String, String>,
+    /// Symbolic links (path without leading `/`, target) and directories of the layer
+    /// besides the parents of its files.
+    links: Vec<(String, String)>,
+    dirs: Vec<String>,
 }
 
 /// Reads a file into memory, naming it in the error.
@@ -376,6 +400,8 @@ fn wasm_spec(flags: &Flags) -> Result<ImageSpec, String> {
             "Labels": { VARIANT_KEY: VARIANT_VALUE },
         }),
         annotations: BTreeMap::from([(VARIANT_KEY.to_string(), VARIANT_VALUE.to_string())]),
+        links: Vec::new(),
+        dirs: Vec::new(),
     })
 }
 
@@ -422,6 +448,8 @@ fn plugin_spec(flags: &Flags) -> Result<ImageSpec, String> {
         files,
         runtime_config,
         annotations: BTreeMap::new(),
+        links: Vec::new(),
+        dirs: Vec::new(),
     })
 }
 
@@ -459,7 +487,106 @@ fn static_spec(flags: &Flags) -> Result<ImageSpec, String> {
             bytes,
         }],
         annotations: BTreeMap::new(),
+        links: Vec::new(),
+        dirs: Vec::new(),
     })
+}
+
+/// The spec of `oci-image rootfs`.
+fn rootfs_spec(flags: &Flags) -> Result<ImageSpec, String> {
+    let dir = Path::new(flags.required("dir")?);
+    let entrypoint = flags.required("entrypoint")?;
+    if !entrypoint.starts_with('/') {
+        return Err(format!(
+            "--entrypoint {entrypoint}: must be an absolute path"
+        ));
+    }
+    let env = flags.get("env").unwrap_or("PATH=/usr/bin:/bin");
+    if !env.contains('=') {
+        return Err(format!("--env {env}: must be NAME=VALUE"));
+    }
+    let platforms = match flags.get("platform") {
+        Some(p) => parse_platforms(p)?,
+        None => vec![Platform::host()?],
+    };
+    if platforms.len() != 1 {
+        return Err("a root file system is native code: give exactly one --platform".into());
+    }
+    let mut tree = Tree::default();
+    walk(dir, dir, &mut tree)?;
+    let inside = entrypoint.trim_start_matches('/');
+    if !tree
+        .files
+        .iter()
+        .any(|f| f.path == inside && f.mode & 0o111 != 0)
+    {
+        return Err(format!(
+            "--entrypoint {entrypoint}: no executable file there in {}",
+            dir.display()
+        ));
+    }
+    Ok(ImageSpec {
+        reference: Reference::parse(flags.required("name")?)?,
+        platforms,
+        files: tree.files,
+        runtime_config: json!({
+            "Entrypoint": [entrypoint],
+            "Env": [env],
+            "WorkingDir": "/",
+        }),
+        annotations: BTreeMap::new(),
+        links: tree.links,
+        dirs: tree.dirs,
+    })
+}
+
+/// The entries of a directory tree, paths relative to its root.
+#[derive(Default)]
+struct Tree {
+    files: Vec<LayerFile>,
+    links: Vec<(String, String)>,
+    dirs: Vec<String>,
+}
+
+/// Adds everything under `dir` (a directory inside `root`) to `tree`.
+fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .to_str()
+            .ok_or_else(|| format!("{}: the path is not UTF-8", path.display()))?
+            .to_string();
+        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let target = fs::read_link(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| format!("{}: the link target is not UTF-8", path.display()))?;
+            tree.links.push((rel, target.to_string()));
+        } else if kind.is_dir() {
+            tree.dirs.push(rel);
+            walk(root, &path, tree)?;
+        } else if kind.is_file() {
+            let bytes = read_input(&path.display().to_string(), "--dir")?;
+            tree.files.push(LayerFile {
+                path: rel,
+                mode: meta.permissions().mode() & 0o7777,
+                bytes,
+            });
+        } else {
+            return Err(format!(
+                "{}: not a file, directory or symbolic link",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -484,29 +611,74 @@ fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 /// A deterministic tar of `files` (paths relative, no leading `/`) with every parent
 /// directory as its own entry, all sorted by path.
 fn deterministic_tar(files: &[(String, u32, &[u8])]) -> Result<Vec<u8>, String> {
-    let mut entries: BTreeMap<String, Option<(u32, &[u8])>> = BTreeMap::new();
-    for (path, mode, bytes) in files {
+    layer_tar(files, &[], &[])
+}
+
+/// One entry of a layer.
+enum Entry<'a> {
+    Dir,
+    File(u32, &'a [u8]),
+    Link(&'a str),
+}
+
+/// `deterministic_tar` with symbolic links (path, target) and extra directories.
+fn layer_tar(
+    files: &[(String, u32, &[u8])],
+    links: &[(String, String)],
+    dirs: &[String],
+) -> Result<Vec<u8>, String> {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let all_paths = files
+        .iter()
+        .map(|f| &f.0)
+        .chain(links.iter().map(|l| &l.0))
+        .chain(dirs.iter());
+    for path in all_paths {
         let mut parent = Path::new(path).parent();
         while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            entries.insert(format!("{}/", dir.display()), None);
+            entries.insert(format!("{}/", dir.display()), Entry::Dir);
             parent = dir.parent();
         }
-        if entries.insert(path.clone(), Some((*mode, bytes))).is_some() {
+    }
+    for dir in dirs {
+        entries.insert(format!("{dir}/"), Entry::Dir);
+    }
+    for (path, mode, bytes) in files {
+        if entries
+            .insert(path.clone(), Entry::File(*mode, bytes))
+            .is_some()
+        {
+            return Err(format!("{path} appears twice in a layer"));
+        }
+    }
+    for (path, target) in links {
+        if entries.insert(path.clone(), Entry::Link(target)).is_some() {
             return Err(format!("{path} appears twice in a layer"));
         }
     }
     let mut builder = tar::Builder::new(Vec::new());
     for (path, entry) in &entries {
-        let (mut header, data): (tar::Header, &[u8]) = match entry {
-            None => (tar_header(tar::EntryType::Directory, 0o755, 0), &[]),
-            Some((mode, bytes)) => (
-                tar_header(tar::EntryType::Regular, *mode, bytes.len() as u64),
-                bytes,
-            ),
-        };
-        builder
-            .append_data(&mut header, path, data)
-            .map_err(|e| format!("tar entry {path}: {e}"))?;
+        match entry {
+            Entry::Link(target) => {
+                let mut header = tar_header(tar::EntryType::Symlink, 0o777, 0);
+                builder
+                    .append_link(&mut header, path, target)
+                    .map_err(|e| format!("tar entry {path}: {e}"))?;
+                continue;
+            }
+            Entry::Dir => {
+                let mut header = tar_header(tar::EntryType::Directory, 0o755, 0);
+                builder
+                    .append_data(&mut header, path, &[][..])
+                    .map_err(|e| format!("tar entry {path}: {e}"))?;
+            }
+            Entry::File(mode, bytes) => {
+                let mut header = tar_header(tar::EntryType::Regular, *mode, bytes.len() as u64);
+                builder
+                    .append_data(&mut header, path, *bytes)
+                    .map_err(|e| format!("tar entry {path}: {e}"))?;
+            }
+        }
     }
     builder
         .into_inner()
@@ -558,9 +730,9 @@ fn write_layout(spec: &ImageSpec, out: &Path) -> Result<Built, String> {
         .iter()
         .map(|f| (f.path.clone(), f.mode, f.bytes.as_slice()))
         .collect();
-    let layer_tar = deterministic_tar(&files)?;
-    let diff_id = digest(&layer_tar);
-    let layer = blobs.add(MT_LAYER, gzip(&layer_tar)?);
+    let tar_bytes = layer_tar(&files, &spec.links, &spec.dirs)?;
+    let diff_id = digest(&tar_bytes);
+    let layer = blobs.add(MT_LAYER, gzip(&tar_bytes)?);
     let annotations = json!(spec.annotations);
 
     let mut manifest_descs = Vec::new();

@@ -318,6 +318,100 @@ fn static_image_runs_its_one_executable() {
 }
 
 #[test]
+fn rootfs_image_keeps_modes_links_and_empty_directories() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let f = fixture();
+    let root = f.dir.path().join("root");
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("skylark")).unwrap();
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::copy(&f.busybox, root.join("usr/bin/busybox")).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/busybox"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    symlink("busybox", root.join("usr/bin/sh")).unwrap();
+    symlink("usr/bin", root.join("bin")).unwrap();
+    fs::write(root.join("skylark/install.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        root.join("skylark/install.sh"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    fs::write(root.join("skylark/data"), "data").unwrap();
+    fs::set_permissions(root.join("skylark/data"), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = f.dir.path().join("rootfs-image");
+    let args = [
+        "rootfs",
+        "--dir",
+        s(&root),
+        "--entrypoint",
+        "/skylark/install.sh",
+        "--env",
+        "PATH=/usr/bin",
+        "--platform",
+        "linux/arm64",
+        "--name",
+        "skylark/shim-installer:0.1.0",
+        "--out",
+        s(&out),
+    ];
+    let summary = ok(&args);
+    assert_eq!(summary["name"], "docker.io/skylark/shim-installer:0.1.0");
+    let img = inspect(&out);
+    let (platform, _, config, layer) = &img.images[0];
+    assert_eq!(platform["architecture"], "arm64");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/skylark/install.sh"])
+    );
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!(["PATH=/usr/bin"])
+    );
+    let entries = tar_entries(layer);
+    assert_eq!(entries["skylark/install.sh"].0, 0o750);
+    assert_eq!(entries["skylark/data"].0, 0o600);
+    assert_eq!(entries["skylark/data"].2, b"data");
+    assert_eq!(entries["usr/bin/busybox"].0, 0o755);
+    assert!(entries["tmp/"].1, "the empty directory is kept");
+    let mut links = BTreeMap::new();
+    let layer_bytes = layer.as_slice();
+    for entry in tar::Archive::new(layer_bytes).entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.header().entry_type().is_symlink() {
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let target = entry
+                .link_name()
+                .unwrap()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            links.insert(path, target);
+        }
+    }
+    assert_eq!(links.get("usr/bin/sh").map(String::as_str), Some("busybox"));
+    assert_eq!(links.get("bin").map(String::as_str), Some("usr/bin"));
+    // Reproducible: the same tree gives the same digest.
+    let again = ok(&[&args[..12], &[s(&f.dir.path().join("rootfs-again"))]].concat());
+    assert_eq!(summary["index"], again["index"]);
+    // The entrypoint must be an executable file of the tree.
+    let refused = oci_image(&[
+        "rootfs",
+        "--dir",
+        s(&root),
+        "--entrypoint",
+        "/skylark/data",
+        "--name",
+        "x",
+        "--out",
+        s(&f.dir.path().join("no")),
+    ]);
+    assert!(!refused.status.success());
+}
+
+#[test]
 fn builds_are_reproducible_and_the_tar_holds_the_layout() {
     let f = fixture();
     let mut digests = Vec::new();
