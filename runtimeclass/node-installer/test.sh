@@ -15,7 +15,14 @@
 # is unchanged (the parsed documents are compared) and comments are kept; a second run
 # changes no byte and reports "unchanged". The installed files equal their sources and the
 # plugin directory holds only the plugin.
+#
+# `test.sh --image` also builds the installer image (build-image.sh: downloads trixie
+# packages, about a minute and a half, so not in .ci/run) and runs its install.sh with its
+# own busybox and python3 (chroot into the image's root, as root) against a containerd 1.7
+# default config, twice.
 set -euo pipefail
+with_image=0
+[ "${1:-}" != --image ] || with_image=1
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # Debian's python3 with python3-tomlkit (scripts/setup-deps.sh installs it).
@@ -155,5 +162,27 @@ if "$here/install.sh" --root "$work/v1" --source "$src" --no-restart >/dev/null 
 fi
 cmp -s "$work/v1/etc/containerd/config.toml" "$work/v1.orig" || fail "the version 1 file was changed"
 pass=$((pass + 1))
+
+if [ "$with_image" = 1 ]; then
+  [ -n "$containerd" ] || fail "--image needs containerd 1.7 (runtimeclass/cri/install-containerd.sh)"
+  img="$work/image"
+  bash "$here/build-image.sh" --shim "$src/containerd-shim-skylark-v1" \
+    --plugin "$src/libwasmedgePluginSkylark.so" --libwasmedge "$src/lib/libwasmedge.so.0" \
+    --out "$img/layout" --rootfs "$img/root" >"$img.json" || fail "build-image.sh failed"
+  grep -q '"index":"sha256:' "$img.json" || fail "no image index digest: $(cat "$img.json")"
+  mkdir -p "$img/root/host/etc/containerd"
+  "$containerd" config default >"$img/root/host/etc/containerd/config.toml"
+  chroot_bin="$(command -v chroot)" || fail "--image needs chroot (coreutils) and root"
+  run_in_image() { env -i PATH=/usr/bin:/bin "$chroot_bin" "$img/root" /skylark/install.sh --root /host --no-restart; }
+  out="$(run_in_image)" || fail "install.sh in the image failed: $out"
+  grep -q '/etc/containerd/config.toml' <<<"$out" || fail "image: config not changed: $out"
+  out="$(run_in_image)" || fail "install.sh in the image failed (second run): $out"
+  [ "$out" = unchanged ] || fail "image: second run changed something: $out"
+  "$containerd" --config "$img/root/host/etc/containerd/config.toml" config dump \
+    | grep -qF '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skylark]' \
+    || fail "image: containerd does not see the handler"
+  pass=$((pass + 1))
+  echo "installer image: install.sh ran in the image's root, twice; index $(grep -o 'sha256:[0-9a-f]*' "$img.json" | head -n1)"
+fi
 
 echo "node installer: $pass cases passed"
