@@ -109,6 +109,11 @@ pub struct WorkflowRecord {
     pub migration_ms: Vec<f64>,
     /// Data size D(f).
     pub state_bytes: u64,
+    /// The physical bound T*(W): the steps' execution times plus, per hand-off, the
+    /// state's transfer over the path's bottleneck ([`crate::paired`]); absent in
+    /// records from before it was measured.
+    #[serde(default)]
+    pub t_star_ms: Option<f64>,
 }
 
 /// A throughput measurement: `workflows` completed in `wall_s` seconds.
@@ -900,6 +905,7 @@ pub fn write_report(
     plot(&summaries, &dir.join("latency.png"))?;
 
     let mut md = markdown(meta, &summaries);
+    md.push_str(&crate::paired::markdown(records));
     if let Some(size) = headline_size(&summaries) {
         let _ = write!(
             md,
@@ -957,6 +963,7 @@ mod tests {
             ],
             migration_ms: vec![3.0],
             state_bytes: config.size_bytes,
+            t_star_ms: None,
         }
     }
 

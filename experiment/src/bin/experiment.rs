@@ -20,20 +20,33 @@
 //! runs from its process start until it prints its result; the next step starts then,
 //! as a FaaS platform would invoke it on the predecessor's response, while the
 //! predecessor's process finishes its background propagation and exits. T(W) runs from
-//! the first step's start to the last step's result.
+//! the first step's start to the last step's result; T*(W), its physical bound, is the
+//! steps' execution times plus the image's transfer over the bottleneck of each hand-off
+//! that carries it (to `detect` and `detect2`; `alarm` reads only their small results).
+//!
+//! Paired design: within a repetition every policy starts on the same satellite, the
+//! policies in an order shuffled per repetition from a fixed seed, so slot drift and
+//! machine load do not favour the policy that always runs first
+//! (`skylark_experiment::paired`). Throughput's wall time runs from the first start until
+//! the last workflow's propagation has drained (every process exited, every outbox
+//! empty).
 
 use serde_json::Value;
 use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
 use skylark_netemu::constellation::{Constellation, NetOptions};
-use skylark_testkit::{chain_id, cli, Running};
+use skylark_testkit::{chain_id, cli, Rng, Running};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest a step may take to print its result, and a process to exit afterwards.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest the outboxes may take to drain after the throughput phase's processes ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Seed of the per-repetition shuffle of the policies' order.
+const ORDER_SEED: u64 = 0x0_5EED_0013;
 
 struct Options {
     reps: u32,
@@ -327,6 +340,7 @@ fn run_workflow(
         running.push(proc);
     }
     let t_w_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t_star_ms = physical_bound(net, &steps, &records, cfg.size_bytes);
     let record = WorkflowRecord {
         config: cfg.clone(),
         rep,
@@ -334,8 +348,35 @@ fn run_workflow(
         steps: records,
         migration_ms: Vec::new(),
         state_bytes: cfg.size_bytes,
+        t_star_ms,
     };
     (record, chain, running)
+}
+
+/// T*(W): the steps' execution times plus, for each step that reads the image, its
+/// transfer from the previous step's node over that path's bottleneck in the current
+/// slot (the image exists only once the producer ends, so nothing overlaps it).
+fn physical_bound(
+    net: &Constellation,
+    steps: &[Step],
+    records: &[StepRecord],
+    size_bytes: u64,
+) -> Option<f64> {
+    let schedule = net.schedule();
+    let slot = net.slot_now();
+    let exec: f64 = records.iter().map(|r| r.compute_ms).sum();
+    let mut transfer = 0.0;
+    for pair in steps.windows(2) {
+        let (from, to) = (&pair[0], &pair[1]);
+        if to.function == "alarm" || from.node == to.node {
+            continue;
+        }
+        let path =
+            schedule.shortest_path(slot, schedule.id(&from.node)?, schedule.id(&to.node)?)?;
+        // 1 Mbit/s moves 125 bytes per millisecond.
+        transfer += size_bytes as f64 / (path.bottleneck_mbps * 125.0);
+    }
+    Some(exec + transfer)
 }
 
 fn step_record(
@@ -403,9 +444,16 @@ fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo
             });
         }
     });
-    let wall = started.elapsed().as_secs_f64();
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
-    wall
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while net.nodes().iter().any(|n| net.outbox_len(n) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the outboxes did not drain within {DRAIN_TIMEOUT:?} of the last workflow"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -429,8 +477,14 @@ fn main() {
     for state in &o.states {
         for &size in &o.sizes {
             for rep in 0..o.reps {
-                // Policies take turns within a repetition, so drift hits them alike.
-                for policy in &o.policies {
+                // Policies take turns within a repetition, in a shuffled order, so drift
+                // and load hit them alike.
+                let mut order = o.policies.clone();
+                let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                for policy in &order {
                     let cfg = Config {
                         policy: policy.clone(),
                         state: state.clone(),
@@ -507,7 +561,8 @@ fn main() {
                 o.slo_ms,
                 started.elapsed().as_secs_f64()
             ),
-            "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every node-to-node path emulated end to end (latencies add up, the bottleneck bandwidth applies)".into(),
+            "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every physical link one shared resource per direction (flows crossing it share its bandwidth), paths cross their links hop by hop, a new connection pays the path's round trip".into(),
+            "paired design: per repetition every policy starts on the same satellite, policies in a shuffled order; throughput wall time ends when the last propagation has drained".into(),
             "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
         ]
         .into_iter()
