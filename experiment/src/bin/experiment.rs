@@ -36,6 +36,7 @@ use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
 use skylark_netemu::constellation::{Constellation, NetOptions};
+use skylark_testkit::redis::NS;
 use skylark_testkit::{chain_id, cli, Rng, Running};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -252,6 +253,37 @@ struct Step<'a> {
     module: &'a Path,
     node: String,
     args: Vec<String>,
+    /// The tasks whose state the step reads.
+    reads: &'static [&'static str],
+}
+
+/// Whether every task of `tasks` has its state field of `chain` (in layout `state`) in
+/// `node`'s own store now; `None` if `tasks` is empty or the store does not answer.
+fn present(
+    net: &Constellation,
+    node: &str,
+    chain: &str,
+    state: &str,
+    tasks: &[&str],
+) -> Option<bool> {
+    if tasks.is_empty() {
+        return None;
+    }
+    let mut conn = net.redis(node).try_conn()?;
+    let mut all = true;
+    for task in tasks {
+        let key = match state {
+            "single" => format!("{NS}:bundle:{chain}.{task}"),
+            _ => format!("{NS}:bundle:{chain}"),
+        };
+        let there: bool = redis::cmd("HEXISTS")
+            .arg(key)
+            .arg(task)
+            .query(&mut conn)
+            .ok()?;
+        all &= there;
+    }
+    Some(all)
 }
 
 /// Runs one workflow; returns its record, its chain id and the still running processes.
@@ -287,6 +319,7 @@ fn run_workflow(
     let steps = [
         Step {
             function: "preprocess",
+            reads: &[],
             module: &mods.preprocess,
             node: sats[i].clone(),
             args: with(
@@ -301,18 +334,21 @@ fn run_workflow(
         },
         Step {
             function: "detect",
+            reads: &["preprocess"],
             module: &mods.detect,
             node: sats[i + 1].clone(),
             args: with(common(Some(&sats[i + 2])), &["--task", "detect"]),
         },
         Step {
             function: "detect2",
+            reads: &["preprocess"],
             module: &mods.detect,
             node: sats[i + 2].clone(),
             args: with(common(Some(&cloud)), &["--task", "detect2"]),
         },
         Step {
             function: "alarm",
+            reads: &["detect", "detect2"],
             module: &mods.alarm,
             node: cloud.clone(),
             args: with(common(None), &["--inputs", "detect,detect2"]),
@@ -322,6 +358,7 @@ fn run_workflow(
     let mut records = Vec::new();
     let mut running = Vec::new();
     for step in &steps {
+        let local_at_request = present(net, &step.node, &chain, &cfg.state, step.reads);
         let proc = net
             .guest_at(step.module, &step.node)
             .args([&chain])
@@ -336,7 +373,9 @@ fn run_workflow(
         };
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("{} printed {line:?}, not JSON: {e}", step.function));
-        records.push(step_record(net, step, &v, at, slo_ms));
+        let mut record = step_record(net, step, &v, at, slo_ms);
+        record.local_at_request = local_at_request;
+        records.push(record);
         running.push(proc);
     }
     let t_w_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -399,6 +438,13 @@ fn step_record(
                 .collect()
         })
         .unwrap_or_default();
+    let own_store_answered = v["sources"].as_array().and_then(|sources| {
+        (!sources.is_empty()).then(|| {
+            sources
+                .iter()
+                .all(|s| s["node"].as_str() == Some(step.node.as_str()))
+        })
+    });
     StepRecord {
         function: step.function.to_string(),
         node: step.node.clone(),
@@ -410,6 +456,8 @@ fn step_record(
         put_ms: v["put_ms"].as_f64().unwrap_or(0.0),
         compute_ms: v["compute_ms"].as_f64().unwrap_or(0.0),
         slo_ms: slo_ms as f64,
+        local_at_request: None,
+        own_store_answered,
     }
 }
 
