@@ -167,6 +167,7 @@ mod tests {
             migration_ms: Vec::new(),
             state_bytes: 1_000_000,
             t_star_ms,
+            slo_level: None,
         }
     }
 

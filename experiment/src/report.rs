@@ -103,6 +103,13 @@ pub struct StepRecord {
     /// tier); with `local_at_request` false, the state arrived while the read waited.
     #[serde(default)]
     pub own_store_answered: Option<bool>,
+    /// The step's time until its put, as the guest measured it (what the put told the
+    /// election as exec).
+    #[serde(default)]
+    pub exec_ms: Option<f64>,
+    /// The copies the step's put placed ([`crate::slo`]).
+    #[serde(default)]
+    pub migrations: Vec<crate::slo::Migration>,
 }
 
 /// One workflow run.
@@ -123,6 +130,10 @@ pub struct WorkflowRecord {
     /// records from before it was measured.
     #[serde(default)]
     pub t_star_ms: Option<f64>,
+    /// The SLO level of the profile the run used ([`crate::slo`]); absent in older
+    /// records.
+    #[serde(default)]
+    pub slo_level: Option<String>,
 }
 
 /// A throughput measurement: `workflows` completed in `wall_s` seconds.
@@ -303,6 +314,17 @@ fn summarize_config(config: &Config, runs: &[&WorkflowRecord], tp: Option<f64>) 
         slo_violations_pct: pct(violations as u64, steps.len() as u64),
         throughput_wf_s: tp,
     }
+}
+
+/// The runs of the first SLO level in `records` (the level the tables, the paired
+/// comparison and the headline describe; the SLO section covers every level).
+pub fn primary_level(records: &[WorkflowRecord]) -> Vec<WorkflowRecord> {
+    let level = records.first().map(|r| r.slo_level.clone());
+    records
+        .iter()
+        .filter(|r| Some(r.slo_level.clone()) == level)
+        .cloned()
+        .collect()
 }
 
 /// One [`Summary`] per distinct configuration among the workflow and throughput
@@ -953,11 +975,14 @@ pub fn write_report(
     .map_err(|e| format!("serialize the records: {e}"))?;
     write_file(&dir.join("records.json"), json.as_bytes())?;
 
+    let all = records;
+    let records = &primary_level(all);
     let summaries = summarize(records, throughput);
     plot(&summaries, &dir.join("latency.png"))?;
 
     let mut md = markdown(meta, &summaries);
     md.push_str(&crate::paired::markdown(records));
+    md.push_str(&crate::slo::markdown(all));
     if let Some(size) = headline_size(&summaries) {
         let _ = write!(
             md,
@@ -1001,6 +1026,8 @@ mod tests {
             slo_ms,
             local_at_request: None,
             own_store_answered: None,
+            exec_ms: None,
+            migrations: Vec::new(),
         }
     }
 
@@ -1018,6 +1045,7 @@ mod tests {
             migration_ms: vec![3.0],
             state_bytes: config.size_bytes,
             t_star_ms: None,
+            slo_level: None,
         }
     }
 

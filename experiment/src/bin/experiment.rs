@@ -8,7 +8,8 @@
 //! ```text
 //! cargo run --release -p skylark-experiment --bin experiment -- [--quick] [--reps N]
 //!     [--sizes 0.5,1,2,5] [--policies skylark,random,stateless] [--states bundled,single]
-//!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W] [--slo-ms MS]
+//!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W]
+//!     [--slo loose,binding,infeasible] [--slo-ms MS]
 //!     [--mode aot|interp] [--out DIR]
 //! ```
 //! Use `scripts/experiment.sh`, which builds everything first.
@@ -35,6 +36,7 @@ use serde_json::Value;
 use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
+use skylark_experiment::slo::{self, Migration, Profile};
 use skylark_netemu::constellation::{Constellation, NetOptions};
 use skylark_testkit::redis::NS;
 use skylark_testkit::{chain_id, cli, Rng, Running};
@@ -57,7 +59,8 @@ struct Options {
     slot_ms: u64,
     concurrency: u32,
     throughput_workflows: u32,
-    slo_ms: u64,
+    slo: Vec<String>,
+    slo_ms: Option<u64>,
     mode: String,
     out: PathBuf,
     quick: bool,
@@ -66,7 +69,8 @@ struct Options {
 const USAGE: &str = "\
 usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,random,stateless]
                   [--states bundled,single] [--slot-ms MS] [--concurrency K]
-                  [--throughput-workflows W] [--slo-ms MS] [--mode aot|interp] [--out DIR]
+                  [--throughput-workflows W] [--slo LEVELS] [--slo-ms MS]
+                  [--mode aot|interp] [--out DIR]
   --quick                 a short run: 1 rep, 64 KiB, 20 s slots, concurrency 2, 2 workflows
                           (options after it still apply)
   --reps                  workflows per configuration; default 5
@@ -76,7 +80,11 @@ usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,ran
   --slot-ms               slot length; default 60000 (the testbed's minute)
   --concurrency           workflows at once in the throughput phase; default 4
   --throughput-workflows  workflows of the throughput phase; default 24
-  --slo-ms                the per-step latency budget; default 5000
+  --slo                   SLO levels of tests/data/slo-profile.json to sweep, each a full
+                          run of the matrix (loose: 5000 ms; binding: 1.2x one satellite
+                          hop's migration time for the size; infeasible: 1 ms); the first
+                          level's runs make the tables and the headline; default loose
+  --slo-ms                one fixed per-step budget instead of the profile's levels
   --mode                  guests AOT-compiled or interpreted; default aot
   --out                   report directory; default results/<UTC time>";
 
@@ -105,7 +113,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         slot_ms: 60_000,
         concurrency: 4,
         throughput_workflows: 24,
-        slo_ms: 5000,
+        slo: vec!["loose".into()],
+        slo_ms: None,
         mode: "aot".into(),
         out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
@@ -135,7 +144,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("slot-ms") => o.slot_ms = cli::positive(p)?,
             Long("concurrency") => o.concurrency = cli::positive(p)?,
             Long("throughput-workflows") => o.throughput_workflows = cli::positive(p)?,
-            Long("slo-ms") => o.slo_ms = cli::positive(p)?,
+            Long("slo") => o.slo = cli::list(p)?,
+            Long("slo-ms") => o.slo_ms = Some(cli::positive(p)?),
             Long("mode") => {
                 o.mode = p.value()?.string()?;
                 if o.mode != "aot" && o.mode != "interp" {
@@ -227,6 +237,23 @@ impl Events {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The propagation events of the chain's jobs, in either state layout.
+    fn propagations(&self, chain: &str) -> Vec<Value> {
+        let prefix = format!("{chain}.");
+        let Ok(all) = self.0.lock() else {
+            return Vec::new();
+        };
+        all.iter()
+            .filter(|v| v["event"] == "propagated")
+            .filter(|v| {
+                v["chain"]
+                    .as_str()
+                    .is_some_and(|c| c == chain || c.starts_with(&prefix))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Propagation times (ms) of the chain's jobs, in either state layout.
@@ -388,6 +415,7 @@ fn run_workflow(
         migration_ms: Vec::new(),
         state_bytes: cfg.size_bytes,
         t_star_ms,
+        slo_level: None,
     };
     (record, chain, running)
 }
@@ -458,6 +486,36 @@ fn step_record(
         slo_ms: slo_ms as f64,
         local_at_request: None,
         own_store_answered,
+        exec_ms: v["total_ms"]
+            .as_f64()
+            .zip(v["put_ms"].as_f64())
+            .map(|(total, put)| total - put),
+        migrations: Vec::new(),
+    }
+}
+
+/// Fills each step's placed copies from the chain's propagation events: elected node,
+/// hops from the step's node (in the current slot), T(dm) and the step's exec.
+fn attach_migrations(net: &Constellation, rec: &mut WorkflowRecord, events: &[Value]) {
+    let slot = net.slot_now();
+    for step in &mut rec.steps {
+        step.migrations = events
+            .iter()
+            .filter(|e| {
+                e["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t.as_str() == Some(&step.function)))
+            })
+            .filter_map(|e| {
+                let elected = e["elected"].as_str()?.to_string();
+                Some(Migration {
+                    hops: net.hops(slot, &step.node, &elected),
+                    elected,
+                    ms: e["ms"].as_f64()?,
+                    exec_ms: step.exec_ms.unwrap_or(step.t_f_ms),
+                })
+            })
+            .collect();
     }
 }
 
@@ -520,37 +578,67 @@ fn main() {
     let events = Events::subscribe(&net);
     let started = Instant::now();
 
+    let profile = Profile::load(&skylark_testkit::root().join(slo::PROFILE_FILE))
+        .unwrap_or_else(|e| fail(&e));
+    let sat = NetOptions::default().sat_sat;
+    let budget = |level: &str, size: u64| -> u64 {
+        match o.slo_ms {
+            Some(ms) => ms,
+            None => profile
+                .budget_ms(
+                    level,
+                    size,
+                    sat.bandwidth_mbps.unwrap_or(f64::INFINITY),
+                    sat.latency_ms,
+                )
+                .unwrap_or_else(|e| fail(&e)),
+        }
+    };
+    let levels: Vec<String> = match o.slo_ms {
+        Some(ms) => vec![format!("{ms} ms")],
+        None => o.slo.clone(),
+    };
+    // Checked before anything runs.
+    for level in &levels {
+        budget(level, o.sizes[0]);
+    }
     let mut records: Vec<WorkflowRecord> = Vec::new();
-    let total = o.states.len() * o.sizes.len() * o.policies.len() * o.reps as usize;
-    for state in &o.states {
-        for &size in &o.sizes {
-            for rep in 0..o.reps {
-                // Policies take turns within a repetition, in a shuffled order, so drift
-                // and load hit them alike.
-                let mut order = o.policies.clone();
-                let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
-                for i in (1..order.len()).rev() {
-                    order.swap(i, rng.below(i as u64 + 1) as usize);
-                }
-                for policy in &order {
-                    let cfg = Config {
-                        policy: policy.clone(),
-                        state: state.clone(),
-                        size_bytes: size,
-                        concurrency: 1,
-                    };
-                    let (mut rec, chain, running) = run_workflow(&net, &mods, &cfg, rep, o.slo_ms);
-                    finish(running);
-                    // Every step's put propagates, except with Stateless (synchronous).
-                    let expected = if policy == "stateless" { 0 } else { 4 };
-                    rec.migration_ms = events.migrations_wait(&chain, expected);
-                    records.push(rec);
-                    eprintln!(
-                        "[experiment] {}/{total} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
+    let total = levels.len() * o.states.len() * o.sizes.len() * o.policies.len() * o.reps as usize;
+    for level in &levels {
+        for state in &o.states {
+            for &size in &o.sizes {
+                for rep in 0..o.reps {
+                    // Policies take turns within a repetition, in a shuffled order, so drift
+                    // and load hit them alike.
+                    let mut order = o.policies.clone();
+                    let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    for policy in &order {
+                        let cfg = Config {
+                            policy: policy.clone(),
+                            state: state.clone(),
+                            size_bytes: size,
+                            concurrency: 1,
+                        };
+                        let slo_ms = budget(level, size);
+                        let (mut rec, chain, running) =
+                            run_workflow(&net, &mods, &cfg, rep, slo_ms);
+                        finish(running);
+                        // Every step's put propagates, except with Stateless (synchronous).
+                        let expected = if policy == "stateless" { 0 } else { 4 };
+                        rec.migration_ms = events.migrations_wait(&chain, expected);
+                        rec.slo_level = Some(level.clone());
+                        attach_migrations(&net, &mut rec, &events.propagations(&chain));
+                        records.push(rec);
+                        eprintln!(
+                        "[experiment] {}/{total} {level} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
                         records.len(),
                         size as f64 / 1_048_576.0,
                         records.last().map_or(0.0, |r| r.t_w_ms)
                     );
+                    }
                 }
             }
         }
@@ -569,7 +657,8 @@ fn main() {
             size_bytes: tsize,
             concurrency: o.concurrency,
         };
-        let wall_s = throughput(&net, &mods, &cfg, o.throughput_workflows, o.slo_ms);
+        let slo_ms = budget(&levels[0], tsize);
+        let wall_s = throughput(&net, &mods, &cfg, o.throughput_workflows, slo_ms);
         eprintln!(
             "[experiment] throughput {policy}: {} workflows, {} at a time, {wall_s:.1} s",
             o.throughput_workflows, o.concurrency
@@ -601,12 +690,14 @@ fn main() {
         command,
         notes: vec![
             format!(
-                "{} workflows of 4 steps ({} repetitions per configuration), guests {}, slot length {} ms, SLO {} ms per step; run took {:.0} s",
+                "{} workflows of 4 steps ({} repetitions per configuration), guests {}, slot length {} ms, SLO levels {} ({}; tables and headline: {}); run took {:.0} s",
                 records.len(),
                 o.reps,
                 o.mode,
                 o.slot_ms,
-                o.slo_ms,
+                levels.join(", "),
+                slo::PROFILE_FILE,
+                levels[0],
                 started.elapsed().as_secs_f64()
             ),
             "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every physical link one shared resource per direction (flows crossing it share its bandwidth), paths cross their links hop by hop, a new connection pays the path's round trip".into(),
@@ -619,7 +710,7 @@ fn main() {
     };
     match report::write_report(&o.out, &meta, &records, &tput) {
         Ok(path) => {
-            let summaries = report::summarize(&records, &tput);
+            let summaries = report::summarize(&report::primary_level(&records), &tput);
             println!("{}", report::headline(&summaries, tsize));
             eprintln!("[experiment] report: {}", path.display());
         }
@@ -628,6 +719,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints `message` and exits with status 2 (a bad option or profile).
+fn fail(message: &str) -> ! {
+    eprintln!("experiment: {message}");
+    std::process::exit(2)
 }
 
 fn cpu_model() -> String {
