@@ -1,7 +1,8 @@
 //! `experiment`: the research evaluation, reproduced on one machine. Brings up the
 //! emulated constellation (`skylark_netemu::constellation`: the testbed's 8 nodes, one
-//! redis-server each, every node-to-node path through a link emulator with the testbed's
-//! measured characteristics, the 7-slot orbital schedule), runs the Earth-observation
+//! redis-server each, every node-to-node path through a link emulator routed over shared
+//! per-link wires with the testbed's measured characteristics, the 7-slot orbital
+//! schedule), runs the Earth-observation
 //! workflow as real `wasmedge` processes with the plugin, and writes a report
 //! (`skylark_experiment::report`): Markdown, a PNG plot and every record as JSON.
 //!
