@@ -3,8 +3,10 @@
 # redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
 # experiment's plot), openssl and curl (the TLS and HTTP tests), python3-yaml (the node
-# Redis manifest test), and the wasm32-wasip1
-# Rust target.
+# Redis manifest test), protoc (the CRI test's generated client, crate k8s-cri), gcc with
+# a static libc and util-linux's unshare (the CRI test's pause program and crun wrapper),
+# libseccomp-dev and pkg-config (youki's libcontainer in the containerd shim, shim/), and
+# the wasm32-wasip1 Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -20,6 +22,12 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # tests/tests/redis_manifest.rs reads runtimeclass/manifests/31-redis.yaml with PyYAML.
 python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v gcc >/dev/null || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+command -v unshare >/dev/null || need+=(util-linux)
+dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq

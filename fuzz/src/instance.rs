@@ -16,28 +16,40 @@
 
 use super::input::{span_fits, Input};
 use skylark_abi::{imports, Status, ABI_VERSION};
+use skylark_core::config::Config;
+use skylark_core::context::Context;
 use skylark_core::memory::{GuestMemory, VecMemory};
 use skylark_core::Instance;
-use std::sync::Once;
+use std::sync::OnceLock;
 
-static ENV: Once = Once::new();
+/// The plugin configuration of the instances under test.
+const SETTINGS: &[(&str, &str)] = &[
+    ("SKYLARK_REDIS_URL", "unix:///nonexistent/skylark-fuzz.sock"),
+    ("SKYLARK_PROPAGATION", "off"),
+    ("SKYLARK_LOG", "off"),
+    ("SKYLARK_MAX_VALUE_BYTES", "4096"),
+    ("SKYLARK_MAX_FIELDS", "8"),
+    ("SKYLARK_MAX_PENDING", "2"),
+    ("SKYLARK_TIMEOUT_MS", "200"),
+];
 
-/// The plugin configuration of this process: set before the first call builds the
-/// context (`Instance` reads the environment once).
-pub fn configure() {
-    ENV.call_once(|| {
-        for (k, v) in [
-            ("SKYLARK_REDIS_URL", "unix:///nonexistent/skylark-fuzz.sock"),
-            ("SKYLARK_PROPAGATION", "off"),
-            ("SKYLARK_LOG", "off"),
-            ("SKYLARK_MAX_VALUE_BYTES", "4096"),
-            ("SKYLARK_MAX_FIELDS", "8"),
-            ("SKYLARK_MAX_PENDING", "2"),
-            ("SKYLARK_TIMEOUT_MS", "200"),
-        ] {
-            std::env::set_var(k, v);
-        }
-    });
+static CONTEXT: OnceLock<&'static Context> = OnceLock::new();
+
+/// The context every fuzzed instance runs on, built once from [`SETTINGS`] (a
+/// configuration value, not the process environment).
+pub fn configure() -> &'static Context {
+    CONTEXT.get_or_init(|| {
+        let config = Config::from_lookup(|k| {
+            SETTINGS
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("the fuzz configuration is valid");
+        Context::new(config)
+            .expect("the fuzz context builds")
+            .start()
+    })
 }
 
 fn check_message(inst: &Instance, import: &str, code: i32) {
@@ -70,13 +82,13 @@ fn args<const N: usize>(inp: &mut Input, size: u64) -> [u32; N] {
 }
 
 pub fn check(data: &[u8]) {
-    configure();
+    let ctx = configure();
     let mut inp = Input::new(data);
     let size = u64::from(inp.u16() % 2049);
     let mut mem = VecMemory(vec![0; size as usize]);
     let content = inp.bytes(size as usize);
     mem.0[..content.len()].copy_from_slice(content);
-    let mut inst = Instance::new();
+    let mut inst = Instance::with_context(ctx);
     for _ in 0..16 {
         if inp.is_empty() {
             break;

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by scripts/install-wasmedge.sh and runtimeclass/crun/run-local.sh: an apt
+# Sourced by scripts/install-wasmedge.sh, runtimeclass/crun/run-local.sh and
+# runtimeclass/cri/install-containerd.sh: an apt
 # configuration of their own for downloading Debian packages (WasmEdge, crun and their
 # libraries) without touching the machine's apt sources, lists, status or lock.
 

@@ -159,7 +159,7 @@ impl Constellation {
         let file = testbed_file();
         let testbed = std::fs::read(&file)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| Schedule::parse(&bytes))
+            .and_then(|bytes| Schedule::parse(&bytes).map_err(|e| e.to_string()))
             .map_err(|e| format!("testbed topology {}: {e}", file.display()))?;
         if let Some(slot) = opts.fixed_slot.filter(|s| *s >= testbed.slots()) {
             return Err(format!(

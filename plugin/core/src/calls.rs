@@ -21,6 +21,8 @@ use skylark_abi::{imports, Status, ABI_VERSION};
 pub struct Instance {
     last_error: String,
     pending: Option<Pending>,
+    /// The context the calls use; `None`: the process's own ([`context::get`]).
+    ctx: Option<&'static Context>,
 }
 
 type Mem<'a> = Option<&'a mut dyn GuestMemory>;
@@ -31,15 +33,33 @@ fn memory<'a>(mem: Mem<'a>) -> Result<&'a mut dyn GuestMemory, CallError> {
 
 fn limits(ctx: &Context) -> Limits {
     Limits {
-        max_value_bytes: ctx.config.max_value_bytes,
-        max_fields: ctx.config.max_fields,
+        max_value_bytes: ctx.cluster.config.max_value_bytes,
+        max_fields: ctx.cluster.config.max_fields,
     }
 }
 
 impl Instance {
-    /// A fresh instance; cheap (reads no configuration, opens no connection).
+    /// A fresh instance of the process's context; cheap (reads no configuration, opens
+    /// no connection: the context is built on the first call).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fresh instance whose calls use `ctx` (built from a configuration value with
+    /// [`Context::new`] and [`Context::start`]) instead of the process environment's.
+    pub fn with_context(ctx: &'static Context) -> Self {
+        Instance {
+            ctx: Some(ctx),
+            ..Self::default()
+        }
+    }
+
+    /// The context of this instance's calls.
+    fn context(&self) -> Result<&'static Context, CallError> {
+        match self.ctx {
+            Some(ctx) => Ok(ctx),
+            None => context::get(),
+        }
     }
 
     /// The message of the most recent failure ("" after a success).
@@ -81,7 +101,7 @@ impl Instance {
 
     fn pending(&mut self, ctx: &Context) -> &mut Pending {
         self.pending
-            .get_or_insert_with(|| Pending::new(ctx.config.max_pending))
+            .get_or_insert_with(|| Pending::new(ctx.cluster.config.max_pending))
     }
 
     /// `skylark_version() -> abi_version`
@@ -92,7 +112,7 @@ impl Instance {
     /// `skylark_put`
     pub fn put(&mut self, mem: Mem<'_>, a: [u32; 8]) -> i32 {
         let r = (|| {
-            let ctx = context::get()?;
+            let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put(mem, &a, &limits(ctx))?;
             write::put(ctx, req.chain, &req.fields, &req.options)
@@ -103,7 +123,7 @@ impl Instance {
     /// `skylark_put_many`
     pub fn put_many(&mut self, mem: Mem<'_>, a: [u32; 6]) -> i32 {
         let r = (|| {
-            let ctx = context::get()?;
+            let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put_many(mem, &a, &limits(ctx))?;
             write::put(ctx, req.chain, &req.fields, &req.options)
@@ -114,17 +134,17 @@ impl Instance {
     /// `skylark_get_bundle`
     pub fn get_bundle(&mut self, mem: Mem<'_>, a: [u32; 7]) -> i32 {
         let r = (|| {
-            let ctx = context::get()?;
+            let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::get(mem, &a)?;
             let Some(found) = fetch::get(ctx, &req.chain, &req.options)? else {
                 write_result(mem, &req.out, GetResult::default())?;
                 let tiers = if req.options.local_only || ctx.engine.is_none() {
-                    format!("node {}", ctx.config.node_name)
+                    format!("node {}", ctx.cluster.config.node_name)
                 } else {
                     format!(
                         "node {}, its neighbours or the global store",
-                        ctx.config.node_name
+                        ctx.cluster.config.node_name
                     )
                 };
                 return Err(CallError::new(
@@ -132,7 +152,7 @@ impl Instance {
                     format!("chain {:?} has no bundle on {tiers}", req.chain),
                 ));
             };
-            let bytes = encode(ctx.config.max_bundle_bytes, &req.chain, &found)?;
+            let bytes = encode(ctx.cluster.config.max_bundle_bytes, &req.chain, &found)?;
             self.deliver(ctx, mem, &req.out, bytes)
         })();
         self.finish(imports::GET_BUNDLE, r)
@@ -141,7 +161,7 @@ impl Instance {
     /// `skylark_take_result(handle, buf_ptr, buf_cap, result_ptr)`
     pub fn take_result(&mut self, mem: Mem<'_>, a: [u32; 4]) -> i32 {
         let r = (|| {
-            let ctx = context::get()?;
+            let ctx = self.context()?;
             let mem = memory(mem)?;
             let out = decode::output(mem, a[1], a[2], a[3])?;
             let handle = a[0];
@@ -179,7 +199,7 @@ impl Instance {
     /// `skylark_drop_result(handle)`
     pub fn drop_result(&mut self, handle: u32) -> i32 {
         let r = (|| {
-            let ctx = context::get()?;
+            let ctx = self.context()?;
             self.pending(ctx)
                 .take(handle)
                 .map(|_| ())
@@ -300,7 +320,43 @@ pub fn encode(max_bundle_bytes: u32, chain: &str, found: &Found) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::memory::VecMemory;
+
+    /// A context of its own, from a configuration value: a store that is not there.
+    fn unreachable_store() -> &'static Context {
+        let config = Config::from_lookup(|k| match k {
+            "SKYLARK_REDIS_URL" => Some("unix:///nonexistent/skylark-calls-test.sock".into()),
+            "SKYLARK_PROPAGATION" => Some("off".into()),
+            "SKYLARK_TIMEOUT_MS" => Some("200".into()),
+            "SKYLARK_MAX_VALUE_BYTES" => Some("2".into()),
+            _ => None,
+        })
+        .expect("a valid configuration");
+        Context::new(config).expect("a context").start()
+    }
+
+    #[test]
+    fn an_instance_runs_on_the_context_it_is_given() {
+        let ctx = unreachable_store();
+        assert!(ctx.engine.is_none());
+        let mut inst = Instance::with_context(ctx);
+        // Chain "c", task "t", value "vvvv" (4 bytes), no options.
+        let mut m = VecMemory(b"ctvvvv".to_vec());
+        // The configuration's limit applies: at most 2 bytes.
+        assert_eq!(
+            inst.put(Some(&mut m), [0, 1, 1, 1, 2, 4, 0, 0]),
+            Status::ValueTooLarge.code()
+        );
+        assert!(inst.last_error().contains("SKYLARK_MAX_VALUE_BYTES is 2"));
+        // Its store: a socket that is not there.
+        assert_eq!(
+            inst.put(Some(&mut m), [0, 1, 1, 1, 2, 2, 0, 0]),
+            Status::StoreUnavailable.code(),
+            "{}",
+            inst.last_error()
+        );
+    }
 
     #[test]
     fn a_failed_last_error_read_leaves_a_message_of_its_own() {

@@ -1,77 +1,86 @@
-//! The process-wide plugin context (configuration, stores, topology, propagation), built
-//! on the first host call rather than at plugin load.
+//! What a host call works with: the [`Cluster`] (configuration, stores, topology, events)
+//! and, when propagation is on, the [`Engine`]. [`Context::new`] builds one from a
+//! [`Config`] value (tests and fuzz targets do); the plugin's own is built from the
+//! environment on the first host call rather than at plugin load ([`get`]).
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::CallError;
-use crate::keys;
-use crate::nodes::Nodes;
-use crate::propagate::Engine;
-use crate::store::Store;
-use crate::topology_watch::TopologyWatch;
+use crate::propagation::Engine;
 use crate::{log, skylog};
-use once_cell::sync::{Lazy, OnceCell};
+use once_cell::sync::Lazy;
 use skylark_abi::Status;
+use std::fmt;
 use std::sync::Arc;
 
 /// What every host call needs.
 pub struct Context {
-    pub config: Config,
-    pub local: Arc<Store>,
-    pub nodes: Nodes,
-    pub topology: TopologyWatch,
+    pub cluster: Arc<Cluster>,
     /// Background propagation; `None` when it is off.
     pub engine: Option<Engine>,
 }
 
-static CONTEXT: Lazy<Result<Context, String>> = Lazy::new(|| {
-    let config = Config::from_env()?;
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("node", &self.cluster.config.node_name)
+            .field("local", &self.cluster.local.name())
+            .field("propagation", &self.engine.is_some())
+            .finish()
+    }
+}
+
+impl Context {
+    /// The context of `config`; opens no connection and starts nothing. A store URL the
+    /// client rejects is `ConfigInvalid`.
+    pub fn new(config: Config) -> Result<Context, CallError> {
+        let cluster = Cluster::new(config).map_err(|e| {
+            CallError::new(Status::ConfigInvalid, format!("SKYLARK_REDIS_URL: {e}"))
+        })?;
+        let cluster = Arc::new(cluster);
+        let p = &cluster.config.propagation;
+        let engine = p
+            .enabled
+            .then(|| Engine::new(Arc::clone(&cluster), p.queue_len));
+        Ok(Context { cluster, engine })
+    }
+
+    /// Makes this the context of the process for good (it lives until exit, as the
+    /// engine's background threads may): sets the log level and starts background
+    /// propagation (outbox sweeps, exit flush) if it is on.
+    pub fn start(self) -> &'static Context {
+        let ctx: &'static Context = Box::leak(Box::new(self));
+        let config = &ctx.cluster.config;
+        log::set_level(config.log_level);
+        skylog!(
+            Info,
+            "node {} namespace {} local store {} propagation {}",
+            config.node_name,
+            config.namespace,
+            ctx.cluster.local.name(),
+            if ctx.engine.is_some() { "on" } else { "off" }
+        );
+        if let Some(engine) = &ctx.engine {
+            engine.start();
+        }
+        ctx
+    }
+}
+
+/// The plugin's context, from the process environment, started on first use.
+static PROCESS: Lazy<Result<&'static Context, CallError>> = Lazy::new(|| {
+    let config =
+        Config::from_env().map_err(|e| CallError::new(Status::ConfigInvalid, e.to_string()))?;
+    // Before anything can log (as the level applies to what follows).
     log::set_level(config.log_level);
-    let local = Store::new(
-        &config.redis_url,
-        &config.credentials,
-        &config.tls,
-        config.timeout,
-        config.connect_timeout,
-    )
-    .map_err(|e| format!("SKYLARK_REDIS_URL: {e}"))?;
-    let p = &config.propagation;
-    skylog!(
-        Info,
-        "node {} namespace {} local store {} propagation {}",
-        config.node_name,
-        config.namespace,
-        local.name(),
-        if p.enabled { "on" } else { "off" }
-    );
-    let nodes = Nodes::new(&config, Arc::clone(&local));
-    let topology = TopologyWatch::new(
-        p.topology_file.clone(),
-        keys::topology(&config.namespace),
-        p.topology_refresh,
-    );
-    let engine = p.enabled.then(|| Engine::new(p.queue_len));
-    Ok(Context {
-        config,
-        local,
-        nodes,
-        topology,
-        engine,
-    })
+    Ok(Context::new(config)?.start())
 });
 
-static STARTED: OnceCell<()> = OnceCell::new();
-
-/// The context, or `ConfigInvalid` with the reason if the environment is invalid. The
-/// first successful call also starts background propagation (outbox sweeps, exit flush).
+/// The plugin's context, or `ConfigInvalid` with the reason if the environment is
+/// invalid. The first successful call also starts background propagation.
 pub fn get() -> Result<&'static Context, CallError> {
-    let ctx = CONTEXT.as_ref().map_err(|e| {
-        skylog!(Error, "invalid configuration: {e}");
-        CallError::new(Status::ConfigInvalid, e.clone())
-    })?;
-    STARTED.get_or_init(|| {
-        if let Some(engine) = &ctx.engine {
-            engine.start(ctx);
-        }
-    });
-    Ok(ctx)
+    PROCESS.as_ref().copied().map_err(|e| {
+        skylog!(Error, "invalid configuration: {}", e.message);
+        e.clone()
+    })
 }

@@ -2,36 +2,45 @@
 //! `<ns>/events` as `<unix ts> <event> <json>` lines (the style of Galileo's
 //! `galileo/events`), so that operators and experiments can follow state as it moves.
 
-use crate::context::Context;
+use crate::clock::now_ms;
 use crate::keys;
 use crate::skylog;
-use crate::store::Request;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// The current time in milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::store::{Request, Store};
+use std::sync::Arc;
 
 /// One event line: seconds with millisecond precision, the event name, compact JSON.
 pub fn line(at_ms: u64, event: &str, body: &serde_json::Value) -> String {
     format!("{}.{:03} {event} {body}", at_ms / 1000, at_ms % 1000)
 }
 
-/// Publishes an event on the node-local store (best effort: a failure is logged, never
-/// passed on). Runs on the plugin runtime.
-pub async fn publish(ctx: &Context, event: &str, body: serde_json::Value) {
-    if !ctx.config.propagation.events {
-        return;
+/// Publishes events on a node-local store's channel (`SKYLARK_EVENTS`).
+pub struct Events {
+    store: Arc<Store>,
+    channel: String,
+    enabled: bool,
+}
+
+impl Events {
+    /// A publisher on `<ns>/events` of `store`; publishes nothing unless `enabled`.
+    pub fn new(store: Arc<Store>, namespace: &str, enabled: bool) -> Events {
+        Events {
+            store,
+            channel: keys::events(namespace),
+            enabled,
+        }
     }
-    let mut cmd = redis::cmd("PUBLISH");
-    cmd.arg(keys::events(&ctx.config.namespace))
-        .arg(line(now_ms(), event, &body));
-    if let Err(e) = ctx.local.query_async(&Request::Cmd(cmd)).await {
-        skylog!(Debug, "publishing event {event}: {e}");
+
+    /// Publishes an event (best effort: a failure is logged, never passed on). Runs on
+    /// the plugin runtime.
+    pub async fn publish(&self, event: &str, body: serde_json::Value) {
+        if !self.enabled {
+            return;
+        }
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.channel).arg(line(now_ms(), event, &body));
+        if let Err(e) = self.store.query_async(&Request::Cmd(cmd)).await {
+            skylog!(Debug, "publishing event {event}: {e}");
+        }
     }
 }
 

@@ -5,10 +5,9 @@
 //! store. Policy `stateless` reads only the global store. A bundle found elsewhere is
 //! copied to the node-local store in the background (read-through cache).
 
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
-use crate::events::now_ms;
-use crate::propagate;
 use crate::stats::{self, Counter};
 use crate::store::{hash_pairs, HashPairs, Request, Store};
 use crate::{fence, keys, runtime, skylog};
@@ -91,7 +90,7 @@ pub fn get(
 ) -> Result<Option<Found>, CallError> {
     check_options(opts)?;
     stats::inc(Counter::Gets);
-    let policy = opts.policy.unwrap_or(ctx.config.propagation.policy);
+    let policy = opts.policy.unwrap_or(ctx.cluster.config.propagation.policy);
     let found = if policy == Policy::Stateless {
         global_only(ctx, chain)?
     } else {
@@ -117,23 +116,24 @@ fn tiered(
     chain: &str,
     opts: &GetOptions,
 ) -> Result<Option<Found>, CallError> {
-    let ns = &ctx.config.namespace;
+    let ns = &ctx.cluster.config.namespace;
     let mut raw = read_local(ctx, ns, chain)?;
     let incoming = keys::split(raw.clone()).incoming;
-    if !incoming.is_empty() && !ctx.config.propagation.incoming_wait.is_zero() {
+    if !incoming.is_empty() && !ctx.cluster.config.propagation.incoming_wait.is_zero() {
         if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
             raw = r;
         }
     }
-    let (mut local, placement) = match Found::new(raw, Tier::Local, ctx.config.node_name.clone()) {
-        Ok(found) if found.has(&opts.require) => return Ok(Some(found)),
-        Ok(found) => {
-            let placement = found.placement.clone();
-            (Some(found), placement)
-        }
-        // The node may hold just a placement record naming where the state went.
-        Err(placement) => (None, placement),
-    };
+    let (mut local, placement) =
+        match Found::new(raw, Tier::Local, ctx.cluster.config.node_name.clone()) {
+            Ok(found) if found.has(&opts.require) => return Ok(Some(found)),
+            Ok(found) => {
+                let placement = found.placement.clone();
+                (Some(found), placement)
+            }
+            // The node may hold just a placement record naming where the state went.
+            Err(placement) => (None, placement),
+        };
     if opts.local_only || ctx.engine.is_none() {
         return Ok(local);
     }
@@ -141,16 +141,17 @@ fn tiered(
     hints.extend(placement.into_iter().map(|(_, node)| node));
     let chain_owned = chain.to_string();
     let require = opts.require.clone();
-    let wait = ctx.config.propagation.incoming_wait;
+    let wait = ctx.cluster.config.propagation.incoming_wait;
     // Each remote tier has the store deadline (the neighbour and global tiers run one
     // after the other); waiting for required state to arrive locally has its own bound.
-    let deadline = ctx.config.timeout.saturating_mul(2) + ctx.config.connect_timeout + wait;
+    let deadline =
+        ctx.cluster.config.timeout.saturating_mul(2) + ctx.cluster.config.connect_timeout + wait;
     let found = runtime::run(deadline, async move {
         elsewhere_or_arriving(ctx, &chain_owned, hints, &require, wait).await
     })?;
     match found {
         Some(mut f) => {
-            if f.source.tier != Tier::Local && ctx.config.propagation.read_cache {
+            if f.source.tier != Tier::Local && ctx.cluster.config.propagation.read_cache {
                 fill_cache(ctx, chain, &f);
             }
             if let Some(mine) = local.take() {
@@ -207,14 +208,14 @@ async fn arrival(
     if require.is_empty() || wait.is_zero() {
         return Ok(None);
     }
-    let ns = &ctx.config.namespace;
+    let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let mut cmd = redis::cmd("HKEYS");
         cmd.arg(&key);
-        let names = field_names(ctx.local.query_async(&Request::Cmd(cmd)).await?);
+        let names = field_names(ctx.cluster.local.query_async(&Request::Cmd(cmd)).await?);
         if require
             .iter()
             .all(|t| names.iter().any(|n| n == t.as_bytes()))
@@ -230,8 +231,8 @@ async fn arrival(
         Counter::IncomingWaitMs,
         started.elapsed().as_millis() as u64,
     );
-    let raw = read(&ctx.local, &bundle_request(ns, chain)).await?;
-    Ok(Found::new(raw, Tier::Local, ctx.config.node_name.clone()).ok())
+    let raw = read(&ctx.cluster.local, &bundle_request(ns, chain)).await?;
+    Ok(Found::new(raw, Tier::Local, ctx.cluster.config.node_name.clone()).ok())
 }
 
 /// The names in an `HKEYS` reply.
@@ -249,8 +250,8 @@ fn field_names(v: redis::Value) -> Vec<Vec<u8>> {
 }
 
 fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
-    let reply = ctx.local.query(&bundle_request(ns, chain))?;
-    hash_pairs(reply).map_err(|m| ctx.local.reply_error(m))
+    let reply = ctx.cluster.local.query(&bundle_request(ns, chain))?;
+    hash_pairs(reply).map_err(|m| ctx.cluster.local.reply_error(m))
 }
 
 /// A copy to this node is on its way (announced by its sender): rather than fetch the
@@ -263,7 +264,7 @@ fn wait_incoming(
     chain: &str,
     incoming: Vec<(Vec<u8>, u64)>,
 ) -> Result<Option<HashPairs>, CallError> {
-    let cap = now_ms() + ctx.config.propagation.incoming_wait.as_millis() as u64;
+    let cap = now_ms() + ctx.cluster.config.propagation.incoming_wait.as_millis() as u64;
     let live: Vec<(Vec<u8>, u64)> = incoming
         .into_iter()
         .filter(|(_, until)| *until > now_ms())
@@ -278,7 +279,7 @@ fn wait_incoming(
         std::thread::sleep(std::time::Duration::from_millis(2));
         let mut cmd = redis::cmd("HKEYS");
         cmd.arg(&key);
-        let names = field_names(ctx.local.query(&Request::Cmd(cmd))?);
+        let names = field_names(ctx.cluster.local.query(&Request::Cmd(cmd))?);
         let now = now_ms();
         let pending = live
             .iter()
@@ -302,10 +303,10 @@ async fn remote(
     hints: Vec<String>,
     require: &[String],
 ) -> Result<Option<Found>, CallError> {
-    let ns = ctx.config.namespace.clone();
-    let local = &ctx.config.node_name;
-    let topo = propagate::topology(ctx).await;
-    let global = ctx.nodes.global(topo.as_deref());
+    let ns = ctx.cluster.config.namespace.clone();
+    let local = &ctx.cluster.config.node_name;
+    let topo = ctx.cluster.current_topology().await;
+    let global = ctx.cluster.nodes.global(topo.as_deref());
     let mut candidates = hints;
     if let Some(t) = topo.as_deref() {
         if let Some(me) = t.id(local) {
@@ -320,7 +321,7 @@ async fn remote(
 
     let mut probes = tokio::task::JoinSet::new();
     for name in candidates {
-        let store = match ctx.nodes.store(topo.as_deref(), &name) {
+        let store = match ctx.cluster.nodes.store(topo.as_deref(), &name) {
             Ok(s) => s,
             Err(e) => {
                 skylog!(Debug, "get {chain}: skipping {name}: {e}");
@@ -366,10 +367,10 @@ async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError>
 
 /// Policy `stateless`: the global store only.
 fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, CallError> {
-    let global = propagate::require_global(ctx)?;
+    let global = ctx.cluster.require_global()?;
     let reply = global
         .store
-        .query(&bundle_request(&ctx.config.namespace, chain))?;
+        .query(&bundle_request(&ctx.cluster.config.namespace, chain))?;
     let raw = hash_pairs(reply).map_err(|m| global.store.reply_error(m))?;
     Ok(Found::new(raw, Tier::Global, global.name).ok())
 }
@@ -390,9 +391,9 @@ fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
         .iter()
         .map(|(t, n)| (t.as_str(), version(t.as_bytes()), n.as_str()))
         .collect();
-    let key = keys::bundle(&ctx.config.namespace, chain);
-    let cmd = fence::copy(&key, &stamped, &placed, ctx.config.ttl, None);
-    match ctx.local.query(&Request::Cmd(cmd)) {
+    let key = keys::bundle(&ctx.cluster.config.namespace, chain);
+    let cmd = fence::copy(&key, &stamped, &placed, ctx.cluster.config.ttl, None);
+    match ctx.cluster.local.query(&Request::Cmd(cmd)) {
         Ok(_) => stats::inc(Counter::CacheFills),
         Err(e) => skylog!(Info, "get {chain}: keeping a local copy: {e}"),
     }

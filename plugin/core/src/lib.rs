@@ -2,6 +2,11 @@
 //! can be unit-tested on plain Rust values. The `skylark-plugin` cdylib adapts WasmEdge's
 //! C API to [`calls::Instance`] and [`memory::GuestMemory`].
 //!
+//! A [`context::Context`] (a [`cluster::Cluster`] and, with propagation on, its
+//! [`propagation::Engine`]) is built from a [`config::Config`] value; the plugin's own is
+//! built from the environment on the first host call. Host calls get it from their
+//! [`Instance`]; the engine is handed the cluster it works on and knows no global.
+//!
 //! Logging ([`log`]) never panics, whatever state stderr is in: it runs on host-call paths,
 //! background threads and in an `atexit` callback, where a panic could abort the host.
 
@@ -9,6 +14,8 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod calls;
+pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod decode;
@@ -23,7 +30,7 @@ pub mod memory;
 pub mod nodes;
 pub mod outbox;
 pub mod pending;
-pub mod propagate;
+pub mod propagation;
 pub mod runtime;
 pub mod sigpipe;
 pub mod stats;

@@ -5,7 +5,8 @@
 //! of the process.
 
 use crate::config::{Config, Credentials, RedisUrl, Tls};
-use crate::store::Store;
+use crate::error::CallError;
+use crate::store::{OpenError, Store};
 use crate::topology::Schedule;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,37 @@ pub struct Nodes {
     connect_timeout: std::time::Duration,
     /// By URL and whether the store is opened as the global one.
     opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
+}
+
+/// Why a node's store cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// Neither the topology nor `SKYLARK_NODE_ADDRS` gives the node an address.
+    NoAddress { node: String },
+    /// The node's store could not be set up from its address.
+    Open(OpenError),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::NoAddress { node } => write!(
+                f,
+                "node {node} has no store address (topology or SKYLARK_NODE_ADDRS)"
+            ),
+            NodeError::Open(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<NodeError> for CallError {
+    /// Either way the node's store cannot be reached from here: `StoreUnavailable`, as for
+    /// a store that does not answer (a copy to it is retried, then re-targeted).
+    fn from(e: NodeError) -> CallError {
+        CallError::new(skylark_abi::Status::StoreUnavailable, e.to_string())
+    }
 }
 
 /// The global store and the name it goes by.
@@ -65,7 +97,7 @@ impl Nodes {
 
     /// The store of node `name`: the local store for this node, else the override, else
     /// the topology's address. The topology's global node gets the global credentials.
-    pub fn store(&self, topo: Option<&Schedule>, name: &str) -> Result<Arc<Store>, String> {
+    pub fn store(&self, topo: Option<&Schedule>, name: &str) -> Result<Arc<Store>, NodeError> {
         if name == self.local_name {
             return Ok(Arc::clone(&self.local));
         }
@@ -76,8 +108,8 @@ impl Nodes {
             Some(url) => url.as_str().to_string(),
             None => topo
                 .and_then(|t| t.id(name).and_then(|id| self.topology_url(t, id)))
-                .ok_or_else(|| {
-                    format!("node {name} has no store address (topology or SKYLARK_NODE_ADDRS)")
+                .ok_or_else(|| NodeError::NoAddress {
+                    node: name.to_string(),
                 })?,
         };
         self.open(&url, is_global)
@@ -112,7 +144,7 @@ impl Nodes {
         Some(Global { name, store })
     }
 
-    fn open(&self, url: &str, global: bool) -> Result<Arc<Store>, String> {
+    fn open(&self, url: &str, global: bool) -> Result<Arc<Store>, NodeError> {
         let mut opened = self
             .opened
             .lock()
@@ -132,7 +164,8 @@ impl Nodes {
             &self.tls,
             self.timeout,
             self.connect_timeout,
-        )?;
+        )
+        .map_err(NodeError::Open)?;
         opened.insert(key, Arc::clone(&store));
         Ok(store)
     }

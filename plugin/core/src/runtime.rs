@@ -6,7 +6,7 @@
 //! other tokio runtime (where `block_on` would panic), and a deadline bounds every wait.
 //!
 //! The runtime is never shut down: its threads end with the process, whatever they are
-//! doing (the exit flush in `propagate` bounds how long exit waits for them). That is safe
+//! doing (the exit flush in `propagation` bounds how long exit waits for them). That is safe
 //! only because the plugin library is never unloaded (`plugin/build.rs`): WasmEdge
 //! `dlclose`s plugins at exit, and a thread of this runtime, even one not yet scheduled,
 //! would otherwise run into unmapped code.

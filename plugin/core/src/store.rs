@@ -44,6 +44,23 @@ pub struct Store {
     connect_timeout: Duration,
 }
 
+/// A store that could not be set up (a URL the client rejects, unusable TLS material);
+/// no connection was tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError {
+    /// The URL, password redacted.
+    pub url: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.url, self.reason)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
 impl Store {
     /// A store for `url`; does not connect. `credentials` apply unless the URL carries
     /// its own; `tls` applies to a `rediss://` URL.
@@ -53,9 +70,11 @@ impl Store {
         tls: &Tls,
         timeout: Duration,
         connect_timeout: Duration,
-    ) -> Result<Arc<Store>, String> {
-        let (client, auth) =
-            client(url, credentials, tls).map_err(|e| format!("{}: {e}", redact(url)))?;
+    ) -> Result<Arc<Store>, OpenError> {
+        let (client, auth) = client(url, credentials, tls).map_err(|e| OpenError {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
         let tls = matches!(
             client.get_connection_info().addr(),
             ConnectionAddr::TcpTls { .. }
@@ -375,7 +394,7 @@ pub fn write_hash<'a, F: AsRef<[u8]> + ?Sized + 'a>(
 
 /// Appends `EXPIRE key ttl` (ignored in the reply) when there is a TTL. With none (TTL 0)
 /// nothing is sent: no write of the plugin ever gives a bundle an expiry then (see
-/// `propagate::incoming_marker`), and the documented minimal ACLs need no `PERSIST`.
+/// `propagation::copy::incoming_marker`), and the documented minimal ACLs need no `PERSIST`.
 pub fn set_ttl(pipe: &mut redis::Pipeline, key: &str, ttl: Option<Duration>) {
     if let Some(ttl) = ttl {
         pipe.cmd("EXPIRE")

@@ -6,7 +6,7 @@
 
 use crate::error::CallError;
 use crate::store::{Request, Store};
-use crate::topology::Schedule;
+use crate::topology::{self, Schedule};
 use crate::{skylog, stats};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,7 +95,7 @@ impl TopologyWatch {
             }
         };
         if let Some(bytes) = key_bytes {
-            let digest = fnv1a(&bytes);
+            let digest = topology::document_digest(&bytes);
             if st.key_seen != Some(digest) {
                 st.key_seen = Some(digest);
                 adopt(st, Origin::Key, &bytes, changes);
@@ -165,7 +165,7 @@ fn adopt(st: &mut State, origin: Origin, bytes: &[u8], changes: &mut Vec<Change>
             st.current = Some(Arc::new(s));
             st.origin = origin;
         }
-        Err(e) => report(changes, origin, e),
+        Err(e) => report(changes, origin, e.to_string()),
     }
 }
 
@@ -176,13 +176,6 @@ fn report(changes: &mut Vec<Change>, origin: Origin, error: String) {
         "invalid topology from {origin:?} (the last good one stays in force): {error}"
     );
     changes.push(Change::Invalid { origin, error });
-}
-
-/// FNV-1a 64 of `bytes`: identifies a document version.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A topology error as a call error (for host calls that need a topology).

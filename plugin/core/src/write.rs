@@ -4,13 +4,13 @@
 //! `SKYLARK_MAX_OUTBOX`); then the job is handed to the background. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
 
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
-use crate::events::now_ms;
 use crate::outbox::{self, Guarded, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{fence, keys, propagate};
+use crate::{fence, keys};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -40,17 +40,17 @@ pub fn put(
     opts: &PutOptions,
 ) -> Result<(), CallError> {
     check_options(opts)?;
-    let p = &ctx.config.propagation;
+    let p = &ctx.cluster.config.propagation;
     let policy = opts.policy.unwrap_or(p.policy);
     if policy == Policy::Stateless {
         return put_global(ctx, chain, fields);
     }
-    let ns = &ctx.config.namespace;
+    let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let cmd = fence::put(&key, fields.iter().copied(), ctx.config.ttl);
-        ctx.local.query(&Request::Cmd(cmd))?;
+        let cmd = fence::put(&key, fields.iter().copied(), ctx.cluster.config.ttl);
+        ctx.cluster.local.query(&Request::Cmd(cmd))?;
         stats::inc(Counter::Puts);
         return Ok(());
     };
@@ -59,7 +59,7 @@ pub fn put(
         id: outbox::new_id(now),
         chain: chain.to_string(),
         tasks: fields.iter().map(|(t, _)| t.to_string()).collect(),
-        origin: ctx.config.node_name.clone(),
+        origin: ctx.cluster.config.node_name.clone(),
         policy,
         destination: opts.destination.clone(),
         max_latency_ms: opts.max_latency_ms.unwrap_or(p.max_latency_ms),
@@ -76,9 +76,10 @@ pub fn put(
         merged: Vec::new(),
     };
     let json = job.to_json()?;
-    let reserved = engine.reserve();
+    // A queue slot, given back on every early return below (it is a guard).
+    let slot = engine.reserve();
     // Our own job is ours for a lease; an overflowing one is due for the next sweep.
-    let due = if reserved {
+    let due = if slot.is_some() {
         now + p.lease.as_millis() as u64
     } else {
         now
@@ -87,47 +88,41 @@ pub fn put(
         ns,
         &key,
         fields.iter().copied(),
-        ctx.config.ttl,
+        ctx.cluster.config.ttl,
         &job.id,
         &json,
         due,
         p.max_outbox,
     );
-    let outcome = ctx.local.query(&Request::Cmd(cmd)).and_then(|reply| {
-        outbox::guarded_reply(&reply).ok_or_else(|| {
-            ctx.local
-                .reply_error(format!("unexpected reply {reply:?} to a put"))
-        })
-    });
-    match outcome {
-        Ok(Guarded::Stored(..)) => {}
-        Ok(Guarded::Full(waiting)) => {
-            if reserved {
-                engine.release_slot();
-            }
-            stats::inc(Counter::Backlogged);
-            return Err(CallError::new(
-                Status::Backlogged,
-                format!(
-                    "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
-                    ctx.config.node_name, p.max_outbox
-                ),
-            ));
-        }
-        Err(e) => {
-            if reserved {
-                engine.release_slot();
-            }
-            return Err(e);
-        }
+    let outcome = ctx
+        .cluster
+        .local
+        .query(&Request::Cmd(cmd))
+        .and_then(|reply| {
+            outbox::guarded_reply(&reply).ok_or_else(|| {
+                ctx.cluster
+                    .local
+                    .reply_error(format!("unexpected reply {reply:?} to a put"))
+            })
+        });
+    if let Guarded::Full(waiting) = outcome? {
+        stats::inc(Counter::Backlogged);
+        return Err(CallError::new(
+            Status::Backlogged,
+            format!(
+                "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
+                ctx.cluster.config.node_name, p.max_outbox
+            ),
+        ));
     }
     stats::inc(Counter::Puts);
     stats::inc(Counter::Jobs);
-    if reserved {
-        engine.submit(ctx, job);
-    } else {
-        stats::inc(Counter::QueueOverflow);
-        engine.note_backlog();
+    match slot {
+        Some(slot) => engine.submit(job, slot),
+        None => {
+            stats::inc(Counter::QueueOverflow);
+            engine.note_backlog();
+        }
     }
     Ok(())
 }
@@ -138,8 +133,8 @@ fn put_global(
     chain: &str,
     fields: &[(&str, &[u8])],
 ) -> Result<(), CallError> {
-    let global = propagate::require_global(ctx)?;
-    let ns = &ctx.config.namespace;
+    let global = ctx.cluster.require_global()?;
+    let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
     let record: Vec<String> = fields
         .iter()
@@ -147,13 +142,17 @@ fn put_global(
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.add_command(fence::put(&key, fields.iter().copied(), ctx.config.ttl))
-        .ignore();
+    pipe.add_command(fence::put(
+        &key,
+        fields.iter().copied(),
+        ctx.cluster.config.ttl,
+    ))
+    .ignore();
     store::write_hash(
         &mut pipe,
         &key,
         record.iter().map(|f| (f.as_str(), global.name.as_bytes())),
-        ctx.config.ttl,
+        ctx.cluster.config.ttl,
     );
     global.store.query(&Request::Pipe(pipe))?;
     stats::inc(Counter::StatelessPuts);

@@ -5,6 +5,7 @@
 //!                  [--platform linux/amd64,linux/arm64] [--tar FILE]
 //! oci-image plugin --so libwasmedgePluginSkylark.so --name skylark/plugin-installer:0.1.0
 //!                  --out DIR [--busybox FILE] [--platform linux/arm64] [--tar FILE]
+//! oci-image static --bin pause --name skylark/pause:0.1.0 --out DIR [--platform P] [--tar FILE]
 //! ```
 //!
 //! `wasm` makes a FROM-scratch image: one layer holding `/<file>.wasm`, `Entrypoint`
@@ -21,6 +22,11 @@
 //! DaemonSet runs to copy the plugin onto the node. Without `--busybox` the image holds only
 //! data (for a Kubernetes image volume). The plugin is native code: one platform only,
 //! default the machine's own.
+//!
+//! `static` makes a FROM-scratch image of one statically linked executable, `/<file>`, which
+//! is also its `Entrypoint` (one platform, default the machine's own). The CRI test
+//! (`cri-tests/`) packs its pod sandbox ("pause") program with it, since the public pause
+//! image cannot be pulled there.
 //!
 //! The output is an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`):
 //! `index.json` names an image index (one manifest per platform) with the annotations
@@ -44,6 +50,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   oci-image wasm   --wasm FILE --name NAME[:TAG] --out DIR [--platform P[,P...]] [--tar FILE]
   oci-image plugin --so FILE --name NAME[:TAG] --out DIR [--busybox FILE] [--platform P] [--tar FILE]
+  oci-image static --bin FILE --name NAME[:TAG] --out DIR [--platform P] [--tar FILE]
 platforms are OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64, wasi/wasm";
 
 /// The annotation crun's WasmEdge handler looks at; `compat-smart` runs only wasm
@@ -83,12 +90,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the image `command` (`wasm` or `plugin`) with `flags`; returns a one-line
-/// JSON summary.
+/// Builds the image `command` (`wasm`, `plugin` or `static`) with `flags`; returns a
+/// one-line JSON summary.
 fn run(command: &str, flags: &Flags) -> Result<Value, String> {
     let spec = match command {
         "wasm" => wasm_spec(flags)?,
         "plugin" => plugin_spec(flags)?,
+        "static" => static_spec(flags)?,
         other => return Err(format!("unknown command {other:?}\n{USAGE}")),
     };
     let out = PathBuf::from(flags.required("out")?);
@@ -124,7 +132,9 @@ impl Flags {
 /// `None` for `--help`.
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<(String, Flags)>, String> {
     use lexopt::prelude::*;
-    const KNOWN: &[&str] = &["wasm", "so", "busybox", "name", "out", "platform", "tar"];
+    const KNOWN: &[&str] = &[
+        "wasm", "so", "busybox", "bin", "name", "out", "platform", "tar",
+    ];
     let mut p = lexopt::Parser::from_args(args);
     let mut command = None;
     let mut flags = BTreeMap::new();
@@ -411,6 +421,43 @@ fn plugin_spec(flags: &Flags) -> Result<ImageSpec, String> {
         platforms,
         files,
         runtime_config,
+        annotations: BTreeMap::new(),
+    })
+}
+
+/// The spec of `oci-image static`.
+fn static_spec(flags: &Flags) -> Result<ImageSpec, String> {
+    let bin_path = flags.required("bin")?;
+    let bytes = read_input(bin_path, "--bin")?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(format!("--bin {bin_path}: not an ELF executable"));
+    }
+    let file_name = Path::new(bin_path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.contains(char::is_whitespace))
+        .ok_or_else(|| format!("--bin {bin_path}: the file name must have no spaces"))?
+        .to_string();
+    let platforms = match flags.get("platform") {
+        Some(p) => parse_platforms(p)?,
+        None => vec![Platform::host()?],
+    };
+    if platforms.len() != 1 {
+        return Err("--bin is native code: give exactly one --platform".into());
+    }
+    Ok(ImageSpec {
+        reference: Reference::parse(flags.required("name")?)?,
+        platforms,
+        runtime_config: json!({
+            "Entrypoint": [format!("/{file_name}")],
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+        }),
+        files: vec![LayerFile {
+            path: file_name,
+            mode: 0o755,
+            bytes,
+        }],
         annotations: BTreeMap::new(),
     })
 }

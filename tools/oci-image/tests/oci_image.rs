@@ -276,6 +276,48 @@ fn plugin_image_holds_the_plugin_and_busybox() {
 }
 
 #[test]
+fn static_image_runs_its_one_executable() {
+    let f = fixture();
+    let out = f.dir.path().join("pause");
+    let summary = ok(&[
+        "static",
+        "--bin",
+        s(&f.busybox),
+        "--platform",
+        "linux/amd64",
+        "--name",
+        "skylark/pause:0.1.0",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(summary["name"], "docker.io/skylark/pause:0.1.0");
+    let img = inspect(&out);
+    assert_eq!(img.images.len(), 1);
+    let (platform, manifest, config, layer) = &img.images[0];
+    assert_eq!(platform["architecture"], "amd64");
+    assert!(manifest["annotations"]["module.wasm.image/variant"].is_null());
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/busybox"])
+    );
+    let entries = tar_entries(layer);
+    assert_eq!(entries.len(), 1, "exactly one file: {:?}", entries.keys());
+    assert_eq!(entries["busybox"].0, 0o755);
+    assert_eq!(entries["busybox"].2, fs::read(&f.busybox).unwrap());
+    // A wasm module is not a native executable.
+    let refused = oci_image(&[
+        "static",
+        "--bin",
+        s(&f.wasm),
+        "--name",
+        "x",
+        "--out",
+        s(&f.dir.path().join("no")),
+    ]);
+    assert!(!refused.status.success());
+}
+
+#[test]
 fn builds_are_reproducible_and_the_tar_holds_the_layout() {
     let f = fixture();
     let mut digests = Vec::new();

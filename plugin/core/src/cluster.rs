@@ -1,0 +1,103 @@
+//! This node's view of the cluster: its configuration, the node-local store, the other
+//! nodes' stores, the live topology and the event publisher. Built from a [`Config`]
+//! value; shared by the host calls and the propagation engine.
+
+use crate::config::Config;
+use crate::error::CallError;
+use crate::events::Events;
+use crate::nodes::{Global, Nodes};
+use crate::store::{OpenError, Store};
+use crate::topology::Schedule;
+use crate::topology_watch::{Change, TopologyWatch};
+use crate::{keys, runtime};
+use serde_json::json;
+use std::sync::Arc;
+
+/// What the host calls and the engine share.
+pub struct Cluster {
+    pub config: Config,
+    pub local: Arc<Store>,
+    pub nodes: Nodes,
+    pub topology: TopologyWatch,
+    pub events: Events,
+}
+
+impl Cluster {
+    /// The cluster `config` describes; opens no connection (stores connect lazily).
+    pub fn new(config: Config) -> Result<Cluster, OpenError> {
+        let local = Store::new(
+            &config.redis_url,
+            &config.credentials,
+            &config.tls,
+            config.timeout,
+            config.connect_timeout,
+        )?;
+        let p = &config.propagation;
+        let nodes = Nodes::new(&config, Arc::clone(&local));
+        let topology = TopologyWatch::new(
+            p.topology_file.clone(),
+            keys::topology(&config.namespace),
+            p.topology_refresh,
+        );
+        let events = Events::new(Arc::clone(&local), &config.namespace, p.events);
+        Ok(Cluster {
+            config,
+            local,
+            nodes,
+            topology,
+            events,
+        })
+    }
+
+    /// The live topology (reloaded if due), announcing changes as events.
+    pub async fn current_topology(&self) -> Option<Arc<Schedule>> {
+        let (topo, changes) = self.topology.current(&self.local).await;
+        self.announce(changes).await;
+        topo
+    }
+
+    /// Publishes topology changes as `topology` and `topology_invalid` events.
+    async fn announce(&self, changes: Vec<Change>) {
+        for c in changes {
+            match c {
+                Change::Loaded {
+                    origin,
+                    digest,
+                    nodes,
+                    slots,
+                } => {
+                    self.events
+                        .publish(
+                            "topology",
+                            json!({"origin": format!("{origin:?}").to_lowercase(),
+                           "version": format!("{digest:016x}"), "nodes": nodes, "slots": slots}),
+                        )
+                        .await
+                }
+                Change::Invalid { origin, error } => {
+                    self.events
+                        .publish(
+                            "topology_invalid",
+                            json!({"origin": format!("{origin:?}").to_lowercase(), "error": error}),
+                        )
+                        .await
+                }
+            }
+        }
+    }
+
+    /// The global store, for a host call on the guest's thread (policy `stateless`);
+    /// `StoreUnavailable` if there is none.
+    pub fn require_global(&'static self) -> Result<Global, CallError> {
+        runtime::run(self.config.timeout, async move {
+            let topo = self.current_topology().await;
+            Ok(self.nodes.global(topo.as_deref()))
+        })?
+        .ok_or_else(|| {
+            CallError::new(
+                skylark_abi::Status::StoreUnavailable,
+                "policy stateless needs a global store (a topology with a Cloud node, or SKYLARK_GLOBAL_URL)",
+            )
+        })
+    }
+}

@@ -1,0 +1,382 @@
+//! The copies of one round of a job: the chain's bundle as read on this node, the fields
+//! each target lacks, the fenced copy (`fence::copy`) with its announcement, sent to every
+//! target at once, and what came of them.
+
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
+use crate::error::CallError;
+use crate::nodes::Global;
+use crate::outbox::Job;
+use crate::store::{self, HashPairs, Request, Store};
+use crate::topology::Schedule;
+use crate::{fence, keys, skylog};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The chain's bundle as this node holds it, split into state, placement and versions.
+pub(super) struct Snapshot {
+    /// Bytes of all fields (names and values), for the election.
+    pub size: u64,
+    pub state: HashPairs,
+    pub placement: Vec<(String, String)>,
+    /// Per-field versions; every state field has one (0 if written before versions).
+    pub versions: keys::Versions,
+}
+
+impl Snapshot {
+    /// Reads the chain's bundle from `store`.
+    pub async fn read(store: &Store, ns: &str, chain: &str) -> Result<Snapshot, CallError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(keys::bundle(ns, chain));
+        let reply = store.query_async(&Request::Cmd(cmd)).await?;
+        let pairs = store::hash_pairs(reply).map_err(|m| store.reply_error(m))?;
+        let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        let keys::Split {
+            state,
+            placement,
+            mut versions,
+            ..
+        } = keys::split(pairs);
+        // A field written before versions existed counts as version 0.
+        for (field, _) in &state {
+            versions.entry(field.clone()).or_insert(0);
+        }
+        Ok(Snapshot {
+            size,
+            state,
+            placement,
+            versions,
+        })
+    }
+
+    /// The version of `task`'s field (0 if unknown).
+    pub fn version(&self, task: &[u8]) -> u64 {
+        self.versions.get(task).copied().unwrap_or(0)
+    }
+}
+
+/// Copies `snap` to every one of `targets` at once, with `record` as the placement the
+/// copies carry, and waits for them all.
+pub(super) async fn round(
+    ctx: &Cluster,
+    job: &Job,
+    targets: &[String],
+    snap: &Snapshot,
+    record: &[(&str, &str)],
+    global: Option<&Global>,
+    topo: Option<&Schedule>,
+) -> Round {
+    let p = &ctx.config.propagation;
+    let ns = &ctx.config.namespace;
+    let wait = p.incoming_wait;
+    let placed: Vec<fence::Placed> = record
+        .iter()
+        .map(|(t, n)| (*t, snap.version(t.as_bytes()), *n))
+        .collect();
+    let mut copies = tokio::task::JoinSet::new();
+    for name in targets {
+        let is_global = global.is_some_and(|g| &g.name == name);
+        let fields = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
+        let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
+        let stamped: Vec<fence::Stamped> = fields
+            .iter()
+            .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
+            .collect();
+        let announced = (!wait.is_zero()).then(|| keys::incoming_field(&job.id));
+        let copy = fence::copy(
+            &keys::bundle(ns, &job.chain),
+            &stamped,
+            &placed,
+            ctx.config.ttl,
+            announced.as_deref(),
+        );
+        let marker = announced.map(|field| {
+            incoming_marker(
+                ns,
+                &job.chain,
+                &field,
+                now_ms() + wait.as_millis() as u64,
+                ctx.config.ttl,
+            )
+        });
+        let store = match global {
+            Some(g) if is_global => Ok(Arc::clone(&g.store)),
+            _ => ctx.nodes.store(topo, name),
+        };
+        let req = Request::Cmd(copy);
+        let name = name.clone();
+        copies.spawn(async move {
+            let r = match store {
+                Ok(s) => send_copy(&s, marker, &req, deadline).await,
+                Err(e) => Err(CallError::from(e)),
+            };
+            (name, r)
+        });
+    }
+    join_copies(&mut copies, &job.id).await
+}
+
+/// The state fields a copy to `target` must carry: this job's own, plus, except on the
+/// global store (every put sends its own state there), those whose placement record does
+/// not already name `target`.
+fn delta(
+    state: &HashPairs,
+    placement: &[(String, String)],
+    own: &[String],
+    target: &str,
+    is_global: bool,
+) -> HashPairs {
+    state
+        .iter()
+        .filter(|(field, _)| {
+            let Ok(task) = std::str::from_utf8(field) else {
+                return true;
+            };
+            if own.iter().any(|t| t == task) {
+                return true;
+            }
+            !is_global && !placement.iter().any(|(t, n)| t == task && n == target)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` and, with a
+/// bundle TTL, `EXPIRE <bundle> <ttl> NX`, so that a bundle the announcement creates
+/// expires like any other if its copy never comes. With no TTL (TTL 0) nothing may expire,
+/// so no `EXPIRE` at all: an announcement that gave an existing bundle an expiry made the
+/// copies of a "never expire" deployment vanish. (A marker whose copy never comes then
+/// stays; readers ignore it once its time has passed.)
+fn incoming_marker(
+    ns: &str,
+    chain: &str,
+    field: &str,
+    until_ms: u64,
+    ttl: Option<Duration>,
+) -> Request {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("HSET")
+        .arg(keys::bundle(ns, chain))
+        .arg(field)
+        .arg(until_ms)
+        .ignore();
+    if let Some(ttl) = ttl {
+        pipe.cmd("EXPIRE")
+            .arg(keys::bundle(ns, chain))
+            .arg(ttl.as_secs().max(1))
+            .arg("NX")
+            .ignore();
+    }
+    Request::Pipe(pipe)
+}
+
+/// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
+/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms).
+pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64) -> Duration {
+    let transfer_ms = bytes as f64 / (min_mbps.max(f64::MIN_POSITIVE) * 125.0);
+    timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64)
+}
+
+/// Sends the announcement (if any) and the copy back to back on one connection: the small
+/// announcement lands first, then the copy (within `deadline`), which removes it.
+async fn send_copy(
+    store: &Store,
+    marker: Option<Request>,
+    copy: &Request,
+    deadline: Duration,
+) -> Result<(), CallError> {
+    match marker {
+        Some(m) => {
+            let (announced, copied) = tokio::join!(
+                store.query_async(&m),
+                store.query_async_within(copy, deadline)
+            );
+            if let Err(e) = announced {
+                skylog!(Debug, "announcing a copy to {}: {e}", store.name());
+            }
+            copied.map(|_| ())
+        }
+        None => store.query_async_within(copy, deadline).await.map(|_| ()),
+    }
+}
+
+/// What one round of copies achieved.
+#[derive(Debug, Default)]
+pub(super) struct Round {
+    /// Targets whose copy this round made.
+    pub copied: Vec<String>,
+    /// Targets whose copy failed, with the error.
+    pub failed: Vec<(String, CallError)>,
+    /// Copy tasks that ended without a result (panicked or cancelled).
+    lost: usize,
+}
+
+impl Round {
+    /// Whether this round made a copy on every one of its `targets`: counted from this
+    /// round's own results, never from the job's earlier successes.
+    pub fn made_all(&self, targets: &[String]) -> bool {
+        self.failed.is_empty() && self.lost == 0 && targets.iter().all(|t| self.copied.contains(t))
+    }
+}
+
+/// Waits for every copy task of a round and sorts their outcomes.
+async fn join_copies(
+    copies: &mut tokio::task::JoinSet<(String, Result<(), CallError>)>,
+    job_id: &str,
+) -> Round {
+    let mut round = Round::default();
+    while let Some(joined) = copies.join_next().await {
+        match joined {
+            Ok((name, Ok(()))) => round.copied.push(name),
+            Ok((name, Err(e))) => round.failed.push((name, e)),
+            Err(e) => {
+                skylog!(Error, "job {job_id}: copy task ended without a result: {e}");
+                round.lost += 1;
+            }
+        }
+    }
+    round
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dies() -> (String, Result<(), CallError>) {
+        panic!("a copy task that panics (expected in this test)")
+    }
+
+    #[test]
+    fn a_round_counts_only_its_own_copies() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a test runtime");
+        rt.block_on(async {
+            // An earlier round copied to the global store ("cloud"), so the job's all-time
+            // successes number 1; this round's only target, the elected node, has its copy
+            // task panic, then cancelled. Neither round made its copy.
+            let earlier_done = ["cloud".to_string()];
+            let targets = vec!["sat-b".to_string()];
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async { dies() });
+            let round = join_copies(&mut copies, "j1").await;
+            assert_eq!((round.copied.len(), round.lost), (0, 1));
+            assert!(earlier_done.len() >= targets.len());
+            assert!(!round.made_all(&targets), "a panicked copy counted as made");
+
+            let mut copies = tokio::task::JoinSet::new();
+            copies
+                .spawn(async { std::future::pending::<(String, Result<(), CallError>)>().await })
+                .abort();
+            let round = join_copies(&mut copies, "j1").await;
+            assert_eq!(round.lost, 1);
+            assert!(
+                !round.made_all(&targets),
+                "a cancelled copy counted as made"
+            );
+
+            // A failed copy is not made either; a successful one is.
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async {
+                (
+                    "sat-b".to_string(),
+                    Err(CallError::new(
+                        skylark_abi::Status::StoreUnavailable,
+                        "down",
+                    )),
+                )
+            });
+            assert!(!join_copies(&mut copies, "j1").await.made_all(&targets));
+            let mut copies = tokio::task::JoinSet::new();
+            copies.spawn(async { ("sat-b".to_string(), Ok(())) });
+            assert!(join_copies(&mut copies, "j1").await.made_all(&targets));
+        });
+    }
+
+    /// Each command of a request as its RESP bytes (lossy text).
+    fn packed(r: &Request) -> Vec<String> {
+        let text = |c: &redis::Cmd| String::from_utf8_lossy(&c.get_packed_command()).into_owned();
+        match r {
+            Request::Pipe(p) => p.cmd_iter().map(text).collect(),
+            Request::Cmd(c) => vec![text(c)],
+        }
+    }
+
+    #[test]
+    fn writes_give_every_copy_the_configured_ttl_or_none() {
+        let key = "ns:bundle:c";
+        let mut pipe = redis::pipe();
+        store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
+        let cmds = packed(&Request::Pipe(pipe));
+        assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
+
+        let mut pipe = redis::pipe();
+        store::write_hash(
+            &mut pipe,
+            key,
+            [("t", b"v".as_slice())],
+            Some(Duration::from_secs(90)),
+        );
+        let cmds = packed(&Request::Pipe(pipe));
+        assert!(
+            cmds.iter()
+                .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n")),
+            "{cmds:?}"
+        );
+
+        // The announcement of a copy: an expiry only with a TTL, and only NX.
+        let m = packed(&incoming_marker("ns", "c", "@incoming:j", 1, None));
+        assert!(!m.iter().any(|c| c.contains("EXPIRE")), "{m:?}");
+        let m = packed(&incoming_marker(
+            "ns",
+            "c",
+            "@incoming:j",
+            1,
+            Some(Duration::from_secs(90)),
+        ));
+        assert!(
+            m.iter()
+                .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n") && c.contains("NX")),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn copy_deadlines_grow_with_size() {
+        let t = Duration::from_millis(2000);
+        assert_eq!(copy_deadline(t, 0, 5.0), t);
+        // 10 MB at 5 Mbit/s (625 bytes/ms): 16 s more.
+        assert_eq!(
+            copy_deadline(t, 10_000_000, 5.0),
+            Duration::from_millis(18_000)
+        );
+        assert_eq!(copy_deadline(t, 1, 5.0), Duration::from_millis(2001));
+        // Absurd inputs stay finite.
+        assert!(copy_deadline(t, usize::MAX, 0.0) <= t + Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn copies_carry_only_what_the_target_lacks() {
+        let state = vec![
+            (b"pre".to_vec(), b"image".to_vec()),
+            (b"det".to_vec(), b"boxes".to_vec()),
+        ];
+        let placement = vec![("pre".to_string(), "n2".to_string())];
+        let own = vec!["det".to_string()];
+        let names = |v: HashPairs| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        // n2 already holds pre (placed there): only det goes.
+        assert_eq!(
+            names(delta(&state, &placement, &own, "n2", false)),
+            [b"det".to_vec()]
+        );
+        // n3 holds nothing of this chain: everything goes.
+        assert_eq!(delta(&state, &placement, &own, "n3", false).len(), 2);
+        // The global store got pre from pre's own put.
+        assert_eq!(
+            names(delta(&state, &placement, &own, "g", true)),
+            [b"det".to_vec()]
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Where a job's copy goes: the job and the live topology turned into an
+//! [`election::Request`], and the election's result into node names, announced with a
+//! `placement` event.
+
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
+use crate::election::{self, Rng, Target};
+use crate::outbox::Job;
+use crate::skylog;
+use crate::topology::Schedule;
+use serde_json::json;
+use skylark_abi::wire::Policy;
+
+/// The job's target: the one it already has, else a fresh election, which is recorded in
+/// the job and announced (off the copy's critical path).
+pub(super) fn target(
+    ctx: &'static Cluster,
+    job: &mut Job,
+    topo: Option<&Schedule>,
+    global: Option<&str>,
+    size: u64,
+    rng: &mut Rng,
+) -> String {
+    if let Some(t) = &job.target {
+        return t.clone();
+    }
+    let e = elect(ctx, topo, global, job, size, rng);
+    let body = json!({"chain": job.chain, "tasks": job.tasks, "node": ctx.config.node_name,
+           "policy": job.policy.name(), "elected": e.node, "global": global,
+           "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
+           "bytes": size, "reason": e.reason, "job": job.id});
+    tokio::spawn(ctx.events.publish("placement", body));
+    skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
+    job.target = Some(e.node.clone());
+    e.node
+}
+
+/// Delay between a put and its job's election that the SLO check ignores.
+const QUEUE_NOISE_MS: u64 = 100;
+
+/// The outcome of an election, by node name.
+struct Elected {
+    /// The node that should hold the copy (this node's name to keep it local).
+    node: String,
+    reason: String,
+    path: Vec<String>,
+    migration_ms: f64,
+    slot: Option<usize>,
+}
+
+/// Elects the node that should hold the job's copy (`size` bytes of bundle).
+fn elect(
+    ctx: &Cluster,
+    topo: Option<&Schedule>,
+    global: Option<&str>,
+    job: &Job,
+    size: u64,
+    rng: &mut Rng,
+) -> Elected {
+    let local = ctx.config.node_name.clone();
+    let keep = |reason: &str| Elected {
+        node: local.clone(),
+        reason: reason.to_string(),
+        path: Vec::new(),
+        migration_ms: 0.0,
+        slot: None,
+    };
+    match job.policy {
+        Policy::Local => return keep("policy local"),
+        Policy::Stateless => {
+            return match global {
+                Some(g) => Elected {
+                    node: g.to_string(),
+                    ..keep("policy stateless: the global store")
+                },
+                None => keep("policy stateless but no global store"),
+            }
+        }
+        Policy::Skylark | Policy::Random => {}
+    }
+    let Some(t) = topo else {
+        return keep("no topology");
+    };
+    let Some(local_id) = t.id(&local) else {
+        return keep("this node is not in the topology");
+    };
+    let Some(dest_name) = job.destination.as_deref().or(global) else {
+        return keep("no destination and no global node");
+    };
+    let Some(dest_id) = t.id(dest_name) else {
+        return keep(&format!("destination {dest_name} is not in the topology"));
+    };
+    let exclude: Vec<u32> = job.exclude.iter().filter_map(|n| t.id(n)).collect();
+    let now = now_ms();
+    // Time the job spent waiting since the put counts towards the budget once it is more
+    // than scheduling noise (a job resumed from the outbox, retried, or re-targeted).
+    let waited = match now.saturating_sub(job.put_at_ms) {
+        w if w > QUEUE_NOISE_MS => w,
+        _ => 0,
+    };
+    let req = election::Request {
+        policy: job.policy,
+        local: local_id,
+        destination: dest_id,
+        size_bytes: size,
+        exec_ms: (job.exec_ms + waited) as f64,
+        max_latency_ms: job.max_latency_ms as f64,
+        min_bandwidth_mbps: job.min_bandwidth_mbps,
+        now_ms: now,
+        successor_at_ms: (job.put_at_ms + job.successor_in_ms).max(now),
+        exclude: &exclude,
+    };
+    let e = election::elect(t, &req, rng);
+    let node = match e.target {
+        Target::Node(n) => t.node(n).name.clone(),
+        Target::Local => local.clone(),
+        Target::Global => global.map(str::to_string).unwrap_or_else(|| local.clone()),
+    };
+    Elected {
+        node,
+        reason: e.reason,
+        path: e.path.iter().map(|&n| t.node(n).name.clone()).collect(),
+        migration_ms: e.migration_ms,
+        slot: Some(e.slot),
+    }
+}

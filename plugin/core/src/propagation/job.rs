@@ -1,0 +1,454 @@
+//! One propagation job from start to end: attempts (elect, copy, finish) with retries,
+//! re-targeting and progress saved to the outbox before every wait; dropping a job that
+//! can no longer be done; the clean-up of nodes a `cleanup` put empties.
+
+use super::copy::{self, Snapshot};
+use super::elect;
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
+use crate::election::Rng;
+use crate::error::CallError;
+use crate::outbox::{self, Job};
+use crate::stats::{self, Counter};
+use crate::store::Request;
+use crate::topology::Schedule;
+use crate::{fence, keys, skylog};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// What one attempt at a job came to.
+enum Step {
+    Done,
+    /// Re-elected after excluding a node: try again at once.
+    Again,
+    Retry(Duration),
+    Drop(String),
+}
+
+/// Runs a job to completion (or until it must wait for a later process).
+pub(super) async fn run(ctx: &'static Cluster, mut job: Job) {
+    let p = &ctx.config.propagation;
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut rng = Rng::new(now_ms() ^ u64::from(std::process::id()).rotate_left(32));
+    loop {
+        match step(ctx, &mut job, &mut failures, &mut rng).await {
+            Step::Done => return,
+            Step::Again => continue,
+            Step::Drop(reason) => {
+                stats::inc(Counter::Dropped);
+                skylog!(
+                    Warn,
+                    "dropping job {} of chain {}: {reason}",
+                    job.id,
+                    job.chain
+                );
+                let mut pipe = redis::pipe();
+                for id in job.ids() {
+                    outbox::remove(&mut pipe, &ctx.config.namespace, id);
+                }
+                let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
+                ctx.events
+                    .publish(
+                        "dropped",
+                        json!({"chain": job.chain, "job": job.id, "reason": reason}),
+                    )
+                    .await;
+                return;
+            }
+            Step::Retry(delay) => {
+                // Persist progress first: if this process exits while waiting, a later
+                // one resumes from here once the lease runs out.
+                let due = now_ms() + delay.as_millis() as u64 + p.lease.as_millis() as u64;
+                if let Ok(json) = job.to_json() {
+                    let mut pipe = redis::pipe();
+                    outbox::record(&mut pipe, &ctx.config.namespace, &job.id, &json, due);
+                    if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
+                        skylog!(Warn, "saving progress of job {}: {e}", job.id);
+                    }
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One attempt at a job: elect its target (once), copy the bundle to the target and the
+/// global store (whichever it lacks), and finish, retry or drop it.
+async fn step(
+    ctx: &'static Cluster,
+    job: &mut Job,
+    failures: &mut HashMap<String, u32>,
+    rng: &mut Rng,
+) -> Step {
+    let p = &ctx.config.propagation;
+    let local = &ctx.config.node_name;
+    let topo = ctx.current_topology().await;
+    let global = ctx.nodes.global(topo.as_deref());
+    let global_name = global.as_ref().map(|g| g.name.clone());
+    if let Some(wait) = not_ready(ctx, job, topo.as_deref(), global.is_some()) {
+        return wait;
+    }
+    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain).await {
+        Ok(s) => s,
+        Err(e) => {
+            skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
+            job.attempts += 1;
+            return Step::Retry(backoff(p.retry_base, job.attempts));
+        }
+    };
+    if snap.state.is_empty() {
+        return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
+    }
+    let target = elect::target(
+        ctx,
+        job,
+        topo.as_deref(),
+        global_name.as_deref(),
+        snap.size,
+        rng,
+    );
+    let targets = copy_targets(job, &target, local, global_name.as_deref());
+    let swept = swept_nodes(job, &target, &snap.placement, global_name.as_deref(), local);
+    let record = placement_record(job, &snap.placement, &swept, &target);
+    let round = copy::round(
+        ctx,
+        job,
+        &targets,
+        &snap,
+        &record,
+        global.as_ref(),
+        topo.as_deref(),
+    )
+    .await;
+    stats::add(Counter::Copies, round.copied.len() as u64);
+    job.done.extend(round.copied.iter().cloned());
+    if round.copied.contains(&target) {
+        job.carried = snap
+            .versions
+            .iter()
+            .filter_map(|(t, v)| Some((String::from_utf8(t.clone()).ok()?, *v)))
+            .collect();
+    }
+    if !round.failed.is_empty() {
+        return retry(
+            ctx,
+            job,
+            failures,
+            round.failed,
+            &target,
+            global_name.as_deref(),
+        )
+        .await;
+    }
+    if !round.made_all(&targets) {
+        // A copy task panicked or was cancelled: its copy is not known to exist. Try again
+        // later rather than finish the job and drop it from the outbox.
+        job.attempts += 1;
+        return Step::Retry(backoff(p.retry_base, job.attempts));
+    }
+    // What the target holds: the versions its copy carried (an earlier round's copy may
+    // be older than this round's read), or all of the bundle when it is this node.
+    let at_target: keys::Versions = if &target == local {
+        snap.versions
+    } else {
+        job.carried
+            .iter()
+            .map(|(t, v)| (t.clone().into_bytes(), *v))
+            .collect()
+    };
+    finish(ctx, job, &target, &snap.placement, &at_target, swept).await;
+    Step::Done
+}
+
+/// Why the job cannot go on now, if it cannot: too old (dropped), or the copies it owes
+/// are not known yet (retried).
+fn not_ready(
+    ctx: &Cluster,
+    job: &mut Job,
+    topo: Option<&Schedule>,
+    has_global: bool,
+) -> Option<Step> {
+    if let Some(ttl) = ctx.config.ttl {
+        if now_ms().saturating_sub(job.put_at_ms) > ttl.as_millis() as u64 {
+            return Some(Step::Drop("older than the bundle TTL".into()));
+        }
+    }
+    // No global store, and either no topology at all or one that names a global node:
+    // the copies this job owes are unknown, not absent (the topology is not loaded yet,
+    // e.g. the local store was down when it was due, or the global node's address does
+    // not resolve). Going on would finish the job with no copy made and drop it from
+    // the outbox; wait instead.
+    if !has_global && topo.is_none_or(|t| t.global().is_some()) {
+        job.attempts += 1;
+        skylog!(
+            Info,
+            "job {}: no topology or no global store yet; retrying",
+            job.id
+        );
+        let retry_base = ctx.config.propagation.retry_base;
+        return Some(Step::Retry(backoff(retry_base, job.attempts)));
+    }
+    None
+}
+
+/// The nodes this round copies to: the target unless it is this node or the global
+/// store, and the global store unless it is this node; minus those already done.
+fn copy_targets(job: &Job, target: &str, local: &str, global: Option<&str>) -> Vec<String> {
+    let mut targets: Vec<String> = Vec::new();
+    if target != local && Some(target) != global {
+        targets.push(target.to_string());
+    }
+    if let Some(g) = global {
+        if g != local {
+            targets.push(g.to_string());
+        }
+    }
+    targets.retain(|t| !job.done.contains(t));
+    targets
+}
+
+/// The placement the copies carry: earlier puts' entries travel with the copy; this
+/// job's tasks point at the node it elected, and so do the tasks whose node a clean-up
+/// will empty (the copy to the target carries them: the placement does not name the
+/// target for them).
+fn placement_record<'a>(
+    job: &'a Job,
+    placement: &'a [(String, String)],
+    swept: &[String],
+    target: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    placement
+        .iter()
+        .filter(|(t, _)| !job.tasks.contains(t))
+        .map(|(t, n)| {
+            let n = if swept.contains(n) {
+                target
+            } else {
+                n.as_str()
+            };
+            (t.as_str(), n)
+        })
+        .chain(job.tasks.iter().map(|t| (t.as_str(), target)))
+        .collect()
+}
+
+/// The delay before retry number `failures`: `base`, doubling, at most 10 s.
+fn backoff(base: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(Duration::from_secs(10))
+}
+
+/// Counts the failed copies of a round; re-targets the job if its elected node failed
+/// `SKYLARK_RETRIES` times, else waits the backoff of the worst.
+async fn retry(
+    ctx: &Cluster,
+    job: &mut Job,
+    failures: &mut HashMap<String, u32>,
+    failed: Vec<(String, CallError)>,
+    target: &str,
+    global: Option<&str>,
+) -> Step {
+    let p = &ctx.config.propagation;
+    let mut worst = 0;
+    for (name, e) in failed {
+        let n = failures.entry(name.clone()).or_insert(0);
+        *n += 1;
+        job.attempts += 1;
+        stats::inc(Counter::Retries);
+        skylog!(
+            Info,
+            "job {}: copy to {name} failed (attempt {n}): {e}",
+            job.id
+        );
+        ctx.events
+            .publish(
+                "retry",
+                json!({"chain": job.chain, "job": job.id, "node": name, "attempt": *n,
+                   "error": e.message}),
+            )
+            .await;
+        if name == target && Some(name.as_str()) != global && *n >= p.retries {
+            // The elected node stays unreachable: elect again without it.
+            stats::inc(Counter::Retargets);
+            stats::inc(Counter::Failures);
+            job.exclude.push(name.clone());
+            job.target = None;
+            job.carried.clear();
+            ctx.events
+                .publish(
+                    "retarget",
+                    json!({"chain": job.chain, "job": job.id, "from": name, "failures": *n}),
+                )
+                .await;
+            return Step::Again;
+        }
+        worst = worst.max(*n);
+    }
+    Step::Retry(backoff(p.retry_base, worst))
+}
+
+/// Records the job's placement on the writer's node, removes the job from the outbox,
+/// announces it and runs the clean-up of the `swept` nodes ([`swept_nodes`], computed by
+/// [`step`] for the copies' record).
+async fn finish(
+    ctx: &Cluster,
+    job: &Job,
+    target: &str,
+    placement: &[(String, String)],
+    at_target: &keys::Versions,
+    swept: Vec<String>,
+) {
+    let ns = &ctx.config.namespace;
+    let took = now_ms().saturating_sub(job.put_at_ms);
+    stats::observe_propagation(took);
+    let version = |task: &str| at_target.get(task.as_bytes()).copied().unwrap_or(0);
+    // This job's tasks, and those whose node the clean-up below empties, are placed on
+    // the target now (its copy carried them, in the versions `at_target`), unless a later
+    // put wrote them meanwhile (its own job records them then).
+    let placed: Vec<fence::Placed> = job
+        .tasks
+        .iter()
+        .chain(
+            placement
+                .iter()
+                .filter(|(t, n)| !job.tasks.contains(t) && swept.contains(n))
+                .map(|(t, _)| t),
+        )
+        .map(|t| (t.as_str(), version(t), target))
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.add_command(fence::copy(
+        &keys::bundle(ns, &job.chain),
+        &[],
+        &placed,
+        ctx.config.ttl,
+        None,
+    ))
+    .ignore();
+    for id in job.ids() {
+        outbox::remove(&mut pipe, ns, id);
+    }
+    if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
+        // The copies are in place; the job will run again (harmlessly) from the outbox.
+        skylog!(Warn, "job {}: removing it from the outbox: {e}", job.id);
+    }
+    let body = json!({"chain": job.chain, "job": job.id, "tasks": job.tasks,
+           "node": ctx.config.node_name, "elected": target, "copies": job.done, "ms": took});
+    ctx.events.publish("propagated", body).await;
+    cleanup(ctx, job, at_target, swept).await;
+}
+
+/// The nodes a put with the `cleanup` option empties: those the placement record names
+/// for other tasks (nodes earlier puts elected), except this job's target, the global
+/// store and this node. None for a put without the option.
+fn swept_nodes(
+    job: &Job,
+    target: &str,
+    placement: &[(String, String)],
+    global: Option<&str>,
+    local: &str,
+) -> Vec<String> {
+    if !job.cleanup {
+        return Vec::new();
+    }
+    let mut nodes: Vec<String> = placement
+        .iter()
+        .filter(|(task, _)| !job.tasks.contains(task))
+        .map(|(_, node)| node.clone())
+        .filter(|n| n != target && Some(n.as_str()) != global && n != local)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+/// Deletes the chain's copies on the `swept` nodes ([`swept_nodes`]; best effort, they
+/// expire anyway): of each task, only a copy no newer than the one the job's target holds
+/// (`versions`), so a clean-up delivered late never deletes newer state. The placement
+/// record no longer names these nodes: [`finish`] moved their tasks to the target.
+async fn cleanup(ctx: &Cluster, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
+    if swept.is_empty() {
+        return;
+    }
+    let ns = &ctx.config.namespace;
+    let topo = ctx.current_topology().await;
+    let seen: Vec<(&[u8], u64)> = versions.iter().map(|(t, v)| (t.as_slice(), *v)).collect();
+    for node in swept {
+        let store = match ctx.nodes.store(topo.as_deref(), &node) {
+            Ok(s) => s,
+            Err(e) => {
+                skylog!(Info, "cleanup of {node}: {e}");
+                continue;
+            }
+        };
+        let del = fence::sweep(&keys::bundle(ns, &job.chain), &seen);
+        match store.query_async(&Request::Cmd(del)).await {
+            Ok(_) => {
+                stats::inc(Counter::Cleanups);
+                ctx.events
+                    .publish(
+                        "cleanup",
+                        json!({"chain": job.chain, "node": node, "job": job.id}),
+                    )
+                    .await;
+            }
+            Err(e) => skylog!(Info, "cleanup of {node}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skylark_abi::wire::Policy;
+
+    #[test]
+    fn a_cleanup_sweeps_nodes_of_other_tasks_but_never_its_own_targets() {
+        let mut job = Job {
+            id: "j".into(),
+            chain: "c".into(),
+            tasks: vec!["t2".into()],
+            origin: "me".into(),
+            policy: Policy::Skylark,
+            destination: None,
+            max_latency_ms: 0,
+            min_bandwidth_mbps: 0.0,
+            exec_ms: 0,
+            successor_in_ms: 0,
+            put_at_ms: 0,
+            cleanup: true,
+            target: None,
+            done: Vec::new(),
+            exclude: Vec::new(),
+            carried: Default::default(),
+            attempts: 0,
+            merged: Vec::new(),
+        };
+        let placement = vec![
+            ("t0".to_string(), "n1".to_string()),
+            ("t1".to_string(), "n2".to_string()),
+            ("t2".to_string(), "n3".to_string()),
+            ("t3".to_string(), "g".to_string()),
+            ("t4".to_string(), "me".to_string()),
+            ("t5".to_string(), "n1".to_string()),
+        ];
+        // n3 held only this job's own task; n2 is the new target.
+        assert_eq!(
+            swept_nodes(&job, "n2", &placement, Some("g"), "me"),
+            ["n1".to_string()]
+        );
+        job.cleanup = false;
+        assert!(swept_nodes(&job, "n2", &placement, Some("g"), "me").is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        assert_eq!(backoff(b, 1), Duration::from_millis(100));
+        assert_eq!(backoff(b, 2), Duration::from_millis(200));
+        assert_eq!(backoff(b, 4), Duration::from_millis(800));
+        assert_eq!(backoff(b, 40), Duration::from_secs(10));
+    }
+}
