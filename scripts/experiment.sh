@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The constellation experiment (see BENCHMARKS.md, "Constellation experiment"): builds the
 # plugin and guests, brings up the emulated 8-node constellation (one redis-server per
-# node, every path through the link emulator, the 7-slot schedule), runs the EO workflow
+# node, every path through the link emulator over shared links, the 7-slot schedule), runs the EO workflow
 # under every configuration, tears everything down (also when interrupted) and writes
 # the report to results/<UTC time>/ (report.md, latency.png, records.json).
 #   bash scripts/experiment.sh [--quick] [--reps N] [--sizes 0.5,1,2,5] [--slot-ms MS] ...

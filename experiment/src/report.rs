@@ -94,6 +94,22 @@ pub struct StepRecord {
     pub compute_ms: f64,
     /// The step's latency budget.
     pub slo_ms: f64,
+    /// Whether every field the step reads was already in its own node's store when it
+    /// was invoked (checked just before its process started): local availability at
+    /// request time. `None` for a step that reads nothing, and in older records.
+    #[serde(default)]
+    pub local_at_request: Option<bool>,
+    /// Whether every read was answered by the step's own node's store (whatever the
+    /// tier); with `local_at_request` false, the state arrived while the read waited.
+    #[serde(default)]
+    pub own_store_answered: Option<bool>,
+    /// The step's time until its put, as the guest measured it (what the put told the
+    /// election as exec).
+    #[serde(default)]
+    pub exec_ms: Option<f64>,
+    /// The copies the step's put placed ([`crate::slo`]).
+    #[serde(default)]
+    pub migrations: Vec<crate::slo::Migration>,
 }
 
 /// One workflow run.
@@ -109,6 +125,15 @@ pub struct WorkflowRecord {
     pub migration_ms: Vec<f64>,
     /// Data size D(f).
     pub state_bytes: u64,
+    /// The physical bound T*(W): the steps' execution times plus, per hand-off, the
+    /// state's transfer over the path's bottleneck ([`crate::paired`]); absent in
+    /// records from before it was measured.
+    #[serde(default)]
+    pub t_star_ms: Option<f64>,
+    /// The SLO level of the profile the run used ([`crate::slo`]); absent in older
+    /// records.
+    #[serde(default)]
+    pub slo_level: Option<String>,
 }
 
 /// A throughput measurement: `workflows` completed in `wall_s` seconds.
@@ -146,8 +171,17 @@ pub struct Summary {
     pub t_dm_median_ms: Option<f64>,
     /// Mean data proximity over all reads, hops.
     pub hops_mean: Option<f64>,
-    /// Reads served by the reader's node-local store, percent of all reads.
+    /// Local availability: reading steps whose state was in their own node's store when
+    /// they were invoked, percent ([`StepRecord::local_at_request`]); for older records
+    /// without it, reads answered at the local tier, percent of all reads.
     pub local_availability_pct: Option<f64>,
+    /// Reading steps whose state was not there when invoked but was answered by their
+    /// own node's store: it arrived while the read waited, percent of reading steps.
+    #[serde(default)]
+    pub arrived_while_waiting_pct: Option<f64>,
+    /// Median T(dr) of the steps whose state arrived while they waited, ms.
+    #[serde(default)]
+    pub arrived_wait_median_ms: Option<f64>,
     /// Steps whose T(f) exceeded their SLO, percent of all steps.
     pub slo_violations_pct: Option<f64>,
     /// Workflows per second from the throughput records of exactly this configuration.
@@ -246,6 +280,24 @@ fn summarize_config(config: &Config, runs: &[&WorkflowRecord], tp: Option<f64>) 
     let gets: u64 = steps.iter().map(|s| u64::from(s.gets)).sum();
     let local: u64 = steps.iter().map(|s| u64::from(s.local_gets)).sum();
     let violations = steps.iter().filter(|s| s.t_f_ms > s.slo_ms).count();
+    let judged: Vec<&&StepRecord> = steps
+        .iter()
+        .filter(|s| s.local_at_request.is_some())
+        .collect();
+    let at_request = judged
+        .iter()
+        .filter(|s| s.local_at_request == Some(true))
+        .count();
+    let arrived: Vec<&&&StepRecord> = judged
+        .iter()
+        .filter(|s| s.local_at_request == Some(false) && s.own_store_answered == Some(true))
+        .collect();
+    let arrived_wait: Vec<f64> = arrived.iter().filter_map(|s| s.get_ms).collect();
+    let local_availability_pct = if judged.is_empty() {
+        pct(local, gets)
+    } else {
+        pct(at_request as u64, judged.len() as u64)
+    };
     Summary {
         config: config.clone(),
         n: runs.len(),
@@ -256,10 +308,23 @@ fn summarize_config(config: &Config, runs: &[&WorkflowRecord], tp: Option<f64>) 
         t_dm_median_ms: median(&migration),
         hops_mean: (!hops.is_empty())
             .then(|| hops.iter().map(|&h| f64::from(h)).sum::<f64>() / hops.len() as f64),
-        local_availability_pct: pct(local, gets),
+        local_availability_pct,
+        arrived_while_waiting_pct: pct(arrived.len() as u64, judged.len() as u64),
+        arrived_wait_median_ms: median(&arrived_wait),
         slo_violations_pct: pct(violations as u64, steps.len() as u64),
         throughput_wf_s: tp,
     }
+}
+
+/// The runs of the first SLO level in `records` (the level the tables, the paired
+/// comparison and the headline describe; the SLO section covers every level).
+pub fn primary_level(records: &[WorkflowRecord]) -> Vec<WorkflowRecord> {
+    let level = records.first().map(|r| r.slo_level.clone());
+    records
+        .iter()
+        .filter(|r| Some(r.slo_level.clone()) == level)
+        .cloned()
+        .collect()
 }
 
 /// One [`Summary`] per distinct configuration among the workflow and throughput
@@ -402,6 +467,15 @@ fn groups(summaries: &[Summary]) -> Vec<(String, u32)> {
     g
 }
 
+/// "12.5% (210 ms)": the arrived-while-waiting share and its median wait.
+fn arrived_cell(s: &Summary) -> String {
+    match (s.arrived_while_waiting_pct, s.arrived_wait_median_ms) {
+        (Some(p), Some(w)) => format!("{} ({} ms)", fmt_pct(p), fmt_ms(w)),
+        (Some(p), None) => fmt_pct(p),
+        _ => MISSING.to_string(),
+    }
+}
+
 /// The report's table row for one summary.
 fn summary_row(summaries: &[Summary], s: &Summary) -> String {
     row(&[
@@ -415,6 +489,7 @@ fn summary_row(summaries: &[Summary], s: &Summary) -> String {
         opt(s.t_dm_median_ms, fmt_ms),
         opt(s.hops_mean, |v| format!("{v:.2}")),
         opt(s.local_availability_pct, fmt_pct),
+        arrived_cell(s),
         opt(s.slo_violations_pct, fmt_pct),
         opt(s.throughput_wf_s, |v| format!("{v:.2}")),
         opt(reduction_vs_stateless(summaries, s), fmt_pct),
@@ -439,7 +514,10 @@ pub fn markdown(meta: &Meta, summaries: &[Summary]) -> String {
          latency (process start to result line) per function. T(dr): median retrieval \
          time of a step's reads. T(dm): median migration time, put return until the copy \
          was stored. Hops: mean distance from the serving node over all reads. Local \
-         availability: reads served by the reader's node-local store. SLO violations: \
+         availability: reading steps whose state was in their own node's store when \
+         they were invoked. Arrived while waiting: reading steps whose state was not \
+         there yet but was answered by their own node's store (it arrived during the \
+         read), with the median wait. SLO violations: \
          steps over their latency budget. T(W) vs stateless: reduction of the median \
          against the stateless row of the same size (negative: slower). Times in ms; \
          p95 is nearest-rank.\n",
@@ -464,6 +542,7 @@ pub fn markdown(meta: &Meta, summaries: &[Summary]) -> String {
             "T(dm) median ms",
             "hops (mean)",
             "local availability",
+            "arrived while waiting (median wait)",
             "SLO violations",
             "wf/s",
             "T(W) vs stateless",
@@ -896,10 +975,14 @@ pub fn write_report(
     .map_err(|e| format!("serialize the records: {e}"))?;
     write_file(&dir.join("records.json"), json.as_bytes())?;
 
+    let all = records;
+    let records = &primary_level(all);
     let summaries = summarize(records, throughput);
     plot(&summaries, &dir.join("latency.png"))?;
 
     let mut md = markdown(meta, &summaries);
+    md.push_str(&crate::paired::markdown(records));
+    md.push_str(&crate::slo::markdown(all));
     if let Some(size) = headline_size(&summaries) {
         let _ = write!(
             md,
@@ -941,6 +1024,10 @@ mod tests {
             put_ms: 1.0,
             compute_ms: t_f_ms / 2.0,
             slo_ms,
+            local_at_request: None,
+            own_store_answered: None,
+            exec_ms: None,
+            migrations: Vec::new(),
         }
     }
 
@@ -957,6 +1044,8 @@ mod tests {
             ],
             migration_ms: vec![3.0],
             state_bytes: config.size_bytes,
+            t_star_ms: None,
+            slo_level: None,
         }
     }
 
@@ -1172,11 +1261,36 @@ mod tests {
             sky.contains("| pre 10.0 / det 20.0 / alarm 5.00 |"),
             "{sky}"
         );
-        assert!(sky.ends_with("| 100.0% | 0.0% | — | 70.0% |"), "{sky}");
+        assert!(sky.ends_with("| 100.0% | — | 0.0% | — | 70.0% |"), "{sky}");
         assert!(line("random").ends_with("| 40.0% |"));
         assert!(line("stateless").ends_with("| — |"));
         // The concurrency-4 group has throughput but no stateless latency to compare.
-        assert!(md.contains("| 1 MB | skylark | 0 | — | — | — | — | — | — | — | — | 16.00 | — |"));
+        assert!(
+            md.contains("| 1 MB | skylark | 0 | — | — | — | — | — | — | — | — | — | 16.00 | — |")
+        );
+    }
+
+    #[test]
+    fn availability_counts_state_present_at_request_and_reports_arrivals_apart() {
+        let c = cfg("skylark", "bundled", MB, 1);
+        let mut r = run(&c, 0, 100.0);
+        // preprocess reads nothing; detect waited for its copy; alarm found its state.
+        r.steps[1].local_at_request = Some(false);
+        r.steps[1].own_store_answered = Some(true);
+        r.steps[1].get_ms = Some(200.0);
+        r.steps[2].local_at_request = Some(true);
+        r.steps[2].own_store_answered = Some(true);
+        let s = summarize(&[r], &[]);
+        assert_eq!(s[0].local_availability_pct, Some(50.0));
+        assert_eq!(s[0].arrived_while_waiting_pct, Some(50.0));
+        assert_eq!(s[0].arrived_wait_median_ms, Some(200.0));
+        // A step answered by another node's store is neither.
+        let mut r = run(&c, 0, 100.0);
+        r.steps[1].local_at_request = Some(false);
+        r.steps[1].own_store_answered = Some(false);
+        let s = summarize(&[r], &[]);
+        assert_eq!(s[0].local_availability_pct, Some(0.0));
+        assert_eq!(s[0].arrived_while_waiting_pct, Some(0.0));
     }
 
     #[test]

@@ -2,17 +2,29 @@
 //! satellite, edge or cloud link, for kernels without the `netem` qdisc.
 //!
 //! A [`LinkEmu`] listens on a local port and forwards every connection to one upstream
-//! address (a `redis-server` standing for a remote node), delaying the bytes on the way:
+//! address (a `redis-server` standing for a remote node), delaying the bytes on the way
+//! over a [`Route`]: the [`Wire`](crate::wire::Wire)s each direction crosses. A standalone
+//! emulator's route is one private wire each way with the emulator's [`LinkSpec`]
+//! ([`LinkEmu::set`]); the constellation routes its proxies over wires shared by every
+//! path that crosses the same physical link ([`LinkEmu::route`], [`crate::wire`]).
 //!
-//! * Each direction of each connection is an ordered pipe. A chunk read at time `t` is
-//!   delivered at `max(previous delivery, t + serialization + latency + jitter)`, where the
-//!   jitter sample is uniform in `[-jitter, +jitter]` (the total delay never goes below
-//!   zero), so bytes never overtake each other. Latency is one-way: a request/response
-//!   round trip costs about twice [`LinkSpec::latency_ms`].
-//! * A bandwidth limit serializes each direction: a chunk of `n` bytes occupies the
-//!   direction for `n / (mbps * 125)` ms, accumulated over chunks, so 1 MB at 8 Mbit/s
-//!   takes about a second. Reads are cut into pieces of about 5 ms of transmission time
-//!   so that delivery stays smooth on slow links.
+//! * Each direction of each connection is an ordered pipe. A chunk read at time `t`
+//!   crosses its wires hop by hop ([`crate::wire`]: queueing behind other flows on each
+//!   wire, serialization, latency and a jitter sample uniform in `[-jitter, +jitter]`,
+//!   never below zero) and is delivered at `max(previous delivery, arrival)`, so bytes
+//!   never overtake each other. Latency is one-way: a request/response round trip costs
+//!   about twice [`LinkSpec::latency_ms`].
+//! * A bandwidth limit serializes each wire: a chunk of `n` bytes occupies it for
+//!   `n / (mbps * 125)` ms, so 1 MB at 8 Mbit/s takes about a second, and flows sharing
+//!   a wire share that rate. Reads are cut into pieces of about 5 ms of transmission time
+//!   so that delivery stays smooth on slow links. A connection whose last chunk queued
+//!   longer than [`QUEUE_LEAD`] behind other chunks on its wires pauses reading until
+//!   only that much is left: each flow keeps at most about that much queued on a busy
+//!   wire, so flows sharing it alternate (a fair share) and a new flow waits behind a
+//!   short queue, not a long one.
+//! * Connection set-up pays the route's round trip: the kernel completes the loopback
+//!   handshake at once, so the emulator holds a new connection's first client bytes until
+//!   one round trip (a delay sample each way) after it accepted the connection.
 //! * [`LinkEmu::cut`] takes the link down: existing connections are reset (`SO_LINGER` 0,
 //!   so the client sees `ECONNRESET`) and new ones are accepted and reset at once.
 //! * [`LinkEmu::blackhole`] silently stops the link: connections stay open but no bytes
@@ -29,8 +41,9 @@
 //! emulators can share a few worker threads; dropping such an emulator stops its tasks
 //! (listener and connections close as soon as the runtime polls them). An
 //! error on one connection (a peer reset, an unreachable upstream) resets that connection
-//! only. Jitter comes from a tiny PRNG seeded per connection, so runs are repeatable.
+//! only. Jitter comes from a tiny PRNG seeded per wire, so runs are repeatable.
 
+use crate::wire::{Hops, Route, Wire};
 use skylark_testkit::Rng;
 use std::fmt;
 use std::future::Future;
@@ -60,6 +73,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Worker threads of the emulator's runtime.
 const WORKERS: usize = 2;
+/// How long a direction's chunks may queue on its wires before it stops reading (its
+/// share of a busy wire's queue).
+pub const QUEUE_LEAD: Duration = Duration::from_millis(20);
 
 /// How one link behaves; every value is one-way and applies to each direction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -107,8 +123,15 @@ impl LinkSpec {
         }
     }
 
+    /// The standard deviation of the one-way delay, in milliseconds: the jitter is
+    /// uniform in `[-jitter, +jitter]` (netem's default), whose deviation is
+    /// `jitter / sqrt(3)`.
+    pub fn delay_std_ms(&self) -> f64 {
+        self.jitter_ms / f64::sqrt(3.0)
+    }
+
     /// This spec with invalid values replaced as [`LinkSpec::validate`] describes.
-    fn sanitized(self) -> Self {
+    pub(crate) fn sanitized(self) -> Self {
         let delay = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
         LinkSpec {
             latency_ms: delay(self.latency_ms),
@@ -118,18 +141,18 @@ impl LinkSpec {
     }
 
     /// The one-way latency as a duration.
-    fn latency(&self) -> Duration {
+    pub(crate) fn latency(&self) -> Duration {
         millis(self.latency_ms)
     }
 
     /// Latency plus one jitter sample, never below zero.
-    fn one_way_delay(&self, rng: &mut Rng) -> Duration {
+    pub(crate) fn one_way_delay(&self, rng: &mut Rng) -> Duration {
         let sample = (rng.next_unit() * 2.0 - 1.0) * self.jitter_ms;
         millis(self.latency_ms + sample)
     }
 
     /// Time `bytes` occupy the link at its bandwidth (zero without a limit).
-    fn serialization(&self, bytes: usize) -> Duration {
+    pub(crate) fn serialization(&self, bytes: usize) -> Duration {
         match self.bandwidth_mbps {
             // 1 Mbit/s moves 125 bytes per millisecond.
             Some(mbps) => millis(bytes as f64 / (mbps * 125.0)),
@@ -138,7 +161,7 @@ impl LinkSpec {
     }
 
     /// Largest read to forward as one chunk: about [`CHUNK_TIME_MS`] of transmission.
-    fn chunk_limit(&self) -> usize {
+    pub(crate) fn chunk_limit(&self) -> usize {
         match self.bandwidth_mbps {
             Some(mbps) => {
                 let bytes = mbps * 125.0 * CHUNK_TIME_MS;
@@ -226,9 +249,10 @@ impl fmt::Display for LinkStats {
 }
 
 /// What every connection watches: changes apply at once.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 struct LinkState {
-    spec: LinkSpec,
+    /// The wires the connections cross.
+    route: Arc<Route>,
     mode: LinkMode,
     /// Bumped by every [`LinkEmu::cut`]; a connection older than the current value dies.
     cut_epoch: u64,
@@ -242,13 +266,13 @@ struct Counters {
     reset: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
-    /// Numbers connections, to seed their jitter.
-    next_id: AtomicU64,
 }
 
 /// State shared by the handle and the runtime's tasks.
 struct Shared {
     upstream: SocketAddr,
+    /// The route of [`LinkEmu::set`]: one wire each way, this emulator's own.
+    private: Arc<Route>,
     state: watch::Sender<LinkState>,
     counters: Counters,
     /// Set once, when the handle is dropped: every task of this emulator then ends.
@@ -321,14 +345,21 @@ impl LinkEmu {
             TcpListener::from_std(std_listener)
                 .map_err(|e| context(e, &format!("linkemu: cannot register {addr}")))?
         };
+        // Seeds from the port: emulators started one after another jitter differently.
+        let seed = 0x5EED_11AB_0000_0000 ^ (u64::from(addr.port()) << 1);
+        let private = Arc::new(Route::new(
+            vec![Wire::new(spec, seed)],
+            vec![Wire::new(spec, seed | 1)],
+        ));
         let (state, _) = watch::channel(LinkState {
-            spec: spec.sanitized(),
+            route: Arc::clone(&private),
             mode: LinkMode::Up,
             cut_epoch: 0,
         });
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             upstream,
+            private,
             state,
             counters: Counters::default(),
             stop,
@@ -364,9 +395,10 @@ impl LinkEmu {
         self.shared.upstream
     }
 
-    /// The current link behaviour (sanitized, see [`LinkSpec::validate`]).
+    /// The current link behaviour (sanitized, see [`LinkSpec::validate`]): the route's
+    /// client-to-server hops as one link ([`Hops::summary`]).
     pub fn spec(&self) -> LinkSpec {
-        self.shared.state.borrow().spec
+        self.shared.state.borrow().route.up.summary()
     }
 
     /// Whether the link is up, cut or blackholed.
@@ -374,10 +406,30 @@ impl LinkEmu {
         self.shared.state.borrow().mode
     }
 
-    /// Changes the link for existing and new connections. Bytes read from now on use the
-    /// new values; bytes already scheduled keep their time, so order is preserved.
+    /// Makes the link this emulator's own wire each way with `spec`, for existing and new
+    /// connections (leaving any shared route of [`LinkEmu::route`]). Bytes read from now
+    /// on use the new values; bytes already scheduled keep their time, so order is
+    /// preserved.
     pub fn set(&self, spec: LinkSpec) {
-        self.shared.state.send_modify(|s| s.spec = spec.sanitized());
+        for wire in self
+            .shared
+            .private
+            .up
+            .wires()
+            .iter()
+            .chain(self.shared.private.down.wires())
+        {
+            wire.set(spec);
+        }
+        let private = Arc::clone(&self.shared.private);
+        self.shared.state.send_modify(|s| s.route = private);
+    }
+
+    /// Routes existing and new connections over `route`, whose wires other emulators may
+    /// share: their flows then share the wires' bandwidth.
+    pub fn route(&self, route: Route) {
+        let route = Arc::new(route);
+        self.shared.state.send_modify(|s| s.route = route);
     }
 
     /// Takes the link down: resets every connection and resets new ones as soon as they
@@ -450,22 +502,11 @@ impl LinkEmu {
         Ok("ok".to_string())
     }
 
-    /// Applies `key=value` settings to the current spec atomically, or none of them.
+    /// Applies `key=value` settings to the current spec at once, or none of them.
     fn apply(&self, settings: &[&str]) -> Result<(), String> {
-        let mut outcome = Ok(());
-        self.shared
-            .state
-            .send_if_modified(|s| match apply_settings(s.spec, settings) {
-                Ok(spec) => {
-                    s.spec = spec;
-                    true
-                }
-                Err(e) => {
-                    outcome = Err(e);
-                    false
-                }
-            });
-        outcome
+        let spec = apply_settings(self.spec(), settings)?;
+        self.set(spec);
+        Ok(())
     }
 }
 
@@ -587,11 +628,11 @@ enum Outcome {
 async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
     let counters = &shared.counters;
     let _active = ActiveGuard::new(&counters.active);
-    let id = counters.next_id.fetch_add(1, Ordering::Relaxed);
+    let accepted = Instant::now();
     let rx = shared.state.subscribe();
-    let (mode, epoch) = {
+    let (mode, epoch, handshake) = {
         let s = rx.borrow();
-        (s.mode, s.cut_epoch)
+        (s.mode, s.cut_epoch, s.route.handshake())
     };
     if mode == LinkMode::Cut {
         counters.reset.fetch_add(1, Ordering::Relaxed);
@@ -613,7 +654,7 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
     };
     let outcome = tokio::select! {
         _ = cut_signal(rx.clone(), epoch) => Outcome::Cut,
-        r = relay(&mut client, &mut upstream, &shared, id) => match r {
+        r = relay(&mut client, &mut upstream, &shared, accepted + handshake) => match r {
             Ok(()) => Outcome::Closed,
             Err(_) => Outcome::Failed,
         },
@@ -665,12 +706,13 @@ async fn connect_when_up(
     Ok(stream)
 }
 
-/// Forwards both directions until both end, or either fails.
+/// Forwards both directions until both end, or either fails; the client's first bytes
+/// leave no earlier than `handshaken`.
 async fn relay(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     shared: &Shared,
-    id: u64,
+    handshaken: Instant,
 ) -> io::Result<()> {
     let (client_in, client_out) = client.split();
     let (upstream_in, upstream_out) = upstream.split();
@@ -680,21 +722,35 @@ async fn relay(
         upstream_out,
         shared.state.subscribe(),
         &counters.bytes_up,
-        seed(id, 0),
+        Flow::new(Dir::Up, handshaken),
     );
     let down = pipe(
         upstream_in,
         client_out,
         shared.state.subscribe(),
         &counters.bytes_down,
-        seed(id, 1),
+        Flow::new(Dir::Down, Instant::now()),
     );
     tokio::try_join!(up, down).map(|_| ())
 }
 
-/// The jitter seed of direction `dir` of connection `id`.
-fn seed(id: u64, dir: u64) -> u64 {
-    0x5EED_11AB_0000_0000 ^ (id << 1 | dir)
+/// A direction of a connection.
+#[derive(Clone, Copy)]
+enum Dir {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+impl Dir {
+    /// The hops of `route` this direction crosses.
+    fn hops(self, route: &Route) -> &Hops {
+        match self {
+            Dir::Up => &route.up,
+            Dir::Down => &route.down,
+        }
+    }
 }
 
 /// A chunk of one direction, with its delivery time.
@@ -710,7 +766,7 @@ async fn pipe<R, W>(
     to: W,
     rx: watch::Receiver<LinkState>,
     forwarded: &AtomicU64,
-    seed: u64,
+    flow: Flow,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -718,7 +774,7 @@ where
 {
     let (tx, chunks) = mpsc::channel(PIPE_DEPTH);
     tokio::try_join!(
-        read_side(from, tx, rx.clone(), seed),
+        read_side(from, tx, rx.clone(), flow),
         write_side(to, chunks, rx, forwarded)
     )
     .map(|_| ())
@@ -729,20 +785,23 @@ async fn read_side<R: AsyncRead + Unpin>(
     mut from: R,
     tx: mpsc::Sender<Chunk>,
     rx: watch::Receiver<LinkState>,
-    seed: u64,
+    mut flow: Flow,
 ) -> io::Result<()> {
-    let mut schedule = Schedule::new(seed, Instant::now());
     let mut buf = vec![0u8; MAX_CHUNK];
     loop {
-        let limit = rx.borrow().spec.chunk_limit();
+        let route = Arc::clone(&rx.borrow().route);
+        let limit = flow.dir.hops(&route).chunk_limit();
         let n = from.read(&mut buf[..limit]).await?;
-        let spec = rx.borrow().spec;
-        let at = schedule.next(&spec, n, Instant::now());
+        let route = Arc::clone(&rx.borrow().route);
+        let (at, resume) = flow.next(&route, n, Instant::now());
         let data = (n > 0).then(|| buf[..n].to_vec());
         let end = data.is_none();
         if tx.send(Chunk { at, data }).await.is_err() || end {
             // The writer stopped (and reports why), or the stream ended.
             return Ok(());
+        }
+        if let Some(resume) = resume {
+            tokio::time::sleep_until(resume).await;
         }
     }
 }
@@ -766,7 +825,7 @@ async fn write_side<W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| stopped())?;
             // Held bytes still have to cross the link once it is back.
-            at = Instant::now() + rx.borrow().spec.latency();
+            at = Instant::now() + rx.borrow().route.up.summary().latency();
         }
         not_before = at;
         match chunk.data {
@@ -794,31 +853,36 @@ async fn write_counted<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Delivery times of one direction: serialization, then latency and jitter, in order.
-struct Schedule {
-    rng: Rng,
-    /// When the link finishes transmitting what it was given so far.
-    transmitted: Instant,
+/// Delivery times of one direction of one connection, in order.
+struct Flow {
+    dir: Dir,
+    /// Nothing leaves before this (the end of the handshake, for the client's bytes).
+    not_before: Instant,
     /// Delivery time of the previous chunk.
     last: Instant,
 }
 
-impl Schedule {
-    fn new(seed: u64, now: Instant) -> Self {
-        Schedule {
-            rng: Rng::new(seed),
-            transmitted: now,
-            last: now,
+impl Flow {
+    fn new(dir: Dir, not_before: Instant) -> Self {
+        Flow {
+            dir,
+            not_before,
+            last: not_before,
         }
     }
 
-    /// The delivery time of `bytes` read at `now` under `spec`.
-    fn next(&mut self, spec: &LinkSpec, bytes: usize, now: Instant) -> Instant {
-        self.transmitted = self.transmitted.max(now) + spec.serialization(bytes);
-        self.last = self
-            .last
-            .max(self.transmitted + spec.one_way_delay(&mut self.rng));
-        self.last
+    /// The delivery time of `bytes` read at `now` over `route`, and when to read on if
+    /// they queued longer than [`QUEUE_LEAD`].
+    fn next(&mut self, route: &Route, bytes: usize, now: Instant) -> (Instant, Option<Instant>) {
+        let start = now.max(self.not_before);
+        let sent = self.dir.hops(route).send(bytes, start);
+        self.last = self.last.max(sent.arrival);
+        let resume = sent
+            .queued
+            .checked_sub(QUEUE_LEAD)
+            .filter(|d| !d.is_zero())
+            .map(|d| start + d);
+        (self.last, resume)
     }
 }
 
@@ -839,13 +903,14 @@ mod tests {
     }
 
     #[test]
-    fn schedule_preserves_order_and_accumulates_serialization() {
+    fn flow_preserves_order_and_accumulates_serialization() {
         let now = Instant::now();
-        let mut s = Schedule::new(7, now);
+        let mut flow = Flow::new(Dir::Up, now);
         let spec = LinkSpec::new(5.0, 5.0, Some(8.0));
+        let route = Route::new(vec![Wire::new(spec, 7)], vec![]);
         let mut prev = now;
         for _ in 0..100 {
-            let at = s.next(&spec, 1000, now);
+            let (at, _) = flow.next(&route, 1000, now);
             assert!(at >= prev);
             prev = at;
         }
@@ -934,8 +999,9 @@ mod tests {
         assert_eq!(millis(f64::INFINITY), MAX_DELAY);
         assert_eq!(millis(1e30), MAX_DELAY);
         let absurd = LinkSpec::new(1e300, 1e300, Some(1e-300));
-        let mut s = Schedule::new(1, Instant::now());
-        s.next(&absurd, MAX_CHUNK, Instant::now());
+        let mut flow = Flow::new(Dir::Down, Instant::now());
+        let route = Route::new(vec![], vec![Wire::new(absurd, 1)]);
+        flow.next(&route, MAX_CHUNK, Instant::now());
         assert_eq!(absurd.chunk_limit(), MIN_CHUNK);
     }
 }

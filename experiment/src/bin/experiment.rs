@@ -1,14 +1,16 @@
 //! `experiment`: the research evaluation, reproduced on one machine. Brings up the
 //! emulated constellation (`skylark_netemu::constellation`: the testbed's 8 nodes, one
-//! redis-server each, every node-to-node path through a link emulator with the testbed's
-//! measured characteristics, the 7-slot orbital schedule), runs the Earth-observation
+//! redis-server each, every node-to-node path through a link emulator routed over shared
+//! per-link wires with the testbed's measured characteristics, the 7-slot orbital
+//! schedule), runs the Earth-observation
 //! workflow as real `wasmedge` processes with the plugin, and writes a report
 //! (`skylark_experiment::report`): Markdown, a PNG plot and every record as JSON.
 //!
 //! ```text
 //! cargo run --release -p skylark-experiment --bin experiment -- [--quick] [--reps N]
 //!     [--sizes 0.5,1,2,5] [--policies skylark,random,stateless] [--states bundled,single]
-//!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W] [--slo-ms MS]
+//!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W]
+//!     [--slo loose,binding,infeasible] [--slo-ms MS]
 //!     [--mode aot|interp] [--out DIR]
 //! ```
 //! Use `scripts/experiment.sh`, which builds everything first.
@@ -20,20 +22,35 @@
 //! runs from its process start until it prints its result; the next step starts then,
 //! as a FaaS platform would invoke it on the predecessor's response, while the
 //! predecessor's process finishes its background propagation and exits. T(W) runs from
-//! the first step's start to the last step's result.
+//! the first step's start to the last step's result; T*(W), its physical bound, is the
+//! steps' execution times plus the image's transfer over the bottleneck of each hand-off
+//! that carries it (to `detect` and `detect2`; `alarm` reads only their small results).
+//!
+//! Paired design: within a repetition every policy starts on the same satellite, the
+//! policies in an order shuffled per repetition from a fixed seed, so slot drift and
+//! machine load do not favour the policy that always runs first
+//! (`skylark_experiment::paired`). Throughput's wall time runs from the first start until
+//! the last workflow's propagation has drained (every process exited, every outbox
+//! empty).
 
 use serde_json::Value;
 use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
+use skylark_experiment::slo::{self, Migration, Profile};
 use skylark_netemu::constellation::{Constellation, NetOptions};
-use skylark_testkit::{chain_id, cli, Running};
+use skylark_testkit::redis::NS;
+use skylark_testkit::{chain_id, cli, Rng, Running};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest a step may take to print its result, and a process to exit afterwards.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest the outboxes may take to drain after the throughput phase's processes ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Seed of the per-repetition shuffle of the policies' order.
+const ORDER_SEED: u64 = 0x0_5EED_0013;
 
 struct Options {
     reps: u32,
@@ -43,7 +60,8 @@ struct Options {
     slot_ms: u64,
     concurrency: u32,
     throughput_workflows: u32,
-    slo_ms: u64,
+    slo: Vec<String>,
+    slo_ms: Option<u64>,
     mode: String,
     out: PathBuf,
     quick: bool,
@@ -52,7 +70,8 @@ struct Options {
 const USAGE: &str = "\
 usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,random,stateless]
                   [--states bundled,single] [--slot-ms MS] [--concurrency K]
-                  [--throughput-workflows W] [--slo-ms MS] [--mode aot|interp] [--out DIR]
+                  [--throughput-workflows W] [--slo LEVELS] [--slo-ms MS]
+                  [--mode aot|interp] [--out DIR]
   --quick                 a short run: 1 rep, 64 KiB, 20 s slots, concurrency 2, 2 workflows
                           (options after it still apply)
   --reps                  workflows per configuration; default 5
@@ -62,7 +81,11 @@ usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,ran
   --slot-ms               slot length; default 60000 (the testbed's minute)
   --concurrency           workflows at once in the throughput phase; default 4
   --throughput-workflows  workflows of the throughput phase; default 24
-  --slo-ms                the per-step latency budget; default 5000
+  --slo                   SLO levels of tests/data/slo-profile.json to sweep, each a full
+                          run of the matrix (loose: 5000 ms; binding: 1.2x one satellite
+                          hop's migration time for the size; infeasible: 1 ms); the first
+                          level's runs make the tables and the headline; default loose
+  --slo-ms                one fixed per-step budget instead of the profile's levels
   --mode                  guests AOT-compiled or interpreted; default aot
   --out                   report directory; default results/<UTC time>";
 
@@ -91,7 +114,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         slot_ms: 60_000,
         concurrency: 4,
         throughput_workflows: 24,
-        slo_ms: 5000,
+        slo: vec!["loose".into()],
+        slo_ms: None,
         mode: "aot".into(),
         out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
@@ -121,7 +145,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("slot-ms") => o.slot_ms = cli::positive(p)?,
             Long("concurrency") => o.concurrency = cli::positive(p)?,
             Long("throughput-workflows") => o.throughput_workflows = cli::positive(p)?,
-            Long("slo-ms") => o.slo_ms = cli::positive(p)?,
+            Long("slo") => o.slo = cli::list(p)?,
+            Long("slo-ms") => o.slo_ms = Some(cli::positive(p)?),
             Long("mode") => {
                 o.mode = p.value()?.string()?;
                 if o.mode != "aot" && o.mode != "interp" {
@@ -215,6 +240,23 @@ impl Events {
         }
     }
 
+    /// The propagation events of the chain's jobs, in either state layout.
+    fn propagations(&self, chain: &str) -> Vec<Value> {
+        let prefix = format!("{chain}.");
+        let Ok(all) = self.0.lock() else {
+            return Vec::new();
+        };
+        all.iter()
+            .filter(|v| v["event"] == "propagated")
+            .filter(|v| {
+                v["chain"]
+                    .as_str()
+                    .is_some_and(|c| c == chain || c.starts_with(&prefix))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Propagation times (ms) of the chain's jobs, in either state layout.
     fn migrations(&self, chain: &str) -> Vec<f64> {
         let prefix = format!("{chain}.");
@@ -239,6 +281,37 @@ struct Step<'a> {
     module: &'a Path,
     node: String,
     args: Vec<String>,
+    /// The tasks whose state the step reads.
+    reads: &'static [&'static str],
+}
+
+/// Whether every task of `tasks` has its state field of `chain` (in layout `state`) in
+/// `node`'s own store now; `None` if `tasks` is empty or the store does not answer.
+fn present(
+    net: &Constellation,
+    node: &str,
+    chain: &str,
+    state: &str,
+    tasks: &[&str],
+) -> Option<bool> {
+    if tasks.is_empty() {
+        return None;
+    }
+    let mut conn = net.redis(node).try_conn()?;
+    let mut all = true;
+    for task in tasks {
+        let key = match state {
+            "single" => format!("{NS}:bundle:{chain}.{task}"),
+            _ => format!("{NS}:bundle:{chain}"),
+        };
+        let there: bool = redis::cmd("HEXISTS")
+            .arg(key)
+            .arg(task)
+            .query(&mut conn)
+            .ok()?;
+        all &= there;
+    }
+    Some(all)
 }
 
 /// Runs one workflow; returns its record, its chain id and the still running processes.
@@ -274,6 +347,7 @@ fn run_workflow(
     let steps = [
         Step {
             function: "preprocess",
+            reads: &[],
             module: &mods.preprocess,
             node: sats[i].clone(),
             args: with(
@@ -288,18 +362,21 @@ fn run_workflow(
         },
         Step {
             function: "detect",
+            reads: &["preprocess"],
             module: &mods.detect,
             node: sats[i + 1].clone(),
             args: with(common(Some(&sats[i + 2])), &["--task", "detect"]),
         },
         Step {
             function: "detect2",
+            reads: &["preprocess"],
             module: &mods.detect,
             node: sats[i + 2].clone(),
             args: with(common(Some(&cloud)), &["--task", "detect2"]),
         },
         Step {
             function: "alarm",
+            reads: &["detect", "detect2"],
             module: &mods.alarm,
             node: cloud.clone(),
             args: with(common(None), &["--inputs", "detect,detect2"]),
@@ -309,6 +386,7 @@ fn run_workflow(
     let mut records = Vec::new();
     let mut running = Vec::new();
     for step in &steps {
+        let local_at_request = present(net, &step.node, &chain, &cfg.state, step.reads);
         let proc = net
             .guest_at(step.module, &step.node)
             .args([&chain])
@@ -323,10 +401,13 @@ fn run_workflow(
         };
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("{} printed {line:?}, not JSON: {e}", step.function));
-        records.push(step_record(net, step, &v, at, slo_ms));
+        let mut record = step_record(net, step, &v, at, slo_ms);
+        record.local_at_request = local_at_request;
+        records.push(record);
         running.push(proc);
     }
     let t_w_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t_star_ms = physical_bound(net, &steps, &records, cfg.size_bytes);
     let record = WorkflowRecord {
         config: cfg.clone(),
         rep,
@@ -334,8 +415,36 @@ fn run_workflow(
         steps: records,
         migration_ms: Vec::new(),
         state_bytes: cfg.size_bytes,
+        t_star_ms,
+        slo_level: None,
     };
     (record, chain, running)
+}
+
+/// T*(W): the steps' execution times plus, for each step that reads the image, its
+/// transfer from the previous step's node over that path's bottleneck in the current
+/// slot (the image exists only once the producer ends, so nothing overlaps it).
+fn physical_bound(
+    net: &Constellation,
+    steps: &[Step],
+    records: &[StepRecord],
+    size_bytes: u64,
+) -> Option<f64> {
+    let schedule = net.schedule();
+    let slot = net.slot_now();
+    let exec: f64 = records.iter().map(|r| r.compute_ms).sum();
+    let mut transfer = 0.0;
+    for pair in steps.windows(2) {
+        let (from, to) = (&pair[0], &pair[1]);
+        if to.function == "alarm" || from.node == to.node {
+            continue;
+        }
+        let path =
+            schedule.shortest_path(slot, schedule.id(&from.node)?, schedule.id(&to.node)?)?;
+        // 1 Mbit/s moves 125 bytes per millisecond.
+        transfer += size_bytes as f64 / (path.bottleneck_mbps * 125.0);
+    }
+    Some(exec + transfer)
 }
 
 fn step_record(
@@ -358,6 +467,13 @@ fn step_record(
                 .collect()
         })
         .unwrap_or_default();
+    let own_store_answered = v["sources"].as_array().and_then(|sources| {
+        (!sources.is_empty()).then(|| {
+            sources
+                .iter()
+                .all(|s| s["node"].as_str() == Some(step.node.as_str()))
+        })
+    });
     StepRecord {
         function: step.function.to_string(),
         node: step.node.clone(),
@@ -369,6 +485,38 @@ fn step_record(
         put_ms: v["put_ms"].as_f64().unwrap_or(0.0),
         compute_ms: v["compute_ms"].as_f64().unwrap_or(0.0),
         slo_ms: slo_ms as f64,
+        local_at_request: None,
+        own_store_answered,
+        exec_ms: v["total_ms"]
+            .as_f64()
+            .zip(v["put_ms"].as_f64())
+            .map(|(total, put)| total - put),
+        migrations: Vec::new(),
+    }
+}
+
+/// Fills each step's placed copies from the chain's propagation events: elected node,
+/// hops from the step's node (in the current slot), T(dm) and the step's exec.
+fn attach_migrations(net: &Constellation, rec: &mut WorkflowRecord, events: &[Value]) {
+    let slot = net.slot_now();
+    for step in &mut rec.steps {
+        step.migrations = events
+            .iter()
+            .filter(|e| {
+                e["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t.as_str() == Some(&step.function)))
+            })
+            .filter_map(|e| {
+                let elected = e["elected"].as_str()?.to_string();
+                Some(Migration {
+                    hops: net.hops(slot, &step.node, &elected),
+                    elected,
+                    ms: e["ms"].as_f64()?,
+                    exec_ms: step.exec_ms.unwrap_or(step.t_f_ms),
+                })
+            })
+            .collect();
     }
 }
 
@@ -403,9 +551,16 @@ fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo
             });
         }
     });
-    let wall = started.elapsed().as_secs_f64();
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
-    wall
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while net.nodes().iter().any(|n| net.outbox_len(n) > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the outboxes did not drain within {DRAIN_TIMEOUT:?} of the last workflow"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -424,31 +579,67 @@ fn main() {
     let events = Events::subscribe(&net);
     let started = Instant::now();
 
+    let profile = Profile::load(&skylark_testkit::root().join(slo::PROFILE_FILE))
+        .unwrap_or_else(|e| fail(&e));
+    let sat = NetOptions::default().sat_sat;
+    let budget = |level: &str, size: u64| -> u64 {
+        match o.slo_ms {
+            Some(ms) => ms,
+            None => profile
+                .budget_ms(
+                    level,
+                    size,
+                    sat.bandwidth_mbps.unwrap_or(f64::INFINITY),
+                    sat.latency_ms,
+                )
+                .unwrap_or_else(|e| fail(&e)),
+        }
+    };
+    let levels: Vec<String> = match o.slo_ms {
+        Some(ms) => vec![format!("{ms} ms")],
+        None => o.slo.clone(),
+    };
+    // Checked before anything runs.
+    for level in &levels {
+        budget(level, o.sizes[0]);
+    }
     let mut records: Vec<WorkflowRecord> = Vec::new();
-    let total = o.states.len() * o.sizes.len() * o.policies.len() * o.reps as usize;
-    for state in &o.states {
-        for &size in &o.sizes {
-            for rep in 0..o.reps {
-                // Policies take turns within a repetition, so drift hits them alike.
-                for policy in &o.policies {
-                    let cfg = Config {
-                        policy: policy.clone(),
-                        state: state.clone(),
-                        size_bytes: size,
-                        concurrency: 1,
-                    };
-                    let (mut rec, chain, running) = run_workflow(&net, &mods, &cfg, rep, o.slo_ms);
-                    finish(running);
-                    // Every step's put propagates, except with Stateless (synchronous).
-                    let expected = if policy == "stateless" { 0 } else { 4 };
-                    rec.migration_ms = events.migrations_wait(&chain, expected);
-                    records.push(rec);
-                    eprintln!(
-                        "[experiment] {}/{total} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
+    let total = levels.len() * o.states.len() * o.sizes.len() * o.policies.len() * o.reps as usize;
+    for level in &levels {
+        for state in &o.states {
+            for &size in &o.sizes {
+                for rep in 0..o.reps {
+                    // Policies take turns within a repetition, in a shuffled order, so drift
+                    // and load hit them alike.
+                    let mut order = o.policies.clone();
+                    let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    for policy in &order {
+                        let cfg = Config {
+                            policy: policy.clone(),
+                            state: state.clone(),
+                            size_bytes: size,
+                            concurrency: 1,
+                        };
+                        let slo_ms = budget(level, size);
+                        let (mut rec, chain, running) =
+                            run_workflow(&net, &mods, &cfg, rep, slo_ms);
+                        finish(running);
+                        // Every step's put propagates, except with Stateless (synchronous).
+                        let expected = if policy == "stateless" { 0 } else { 4 };
+                        rec.migration_ms = events.migrations_wait(&chain, expected);
+                        rec.slo_level = Some(level.clone());
+                        attach_migrations(&net, &mut rec, &events.propagations(&chain));
+                        records.push(rec);
+                        eprintln!(
+                        "[experiment] {}/{total} {level} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
                         records.len(),
                         size as f64 / 1_048_576.0,
                         records.last().map_or(0.0, |r| r.t_w_ms)
                     );
+                    }
                 }
             }
         }
@@ -467,7 +658,8 @@ fn main() {
             size_bytes: tsize,
             concurrency: o.concurrency,
         };
-        let wall_s = throughput(&net, &mods, &cfg, o.throughput_workflows, o.slo_ms);
+        let slo_ms = budget(&levels[0], tsize);
+        let wall_s = throughput(&net, &mods, &cfg, o.throughput_workflows, slo_ms);
         eprintln!(
             "[experiment] throughput {policy}: {} workflows, {} at a time, {wall_s:.1} s",
             o.throughput_workflows, o.concurrency
@@ -499,15 +691,18 @@ fn main() {
         command,
         notes: vec![
             format!(
-                "{} workflows of 4 steps ({} repetitions per configuration), guests {}, slot length {} ms, SLO {} ms per step; run took {:.0} s",
+                "{} workflows of 4 steps ({} repetitions per configuration), guests {}, slot length {} ms, SLO levels {} ({}; tables and headline: {}); run took {:.0} s",
                 records.len(),
                 o.reps,
                 o.mode,
                 o.slot_ms,
-                o.slo_ms,
+                levels.join(", "),
+                slo::PROFILE_FILE,
+                levels[0],
                 started.elapsed().as_secs_f64()
             ),
-            "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every node-to-node path emulated end to end (latencies add up, the bottleneck bandwidth applies)".into(),
+            "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every physical link one shared resource per direction (flows crossing it share its bandwidth), paths cross their links hop by hop, a new connection pays the path's round trip".into(),
+            "paired design: per repetition every policy starts on the same satellite, policies in a shuffled order; throughput wall time ends when the last propagation has drained".into(),
             "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
         ]
         .into_iter()
@@ -516,7 +711,7 @@ fn main() {
     };
     match report::write_report(&o.out, &meta, &records, &tput) {
         Ok(path) => {
-            let summaries = report::summarize(&records, &tput);
+            let summaries = report::summarize(&report::primary_level(&records), &tput);
             println!("{}", report::headline(&summaries, tsize));
             eprintln!("[experiment] report: {}", path.display());
         }
@@ -525,6 +720,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Prints `message` and exits with status 2 (a bad option or profile).
+fn fail(message: &str) -> ! {
+    eprintln!("experiment: {message}");
+    std::process::exit(2)
 }
 
 fn cpu_model() -> String {

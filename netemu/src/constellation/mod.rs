@@ -1,7 +1,7 @@
 //! A faithful one-machine emulation of the research testbed's constellation, for
 //! experiments and tests: eight nodes (seven satellites in a chain and the cloud node
 //! `pi5u1`, whose ground link moves one satellite along the chain every slot), each with
-//! its own `redis-server`, and the network between them emulated per path.
+//! its own `redis-server`, and the network between them emulated link by link.
 //!
 //! * **Stores.** One `redis-server` per node on a free loopback port, all started at once
 //!   (each answers `PING` before [`Constellation::start`] returns). They keep nothing on
@@ -10,13 +10,19 @@
 //!   by [`Constellation::kill_store`] (SIGKILL) and brought back by
 //!   [`Constellation::restart_store`] (same port, same directory) still holds everything
 //!   it acknowledged.
-//! * **Per-path links.** A process standing for node X reaches node Y's store only
+//! * **Shared links.** A process standing for node X reaches node Y's store only
 //!   through a dedicated proxy X->Y ([`LinkEmu`]): 56 proxies for 8 nodes, all on one
-//!   shared tokio runtime with two worker threads. The X->Y proxy emulates the whole
-//!   multi-hop path from X to Y in the current slot: its latency is the sum of the path's
-//!   link latencies, its jitter the root of the sum of the squared link jitters
-//!   (independent per-link jitter adds in quadrature), its bandwidth the path's bottleneck.
-//!   When Y is unreachable from X the proxy is cut. Link characteristics come from
+//!   shared tokio runtime with two worker threads. Every physical link of the schedule is
+//!   one shared resource, a [`Wire`](crate::wire::Wire) per direction with the link's
+//!   latency, jitter and bandwidth; the X->Y proxy routes its connections over the wires
+//!   of the shortest-latency path from X to Y in the current slot (and back over the
+//!   reverse wires), so flows of different node pairs that cross one link share its
+//!   capacity ([`crate::wire`]), a path runs at its bottleneck and its delay adds up the
+//!   links' delays, and a new connection pays the path's round trip before its first
+//!   bytes go. [`Constellation::path_spec`] is the path as one link (summed latency,
+//!   jitter in quadrature, bottleneck). When Y is unreachable from X the proxy is cut;
+//!   the faults ([`Constellation::fault_link`], [`Constellation::cut_links_to`]) act on
+//!   a path's proxy, not on the wires other paths share. Link characteristics come from
 //!   [`NetOptions`] by link type (a link touching a `Cloud` node is a cloud link, any
 //!   other a satellite link); only the *shape* of each slot's graph comes from the testbed
 //!   file `tests/data/constellation-topologies.json`.
@@ -24,7 +30,7 @@
 //!   Skylark document with those characteristics whose `epoch_ms` is the constellation's
 //!   start time (slot 0 is current at start), or with [`NetOptions::fixed_slot`] a
 //!   document whose slots last [`PINNED_SLOT_MS`] and whose epoch makes the chosen slot
-//!   current for about that long. A background thread re-specs every proxy at each slot
+//!   current for about that long. A background thread re-routes every proxy at each slot
 //!   boundary, computed from the same epoch and slot length with the wall clock the plugin
 //!   uses, so plugin and network agree (to a few milliseconds).
 //! * **Plugin configuration.** [`Constellation::env_for`] gives the settings of a process
@@ -177,7 +183,7 @@ impl Constellation {
         let schedule = Schedule::parse(doc.as_bytes())
             .map_err(|e| format!("the generated topology document is invalid: {e}"))?;
         let satellites = chain_order(&schedule);
-        let net = Arc::new(Net { schedule, opts });
+        let net = Arc::new(Net::new(schedule, opts));
 
         let runtime = ProxyRuntime::start()?;
         let handle = runtime
@@ -469,7 +475,8 @@ impl Constellation {
     }
 
     /// Gives every path into `node`'s store (each `other`->`node` proxy) the
-    /// characteristics `spec`, until a slot boundary re-specs them (never, with a pinned
+    /// characteristics `spec`, as one private link per proxy (shared with no other path),
+    /// until a slot boundary re-routes them (never, with a pinned
     /// slot) or [`Constellation::heal_links_to`].
     pub fn shape_links_to(&self, node: &str, spec: LinkSpec) {
         for other in self.links_to(node) {

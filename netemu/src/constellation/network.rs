@@ -1,10 +1,13 @@
-//! The emulated network: what it reproduces ([`NetOptions`]), the path each proxy
-//! emulates in a slot, the proxies themselves (one per ordered pair of nodes, on one
-//! shared tokio runtime) and the thread that re-specs them at every slot boundary.
+//! The emulated network: what it reproduces ([`NetOptions`]), the shared wires (one per
+//! direction of every physical link of the schedule), the route each proxy takes over
+//! them in a slot, the proxies themselves (one per ordered pair of nodes, on one shared
+//! tokio runtime) and the thread that re-routes them at every slot boundary.
 
 use crate::linkemu::{LinkEmu, LinkMode, LinkSpec};
+use crate::wire::{Route, Wire};
 use skylark_core::topology::{Link, NodeType, Schedule};
 use skylark_testkit::{now_ms, Redis};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -47,7 +50,8 @@ pub struct NetOptions {
 /// What the proxies between the nodes do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Links {
-    /// Each proxy emulates its path in the current slot (see the module documentation).
+    /// Each proxy routes over the shared wires of its path in the current slot (see the
+    /// module documentation).
     #[default]
     Paths,
     /// Every proxy forwards at once, whatever the document says; a proxy is cut only
@@ -128,36 +132,68 @@ impl NetOptions {
 pub(super) struct Net {
     pub(super) schedule: Schedule,
     pub(super) opts: NetOptions,
+    /// The wire from `a` to `b` of every link between `a` and `b` in any slot.
+    wires: BTreeMap<(u32, u32), Arc<Wire>>,
 }
 
 impl Net {
+    /// The network of `schedule` with `opts`: one wire per direction of every link that
+    /// exists in some slot (a link that recurs in several slots is the same wires).
+    pub(super) fn new(schedule: Schedule, opts: NetOptions) -> Net {
+        let mut net = Net {
+            schedule,
+            opts,
+            wires: BTreeMap::new(),
+        };
+        let mut wires = BTreeMap::new();
+        for slot in 0..net.schedule.slots() {
+            for link in net.schedule.links(slot) {
+                let spec = net.link_spec(link);
+                for (from, to) in [(link.a, link.b), (link.b, link.a)] {
+                    let seed = (u64::from(from) << 32) | u64::from(to);
+                    wires
+                        .entry((from, to))
+                        .or_insert_with(|| Wire::new(spec, seed));
+                }
+            }
+        }
+        net.wires = wires;
+        net
+    }
+
     /// The emulated characteristics of one link of the schedule.
     pub(super) fn link_spec(&self, link: &Link) -> LinkSpec {
         let kind = |id: u32| self.schedule.get(id).map_or(NodeType::Sat, |n| n.kind);
         self.opts.link_spec(kind(link.a), kind(link.b))
     }
 
-    /// What the `from`->`to` proxy emulates in `slot`: the shortest-latency path's summed
-    /// latency, jitter in quadrature and bottleneck bandwidth; `None` if unreachable.
-    pub(super) fn path_spec(&self, slot: usize, from: u32, to: u32) -> Option<LinkSpec> {
+    /// The route of the `from`->`to` proxy in `slot`: the shared wires of the
+    /// shortest-latency path, there and back (none with [`Links::Ideal`]); `None` if
+    /// unreachable.
+    pub(super) fn route(&self, slot: usize, from: u32, to: u32) -> Option<Route> {
         let path = self.schedule.shortest_path(slot, from, to)?;
         if self.opts.links == Links::Ideal {
-            return Some(LinkSpec::ideal());
+            return Some(Route::ideal());
         }
-        let links = self.schedule.links(slot);
-        let mut spec = LinkSpec::ideal();
-        let mut variance = 0.0;
-        for &index in &path.links {
-            let link = self.link_spec(links.get(index as usize)?);
-            spec.latency_ms += link.latency_ms;
-            variance += link.jitter_ms * link.jitter_ms;
-            spec.bandwidth_mbps = match (spec.bandwidth_mbps, link.bandwidth_mbps) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        spec.jitter_ms = f64::sqrt(variance);
-        Some(spec)
+        let wire = |a: u32, b: u32| self.wires.get(&(a, b)).cloned();
+        let up = path
+            .nodes
+            .windows(2)
+            .map(|w| wire(w[0], w[1]))
+            .collect::<Option<Vec<_>>>()?;
+        let down = path
+            .nodes
+            .windows(2)
+            .rev()
+            .map(|w| wire(w[1], w[0]))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Route::new(up, down))
+    }
+
+    /// What the `from`->`to` proxy emulates in `slot` as one link: the route's summed
+    /// latency, jitter in quadrature and bottleneck bandwidth; `None` if unreachable.
+    pub(super) fn path_spec(&self, slot: usize, from: u32, to: u32) -> Option<LinkSpec> {
+        self.route(slot, from, to).map(|r| r.up.summary())
     }
 
     /// Time from Unix time `now` until the next slot boundary.
@@ -178,7 +214,7 @@ pub(super) struct Proxies {
     /// Index `from * nodes + to`; `None` where `from == to`.
     emus: Vec<Option<LinkEmu>>,
     /// Indices of proxies a fault holds down ([`Constellation::fault_link`]): slot changes
-    /// re-spec them but leave them cut or blackholed until the fault is healed.
+    /// re-route them but leave them cut or blackholed until the fault is healed.
     held: Mutex<std::collections::BTreeSet<usize>>,
 }
 
@@ -228,8 +264,8 @@ impl Proxies {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes every proxy emulate its path in `slot`: re-specced, restored if it was cut,
-    /// cut if the target is unreachable; a proxy a fault holds is only re-specced.
+    /// Makes every proxy take its route in `slot`: re-routed, restored if it was cut,
+    /// cut if the target is unreachable; a proxy a fault holds is only re-routed.
     pub(super) fn apply(&self, net: &Net, slot: usize) {
         let n = self.nodes as u32;
         let held = self.held();
@@ -245,9 +281,9 @@ impl Proxies {
         let Some(emu) = self.get(from, to) else {
             return;
         };
-        match net.path_spec(slot, from, to) {
-            Some(spec) => {
-                emu.set(spec);
+        match net.route(slot, from, to) {
+            Some(route) => {
+                emu.route(route);
                 if !held && emu.mode() != LinkMode::Up {
                     emu.restore();
                 }
@@ -258,7 +294,7 @@ impl Proxies {
     }
 }
 
-/// The thread that re-specs the proxies at every slot boundary; stopped on drop.
+/// The thread that re-routes the proxies at every slot boundary; stopped on drop.
 pub(super) struct SlotThread {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
