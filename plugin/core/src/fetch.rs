@@ -38,10 +38,10 @@ impl Found {
     /// or that this bundle lacks: a read never returns a field older than the node's own.
     fn keep_newer(&mut self, other: Found) {
         for (field, value) in other.fields {
-            let theirs = other.versions.get(&field).copied().unwrap_or(0);
+            let theirs = keys::version(&other.versions, &field);
             match self.fields.iter_mut().find(|(k, _)| *k == field) {
                 Some((_, v)) => {
-                    if theirs > self.versions.get(&field).copied().unwrap_or(0) {
+                    if theirs > keys::version(&self.versions, &field) {
                         *v = value;
                         self.versions.insert(field, theirs);
                     }
@@ -380,7 +380,7 @@ fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, Call
 /// so that a put that follows in the same function extends a complete local bundle. A
 /// failure only costs the cache.
 fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
-    let version = |task: &[u8]| found.versions.get(task).copied().unwrap_or(0);
+    let version = |task: &[u8]| keys::version(&found.versions, task);
     let stamped: Vec<fence::Stamped> = found
         .fields
         .iter()

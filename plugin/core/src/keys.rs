@@ -56,6 +56,12 @@ pub struct Split {
 /// Versions by task id.
 pub type Versions = std::collections::HashMap<Vec<u8>, u64>;
 
+/// The version of `task` in `versions`: 0 for a field written before versions existed
+/// (or not held), which any versioned copy replaces.
+pub fn version(versions: &Versions, task: &[u8]) -> u64 {
+    versions.get(task).copied().unwrap_or(0)
+}
+
 /// Splits the (field, value) pairs of a bundle hash. Placement entries with a non-UTF-8
 /// node, versions that are not numbers and unknown reserved (`@`) fields are dropped.
 pub fn split(pairs: HashPairs) -> Split {

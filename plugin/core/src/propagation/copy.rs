@@ -51,7 +51,7 @@ impl Snapshot {
 
     /// The version of `task`'s field (0 if unknown).
     pub fn version(&self, task: &[u8]) -> u64 {
-        self.versions.get(task).copied().unwrap_or(0)
+        keys::version(&self.versions, task)
     }
 }
 

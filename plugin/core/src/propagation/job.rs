@@ -302,7 +302,7 @@ async fn finish(
     let ns = &ctx.config.namespace;
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
-    let version = |task: &str| at_target.get(task.as_bytes()).copied().unwrap_or(0);
+    let version = |task: &str| keys::version(at_target, task.as_bytes());
     // This job's tasks, and those whose node the clean-up below empties, are placed on
     // the target now (its copy carried them, in the versions `at_target`), unless a later
     // put wrote them meanwhile (its own job records them then).
