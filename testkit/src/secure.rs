@@ -315,6 +315,15 @@ impl SecureRedis {
         format!("{}://{host}:{}", self.access.scheme(), self.port)
     }
 
+    /// The URL with the `default` user's password (plain TCP servers only), for helpers
+    /// that take a URL, such as [`crate::Events::subscribe`].
+    pub fn url_with_password(&self) -> String {
+        match &self.access.password {
+            Some(pw) => format!("{}://:{pw}@127.0.0.1:{}", self.access.scheme(), self.port),
+            None => self.url(),
+        }
+    }
+
     fn try_admin(&self) -> Option<redis::Connection> {
         self.access.connect(self.port)
     }
