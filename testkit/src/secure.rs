@@ -391,7 +391,7 @@ impl SecureRedis {
 pub fn node_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:* resetchannels &{ns}/events -@all +ping +get +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec \
+         +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec \
          +publish"
     )
 }
@@ -401,6 +401,6 @@ pub fn node_acl(ns: &str) -> String {
 pub fn peer_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hget +hdel \
-         +hgetall +hkeys +eval +multi +exec"
+         +hgetall +hkeys +hstrlen +eval +multi +exec"
     )
 }
