@@ -205,7 +205,7 @@ impl Nodes {
         } else {
             &self.credentials
         };
-        let store = Store::new(
+        let store = Store::remote(
             url,
             credentials,
             &self.tls,
