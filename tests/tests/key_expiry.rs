@@ -1,0 +1,31 @@
+//! Every key the plugin writes expires once unused (issue 16 point 3, in part): the
+//! node's counters `<ns>:stats:<node>` get a TTL (30 days) with every update, so a node
+//! or namespace that stops running leaves nothing behind for ever. Real wasmedge with the
+//! plugin, a real redis-server.
+
+use skylark_testkit::{chain_id, Guest, Redis, NS, RUN_TIMEOUT};
+
+#[test]
+fn node_counters_expire() {
+    let redis = Redis::start();
+    let run = Guest::new("probe", &redis.url)
+        .env("SKYLARK_PROPAGATION", "on")
+        .env("SKYLARK_EXIT_FLUSH_MS", "0")
+        .args(["put", &chain_id("ttl"), "pre", "64", "1"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(run.json()["status"], 0, "{}", run.stderr);
+    let key = format!("{NS}:stats:test-node");
+    assert!(
+        redis.stats("test-node").get("puts") >= Some(&1),
+        "counters written"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query(&mut redis.conn())
+        .expect("TTL");
+    assert!(
+        (29 * 86_400..=30 * 86_400).contains(&ttl),
+        "{key} has TTL {ttl}"
+    );
+}
