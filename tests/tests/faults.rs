@@ -551,3 +551,58 @@ fn a_job_finishing_after_a_cleanup_never_places_a_field_on_the_swept_node() {
         }
     );
 }
+
+/// Finding 14 (RELIABILITY.md): large copies that share a slow link each get less than
+/// `SKYLARK_COPY_MIN_MBPS`, so all of them missed a fixed deadline, were re-sent in full
+/// (the abandoned bytes still on the link) and missed it again, for ever. Four processes
+/// each copy 512 KiB to the global store over one 2 Mbit/s path (0.5 Mbit/s each, a tenth
+/// of the rate their deadline assumed); every job must still finish. Failed before the
+/// deadline grew with the failures (jobs still in the outbox after 120 s).
+#[test]
+fn large_copies_sharing_a_slow_link_all_finish() {
+    use skylark_netemu::linkemu::LinkSpec;
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
+        ("SKYLARK_TIMEOUT_MS".into(), "200".into()),
+        ("SKYLARK_COPY_MIN_MBPS".into(), "5".into()),
+        ("SKYLARK_RETRY_BASE_MS".into(), "100".into()),
+        ("SKYLARK_EXIT_FLUSH_MS".into(), "150000".into()),
+    ]);
+    c.shape_links_to("pi5u1", LinkSpec::new(1.0, 0.0, Some(2.0)));
+    let puts: Vec<_> = (0..4)
+        .map(|i| {
+            let chain = skylark_testkit::chain_id(&format!("shared-slow-{i}"));
+            let p = c
+                .guest("probe", "pi5u2")
+                .args([
+                    "put",
+                    &chain,
+                    "t0",
+                    "524288",
+                    &i.to_string(),
+                    "--dest",
+                    "pi5u2",
+                ])
+                .spawn();
+            (chain, p)
+        })
+        .collect();
+    for (_, p) in &puts {
+        let (line, _) = p.next_line(Duration::from_secs(30)).expect("a report");
+        assert!(line.contains("\"status\":0"), "{line}");
+    }
+    let started = std::time::Instant::now();
+    eventually("every job finished", Duration::from_secs(120), || {
+        c.outbox_len("pi5u2") == 0
+    });
+    eprintln!("the outbox drained in {:?}", started.elapsed());
+    for (i, (chain, p)) in puts.into_iter().enumerate() {
+        // Done: a process still waiting for an abandoned copy's reply need not be waited for.
+        p.kill();
+        assert_eq!(
+            c.bundle("pi5u1", &chain).get("t0"),
+            Some(&probe::pattern(524_288, i as u64)),
+            "the global copy of {chain}"
+        );
+    }
+}

@@ -86,7 +86,7 @@ pub(super) async fn round(
         let is_global = global.is_some_and(|g| &g.name == name);
         let fields = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
         let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
-        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
         let stamped: Vec<fence::Stamped> = fields
             .iter()
             .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
@@ -144,7 +144,7 @@ pub(super) async fn round(
             .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
             .collect();
         let bytes: usize = stamped.iter().map(|(f, _, v)| f.len() + v.len()).sum();
-        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
         let copy = fence::Copy {
             state: &stamped,
             claim,
@@ -226,10 +226,15 @@ fn incoming_marker(
 }
 
 /// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
-/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms).
-pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64) -> Duration {
+/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms), doubled for
+/// each failure of the job so far (at most 32 times). Copies that share a link each get
+/// less than its rate: with a fixed deadline, several large ones over a slow link all
+/// timed out, were re-sent in full and timed out again, for ever (RELIABILITY.md, finding
+/// 14); a longer deadline at each retry lets them through.
+pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64, failures: u32) -> Duration {
     let transfer_ms = bytes as f64 / (min_mbps.max(f64::MIN_POSITIVE) * 125.0);
-    timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64)
+    let once = timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64);
+    once.saturating_mul(1 << failures.min(5))
 }
 
 /// Sends the announcement (if any) and the copy back to back on one connection: the small
@@ -404,17 +409,23 @@ mod tests {
     }
 
     #[test]
-    fn copy_deadlines_grow_with_size() {
+    fn copy_deadlines_grow_with_size_and_failures() {
         let t = Duration::from_millis(2000);
-        assert_eq!(copy_deadline(t, 0, 5.0), t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 0), t);
         // 10 MB at 5 Mbit/s (625 bytes/ms): 16 s more.
         assert_eq!(
-            copy_deadline(t, 10_000_000, 5.0),
+            copy_deadline(t, 10_000_000, 5.0, 0),
             Duration::from_millis(18_000)
         );
-        assert_eq!(copy_deadline(t, 1, 5.0), Duration::from_millis(2001));
+        assert_eq!(copy_deadline(t, 1, 5.0, 0), Duration::from_millis(2001));
+        // Each failure doubles it, up to 32 times.
+        assert_eq!(copy_deadline(t, 0, 5.0, 1), 2 * t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 3), 8 * t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 40), 32 * t);
         // Absurd inputs stay finite.
-        assert!(copy_deadline(t, usize::MAX, 0.0) <= t + Duration::from_secs(86_400));
+        assert!(
+            copy_deadline(t, usize::MAX, 0.0, u32::MAX) <= 32 * (t + Duration::from_secs(86_400))
+        );
     }
 
     #[test]
