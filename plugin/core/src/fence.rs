@@ -18,6 +18,7 @@
 //! newer state. Fields written before versions existed count as version 0, and a store
 //! holding such a field without a version takes any versioned copy of it.
 
+use crate::resp::{self, Arg};
 use std::time::Duration;
 
 /// The Lua that writes the guest's fields with fresh versions, in one `HSET` (per 1,000
@@ -130,16 +131,34 @@ fn ttl_arg(ttl: Option<Duration>) -> u64 {
 
 /// A put of `fields` to `key` that assigns their versions (see [`put_reply`]).
 pub fn put<'a>(
-    key: &str,
+    key: &'a str,
     fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ttl: Option<Duration>,
 ) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(PUT).arg(1).arg(key).arg(ttl_arg(ttl)).arg(now_us());
+    resp::cmd(&put_args(key, fields, ttl))
+}
+
+/// [`put`] as arguments borrowing the values (for `Store::query_args`).
+pub fn put_args<'a>(
+    key: &'a str,
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ttl: Option<Duration>,
+) -> Vec<Arg<'a>> {
+    let fields = fields.into_iter();
+    let mut args = Vec::with_capacity(6 + 2 * fields.size_hint().0);
+    args.extend([
+        "EVAL".into(),
+        PUT.into(),
+        Arg::Int(1),
+        key.into(),
+        Arg::Int(ttl_arg(ttl)),
+        Arg::Int(now_us()),
+    ]);
     for (field, value) in fields {
-        cmd.arg(field).arg(value);
+        args.push(field.into());
+        args.push(value.into());
     }
-    cmd
+    args
 }
 
 /// The versions a put assigned, in the order of its fields.

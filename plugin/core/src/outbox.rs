@@ -10,6 +10,7 @@
 
 use crate::error::CallError;
 use crate::keys;
+use crate::resp::Arg;
 use crate::store::{Request, Store};
 use serde::{Deserialize, Serialize};
 use skylark_abi::wire::Policy;
@@ -168,40 +169,73 @@ pub enum Guarded {
     Full(u64),
 }
 
-/// One atomic command that writes `fields` of `bundle_key` with fresh versions
-/// (refreshing its TTL) and
-/// records job `job_id` due at `due_ms`, unless the outbox already holds `max_outbox`
-/// jobs.
-#[allow(clippy::too_many_arguments)]
-pub fn guarded_put<'a>(
-    ns: &str,
-    bundle_key: &str,
-    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ttl: Option<std::time::Duration>,
-    job_id: &str,
-    json: &str,
-    due_ms: u64,
-    max_outbox: u64,
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(GUARDED_PUT)
-        .arg(3)
-        .arg(bundle_key)
-        .arg(keys::outbox_jobs(ns))
-        .arg(keys::outbox(ns))
-        .arg(max_outbox)
-        .arg(ttl.map(|t| t.as_secs().max(1)).unwrap_or(0))
-        .arg(job_id)
-        .arg(json)
-        .arg(due_ms)
-        .arg(crate::fence::now_us());
-    for (field, value) in fields {
-        cmd.arg(field).arg(value);
-    }
-    cmd
+/// One atomic command that writes `fields` of `bundle` with fresh versions (refreshing
+/// its TTL) and records job `job_id` due at `due_ms`, unless the outbox of namespace `ns`
+/// already holds `max_outbox` jobs (see [`GUARDED_PUT`]).
+pub struct GuardedPut<'a> {
+    pub bundle: &'a str,
+    pub jobs: String,
+    pub outbox: String,
+    pub fields: &'a [(&'a str, &'a [u8])],
+    pub ttl: Option<std::time::Duration>,
+    pub job_id: &'a str,
+    pub json: &'a str,
+    pub due_ms: u64,
+    pub max_outbox: u64,
 }
 
-/// Decodes the reply of [`guarded_put`].
+impl<'a> GuardedPut<'a> {
+    /// The put of `fields` to `bundle` in namespace `ns` with job `job_id` (`json`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ns: &str,
+        bundle: &'a str,
+        fields: &'a [(&'a str, &'a [u8])],
+        ttl: Option<std::time::Duration>,
+        job_id: &'a str,
+        json: &'a str,
+        due_ms: u64,
+        max_outbox: u64,
+    ) -> GuardedPut<'a> {
+        GuardedPut {
+            bundle,
+            jobs: keys::outbox_jobs(ns),
+            outbox: keys::outbox(ns),
+            fields,
+            ttl,
+            job_id,
+            json,
+            due_ms,
+            max_outbox,
+        }
+    }
+
+    /// The command's arguments, borrowing the values (for `Store::query_args`).
+    pub fn args(&self) -> Vec<Arg<'_>> {
+        let mut args = Vec::with_capacity(12 + 2 * self.fields.len());
+        args.extend([
+            "EVAL".into(),
+            GUARDED_PUT.into(),
+            Arg::Int(3),
+            self.bundle.into(),
+            self.jobs.as_str().into(),
+            self.outbox.as_str().into(),
+            Arg::Int(self.max_outbox),
+            Arg::Int(self.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)),
+            self.job_id.into(),
+            self.json.into(),
+            Arg::Int(self.due_ms),
+            Arg::Int(crate::fence::now_us()),
+        ]);
+        for (field, value) in self.fields {
+            args.push((*field).into());
+            args.push((*value).into());
+        }
+        args
+    }
+}
+
+/// Decodes the reply of a [`GuardedPut`].
 pub fn guarded_reply(reply: &redis::Value) -> Option<Guarded> {
     let redis::Value::Array(items) = reply else {
         return None;

@@ -11,10 +11,11 @@
 
 use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
+use crate::resp::{self, Arg};
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
-    IntoConnectionInfo, RedisError, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionLike,
+    ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
 use std::sync::Arc;
@@ -30,6 +31,18 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
+/// The largest send buffer [`Store::query_args`] keeps for the next request (a put of a
+/// rare huge value does not pin its size for the life of the process).
+const KEEP_SEND_BUFFER: usize = 8 << 20;
+
+/// The calling-thread connection (opened on first use) and the send buffer of
+/// [`Store::query_args`].
+#[derive(Default)]
+struct Blocking {
+    conn: Option<Connection>,
+    buf: Vec<u8>,
+}
+
 /// One Redis server.
 pub struct Store {
     client: Client,
@@ -38,7 +51,7 @@ pub struct Store {
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
-    blocking: std::sync::Mutex<Option<Connection>>,
+    blocking: std::sync::Mutex<Blocking>,
     shared: AsyncMutex<Option<MultiplexedConnection>>,
     timeout: Duration,
     connect_timeout: Duration,
@@ -103,7 +116,7 @@ impl Store {
             auth,
             tls,
             conn_cfg,
-            blocking: std::sync::Mutex::new(None),
+            blocking: std::sync::Mutex::new(Blocking::default()),
             shared: AsyncMutex::new(None),
             timeout,
             connect_timeout,
@@ -136,28 +149,56 @@ impl Store {
     /// Sends `request` on the calling thread and waits for the reply (at most the store's
     /// deadline for connecting, writing and reading).
     pub fn query(&self, request: &Request) -> Result<Value, CallError> {
-        // A poisoned lock only means another call panicked mid-request; the connection
-        // slot is still a valid Option, and a half-used connection is dropped below.
-        let mut slot = self
-            .blocking
+        let mut blocking = self.blocking();
+        self.on_connection(&mut blocking.conn, |conn| match request {
+            Request::Cmd(c) => c.query::<Value>(conn),
+            Request::Pipe(p) => p.query::<Value>(conn),
+        })
+    }
+
+    /// Sends the command `args` on the calling thread and waits for the reply, like
+    /// [`Store::query`]; the arguments are packed straight into a send buffer kept with
+    /// the connection (one copy of each value, no allocation once the buffer has grown).
+    pub fn query_args(&self, args: &[Arg<'_>]) -> Result<Value, CallError> {
+        let mut blocking = self.blocking();
+        let Blocking { conn, buf } = &mut *blocking;
+        buf.clear();
+        resp::pack(buf, args);
+        let result = self.on_connection(conn, |conn| {
+            conn.req_packed_command(buf).and_then(Value::extract_error)
+        });
+        if buf.capacity() > KEEP_SEND_BUFFER {
+            *buf = Vec::new();
+        }
+        result
+    }
+
+    /// The calling-thread connection and its send buffer. A poisoned lock only means
+    /// another call panicked mid-request; the slot is still valid, and a half-used
+    /// connection is dropped by [`Store::on_connection`].
+    fn blocking(&self) -> std::sync::MutexGuard<'_, Blocking> {
+        self.blocking
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `send` on the connection in `slot`, connecting first if there is none and
+    /// once more if the connection turns out to be broken.
+    fn on_connection(
+        &self,
+        slot: &mut Option<Connection>,
+        mut send: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+    ) -> Result<Value, CallError> {
         let mut reconnected = false;
         loop {
-            if slot.is_none() {
-                *slot = Some(
+            let conn = match slot {
+                Some(conn) => conn,
+                None => slot.insert(
                     self.connect_blocking()
                         .map_err(|e| e.context(&self.shown))?,
-                );
-            }
-            let Some(conn) = slot.as_mut() else {
-                continue;
+                ),
             };
-            let result = match request {
-                Request::Cmd(c) => c.query::<Value>(conn),
-                Request::Pipe(p) => p.query::<Value>(conn),
-            };
-            match result {
+            match send(conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let broken = is_broken(&e);

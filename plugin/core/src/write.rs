@@ -7,7 +7,7 @@
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
-use crate::outbox::{self, Guarded, Job};
+use crate::outbox::{self, Guarded, GuardedPut, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
 use crate::{fence, keys};
@@ -49,8 +49,8 @@ pub fn put(
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let cmd = fence::put(&key, fields.iter().copied(), ctx.cluster.config.ttl);
-        ctx.cluster.local.query(&Request::Cmd(cmd))?;
+        let args = fence::put_args(&key, fields.iter().copied(), ctx.cluster.config.ttl);
+        ctx.cluster.local.query_args(&args)?;
         stats::inc(Counter::Puts);
         return Ok(());
     };
@@ -84,27 +84,23 @@ pub fn put(
     } else {
         now
     };
-    let cmd = outbox::guarded_put(
+    let put = GuardedPut::new(
         ns,
         &key,
-        fields.iter().copied(),
+        fields,
         ctx.cluster.config.ttl,
         &job.id,
         &json,
         due,
         p.max_outbox,
     );
-    let outcome = ctx
-        .cluster
-        .local
-        .query(&Request::Cmd(cmd))
-        .and_then(|reply| {
-            outbox::guarded_reply(&reply).ok_or_else(|| {
-                ctx.cluster
-                    .local
-                    .reply_error(format!("unexpected reply {reply:?} to a put"))
-            })
-        });
+    let outcome = ctx.cluster.local.query_args(&put.args()).and_then(|reply| {
+        outbox::guarded_reply(&reply).ok_or_else(|| {
+            ctx.cluster
+                .local
+                .reply_error(format!("unexpected reply {reply:?} to a put"))
+        })
+    });
     if let Guarded::Full(waiting) = outcome? {
         stats::inc(Counter::Backlogged);
         return Err(CallError::new(
