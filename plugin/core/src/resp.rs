@@ -1,7 +1,7 @@
 //! A command packed straight into the wire format (RESP) from borrowed arguments: the put
 //! path's values go from guest memory into the connection's send buffer in one copy,
 //! with no intermediate command object and, as the buffer is reused, no allocation per put
-//! (`Store::query_args`).
+//! (`Store::query_transaction`).
 
 /// One argument of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,12 +31,12 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
-/// The largest send buffer [`Store::query_args`] keeps for the next request (a put of a
+/// The largest send buffer [`Store::query_transaction`] keeps for the next request (a put of a
 /// rare huge value does not pin its size for the life of the process).
 const KEEP_SEND_BUFFER: usize = 8 << 20;
 
 /// The calling-thread connection (opened on first use) and the send buffer of
-/// [`Store::query_args`].
+/// [`Store::query_transaction`].
 #[derive(Default)]
 struct Blocking {
     conn: Option<Connection>,
@@ -156,21 +156,37 @@ impl Store {
         })
     }
 
-    /// Sends the command `args` on the calling thread and waits for the reply, like
-    /// [`Store::query`]; the arguments are packed straight into a send buffer kept with
-    /// the connection (one copy of each value, no allocation once the buffer has grown).
-    pub fn query_args(&self, args: &[Arg<'_>]) -> Result<Value, CallError> {
+    /// Runs the commands `cmds` as one transaction (`MULTI` ... `EXEC`, one round trip)
+    /// on the calling thread, like [`Store::query`], and returns their replies (an error
+    /// reply of any of them is an error). The request is packed straight from the
+    /// borrowed arguments into a send buffer kept with the connection: one copy of each
+    /// value, and no allocation once the buffer has grown.
+    pub fn query_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
         let mut blocking = self.blocking();
         let Blocking { conn, buf } = &mut *blocking;
         buf.clear();
-        resp::pack(buf, args);
+        resp::pack(buf, &["MULTI".into()]);
+        for c in cmds {
+            resp::pack(buf, c);
+        }
+        resp::pack(buf, &["EXEC".into()]);
         let result = self.on_connection(conn, |conn| {
-            conn.req_packed_command(buf).and_then(Value::extract_error)
+            // The replies to MULTI and to each queued command are skipped (a command
+            // refused when queued fails the whole request); EXEC's is kept.
+            conn.req_packed_commands(buf, cmds.len() + 1, 1)
+                .map(|mut r| r.pop().unwrap_or(Value::Nil))
+                .and_then(Value::extract_error)
         });
         if buf.capacity() > KEEP_SEND_BUFFER {
             *buf = Vec::new();
         }
-        result
+        match result? {
+            Value::Array(replies) if replies.len() == cmds.len() => Ok(replies),
+            other => Err(self.reply_error(format!(
+                "unexpected reply {other:?} to a transaction of {} commands",
+                cmds.len()
+            ))),
+        }
     }
 
     /// The calling-thread connection and its send buffer. A poisoned lock only means

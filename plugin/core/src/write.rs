@@ -1,7 +1,9 @@
-//! The write path of a put, on the guest's thread: one atomic round trip to the
-//! node-local store that writes the fields with their versions (`fence`), refreshes the TTL, records the propagation
-//! job in the outbox and reads the outbox length (a put is refused while the outbox is at
-//! `SKYLARK_MAX_OUTBOX`); then the job is handed to the background. Policy `stateless` instead
+//! The write path of a put, on the guest's thread: one transaction (one round trip) on
+//! the node-local store that writes the fields with their versions (`fence`), refreshes
+//! the TTL, records the propagation job in the outbox and reads the outbox length (a put
+//! is refused, and writes nothing, while the outbox is at `SKYLARK_MAX_OUTBOX`; see
+//! `outbox::GuardedPut`); then the job is handed to the background. The values go from
+//! guest memory to the socket in one copy and never through Lua. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
 
 use crate::clock::now_ms;
@@ -10,7 +12,7 @@ use crate::error::CallError;
 use crate::outbox::{self, Guarded, GuardedPut, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{fence, keys};
+use crate::{fence, keys, resp};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -49,8 +51,8 @@ pub fn put(
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let args = fence::put_args(&key, fields.iter().copied(), ctx.cluster.config.ttl);
-        ctx.cluster.local.query_args(&args)?;
+        let [versions, values] = fence::put_commands(&key, fields, ctx.cluster.config.ttl);
+        ctx.cluster.local.query_transaction(&[&versions, &values])?;
         stats::inc(Counter::Puts);
         return Ok(());
     };
@@ -94,13 +96,18 @@ pub fn put(
         due,
         p.max_outbox,
     );
-    let outcome = ctx.cluster.local.query_args(&put.args()).and_then(|reply| {
-        outbox::guarded_reply(&reply).ok_or_else(|| {
-            ctx.cluster
-                .local
-                .reply_error(format!("unexpected reply {reply:?} to a put"))
-        })
-    });
+    let [guard, values, undo] = put.commands();
+    let outcome = ctx
+        .cluster
+        .local
+        .query_transaction(&[&guard, &values, &undo])
+        .and_then(|replies| {
+            outbox::guarded_reply(&replies).ok_or_else(|| {
+                ctx.cluster
+                    .local
+                    .reply_error(format!("unexpected replies {replies:?} to a put"))
+            })
+        });
     if let Guarded::Full(waiting) = outcome? {
         stats::inc(Counter::Backlogged);
         return Err(CallError::new(
@@ -138,12 +145,9 @@ fn put_global(
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.add_command(fence::put(
-        &key,
-        fields.iter().copied(),
-        ctx.cluster.config.ttl,
-    ))
-    .ignore();
+    for c in fence::put_commands(&key, fields, ctx.cluster.config.ttl) {
+        pipe.add_command(resp::cmd(&c)).ignore();
+    }
     store::write_hash(
         &mut pipe,
         &key,
