@@ -2,7 +2,8 @@
 //! `<ns>:topology` (which overrides the file, so an operator can change the topology while
 //! functions run), re-checked at most every `SKYLARK_TOPOLOGY_REFRESH_MS`, re-parsed only
 //! when the bytes changed. An invalid document is reported and the last good topology
-//! stays in force.
+//! stays in force. A topology that arrives gets the local node's shortest-path trees
+//! computed at once, in the background, so that no job's election runs on a cold cache.
 
 use crate::error::CallError;
 use crate::store::{Request, Store};
@@ -36,6 +37,8 @@ pub struct TopologyWatch {
     file: Option<PathBuf>,
     key: String,
     refresh: Duration,
+    /// This node's name: the source of every election's paths.
+    local: String,
     state: Mutex<State>,
 }
 
@@ -54,11 +57,17 @@ pub enum Change {
 }
 
 impl TopologyWatch {
-    pub fn new(file: Option<String>, key: String, refresh: Duration) -> TopologyWatch {
+    pub fn new(
+        file: Option<String>,
+        key: String,
+        refresh: Duration,
+        local: String,
+    ) -> TopologyWatch {
         TopologyWatch {
             file: file.map(PathBuf::from),
             key,
             refresh,
+            local,
             state: Mutex::new(State {
                 current: None,
                 origin: Origin::None,
@@ -98,7 +107,7 @@ impl TopologyWatch {
             let digest = topology::document_digest(&bytes);
             if st.key_seen != Some(digest) {
                 st.key_seen = Some(digest);
-                adopt(st, Origin::Key, &bytes, changes);
+                adopt(st, Origin::Key, &bytes, changes, &self.local);
             }
             // An invalid key keeps the topology in force; with none yet, the file is
             // the last good one.
@@ -139,15 +148,34 @@ impl TopologyWatch {
         }
         st.file_seen = Some(seen);
         match std::fs::read(path) {
-            Ok(bytes) => adopt(st, Origin::File, &bytes, changes),
+            Ok(bytes) => adopt(st, Origin::File, &bytes, changes, &self.local),
             Err(e) => report(changes, Origin::File, format!("{}: {e}", path.display())),
         }
     }
 }
 
-fn adopt(st: &mut State, origin: Origin, bytes: &[u8], changes: &mut Vec<Change>) {
+/// Most slots whose trees are computed ahead (from the current one on): well within the
+/// topology's tree cache, so precomputing never evicts what it computed.
+const PRECOMPUTE_SLOTS: usize = 32;
+
+/// Computes `local`'s complete shortest-path tree in the current slot and the ones after
+/// it (at most [`PRECOMPUTE_SLOTS`]): every election starts at the local node. Returns
+/// how many trees were computed (0 when `local` is not in the topology).
+fn precompute(s: &Schedule, local: &str, now_ms: u64) -> usize {
+    let Some(id) = s.id(local) else {
+        return 0;
+    };
+    let slots = s.slots();
+    let first = s.slot_at(now_ms);
+    (0..slots.min(PRECOMPUTE_SLOTS))
+        .filter(|k| s.precompute((first + k) % slots, id))
+        .count()
+}
+
+fn adopt(st: &mut State, origin: Origin, bytes: &[u8], changes: &mut Vec<Change>, local: &str) {
     match Schedule::parse(bytes) {
         Ok(s) => {
+            precompute(&s, local, crate::clock::now_ms());
             stats::inc(stats::Counter::TopologyReloads);
             skylog!(
                 Info,
@@ -184,4 +212,51 @@ pub fn missing() -> CallError {
         skylark_abi::Status::ConfigInvalid,
         "no valid topology (SKYLARK_TOPOLOGY_FILE or the <ns>:topology key)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(slots: usize) -> Vec<u8> {
+        let slot = r#"[{"source": "a", "target": "b", "latency_ms": 1, "bandwidth_mbps": 10},
+                       {"source": "b", "target": "c", "latency_ms": 1, "bandwidth_mbps": 10}]"#;
+        let slots = vec![slot; slots].join(",");
+        format!(
+            r#"{{"nodes": [{{"name": "a", "type": "Edge"}}, {{"name": "b", "type": "Edge"}},
+                          {{"name": "c", "type": "Cloud"}}], "slots": [{slots}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn state() -> State {
+        State {
+            current: None,
+            origin: Origin::None,
+            checked: None,
+            file_seen: None,
+            key_seen: None,
+        }
+    }
+
+    #[test]
+    fn an_adopted_topology_has_the_local_trees_computed() {
+        let mut st = state();
+        let mut changes = Vec::new();
+        adopt(&mut st, Origin::File, &topology(3), &mut changes, "b");
+        let s = st.current.expect("adopted");
+        // One complete tree per slot, from the local node: no election starts cold.
+        assert_eq!(s.path_cache_len(), 3);
+        assert_eq!(precompute(&s, "b", 0), 3);
+        assert_eq!(s.path_cache_len(), 3);
+    }
+
+    #[test]
+    fn precomputing_stays_within_the_cache_and_skips_unknown_nodes() {
+        let s = Schedule::parse(&topology(100)).unwrap();
+        assert_eq!(precompute(&s, "nobody", 0), 0);
+        assert_eq!(s.path_cache_len(), 0);
+        assert_eq!(precompute(&s, "a", 0), PRECOMPUTE_SLOTS);
+        assert_eq!(s.path_cache_len(), PRECOMPUTE_SLOTS);
+    }
 }
