@@ -72,17 +72,23 @@ fn many_fields_are_written_and_read_in_one_round_trip_each() {
     let chain = chain_id("many");
     let hset_before = redis.command_calls("hset");
     let eval_before = redis.command_calls("eval");
+    let exec_before = redis.command_calls("exec");
     let put = probe(&redis, &["put-many", &chain, "f", "50", "300", "100"]);
     assert_eq!(status(&put), 0, "{put}");
     assert_eq!(
+        redis.command_calls("exec") - exec_before,
+        1,
+        "one transaction (one round trip) for 50 fields and their versions"
+    );
+    assert_eq!(
         redis.command_calls("eval") - eval_before,
         1,
-        "one script (one round trip) for 50 fields and their versions"
+        "one script for the 50 fields' versions"
     );
     assert_eq!(
         redis.command_calls("hset") - hset_before,
-        1,
-        "one HSET for 50 fields"
+        2,
+        "one HSET for the 50 values (outside the script), one for their versions"
     );
 
     let stored = redis.state(&format!("skylark:bundle:{chain}"));
