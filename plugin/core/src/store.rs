@@ -13,6 +13,7 @@ use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
 use crate::resp::{self, Arg};
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionLike,
     ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
@@ -423,7 +424,14 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
         }
         (None, None) => (settings, configured()),
     };
-    let info = info.set_redis_settings(settings);
+    // No `CLIENT SETINFO` after connecting: it costs a round trip on every new
+    // connection (the first call of every process) and tells the server only the client
+    // library's name. `TCP_NODELAY`: a request is written whole and waits for its reply,
+    // so Nagle's algorithm can only hold back a request's last segment (redis-rs leaves
+    // it on by default).
+    let info = info
+        .set_redis_settings(settings.set_skip_set_lib_name())
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         let certificates = TlsCertificates {
             client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
@@ -617,6 +625,14 @@ mod tests {
         assert_eq!(auth, "none configured");
         // Messages name the source, never the password.
         assert!(!auth.contains("pw"));
+    }
+
+    #[test]
+    fn connections_skip_setinfo_and_nagle() {
+        let (client, _) = client("redis://h:1", &Credentials::default(), &Tls::default()).unwrap();
+        let info = client.get_connection_info();
+        assert!(info.tcp_settings().nodelay());
+        assert!(info.redis_settings().skip_set_lib_name());
     }
 
     #[test]
