@@ -15,8 +15,8 @@ use crate::resp::{self, Arg};
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionLike,
-    ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
+    IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
 use std::sync::Arc;
@@ -172,11 +172,21 @@ impl Store {
         }
         resp::pack(buf, &["EXEC".into()]);
         let result = self.on_connection(conn, |conn| {
-            // The replies to MULTI and to each queued command are skipped (a command
-            // refused when queued fails the whole request); EXEC's is kept.
-            conn.req_packed_commands(buf, cmds.len() + 1, 1)
-                .map(|mut r| r.pop().unwrap_or(Value::Nil))
-                .and_then(Value::extract_error)
+            conn.send_packed_command(buf)?;
+            // MULTI's reply and one per queued command, then EXEC's. A command refused
+            // when queued fails the request. The first I/O error (a timeout) ends it:
+            // redis-rs's req_packed_commands would wait for every remaining reply.
+            let mut refused = None;
+            for _ in 0..=cmds.len() {
+                if let Value::ServerError(e) = conn.recv_response()? {
+                    refused.get_or_insert(e);
+                }
+            }
+            let exec = conn.recv_response()?;
+            match refused {
+                Some(e) => Value::ServerError(e).extract_error(),
+                None => exec.extract_error(),
+            }
         });
         if buf.capacity() > KEEP_SEND_BUFFER {
             *buf = Vec::new();
@@ -231,6 +241,27 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Opens the calling-thread connection if it is not open (what [`Store::query`] would
+    /// do first) and sends one `PING` on it, so that the first request finds the
+    /// connection and the server's side of it ready. The lock is not held meanwhile: a
+    /// request that comes first opens a connection of its own, and this one is dropped.
+    pub fn warm_up(&self) -> Result<(), CallError> {
+        if self.blocking().conn.is_some() {
+            return Ok(());
+        }
+        let mut conn = self
+            .connect_blocking()
+            .map_err(|e| e.context(&self.shown))?;
+        redis::cmd("PING")
+            .query::<Value>(&mut conn)
+            .map_err(|e| self.classify(e).context(&self.shown))?;
+        let mut blocking = self.blocking();
+        if blocking.conn.is_none() {
+            blocking.conn = Some(conn);
+        }
+        Ok(())
     }
 
     fn connect_blocking(&self) -> Result<Connection, CallError> {
