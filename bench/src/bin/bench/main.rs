@@ -6,13 +6,14 @@
 //!
 //! ```text
 //! cargo run --release -p skylark-bench --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10]
-//!     [--rounds 3] [--fresh 20] [--sizes 1,64,1024] [--no-interp]
+//!     [--rounds 3] [--fresh 20] [--sizes 1,64,1024] [--no-interp] [--load 40]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
 //! measurement runs `warmup-pct` percent more iterations first and discards them; every
 //! group of rows is measured `rounds` times, interleaved, and reports the median of the
 //! rounds' medians, their spread and the p99 of all samples. `--fresh` is the number of
-//! fresh processes per round and mode for the first-put rows. Use `scripts/bench.sh`,
+//! fresh processes per round and mode for the first-put rows; `--load` the runs per setup
+//! of the plugin's load cost (`load.rs`). Use `scripts/bench.sh`,
 //! which builds everything first.
 //!
 //! Modes: `native` is a synchronous redis-rs connection with `TCP_NODELAY`, as the plugin
@@ -27,6 +28,7 @@
 //! Unix socket.
 
 mod fresh;
+mod load;
 mod native;
 
 use native::{AsyncPath, Endpoint};
@@ -49,11 +51,12 @@ struct Options {
     fresh: usize,
     sizes: Vec<usize>,
     interp: bool,
+    load: usize,
 }
 
 const USAGE: &str = "\
 usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R] [--fresh N]
-             [--sizes 1,64,1024] [--no-interp]
+             [--sizes 1,64,1024] [--no-interp] [--load N]
   --iterations  measured iterations for 1 KiB, 64 KiB and 1 MiB values; default 5000,2000,300
   --warmup-pct  iterations run first and discarded, in percent of the measured; default 10
   --rounds      times every group of rows is measured, interleaved (the median of the
@@ -61,7 +64,9 @@ usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R] [--fresh 
   --fresh       fresh wasmedge processes per round and mode for the first-put rows
                 (0: none); default 20
   --sizes       value sizes to measure, in KiB, among 1, 64 and 1024; default all
-  --no-interp   leave out the interpreter rows (the slowest)";
+  --no-interp   leave out the interpreter rows (the slowest)
+  --load        runs per setup of the plugin load cost (a trivial guest with and without
+                the plugin; 0: none); default 40";
 
 fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
@@ -72,6 +77,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         fresh: 20,
         sizes: vec![0, 1, 2],
         interp: true,
+        load: 40,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -99,6 +105,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
                 o.sizes = sizes;
             }
             Long("no-interp") => o.interp = false,
+            Long("load") => o.load = p.value()?.parse()?,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -613,6 +620,15 @@ fn main() {
             }
         }
     }
+    let load_rows = (opts.load > 0).then(|| {
+        eprintln!("[bench] plugin load cost: {} runs per setup", opts.load);
+        load::measure(
+            opts.load,
+            &skylark_testkit::aot("hello"),
+            &redis.url,
+            &default_put,
+        )
+    });
     let _ = std::fs::remove_file(&topo_file);
 
     eprintln!("[bench] done in {:.0} s", started.elapsed().as_secs_f64());
@@ -624,6 +640,10 @@ fn main() {
     if !fresh_rows.is_empty() {
         println!();
         print!("{}", fresh_table(&fresh_rows));
+    }
+    if let Some(rows) = load_rows {
+        println!();
+        print!("{}", load::table(&rows));
     }
 }
 
