@@ -1,11 +1,11 @@
 //! What loading the plugin costs a `wasmedge` process: the wall time from spawn to exit
-//! and the peak RSS of a trivial AOT guest (`hello`, which imports nothing from the
+//! (under GNU time, which adds the same fork to every setup) and the peak RSS of a
+//! trivial AOT guest (`hello`, which imports nothing from the
 //! plugin) with no plugin, with the plugin and propagation off, and with the plugin and
 //! propagation on; the setups take turns, run by run.
 
 use skylark_testkit::guest::wasmedge_command;
 use skylark_testkit::percentile;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -20,26 +20,39 @@ pub struct LoadRow {
     pub rss_kib: u64,
 }
 
-/// Spawns `cmd`, waits for it with `wait4`, returns (wall ns, peak RSS KiB).
-fn run(mut cmd: Command) -> (u64, u64) {
+/// Runs `cmd` under GNU time (`/usr/bin/time -f %M`), which reports the peak RSS of the
+/// process it forks itself: the kernel counts a process's RSS before its `exec` in its
+/// peak, so a process forked by this (large) bench would report the bench's size.
+/// Returns (wall ns, peak RSS KiB).
+fn run(cmd: Command) -> (u64, u64) {
+    let rss_file = std::env::temp_dir().join(format!("skylark-load-{}.rss", std::process::id()));
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+    timed.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
     let started = Instant::now();
-    let child = cmd
+    let status = timed
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("start wasmedge");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not yet waited for; both pointers are valid for
-    // the duration of the call.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("run /usr/bin/time ({e}): install `time` (scripts/setup-deps.sh)")
+        });
     let wall = started.elapsed().as_nanos() as u64;
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
-    let status = std::process::ExitStatus::from_raw(status);
     assert!(status.success(), "wasmedge exited with {status:?}");
-    (wall, usage.ru_maxrss as u64)
+    let rss = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&rss_file);
+    let rss = rss
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {rss:?}"));
+    (wall, rss)
 }
 
 /// Runs `hello` (`module`) `n` times per setup, interleaved. `url` is the node-local
