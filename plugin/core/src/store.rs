@@ -11,7 +11,7 @@
 
 use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
-use crate::resp::{self, Arg};
+use crate::resp::{Arg, Packer, Piece};
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
@@ -160,19 +160,26 @@ impl Store {
     /// Runs the commands `cmds` as one transaction (`MULTI` ... `EXEC`, one round trip)
     /// on the calling thread, like [`Store::query`], and returns their replies (an error
     /// reply of any of them is an error). The request is packed straight from the
-    /// borrowed arguments into a send buffer kept with the connection: one copy of each
-    /// value, and no allocation once the buffer has grown.
+    /// borrowed arguments into a send buffer kept with the connection (no allocation
+    /// once it has grown); values of `resp::BORROW_FROM` bytes or more are written from
+    /// where they are, without a copy.
     pub fn query_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
         let mut blocking = self.blocking();
         let Blocking { conn, buf } = &mut *blocking;
-        buf.clear();
-        resp::pack(buf, &["MULTI".into()]);
+        let mut packer = Packer::new(buf);
+        packer.command(&["MULTI".into()]);
         for c in cmds {
-            resp::pack(buf, c);
+            packer.command(c);
         }
-        resp::pack(buf, &["EXEC".into()]);
+        packer.command(&["EXEC".into()]);
+        let (pieces, packed) = packer.finish();
         let result = self.on_connection(conn, |conn| {
-            conn.send_packed_command(buf)?;
+            for piece in &pieces {
+                conn.send_packed_command(match piece {
+                    Piece::Buffered(span) => &packed[span.clone()],
+                    Piece::Borrowed(value) => value,
+                })?;
+            }
             // MULTI's reply and one per queued command, then EXEC's. A command refused
             // when queued fails the request. The first I/O error (a timeout) ends it:
             // redis-rs's req_packed_commands would wait for every remaining reply.
