@@ -282,6 +282,16 @@ impl Store {
         ] {
             r.map_err(|e| self.connect_error(e))?;
         }
+        if self.tls {
+            // The TLS handshake runs on the first exchange, and without CLIENT SETINFO
+            // (or AUTH) connecting exchanges nothing: a PING completes it here, so that a
+            // refused certificate is reported as a failure to connect.
+            let mut conn = conn;
+            redis::cmd("PING")
+                .query::<Value>(&mut conn)
+                .map_err(|e| self.connect_error(e))?;
+            return Ok(conn);
+        }
         Ok(conn)
     }
 
