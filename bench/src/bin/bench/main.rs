@@ -25,9 +25,11 @@
 //! at a time; `interp` and `aot` are the probe guest under `wasmedge`, interpreted or
 //! AOT-compiled, propagation off; `aot default` is the default put: propagation on, with
 //! a topology and a global store configured; `unix` rows reach the same server over its
-//! Unix socket.
+//! Unix socket; `aot guest redis_wasi` is a Redis client inside the guest instead of the
+//! plugin (`guest_client.rs`).
 
 mod fresh;
+mod guest_client;
 mod load;
 mod native;
 
@@ -39,6 +41,8 @@ use std::time::{Duration, Instant};
 
 const SIZES: [(usize, &str); 3] = [(1024, "1 KiB"), (64 * 1024, "64 KiB"), (1 << 20, "1 MiB")];
 const FIELDS: [usize; 2] = [1, 10];
+/// The mode of the guest-side Redis client rows (`guest_client.rs`).
+const GUEST_CLIENT: &str = "aot guest redis_wasi";
 /// The plugin's default `SKYLARK_TTL_SECS`, used by the native MULTI/EXEC baseline too.
 const TTL_SECS: u64 = 86_400;
 /// Deadline of one guest run (1 MiB × 10 fields in the interpreter is the slowest).
@@ -318,6 +322,7 @@ fn table(rows: &[Row]) -> String {
 
 /// The first put of fresh processes next to the warm put of the same mode and size.
 struct FreshRow {
+    op: &'static str,
     mode: &'static str,
     size: &'static str,
     processes: usize,
@@ -338,7 +343,8 @@ fn fresh_table(rows: &[FreshRow]) -> String {
             None => ("—".into(), "—".into()),
         };
         s.push_str(&format!(
-            "| first skylark_put of a process | {} | {} | {} | {} | {}–{} | {} | {warm} | {ratio} |\n",
+            "| {} | {} | {} | {} | {} | {}–{} | {} | {warm} | {ratio} |\n",
+            r.op,
             r.mode,
             r.size,
             r.processes,
@@ -393,6 +399,7 @@ fn main() {
     let topo_path = topo_file.display().to_string();
 
     let aot = skylark_testkit::aot("probe");
+    let redis_guest = skylark_testkit::aot("redis-guest");
     let off = env(&[("SKYLARK_PROPAGATION", "off")]);
     let default_put = env(&[
         ("SKYLARK_PROPAGATION", "on"),
@@ -535,6 +542,8 @@ fn main() {
                     let s = time_guest(setup, &redis, "put", size, fields, warmup, n);
                     measured.push((Op::GuestPut, setup.mode, s));
                 }
+                let s = guest_client::warm(&redis_guest, &redis.url, size, fields, warmup, n);
+                measured.push((Op::MultiHsetExpire, GUEST_CLIENT, s));
                 if fields == 1 && opts.fresh > 0 {
                     for setup in &fresh_setups {
                         let s = fresh::first_puts(
@@ -546,18 +555,25 @@ fn main() {
                         );
                         fresh_measured.push((Op::GuestPut, setup.mode, s));
                     }
+                    let s = guest_client::first_puts(&redis_guest, &redis.url, size, opts.fresh);
+                    fresh_measured.push((Op::MultiHsetExpire, GUEST_CLIENT, s));
                 }
             }
             let plain = if fields == 1 { Op::Set } else { Op::Hset };
             let first = rows.len();
             push_group(&mut rows, measured, plain, true, fields, size_label, n);
-            for (_, mode, rounds, _) in fresh_measured.0 {
+            for (op, mode, rounds, _) in fresh_measured.0 {
                 let (median_ns, spread_ns, p99_ns) = round_stats(rounds);
                 let warm_ns = rows[first..]
                     .iter()
-                    .find(|r| r.op == Op::GuestPut && r.mode == mode)
+                    .find(|r| r.op == op && r.mode == mode)
                     .map(|r| r.median_ns);
                 fresh_rows.push(FreshRow {
+                    op: if op == Op::GuestPut {
+                        "first skylark_put of a process"
+                    } else {
+                        "first MULTI{HSET,EXPIRE}/EXEC of a process, connecting included"
+                    },
                     mode,
                     size: size_label,
                     processes: opts.fresh * opts.rounds,
