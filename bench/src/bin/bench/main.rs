@@ -666,14 +666,17 @@ fn main() {
 /// Samples of one group: per (operation, mode), one entry per round: the samples, or an
 /// outside tool's own (median, p99).
 #[derive(Default)]
-struct Measured(Vec<(Op, &'static str, Vec<Vec<u64>>, Vec<(u64, u64)>)>);
+struct Measured(Vec<Entry>);
+
+/// One (operation, mode) of a group: its rounds' samples, or an outside tool's own
+/// (median, p99) per round.
+type Entry = (Op, &'static str, Vec<Vec<u64>>, Vec<(u64, u64)>);
+
+/// A row's statistics: operation, mode, median, (smallest, largest) round median, p99.
+type RowStats = (Op, &'static str, u64, (u64, u64), u64);
 
 impl Measured {
-    fn entry(
-        &mut self,
-        op: Op,
-        mode: &'static str,
-    ) -> &mut (Op, &'static str, Vec<Vec<u64>>, Vec<(u64, u64)>) {
+    fn entry(&mut self, op: Op, mode: &'static str) -> &mut Entry {
         let i = match self.0.iter().position(|m| m.0 == op && m.1 == mode) {
             Some(i) => i,
             None => {
@@ -721,7 +724,7 @@ fn push_group(
     size: &'static str,
     iterations: usize,
 ) {
-    let stats: Vec<(Op, &'static str, u64, (u64, u64), u64)> = measured
+    let stats: Vec<RowStats> = measured
         .0
         .into_iter()
         .map(|(op, mode, rounds, external)| {
