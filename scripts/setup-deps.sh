@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the machine packages the build and tests need if they are missing:
-# redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
+# redis-server (the stores), redis-tools (redis-cli, redis-benchmark), GNU time (the bench's peak RSS), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
 # experiment's plot), python3-tomlkit (the node installer's containerd config edit),
 # openssl and curl (the TLS and HTTP tests), python3-yaml (the node
@@ -14,6 +14,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+# The latency bench's outside reference (bench/src/bin/bench/native.rs).
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+# GNU time: the peak RSS of a wasmedge process in the bench's plugin load cost rows.
+[ -x /usr/bin/time ] || need+=(time)
 # bindgen loads libclang.so or libclang-<N>.so; libclang-cpp*.so (shipped by some machine
 # images) is a different library and does not count. Let dpkg decide.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)

@@ -14,8 +14,10 @@ fn run(r: &Redis, cmd: redis::Cmd) -> redis::Value {
 }
 
 fn put(r: &Redis, fields: &[(&str, &[u8])]) -> Vec<u64> {
-    let reply = run(r, fence::put(KEY, fields.iter().copied(), None));
-    fence::put_reply(&reply).expect("versions in the reply")
+    let replies: Vec<redis::Value> = fence::put(KEY, fields, None)
+        .query(&mut r.conn())
+        .expect("the put runs");
+    fence::put_reply(&replies).expect("versions in the reply")
 }
 
 fn copy(r: &Redis, state: &[Stamped<'_>], placed: &[Placed<'_>]) -> i64 {

@@ -32,6 +32,7 @@ impl Cluster {
             p.topology_file.clone(),
             p.topology_key.then(|| keys::topology(&config.namespace)),
             p.topology_refresh,
+            config.node_name.clone(),
         );
         let events = Events::new(Arc::clone(&local), &config.namespace, p.events);
         Ok(Cluster {

@@ -2,10 +2,13 @@
 //!
 //! Every state field of a bundle carries a version (the reserved field `@v:<task>`, see
 //! `keys::version_field`), assigned by the put that wrote it, on the node that accepted
-//! the put, in the same atomic script: the node's clock in microseconds, and at least one
-//! more than the version that store already holds for the field. Versions therefore grow
-//! with every put of a field on a node, follow real time across nodes (up to clock skew),
-//! and stay above anything a node has seen (a copy or a cached read raises the floor).
+//! the put, in the same transaction as the write (`MULTI`: a script that assigns and
+//! stores the versions, then a plain `HSET` of the values, so that values never pass
+//! through Lua, which costs about a millisecond per MiB): the node's clock in
+//! microseconds, and at least one more than the version that store already holds for the
+//! field. Versions therefore grow with every put of a field on a node, follow real time
+//! across nodes (up to clock skew), and stay above anything a node has seen (a copy or a
+//! cached read raises the floor).
 //!
 //! Every other write of state is fenced by them, in one script on the store written:
 //! - a copy (propagation, read-through cache) writes a field only where the store holds
@@ -32,21 +35,23 @@
 //! newer state. Fields written before versions existed count as version 0, and a store
 //! holding such a field without a version takes any versioned copy of it.
 
+use crate::resp::{self, Arg};
 use std::time::Duration;
 
-/// The Lua that writes the guest's fields with fresh versions, in one `HSET` (per 1,000
-/// fields). Expects `key` (the bundle), `now` (microseconds) and `first` (the index in ARGV
-/// of the first field); leaves the assigned versions, as decimal strings, in `versions`.
-macro_rules! versioned_write {
+/// The Lua that assigns fresh versions to the fields a put writes and stores them, in one
+/// `HSET` (per 2,000 fields); the values follow in a plain `HSET` of the same transaction.
+/// Expects `key` (the bundle), `now` (microseconds) and `first` (the index in ARGV of the
+/// first task id); leaves the assigned versions, as decimal strings, in `versions`.
+macro_rules! assign_versions {
     () => {
         r#"
 local versions, args = {}, {}
-for i = first, #ARGV, 2 do
+for i = first, #ARGV do
   local vf = '@v:' .. ARGV[i]
   local v = math.max(now, (tonumber(redis.call('HGET', key, vf)) or 0) + 1)
   local vs = string.format('%.0f', v)
   local n = #args
-  args[n + 1], args[n + 2], args[n + 3], args[n + 4] = ARGV[i], ARGV[i + 1], vf, vs
+  args[n + 1], args[n + 2] = vf, vs
   versions[#versions + 1] = vs
 end
 -- One HSET (in slices that stay within Lua's stack for unpack).
@@ -56,13 +61,13 @@ end
 "#
     };
 }
-pub(crate) use versioned_write;
+pub(crate) use assign_versions;
 
-/// A put without an outbox (propagation off, policy `stateless`). KEYS: bundle. ARGV: TTL
-/// seconds (0 = none), now (µs), then field and value pairs. Returns the versions.
-const PUT: &str = concat!(
+/// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
+/// bundle. ARGV: TTL seconds (0 = none), now (µs), then the task ids. Returns the versions.
+const VERSIONS: &str = concat!(
     "local key, now, first = KEYS[1], tonumber(ARGV[2]), 3\n",
-    versioned_write!(),
+    assign_versions!(),
     r#"
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
@@ -197,23 +202,57 @@ fn ttl_arg(ttl: Option<Duration>) -> u64 {
     ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)
 }
 
-/// A put of `fields` to `key` that assigns their versions (see [`put_reply`]).
+/// A put of `fields` to `key` that assigns their versions, as one atomic pipeline (see
+/// [`put_reply`]).
 pub fn put<'a>(
-    key: &str,
-    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    key: &'a str,
+    fields: &[(&'a str, &'a [u8])],
     ttl: Option<Duration>,
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(PUT).arg(1).arg(key).arg(ttl_arg(ttl)).arg(now_us());
-    for (field, value) in fields {
-        cmd.arg(field).arg(value);
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for c in put_commands(key, fields, ttl) {
+        pipe.add_command(resp::cmd(&c));
     }
-    cmd
+    pipe
 }
 
-/// The versions a put assigned, in the order of its fields.
-pub fn put_reply(reply: &redis::Value) -> Option<Vec<u64>> {
-    match reply {
+/// The commands of [`put`], to run in one transaction (`Store::query_transaction`),
+/// borrowing the values: the versions script (which also refreshes the TTL), then the
+/// values' `HSET`.
+pub fn put_commands<'a>(
+    key: &'a str,
+    fields: &[(&'a str, &'a [u8])],
+    ttl: Option<Duration>,
+) -> [Vec<Arg<'a>>; 2] {
+    let mut versions = Vec::with_capacity(6 + fields.len());
+    versions.extend([
+        "EVAL".into(),
+        VERSIONS.into(),
+        Arg::Int(1),
+        key.into(),
+        Arg::Int(ttl_arg(ttl)),
+        Arg::Int(now_us()),
+    ]);
+    versions.extend(fields.iter().map(|(task, _)| Arg::from(*task)));
+    [versions, values(key, fields)]
+}
+
+/// `HSET key task value ...`: the values of a put, outside any script.
+pub(crate) fn values<'a>(key: &'a str, fields: &[(&'a str, &'a [u8])]) -> Vec<Arg<'a>> {
+    let mut hset = Vec::with_capacity(2 + 2 * fields.len());
+    hset.extend([Arg::from("HSET"), key.into()]);
+    for (task, value) in fields {
+        hset.push((*task).into());
+        hset.push((*value).into());
+    }
+    hset
+}
+
+/// The versions a put assigned, in the order of its fields, from the replies of its
+/// transaction (the versions script's comes first).
+pub fn put_reply(replies: &[redis::Value]) -> Option<Vec<u64>> {
+    match replies.first()? {
         redis::Value::Array(items) => items.iter().map(version).collect(),
         _ => None,
     }
@@ -353,10 +392,26 @@ mod tests {
             redis::Value::BulkString(b"1764300000000001".to_vec()),
             redis::Value::BulkString(b"7".to_vec()),
         ]);
-        assert_eq!(put_reply(&r), Some(vec![1_764_300_000_000_001, 7]));
+        assert_eq!(
+            put_reply(&[r, redis::Value::Int(2)]),
+            Some(vec![1_764_300_000_000_001, 7])
+        );
         let bad = redis::Value::Array(vec![redis::Value::BulkString(b"x".to_vec())]);
-        assert_eq!(put_reply(&bad), None);
-        assert_eq!(put_reply(&redis::Value::Nil), None);
+        assert_eq!(put_reply(&[bad]), None);
+        assert_eq!(put_reply(&[redis::Value::Nil]), None);
+        assert_eq!(put_reply(&[]), None);
+    }
+
+    #[test]
+    fn a_put_keeps_its_values_out_of_the_script() {
+        let value = vec![1u8; 100];
+        let [script, hset] = put_commands("k", &[("t", &value)], Some(Duration::from_secs(9)));
+        assert!(!script.contains(&Arg::Bytes(&value)));
+        assert_eq!(script[script.len() - 1], Arg::Bytes(b"t"));
+        assert_eq!(
+            hset,
+            ["HSET".into(), "k".into(), "t".into(), Arg::Bytes(&value)]
+        );
     }
 
     #[test]

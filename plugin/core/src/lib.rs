@@ -32,6 +32,7 @@ pub mod nodes;
 pub mod outbox;
 pub mod pending;
 pub mod propagation;
+pub mod resp;
 pub mod runtime;
 pub mod sigpipe;
 pub mod stats;

@@ -15,7 +15,9 @@
 
 use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
+use crate::resp::{Arg, Packer, Piece};
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
     IntoConnectionInfo, RedisError, TlsCertificates, Value,
@@ -35,6 +37,18 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
+/// The largest send buffer [`Store::query_transaction`] keeps for the next request (a put of a
+/// rare huge value does not pin its size for the life of the process).
+const KEEP_SEND_BUFFER: usize = 8 << 20;
+
+/// The calling-thread connection (opened on first use) and the send buffer of
+/// [`Store::query_transaction`].
+#[derive(Default)]
+struct Blocking {
+    conn: Option<Connection>,
+    buf: Vec<u8>,
+}
+
 /// One Redis server.
 pub struct Store {
     client: Client,
@@ -43,7 +57,7 @@ pub struct Store {
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
-    blocking: std::sync::Mutex<Option<Connection>>,
+    blocking: std::sync::Mutex<Blocking>,
     shared: AsyncMutex<Option<MultiplexedConnection>>,
     timeout: Duration,
     connect_timeout: Duration,
@@ -145,7 +159,7 @@ impl Store {
             auth,
             tls,
             conn_cfg,
-            blocking: std::sync::Mutex::new(None),
+            blocking: std::sync::Mutex::new(Blocking::default()),
             shared: AsyncMutex::new(None),
             timeout,
             connect_timeout,
@@ -199,28 +213,89 @@ impl Store {
     }
 
     fn query_blocking(&self, request: &Request) -> Result<Value, CallError> {
-        // A poisoned lock only means another call panicked mid-request; the connection
-        // slot is still a valid Option, and a half-used connection is dropped below.
-        let mut slot = self
-            .blocking
+        let mut blocking = self.blocking();
+        self.on_connection(&mut blocking.conn, |conn| match request {
+            Request::Cmd(c) => c.query::<Value>(conn),
+            Request::Pipe(p) => p.query::<Value>(conn),
+        })
+    }
+
+    /// Runs the commands `cmds` as one transaction (`MULTI` ... `EXEC`, one round trip)
+    /// on the calling thread, like [`Store::query`], and returns their replies (an error
+    /// reply of any of them is an error). The request is packed straight from the
+    /// borrowed arguments into a send buffer kept with the connection (no allocation
+    /// once it has grown); values of `resp::BORROW_FROM` bytes or more are written from
+    /// where they are, without a copy.
+    pub fn query_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
+        let mut blocking = self.blocking();
+        let Blocking { conn, buf } = &mut *blocking;
+        let mut packer = Packer::new(buf);
+        packer.command(&["MULTI".into()]);
+        for c in cmds {
+            packer.command(c);
+        }
+        packer.command(&["EXEC".into()]);
+        let (pieces, packed) = packer.finish();
+        let result = self.on_connection(conn, |conn| {
+            for piece in &pieces {
+                conn.send_packed_command(match piece {
+                    Piece::Buffered(span) => &packed[span.clone()],
+                    Piece::Borrowed(value) => value,
+                })?;
+            }
+            // MULTI's reply and one per queued command, then EXEC's. A command refused
+            // when queued fails the request. The first I/O error (a timeout) ends it:
+            // redis-rs's req_packed_commands would wait for every remaining reply.
+            let mut refused = None;
+            for _ in 0..=cmds.len() {
+                if let Value::ServerError(e) = conn.recv_response()? {
+                    refused.get_or_insert(e);
+                }
+            }
+            let exec = conn.recv_response()?;
+            match refused {
+                Some(e) => Value::ServerError(e).extract_error(),
+                None => exec.extract_error(),
+            }
+        });
+        if buf.capacity() > KEEP_SEND_BUFFER {
+            *buf = Vec::new();
+        }
+        match result? {
+            Value::Array(replies) if replies.len() == cmds.len() => Ok(replies),
+            other => Err(self.reply_error(format!(
+                "unexpected reply {other:?} to a transaction of {} commands",
+                cmds.len()
+            ))),
+        }
+    }
+
+    /// The calling-thread connection and its send buffer. A poisoned lock only means
+    /// another call panicked mid-request; the slot is still valid, and a half-used
+    /// connection is dropped by [`Store::on_connection`].
+    fn blocking(&self) -> std::sync::MutexGuard<'_, Blocking> {
+        self.blocking
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `send` on the connection in `slot`, connecting first if there is none and
+    /// once more if the connection turns out to be broken.
+    fn on_connection(
+        &self,
+        slot: &mut Option<Connection>,
+        mut send: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+    ) -> Result<Value, CallError> {
         let mut reconnected = false;
         loop {
-            if slot.is_none() {
-                *slot = Some(
+            let conn = match slot {
+                Some(conn) => conn,
+                None => slot.insert(
                     self.connect_blocking()
                         .map_err(|e| e.context(&self.shown))?,
-                );
-            }
-            let Some(conn) = slot.as_mut() else {
-                continue;
+                ),
             };
-            let result = match request {
-                Request::Cmd(c) => c.query::<Value>(conn),
-                Request::Pipe(p) => p.query::<Value>(conn),
-            };
-            match result {
+            match send(conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let broken = is_broken(&e);
@@ -238,6 +313,27 @@ impl Store {
         }
     }
 
+    /// Opens the calling-thread connection if it is not open (what [`Store::query`] would
+    /// do first) and sends one `PING` on it, so that the first request finds the
+    /// connection and the server's side of it ready. The lock is not held meanwhile: a
+    /// request that comes first opens a connection of its own, and this one is dropped.
+    pub fn warm_up(&self) -> Result<(), CallError> {
+        if self.blocking().conn.is_some() {
+            return Ok(());
+        }
+        let mut conn = self
+            .connect_blocking()
+            .map_err(|e| e.context(&self.shown))?;
+        redis::cmd("PING")
+            .query::<Value>(&mut conn)
+            .map_err(|e| self.classify(e).context(&self.shown))?;
+        let mut blocking = self.blocking();
+        if blocking.conn.is_none() {
+            blocking.conn = Some(conn);
+        }
+        Ok(())
+    }
+
     fn connect_blocking(&self) -> Result<Connection, CallError> {
         let conn = self
             .client
@@ -248,6 +344,16 @@ impl Store {
             conn.set_write_timeout(Some(self.timeout)),
         ] {
             r.map_err(|e| self.connect_error(e))?;
+        }
+        if self.tls {
+            // The TLS handshake runs on the first exchange, and without CLIENT SETINFO
+            // (or AUTH) connecting exchanges nothing: a PING completes it here, so that a
+            // refused certificate is reported as a failure to connect.
+            let mut conn = conn;
+            redis::cmd("PING")
+                .query::<Value>(&mut conn)
+                .map_err(|e| self.connect_error(e))?;
+            return Ok(conn);
         }
         Ok(conn)
     }
@@ -429,7 +535,14 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
         }
         (None, None) => (settings, configured()),
     };
-    let info = info.set_redis_settings(settings);
+    // No `CLIENT SETINFO` after connecting: it costs a round trip on every new
+    // connection (the first call of every process) and tells the server only the client
+    // library's name. `TCP_NODELAY`: a request is written whole and waits for its reply,
+    // so Nagle's algorithm can only hold back a request's last segment (redis-rs leaves
+    // it on by default).
+    let info = info
+        .set_redis_settings(settings.set_skip_set_lib_name())
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         let certificates = TlsCertificates {
             client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
@@ -662,6 +775,14 @@ mod tests {
         assert_eq!(auth, "none configured");
         // Messages name the source, never the password.
         assert!(!auth.contains("pw"));
+    }
+
+    #[test]
+    fn connections_skip_setinfo_and_nagle() {
+        let (client, _) = client("redis://h:1", &Credentials::default(), &Tls::default()).unwrap();
+        let info = client.get_connection_info();
+        assert!(info.tcp_settings().nodelay());
+        assert!(info.redis_settings().skip_set_lib_name());
     }
 
     #[test]

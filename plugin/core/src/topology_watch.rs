@@ -8,6 +8,9 @@
 //! never decides where state and credentials go: a topology from the key takes every
 //! store address from the file (by node name) and none from the key, and may not name
 //! another global node than the file (issue 16 point 2).
+//!
+//! A topology that arrives gets the local node's shortest-path trees computed at once, so
+//! that no job's election runs on a cold cache.
 
 use crate::error::CallError;
 use crate::store::{Request, Store};
@@ -46,6 +49,8 @@ pub struct TopologyWatch {
     /// The key, `None` when `SKYLARK_TOPOLOGY_KEY` is off.
     key: Option<String>,
     refresh: Duration,
+    /// This node's name: the source of every election's paths.
+    local: String,
     state: Mutex<State>,
 }
 
@@ -64,11 +69,17 @@ pub enum Change {
 }
 
 impl TopologyWatch {
-    pub fn new(file: Option<String>, key: Option<String>, refresh: Duration) -> TopologyWatch {
+    pub fn new(
+        file: Option<String>,
+        key: Option<String>,
+        refresh: Duration,
+        local: String,
+    ) -> TopologyWatch {
         TopologyWatch {
             file: file.map(PathBuf::from),
             key,
             refresh,
+            local,
             state: Mutex::new(State {
                 current: None,
                 origin: Origin::None,
@@ -119,7 +130,7 @@ impl TopologyWatch {
                 if st.key_seen != Some(digest) || again {
                     st.key_seen = Some(digest);
                     match from_key(&bytes, st.file.as_deref()) {
-                        Ok(s) => loaded(st, Origin::Key, s, changes),
+                        Ok(s) => loaded(st, Origin::Key, s, changes, &self.local),
                         Err(e) => report(changes, Origin::Key, e.to_string()),
                     }
                 }
@@ -152,7 +163,7 @@ impl TopologyWatch {
             if !(st.origin == Origin::File
                 && st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &f)))
             {
-                loaded(st, Origin::File, f, changes);
+                loaded(st, Origin::File, f, changes, &self.local);
             }
         }
     }
@@ -222,7 +233,32 @@ fn from_key(bytes: &[u8], file: Option<&Schedule>) -> Result<Arc<Schedule>, Topo
     Ok(Arc::new(s))
 }
 
-fn loaded(st: &mut State, origin: Origin, s: Arc<Schedule>, changes: &mut Vec<Change>) {
+/// Most slots whose trees are computed ahead (from the current one on): well within the
+/// topology's tree cache, so precomputing never evicts what it computed.
+const PRECOMPUTE_SLOTS: usize = 32;
+
+/// Computes `local`'s complete shortest-path tree in the current slot and the ones after
+/// it (at most [`PRECOMPUTE_SLOTS`]): every election starts at the local node. Returns
+/// how many trees were computed (0 when `local` is not in the topology).
+fn precompute(s: &Schedule, local: &str, now_ms: u64) -> usize {
+    let Some(id) = s.id(local) else {
+        return 0;
+    };
+    let slots = s.slots();
+    let first = s.slot_at(now_ms);
+    (0..slots.min(PRECOMPUTE_SLOTS))
+        .filter(|k| s.precompute((first + k) % slots, id))
+        .count()
+}
+
+fn loaded(
+    st: &mut State,
+    origin: Origin,
+    s: Arc<Schedule>,
+    changes: &mut Vec<Change>,
+    local: &str,
+) {
+    precompute(&s, local, crate::clock::now_ms());
     stats::inc(stats::Counter::TopologyReloads);
     skylog!(
         Info,
@@ -256,4 +292,54 @@ pub fn missing() -> CallError {
         skylark_abi::Status::ConfigInvalid,
         "no valid topology (SKYLARK_TOPOLOGY_FILE or the <ns>:topology key)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(slots: usize) -> Vec<u8> {
+        let slot = r#"[{"source": "a", "target": "b", "latency_ms": 1, "bandwidth_mbps": 10},
+                       {"source": "b", "target": "c", "latency_ms": 1, "bandwidth_mbps": 10}]"#;
+        let slots = vec![slot; slots].join(",");
+        format!(
+            r#"{{"nodes": [{{"name": "a", "type": "Edge"}}, {{"name": "b", "type": "Edge"}},
+                          {{"name": "c", "type": "Cloud"}}], "slots": [{slots}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn state() -> State {
+        State {
+            current: None,
+            origin: Origin::None,
+            checked: None,
+            file_seen: None,
+            file_failed: false,
+            file: None,
+            key_seen: None,
+        }
+    }
+
+    #[test]
+    fn a_loaded_topology_has_the_local_trees_computed() {
+        let mut st = state();
+        let mut changes = Vec::new();
+        let s = Arc::new(Schedule::parse(&topology(3)).expect("a topology"));
+        loaded(&mut st, Origin::File, s, &mut changes, "b");
+        let s = st.current.expect("loaded");
+        // One complete tree per slot, from the local node: no election starts cold.
+        assert_eq!(s.path_cache_len(), 3);
+        assert_eq!(precompute(&s, "b", 0), 3);
+        assert_eq!(s.path_cache_len(), 3);
+    }
+
+    #[test]
+    fn precomputing_stays_within_the_cache_and_skips_unknown_nodes() {
+        let s = Schedule::parse(&topology(100)).unwrap();
+        assert_eq!(precompute(&s, "nobody", 0), 0);
+        assert_eq!(s.path_cache_len(), 0);
+        assert_eq!(precompute(&s, "a", 0), PRECOMPUTE_SLOTS);
+        assert_eq!(s.path_cache_len(), PRECOMPUTE_SLOTS);
+    }
 }
