@@ -5,7 +5,8 @@
 //! linked to start under the prefix's trixie dynamic loader, with the prefix's library
 //! directories as its run path. A wrapper script would not do: the shim re-executes its
 //! own binary (`/proc/self/exe`) to daemonize. With a system libwasmedge (a trixie node)
-//! nothing is added and the shim links normally.
+//! nothing is added and the shim links normally. Cross-built (another target than the
+//! machine's), undefined symbols of the shared libraries it links are allowed.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,14 @@ fn private_trixie(lib_dir: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=WASMEDGE_LIB_DIR");
+    // Cross-built for a node (scripts/build-arm64.sh: aarch64 against Debian trixie's arm64
+    // libwasmedge): the cross toolchain's C library is older than the one trixie's
+    // libwasmedge and LLVM were built against, and their own dependencies (libxml2, libffi,
+    // z3, ...) are not installed for linking. The node's trixie libraries provide all of
+    // them at run time; only the shim's own symbols must resolve here.
+    if std::env::var("TARGET").ok() != std::env::var("HOST").ok() {
+        println!("cargo:rustc-link-arg-bins=-Wl,--allow-shlib-undefined");
+    }
     let Some(lib_dir) = std::env::var_os("WASMEDGE_LIB_DIR").map(PathBuf::from) else {
         return;
     };
