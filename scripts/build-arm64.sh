@@ -70,6 +70,8 @@ export LIBSECCOMP_LIB_PATH="$libdir"
 export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_SYSROOT_DIR="$arm_root"
 export PKG_CONFIG_LIBDIR="$libdir/pkgconfig:$arm_root/usr/share/pkgconfig"
+# The shim for a trixie node: standard loader, no run path into this machine (shim/build.rs).
+export SKYLARK_SHIM_FOR_NODE=1
 packages=(-p skylark-plugin)
 [ "$with_shim" = 0 ] || packages+=(-p containerd-shim-skylark)
 log "cargo build --release --target $target ${packages[*]}"

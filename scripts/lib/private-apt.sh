@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Sourced by scripts/install-wasmedge.sh, runtimeclass/crun/run-local.sh and
-# runtimeclass/cri/install-containerd.sh: an apt
-# configuration of their own for downloading Debian packages (WasmEdge, crun and their
-# libraries) without touching the machine's apt sources, lists, status or lock.
+# Sourced by scripts/install-wasmedge.sh, scripts/install-arm64-root.sh,
+# runtimeclass/crun/run-local.sh, runtimeclass/cri/install-containerd.sh and
+# runtimeclass/node-installer/build-image.sh: an apt configuration of their own for
+# downloading Debian packages (WasmEdge, crun, containerd and their libraries, of this
+# machine's architecture or another) without touching the machine's apt sources, lists,
+# status or lock.
 
 # private_apt_setup DIR SUITE [ARCH]: empties DIR and writes there a configuration whose
 # only source is Debian SUITE (main, signed by debian-archive-keyring) and an empty package
