@@ -392,7 +392,13 @@ fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
         .map(|(t, n)| (t.as_str(), version(t.as_bytes()), n.as_str()))
         .collect();
     let key = keys::bundle(&ctx.cluster.config.namespace, chain);
-    let cmd = fence::copy(&key, &stamped, &placed, ctx.cluster.config.ttl, None);
+    let cmd = fence::Copy {
+        state: &stamped,
+        placed: &placed,
+        ttl: ctx.cluster.config.ttl,
+        ..Default::default()
+    }
+    .cmd(&key);
     match ctx.cluster.local.query(&Request::Cmd(cmd)) {
         Ok(_) => stats::inc(Counter::CacheFills),
         Err(e) => skylog!(Info, "get {chain}: keeping a local copy: {e}"),

@@ -22,6 +22,15 @@ pub const INCOMING_PREFIX: &str = "@incoming:";
 /// number; see `fence`).
 pub const VERSION_PREFIX: &str = "@v:";
 
+/// Prefix of the bundle fields, on a writer's node, recording which nodes a clean-up
+/// emptied of a task (`@swept:<task>` = lines `<node> <version>`; see `fence`). Only the
+/// fenced scripts read them; [`split`] drops them like every unknown reserved field.
+pub const SWEPT_PREFIX: &str = "@swept:";
+
+/// The bundle field, on a node a job elected, holding the newest put a job that elected
+/// it carried (`@claim` = version; see `fence`): clean-ups of older puts leave it alone.
+pub const CLAIM_FIELD: &str = "@claim";
+
 /// A placement record: (task id, node) entries.
 pub type Placement = Vec<(String, String)>;
 

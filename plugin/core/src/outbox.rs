@@ -74,6 +74,16 @@ pub fn new_id(now_ms: u64) -> String {
 }
 
 impl Job {
+    /// The newest version of this job's own tasks in `versions` (a snapshot of the bundle):
+    /// the put a copy to the elected node claims it for, and the bound of a clean-up.
+    pub fn newest_put(&self, versions: &crate::keys::Versions) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| crate::keys::version(versions, t.as_bytes()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// This job's outbox id and those of the jobs merged into it.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.id.as_str()).chain(self.merged.iter().map(String::as_str))

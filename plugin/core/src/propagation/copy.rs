@@ -56,7 +56,10 @@ impl Snapshot {
 }
 
 /// Copies `snap` to every one of `targets` at once, with `record` as the placement the
-/// copies carry, and waits for them all.
+/// copies carry, and waits for them all. A copy to an elected node claims it for the job's
+/// put and leaves out the fields the record places there already, asking the node to
+/// confirm it holds them; those it lacks (a clean-up emptied it meanwhile, or it holds an
+/// older version) follow in a second copy.
 pub(super) async fn round(
     ctx: &Cluster,
     job: &Job,
@@ -68,11 +71,13 @@ pub(super) async fn round(
 ) -> Round {
     let p = &ctx.config.propagation;
     let ns = &ctx.config.namespace;
+    let key = keys::bundle(ns, &job.chain);
     let wait = p.incoming_wait;
     let placed: Vec<fence::Placed> = record
         .iter()
         .map(|(t, n)| (*t, snap.version(t.as_bytes()), *n))
         .collect();
+    let claim = job.newest_put(&snap.versions);
     let mut copies = tokio::task::JoinSet::new();
     for name in targets {
         let is_global = global.is_some_and(|g| &g.name == name);
@@ -83,14 +88,26 @@ pub(super) async fn round(
             .iter()
             .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
             .collect();
+        let expected: Vec<(&[u8], u64)> = if is_global {
+            Vec::new()
+        } else {
+            snap.state
+                .iter()
+                .filter(|(f, _)| !fields.iter().any(|(g, _)| g == f))
+                .map(|(f, _)| (f.as_slice(), snap.version(f)))
+                .collect()
+        };
         let announced = (!wait.is_zero()).then(|| keys::incoming_field(&job.id));
-        let copy = fence::copy(
-            &keys::bundle(ns, &job.chain),
-            &stamped,
-            &placed,
-            ctx.config.ttl,
-            announced.as_deref(),
-        );
+        let copy = fence::Copy {
+            state: &stamped,
+            placed: &placed,
+            expected: &expected,
+            claim: if is_global { 0 } else { claim },
+            ttl: ctx.config.ttl,
+            incoming: announced.as_deref(),
+            ..Default::default()
+        }
+        .cmd(&key);
         let marker = announced.map(|field| {
             incoming_marker(
                 ns,
@@ -114,7 +131,40 @@ pub(super) async fn round(
             (name, r)
         });
     }
-    join_copies(&mut copies, &job.id).await
+    let mut round = join_copies(&mut copies, &job.id).await;
+    // The fields elected nodes turned out to lack follow, in one more copy each.
+    for (name, missing) in std::mem::take(&mut round.lacking) {
+        let stamped: Vec<fence::Stamped> = snap
+            .state
+            .iter()
+            .filter(|(f, _)| missing.contains(f))
+            .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
+            .collect();
+        let bytes: usize = stamped.iter().map(|(f, _, v)| f.len() + v.len()).sum();
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
+        let copy = fence::Copy {
+            state: &stamped,
+            claim,
+            ttl: ctx.config.ttl,
+            ..Default::default()
+        }
+        .cmd(&key);
+        let r = match ctx.nodes.store(topo, &name) {
+            Ok(s) => send_copy(&s, None, &Request::Cmd(copy), deadline).await,
+            Err(e) => Err(CallError::from(e)),
+        };
+        skylog!(
+            Info,
+            "job {}: {name} lacked {} field(s) its record placed there; copied them",
+            job.id,
+            missing.len()
+        );
+        match r {
+            Ok(_) => round.copied.push(name),
+            Err(e) => round.failed.push((name, e)),
+        }
+    }
+    round
 }
 
 /// The state fields a copy to `target` must carry: this job's own, plus, except on the
@@ -180,14 +230,15 @@ pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64) -> Duration
 }
 
 /// Sends the announcement (if any) and the copy back to back on one connection: the small
-/// announcement lands first, then the copy (within `deadline`), which removes it.
+/// announcement lands first, then the copy (within `deadline`), which removes it. Returns
+/// the expected fields the store lacks ([`fence::copy_reply`]).
 async fn send_copy(
     store: &Store,
     marker: Option<Request>,
     copy: &Request,
     deadline: Duration,
-) -> Result<(), CallError> {
-    match marker {
+) -> Result<Vec<Vec<u8>>, CallError> {
+    let reply = match marker {
         Some(m) => {
             let (announced, copied) = tokio::join!(
                 store.query_async(&m),
@@ -196,11 +247,17 @@ async fn send_copy(
             if let Err(e) = announced {
                 skylog!(Debug, "announcing a copy to {}: {e}", store.name());
             }
-            copied.map(|_| ())
+            copied?
         }
-        None => store.query_async_within(copy, deadline).await.map(|_| ()),
-    }
+        None => store.query_async_within(copy, deadline).await?,
+    };
+    fence::copy_reply(&reply)
+        .map(|c| c.missing)
+        .ok_or_else(|| store.reply_error("unexpected reply to a copy".to_string()))
 }
+
+/// What one copy task came to: its target, and the fields the target lacks or the error.
+type CopyOutcome = (String, Result<Vec<Vec<u8>>, CallError>);
 
 /// What one round of copies achieved.
 #[derive(Debug, Default)]
@@ -211,6 +268,8 @@ pub(super) struct Round {
     pub failed: Vec<(String, CallError)>,
     /// Copy tasks that ended without a result (panicked or cancelled).
     lost: usize,
+    /// Targets whose copy succeeded but which lack fields the copy took them to hold.
+    lacking: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl Round {
@@ -222,14 +281,12 @@ impl Round {
 }
 
 /// Waits for every copy task of a round and sorts their outcomes.
-async fn join_copies(
-    copies: &mut tokio::task::JoinSet<(String, Result<(), CallError>)>,
-    job_id: &str,
-) -> Round {
+async fn join_copies(copies: &mut tokio::task::JoinSet<CopyOutcome>, job_id: &str) -> Round {
     let mut round = Round::default();
     while let Some(joined) = copies.join_next().await {
         match joined {
-            Ok((name, Ok(()))) => round.copied.push(name),
+            Ok((name, Ok(missing))) if missing.is_empty() => round.copied.push(name),
+            Ok((name, Ok(missing))) => round.lacking.push((name, missing)),
             Ok((name, Err(e))) => round.failed.push((name, e)),
             Err(e) => {
                 skylog!(Error, "job {job_id}: copy task ended without a result: {e}");
@@ -244,7 +301,7 @@ async fn join_copies(
 mod tests {
     use super::*;
 
-    fn dies() -> (String, Result<(), CallError>) {
+    fn dies() -> CopyOutcome {
         panic!("a copy task that panics (expected in this test)")
     }
 
@@ -268,7 +325,7 @@ mod tests {
 
             let mut copies = tokio::task::JoinSet::new();
             copies
-                .spawn(async { std::future::pending::<(String, Result<(), CallError>)>().await })
+                .spawn(async { std::future::pending::<CopyOutcome>().await })
                 .abort();
             let round = join_copies(&mut copies, "j1").await;
             assert_eq!(round.lost, 1);
@@ -290,7 +347,7 @@ mod tests {
             });
             assert!(!join_copies(&mut copies, "j1").await.made_all(&targets));
             let mut copies = tokio::task::JoinSet::new();
-            copies.spawn(async { ("sat-b".to_string(), Ok(())) });
+            copies.spawn(async { ("sat-b".to_string(), Ok(Vec::new())) });
             assert!(join_copies(&mut copies, "j1").await.made_all(&targets));
         });
     }
