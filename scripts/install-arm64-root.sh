@@ -51,7 +51,7 @@ fi
 
 rm -rf "$prefix"
 mkdir -p "$prefix/root"
-# shellcheck source=lib/private-apt.sh
+# shellcheck source=scripts/lib/private-apt.sh
 source "$here/lib/private-apt.sh"
 private_apt_setup "$prefix/apt" trixie arm64
 log "fetching trixie arm64 package lists into a private apt state"
