@@ -65,7 +65,7 @@ for a in "${arches[@]}"; do
     [ -f "$f" ] || { echo "build-image.sh: $a: --shim, --plugin and --libwasmedge must be files" >&2; exit 1; }
   done
   want="$(loader_of "$a")" || { echo "build-image.sh: unsupported architecture $a (amd64, arm64)" >&2; exit 1; }
-  interp="$(readelf -l "${shim[$a]}" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')"
+  interp="$(readelf -l "${shim[$a]}" 2>/dev/null | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')" || interp=""
   if [ "$interp" != "$want" ]; then
     echo "build-image.sh: $a: ${shim[$a]} starts with the interpreter '$interp', not $want: not a shim for a trixie node (build it with scripts/build-node-shim.sh or scripts/build-arm64.sh --shim)" >&2
     exit 1

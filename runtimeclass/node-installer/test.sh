@@ -14,14 +14,15 @@
 # For each: the handler section has the runtime type and path; every other key of the file
 # is unchanged (the parsed documents are compared) and comments are kept; a second run
 # changes no byte and reports "unchanged". The installed files equal their sources and the
-# plugin directory holds only the plugin.
+# plugin directory holds only the plugin. And build-image.sh refuses (before any download)
+# a shim that would not start on a trixie node: this machine's own cargo build of it when
+# that is linked to the private WasmEdge prefix, and a file that is no program.
 #
 # `test.sh --image` also builds the installer image for linux/amd64 and linux/arm64
 # (the node shims: scripts/build-node-shim.sh and scripts/build-arm64.sh --shim, then
 # build-image.sh: trixie packages of both architectures; the first run builds both shims
 # from scratch, many minutes, so not in .ci/run), checks its index (check_image.py: both
-# platforms, every native file of its platform's ELF machine, the shims' loaders), that a
-# shim linked to this machine's private WasmEdge prefix is refused, that the arm64 root's
+# platforms, every native file of its platform's ELF machine, the shims' loaders), that the arm64 root's
 # python3 imports tomlkit (under qemu-user), and runs the amd64 root's install.sh with its
 # own busybox and python3 (chroot, as root) against a containerd 1.7 default config, twice.
 set -euo pipefail
@@ -167,6 +168,26 @@ fi
 cmp -s "$work/v1/etc/containerd/config.toml" "$work/v1.orig" || fail "the version 1 file was changed"
 pass=$((pass + 1))
 
+# build-image.sh refuses, before downloading anything, a shim that would not start on a
+# node: one linked to another loader than a trixie node's (the shim cargo builds on a
+# machine with the private WasmEdge prefix), or of another architecture.
+refused_shim="$work/refused-shim"
+printf '\177ELF' >"$refused_shim"  # not even a loadable program
+for shim_case in "$shim_bin" "$refused_shim"; do
+  [ -n "$shim_case" ] || continue
+  if readelf -l "$shim_case" 2>/dev/null | grep -q 'interpreter: /lib64/ld-linux-x86-64.so.2'; then
+    continue # a node shim (built on a trixie machine): nothing to refuse
+  fi
+  if err="$(bash "$here/build-image.sh" --arch amd64 --shim "$shim_case" \
+    --plugin "$src/libwasmedgePluginSkylark.so" --libwasmedge "$src/lib/libwasmedge.so.0" \
+    --out "$work/refused" 2>&1)"; then
+    fail "build-image.sh packed a shim that cannot start on a node ($shim_case)"
+  fi
+  grep -q 'not a shim for a trixie node' <<<"$err" || fail "build-image.sh refused $shim_case, but said: $err"
+  [ ! -e "$work/refused" ] || fail "build-image.sh wrote an image for a refused shim"
+done
+pass=$((pass + 1))
+
 if [ "$with_image" = 1 ]; then
   [ -n "$containerd" ] || fail "--image needs containerd 1.7 (runtimeclass/cri/install-containerd.sh)"
   [ "$(dpkg --print-architecture)" = amd64 ] || fail "--image builds the amd64 and arm64 image on an amd64 machine"
@@ -186,13 +207,6 @@ if [ "$with_image" = 1 ]; then
   grep -q '"index":"sha256:' "$img.json" || fail "no image index digest: $(cat "$img.json")"
   # The index: both platforms, each layer's native code of its machine.
   "$PYTHON" "$here/check_image.py" "$img/layout" amd64 arm64 || fail "the image's index or layers are wrong"
-  # A machine-linked shim (this machine's private WasmEdge prefix) is refused.
-  if [ -n "$shim_bin" ] && ! readelf -l "$shim_bin" | grep -q 'interpreter: /lib64/ld-linux-x86-64.so.2'; then
-    if bash "$here/build-image.sh" --shim "$shim_bin" --plugin "$src/libwasmedgePluginSkylark.so" \
-      --libwasmedge "$src/lib/libwasmedge.so.0" --out "$work/refused" >/dev/null 2>&1; then
-      fail "build-image.sh packed a shim that cannot start on a node ($shim_bin)"
-    fi
-  fi
   # The arm64 root's python3 and tomlkit run (under qemu-user).
   arm_root="$img/root/arm64"
   "$SKYLARK_ARM64_QEMU" -L "$arm_root" "$arm_root/usr/bin/python3" -c 'import tomlkit' \
