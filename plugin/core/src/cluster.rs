@@ -30,7 +30,7 @@ impl Cluster {
         let nodes = Nodes::new(&config, Arc::clone(&local));
         let topology = TopologyWatch::new(
             p.topology_file.clone(),
-            keys::topology(&config.namespace),
+            p.topology_key.then(|| keys::topology(&config.namespace)),
             p.topology_refresh,
         );
         let events = Events::new(Arc::clone(&local), &config.namespace, p.events);

@@ -161,6 +161,11 @@ if tonumber(ARGV[2]) > 0 then
 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+-- The outbox outlives every bundle this node's puts wrote, then expires (issue 16 point 3).
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
 local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v

@@ -6,7 +6,11 @@
 //!   propagation and parallel remote reads.
 //!
 //! Both reconnect once when a cached connection turns out to be broken, and both bound
-//! every request by the store's deadline. Both authenticate with the store's credentials
+//! every request by the store's deadline: the async path in total (a `tokio` timeout); the
+//! blocking path per socket read and write only, so it serves only a nearby node-local
+//! store (a Unix socket or loopback). Every other store's `query` runs on the plugin
+//! runtime with one total deadline, so a store or an on-path delay that trickles its reply
+//! cannot hold the guest's thread beyond `SKYLARK_TIMEOUT_MS` (issue 16 point 4). Both authenticate with the store's credentials
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
 
 use crate::config::{redact, Credentials, Tls};
@@ -25,6 +29,7 @@ use tokio::sync::Mutex as AsyncMutex;
 pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A request: a single command or a pipeline (atomic or not).
+#[derive(Clone)]
 pub enum Request {
     Cmd(redis::Cmd),
     Pipe(redis::Pipeline),
@@ -42,6 +47,10 @@ pub struct Store {
     shared: AsyncMutex<Option<MultiplexedConnection>>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// `query` goes through the runtime, with one deadline for the whole request.
+    total_deadline: bool,
+    /// This store, for handing it to the runtime.
+    me: std::sync::Weak<Store>,
 }
 
 /// A store that could not be set up (a URL the client rejects, unusable TLS material);
@@ -75,7 +84,8 @@ impl Store {
     }
 
     /// A store for `url`; does not connect. `credentials` apply unless the URL carries
-    /// its own; `tls` applies to a `rediss://` URL.
+    /// its own; `tls` applies to a `rediss://` URL. Guest-thread calls use the blocking
+    /// connection if the store is nearby (a Unix socket or loopback), else the runtime.
     pub fn new(
         url: &str,
         credentials: &Credentials,
@@ -83,21 +93,53 @@ impl Store {
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Arc<Store>, OpenError> {
+        Store::build(url, credentials, tls, timeout, connect_timeout, false)
+    }
+
+    /// Like [`Store::new`] for another node's store or the global store: guest-thread
+    /// calls always go through the runtime, with one total deadline.
+    pub fn remote(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Arc<Store>, OpenError> {
+        Store::build(url, credentials, tls, timeout, connect_timeout, true)
+    }
+
+    fn build(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        remote: bool,
+    ) -> Result<Arc<Store>, OpenError> {
         let (client, auth) = client(url, credentials, tls).map_err(|e| OpenError {
             url: redact(url),
             reason: e.to_string(),
         })?;
-        let tls = matches!(
-            client.get_connection_info().addr(),
-            ConnectionAddr::TcpTls { .. }
-        );
+        let addr = client.get_connection_info().addr();
+        let tls = matches!(addr, ConnectionAddr::TcpTls { .. });
+        let nearby = match addr {
+            ConnectionAddr::Unix(_) => true,
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
+                matches!(host.as_str(), "localhost" | "::1" | "[::1]")
+                    || host
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            _ => false,
+        };
+        let total_deadline = remote || !nearby;
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             // Each request has its own deadline (query_async, query_async_within); a
             // connection-wide response timeout would cut long copies short.
             .set_response_timeout(None);
-        Ok(Arc::new(Store {
+        Ok(Arc::new_cyclic(|me| Store {
             client,
             shown: redact(url),
             auth,
@@ -107,6 +149,8 @@ impl Store {
             shared: AsyncMutex::new(None),
             timeout,
             connect_timeout,
+            total_deadline,
+            me: me.clone(),
         }))
     }
 
@@ -133,9 +177,28 @@ impl Store {
         self.timeout
     }
 
-    /// Sends `request` on the calling thread and waits for the reply (at most the store's
-    /// deadline for connecting, writing and reading).
+    /// Whether guest-thread calls have one total deadline (see the module docs).
+    pub fn has_total_deadline(&self) -> bool {
+        self.total_deadline
+    }
+
+    /// Sends `request` from the calling thread and waits for the reply: for a nearby store
+    /// over the blocking connection (the store's deadline for connecting and for each
+    /// read and write), for any other on the runtime within the store's deadline in total.
     pub fn query(&self, request: &Request) -> Result<Value, CallError> {
+        if self.total_deadline {
+            if let Some(me) = self.me.upgrade() {
+                let request = request.clone();
+                // query_async enforces the deadline (with the store's name in its message);
+                // the margin only guards against a stalled runtime.
+                let margin = self.timeout + Duration::from_millis(250);
+                return crate::runtime::run(margin, async move { me.query_async(&request).await });
+            }
+        }
+        self.query_blocking(request)
+    }
+
+    fn query_blocking(&self, request: &Request) -> Result<Value, CallError> {
         // A poisoned lock only means another call panicked mid-request; the connection
         // slot is still a valid Option, and a half-used connection is dropped below.
         let mut slot = self
@@ -481,6 +544,45 @@ mod tests {
         assert!(hash_pairs(Value::Array(vec![])).unwrap().is_empty());
         assert!(hash_pairs(Value::Array(vec![b("a")])).is_err());
         assert!(hash_pairs(Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn only_a_nearby_node_local_store_uses_the_blocking_path() {
+        let open = |url: &str, remote: bool| {
+            let (c, t, d) = (
+                Credentials::default(),
+                Tls::default(),
+                Duration::from_secs(1),
+            );
+            let s = if remote {
+                Store::remote(url, &c, &t, d, d)
+            } else {
+                Store::new(url, &c, &t, d, d)
+            };
+            s.unwrap().has_total_deadline()
+        };
+        assert!(!open("redis://127.0.0.1:6379", false));
+        assert!(!open("redis://localhost:6379", false));
+        assert!(!open("unix:///run/skylark/redis.sock", false));
+        assert!(open("redis://10.0.0.7:6379", false));
+        assert!(open("rediss://cache.example:6380", false));
+        assert!(open("redis://127.0.0.1:6379", true), "another node's store");
+    }
+
+    #[test]
+    fn a_remote_store_query_has_one_total_deadline() {
+        // Port 1 on loopback through the runtime path: refused, not hung.
+        let store = Store::remote(
+            "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let err = store.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+        assert_eq!(err.status, Status::StoreUnavailable, "{err}");
+        assert!(err.message.contains("127.0.0.1:1"), "{err}");
     }
 
     #[test]

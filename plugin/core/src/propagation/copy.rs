@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 use crate::error::CallError;
 use crate::nodes::Global;
 use crate::outbox::Job;
-use crate::store::{self, HashPairs, Request, Store};
+use crate::store::{HashPairs, Request, Store};
 use crate::topology::Schedule;
 use crate::{fence, keys, skylog};
 use std::sync::Arc;
@@ -24,12 +24,15 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the chain's bundle from `store`.
-    pub async fn read(store: &Store, ns: &str, chain: &str) -> Result<Snapshot, CallError> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(keys::bundle(ns, chain));
-        let reply = store.query_async(&Request::Cmd(cmd)).await?;
-        let pairs = store::hash_pairs(reply).map_err(|m| store.reply_error(m))?;
+    /// Reads the chain's bundle from `store`, if it holds at most `max` bytes of state
+    /// (`bundle_read`; else `BundleTooLarge`).
+    pub async fn read(
+        store: &Store,
+        ns: &str,
+        chain: &str,
+        max: u32,
+    ) -> Result<Snapshot, CallError> {
+        let pairs = crate::bundle_read::read_async(store, ns, chain, max).await?;
         let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         let keys::Split {
             state,
@@ -365,12 +368,12 @@ mod tests {
     fn writes_give_every_copy_the_configured_ttl_or_none() {
         let key = "ns:bundle:c";
         let mut pipe = redis::pipe();
-        store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
+        crate::store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
         let cmds = packed(&Request::Pipe(pipe));
         assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
 
         let mut pipe = redis::pipe();
-        store::write_hash(
+        crate::store::write_hash(
             &mut pipe,
             key,
             [("t", b"v".as_slice())],

@@ -93,8 +93,12 @@ async fn step(
     if let Some(wait) = not_ready(ctx, job, topo.as_deref(), global.is_some()) {
         return wait;
     }
-    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain).await {
+    let max = ctx.config.max_bundle_bytes;
+    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain, max).await {
         Ok(s) => s,
+        Err(e) if e.status == skylark_abi::Status::BundleTooLarge => {
+            return Step::Drop(format!("not propagated: {}", e.message));
+        }
         Err(e) => {
             skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
             job.attempts += 1;
