@@ -28,6 +28,8 @@ pub struct Handoff {
     pub before_read: usize,
     /// Median of arrival minus read, over the steps whose state arrived after the read.
     pub late_by_ms: Option<f64>,
+    /// Steps that failed and were invoked again (their state was nowhere yet).
+    pub retried: usize,
 }
 
 /// Whether a reading step's state was in its own store when the read was issued
@@ -74,6 +76,7 @@ pub fn summarize(records: &[WorkflowRecord]) -> Vec<Handoff> {
                     .filter(|s| local_at_read(s) == Some(true))
                     .count(),
                 late_by_ms: median(&late),
+                retried: steps.iter().filter(|s| s.attempts > 1).count(),
             }
         })
         .collect()
@@ -88,15 +91,18 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
          in ms after its process was started (medians). The read is issued as the guest \
          starts; the state can only be there if its copy, which leaves the producer when \
          the producer's put returns, arrived before. Never: the state was not in the \
-         step's store before the step ended (it read a neighbour or the global store).\n\n\
-         | policy | size | steps | read issued at | state arrived at | there before the read | arrived after the read, by | never |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         step's store before the step ended (it read a neighbour or the global store). \
+         Retried: steps that failed because their state was nowhere yet (left on a node \
+         beyond their neighbours, the global copy still on its way) and were invoked \
+         again; the times are those of the successful attempt, counted from the first.\n\n\
+         | policy | size | steps | read issued at | state arrived at | there before the read | arrived after the read, by | never | retried |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |v| format!("{v:.0}"));
     for h in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {}/{} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} |",
             h.policy,
             size_label(h.size_bytes),
             h.steps,
@@ -105,7 +111,8 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
             h.before_read,
             h.steps,
             ms(h.late_by_ms),
-            h.never
+            h.never,
+            h.retried
         );
     }
     out
@@ -134,6 +141,7 @@ mod tests {
             migrations: Vec::new(),
             read_at_ms: read,
             arrived_at_ms: arrived,
+            attempts: 1,
         }
     }
 

@@ -120,6 +120,10 @@ pub struct StepRecord {
     /// process was started (0: already there); `None` if never before the step ended.
     #[serde(default)]
     pub arrived_at_ms: Option<f64>,
+    /// Invocations it took (a failed one is retried; its time counts in T(f)); 0 in
+    /// older records.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// One workflow run.
@@ -1042,6 +1046,7 @@ mod tests {
             migrations: Vec::new(),
             read_at_ms: None,
             arrived_at_ms: None,
+            attempts: 1,
         }
     }
 
