@@ -59,7 +59,9 @@ use std::time::{Duration, Instant};
 /// The longest a step may take to print its result, and a process to exit afterwards.
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a step is invoked before the run gives up on it.
-const STEP_ATTEMPTS: u32 = 3;
+const STEP_ATTEMPTS: u32 = 10;
+/// Delay before invoking a failed step again, times the attempts so far.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
 /// In scenario `slot-change`, how long after the boundary the consumer is started.
 const AFTER_BOUNDARY: Duration = Duration::from_millis(100);
 /// How often the arrival of a step's state in its own store is polled.
@@ -643,9 +645,10 @@ fn run_workflow(
             t0,
             Arc::clone(&stop),
         );
-        // A step that fails (e.g. its state is nowhere yet: kept on a node two hops away
-        // while the global copy is still on its way) is invoked again, as a FaaS platform
-        // retries a failed invocation; the failed attempts count in its T(f).
+        // A step that fails (its state is nowhere yet: kept on a node two hops away while
+        // the global copy is still on its way, or, under load, its copy not even started
+        // and so not announced) is invoked again after a growing delay, as a FaaS
+        // platform retries a failed invocation; the failed attempts count in its T(f).
         let mut attempts = 0;
         let (proc, line, at) = loop {
             attempts += 1;
@@ -674,6 +677,7 @@ fn run_workflow(
                 step.node,
                 run.stderr.lines().last().unwrap_or("")
             );
+            std::thread::sleep(RETRY_DELAY * attempts);
         };
         stop.store(true, Ordering::SeqCst);
         let arrived = watcher.and_then(|w| w.join().ok().flatten());
