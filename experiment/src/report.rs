@@ -156,6 +156,10 @@ pub struct ThroughputRecord {
     pub config: Config,
     pub workflows: u32,
     pub wall_s: f64,
+    /// Propagation jobs still in the outboxes when the drain wait ran out (the wall time
+    /// ends there); 0 when everything drained, and in older records.
+    #[serde(default)]
+    pub undrained: u64,
 }
 
 /// Where and how the experiment ran.
@@ -1073,6 +1077,7 @@ mod tests {
             config: config.clone(),
             workflows,
             wall_s,
+            undrained: 0,
         }
     }
 
