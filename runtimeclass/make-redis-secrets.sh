@@ -29,7 +29,7 @@ TENANT_SECRET=skylark-redis-credentials
 LOADER_USER=skylark-loader
 # README.md "Minimal ACL": what the plugin does on a node-local store (and, as the same
 # user, on other nodes' stores and the global store).
-TENANT_COMMANDS="-@all +ping +get +del +expire +hset +hget +hdel +hgetall +hkeys +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec +publish"
+TENANT_COMMANDS="-@all +ping +get +del +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec +publish"
 
 usage() {
   echo "usage: make-redis-secrets.sh [--files DIR] [TENANT_NAMESPACE...]" >&2

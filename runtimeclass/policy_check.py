@@ -94,6 +94,11 @@ def _no_runtime_class(pod):
     pod["spec"].pop("runtimeClassName", None)
 
 
+def _shim_runtime_class(pod):
+    """The same function through containerd-shim-skylark-v1 (11-runtimeclass-shim.yaml)."""
+    pod["spec"]["runtimeClassName"] = "wasmedge-skylark-shim"
+
+
 # (what, change to the shipped function pod, tenant namespace?, expected message part or
 # None for admitted). The pod is in namespace `skylark` unless the case says a tenant's.
 CASES = [
@@ -108,6 +113,11 @@ CASES = [
      "SKYLARK_NAMESPACE must be the pod's namespace skylark"),
     ("no SKYLARK_NAMESPACE", lambda p: _drop_namespace(p["spec"]["containers"][0]), False,
      "must set SKYLARK_NAMESPACE"),
+    ("the shipped pod under the shim's RuntimeClass", _shim_runtime_class, False, None),
+    ("the shim's RuntimeClass and another hostPath",
+     lambda p: (_shim_runtime_class(p), _add_host_path(p, "/var/lib")), False, "only for /opt/skylark/plugin"),
+    ("the shim's RuntimeClass and a writable plugin mount",
+     lambda p: (_shim_runtime_class(p), _writable_plugin(p)), False, "read-only"),
     ("a tenant's pod without the RuntimeClass and another hostPath",
      lambda p: (_no_runtime_class(p), _add_host_path(p, "/var/lib")), True, "only for /opt/skylark/plugin"),
     ("a pod outside the RuntimeClass in a namespace that is no tenant's",

@@ -191,9 +191,19 @@ def function_rules(where, doc, pod_spec, c, mounts, volumes, env_cfg, problems):
             problems.add(where, "Knative Service needs label networking.knative.dev/visibility: cluster-local")
 
 
-def image_rules(where, c, require_digests, problems):
+def image_rules(where, c, require_digests, problems, host_pid=False):
+    """An image's pinning. Third-party images, and every image of a container with power
+    over the node (privileged, or in a pod sharing the host's PID namespace: the shim
+    installer edits containerd's configuration and restarts it), must carry a digest; with
+    require_digests every image."""
     image = c.get("image", "")
     if not image:
+        return
+    privileged = bool((c.get("securityContext") or {}).get("privileged"))
+    if (privileged or host_pid) and not DIGEST.search(image):
+        why = "privileged" if privileged else "in a hostPID pod"
+        problems.add(where, f"image {image} of a container {why} is not pinned by digest "
+                            "(it has power over the node: name:tag@sha256:<digest>; README \"Images\")")
         return
     for e in c.get("env") or []:
         if e.get("name") == "PLUGIN_IMAGE" and e.get("value") != image:

@@ -46,6 +46,7 @@ with its message, the others admitted.
 """
 
 import argparse
+import copy
 import json
 import re
 import shutil
@@ -81,6 +82,9 @@ KNATIVE_REVISION_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseSt
 # Namespaces that exist without these manifests.
 EXTERNAL_NAMESPACES = {"knative-serving", "kube-system", "default"}
 VARIANT = "module.wasm.image/variant"
+# The RuntimeClass of containerd-shim-skylark-v1 (11-runtimeclass-shim.yaml): its function
+# pods follow the same rules as crun's, except that they need no annotation.
+SHIM_RUNTIME_CLASS = "wasmedge-skylark-shim"
 PLUGIN_DIR = "/opt/skylark/plugin"
 KNATIVE_FLAGS = {
     "runtimeClassName": "kubernetes.podspec-runtimeclassname",
@@ -261,7 +265,7 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
         last = image.rsplit("/", 1)[-1]
         if not image or ("@" not in image and ":" not in last):
             problems.add(cw, f"image {image!r} needs an explicit tag")
-        security_rules.image_rules(cw, c, require_digests, problems)
+        security_rules.image_rules(cw, c, require_digests, problems, bool(spec.get("hostPID")))
         mounts = {m.get("mountPath"): m for m in c.get("volumeMounts") or []}
         for m in mounts.values():
             if m.get("name") not in volumes:
@@ -280,13 +284,14 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
         check_shell(cw, c, problems)
         if security_rules.runs_redis_server(c):
             security_rules.redis_rules(cw, spec, c, mounts, volumes, problems)
-        if rc == runtime_class:
-            env_cfg = wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems)
+        if rc in (runtime_class, SHIM_RUNTIME_CLASS):
+            env_cfg = wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems,
+                                 annotation=rc == runtime_class)
             security_rules.function_rules(cw, doc, spec, c, mounts, volumes, env_cfg, problems)
 
 
-def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems):
-    if (meta.get("annotations") or {}).get(VARIANT) != "compat-smart":
+def wasm_rules(where, meta, c, mounts, volumes, ns, configmaps_data, problems, annotation=True):
+    if annotation and (meta.get("annotations") or {}).get(VARIANT) != "compat-smart":
         problems.add(where, f"pod template needs annotation {VARIANT}: compat-smart")
     env = env_value(c, "WASMEDGE_PLUGIN_PATH")
     path = (env or {}).get("value")
@@ -415,14 +420,20 @@ def validate(manifest_dir, versions, runtime_class, require_digests=False):
     security_rules.admission_rules(usable, features, problems)
     policy = admission_policy(usable)
     if policy is not None:
-        for where, ns, pod in function_pods(usable, runtime_class):
-            try:
-                refused = policy_check.denials(policy, pod, policy_check.namespace_object(ns))
-            except policy_check.PolicyError as e:
-                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY}: {e}")
-                continue
-            for message in refused:
-                problems.add(where, f"admission policy {security_rules.ADMISSION_POLICY} refuses it: {message}")
+        # Each function pod as shipped, and switched to the other RuntimeClass (a Service
+        # may select either: README "Either RuntimeClass"), must be admitted.
+        for where, ns, pod in function_pods(usable, runtime_class) + function_pods(usable, SHIM_RUNTIME_CLASS):
+            other = runtime_class if pod["spec"]["runtimeClassName"] == SHIM_RUNTIME_CLASS else SHIM_RUNTIME_CLASS
+            switched = copy.deepcopy(pod)
+            switched["spec"]["runtimeClassName"] = other
+            for w, p in ((where, pod), (f"{where} (as runtimeClassName {other})", switched)):
+                try:
+                    refused = policy_check.denials(policy, p, policy_check.namespace_object(ns))
+                except policy_check.PolicyError as e:
+                    problems.add(w, f"admission policy {security_rules.ADMISSION_POLICY}: {e}")
+                    continue
+                for message in refused:
+                    problems.add(w, f"admission policy {security_rules.ADMISSION_POLICY} refuses it: {message}")
     return problems, docs, counts
 
 
@@ -479,6 +490,10 @@ SELF_TESTS = [
     ]),
     (("20-installer-record-differs.yaml", "20-plugin-installer.yaml"), [
         "PLUGIN_IMAGE skylark/plugin-installer:0.1.0 is not the container's image",
+    ]),
+    (("25-shim-installer-unpinned.yaml", "25-shim-installer.yaml"), [
+        "container install: image skylark/shim-installer:0.1.0 of a container privileged is not pinned",
+        "container idle: image skylark/shim-installer:0.1.0 of a container in a hostPID pod is not pinned",
     ]),
     ((None, "46-admission-policy.yaml"), [
         "hostPath volumes are enabled for every Knative Service, but the admission policy",

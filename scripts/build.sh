@@ -27,7 +27,7 @@ mv -f target/plugin/.skylark-plugin.tmp target/plugin/libwasmedgePluginSkylark.s
 
 echo "[build] guests (wasm32-wasip1, release)" >&2
 cargo build --release --target wasm32-wasip1 \
-  -p preprocess -p detect -p alarm -p bundled -p probe -p bad-guest -p fault-guest -p fuzz-guest >&2
+  -p preprocess -p detect -p alarm -p bundled -p probe -p bad-guest -p fault-guest -p fuzz-guest -p hello -p redis-guest >&2
 
 cat >target/build-env.sh.tmp <<ENV
 export WASMEDGE_BIN='$WASMEDGE_BIN'

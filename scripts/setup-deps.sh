@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the machine packages the build and tests need if they are missing:
-# redis-server (the stores), libclang (bindgen in wasmedge-sys), the Debian archive
+# redis-server (the stores), redis-tools (redis-cli, redis-benchmark), GNU time (the bench's peak RSS), libclang (bindgen in wasmedge-sys), the Debian archive
 # keyring (to verify trixie's WasmEdge packages), the DejaVu font (text in the
 # experiment's plot), python3-tomlkit (the node installer's containerd config edit),
 # openssl and curl (the TLS and HTTP tests), python3-yaml (the node
@@ -8,12 +8,26 @@
 # a static libc and util-linux's unshare (the CRI test's pause program and crun wrapper),
 # libseccomp-dev and pkg-config (youki's libcontainer in the containerd shim, shim/), and
 # the wasm32-wasip1 Rust target.
+# With --arm64 (scripts/test.sh passes it) also what the arm64 cross-build and its test
+# under qemu-user need (scripts/build-arm64.sh, tests/tests/arm64.rs): Debian's cross
+# toolchain (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross), qemu-user-static and the
+# aarch64-unknown-linux-gnu Rust target.
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+arm64=0
+case "${1:-}" in
+  --arm64) arm64=1 ;;
+  "") ;;
+  *) echo "setup-deps.sh: unknown argument $1" >&2; exit 1 ;;
+esac
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+# The latency bench's outside reference (bench/src/bin/bench/native.rs).
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+# GNU time: the peak RSS of a wasmedge process in the bench's plugin load cost rows.
+[ -x /usr/bin/time ] || need+=(time)
 # bindgen loads libclang.so or libclang-<N>.so; libclang-cpp*.so (shipped by some machine
 # images) is a different library and does not count. Let dpkg decide.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
@@ -31,6 +45,11 @@ dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 command -v unshare >/dev/null || need+=(util-linux)
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+if [ "$arm64" = 1 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+  dpkg -s libc6-dev-arm64-cross >/dev/null 2>&1 || need+=(libc6-dev-arm64-cross)
+  command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need[*]}" >&2
   as_root apt-get update -qq
@@ -38,4 +57,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1 >&2
+fi
+if [ "$arm64" = 1 ] && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu >&2
 fi

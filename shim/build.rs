@@ -5,7 +5,8 @@
 //! linked to start under the prefix's trixie dynamic loader, with the prefix's library
 //! directories as its run path. A wrapper script would not do: the shim re-executes its
 //! own binary (`/proc/self/exe`) to daemonize. With a system libwasmedge (a trixie node)
-//! nothing is added and the shim links normally.
+//! nothing is added and the shim links normally. With `SKYLARK_SHIM_FOR_NODE=1` (the
+//! installer image's shims) neither: see `main`.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,17 @@ fn private_trixie(lib_dir: &Path) -> Option<(PathBuf, Vec<PathBuf>)> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=WASMEDGE_LIB_DIR");
+    println!("cargo:rerun-if-env-changed=SKYLARK_SHIM_FOR_NODE");
+    if std::env::var_os("SKYLARK_SHIM_FOR_NODE").is_some_and(|v| v == "1") {
+        // Built for a trixie node (the installer image: scripts/build-arm64.sh --shim,
+        // scripts/build-node-shim.sh): the standard dynamic loader, libraries from the
+        // node's library path. This machine's C library may be older than the one trixie's
+        // libwasmedge and LLVM were built against, and their own dependencies (libxml2,
+        // libffi, z3, ...) are not installed for linking: the node's trixie libraries
+        // provide them at run time; only the shim's own symbols must resolve here.
+        println!("cargo:rustc-link-arg-bins=-Wl,--allow-shlib-undefined");
+        return;
+    }
     let Some(lib_dir) = std::env::var_os("WASMEDGE_LIB_DIR").map(PathBuf::from) else {
         return;
     };

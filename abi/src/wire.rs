@@ -171,10 +171,13 @@ pub struct GetOptions {
     pub local_only: bool,
     /// Task ids the caller needs. A bundle lacking one of them is not a hit: the host
     /// keeps looking (a copy on its way to this node, the other tiers) for a bounded
-    /// time, then returns the most complete bundle it found.
+    /// time, then returns the most complete bundle it found. At most [`MAX_REQUIRE`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub require: Vec<String>,
 }
+
+/// Most task ids a get's `require` may list (more: `InvalidOptions`).
+pub const MAX_REQUIRE: usize = 1024;
 
 /// A wire encoding or decoding failure.
 #[derive(Debug)]

@@ -1,7 +1,8 @@
 //! A private containerd: generated configuration, root, state and sockets all in one
 //! temporary directory; nothing system-wide is configured. The configuration has the CRI
 //! runtime handler `crun` as `runtimeclass/README.md` documents it for a node, and
-//! optionally `skylark` (`containerd-shim-skylark-v1`, found on containerd's `PATH`). `crun`:
+//! optionally `skylark` (`containerd-shim-skylark-v1`, named by the handler's
+//! `runtime_path` as the node installer configures it). `crun`:
 //! `io.containerd.runc.v2` with trixie's crun as `BinaryName`, the pod annotation
 //! `module.wasm.image/*` passed through, `SystemdCgroup = false`, and
 //! `restrict_oom_score_adj = true` (the test runs in a process whose OOM score a pod may not
@@ -57,19 +58,27 @@ fn crun_wrapper(machine: &Machine) -> String {
 }
 
 /// containerd's configuration (version 2, containerd 1.7) for an instance in `work`;
-/// `with_shim` adds the handler `skylark` (runtime type `io.containerd.skylark.v1`, which
-/// containerd resolves to `containerd-shim-skylark-v1` on its `PATH`).
-pub fn config(work: &Path, crun_wrapper: &Path, sandbox_image: &str, with_shim: bool) -> String {
+/// `shim` adds the handler `skylark` (runtime type `io.containerd.skylark.v1`) with that
+/// executable as its `runtime_path`, as the node installer configures it
+/// (`runtimeclass/node-installer/install.sh`): containerd starts the shim from there, not
+/// from its `PATH`.
+pub fn config(
+    work: &Path,
+    crun_wrapper: &Path,
+    sandbox_image: &str,
+    shim: Option<&Path>,
+) -> String {
     let w = work.display();
     let crun = crun_wrapper.display();
-    let shim = if with_shim {
-        format!(
+    let shim = match shim {
+        Some(path) => format!(
             r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SHIM_HANDLER}]
       runtime_type = "io.containerd.skylark.v1"
-"#
-        )
-    } else {
-        String::new()
+      runtime_path = "{}"
+"#,
+            path.display()
+        ),
+        None => String::new(),
     };
     format!(
         r#"version = 2
@@ -127,24 +136,31 @@ impl Containerd {
         fs::write(&wrapper, crun_wrapper(machine)).map_err(|e| Error::io("write", &wrapper, e))?;
         fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &wrapper, e))?;
-        let config = config(work, &wrapper, sandbox_image, shim.is_some());
-        // containerd finds shims on its PATH: this instance's bin/ holds the Skylark shim.
+        // This instance's bin/ holds the Skylark shim's wrapper, the handler's runtime_path
+        // (not on containerd's PATH: the handler must name it, as the node installer does).
         let bin = work.join("bin");
         fs::create_dir_all(&bin).map_err(|e| Error::io("create", &bin, e))?;
+        let shim_wrapper = bin.join("containerd-shim-skylark-v1");
+        let config = config(
+            work,
+            &wrapper,
+            sandbox_image,
+            shim.map(|_| shim_wrapper.as_path()),
+        );
         if let Some(shim) = shim {
             // The shim links trixie's libwasmedge, whose own dependencies the loader looks
             // up through libwasmedge's RUNPATH ($ORIGIN) and the system, not through the
             // shim's: give it the trixie library directories (on a trixie node, the
             // system's libraries are the right ones and no wrapper is needed).
-            let wrapper = bin.join("containerd-shim-skylark-v1");
+            let wrapper = &shim_wrapper;
             let script = format!(
                 "#!/bin/sh\nLD_LIBRARY_PATH='{}' exec '{}' \"$@\"\n",
                 machine.library_path,
                 shim.display()
             );
-            fs::write(&wrapper, script).map_err(|e| Error::io("write", &wrapper, e))?;
-            fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
-                .map_err(|e| Error::io("chmod", &wrapper, e))?;
+            fs::write(wrapper, script).map_err(|e| Error::io("write", wrapper, e))?;
+            fs::set_permissions(wrapper, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", wrapper, e))?;
         }
         let config_path = work.join("config.toml");
         fs::write(&config_path, &config).map_err(|e| Error::io("write", &config_path, e))?;
@@ -153,10 +169,9 @@ impl Containerd {
         let log2 = log
             .try_clone()
             .map_err(|e| Error::io("dup", &log_path, e))?;
-        // Shims are found on PATH; this instance's and trixie's come first.
+        // The runc shim is found on PATH: trixie's comes first.
         let path = format!(
-            "{}:{}:{}",
-            bin.display(),
+            "{}:{}",
             machine.cri_bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );

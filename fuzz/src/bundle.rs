@@ -6,16 +6,17 @@
 //!   `@incoming:` announcements, unknown `@` fields, names that are not UTF-8) goes
 //!   through `keys::split_placement` and `calls::encode` (the host's size check and
 //!   encoding) and `wire::decode_bundle`. Asserts against a reference written from
-//!   ABI.md/README: `BundleTooLarge` iff state names and values exceed the limit, else
-//!   `StoreError` iff a state name is not UTF-8, else the guest decodes exactly the
-//!   chain, the source, the state fields and the placement record (with UTF-8 task and
-//!   node), nothing of the reserved fields; every error carries a message;
+//!   ABI.md/README: a state field counts only if its name is an id, a placement entry
+//!   only if its task and node are ids (a bundle from another node is untrusted: the rest
+//!   is dropped); `BundleTooLarge` iff those state names and values exceed the limit,
+//!   else the guest decodes exactly the chain, the source, the state fields and the
+//!   placement record, nothing of the reserved fields; every error carries a message;
 //! - arbitrary bytes go to `decode_bundle`: it never panics, and a bundle it accepts
 //!   re-encodes (`encode_bundle_placed`) to bytes that decode to the same bundle.
 
 use super::input::Input;
 use skylark_abi::wire::{self, Source, Tier};
-use skylark_abi::Status;
+use skylark_abi::{ids, Status};
 use skylark_core::calls;
 use skylark_core::fetch::Found;
 use skylark_core::keys;
@@ -35,23 +36,35 @@ fn field_name(inp: &mut Input) -> Vec<u8> {
     };
     let n = usize::from(inp.u8() % 20);
     let mut name = prefix.to_vec();
-    name.extend(inp.bytes(n));
+    if inp.bool() {
+        // Mostly ids, so that most fields are state the host keeps.
+        const ID: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-";
+        name.extend(inp.bytes(n).iter().map(|b| ID[usize::from(*b) % ID.len()]));
+    } else {
+        name.extend(inp.bytes(n));
+    }
     name
 }
 
 /// (field name, value) pairs of a hash.
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Reference split of a bundle hash: (state, placement).
+/// Reference split of a bundle hash: (state, placement), names that are ids only.
 fn reference(pairs: &Pairs) -> (Pairs, Vec<(String, String)>) {
+    let id = |b: &[u8]| ids::validate(b).is_ok();
     let mut state = Vec::new();
     let mut placement = Vec::new();
     for (k, v) in pairs {
         if let Some(task) = k.strip_prefix(b"@at:") {
-            if let (Ok(t), Ok(n)) = (std::str::from_utf8(task), std::str::from_utf8(v)) {
+            if let (true, true, Ok(t), Ok(n)) = (
+                id(task),
+                id(v),
+                std::str::from_utf8(task),
+                std::str::from_utf8(v),
+            ) {
                 placement.push((t.to_string(), n.to_string()));
             }
-        } else if k.first() != Some(&b'@') {
+        } else if k.first() != Some(&b'@') && id(k) {
             state.push((k.clone(), v.clone()));
         }
     }

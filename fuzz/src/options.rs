@@ -249,6 +249,7 @@ pub fn check_get_blob(blob: &[u8]) {
         return;
     };
     let valid = o.from.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+        && o.require.len() <= skylark_abi::wire::MAX_REQUIRE
         && o.require.iter().all(|t| id_ok(t.as_bytes()));
     match fetch::check_options(&o) {
         Ok(()) => assert!(valid, "host accepted {o:?}"),

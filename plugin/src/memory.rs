@@ -3,8 +3,9 @@
 use skylark_core::GuestMemory;
 use wasmedge_sys::ffi::{
     WasmEdge_CallingFrameContext, WasmEdge_CallingFrameGetMemoryInstance,
-    WasmEdge_MemoryInstanceContext, WasmEdge_MemoryInstanceGetPageSize,
-    WasmEdge_MemoryInstanceGetPointer,
+    WasmEdge_MemoryInstanceContext, WasmEdge_MemoryInstanceGetMemoryType,
+    WasmEdge_MemoryInstanceGetPageSize, WasmEdge_MemoryInstanceGetPointer,
+    WasmEdge_MemoryTypeGetLimit,
 };
 
 const PAGE: u64 = 65_536;
@@ -17,7 +18,9 @@ pub struct FrameMemory {
 }
 
 impl FrameMemory {
-    /// The calling module's memory 0, or `None` if it has none.
+    /// The calling module's memory 0, or `None` if it has none or it is shared (threads
+    /// proposal): another thread could change an id in a shared memory between its check
+    /// and its use, so the host refuses to read one (issue 16, Low).
     ///
     /// # Safety
     /// `frame` must be the calling frame WasmEdge passed to the running host function.
@@ -29,6 +32,16 @@ impl FrameMemory {
         // contract); WasmEdge returns null when the module has no memory 0.
         let ctx = unsafe { WasmEdge_CallingFrameGetMemoryInstance(frame, 0) };
         if ctx.is_null() {
+            return None;
+        }
+        // SAFETY: `ctx` is the non-null memory instance just obtained from the frame; its
+        // type lives as long as the instance.
+        let ty = unsafe { WasmEdge_MemoryInstanceGetMemoryType(ctx) };
+        if ty.is_null() {
+            return None;
+        }
+        // SAFETY: `ty` is the non-null memory type of `ctx`.
+        if unsafe { WasmEdge_MemoryTypeGetLimit(ty) }.Shared {
             return None;
         }
         // SAFETY: `ctx` is the non-null memory instance just obtained from the frame.

@@ -274,8 +274,14 @@ fn build_module() -> Option<*mut WasmEdge_ModuleInstanceContext> {
 pub unsafe extern "C" fn create_module(
     _desc: *const WasmEdge_ModuleDescriptor,
 ) -> *mut WasmEdge_ModuleInstanceContext {
-    catch_unwind(build_module)
+    let module = catch_unwind(build_module)
         .ok()
         .flatten()
-        .unwrap_or(std::ptr::null_mut())
+        .unwrap_or(std::ptr::null_mut());
+    if !module.is_null() {
+        // The guest runs next: configuration, propagation and the node-local connection
+        // get ready meanwhile, on a thread of their own (the call returns at once).
+        let _ = catch_unwind(skylark_core::context::prewarm);
+    }
+    module
 }

@@ -14,12 +14,17 @@
 # For each: the handler section has the runtime type and path; every other key of the file
 # is unchanged (the parsed documents are compared) and comments are kept; a second run
 # changes no byte and reports "unchanged". The installed files equal their sources and the
-# plugin directory holds only the plugin.
+# plugin directory holds only the plugin. And build-image.sh refuses (before any download)
+# a shim that would not start on a trixie node: this machine's own cargo build of it when
+# that is linked to the private WasmEdge prefix, and a file that is no program.
 #
-# `test.sh --image` also builds the installer image (build-image.sh: downloads trixie
-# packages, about a minute and a half, so not in .ci/run) and runs its install.sh with its
-# own busybox and python3 (chroot into the image's root, as root) against a containerd 1.7
-# default config, twice.
+# `test.sh --image` also builds the installer image for linux/amd64 and linux/arm64
+# (the node shims: scripts/build-node-shim.sh and scripts/build-arm64.sh --shim, then
+# build-image.sh: trixie packages of both architectures; the first run builds both shims
+# from scratch, many minutes, so not in .ci/run), checks its index (check_image.py: both
+# platforms, every native file of its platform's ELF machine, the shims' loaders), that the arm64 root's
+# python3 imports tomlkit (under qemu-user), and runs the amd64 root's install.sh with its
+# own busybox and python3 (chroot, as root) against a containerd 1.7 default config, twice.
 set -euo pipefail
 with_image=0
 [ "${1:-}" != --image ] || with_image=1
@@ -163,26 +168,63 @@ fi
 cmp -s "$work/v1/etc/containerd/config.toml" "$work/v1.orig" || fail "the version 1 file was changed"
 pass=$((pass + 1))
 
+# build-image.sh refuses, before downloading anything, a shim that would not start on a
+# node: one linked to another loader than a trixie node's (the shim cargo builds on a
+# machine with the private WasmEdge prefix), or of another architecture.
+refused_shim="$work/refused-shim"
+printf '\177ELF' >"$refused_shim"  # not even a loadable program
+for shim_case in "$shim_bin" "$refused_shim"; do
+  [ -n "$shim_case" ] || continue
+  if readelf -l "$shim_case" 2>/dev/null | grep -q 'interpreter: /lib64/ld-linux-x86-64.so.2'; then
+    continue # a node shim (built on a trixie machine): nothing to refuse
+  fi
+  if err="$(bash "$here/build-image.sh" --arch amd64 --shim "$shim_case" \
+    --plugin "$src/libwasmedgePluginSkylark.so" --libwasmedge "$src/lib/libwasmedge.so.0" \
+    --out "$work/refused" 2>&1)"; then
+    fail "build-image.sh packed a shim that cannot start on a node ($shim_case)"
+  fi
+  grep -q 'not a shim for a trixie node' <<<"$err" || fail "build-image.sh refused $shim_case, but said: $err"
+  [ ! -e "$work/refused" ] || fail "build-image.sh wrote an image for a refused shim"
+done
+pass=$((pass + 1))
+
 if [ "$with_image" = 1 ]; then
   [ -n "$containerd" ] || fail "--image needs containerd 1.7 (runtimeclass/cri/install-containerd.sh)"
+  [ "$(dpkg --print-architecture)" = amd64 ] || fail "--image builds the amd64 and arm64 image on an amd64 machine"
   img="$work/image"
-  bash "$here/build-image.sh" --shim "$src/containerd-shim-skylark-v1" \
-    --plugin "$src/libwasmedgePluginSkylark.so" --libwasmedge "$src/lib/libwasmedge.so.0" \
+  # The shims for trixie nodes (standard loader): amd64 and the arm64 cross-build.
+  amd64_shim="$(bash "$repo/scripts/build-node-shim.sh" | tail -n1)" || fail "scripts/build-node-shim.sh failed"
+  arm64_env="$(bash "$repo/scripts/build-arm64.sh" --shim | tail -n1)" || fail "scripts/build-arm64.sh --shim failed: $arm64_env"
+  # shellcheck disable=SC1090
+  source "$arm64_env"
+  bash "$here/build-image.sh" \
+    --arch amd64 --shim "$amd64_shim" --plugin "$src/libwasmedgePluginSkylark.so" \
+    --libwasmedge "$src/lib/libwasmedge.so.0" \
+    --arch arm64 --shim "$SKYLARK_ARM64_SHIM" \
+    --plugin "$SKYLARK_ARM64_PLUGIN_DIR/libwasmedgePluginSkylark.so" \
+    --libwasmedge "$SKYLARK_ARM64_ROOT/usr/lib/aarch64-linux-gnu/libwasmedge.so.0" \
     --out "$img/layout" --rootfs "$img/root" >"$img.json" || fail "build-image.sh failed"
   grep -q '"index":"sha256:' "$img.json" || fail "no image index digest: $(cat "$img.json")"
-  mkdir -p "$img/root/host/etc/containerd"
-  "$containerd" config default >"$img/root/host/etc/containerd/config.toml"
+  # The index: both platforms, each layer's native code of its machine.
+  "$PYTHON" "$here/check_image.py" "$img/layout" amd64 arm64 || fail "the image's index or layers are wrong"
+  # The arm64 root's python3 and tomlkit run (under qemu-user).
+  arm_root="$img/root/arm64"
+  "$SKYLARK_ARM64_QEMU" -L "$arm_root" "$arm_root/usr/bin/python3" -c 'import tomlkit' \
+    || fail "the arm64 image's python3 cannot import tomlkit"
+  root_fs="$img/root/amd64"
+  mkdir -p "$root_fs/host/etc/containerd"
+  "$containerd" config default >"$root_fs/host/etc/containerd/config.toml"
   chroot_bin="$(command -v chroot)" || fail "--image needs chroot (coreutils) and root"
-  run_in_image() { env -i PATH=/usr/bin:/bin "$chroot_bin" "$img/root" /skylark/install.sh --root /host --no-restart; }
+  run_in_image() { env -i PATH=/usr/bin:/bin "$chroot_bin" "$root_fs" /skylark/install.sh --root /host --no-restart; }
   out="$(run_in_image)" || fail "install.sh in the image failed: $out"
   grep -q '/etc/containerd/config.toml' <<<"$out" || fail "image: config not changed: $out"
   out="$(run_in_image)" || fail "install.sh in the image failed (second run): $out"
   [ "$out" = unchanged ] || fail "image: second run changed something: $out"
-  "$containerd" --config "$img/root/host/etc/containerd/config.toml" config dump \
+  "$containerd" --config "$root_fs/host/etc/containerd/config.toml" config dump \
     | grep -qF '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.skylark]' \
     || fail "image: containerd does not see the handler"
   pass=$((pass + 1))
-  echo "installer image: install.sh ran in the image's root, twice; index $(grep -o 'sha256:[0-9a-f]*' "$img.json" | head -n1)"
+  echo "installer image (linux/amd64, linux/arm64): install.sh ran in the amd64 root, twice; index $(grep -o 'sha256:[0-9a-f]*' "$img.json" | head -n1)"
 fi
 
 echo "node installer: $pass cases passed"

@@ -1,18 +1,21 @@
 # shellcheck shell=bash
-# Sourced by scripts/install-wasmedge.sh, runtimeclass/crun/run-local.sh and
-# runtimeclass/cri/install-containerd.sh: an apt
-# configuration of their own for downloading Debian packages (WasmEdge, crun and their
-# libraries) without touching the machine's apt sources, lists, status or lock.
+# Sourced by scripts/install-wasmedge.sh, scripts/install-arm64-root.sh,
+# runtimeclass/crun/run-local.sh, runtimeclass/cri/install-containerd.sh and
+# runtimeclass/node-installer/build-image.sh: an apt configuration of their own for
+# downloading Debian packages (WasmEdge, crun, containerd and their libraries, of this
+# machine's architecture or another) without touching the machine's apt sources, lists,
+# status or lock.
 
-# private_apt_setup DIR SUITE: empties DIR and writes there a configuration whose only
-# source is Debian SUITE (main, signed by debian-archive-keyring) and an empty package
-# state; sets the array PRIVATE_APT_OPTS, the apt-get options that use it. Packages
+# private_apt_setup DIR SUITE [ARCH]: empties DIR and writes there a configuration whose
+# only source is Debian SUITE (main, signed by debian-archive-keyring) and an empty package
+# state, for Debian architecture ARCH (default this machine's; another one, e.g. arm64,
+# downloads that architecture's packages as if it were native: nothing is installed); sets the array PRIVATE_APT_OPTS, the apt-get options that use it. Packages
 # downloaded with `apt-get "${PRIVATE_APT_OPTS[@]}" --download-only install ...` land in
 # DIR/cache/archives.
 private_apt_setup() {
-  local dir="$1" suite="$2" arch
+  local dir="$1" suite="$2" arch="${3:-}"
   local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-  arch="$(dpkg --print-architecture)"
+  [ -n "$arch" ] || arch="$(dpkg --print-architecture)"
   rm -rf "$dir"
   mkdir -p "$dir"/{etc/preferences.d,etc/apt.conf.d,lists/partial,cache/archives/partial,state}
   : >"$dir/state/status"

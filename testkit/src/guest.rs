@@ -52,13 +52,19 @@ impl GuestRun {
 /// `redis_url`, and no other `SKYLARK_*` variable of this process; the caller adds
 /// `wasmedge` options (`--env K=V`), then the module and its arguments.
 pub fn wasmedge_command(redis_url: &str) -> Command {
-    let mut cmd = Command::new(wasmedge_bin());
+    wasmedge_command_with(&wasmedge_bin(), &plugin_dir(), redis_url)
+}
+
+/// [`wasmedge_command`] with another `wasmedge` and plugin directory (the arm64 build
+/// under qemu-user, for instance).
+pub fn wasmedge_command_with(wasmedge: &Path, plugin_dir: &Path, redis_url: &str) -> Command {
+    let mut cmd = Command::new(wasmedge);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("SKYLARK_") {
             cmd.env_remove(k);
         }
     }
-    cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir())
+    cmd.env("WASMEDGE_PLUGIN_PATH", plugin_dir)
         .env("SKYLARK_REDIS_URL", redis_url)
         .env("SKYLARK_NODE_NAME", "test-node");
     cmd
@@ -81,6 +87,18 @@ impl Guest {
     /// copy, for instance).
     pub fn at(module: &Path, redis_url: &str) -> Guest {
         let mut cmd = wasmedge_command(redis_url);
+        cmd.arg(module);
+        Guest { cmd, stderr: None }
+    }
+
+    /// Like [`Guest::at`], under another `wasmedge` with another plugin directory.
+    pub fn with_runtime(
+        wasmedge: &Path,
+        plugin_dir: &Path,
+        module: &Path,
+        redis_url: &str,
+    ) -> Guest {
+        let mut cmd = wasmedge_command_with(wasmedge, plugin_dir, redis_url);
         cmd.arg(module);
         Guest { cmd, stderr: None }
     }

@@ -315,6 +315,15 @@ impl SecureRedis {
         format!("{}://{host}:{}", self.access.scheme(), self.port)
     }
 
+    /// The URL with the `default` user's password (plain TCP servers only), for helpers
+    /// that take a URL, such as [`crate::Events::subscribe`].
+    pub fn url_with_password(&self) -> String {
+        match &self.access.password {
+            Some(pw) => format!("{}://:{pw}@127.0.0.1:{}", self.access.scheme(), self.port),
+            None => self.url(),
+        }
+    }
+
     fn try_admin(&self) -> Option<redis::Connection> {
         self.access.connect(self.port)
     }
@@ -382,7 +391,7 @@ impl SecureRedis {
 pub fn node_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:* resetchannels &{ns}/events -@all +ping +get +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec \
+         +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec \
          +publish"
     )
 }
@@ -392,6 +401,6 @@ pub fn node_acl(ns: &str) -> String {
 pub fn peer_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hget +hdel \
-         +hgetall +hkeys +eval +multi +exec"
+         +hgetall +hkeys +hstrlen +eval +multi +exec"
     )
 }

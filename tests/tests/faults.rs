@@ -480,3 +480,129 @@ fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
         }
     );
 }
+
+/// Finding 13 (RELIABILITY.md): two jobs of a chain carry `t0` at the same version. Job A
+/// copies it to pi5u3 and waits to retry its global copy; meanwhile job B (a `cleanup`
+/// put of `t1`, another process) elects pi4u5, moves the record of `t0` there and sweeps
+/// pi5u3 (where an earlier put had placed `t0`), deleting A's copy. When A finishes, the
+/// record must not name pi5u3 again: it holds nothing. Failed before the sweep's
+/// tombstones ("the record places t0 on pi5u3, which holds nothing").
+#[test]
+fn a_job_finishing_after_a_cleanup_never_places_a_field_on_the_swept_node() {
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
+        ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
+        ("SKYLARK_EXIT_FLUSH_MS".into(), "20000".into()),
+    ]);
+    let chain = skylark_testkit::chain_id("swept-place");
+    let put = |task: &str, seed: &str, dest: &str, retry_ms: &str, cleanup: bool| {
+        let mut args = vec!["put", &chain, task, "500", seed, "--dest", dest];
+        if cleanup {
+            args.push("--cleanup");
+        }
+        c.guest("probe", "pi5u2")
+            .env("SKYLARK_RETRY_BASE_MS", retry_ms)
+            .args(args)
+            .spawn()
+    };
+    // An earlier put placed t0 on pi5u3.
+    put("t0", "0", "pi5u3", "100", false)
+        .wait(Duration::from_secs(60))
+        .assert_success();
+    assert_eq!(c.placement("pi5u2", &chain)["t0"], "pi5u3");
+    // Job A: t0 again, to pi5u3; the global store (pi5u1) is cut off, so A's global copy
+    // fails and it waits 3 s for its retry, its copy to pi5u3 made.
+    c.cut_links_to("pi5u1");
+    let first = put("t0", "1", "pi5u3", "3000", false);
+    let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
+    assert!(line.contains("\"status\":0"), "{line}");
+    eventually("A's copy on pi5u3", Duration::from_secs(10), || {
+        c.bundle("pi5u3", &chain).get("t0") == Some(&probe::pattern(500, 1))
+    });
+    // Job B: a clean-up put of t1 to pi4u5 carries t0 at A's version, places both there
+    // and empties pi5u3, before A retries.
+    c.heal_links_to("pi5u1");
+    let second = put("t1", "2", "pi4u5", "100", true).wait(Duration::from_secs(60));
+    second.assert_success();
+    assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
+    // The order this test is about: B done, A not yet.
+    assert_eq!(
+        c.outbox_len("pi5u2"),
+        1,
+        "A's job still waits for its retry"
+    );
+    assert_eq!(c.placement("pi5u2", &chain)["t0"], "pi4u5");
+    assert!(
+        !c.bundle("pi5u3", &chain).contains_key("t0"),
+        "B emptied pi5u3"
+    );
+    first.wait(Duration::from_secs(60)).assert_success();
+    assert_eq!(c.outbox_len("pi5u2"), 0, "both jobs are done");
+    let value = probe::pattern(500, 1);
+    assert_eq!(c.bundle("pi5u1", &chain)["t0"], value, "the global copy");
+    let placed = c.placement("pi5u2", &chain)["t0"].clone();
+    let there = c.bundle(&placed, &chain).get("t0").cloned();
+    assert!(
+        there.as_deref() == Some(value.as_slice()),
+        "the record places t0 on {placed}, which holds {}",
+        match &there {
+            Some(v) => format!("{} other bytes", v.len()),
+            None => "nothing".to_string(),
+        }
+    );
+}
+
+/// Finding 14 (RELIABILITY.md): large copies that share a slow link each get less than
+/// `SKYLARK_COPY_MIN_MBPS`, so all of them missed a fixed deadline, were re-sent in full
+/// (the abandoned bytes still on the link) and missed it again, for ever. Four processes
+/// each copy 512 KiB to the global store over one 2 Mbit/s path (0.5 Mbit/s each, a tenth
+/// of the rate their deadline assumed); every job must still finish. Failed before the
+/// deadline grew with the failures (jobs still in the outbox after 120 s).
+#[test]
+fn large_copies_sharing_a_slow_link_all_finish() {
+    use skylark_netemu::linkemu::LinkSpec;
+    let mut c = Constellation::for_system_tests();
+    c.env.extend([
+        ("SKYLARK_TIMEOUT_MS".into(), "200".into()),
+        ("SKYLARK_COPY_MIN_MBPS".into(), "5".into()),
+        ("SKYLARK_RETRY_BASE_MS".into(), "100".into()),
+        ("SKYLARK_EXIT_FLUSH_MS".into(), "150000".into()),
+    ]);
+    c.shape_links_to("pi5u1", LinkSpec::new(1.0, 0.0, Some(2.0)));
+    let puts: Vec<_> = (0..4)
+        .map(|i| {
+            let chain = skylark_testkit::chain_id(&format!("shared-slow-{i}"));
+            let p = c
+                .guest("probe", "pi5u2")
+                .args([
+                    "put",
+                    &chain,
+                    "t0",
+                    "524288",
+                    &i.to_string(),
+                    "--dest",
+                    "pi5u2",
+                ])
+                .spawn();
+            (chain, p)
+        })
+        .collect();
+    for (_, p) in &puts {
+        let (line, _) = p.next_line(Duration::from_secs(30)).expect("a report");
+        assert!(line.contains("\"status\":0"), "{line}");
+    }
+    let started = std::time::Instant::now();
+    eventually("every job finished", Duration::from_secs(120), || {
+        c.outbox_len("pi5u2") == 0
+    });
+    eprintln!("the outbox drained in {:?}", started.elapsed());
+    for (i, (chain, p)) in puts.into_iter().enumerate() {
+        // Done: a process still waiting for an abandoned copy's reply need not be waited for.
+        p.kill();
+        assert_eq!(
+            c.bundle("pi5u1", &chain).get("t0"),
+            Some(&probe::pattern(524_288, i as u64)),
+            "the global copy of {chain}"
+        );
+    }
+}

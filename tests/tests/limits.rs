@@ -28,6 +28,59 @@ fn zcard(redis: &Redis, key: &str) -> u64 {
 }
 
 #[test]
+fn a_refused_put_leaves_an_existing_bundle_as_it_was() {
+    // The values of a put travel outside the guard script (a plain HSET in the same
+    // transaction); a refused put must still change nothing: not the field it would
+    // overwrite, not its version, not the TTL, and no field it would add.
+    let local = Redis::start();
+    let global_url = format!("redis://127.0.0.1:{}", free_port());
+    let put = |chain: &str, task: &str, seed: &str| -> Value {
+        Guest::new("probe", &local.url)
+            .env("SKYLARK_GLOBAL_URL", &global_url)
+            .env("SKYLARK_MAX_OUTBOX", "1")
+            .env("SKYLARK_EXIT_FLUSH_MS", "0")
+            .env("SKYLARK_CONNECT_TIMEOUT_MS", "100")
+            .args(["put", chain, task, "70000", seed])
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json()
+    };
+    let chain = chain_id("refused");
+    let key = format!("skylark:bundle:{chain}");
+    let first = put(&chain, "t", "1");
+    assert_eq!(first["status"], 0, "{first}");
+    let before = local.hgetall(&key);
+    assert!(
+        before.contains_key("t") && before.contains_key("@v:t"),
+        "{:?}",
+        before.keys()
+    );
+    let ttl = || -> i64 {
+        redis::cmd("TTL")
+            .arg(&key)
+            .query(&mut local.conn())
+            .expect("TTL")
+    };
+    let ttl_before = ttl();
+
+    for (task, seed) in [("t", "2"), ("u", "3")] {
+        let refused = put(&chain, task, seed);
+        assert_eq!(refused["status"], BACKLOGGED, "{refused}");
+        assert_eq!(
+            local.hgetall(&key),
+            before,
+            "a refused put of {task} changed the bundle"
+        );
+    }
+    let ttl_after = ttl();
+    assert!(
+        ttl_after <= ttl_before && ttl_after > ttl_before - 30,
+        "TTL {ttl_before} then {ttl_after}"
+    );
+    assert_eq!(zcard(&local, "skylark:outbox"), 1);
+}
+
+#[test]
 fn a_full_outbox_refuses_puts_until_it_drains() {
     let local = Redis::start();
     let global_port = free_port();

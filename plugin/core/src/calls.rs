@@ -27,8 +27,19 @@ pub struct Instance {
 
 type Mem<'a> = Option<&'a mut dyn GuestMemory>;
 
+/// Failed calls logged at `info` per second, per process.
+const FAILED_CALL_LINES_PER_SEC: u64 = 20;
+static FAILED_CALL_LINES: crate::log::RateLimit =
+    crate::log::RateLimit::new(FAILED_CALL_LINES_PER_SEC);
+
 fn memory<'a>(mem: Mem<'a>) -> Result<&'a mut dyn GuestMemory, CallError> {
-    mem.ok_or_else(|| CallError::new(Status::NoMemory, "the calling module has no memory 0"))
+    mem.ok_or_else(|| {
+        CallError::new(
+            Status::NoMemory,
+            "the calling module has no memory 0, or a shared one (refused: another thread \
+             could change its ids after the host checked them)",
+        )
+    })
 }
 
 fn limits(ctx: &Context) -> Limits {
@@ -78,8 +89,15 @@ impl Instance {
                 let quiet = matches!(e.status, Status::NotFound | Status::BufferTooSmall);
                 if quiet {
                     skylog!(Debug, "{import}: {e}");
-                } else {
-                    skylog!(Info, "{import}: {e}");
+                } else if crate::log::enabled(crate::log::Level::Info) {
+                    // The guest chooses the text (its ids) and the rate of these lines.
+                    let now_s = crate::clock::now_ms() / 1000;
+                    if let Some(missed) = FAILED_CALL_LINES.admit(now_s) {
+                        if missed > 0 {
+                            skylog!(Info, "{missed} failed-call lines suppressed (at most {FAILED_CALL_LINES_PER_SEC} a second)");
+                        }
+                        skylog!(Info, "{import}: {e}");
+                    }
                 }
                 self.last_error = format!("{import}: {}", e.message);
                 e.status.code()

@@ -30,8 +30,9 @@ impl Cluster {
         let nodes = Nodes::new(&config, Arc::clone(&local));
         let topology = TopologyWatch::new(
             p.topology_file.clone(),
-            keys::topology(&config.namespace),
+            p.topology_key.then(|| keys::topology(&config.namespace)),
             p.topology_refresh,
+            config.node_name.clone(),
         );
         let events = Events::new(Arc::clone(&local), &config.namespace, p.events);
         Ok(Cluster {

@@ -1,7 +1,8 @@
 //! What a host call works with: the [`Cluster`] (configuration, stores, topology, events)
 //! and, when propagation is on, the [`Engine`]. [`Context::new`] builds one from a
 //! [`Config`] value (tests and fuzz targets do); the plugin's own is built from the
-//! environment on the first host call rather than at plugin load ([`get`]).
+//! environment when the plugin creates its module, on a background thread ([`prewarm`]),
+//! or on the first host call if that comes first ([`get`]); never at plugin load.
 
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -75,6 +76,31 @@ static PROCESS: Lazy<Result<&'static Context, CallError>> = Lazy::new(|| {
     log::set_level(config.log_level);
     Ok(Context::new(config)?.start())
 });
+
+/// Builds and starts the plugin's context on a thread of its own and opens its
+/// connection to the node-local store, so that the guest's first call finds them ready:
+/// the plugin calls this when WasmEdge creates a `skylark` module instance, before the
+/// guest runs. Returns at once (it only spawns the thread, once per process); a first
+/// call that comes before the thread is done waits for what it still needs. An invalid
+/// configuration is reported by the calls, as without it.
+pub fn prewarm() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("skylark-prewarm".into())
+            .spawn(|| {
+                if let Ok(ctx) = PROCESS.as_ref() {
+                    if let Err(e) = ctx.cluster.local.warm_up() {
+                        // The first call connects again and reports it.
+                        skylog!(Debug, "prewarm: {e}");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            skylog!(Debug, "prewarm: no thread ({e}); the first call connects");
+        }
+    });
+}
 
 /// The plugin's context, or `ConfigInvalid` with the reason if the environment is
 /// invalid. The first successful call also starts background propagation.

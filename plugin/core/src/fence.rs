@@ -2,37 +2,56 @@
 //!
 //! Every state field of a bundle carries a version (the reserved field `@v:<task>`, see
 //! `keys::version_field`), assigned by the put that wrote it, on the node that accepted
-//! the put, in the same atomic script: the node's clock in microseconds, and at least one
-//! more than the version that store already holds for the field. Versions therefore grow
-//! with every put of a field on a node, follow real time across nodes (up to clock skew),
-//! and stay above anything a node has seen (a copy or a cached read raises the floor).
+//! the put, in the same transaction as the write (`MULTI`: a script that assigns and
+//! stores the versions, then a plain `HSET` of the values, so that values never pass
+//! through Lua, which costs about a millisecond per MiB): the node's clock in
+//! microseconds, and at least one more than the version that store already holds for the
+//! field. Versions therefore grow with every put of a field on a node, follow real time
+//! across nodes (up to clock skew), and stay above anything a node has seen (a copy or a
+//! cached read raises the floor).
 //!
 //! Every other write of state is fenced by them, in one script on the store written:
 //! - a copy (propagation, read-through cache) writes a field only where the store holds
 //!   an older version of it or none, and a placement entry (`@at:<task>`) only where the
-//!   store holds no newer version of that task;
+//!   store holds no newer version of that task and no clean-up has emptied that node of
+//!   this version (below);
 //! - a clean-up deletes only the fields whose version is no newer than the one its job saw,
-//!   and the bundle only if no state is left.
+//!   and the bundle only if no state is left. Before it runs, its job moves the record of
+//!   the emptied nodes' tasks to its target and records, on the writer's node, a tombstone
+//!   per task the record no longer names the node for (`@swept:<task>` = `<node>
+//!   <version>` lines); the clean-up deletes only those tasks. A placement entry naming a
+//!   tombstoned node for a version no newer is refused, so another job of the chain that
+//!   finishes later (its copy to that node made before the clean-up) cannot point readers
+//!   there, and a clean-up never empties a node the record still sends readers to;
+//! - a copy to the node a job elected claims it (`@claim` = the newest put the job
+//!   carries, the highest kept): a clean-up by the job of an older put leaves that node
+//!   alone, so the node the latest put elected keeps the whole bundle. That copy leaves out
+//!   the fields the record places on the node already and asks the node to confirm it
+//!   holds them (in those versions); the ones it lacks follow in a second copy.
 //!
+//! (RELIABILITY.md, finding 13: jobs of one chain in several processes finish and clean up
+//! in any order.)
 //! So a copy or clean-up whose attempt timed out but whose bytes arrive late never replaces
 //! newer state. Fields written before versions existed count as version 0, and a store
 //! holding such a field without a version takes any versioned copy of it.
 
+use crate::resp::{self, Arg};
 use std::time::Duration;
 
-/// The Lua that writes the guest's fields with fresh versions, in one `HSET` (per 1,000
-/// fields). Expects `key` (the bundle), `now` (microseconds) and `first` (the index in ARGV
-/// of the first field); leaves the assigned versions, as decimal strings, in `versions`.
-macro_rules! versioned_write {
+/// The Lua that assigns fresh versions to the fields a put writes and stores them, in one
+/// `HSET` (per 2,000 fields); the values follow in a plain `HSET` of the same transaction.
+/// Expects `key` (the bundle), `now` (microseconds) and `first` (the index in ARGV of the
+/// first task id); leaves the assigned versions, as decimal strings, in `versions`.
+macro_rules! assign_versions {
     () => {
         r#"
 local versions, args = {}, {}
-for i = first, #ARGV, 2 do
+for i = first, #ARGV do
   local vf = '@v:' .. ARGV[i]
   local v = math.max(now, (tonumber(redis.call('HGET', key, vf)) or 0) + 1)
   local vs = string.format('%.0f', v)
   local n = #args
-  args[n + 1], args[n + 2], args[n + 3], args[n + 4] = ARGV[i], ARGV[i + 1], vf, vs
+  args[n + 1], args[n + 2] = vf, vs
   versions[#versions + 1] = vs
 end
 -- One HSET (in slices that stay within Lua's stack for unpack).
@@ -42,13 +61,13 @@ end
 "#
     };
 }
-pub(crate) use versioned_write;
+pub(crate) use assign_versions;
 
-/// A put without an outbox (propagation off, policy `stateless`). KEYS: bundle. ARGV: TTL
-/// seconds (0 = none), now (µs), then field and value pairs. Returns the versions.
-const PUT: &str = concat!(
+/// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
+/// bundle. ARGV: TTL seconds (0 = none), now (µs), then the task ids. Returns the versions.
+const VERSIONS: &str = concat!(
     "local key, now, first = KEYS[1], tonumber(ARGV[2]), 3\n",
-    versioned_write!(),
+    assign_versions!(),
     r#"
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
@@ -58,16 +77,31 @@ return versions
 );
 
 /// A fenced copy. KEYS: bundle. ARGV: TTL seconds (0 = none), an announcement field to
-/// remove ('' = none), the number of state fields, then (field, version, value) triples,
-/// then (task, version, node) placement triples. Returns how many state fields it wrote.
+/// remove ('' = none), the claim (0 = none), then the counts of state triples, placement
+/// triples and expected pairs, then (field, version, value) state triples, (task, version,
+/// node) placement triples, (task, version) expected pairs and (task, version, node)
+/// tombstones of swept nodes. Returns {fields written, {the expected fields missing or
+/// older here}, {task, node of each tombstone recorded}}.
 const COPY: &str = r#"
 local key = KEYS[1]
 local function held(task)
   return tonumber(redis.call('HGET', key, '@v:' .. task))
 end
-local n = tonumber(ARGV[3])
+-- The tombstones of `task`: node -> the version up to which a clean-up emptied it.
+local function tombs(task)
+  local t = {}
+  local s = redis.call('HGET', key, '@swept:' .. task)
+  if s then
+    for node, v in string.gmatch(s, '(%S+) (%d+)') do
+      t[node] = tonumber(v)
+    end
+  end
+  return t
+end
+local claim = tonumber(ARGV[3])
+local n, np, ne = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local wrote = 0
-local i = 4
+local i = 7
 for _ = 1, n do
   local task, v = ARGV[i], tonumber(ARGV[i + 1])
   local have = held(task)
@@ -77,13 +111,48 @@ for _ = 1, n do
   end
   i = i + 3
 end
-while i <= #ARGV do
-  local task, v = ARGV[i], tonumber(ARGV[i + 1])
+local placed_at = i
+i = i + 3 * np
+local missing, kept = {}, {}
+for _ = 1, ne do
+  local have = held(ARGV[i])
+  if have == nil or have < tonumber(ARGV[i + 1]) or redis.call('HEXISTS', key, ARGV[i]) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+  i = i + 2
+end
+local first_tomb = i
+i = placed_at
+for _ = 1, np do
+  local task, v, node = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local have = held(task)
-  if have == nil or v >= have then
-    redis.call('HSET', key, '@at:' .. task, ARGV[i + 2])
+  local emptied = tombs(task)[node]
+  if (have == nil or v >= have) and (emptied == nil or v > emptied) then
+    redis.call('HSET', key, '@at:' .. task, node)
   end
   i = i + 3
+end
+-- A tombstone only where the record (as the placements above left it) no longer names
+-- the node for the task: the clean-up may empty the node of those tasks only.
+for j = first_tomb, #ARGV, 3 do
+  local task, v, node = ARGV[j], tonumber(ARGV[j + 1]), ARGV[j + 2]
+  if redis.call('HGET', key, '@at:' .. task) ~= node then
+    local t = tombs(task)
+    if (t[node] or -1) < v then
+      t[node] = v
+    end
+    local lines = {}
+    for nd, tv in pairs(t) do
+      lines[#lines + 1] = nd .. ' ' .. string.format('%.0f', tv)
+    end
+    table.sort(lines)
+    redis.call('HSET', key, '@swept:' .. task, table.concat(lines, '\n'))
+    kept[#kept + 1] = task
+    kept[#kept + 1] = node
+  end
+end
+if claim > 0 and claim > (tonumber(redis.call('HGET', key, '@claim')) or 0) then
+  redis.call('HSET', key, '@claim', ARGV[3])
 end
 if ARGV[2] ~= '' then
   redis.call('HDEL', key, ARGV[2])
@@ -91,16 +160,21 @@ end
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
-return wrote
+return {wrote, missing, kept}
 "#;
 
-/// A fenced clean-up. KEYS: bundle. ARGV: (task, version) pairs its job saw. Deletes each
-/// task's state, version and placement entry where the version held is no newer; then the
-/// bundle, if no state field is left. Returns how many fields it deleted.
+/// A fenced clean-up. KEYS: bundle. ARGV: the newest put its job carries, then (task,
+/// version) pairs its job saw. Refused (-1) if a job of a later put claimed this node;
+/// otherwise deletes each task's state, version and placement entry where the version held
+/// is no newer, then the bundle if no state field is left, and returns how many fields it
+/// deleted.
 const SWEEP: &str = r#"
 local key = KEYS[1]
+if (tonumber(redis.call('HGET', key, '@claim')) or 0) > tonumber(ARGV[1]) then
+  return -1
+end
 local gone = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local task = ARGV[i]
   local have = tonumber(redis.call('HGET', key, '@v:' .. task))
   if have == nil or have <= tonumber(ARGV[i + 1]) then
@@ -128,23 +202,57 @@ fn ttl_arg(ttl: Option<Duration>) -> u64 {
     ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)
 }
 
-/// A put of `fields` to `key` that assigns their versions (see [`put_reply`]).
+/// A put of `fields` to `key` that assigns their versions, as one atomic pipeline (see
+/// [`put_reply`]).
 pub fn put<'a>(
-    key: &str,
-    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    key: &'a str,
+    fields: &[(&'a str, &'a [u8])],
     ttl: Option<Duration>,
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(PUT).arg(1).arg(key).arg(ttl_arg(ttl)).arg(now_us());
-    for (field, value) in fields {
-        cmd.arg(field).arg(value);
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for c in put_commands(key, fields, ttl) {
+        pipe.add_command(resp::cmd(&c));
     }
-    cmd
+    pipe
 }
 
-/// The versions a put assigned, in the order of its fields.
-pub fn put_reply(reply: &redis::Value) -> Option<Vec<u64>> {
-    match reply {
+/// The commands of [`put`], to run in one transaction (`Store::query_transaction`),
+/// borrowing the values: the versions script (which also refreshes the TTL), then the
+/// values' `HSET`.
+pub fn put_commands<'a>(
+    key: &'a str,
+    fields: &[(&'a str, &'a [u8])],
+    ttl: Option<Duration>,
+) -> [Vec<Arg<'a>>; 2] {
+    let mut versions = Vec::with_capacity(6 + fields.len());
+    versions.extend([
+        "EVAL".into(),
+        VERSIONS.into(),
+        Arg::Int(1),
+        key.into(),
+        Arg::Int(ttl_arg(ttl)),
+        Arg::Int(now_us()),
+    ]);
+    versions.extend(fields.iter().map(|(task, _)| Arg::from(*task)));
+    [versions, values(key, fields)]
+}
+
+/// `HSET key task value ...`: the values of a put, outside any script.
+pub(crate) fn values<'a>(key: &'a str, fields: &[(&'a str, &'a [u8])]) -> Vec<Arg<'a>> {
+    let mut hset = Vec::with_capacity(2 + 2 * fields.len());
+    hset.extend([Arg::from("HSET"), key.into()]);
+    for (task, value) in fields {
+        hset.push((*task).into());
+        hset.push((*value).into());
+    }
+    hset
+}
+
+/// The versions a put assigned, in the order of its fields, from the replies of its
+/// transaction (the versions script's comes first).
+pub fn put_reply(replies: &[redis::Value]) -> Option<Vec<u64>> {
+    match replies.first()? {
         redis::Value::Array(items) => items.iter().map(version).collect(),
         _ => None,
     }
@@ -166,36 +274,108 @@ pub type Stamped<'a> = (&'a [u8], u64, &'a [u8]);
 /// A placement entry of a copy: (task, version of the task the entry is about, node).
 pub type Placed<'a> = (&'a str, u64, &'a str);
 
-/// A copy to `key`: `state` where the target holds nothing newer, `placed` entries where
-/// it holds no newer version of their task; removes the announcement `incoming` (if any)
-/// and refreshes the TTL (of a bundle that exists: `EXPIRE` creates nothing).
-pub fn copy(
-    key: &str,
-    state: &[Stamped<'_>],
-    placed: &[Placed<'_>],
-    ttl: Option<Duration>,
-    incoming: Option<&str>,
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(COPY)
-        .arg(1)
-        .arg(key)
-        .arg(ttl_arg(ttl))
-        .arg(incoming.unwrap_or(""))
-        .arg(state.len());
-    for (field, v, value) in state {
-        cmd.arg(*field).arg(*v).arg(*value);
-    }
-    for (task, v, node) in placed {
-        cmd.arg(*task).arg(*v).arg(*node);
-    }
-    cmd
+/// A fenced copy to one bundle, sent as one script ([`Copy::cmd`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Copy<'a> {
+    /// State written where the store holds an older version or none.
+    pub state: &'a [Stamped<'a>],
+    /// Placement entries, written where the store holds no newer version of their task and
+    /// no tombstone names their node for their version or a newer one.
+    pub placed: &'a [Placed<'a>],
+    /// Fields left out because the sender takes the store to hold them at these versions
+    /// or newer: the reply lists those it does not ([`copy_reply`]).
+    pub expected: &'a [(&'a [u8], u64)],
+    /// Tombstones to record: (task, version up to which a clean-up empties the node, node).
+    pub swept: &'a [Placed<'a>],
+    /// On the node a job elected: the newest put the job carries. The store keeps the
+    /// highest claim; a clean-up by the job of an older put leaves the bundle alone.
+    pub claim: u64,
+    /// The bundle TTL to set (of a bundle that exists: `EXPIRE` creates nothing).
+    pub ttl: Option<Duration>,
+    /// The announcement of this copy, removed by it.
+    pub incoming: Option<&'a str>,
 }
 
-/// A clean-up of `key` that deletes what is no newer than `seen` (task, version).
-pub fn sweep(key: &str, seen: &[(&[u8], u64)]) -> redis::Cmd {
+impl Copy<'_> {
+    /// The script that makes this copy to `key`.
+    pub fn cmd(&self, key: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(COPY)
+            .arg(1)
+            .arg(key)
+            .arg(ttl_arg(self.ttl))
+            .arg(self.incoming.unwrap_or(""))
+            .arg(self.claim)
+            .arg(self.state.len())
+            .arg(self.placed.len())
+            .arg(self.expected.len());
+        for (field, v, value) in self.state {
+            cmd.arg(*field).arg(*v).arg(*value);
+        }
+        for (task, v, node) in self.placed {
+            cmd.arg(*task).arg(*v).arg(*node);
+        }
+        for (field, v) in self.expected {
+            cmd.arg(*field).arg(*v);
+        }
+        for (task, v, node) in self.swept {
+            cmd.arg(*task).arg(*v).arg(*node);
+        }
+        cmd
+    }
+}
+
+/// What a copy's reply says ([`copy_reply`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Copied {
+    /// State fields written.
+    pub wrote: u64,
+    /// The expected fields the store lacks (or holds older).
+    pub missing: Vec<Vec<u8>>,
+    /// The tombstones recorded, as (task, node): those whose node the record no longer
+    /// names for the task. A clean-up may empty a node of these tasks only.
+    pub swept: Vec<(Vec<u8>, String)>,
+}
+
+/// Decodes a copy's reply.
+pub fn copy_reply(reply: &redis::Value) -> Option<Copied> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let [wrote, missing, swept] = items.as_slice() else {
+        return None;
+    };
+    let bulks = |v: &redis::Value| -> Option<Vec<Vec<u8>>> {
+        match v {
+            redis::Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    redis::Value::BulkString(b) => Some(b.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    };
+    let swept = bulks(swept)?;
+    if swept.len() % 2 != 0 {
+        return None;
+    }
+    Some(Copied {
+        wrote: version(wrote)?,
+        missing: bulks(missing)?,
+        swept: swept
+            .chunks(2)
+            .map(|p| Some((p[0].clone(), String::from_utf8(p[1].clone()).ok()?)))
+            .collect::<Option<_>>()?,
+    })
+}
+
+/// A clean-up of `key` that deletes what is no newer than `seen` (task, version), unless
+/// the job of a put newer than `newest_put` claimed the store's bundle (reply -1).
+pub fn sweep(key: &str, newest_put: u64, seen: &[(&[u8], u64)]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(SWEEP).arg(1).arg(key);
+    cmd.arg(SWEEP).arg(1).arg(key).arg(newest_put);
     for (task, v) in seen {
         cmd.arg(*task).arg(*v);
     }
@@ -212,10 +392,26 @@ mod tests {
             redis::Value::BulkString(b"1764300000000001".to_vec()),
             redis::Value::BulkString(b"7".to_vec()),
         ]);
-        assert_eq!(put_reply(&r), Some(vec![1_764_300_000_000_001, 7]));
+        assert_eq!(
+            put_reply(&[r, redis::Value::Int(2)]),
+            Some(vec![1_764_300_000_000_001, 7])
+        );
         let bad = redis::Value::Array(vec![redis::Value::BulkString(b"x".to_vec())]);
-        assert_eq!(put_reply(&bad), None);
-        assert_eq!(put_reply(&redis::Value::Nil), None);
+        assert_eq!(put_reply(&[bad]), None);
+        assert_eq!(put_reply(&[redis::Value::Nil]), None);
+        assert_eq!(put_reply(&[]), None);
+    }
+
+    #[test]
+    fn a_put_keeps_its_values_out_of_the_script() {
+        let value = vec![1u8; 100];
+        let [script, hset] = put_commands("k", &[("t", &value)], Some(Duration::from_secs(9)));
+        assert!(!script.contains(&Arg::Bytes(&value)));
+        assert_eq!(script[script.len() - 1], Arg::Bytes(b"t"));
+        assert_eq!(
+            hset,
+            ["HSET".into(), "k".into(), "t".into(), Arg::Bytes(&value)]
+        );
     }
 
     #[test]
@@ -226,14 +422,17 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_lists_state_then_placement() {
-        let cmd = copy(
-            "ns:bundle:c",
-            &[(b"t".as_slice(), 5, b"v".as_slice())],
-            &[("t", 5, "n1"), ("u", 0, "n2")],
-            None,
-            Some("@incoming:j"),
-        );
+    fn a_copy_lists_its_parts_in_order() {
+        let cmd = Copy {
+            state: &[(b"t".as_slice(), 5, b"v".as_slice())],
+            placed: &[("t", 5, "n1"), ("u", 0, "n2")],
+            expected: &[(b"w".as_slice(), 4)],
+            swept: &[("t", 5, "n3")],
+            claim: 9,
+            ttl: None,
+            incoming: Some("@incoming:j"),
+        }
+        .cmd("ns:bundle:c");
         let args: Vec<String> = cmd
             .args_iter()
             .skip(4) // EVAL, the script, the key count, the key
@@ -247,6 +446,9 @@ mod tests {
             [
                 "0",
                 "@incoming:j",
+                "9",
+                "1",
+                "2",
                 "1",
                 "t",
                 "5",
@@ -256,8 +458,39 @@ mod tests {
                 "n1",
                 "u",
                 "0",
-                "n2"
+                "n2",
+                "w",
+                "4",
+                "t",
+                "5",
+                "n3"
             ]
         );
+    }
+
+    #[test]
+    fn copy_replies_decode() {
+        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        let r = redis::Value::Array(vec![
+            redis::Value::Int(2),
+            redis::Value::Array(vec![bulk("t0")]),
+            redis::Value::Array(vec![bulk("t1"), bulk("n1")]),
+        ]);
+        assert_eq!(
+            copy_reply(&r),
+            Some(Copied {
+                wrote: 2,
+                missing: vec![b"t0".to_vec()],
+                swept: vec![(b"t1".to_vec(), "n1".to_string())],
+            })
+        );
+        let odd = redis::Value::Array(vec![
+            redis::Value::Int(0),
+            redis::Value::Array(vec![]),
+            redis::Value::Array(vec![bulk("t1")]),
+        ]);
+        assert_eq!(copy_reply(&odd), None);
+        assert_eq!(copy_reply(&redis::Value::Int(1)), None);
+        assert_eq!(copy_reply(&redis::Value::Array(vec![])), None);
     }
 }

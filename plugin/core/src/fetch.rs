@@ -9,11 +9,10 @@ use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
 use crate::stats::{self, Counter};
-use crate::store::{hash_pairs, HashPairs, Request, Store};
-use crate::{fence, keys, runtime, skylog};
-use skylark_abi::wire::{GetOptions, Policy, Source, Tier};
+use crate::store::{HashPairs, Request};
+use crate::{bundle_read, fence, keys, runtime, skylog};
+use skylark_abi::wire::{self, GetOptions, Policy, Source, Tier};
 use skylark_abi::{ids, Status};
-use std::sync::Arc;
 
 /// A bundle as found: its fields, its placement record and where it came from.
 #[derive(Debug)]
@@ -27,11 +26,14 @@ pub struct Found {
 }
 
 impl Found {
-    /// True if the bundle holds every task in `require`.
+    /// True if the bundle holds every task in `require` (linear in fields plus require).
     fn has(&self, require: &[String]) -> bool {
-        require
-            .iter()
-            .all(|t| self.fields.iter().any(|(k, _)| k == t.as_bytes()))
+        if require.is_empty() {
+            return true;
+        }
+        let held: std::collections::HashSet<&[u8]> =
+            self.fields.iter().map(|(k, _)| k.as_slice()).collect();
+        require.iter().all(|t| held.contains(t.as_bytes()))
     }
 
     /// Takes from `other` (what this node holds) every field it holds in a newer version
@@ -54,9 +56,18 @@ impl Found {
         }
     }
 
-    /// Splits a bundle hash as read; a hash without state yields just its placement record.
+    /// Splits a bundle hash as read (dropping fields that are not ids, `keys::split`); a
+    /// hash without state yields just its placement record.
     fn new(raw: HashPairs, tier: Tier, node: String) -> Result<Found, Vec<(String, String)>> {
         let split = keys::split(raw);
+        if split.dropped > 0 {
+            skylog!(
+                Info,
+                "bundle from {node}: {} fields with names that are not ids or placement \
+                 entries naming no valid node ignored",
+                split.dropped
+            );
+        }
         if split.state.is_empty() {
             return Err(split.placement);
         }
@@ -69,8 +80,19 @@ impl Found {
     }
 }
 
-/// Checks get options that come from the guest: `require` and `from` must be valid ids.
+/// Checks get options that come from the guest: `require` and `from` must be valid ids,
+/// and `require` lists at most [`wire::MAX_REQUIRE`] of them.
 pub fn check_options(opts: &GetOptions) -> Result<(), CallError> {
+    if opts.require.len() > wire::MAX_REQUIRE {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            format!(
+                "require lists {} task ids; at most {} accepted",
+                opts.require.len(),
+                wire::MAX_REQUIRE
+            ),
+        ));
+    }
     for t in &opts.require {
         ids::validate(t.as_bytes())
             .map_err(|e| CallError::new(Status::InvalidOptions, format!("require {t:?} {e}")))?;
@@ -103,12 +125,6 @@ pub fn get(
         Some(Tier::Global) => Counter::HitsGlobal,
     });
     Ok(found)
-}
-
-fn bundle_request(ns: &str, chain: &str) -> Request {
-    let mut cmd = redis::cmd("HGETALL");
-    cmd.arg(keys::bundle(ns, chain));
-    Request::Cmd(cmd)
 }
 
 fn tiered(
@@ -231,7 +247,8 @@ async fn arrival(
         Counter::IncomingWaitMs,
         started.elapsed().as_millis() as u64,
     );
-    let raw = read(&ctx.cluster.local, &bundle_request(ns, chain)).await?;
+    let max = ctx.cluster.config.max_bundle_bytes;
+    let raw = bundle_read::read_async(&ctx.cluster.local, ns, chain, max).await?;
     Ok(Found::new(raw, Tier::Local, ctx.cluster.config.node_name.clone()).ok())
 }
 
@@ -250,8 +267,12 @@ fn field_names(v: redis::Value) -> Vec<Vec<u8>> {
 }
 
 fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
-    let reply = ctx.cluster.local.query(&bundle_request(ns, chain))?;
-    hash_pairs(reply).map_err(|m| ctx.cluster.local.reply_error(m))
+    bundle_read::read(
+        &ctx.cluster.local,
+        ns,
+        chain,
+        ctx.cluster.config.max_bundle_bytes,
+    )
 }
 
 /// A copy to this node is on its way (announced by its sender): rather than fetch the
@@ -319,6 +340,7 @@ async fn remote(
         n != local && global.as_ref().is_none_or(|g| &g.name != n) && seen.insert(n.clone())
     });
 
+    let max = ctx.cluster.config.max_bundle_bytes;
     let mut probes = tokio::task::JoinSet::new();
     for name in candidates {
         let store = match ctx.cluster.nodes.store(topo.as_deref(), &name) {
@@ -328,12 +350,14 @@ async fn remote(
                 continue;
             }
         };
-        let req = bundle_request(&ns, chain);
+        let (ns, chain) = (ns.clone(), chain.to_string());
         probes.spawn(async move {
-            let r = read(&store, &req).await;
+            let r = bundle_read::read_async(&store, &ns, &chain, max).await;
             (name, r)
         });
     }
+    // A bundle too large to read anywhere is an error, not a miss.
+    let mut too_large = None;
     while let Some(joined) = probes.join_next().await {
         match joined {
             Ok((name, Ok(raw))) => {
@@ -344,34 +368,38 @@ async fn remote(
                     }
                 }
             }
-            Ok((name, Err(e))) => skylog!(Info, "get {chain}: neighbour {name}: {e}"),
+            Ok((name, Err(e))) => {
+                skylog!(Info, "get {chain}: neighbour {name}: {e}");
+                if e.status == Status::BundleTooLarge {
+                    too_large = Some(e);
+                }
+            }
             Err(e) => skylog!(Error, "get {chain}: probe task failed: {e}"),
         }
     }
+    let miss = || too_large.clone().map_or(Ok(None), Err);
     let Some(g) = global else {
-        return Ok(None);
+        return miss();
     };
     if &g.name == local {
-        return Ok(None);
+        return miss();
     }
-    let raw = read(&g.store, &bundle_request(&ns, chain)).await?;
-    Ok(Found::new(raw, Tier::Global, g.name)
-        .ok()
-        .filter(|f| f.has(require)))
-}
-
-async fn read(store: &Arc<Store>, req: &Request) -> Result<HashPairs, CallError> {
-    let reply = store.query_async(req).await?;
-    hash_pairs(reply).map_err(|m| store.reply_error(m))
+    let raw = bundle_read::read_async(&g.store, &ns, chain, max).await?;
+    match Found::new(raw, Tier::Global, g.name) {
+        Ok(f) if f.has(require) => Ok(Some(f)),
+        _ => miss(),
+    }
 }
 
 /// Policy `stateless`: the global store only.
 fn global_only(ctx: &'static Context, chain: &str) -> Result<Option<Found>, CallError> {
     let global = ctx.cluster.require_global()?;
-    let reply = global
-        .store
-        .query(&bundle_request(&ctx.cluster.config.namespace, chain))?;
-    let raw = hash_pairs(reply).map_err(|m| global.store.reply_error(m))?;
+    let raw = bundle_read::read(
+        &global.store,
+        &ctx.cluster.config.namespace,
+        chain,
+        ctx.cluster.config.max_bundle_bytes,
+    )?;
     Ok(Found::new(raw, Tier::Global, global.name).ok())
 }
 
@@ -392,9 +420,33 @@ fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
         .map(|(t, n)| (t.as_str(), version(t.as_bytes()), n.as_str()))
         .collect();
     let key = keys::bundle(&ctx.cluster.config.namespace, chain);
-    let cmd = fence::copy(&key, &stamped, &placed, ctx.cluster.config.ttl, None);
+    let cmd = fence::Copy {
+        state: &stamped,
+        placed: &placed,
+        ttl: ctx.cluster.config.ttl,
+        ..Default::default()
+    }
+    .cmd(&key);
     match ctx.cluster.local.query(&Request::Cmd(cmd)) {
         Ok(_) => stats::inc(Counter::CacheFills),
         Err(e) => skylog!(Info, "get {chain}: keeping a local copy: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_is_capped() {
+        let ids = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+        let opts = |require| GetOptions {
+            require,
+            ..GetOptions::default()
+        };
+        assert!(check_options(&opts(ids(wire::MAX_REQUIRE))).is_ok());
+        let e = check_options(&opts(ids(wire::MAX_REQUIRE + 1))).unwrap_err();
+        assert_eq!(e.status, Status::InvalidOptions);
+        assert!(e.message.contains("at most 1024"), "{e}");
     }
 }

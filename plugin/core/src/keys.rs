@@ -1,6 +1,7 @@
 //! The Redis key layout, in one place: every key and channel the plugin reads or writes.
 
 use crate::store::HashPairs;
+use skylark_abi::ids;
 
 /// The hash holding a chain's bundle (field = task id, value = state).
 pub fn bundle(namespace: &str, chain: &str) -> String {
@@ -21,6 +22,15 @@ pub const INCOMING_PREFIX: &str = "@incoming:";
 /// Prefix of the bundle fields holding each task's version (`@v:<task>` = decimal
 /// number; see `fence`).
 pub const VERSION_PREFIX: &str = "@v:";
+
+/// Prefix of the bundle fields, on a writer's node, recording which nodes a clean-up
+/// emptied of a task (`@swept:<task>` = lines `<node> <version>`; see `fence`). Only the
+/// fenced scripts read them; [`split`] drops them like every unknown reserved field.
+pub const SWEPT_PREFIX: &str = "@swept:";
+
+/// The bundle field, on a node a job elected, holding the newest put a job that elected
+/// it carried (`@claim` = version; see `fence`): clean-ups of older puts leave it alone.
+pub const CLAIM_FIELD: &str = "@claim";
 
 /// A placement record: (task id, node) entries.
 pub type Placement = Vec<(String, String)>;
@@ -51,6 +61,9 @@ pub struct Split {
     pub incoming: Vec<(Vec<u8>, u64)>,
     /// Versions of the state fields (a field written before versions existed has none).
     pub versions: Versions,
+    /// State fields and placement entries dropped because a task or node name is not an
+    /// id (only another node's data can hold them: the plugin writes ids only).
+    pub dropped: usize,
 }
 
 /// Versions by task id.
@@ -62,17 +75,26 @@ pub fn version(versions: &Versions, task: &[u8]) -> u64 {
     versions.get(task).copied().unwrap_or(0)
 }
 
-/// Splits the (field, value) pairs of a bundle hash. Placement entries with a non-UTF-8
-/// node, versions that are not numbers and unknown reserved (`@`) fields are dropped.
+/// Splits the (field, value) pairs of a bundle hash. A bundle read from another node is
+/// untrusted input (issue 16 point 5), so only ids are taken as names: a state field whose
+/// name is not a task id (`skylark_abi::ids`: 1-128 bytes of `[A-Za-z0-9._-]`) and a
+/// placement entry whose task or node is not an id are dropped (and counted), before
+/// anything is cached, copied or trusted. Versions that are not numbers and unknown
+/// reserved (`@`) fields are dropped too.
 pub fn split(pairs: HashPairs) -> Split {
     let mut out = Split {
         state: Vec::with_capacity(pairs.len()),
         ..Split::default()
     };
+    let id = |b: &[u8]| ids::validate(b).is_ok();
     for (k, v) in pairs {
         if let Some(task) = k.strip_prefix(PLACEMENT_PREFIX.as_bytes()) {
-            if let (Ok(t), Ok(n)) = (std::str::from_utf8(task), String::from_utf8(v)) {
-                out.placement.push((t.to_string(), n));
+            if id(task) && id(&v) {
+                // Ids are ASCII, so both are UTF-8.
+                let (t, n) = (String::from_utf8_lossy(task), String::from_utf8_lossy(&v));
+                out.placement.push((t.into_owned(), n.into_owned()));
+            } else {
+                out.dropped += 1;
             }
         } else if let Some(task) = k.strip_prefix(VERSION_PREFIX.as_bytes()) {
             if let Some(v) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
@@ -85,7 +107,11 @@ pub fn split(pairs: HashPairs) -> Split {
                 .unwrap_or(0);
             out.incoming.push((k, until));
         } else if !k.starts_with(b"@") {
-            out.state.push((k, v));
+            if id(&k) {
+                out.state.push((k, v));
+            } else {
+                out.dropped += 1;
+            }
         }
     }
     out
@@ -138,6 +164,20 @@ mod tests {
         ]);
         assert_eq!(f, vec![(b"pre".to_vec(), b"x".to_vec())]);
         assert_eq!(p, vec![("pre".to_string(), "pi5u3".to_string())]);
+        // Another node's data: names that are not ids are dropped (issue 16 point 5).
+        let s = split(vec![
+            (b"ok".to_vec(), b"1".to_vec()),
+            (b"bad\xff".to_vec(), b"2".to_vec()),
+            (b"a:b".to_vec(), b"3".to_vec()),
+            (vec![b'n'; 129], b"4".to_vec()),
+            (b"@at:ok".to_vec(), b"node one".to_vec()),
+            (b"@at:a b".to_vec(), b"pi5u1".to_vec()),
+            (b"@at:".to_vec(), b"pi5u1".to_vec()),
+            (b"@at:det".to_vec(), b"pi5u1".to_vec()),
+        ]);
+        assert_eq!(s.state, vec![(b"ok".to_vec(), b"1".to_vec())]);
+        assert_eq!(s.placement, vec![("det".to_string(), "pi5u1".to_string())]);
+        assert_eq!(s.dropped, 6);
         let s = split(vec![
             (b"det".to_vec(), b"y".to_vec()),
             (incoming_field("j1").into_bytes(), b"1700".to_vec()),

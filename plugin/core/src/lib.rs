@@ -13,6 +13,7 @@
 // Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod bundle_read;
 pub mod calls;
 pub mod clock;
 pub mod cluster;
@@ -31,6 +32,7 @@ pub mod nodes;
 pub mod outbox;
 pub mod pending;
 pub mod propagation;
+pub mod resp;
 pub mod runtime;
 pub mod sigpipe;
 pub mod stats;

@@ -10,7 +10,8 @@
 //! line that cannot be written is lost.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// Log levels, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,6 +84,40 @@ fn write_line(out: &mut dyn Write, level: Level, args: std::fmt::Arguments<'_>) 
     let _ = out.flush();
 }
 
+/// At most `per_sec` lines a second from one source of lines that a guest controls (the
+/// text and the rate of its failed calls), so that a guest cannot flood the node's log.
+pub struct RateLimit {
+    per_sec: u64,
+    /// (second, lines admitted in it).
+    window: Mutex<(u64, u64)>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn new(per_sec: u64) -> RateLimit {
+        RateLimit {
+            per_sec,
+            window: Mutex::new((0, 0)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be written at `now_s` (seconds): `Some(n)` with the number of
+    /// lines suppressed since the last admitted one, or `None` (counted as suppressed).
+    pub fn admit(&self, now_s: u64) -> Option<u64> {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0 != now_s {
+            *w = (now_s, 0);
+        }
+        if w.1 >= self.per_sec {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        w.1 += 1;
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// `skylog!(Warn, "...", args)` logs at the given [`Level`].
 #[macro_export]
 macro_rules! skylog {
@@ -96,6 +131,21 @@ macro_rules! skylog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_admits_per_second_and_counts_the_rest() {
+        let r = RateLimit::new(2);
+        assert_eq!(r.admit(10), Some(0));
+        assert_eq!(r.admit(10), Some(0));
+        assert_eq!(r.admit(10), None);
+        assert_eq!(r.admit(10), None);
+        assert_eq!(
+            r.admit(11),
+            Some(2),
+            "the next second reports what was dropped"
+        );
+        assert_eq!(r.admit(11), Some(0));
+    }
 
     #[test]
     fn parse_levels() {

@@ -1,10 +1,14 @@
 //! Where each node's store is: the node-local store, the URL overrides of
-//! `SKYLARK_NODE_ADDRS`, the global store, and the addresses the topology gives (over
-//! `rediss://` with `SKYLARK_REMOTE_TLS`). Remote stores are opened lazily, with the
+//! `SKYLARK_NODE_ADDRS`, the global store (`SKYLARK_GLOBAL_URL`, else the topology's
+//! global node), the addresses the topology file gives (over `rediss://` with
+//! `SKYLARK_REMOTE_TLS`), and `SKYLARK_NODE_ADDR_TEMPLATE`. Every address comes from the
+//! operator: a topology from the `<ns>:topology` key carries the file's addresses, never
+//! its own (`topology_watch`). With `SKYLARK_REMOTE_TLS` on, a plain `redis://` store
+//! other than the node-local one is refused. Remote stores are opened lazily, with the
 //! node-wide credentials or, for the global store, the global ones, and kept for the life
 //! of the process.
 
-use crate::config::{Config, Credentials, RedisUrl, Tls};
+use crate::config::{redact, Config, Credentials, RedisUrl, Tls, NAME_PLACEHOLDER};
 use crate::error::CallError;
 use crate::store::{OpenError, Store};
 use crate::topology::Schedule;
@@ -18,6 +22,7 @@ pub struct Nodes {
     overrides: HashMap<String, RedisUrl>,
     remote_port: u16,
     remote_tls: bool,
+    addr_template: Option<RedisUrl>,
     global_url: Option<RedisUrl>,
     credentials: Credentials,
     global_credentials: Credentials,
@@ -33,6 +38,8 @@ pub struct Nodes {
 pub enum NodeError {
     /// Neither the topology nor `SKYLARK_NODE_ADDRS` gives the node an address.
     NoAddress { node: String },
+    /// `SKYLARK_REMOTE_TLS` is on and the node's store is plain `redis://` (`url` redacted).
+    PlainRefused { node: String, url: String },
     /// The node's store could not be set up from its address.
     Open(OpenError),
 }
@@ -42,7 +49,12 @@ impl std::fmt::Display for NodeError {
         match self {
             NodeError::NoAddress { node } => write!(
                 f,
-                "node {node} has no store address (topology or SKYLARK_NODE_ADDRS)"
+                "node {node} has no store address (SKYLARK_NODE_ADDRS, the topology file or \
+                 SKYLARK_NODE_ADDR_TEMPLATE)"
+            ),
+            NodeError::PlainRefused { node, url } => write!(
+                f,
+                "node {node}: {url} is not TLS and SKYLARK_REMOTE_TLS is on (use rediss://)"
             ),
             NodeError::Open(e) => e.fmt(f),
         }
@@ -75,6 +87,7 @@ impl Nodes {
             overrides: p.node_addrs.iter().cloned().collect(),
             remote_port: p.remote_port,
             remote_tls: p.remote_tls,
+            addr_template: p.addr_template.clone(),
             global_url: p.global_url.clone(),
             credentials: config.credentials.clone(),
             global_credentials: config.global_credentials.clone(),
@@ -95,8 +108,10 @@ impl Nodes {
         &self.local
     }
 
-    /// The store of node `name`: the local store for this node, else the override, else
-    /// the topology's address. The topology's global node gets the global credentials.
+    /// The store of node `name`: the local store for this node; for the topology's
+    /// global node `SKYLARK_GLOBAL_URL` if set; else the override, else the topology's
+    /// address (from the file: see `topology_watch`), else the address template. The
+    /// topology's global node gets the global credentials.
     pub fn store(&self, topo: Option<&Schedule>, name: &str) -> Result<Arc<Store>, NodeError> {
         if name == self.local_name {
             return Ok(Arc::clone(&self.local));
@@ -104,15 +119,23 @@ impl Nodes {
         let is_global = topo
             .and_then(|t| t.global().map(|g| t.name(g) == name))
             .unwrap_or(false);
+        if let (true, Some(url)) = (is_global, &self.global_url) {
+            return self.open(name, url, true);
+        }
         let url = match self.overrides.get(name) {
             Some(url) => url.as_str().to_string(),
             None => topo
                 .and_then(|t| t.id(name).and_then(|id| self.topology_url(t, id)))
+                .or_else(|| {
+                    self.addr_template
+                        .as_ref()
+                        .map(|t| t.replace(NAME_PLACEHOLDER, name))
+                })
                 .ok_or_else(|| NodeError::NoAddress {
                     node: name.to_string(),
                 })?,
         };
-        self.open(&url, is_global)
+        self.open(name, &url, is_global)
     }
 
     /// The URL the topology gives node `id`; `rediss://` for a node known only by IP when
@@ -135,16 +158,40 @@ impl Nodes {
             let store = if name == self.local_name {
                 Arc::clone(&self.local)
             } else {
-                self.open(url, true).ok()?
+                match self.open(&name, url, true) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        crate::skylog!(Warn, "global store: {e}");
+                        return None;
+                    }
+                }
             };
             return Some(Global { name, store });
         }
         let name = topo_name?;
-        let store = self.store(topo, &name).ok()?;
+        let store = match self.store(topo, &name) {
+            Ok(s) => s,
+            Err(e @ NodeError::PlainRefused { .. }) => {
+                crate::skylog!(Warn, "global store: {e}");
+                return None;
+            }
+            Err(e) => {
+                crate::skylog!(Debug, "global store: {e}");
+                return None;
+            }
+        };
         Some(Global { name, store })
     }
 
-    fn open(&self, url: &str, global: bool) -> Result<Arc<Store>, NodeError> {
+    /// The store at `url` for node `node`, opened once. Refuses plain TCP when
+    /// `SKYLARK_REMOTE_TLS` is on.
+    fn open(&self, node: &str, url: &str, global: bool) -> Result<Arc<Store>, NodeError> {
+        if self.remote_tls && url.starts_with("redis://") {
+            return Err(NodeError::PlainRefused {
+                node: node.to_string(),
+                url: redact(url),
+            });
+        }
         let mut opened = self
             .opened
             .lock()
@@ -158,7 +205,7 @@ impl Nodes {
         } else {
             &self.credentials
         };
-        let store = Store::new(
+        let store = Store::remote(
             url,
             credentials,
             &self.tls,
@@ -213,10 +260,84 @@ mod tests {
         let sat = tls.store(Some(&topo), "sat").unwrap();
         assert_eq!(sat.name(), "rediss://10.0.0.7:6380");
         assert!(sat.is_tls());
-        // An explicit URL is taken as it is.
-        let named = tls.store(Some(&topo), "named").unwrap();
-        assert_eq!(named.name(), "redis://10.0.0.8:7000");
-        assert!(!named.is_tls());
+        // Any other plain store is refused (issue 16 point 2): an explicit URL, an
+        // override, the template, the global URL.
+        let named = tls.store(Some(&topo), "named").map(|_| ()).unwrap_err();
+        assert_eq!(
+            named.to_string(),
+            "node named: redis://10.0.0.8:7000 is not TLS and SKYLARK_REMOTE_TLS is on (use rediss://)"
+        );
+        let more = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_REMOTE_TLS", "on"),
+            (
+                "SKYLARK_NODE_ADDRS",
+                "sat=redis://:pw@10.0.0.70:1,named=rediss://10.0.0.8:7000",
+            ),
+            ("SKYLARK_NODE_ADDR_TEMPLATE", "redis://{name}.example:6379"),
+            ("SKYLARK_GLOBAL_URL", "redis://10.0.0.99:6379"),
+        ]);
+        let e = more.store(Some(&topo), "sat").map(|_| ()).unwrap_err();
+        assert!(matches!(e, NodeError::PlainRefused { .. }), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        assert!(more.store(Some(&topo), "named").unwrap().is_tls());
+        let e = more
+            .store(Some(&topo), "elsewhere")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e, NodeError::PlainRefused { .. }), "{e}");
+        assert!(more.global(Some(&topo)).is_none());
+        // A local store over plain TCP is the operator's choice.
+        assert!(!more.local().is_tls());
+    }
+
+    #[test]
+    fn addresses_come_from_overrides_the_topology_then_the_template() {
+        let topo = topology();
+        let n = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_NODE_ADDRS", "sat=redis://127.0.0.1:7001"),
+            (
+                "SKYLARK_NODE_ADDR_TEMPLATE",
+                "rediss://{name}.redis.example:6380",
+            ),
+        ]);
+        assert_eq!(
+            n.store(Some(&topo), "sat").unwrap().name(),
+            "redis://127.0.0.1:7001"
+        );
+        assert_eq!(
+            n.store(Some(&topo), "named").unwrap().name(),
+            "redis://10.0.0.8:7000"
+        );
+        let other = n.store(Some(&topo), "other-node").unwrap();
+        assert_eq!(other.name(), "rediss://other-node.redis.example:6380");
+        assert!(other.is_tls());
+        let e = nodes(&[("SKYLARK_NODE_NAME", "here")])
+            .store(Some(&topo), "other-node")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e, NodeError::NoAddress { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_global_url_is_the_global_node_s_store() {
+        // Reached as a node (an elected target) or as the global store: one store, the
+        // operator's SKYLARK_GLOBAL_URL, not the topology's address for that node.
+        let topo = topology();
+        let n = nodes(&[
+            ("SKYLARK_NODE_NAME", "here"),
+            ("SKYLARK_GLOBAL_URL", "redis://10.0.0.99:6379"),
+        ]);
+        assert_eq!(
+            n.store(Some(&topo), "cloud").unwrap().name(),
+            "redis://10.0.0.99:6379"
+        );
+        let g = n.global(Some(&topo)).unwrap();
+        assert_eq!(
+            (g.name.as_str(), g.store.name()),
+            ("cloud", "redis://10.0.0.99:6379")
+        );
     }
 
     #[test]

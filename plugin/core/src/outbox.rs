@@ -1,8 +1,9 @@
 //! The outbox: propagation jobs persisted in the node-local Redis so that no put's copies
 //! are lost when the process that made them exits or dies.
 //!
-//! A job is recorded in the same atomic step as the put's data (one Lua script that
-//! also refuses the put while the outbox holds `SKYLARK_MAX_OUTBOX` jobs). Jobs live in a hash
+//! A job is recorded in the same atomic step as the put's data (one transaction whose
+//! guard script also refuses the put while the outbox holds `SKYLARK_MAX_OUTBOX` jobs,
+//! [`GuardedPut`]). Jobs live in a hash
 //! (`<ns>:outbox:jobs`, id to JSON) and a sorted set (`<ns>:outbox`, id to the unix ms
 //! from which any plugin instance may claim it). The process that made a job holds it
 //! for a lease; a claim moves the due time forward by another lease, atomically (Lua), so
@@ -10,6 +11,7 @@
 
 use crate::error::CallError;
 use crate::keys;
+use crate::resp::Arg;
 use crate::store::{Request, Store};
 use serde::{Deserialize, Serialize};
 use skylark_abi::wire::Policy;
@@ -74,6 +76,16 @@ pub fn new_id(now_ms: u64) -> String {
 }
 
 impl Job {
+    /// The newest version of this job's own tasks in `versions` (a snapshot of the bundle):
+    /// the put a copy to the elected node claims it for, and the bound of a clean-up.
+    pub fn newest_put(&self, versions: &crate::keys::Versions) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| crate::keys::version(versions, t.as_bytes()))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// This job's outbox id and those of the jobs merged into it.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.id.as_str()).chain(self.merged.iter().map(String::as_str))
@@ -131,26 +143,44 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
         .ignore();
 }
 
-/// A put with its job, atomically and only while the outbox has room; the fields get
-/// versions (`fence`). KEYS: bundle, jobs, outbox. ARGV: max outbox length, TTL seconds
-/// (0 = none), job id, job JSON, due time, now (µs), then field and value pairs. Returns
-/// `{1, length after, versions...}` when stored, `{0, length}` when the outbox is full
-/// (nothing written).
+/// The guard of a put with its job: the first command of the put's transaction
+/// (`MULTI`; this script; `HSET` of the values; [`UNDO_REFUSED`]; `EXEC`). While the
+/// outbox has room it assigns the fields' versions (`fence`), refreshes the TTL and
+/// records the job. When the outbox is full it records nothing, marks the bundle
+/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
+/// values' `HSET` is about to overwrite, for [`UNDO_REFUSED`] to put back: the
+/// transaction as a whole then writes nothing. The values themselves never pass through
+/// Lua. KEYS: bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job
+/// id, job JSON, due time, now (µs), then the task ids. Returns `{1, length after,
+/// versions...}` when stored, `{0, length}` when the outbox is full.
 const GUARDED_PUT: &str = concat!(
     r#"
+local key = KEYS[1]
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting >= tonumber(ARGV[1]) then
+  redis.call('HSET', key, '@refused', '1')
+  for i = 7, #ARGV do
+    local old = redis.call('HGET', key, ARGV[i])
+    if old then
+      redis.call('HSET', key, '@refused:' .. ARGV[i], old)
+    end
+  end
   return {0, waiting}
 end
-local key, now, first = KEYS[1], tonumber(ARGV[6]), 7
+local now, first = tonumber(ARGV[6]), 7
 "#,
-    crate::fence::versioned_write!(),
+    crate::fence::assign_versions!(),
     r#"
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', key, ARGV[2])
 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+-- The outbox outlives every bundle this node's puts wrote, then expires (issue 16 point 3).
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
 local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v
@@ -158,6 +188,29 @@ end
 return out
 "#
 );
+
+/// The last command of a guarded put's transaction: if [`GUARDED_PUT`] refused the put,
+/// puts the fields' previous values back (or removes the fields that did not exist) and
+/// removes the marks; otherwise nothing. Only a refused put copies values through Lua.
+/// KEYS: bundle. ARGV: the task ids. Returns 1 if it undid the values' write, else 0.
+const UNDO_REFUSED: &str = r#"
+local key = KEYS[1]
+if not redis.call('HGET', key, '@refused') then
+  return 0
+end
+for i = 1, #ARGV do
+  local kept = '@refused:' .. ARGV[i]
+  local old = redis.call('HGET', key, kept)
+  if old then
+    redis.call('HSET', key, ARGV[i], old)
+    redis.call('HDEL', key, kept)
+  else
+    redis.call('HDEL', key, ARGV[i])
+  end
+end
+redis.call('HDEL', key, '@refused')
+return 1
+"#;
 
 /// What a guarded put found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,42 +221,82 @@ pub enum Guarded {
     Full(u64),
 }
 
-/// One atomic command that writes `fields` of `bundle_key` with fresh versions
-/// (refreshing its TTL) and
-/// records job `job_id` due at `due_ms`, unless the outbox already holds `max_outbox`
-/// jobs.
-#[allow(clippy::too_many_arguments)]
-pub fn guarded_put<'a>(
-    ns: &str,
-    bundle_key: &str,
-    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ttl: Option<std::time::Duration>,
-    job_id: &str,
-    json: &str,
-    due_ms: u64,
-    max_outbox: u64,
-) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(GUARDED_PUT)
-        .arg(3)
-        .arg(bundle_key)
-        .arg(keys::outbox_jobs(ns))
-        .arg(keys::outbox(ns))
-        .arg(max_outbox)
-        .arg(ttl.map(|t| t.as_secs().max(1)).unwrap_or(0))
-        .arg(job_id)
-        .arg(json)
-        .arg(due_ms)
-        .arg(crate::fence::now_us());
-    for (field, value) in fields {
-        cmd.arg(field).arg(value);
-    }
-    cmd
+/// One transaction that writes `fields` of `bundle` with fresh versions (refreshing its
+/// TTL) and records job `job_id` due at `due_ms`, unless the outbox of namespace `ns`
+/// already holds `max_outbox` jobs: then it writes nothing (see [`GUARDED_PUT`]).
+pub struct GuardedPut<'a> {
+    pub bundle: &'a str,
+    pub jobs: String,
+    pub outbox: String,
+    pub fields: &'a [(&'a str, &'a [u8])],
+    pub ttl: Option<std::time::Duration>,
+    pub job_id: &'a str,
+    pub json: &'a str,
+    pub due_ms: u64,
+    pub max_outbox: u64,
 }
 
-/// Decodes the reply of [`guarded_put`].
-pub fn guarded_reply(reply: &redis::Value) -> Option<Guarded> {
-    let redis::Value::Array(items) = reply else {
+impl<'a> GuardedPut<'a> {
+    /// The put of `fields` to `bundle` in namespace `ns` with job `job_id` (`json`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ns: &str,
+        bundle: &'a str,
+        fields: &'a [(&'a str, &'a [u8])],
+        ttl: Option<std::time::Duration>,
+        job_id: &'a str,
+        json: &'a str,
+        due_ms: u64,
+        max_outbox: u64,
+    ) -> GuardedPut<'a> {
+        GuardedPut {
+            bundle,
+            jobs: keys::outbox_jobs(ns),
+            outbox: keys::outbox(ns),
+            fields,
+            ttl,
+            job_id,
+            json,
+            due_ms,
+            max_outbox,
+        }
+    }
+
+    /// The transaction's commands (for `Store::query_transaction`), borrowing the
+    /// values: [`GUARDED_PUT`], the values' `HSET`, [`UNDO_REFUSED`].
+    pub fn commands(&self) -> [Vec<Arg<'_>>; 3] {
+        let tasks = self.fields.iter().map(|(task, _)| Arg::from(*task));
+        let mut guard = Vec::with_capacity(12 + self.fields.len());
+        guard.extend([
+            "EVAL".into(),
+            GUARDED_PUT.into(),
+            Arg::Int(3),
+            self.bundle.into(),
+            self.jobs.as_str().into(),
+            self.outbox.as_str().into(),
+            Arg::Int(self.max_outbox),
+            Arg::Int(self.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)),
+            self.job_id.into(),
+            self.json.into(),
+            Arg::Int(self.due_ms),
+            Arg::Int(crate::fence::now_us()),
+        ]);
+        guard.extend(tasks.clone());
+        let mut undo = Vec::with_capacity(4 + self.fields.len());
+        undo.extend([
+            "EVAL".into(),
+            UNDO_REFUSED.into(),
+            Arg::Int(1),
+            self.bundle.into(),
+        ]);
+        undo.extend(tasks);
+        [guard, crate::fence::values(self.bundle, self.fields), undo]
+    }
+}
+
+/// Decodes the replies of a [`GuardedPut`]'s transaction (the guard's comes first).
+pub fn guarded_reply(replies: &[redis::Value]) -> Option<Guarded> {
+    let redis::Value::Array(items) = replies.first()? else {
         return None;
     };
     let int = |v: &redis::Value| match v {

@@ -155,11 +155,19 @@ pub fn restore(taken: &[(Counter, u64)]) {
     }
 }
 
-/// A pipeline of `HINCRBY key name delta` for `taken` (replies ignored).
+/// How long a node's counters outlive their last update (30 days): every key the plugin
+/// writes expires once unused (issue 16 point 3).
+pub const STATS_TTL_SECS: u64 = 30 * 86_400;
+
+/// A pipeline of `HINCRBY key name delta` for `taken`, then `EXPIRE key`
+/// [`STATS_TTL_SECS`] (replies ignored).
 pub fn pipeline(key: &str, taken: &[(Counter, u64)]) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for (c, v) in taken {
         pipe.cmd("HINCRBY").arg(key).arg(c.name()).arg(*v).ignore();
+    }
+    if !taken.is_empty() {
+        pipe.cmd("EXPIRE").arg(key).arg(STATS_TTL_SECS).ignore();
     }
     pipe
 }
@@ -193,6 +201,12 @@ mod tests {
         assert!(get(Counter::PropagationMsSum) >= Some(50_055));
         restore(&taken);
         assert!(take().len() >= taken.len());
-        assert_eq!(pipeline("k", &taken).cmd_iter().count(), taken.len());
+        let pipe = pipeline("k", &taken);
+        assert_eq!(pipe.cmd_iter().count(), taken.len() + 1);
+        let last = pipe.cmd_iter().last().map(|c| c.get_packed_command());
+        assert!(
+            last.is_some_and(|p| String::from_utf8_lossy(&p).contains("EXPIRE")),
+            "the counters expire"
+        );
     }
 }

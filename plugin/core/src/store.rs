@@ -6,12 +6,18 @@
 //!   propagation and parallel remote reads.
 //!
 //! Both reconnect once when a cached connection turns out to be broken, and both bound
-//! every request by the store's deadline. Both authenticate with the store's credentials
+//! every request by the store's deadline: the async path in total (a `tokio` timeout); the
+//! blocking path per socket read and write only, so it serves only a nearby node-local
+//! store (a Unix socket or loopback). Every other store's `query` runs on the plugin
+//! runtime with one total deadline, so a store or an on-path delay that trickles its reply
+//! cannot hold the guest's thread beyond `SKYLARK_TIMEOUT_MS` (issue 16 point 4). Both authenticate with the store's credentials
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
 
 use crate::config::{redact, Credentials, Tls};
 use crate::error::CallError;
+use crate::resp::{Arg, Packer, Piece};
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
     IntoConnectionInfo, RedisError, TlsCertificates, Value,
@@ -25,9 +31,22 @@ use tokio::sync::Mutex as AsyncMutex;
 pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A request: a single command or a pipeline (atomic or not).
+#[derive(Clone)]
 pub enum Request {
     Cmd(redis::Cmd),
     Pipe(redis::Pipeline),
+}
+
+/// The largest send buffer [`Store::query_transaction`] keeps for the next request (a put of a
+/// rare huge value does not pin its size for the life of the process).
+const KEEP_SEND_BUFFER: usize = 8 << 20;
+
+/// The calling-thread connection (opened on first use) and the send buffer of
+/// [`Store::query_transaction`].
+#[derive(Default)]
+struct Blocking {
+    conn: Option<Connection>,
+    buf: Vec<u8>,
 }
 
 /// One Redis server.
@@ -38,10 +57,14 @@ pub struct Store {
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
-    blocking: std::sync::Mutex<Option<Connection>>,
+    blocking: std::sync::Mutex<Blocking>,
     shared: AsyncMutex<Option<MultiplexedConnection>>,
     timeout: Duration,
     connect_timeout: Duration,
+    /// `query` goes through the runtime, with one deadline for the whole request.
+    total_deadline: bool,
+    /// This store, for handing it to the runtime.
+    me: std::sync::Weak<Store>,
 }
 
 /// A store that could not be set up (a URL the client rejects, unusable TLS material);
@@ -75,7 +98,8 @@ impl Store {
     }
 
     /// A store for `url`; does not connect. `credentials` apply unless the URL carries
-    /// its own; `tls` applies to a `rediss://` URL.
+    /// its own; `tls` applies to a `rediss://` URL. Guest-thread calls use the blocking
+    /// connection if the store is nearby (a Unix socket or loopback), else the runtime.
     pub fn new(
         url: &str,
         credentials: &Credentials,
@@ -83,30 +107,64 @@ impl Store {
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Arc<Store>, OpenError> {
+        Store::build(url, credentials, tls, timeout, connect_timeout, false)
+    }
+
+    /// Like [`Store::new`] for another node's store or the global store: guest-thread
+    /// calls always go through the runtime, with one total deadline.
+    pub fn remote(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Arc<Store>, OpenError> {
+        Store::build(url, credentials, tls, timeout, connect_timeout, true)
+    }
+
+    fn build(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        remote: bool,
+    ) -> Result<Arc<Store>, OpenError> {
         let (client, auth) = client(url, credentials, tls).map_err(|e| OpenError {
             url: redact(url),
             reason: e.to_string(),
         })?;
-        let tls = matches!(
-            client.get_connection_info().addr(),
-            ConnectionAddr::TcpTls { .. }
-        );
+        let addr = client.get_connection_info().addr();
+        let tls = matches!(addr, ConnectionAddr::TcpTls { .. });
+        let nearby = match addr {
+            ConnectionAddr::Unix(_) => true,
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
+                matches!(host.as_str(), "localhost" | "::1" | "[::1]")
+                    || host
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            _ => false,
+        };
+        let total_deadline = remote || !nearby;
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             // Each request has its own deadline (query_async, query_async_within); a
             // connection-wide response timeout would cut long copies short.
             .set_response_timeout(None);
-        Ok(Arc::new(Store {
+        Ok(Arc::new_cyclic(|me| Store {
             client,
             shown: redact(url),
             auth,
             tls,
             conn_cfg,
-            blocking: std::sync::Mutex::new(None),
+            blocking: std::sync::Mutex::new(Blocking::default()),
             shared: AsyncMutex::new(None),
             timeout,
             connect_timeout,
+            total_deadline,
+            me: me.clone(),
         }))
     }
 
@@ -133,31 +191,111 @@ impl Store {
         self.timeout
     }
 
-    /// Sends `request` on the calling thread and waits for the reply (at most the store's
-    /// deadline for connecting, writing and reading).
+    /// Whether guest-thread calls have one total deadline (see the module docs).
+    pub fn has_total_deadline(&self) -> bool {
+        self.total_deadline
+    }
+
+    /// Sends `request` from the calling thread and waits for the reply: for a nearby store
+    /// over the blocking connection (the store's deadline for connecting and for each
+    /// read and write), for any other on the runtime within the store's deadline in total.
     pub fn query(&self, request: &Request) -> Result<Value, CallError> {
-        // A poisoned lock only means another call panicked mid-request; the connection
-        // slot is still a valid Option, and a half-used connection is dropped below.
-        let mut slot = self
-            .blocking
+        if self.total_deadline {
+            if let Some(me) = self.me.upgrade() {
+                let request = request.clone();
+                // query_async enforces the deadline (with the store's name in its message);
+                // the margin only guards against a stalled runtime.
+                let margin = self.timeout + Duration::from_millis(250);
+                return crate::runtime::run(margin, async move { me.query_async(&request).await });
+            }
+        }
+        self.query_blocking(request)
+    }
+
+    fn query_blocking(&self, request: &Request) -> Result<Value, CallError> {
+        let mut blocking = self.blocking();
+        self.on_connection(&mut blocking.conn, |conn| match request {
+            Request::Cmd(c) => c.query::<Value>(conn),
+            Request::Pipe(p) => p.query::<Value>(conn),
+        })
+    }
+
+    /// Runs the commands `cmds` as one transaction (`MULTI` ... `EXEC`, one round trip)
+    /// on the calling thread, like [`Store::query`], and returns their replies (an error
+    /// reply of any of them is an error). The request is packed straight from the
+    /// borrowed arguments into a send buffer kept with the connection (no allocation
+    /// once it has grown); values of `resp::BORROW_FROM` bytes or more are written from
+    /// where they are, without a copy.
+    pub fn query_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
+        let mut blocking = self.blocking();
+        let Blocking { conn, buf } = &mut *blocking;
+        let mut packer = Packer::new(buf);
+        packer.command(&["MULTI".into()]);
+        for c in cmds {
+            packer.command(c);
+        }
+        packer.command(&["EXEC".into()]);
+        let (pieces, packed) = packer.finish();
+        let result = self.on_connection(conn, |conn| {
+            for piece in &pieces {
+                conn.send_packed_command(match piece {
+                    Piece::Buffered(span) => &packed[span.clone()],
+                    Piece::Borrowed(value) => value,
+                })?;
+            }
+            // MULTI's reply and one per queued command, then EXEC's. A command refused
+            // when queued fails the request. The first I/O error (a timeout) ends it:
+            // redis-rs's req_packed_commands would wait for every remaining reply.
+            let mut refused = None;
+            for _ in 0..=cmds.len() {
+                if let Value::ServerError(e) = conn.recv_response()? {
+                    refused.get_or_insert(e);
+                }
+            }
+            let exec = conn.recv_response()?;
+            match refused {
+                Some(e) => Value::ServerError(e).extract_error(),
+                None => exec.extract_error(),
+            }
+        });
+        if buf.capacity() > KEEP_SEND_BUFFER {
+            *buf = Vec::new();
+        }
+        match result? {
+            Value::Array(replies) if replies.len() == cmds.len() => Ok(replies),
+            other => Err(self.reply_error(format!(
+                "unexpected reply {other:?} to a transaction of {} commands",
+                cmds.len()
+            ))),
+        }
+    }
+
+    /// The calling-thread connection and its send buffer. A poisoned lock only means
+    /// another call panicked mid-request; the slot is still valid, and a half-used
+    /// connection is dropped by [`Store::on_connection`].
+    fn blocking(&self) -> std::sync::MutexGuard<'_, Blocking> {
+        self.blocking
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `send` on the connection in `slot`, connecting first if there is none and
+    /// once more if the connection turns out to be broken.
+    fn on_connection(
+        &self,
+        slot: &mut Option<Connection>,
+        mut send: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+    ) -> Result<Value, CallError> {
         let mut reconnected = false;
         loop {
-            if slot.is_none() {
-                *slot = Some(
+            let conn = match slot {
+                Some(conn) => conn,
+                None => slot.insert(
                     self.connect_blocking()
                         .map_err(|e| e.context(&self.shown))?,
-                );
-            }
-            let Some(conn) = slot.as_mut() else {
-                continue;
+                ),
             };
-            let result = match request {
-                Request::Cmd(c) => c.query::<Value>(conn),
-                Request::Pipe(p) => p.query::<Value>(conn),
-            };
-            match result {
+            match send(conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let broken = is_broken(&e);
@@ -175,6 +313,27 @@ impl Store {
         }
     }
 
+    /// Opens the calling-thread connection if it is not open (what [`Store::query`] would
+    /// do first) and sends one `PING` on it, so that the first request finds the
+    /// connection and the server's side of it ready. The lock is not held meanwhile: a
+    /// request that comes first opens a connection of its own, and this one is dropped.
+    pub fn warm_up(&self) -> Result<(), CallError> {
+        if self.blocking().conn.is_some() {
+            return Ok(());
+        }
+        let mut conn = self
+            .connect_blocking()
+            .map_err(|e| e.context(&self.shown))?;
+        redis::cmd("PING")
+            .query::<Value>(&mut conn)
+            .map_err(|e| self.classify(e).context(&self.shown))?;
+        let mut blocking = self.blocking();
+        if blocking.conn.is_none() {
+            blocking.conn = Some(conn);
+        }
+        Ok(())
+    }
+
     fn connect_blocking(&self) -> Result<Connection, CallError> {
         let conn = self
             .client
@@ -185,6 +344,16 @@ impl Store {
             conn.set_write_timeout(Some(self.timeout)),
         ] {
             r.map_err(|e| self.connect_error(e))?;
+        }
+        if self.tls {
+            // The TLS handshake runs on the first exchange, and without CLIENT SETINFO
+            // (or AUTH) connecting exchanges nothing: a PING completes it here, so that a
+            // refused certificate is reported as a failure to connect.
+            let mut conn = conn;
+            redis::cmd("PING")
+                .query::<Value>(&mut conn)
+                .map_err(|e| self.connect_error(e))?;
+            return Ok(conn);
         }
         Ok(conn)
     }
@@ -366,7 +535,14 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
         }
         (None, None) => (settings, configured()),
     };
-    let info = info.set_redis_settings(settings);
+    // No `CLIENT SETINFO` after connecting: it costs a round trip on every new
+    // connection (the first call of every process) and tells the server only the client
+    // library's name. `TCP_NODELAY`: a request is written whole and waits for its reply,
+    // so Nagle's algorithm can only hold back a request's last segment (redis-rs leaves
+    // it on by default).
+    let info = info
+        .set_redis_settings(settings.set_skip_set_lib_name())
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         let certificates = TlsCertificates {
             client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
@@ -484,6 +660,45 @@ mod tests {
     }
 
     #[test]
+    fn only_a_nearby_node_local_store_uses_the_blocking_path() {
+        let open = |url: &str, remote: bool| {
+            let (c, t, d) = (
+                Credentials::default(),
+                Tls::default(),
+                Duration::from_secs(1),
+            );
+            let s = if remote {
+                Store::remote(url, &c, &t, d, d)
+            } else {
+                Store::new(url, &c, &t, d, d)
+            };
+            s.unwrap().has_total_deadline()
+        };
+        assert!(!open("redis://127.0.0.1:6379", false));
+        assert!(!open("redis://localhost:6379", false));
+        assert!(!open("unix:///run/skylark/redis.sock", false));
+        assert!(open("redis://10.0.0.7:6379", false));
+        assert!(open("rediss://cache.example:6380", false));
+        assert!(open("redis://127.0.0.1:6379", true), "another node's store");
+    }
+
+    #[test]
+    fn a_remote_store_query_has_one_total_deadline() {
+        // Port 1 on loopback through the runtime path: refused, not hung.
+        let store = Store::remote(
+            "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let err = store.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+        assert_eq!(err.status, Status::StoreUnavailable, "{err}");
+        assert!(err.message.contains("127.0.0.1:1"), "{err}");
+    }
+
+    #[test]
     fn unreachable_store_fails_fast_with_unavailable() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let store = Store::new(
@@ -560,6 +775,14 @@ mod tests {
         assert_eq!(auth, "none configured");
         // Messages name the source, never the password.
         assert!(!auth.contains("pw"));
+    }
+
+    #[test]
+    fn connections_skip_setinfo_and_nagle() {
+        let (client, _) = client("redis://h:1", &Credentials::default(), &Tls::default()).unwrap();
+        let info = client.get_connection_info();
+        assert!(info.tcp_settings().nodelay());
+        assert!(info.redis_settings().skip_set_lib_name());
     }
 
     #[test]

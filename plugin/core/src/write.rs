@@ -1,16 +1,18 @@
-//! The write path of a put, on the guest's thread: one atomic round trip to the
-//! node-local store that writes the fields with their versions (`fence`), refreshes the TTL, records the propagation
-//! job in the outbox and reads the outbox length (a put is refused while the outbox is at
-//! `SKYLARK_MAX_OUTBOX`); then the job is handed to the background. Policy `stateless` instead
+//! The write path of a put, on the guest's thread: one transaction (one round trip) on
+//! the node-local store that writes the fields with their versions (`fence`), refreshes
+//! the TTL, records the propagation job in the outbox and reads the outbox length (a put
+//! is refused, and writes nothing, while the outbox is at `SKYLARK_MAX_OUTBOX`; see
+//! `outbox::GuardedPut`); then the job is handed to the background. The values go from
+//! guest memory to the socket in one copy and never through Lua. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
 
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
-use crate::outbox::{self, Guarded, Job};
+use crate::outbox::{self, Guarded, GuardedPut, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
-use crate::{fence, keys};
+use crate::{fence, keys, resp};
 use skylark_abi::wire::{Policy, PutOptions};
 use skylark_abi::{ids, Status};
 
@@ -49,8 +51,8 @@ pub fn put(
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let cmd = fence::put(&key, fields.iter().copied(), ctx.cluster.config.ttl);
-        ctx.cluster.local.query(&Request::Cmd(cmd))?;
+        let [versions, values] = fence::put_commands(&key, fields, ctx.cluster.config.ttl);
+        ctx.cluster.local.query_transaction(&[&versions, &values])?;
         stats::inc(Counter::Puts);
         return Ok(());
     };
@@ -84,25 +86,26 @@ pub fn put(
     } else {
         now
     };
-    let cmd = outbox::guarded_put(
+    let put = GuardedPut::new(
         ns,
         &key,
-        fields.iter().copied(),
+        fields,
         ctx.cluster.config.ttl,
         &job.id,
         &json,
         due,
         p.max_outbox,
     );
+    let [guard, values, undo] = put.commands();
     let outcome = ctx
         .cluster
         .local
-        .query(&Request::Cmd(cmd))
-        .and_then(|reply| {
-            outbox::guarded_reply(&reply).ok_or_else(|| {
+        .query_transaction(&[&guard, &values, &undo])
+        .and_then(|replies| {
+            outbox::guarded_reply(&replies).ok_or_else(|| {
                 ctx.cluster
                     .local
-                    .reply_error(format!("unexpected reply {reply:?} to a put"))
+                    .reply_error(format!("unexpected replies {replies:?} to a put"))
             })
         });
     if let Guarded::Full(waiting) = outcome? {
@@ -142,12 +145,9 @@ fn put_global(
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.add_command(fence::put(
-        &key,
-        fields.iter().copied(),
-        ctx.cluster.config.ttl,
-    ))
-    .ignore();
+    for c in fence::put_commands(&key, fields, ctx.cluster.config.ttl) {
+        pipe.add_command(resp::cmd(&c)).ignore();
+    }
     store::write_hash(
         &mut pipe,
         &key,

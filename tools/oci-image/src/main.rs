@@ -8,6 +8,7 @@
 //! oci-image static --bin pause --name skylark/pause:0.1.0 --out DIR [--platform P] [--tar FILE]
 //! oci-image rootfs --dir ROOT --entrypoint /skylark/install.sh --name skylark/shim-installer:0.1.0
 //!                  --out DIR [--env PATH=/usr/bin:/bin] [--platform P] [--tar FILE]
+//! oci-image rootfs --dir linux/amd64=ROOT --dir linux/arm64=ROOT2 --entrypoint ... (multi-arch)
 //! ```
 //!
 //! `wasm` makes a FROM-scratch image: one layer holding `/<file>.wasm`, `Entrypoint`
@@ -33,8 +34,15 @@
 //! `rootfs` makes an image of a whole directory tree (regular files with their permission
 //! bits, directories, symbolic links; anything else is refused), with the given
 //! `Entrypoint` and one `Env` entry (default `PATH=/usr/bin:/bin`); one platform, default the
-//! machine's own. The shim installer image (`runtimeclass/node-installer/build-image.sh`)
-//! is built with it.
+//! machine's own. Or a multi-architecture image: `--dir OS/ARCH=ROOT` once per platform,
+//! each platform's manifest with its own root's layer (same entrypoint and `Env`). The
+//! shim installer image (`runtimeclass/node-installer/build-image.sh`, amd64 and arm64) is
+//! built with it.
+//!
+//! Native code must match its platform: every ELF file of a `linux/*` layer (the plugin,
+//! busybox, a root's programs and libraries) must be built for that platform's
+//! architecture (`e_machine`: x86-64 for amd64, AArch64 for arm64, ...), or the image is
+//! refused; a node of that platform could not run it.
 //!
 //! The output is an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/`):
 //! `index.json` names an image index (one manifest per platform) with the annotations
@@ -60,6 +68,7 @@ const USAGE: &str = "usage:
   oci-image plugin --so FILE --name NAME[:TAG] --out DIR [--busybox FILE] [--platform P] [--tar FILE]
   oci-image static --bin FILE --name NAME[:TAG] --out DIR [--platform P] [--tar FILE]
   oci-image rootfs --dir DIR --entrypoint PATH --name NAME[:TAG] --out DIR [--env K=V] [--platform P] [--tar FILE]
+  oci-image rootfs --dir OS/ARCH=DIR [--dir OS/ARCH=DIR ...] --entrypoint PATH --name NAME[:TAG] --out DIR [--env K=V] [--tar FILE]
 platforms are OS/ARCH[/VARIANT], e.g. linux/amd64, linux/arm64, wasi/wasm";
 
 /// The annotation crun's WasmEdge handler looks at; `compat-smart` runs only wasm
@@ -120,16 +129,25 @@ fn run(command: &str, flags: &Flags) -> Result<Value, String> {
         "index": built.index_digest,
         "manifests": built.manifests,
         "layer": built.layer_digest,
+        "layers": built.layers,
         "tar": flags.get("tar"),
     }))
 }
 
-/// `--flag value` pairs, each flag at most once.
-struct Flags(BTreeMap<String, String>);
+/// `--flag value` pairs, each flag at most once but those of [`REPEATABLE`].
+struct Flags(BTreeMap<String, Vec<String>>);
+
+/// Flags that may be given more than once.
+const REPEATABLE: &[&str] = &["dir"];
 
 impl Flags {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    /// Every value of a repeatable flag, in order.
+    fn all(&self, name: &str) -> &[String] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
     }
 
     fn required(&self, name: &str) -> Result<&str, String> {
@@ -167,9 +185,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<(String, Fla
                     .value()
                     .and_then(|v| v.string())
                     .map_err(|e| format!("--{name}: {e}"))?;
-                if flags.insert(name.clone(), value).is_some() {
+                let values: &mut Vec<String> = flags.entry(name.clone()).or_default();
+                if !values.is_empty() && !REPEATABLE.contains(&name.as_str()) {
                     return Err(format!("--{name} given twice"));
                 }
+                values.push(value);
             }
             Long(name) => return Err(format!("unknown option --{name}\n{USAGE}")),
             Value(v) if command.is_none() => {
@@ -345,19 +365,40 @@ struct LayerFile {
     bytes: Vec<u8>,
 }
 
-/// Everything an image is made of.
-struct ImageSpec {
-    reference: Reference,
-    platforms: Vec<Platform>,
+/// The contents of one layer.
+#[derive(Default)]
+struct Layer {
     files: Vec<LayerFile>,
-    /// The config's `config` object (Entrypoint, Env, Labels...).
-    runtime_config: Value,
-    /// Annotations of the manifests and of the index entry.
-    annotations: BTreeMap<String, String>,
     /// Symbolic links (path without leading `/`, target) and directories of the layer
     /// besides the parents of its files.
     links: Vec<(String, String)>,
     dirs: Vec<String>,
+}
+
+impl Layer {
+    fn of_files(files: Vec<LayerFile>) -> Layer {
+        Layer {
+            files,
+            ..Layer::default()
+        }
+    }
+}
+
+/// Everything an image is made of.
+struct ImageSpec {
+    reference: Reference,
+    /// One manifest per platform, with the index of its layer in `layers`.
+    images: Vec<(Platform, usize)>,
+    layers: Vec<Layer>,
+    /// The config's `config` object (Entrypoint, Env, Labels...).
+    runtime_config: Value,
+    /// Annotations of the manifests and of the index entry.
+    annotations: BTreeMap<String, String>,
+}
+
+/// Every platform with the one layer they share.
+fn shared_layer(platforms: Vec<Platform>, layer: Layer) -> (Vec<(Platform, usize)>, Vec<Layer>) {
+    (platforms.into_iter().map(|p| (p, 0)).collect(), vec![layer])
 }
 
 /// Reads a file into memory, naming it in the error.
@@ -385,14 +426,18 @@ fn wasm_spec(flags: &Flags) -> Result<ImageSpec, String> {
         .to_string();
     let platforms = parse_platforms(flags.get("platform").unwrap_or("linux/amd64,linux/arm64"))?;
     let entrypoint = format!("/{file_name}");
-    Ok(ImageSpec {
-        reference: Reference::parse(flags.required("name")?)?,
+    let (images, layers) = shared_layer(
         platforms,
-        files: vec![LayerFile {
+        Layer::of_files(vec![LayerFile {
             path: file_name,
             mode: 0o755,
             bytes,
-        }],
+        }]),
+    );
+    Ok(ImageSpec {
+        reference: Reference::parse(flags.required("name")?)?,
+        images,
+        layers,
         runtime_config: json!({
             "Entrypoint": [entrypoint],
             "Env": ["PATH=/"],
@@ -400,8 +445,6 @@ fn wasm_spec(flags: &Flags) -> Result<ImageSpec, String> {
             "Labels": { VARIANT_KEY: VARIANT_VALUE },
         }),
         annotations: BTreeMap::from([(VARIANT_KEY.to_string(), VARIANT_VALUE.to_string())]),
-        links: Vec::new(),
-        dirs: Vec::new(),
     })
 }
 
@@ -442,14 +485,13 @@ fn plugin_spec(flags: &Flags) -> Result<ImageSpec, String> {
         runtime_config["Entrypoint"] = json!([format!("/{BUSYBOX_PATH}")]);
         runtime_config["Cmd"] = json!(["sh"]);
     }
+    let (images, layers) = shared_layer(platforms, Layer::of_files(files));
     Ok(ImageSpec {
         reference: Reference::parse(flags.required("name")?)?,
-        platforms,
-        files,
+        images,
+        layers,
         runtime_config,
         annotations: BTreeMap::new(),
-        links: Vec::new(),
-        dirs: Vec::new(),
     })
 }
 
@@ -473,28 +515,30 @@ fn static_spec(flags: &Flags) -> Result<ImageSpec, String> {
     if platforms.len() != 1 {
         return Err("--bin is native code: give exactly one --platform".into());
     }
-    Ok(ImageSpec {
-        reference: Reference::parse(flags.required("name")?)?,
+    let entrypoint = format!("/{file_name}");
+    let (images, layers) = shared_layer(
         platforms,
-        runtime_config: json!({
-            "Entrypoint": [format!("/{file_name}")],
-            "Env": ["PATH=/"],
-            "WorkingDir": "/",
-        }),
-        files: vec![LayerFile {
+        Layer::of_files(vec![LayerFile {
             path: file_name,
             mode: 0o755,
             bytes,
-        }],
+        }]),
+    );
+    Ok(ImageSpec {
+        reference: Reference::parse(flags.required("name")?)?,
+        images,
+        layers,
+        runtime_config: json!({
+            "Entrypoint": [entrypoint],
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+        }),
         annotations: BTreeMap::new(),
-        links: Vec::new(),
-        dirs: Vec::new(),
     })
 }
 
 /// The spec of `oci-image rootfs`.
 fn rootfs_spec(flags: &Flags) -> Result<ImageSpec, String> {
-    let dir = Path::new(flags.required("dir")?);
     let entrypoint = flags.required("entrypoint")?;
     if !entrypoint.starts_with('/') {
         return Err(format!(
@@ -505,51 +549,87 @@ fn rootfs_spec(flags: &Flags) -> Result<ImageSpec, String> {
     if !env.contains('=') {
         return Err(format!("--env {env}: must be NAME=VALUE"));
     }
-    let platforms = match flags.get("platform") {
-        Some(p) => parse_platforms(p)?,
-        None => vec![Platform::host()?],
-    };
-    if platforms.len() != 1 {
-        return Err("a root file system is native code: give exactly one --platform".into());
-    }
-    let mut tree = Tree::default();
-    walk(dir, dir, &mut tree)?;
+    let roots = rootfs_dirs(flags)?;
     let inside = entrypoint.trim_start_matches('/');
-    if !tree
-        .files
-        .iter()
-        .any(|f| f.path == inside && f.mode & 0o111 != 0)
-    {
-        return Err(format!(
-            "--entrypoint {entrypoint}: no executable file there in {}",
-            dir.display()
-        ));
+    let mut images = Vec::new();
+    let mut layers = Vec::new();
+    for (platform, dir) in roots {
+        let mut tree = Layer::default();
+        walk(&dir, &dir, &mut tree)?;
+        if !tree
+            .files
+            .iter()
+            .any(|f| f.path == inside && f.mode & 0o111 != 0)
+        {
+            return Err(format!(
+                "--entrypoint {entrypoint}: no executable file there in {}",
+                dir.display()
+            ));
+        }
+        images.push((platform, layers.len()));
+        layers.push(tree);
     }
     Ok(ImageSpec {
         reference: Reference::parse(flags.required("name")?)?,
-        platforms,
-        files: tree.files,
+        images,
+        layers,
         runtime_config: json!({
             "Entrypoint": [entrypoint],
             "Env": [env],
             "WorkingDir": "/",
         }),
         annotations: BTreeMap::new(),
-        links: tree.links,
-        dirs: tree.dirs,
     })
 }
 
-/// The entries of a directory tree, paths relative to its root.
-#[derive(Default)]
-struct Tree {
-    files: Vec<LayerFile>,
-    links: Vec<(String, String)>,
-    dirs: Vec<String>,
+/// The root directory of each platform of `oci-image rootfs`: one `--dir DIR` (platform
+/// from `--platform`, default the machine's own), or `--dir OS/ARCH=DIR` once per platform.
+fn rootfs_dirs(flags: &Flags) -> Result<Vec<(Platform, PathBuf)>, String> {
+    let dirs = flags.all("dir");
+    // "OS/ARCH=DIR": a platform before the first '='; a plain path has none.
+    let tagged = |d: &str| {
+        d.split_once('=')
+            .filter(|(p, _)| p.contains('/'))
+            .and_then(|(p, dir)| Platform::parse(p).ok().map(|p| (p, PathBuf::from(dir))))
+    };
+    match dirs {
+        [] => Err(format!("--dir is required\n{USAGE}")),
+        [one] if tagged(one).is_none() => {
+            let platforms = match flags.get("platform") {
+                Some(p) => parse_platforms(p)?,
+                None => vec![Platform::host()?],
+            };
+            match <[Platform; 1]>::try_from(platforms) {
+                Ok([p]) => Ok(vec![(p, PathBuf::from(one))]),
+                Err(_) => Err(
+                    "a root file system is native code: give exactly one --platform, \
+                     or one --dir OS/ARCH=DIR per platform"
+                        .into(),
+                ),
+            }
+        }
+        many => {
+            if flags.get("platform").is_some() {
+                return Err("--dir OS/ARCH=DIR names the platforms: give no --platform".into());
+            }
+            let mut out: Vec<(Platform, PathBuf)> = Vec::new();
+            for d in many {
+                let (platform, dir) = tagged(d).ok_or_else(|| {
+                    format!("--dir {d}: with several --dir, each must be OS/ARCH=DIR")
+                })?;
+                if out.iter().any(|(p, _)| *p == platform) {
+                    return Err(format!("--dir {d}: a second root for that platform"));
+                }
+                out.push((platform, dir));
+            }
+            Ok(out)
+        }
+    }
 }
 
-/// Adds everything under `dir` (a directory inside `root`) to `tree`.
-fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), String> {
+/// Adds everything under `dir` (a directory inside `root`) to `tree`, paths relative to
+/// `root`.
+fn walk(root: &Path, dir: &Path, tree: &mut Layer) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     for entry in entries {
@@ -584,6 +664,69 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> Result<(), String> {
                 "{}: not a file, directory or symbolic link",
                 path.display()
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The ELF machine (`e_machine`) of native code for a Linux platform, with its name; `None`
+/// for other platforms (`wasi/wasm`) and architectures this tool does not know.
+fn platform_machine(platform: &Platform) -> Option<(u16, &'static str)> {
+    if platform.os != "linux" {
+        return None;
+    }
+    Some(match platform.architecture.as_str() {
+        "amd64" => (62, "x86-64"),
+        "arm64" => (183, "AArch64"),
+        "arm" => (40, "ARM"),
+        "386" => (3, "i386"),
+        "riscv64" => (243, "RISC-V"),
+        "ppc64le" => (21, "PowerPC64"),
+        "s390x" => (22, "S/390"),
+        _ => return None,
+    })
+}
+
+/// The `e_machine` of an ELF file (either byte order), `None` for anything else.
+fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    if !bytes.starts_with(b"\x7fELF") || bytes.len() < 20 {
+        return None;
+    }
+    let field = [bytes[18], bytes[19]];
+    match bytes[5] {
+        1 => Some(u16::from_le_bytes(field)),
+        2 => Some(u16::from_be_bytes(field)),
+        _ => None,
+    }
+}
+
+/// Refuses a layer for `platform` that holds an ELF file built for another machine.
+fn check_native_code(platform: &Platform, layer: &Layer) -> Result<(), String> {
+    let Some((want, name)) = platform_machine(platform) else {
+        return Ok(());
+    };
+    for f in &layer.files {
+        match elf_machine(&f.bytes) {
+            Some(m) if m != want => {
+                let got = [62, 183, 40, 3, 243, 21, 22]
+                    .into_iter()
+                    .zip([
+                        "x86-64",
+                        "AArch64",
+                        "ARM",
+                        "i386",
+                        "RISC-V",
+                        "PowerPC64",
+                        "S/390",
+                    ])
+                    .find(|(k, _)| *k == m)
+                    .map_or("unknown", |(_, n)| n);
+                return Err(format!(
+                    "/{}: ELF machine {m} ({got}), not {name}: it cannot run on {}/{}",
+                    f.path, platform.os, platform.architecture
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -718,25 +861,45 @@ impl Blobs {
 /// What [`write_layout`] produced.
 struct Built {
     index_digest: String,
+    /// The first (usually the only) layer's digest.
     layer_digest: String,
+    /// Every layer's digest, in the order of the manifests that use them.
+    layers: Vec<String>,
     manifests: Vec<String>,
 }
 
 /// Builds the image's blobs and writes the OCI layout to `out`.
 fn write_layout(spec: &ImageSpec, out: &Path) -> Result<Built, String> {
     let mut blobs = Blobs::default();
-    let files: Vec<(String, u32, &[u8])> = spec
-        .files
-        .iter()
-        .map(|f| (f.path.clone(), f.mode, f.bytes.as_slice()))
-        .collect();
-    let tar_bytes = layer_tar(&files, &spec.links, &spec.dirs)?;
-    let diff_id = digest(&tar_bytes);
-    let layer = blobs.add(MT_LAYER, gzip(&tar_bytes)?);
+    // (diff_id, descriptor) of each layer.
+    let mut layers = Vec::new();
+    for layer in &spec.layers {
+        let files: Vec<(String, u32, &[u8])> = layer
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.mode, f.bytes.as_slice()))
+            .collect();
+        let tar_bytes = layer_tar(&files, &layer.links, &layer.dirs)?;
+        layers.push((digest(&tar_bytes), blobs.add(MT_LAYER, gzip(&tar_bytes)?)));
+    }
     let annotations = json!(spec.annotations);
 
     let mut manifest_descs = Vec::new();
-    for platform in &spec.platforms {
+    let mut used_layers = Vec::new();
+    for (platform, li) in &spec.images {
+        let (Some(content), Some((diff_id, layer))) = (spec.layers.get(*li), layers.get(*li))
+        else {
+            return Err(format!(
+                "no layer {li} for {}/{}",
+                platform.os, platform.architecture
+            ));
+        };
+        check_native_code(platform, content)?;
+        if let Some(d) = layer["digest"].as_str() {
+            if !used_layers.iter().any(|u| u == d) {
+                used_layers.push(d.to_string());
+            }
+        }
         let mut config = json!({
             "created": "1970-01-01T00:00:00Z",
             "architecture": platform.architecture,
@@ -805,7 +968,8 @@ fn write_layout(spec: &ImageSpec, out: &Path) -> Result<Built, String> {
             .as_str()
             .unwrap_or_default()
             .to_string(),
-        layer_digest: layer["digest"].as_str().unwrap_or_default().to_string(),
+        layer_digest: used_layers.first().cloned().unwrap_or_default(),
+        layers: used_layers,
         manifests,
     })
 }

@@ -1,8 +1,10 @@
 //! The `oci-image` tool (src/bin/oci_image.rs): builds images from a small fake `.wasm` and
 //! `.so` and inspects the OCI layouts it writes: index -> image index -> manifest ->
 //! config and layer, every digest and size, the layer's files, the entrypoint, the
-//! annotation, the layout tar, and that equal inputs give equal digests. No wasmedge,
-//! Docker or registry needed.
+//! annotation, the layout tar, that equal inputs give equal digests, and the
+//! multi-architecture root file system image (an index with an amd64 and an arm64
+//! manifest, each layer holding only native code of its platform's ELF machine). No
+//! wasmedge, Docker or registry needed.
 
 use flate2::read::GzDecoder;
 use serde_json::Value;
@@ -134,8 +136,27 @@ fn inspect(dir: &Path) -> Image {
 struct Fixture {
     dir: tempfile::TempDir,
     wasm: PathBuf,
+    /// A fake aarch64 shared object and executable, and an x86-64 executable.
     so: PathBuf,
     busybox: PathBuf,
+    busybox_amd64: PathBuf,
+}
+
+const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
+
+/// A fake 64-bit little-endian ELF file for `machine`, `len` bytes, its filler `fill`.
+fn elf(machine: u16, fill: u8, len: usize) -> Vec<u8> {
+    let mut bytes = b"\x7fELF\x02\x01\x01".to_vec();
+    bytes.resize(len, fill);
+    bytes[18..20].copy_from_slice(&machine.to_le_bytes());
+    bytes
+}
+
+/// The `e_machine` of a 64-bit little-endian ELF file, `None` for anything else.
+fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    (bytes.starts_with(b"\x7fELF") && bytes.len() >= 20 && bytes[5] == 1)
+        .then(|| u16::from_le_bytes([bytes[18], bytes[19]]))
 }
 
 fn fixture() -> Fixture {
@@ -145,17 +166,19 @@ fn fixture() -> Fixture {
     module.extend((0u8..=255).cycle().take(3000));
     fs::write(&wasm, module).unwrap();
     let so = dir.path().join("libwasmedgePluginSkylark.so");
-    let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
-    elf.extend(std::iter::repeat_n(7u8, 5000));
-    fs::write(&so, &elf).unwrap();
+    fs::write(&so, elf(EM_AARCH64, 7, 5000)).unwrap();
     let busybox = dir.path().join("busybox");
-    elf[10] = 42;
-    fs::write(&busybox, &elf).unwrap();
+    fs::write(&busybox, elf(EM_AARCH64, 42, 5000)).unwrap();
+    let amd64_dir = dir.path().join("amd64");
+    fs::create_dir(&amd64_dir).unwrap();
+    let busybox_amd64 = amd64_dir.join("busybox");
+    fs::write(&busybox_amd64, elf(EM_X86_64, 42, 5000)).unwrap();
     Fixture {
         dir,
         wasm,
         so,
         busybox,
+        busybox_amd64,
     }
 }
 
@@ -282,7 +305,7 @@ fn static_image_runs_its_one_executable() {
     let summary = ok(&[
         "static",
         "--bin",
-        s(&f.busybox),
+        s(&f.busybox_amd64),
         "--platform",
         "linux/amd64",
         "--name",
@@ -303,7 +326,7 @@ fn static_image_runs_its_one_executable() {
     let entries = tar_entries(layer);
     assert_eq!(entries.len(), 1, "exactly one file: {:?}", entries.keys());
     assert_eq!(entries["busybox"].0, 0o755);
-    assert_eq!(entries["busybox"].2, fs::read(&f.busybox).unwrap());
+    assert_eq!(entries["busybox"].2, fs::read(&f.busybox_amd64).unwrap());
     // A wasm module is not a native executable.
     let refused = oci_image(&[
         "static",
@@ -588,4 +611,180 @@ fn bad_inputs_are_reported() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     assert!(!out.exists(), "nothing written on errors");
+}
+
+/// A small root for `arch`'s machine: an executable, a library and a script.
+fn arch_root(base: &Path, name: &str, machine: u16) -> PathBuf {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let root = base.join(name);
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("skylark/lib")).unwrap();
+    fs::write(root.join("usr/bin/busybox"), elf(machine, 1, 3000)).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/busybox"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    symlink("busybox", root.join("usr/bin/sh")).unwrap();
+    fs::write(
+        root.join("skylark/lib/libwasmedge.so.0"),
+        elf(machine, 2, 4000),
+    )
+    .unwrap();
+    fs::write(root.join("skylark/install.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        root.join("skylark/install.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn rootfs_image_for_amd64_and_arm64_is_one_index_with_native_layers() {
+    let f = fixture();
+    let amd64 = arch_root(f.dir.path(), "root-amd64", EM_X86_64);
+    let arm64 = arch_root(f.dir.path(), "root-arm64", EM_AARCH64);
+    let out = f.dir.path().join("multi");
+    let dir_amd64 = format!("linux/amd64={}", s(&amd64));
+    let dir_arm64 = format!("linux/arm64={}", s(&arm64));
+    let summary = ok(&[
+        "rootfs",
+        "--dir",
+        &dir_amd64,
+        "--dir",
+        &dir_arm64,
+        "--entrypoint",
+        "/skylark/install.sh",
+        "--name",
+        "skylark/shim-installer:0.1.0",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(summary["manifests"].as_array().map(Vec::len), Some(2));
+    assert_eq!(summary["layers"].as_array().map(Vec::len), Some(2));
+    let img = inspect(&out);
+    let arches: Vec<&str> = img
+        .images
+        .iter()
+        .map(|(p, ..)| p["architecture"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        arches,
+        ["amd64", "arm64"],
+        "one manifest per platform, in order"
+    );
+    for (platform, manifest, config, layer) in &img.images {
+        assert_eq!(platform["os"], "linux");
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            serde_json::json!(["/skylark/install.sh"])
+        );
+        let want = match platform["architecture"].as_str() {
+            Some("amd64") => EM_X86_64,
+            _ => EM_AARCH64,
+        };
+        let entries = tar_entries(layer);
+        let natives: Vec<(&String, Option<u16>)> = entries
+            .iter()
+            .filter(|(_, (_, is_dir, bytes))| !is_dir && bytes.starts_with(b"\x7fELF"))
+            .map(|(path, (_, _, bytes))| (path, elf_machine(bytes)))
+            .collect();
+        assert_eq!(natives.len(), 2, "{platform}: {natives:?}");
+        for (path, machine) in natives {
+            assert_eq!(machine, Some(want), "{platform} layer: {path}");
+        }
+        assert_eq!(entries["skylark/install.sh"].2, b"#!/bin/sh\necho hi\n");
+        assert_eq!(
+            manifest["layers"][0]["digest"],
+            summary["layers"][if want == EM_X86_64 { 0 } else { 1 }]
+        );
+    }
+
+    // Roots swapped: each would ship the other machine's code.
+    let swapped_amd64 = format!("linux/amd64={}", s(&arm64));
+    let swapped_arm64 = format!("linux/arm64={}", s(&amd64));
+    let cases: &[(&[&str], &str)] = &[
+        (&[&swapped_amd64, &swapped_arm64], "not x86-64"),
+        (&[&dir_amd64, &swapped_arm64], "not AArch64"),
+        (&[&dir_amd64, &dir_amd64], "a second root for that platform"),
+        (&[&dir_amd64, s(&arm64)], "each must be OS/ARCH=DIR"),
+    ];
+    for (dirs, expected) in cases {
+        let mut args = vec!["rootfs"];
+        for d in *dirs {
+            args.extend(["--dir", d]);
+        }
+        let no = f.dir.path().join("no");
+        args.extend([
+            "--entrypoint",
+            "/skylark/install.sh",
+            "--name",
+            "x",
+            "--out",
+            s(&no),
+        ]);
+        let o = oci_image(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{dirs:?} should fail");
+        assert!(err.contains(expected), "{dirs:?}: {err}");
+        assert!(!no.exists(), "nothing written on errors");
+    }
+    // --platform and tagged roots contradict each other; one plain root for two platforms
+    // cannot be native code for both.
+    for (dir, platform, expected) in [
+        (dir_arm64.as_str(), "linux/arm64", "give no --platform"),
+        (
+            s(&arm64),
+            "linux/amd64,linux/arm64",
+            "exactly one --platform",
+        ),
+    ] {
+        let o = oci_image(&[
+            "rootfs",
+            "--dir",
+            dir,
+            "--platform",
+            platform,
+            "--entrypoint",
+            "/skylark/install.sh",
+            "--name",
+            "x",
+            "--out",
+            s(&f.dir.path().join("no")),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn native_code_of_another_machine_is_refused() {
+    let f = fixture();
+    // The (aarch64) plugin in an amd64 installer image, the amd64 pause for arm64.
+    for (args, expected) in [
+        (
+            vec!["plugin", "--so", s(&f.so), "--platform", "linux/amd64"],
+            "/skylark/libwasmedgePluginSkylark.so: ELF machine 183 (AArch64), not x86-64",
+        ),
+        (
+            vec![
+                "static",
+                "--bin",
+                s(&f.busybox_amd64),
+                "--platform",
+                "linux/arm64",
+            ],
+            "/busybox: ELF machine 62 (x86-64), not AArch64",
+        ),
+    ] {
+        let out = f.dir.path().join("no");
+        let mut args = args.clone();
+        args.extend(["--name", "x", "--out", s(&out)]);
+        let o = oci_image(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
 }

@@ -26,11 +26,16 @@ use vars::*;
 pub struct Propagation {
     pub enabled: bool,
     pub topology_file: Option<String>,
+    /// Whether the node-local key `<ns>:topology` is read (never for addresses).
+    pub topology_key: bool,
     pub topology_refresh: Duration,
     /// Store URL per node name, overriding the topology.
     pub node_addrs: Vec<(String, RedisUrl)>,
+    /// Store URL of other nodes, `{name}` standing for the node's name.
+    pub addr_template: Option<RedisUrl>,
     pub remote_port: u16,
-    /// Nodes the topology knows only by IP are reached over `rediss://`.
+    /// Nodes the topology knows only by IP are reached over `rediss://`, and no other
+    /// store over plain `redis://`.
     pub remote_tls: bool,
     pub global_url: Option<RedisUrl>,
     pub policy: Policy,
@@ -215,6 +220,10 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
         None => Vec::new(),
         Some(v) => parse_node_addrs(&v)?,
     };
+    let addr_template = match var(NODE_ADDR_TEMPLATE.name) {
+        None => None,
+        Some(t) => Some(check_addr_template(&t)?),
+    };
     let policy = match var(POLICY.name) {
         None => Policy::parse(POLICY.text_default()).unwrap_or(Policy::Skylark),
         Some(v) => Policy::parse(v.trim()).ok_or_else(|| {
@@ -237,8 +246,10 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
     Ok(Propagation {
         enabled,
         topology_file,
+        topology_key: switch(var, &TOPOLOGY_KEY)?,
         topology_refresh: ms(&TOPOLOGY_REFRESH_MS)?,
         node_addrs,
+        addr_template,
         remote_port: int(var, &REMOTE_PORT)? as u16,
         remote_tls: switch(var, &REMOTE_TLS)?,
         global_url,
@@ -281,6 +292,26 @@ pub fn parse_node_addrs(v: &str) -> Result<Vec<(String, RedisUrl)>, ConfigError>
         out.push((name.to_string(), RedisUrl(url.to_string())));
     }
     Ok(out)
+}
+
+/// The placeholder of `SKYLARK_NODE_ADDR_TEMPLATE`.
+pub const NAME_PLACEHOLDER: &str = "{name}";
+
+/// Checks `SKYLARK_NODE_ADDR_TEMPLATE`: it must contain `{name}` and be a Redis URL
+/// whatever (valid) node name replaces it.
+fn check_addr_template(t: &str) -> Result<RedisUrl, ConfigError> {
+    let name = NODE_ADDR_TEMPLATE.name;
+    if !t.contains(NAME_PLACEHOLDER) {
+        return Err(ConfigError::value(
+            name,
+            format!("{name} {:?} does not contain {{name}}", redact(t)),
+        ));
+    }
+    for sample in ["n", "pi5u1", "node-1.a_b"] {
+        check_redis_url(&t.replace(NAME_PLACEHOLDER, sample))
+            .map_err(|e| ConfigError::value(name, format!("{name}: {e}")))?;
+    }
+    Ok(RedisUrl(t.to_string()))
 }
 
 /// A URL that is not one of the Redis URL forms the store supports; the message shows it
@@ -526,6 +557,21 @@ mod tests {
         assert_eq!(p.min_bandwidth_mbps, 60.0);
         assert_eq!(p.lease, Duration::from_millis(300));
         assert!(!p.read_cache);
+        assert!(p.topology_key, "the key is read unless turned off");
+        let p = cfg(&[
+            ("SKYLARK_TOPOLOGY_KEY", "off"),
+            (
+                "SKYLARK_NODE_ADDR_TEMPLATE",
+                "rediss://{name}.redis.example:6380",
+            ),
+        ])
+        .unwrap()
+        .propagation;
+        assert!(!p.topology_key);
+        assert_eq!(
+            p.addr_template.as_deref(),
+            Some("rediss://{name}.redis.example:6380")
+        );
     }
 
     #[test]
@@ -540,6 +586,9 @@ mod tests {
             ("SKYLARK_GLOBAL_URL", "10.0.0.1:6379"),
             ("SKYLARK_SLO_MIN_BANDWIDTH_MBPS", "-3"),
             ("SKYLARK_REMOTE_PORT", "70000"),
+            ("SKYLARK_TOPOLOGY_KEY", "sometimes"),
+            ("SKYLARK_NODE_ADDR_TEMPLATE", "redis://fixed-host:6379"),
+            ("SKYLARK_NODE_ADDR_TEMPLATE", "http://{name}:6379"),
             ("SKYLARK_EVENTS", "loud"),
         ];
         for (k, v) in cases {

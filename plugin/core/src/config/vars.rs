@@ -259,7 +259,14 @@ pub const TOPOLOGY_FILE: Var = Var {
         shown: "none",
         accepts: "a path",
     },
-    doc: "topology document (see below); the node-local key `<namespace>:topology` overrides it",
+    doc: "topology document (see below), from the operator: the only topology that may give store addresses (`redis`, `ip`); the node-local key `<namespace>:topology` overrides its links and slots",
+};
+
+pub const TOPOLOGY_KEY: Var = Var {
+    name: "SKYLARK_TOPOLOGY_KEY",
+    section: Section::Propagation,
+    kind: Kind::Switch { default: true },
+    doc: "`off`: ignore the node-local key `<namespace>:topology` (only the file counts). When on, the key may change nodes, links, slots and timing, never store addresses: its `redis` and `ip` entries are ignored, and it may not name another global node than the file",
 };
 
 pub const TOPOLOGY_REFRESH_MS: Var = Var {
@@ -283,6 +290,13 @@ pub const NODE_ADDRS: Var = Var {
     doc: "store URL per node, overriding the topology: `name=url,name=url`",
 };
 
+pub const NODE_ADDR_TEMPLATE: Var = Var {
+    name: "SKYLARK_NODE_ADDR_TEMPLATE",
+    section: Section::Propagation,
+    kind: Kind::Opt { shown: "none", accepts: "a Redis URL containing `{name}`" },
+    doc: "store URL of a node that neither `SKYLARK_NODE_ADDRS` nor the topology file gives one, with `{name}` replaced by the node's name, e.g. `rediss://{name}.redis.example:6379`",
+};
+
 pub const REMOTE_PORT: Var = Var {
     name: "SKYLARK_REMOTE_PORT",
     section: Section::Propagation,
@@ -298,7 +312,7 @@ pub const REMOTE_TLS: Var = Var {
     name: "SKYLARK_REMOTE_TLS",
     section: Section::Propagation,
     kind: Kind::Switch { default: false },
-    doc: "`on`: reach nodes the topology knows only by IP at `rediss://<ip>:SKYLARK_REMOTE_PORT` (TLS)",
+    doc: "`on`: reach nodes the topology knows only by IP at `rediss://<ip>:SKYLARK_REMOTE_PORT` (TLS), and refuse every other store (node, global) whose URL is `redis://` (plain TCP)",
 };
 
 pub const GLOBAL_URL: Var = Var {
@@ -474,8 +488,10 @@ pub const VARS: &[Var] = &[
     TLS_KEY_FILE,
     PROPAGATION,
     TOPOLOGY_FILE,
+    TOPOLOGY_KEY,
     TOPOLOGY_REFRESH_MS,
     NODE_ADDRS,
+    NODE_ADDR_TEMPLATE,
     REMOTE_PORT,
     REMOTE_TLS,
     GLOBAL_URL,

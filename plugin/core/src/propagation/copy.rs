@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 use crate::error::CallError;
 use crate::nodes::Global;
 use crate::outbox::Job;
-use crate::store::{self, HashPairs, Request, Store};
+use crate::store::{HashPairs, Request, Store};
 use crate::topology::Schedule;
 use crate::{fence, keys, skylog};
 use std::sync::Arc;
@@ -24,12 +24,15 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the chain's bundle from `store`.
-    pub async fn read(store: &Store, ns: &str, chain: &str) -> Result<Snapshot, CallError> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(keys::bundle(ns, chain));
-        let reply = store.query_async(&Request::Cmd(cmd)).await?;
-        let pairs = store::hash_pairs(reply).map_err(|m| store.reply_error(m))?;
+    /// Reads the chain's bundle from `store`, if it holds at most `max` bytes of state
+    /// (`bundle_read`; else `BundleTooLarge`).
+    pub async fn read(
+        store: &Store,
+        ns: &str,
+        chain: &str,
+        max: u32,
+    ) -> Result<Snapshot, CallError> {
+        let pairs = crate::bundle_read::read_async(store, ns, chain, max).await?;
         let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         let keys::Split {
             state,
@@ -56,7 +59,10 @@ impl Snapshot {
 }
 
 /// Copies `snap` to every one of `targets` at once, with `record` as the placement the
-/// copies carry, and waits for them all.
+/// copies carry, and waits for them all. A copy to an elected node claims it for the job's
+/// put and leaves out the fields the record places there already, asking the node to
+/// confirm it holds them; those it lacks (a clean-up emptied it meanwhile, or it holds an
+/// older version) follow in a second copy.
 pub(super) async fn round(
     ctx: &Cluster,
     job: &Job,
@@ -68,29 +74,43 @@ pub(super) async fn round(
 ) -> Round {
     let p = &ctx.config.propagation;
     let ns = &ctx.config.namespace;
+    let key = keys::bundle(ns, &job.chain);
     let wait = p.incoming_wait;
     let placed: Vec<fence::Placed> = record
         .iter()
         .map(|(t, n)| (*t, snap.version(t.as_bytes()), *n))
         .collect();
+    let claim = job.newest_put(&snap.versions);
     let mut copies = tokio::task::JoinSet::new();
     for name in targets {
         let is_global = global.is_some_and(|g| &g.name == name);
         let fields = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
         let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
-        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps);
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
         let stamped: Vec<fence::Stamped> = fields
             .iter()
             .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
             .collect();
+        let expected: Vec<(&[u8], u64)> = if is_global {
+            Vec::new()
+        } else {
+            snap.state
+                .iter()
+                .filter(|(f, _)| !fields.iter().any(|(g, _)| g == f))
+                .map(|(f, _)| (f.as_slice(), snap.version(f)))
+                .collect()
+        };
         let announced = (!wait.is_zero()).then(|| keys::incoming_field(&job.id));
-        let copy = fence::copy(
-            &keys::bundle(ns, &job.chain),
-            &stamped,
-            &placed,
-            ctx.config.ttl,
-            announced.as_deref(),
-        );
+        let copy = fence::Copy {
+            state: &stamped,
+            placed: &placed,
+            expected: &expected,
+            claim: if is_global { 0 } else { claim },
+            ttl: ctx.config.ttl,
+            incoming: announced.as_deref(),
+            ..Default::default()
+        }
+        .cmd(&key);
         let marker = announced.map(|field| {
             incoming_marker(
                 ns,
@@ -114,7 +134,40 @@ pub(super) async fn round(
             (name, r)
         });
     }
-    join_copies(&mut copies, &job.id).await
+    let mut round = join_copies(&mut copies, &job.id).await;
+    // The fields elected nodes turned out to lack follow, in one more copy each.
+    for (name, missing) in std::mem::take(&mut round.lacking) {
+        let stamped: Vec<fence::Stamped> = snap
+            .state
+            .iter()
+            .filter(|(f, _)| missing.contains(f))
+            .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
+            .collect();
+        let bytes: usize = stamped.iter().map(|(f, _, v)| f.len() + v.len()).sum();
+        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
+        let copy = fence::Copy {
+            state: &stamped,
+            claim,
+            ttl: ctx.config.ttl,
+            ..Default::default()
+        }
+        .cmd(&key);
+        let r = match ctx.nodes.store(topo, &name) {
+            Ok(s) => send_copy(&s, None, &Request::Cmd(copy), deadline).await,
+            Err(e) => Err(CallError::from(e)),
+        };
+        skylog!(
+            Info,
+            "job {}: {name} lacked {} field(s) its record placed there; copied them",
+            job.id,
+            missing.len()
+        );
+        match r {
+            Ok(_) => round.copied.push(name),
+            Err(e) => round.failed.push((name, e)),
+        }
+    }
+    round
 }
 
 /// The state fields a copy to `target` must carry: this job's own, plus, except on the
@@ -173,21 +226,27 @@ fn incoming_marker(
 }
 
 /// How long a copy of `bytes` may take: the store deadline plus the transfer time at the
-/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms).
-pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64) -> Duration {
+/// slowest acceptable rate (`SKYLARK_COPY_MIN_MBPS`; 1 Mbit/s = 125 bytes/ms), doubled for
+/// each failure of the job so far (at most 32 times). Copies that share a link each get
+/// less than its rate: with a fixed deadline, several large ones over a slow link all
+/// timed out, were re-sent in full and timed out again, for ever (RELIABILITY.md, finding
+/// 14); a longer deadline at each retry lets them through.
+pub fn copy_deadline(timeout: Duration, bytes: usize, min_mbps: f64, failures: u32) -> Duration {
     let transfer_ms = bytes as f64 / (min_mbps.max(f64::MIN_POSITIVE) * 125.0);
-    timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64)
+    let once = timeout + Duration::from_millis(transfer_ms.min(86_400_000.0).ceil() as u64);
+    once.saturating_mul(1 << failures.min(5))
 }
 
 /// Sends the announcement (if any) and the copy back to back on one connection: the small
-/// announcement lands first, then the copy (within `deadline`), which removes it.
+/// announcement lands first, then the copy (within `deadline`), which removes it. Returns
+/// the expected fields the store lacks ([`fence::copy_reply`]).
 async fn send_copy(
     store: &Store,
     marker: Option<Request>,
     copy: &Request,
     deadline: Duration,
-) -> Result<(), CallError> {
-    match marker {
+) -> Result<Vec<Vec<u8>>, CallError> {
+    let reply = match marker {
         Some(m) => {
             let (announced, copied) = tokio::join!(
                 store.query_async(&m),
@@ -196,11 +255,17 @@ async fn send_copy(
             if let Err(e) = announced {
                 skylog!(Debug, "announcing a copy to {}: {e}", store.name());
             }
-            copied.map(|_| ())
+            copied?
         }
-        None => store.query_async_within(copy, deadline).await.map(|_| ()),
-    }
+        None => store.query_async_within(copy, deadline).await?,
+    };
+    fence::copy_reply(&reply)
+        .map(|c| c.missing)
+        .ok_or_else(|| store.reply_error("unexpected reply to a copy".to_string()))
 }
+
+/// What one copy task came to: its target, and the fields the target lacks or the error.
+type CopyOutcome = (String, Result<Vec<Vec<u8>>, CallError>);
 
 /// What one round of copies achieved.
 #[derive(Debug, Default)]
@@ -211,6 +276,8 @@ pub(super) struct Round {
     pub failed: Vec<(String, CallError)>,
     /// Copy tasks that ended without a result (panicked or cancelled).
     lost: usize,
+    /// Targets whose copy succeeded but which lack fields the copy took them to hold.
+    lacking: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl Round {
@@ -222,14 +289,12 @@ impl Round {
 }
 
 /// Waits for every copy task of a round and sorts their outcomes.
-async fn join_copies(
-    copies: &mut tokio::task::JoinSet<(String, Result<(), CallError>)>,
-    job_id: &str,
-) -> Round {
+async fn join_copies(copies: &mut tokio::task::JoinSet<CopyOutcome>, job_id: &str) -> Round {
     let mut round = Round::default();
     while let Some(joined) = copies.join_next().await {
         match joined {
-            Ok((name, Ok(()))) => round.copied.push(name),
+            Ok((name, Ok(missing))) if missing.is_empty() => round.copied.push(name),
+            Ok((name, Ok(missing))) => round.lacking.push((name, missing)),
             Ok((name, Err(e))) => round.failed.push((name, e)),
             Err(e) => {
                 skylog!(Error, "job {job_id}: copy task ended without a result: {e}");
@@ -244,7 +309,7 @@ async fn join_copies(
 mod tests {
     use super::*;
 
-    fn dies() -> (String, Result<(), CallError>) {
+    fn dies() -> CopyOutcome {
         panic!("a copy task that panics (expected in this test)")
     }
 
@@ -268,7 +333,7 @@ mod tests {
 
             let mut copies = tokio::task::JoinSet::new();
             copies
-                .spawn(async { std::future::pending::<(String, Result<(), CallError>)>().await })
+                .spawn(async { std::future::pending::<CopyOutcome>().await })
                 .abort();
             let round = join_copies(&mut copies, "j1").await;
             assert_eq!(round.lost, 1);
@@ -290,7 +355,7 @@ mod tests {
             });
             assert!(!join_copies(&mut copies, "j1").await.made_all(&targets));
             let mut copies = tokio::task::JoinSet::new();
-            copies.spawn(async { ("sat-b".to_string(), Ok(())) });
+            copies.spawn(async { ("sat-b".to_string(), Ok(Vec::new())) });
             assert!(join_copies(&mut copies, "j1").await.made_all(&targets));
         });
     }
@@ -308,12 +373,12 @@ mod tests {
     fn writes_give_every_copy_the_configured_ttl_or_none() {
         let key = "ns:bundle:c";
         let mut pipe = redis::pipe();
-        store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
+        crate::store::write_hash(&mut pipe, key, [("t", b"v".as_slice())], None);
         let cmds = packed(&Request::Pipe(pipe));
         assert!(!cmds.iter().any(|c| c.contains("EXPIRE")), "{cmds:?}");
 
         let mut pipe = redis::pipe();
-        store::write_hash(
+        crate::store::write_hash(
             &mut pipe,
             key,
             [("t", b"v".as_slice())],
@@ -344,17 +409,23 @@ mod tests {
     }
 
     #[test]
-    fn copy_deadlines_grow_with_size() {
+    fn copy_deadlines_grow_with_size_and_failures() {
         let t = Duration::from_millis(2000);
-        assert_eq!(copy_deadline(t, 0, 5.0), t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 0), t);
         // 10 MB at 5 Mbit/s (625 bytes/ms): 16 s more.
         assert_eq!(
-            copy_deadline(t, 10_000_000, 5.0),
+            copy_deadline(t, 10_000_000, 5.0, 0),
             Duration::from_millis(18_000)
         );
-        assert_eq!(copy_deadline(t, 1, 5.0), Duration::from_millis(2001));
+        assert_eq!(copy_deadline(t, 1, 5.0, 0), Duration::from_millis(2001));
+        // Each failure doubles it, up to 32 times.
+        assert_eq!(copy_deadline(t, 0, 5.0, 1), 2 * t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 3), 8 * t);
+        assert_eq!(copy_deadline(t, 0, 5.0, 40), 32 * t);
         // Absurd inputs stay finite.
-        assert!(copy_deadline(t, usize::MAX, 0.0) <= t + Duration::from_secs(86_400));
+        assert!(
+            copy_deadline(t, usize::MAX, 0.0, u32::MAX) <= 32 * (t + Duration::from_secs(86_400))
+        );
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub(super) fn target(
 /// Delay between a put and its job's election that the SLO check ignores.
 const QUEUE_NOISE_MS: u64 = 100;
 
+/// The producer's execution time so far and when the successor starts, at `now`: time
+/// the job spent waiting since the put counts towards the budget once it is more than
+/// scheduling noise (a job resumed from the outbox, retried, or re-targeted). The guest
+/// chose `exec_ms` and `successor_in_ms`, so the sums saturate instead of overflowing.
+fn times(job: &Job, now: u64) -> (f64, u64) {
+    let waited = match now.saturating_sub(job.put_at_ms) {
+        w if w > QUEUE_NOISE_MS => w,
+        _ => 0,
+    };
+    let exec_ms = job.exec_ms.saturating_add(waited) as f64;
+    let successor_at_ms = job.put_at_ms.saturating_add(job.successor_in_ms).max(now);
+    (exec_ms, successor_at_ms)
+}
+
 /// The outcome of an election, by node name.
 struct Elected {
     /// The node that should hold the copy (this node's name to keep it local).
@@ -110,23 +124,18 @@ fn elect(
     };
     let exclude: Vec<u32> = job.exclude.iter().filter_map(|n| t.id(n)).collect();
     let now = now_ms();
-    // Time the job spent waiting since the put counts towards the budget once it is more
-    // than scheduling noise (a job resumed from the outbox, retried, or re-targeted).
-    let waited = match now.saturating_sub(job.put_at_ms) {
-        w if w > QUEUE_NOISE_MS => w,
-        _ => 0,
-    };
+    let (exec_ms, successor_at_ms) = times(job, now);
     let req = election::Request {
         policy: job.policy,
         rule: ctx.config.propagation.election,
         local: local_id,
         destination: dest_id,
         size_bytes: sizes.state,
-        exec_ms: (job.exec_ms + waited) as f64,
+        exec_ms,
         max_latency_ms: job.max_latency_ms as f64,
         min_bandwidth_mbps: job.min_bandwidth_mbps,
         now_ms: now,
-        successor_at_ms: (job.put_at_ms + job.successor_in_ms).max(now),
+        successor_at_ms,
         exclude: &exclude,
         global_copy_bytes: sizes.global_copy,
     };
@@ -145,5 +154,25 @@ fn elect(
         exec_ms: Some(req.exec_ms),
         slo_feasible: e.slo_feasible,
         retrieval_ms: e.retrieval_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_times_saturate() {
+        let job: Job = serde_json::from_str(
+            r#"{"id":"j","chain":"c","tasks":["t"],"origin":"n","policy":"skylark",
+                "max_latency_ms":1,"min_bandwidth_mbps":0,"exec_ms":18446744073709551615,
+                "successor_in_ms":18446744073709551615,"put_at_ms":1000}"#,
+        )
+        .expect("a job");
+        let (exec, at) = times(&job, 5000);
+        assert_eq!(at, u64::MAX);
+        assert_eq!(exec, u64::MAX as f64);
+        let (exec, at) = times(&job, 1050);
+        assert_eq!((exec, at), (u64::MAX as f64, u64::MAX));
     }
 }

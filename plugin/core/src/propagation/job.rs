@@ -17,6 +17,10 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// A clean-up of one node: the node, and the tasks (with the versions the job's target
+/// holds) it may delete there.
+type Sweep = (String, Vec<(Vec<u8>, u64)>);
+
 /// What one attempt at a job came to.
 enum Step {
     Done,
@@ -89,8 +93,12 @@ async fn step(
     if let Some(wait) = not_ready(ctx, job, topo.as_deref(), global.is_some()) {
         return wait;
     }
-    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain).await {
+    let max = ctx.config.max_bundle_bytes;
+    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain, max).await {
         Ok(s) => s,
+        Err(e) if e.status == skylark_abi::Status::BundleTooLarge => {
+            return Step::Drop(format!("not propagated: {}", e.message));
+        }
         Err(e) => {
             skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
             job.attempts += 1;
@@ -161,8 +169,12 @@ async fn step(
             .map(|(t, v)| (t.clone().into_bytes(), *v))
             .collect()
     };
-    finish(ctx, job, &target, &snap.placement, &at_target, swept).await;
-    Step::Done
+    if finish(ctx, job, &target, &snap.placement, &at_target, swept).await {
+        Step::Done
+    } else {
+        job.attempts += 1;
+        Step::Retry(backoff(p.retry_base, job.attempts))
+    }
 }
 
 /// Why the job cannot go on now, if it cannot: too old (dropped), or the copies it owes
@@ -309,7 +321,8 @@ async fn retry(
 
 /// Records the job's placement on the writer's node, removes the job from the outbox,
 /// announces it and runs the clean-up of the `swept` nodes ([`swept_nodes`], computed by
-/// [`step`] for the copies' record).
+/// [`step`] for the copies' record). False (nothing cleaned up) if the record could not be
+/// written.
 async fn finish(
     ctx: &Cluster,
     job: &Job,
@@ -317,10 +330,8 @@ async fn finish(
     placement: &[(String, String)],
     at_target: &keys::Versions,
     swept: Vec<String>,
-) {
+) -> bool {
     let ns = &ctx.config.namespace;
-    let took = now_ms().saturating_sub(job.put_at_ms);
-    stats::observe_propagation(took);
     let version = |task: &str| keys::version(at_target, task.as_bytes());
     // This job's tasks, and those whose node the clean-up below empties, are placed on
     // the target now (its copy carried them, in the versions `at_target`), unless a later
@@ -336,27 +347,82 @@ async fn finish(
         )
         .map(|t| (t.as_str(), version(t), target))
         .collect();
+    // The clean-up below empties the swept nodes of every task up to the version the
+    // target holds: tombstones recorded with this placement keep another job of the chain
+    // that finishes later (its copy to a swept node made before the sweep) from naming
+    // such a node again (RELIABILITY.md, finding 13).
+    let tombstones: Vec<fence::Placed> = swept
+        .iter()
+        .flat_map(|node| {
+            at_target
+                .iter()
+                .filter_map(move |(t, v)| Some((std::str::from_utf8(t).ok()?, *v, node.as_str())))
+        })
+        .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.add_command(fence::copy(
-        &keys::bundle(ns, &job.chain),
-        &[],
-        &placed,
-        ctx.config.ttl,
-        None,
-    ))
-    .ignore();
+    pipe.add_command(
+        fence::Copy {
+            placed: &placed,
+            swept: &tombstones,
+            ttl: ctx.config.ttl,
+            ..Default::default()
+        }
+        .cmd(&keys::bundle(ns, &job.chain)),
+    );
     for id in job.ids() {
         outbox::remove(&mut pipe, ns, id);
     }
-    if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
-        // The copies are in place; the job will run again (harmlessly) from the outbox.
-        skylog!(Warn, "job {}: removing it from the outbox: {e}", job.id);
-    }
+    // The copy script's reply, alone in the transaction's (the rest is ignored).
+    let recorded = ctx
+        .local
+        .query_async(&Request::Pipe(pipe))
+        .await
+        .and_then(|reply| {
+            match &reply {
+                redis::Value::Array(items) if items.len() == 1 => fence::copy_reply(&items[0]),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                ctx.local
+                    .reply_error("unexpected reply to a placement".into())
+            })
+        });
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            // The copies are in place, but neither the record nor the tombstones may be:
+            // no clean-up until they are (it would empty nodes the record still names).
+            // The job tries again (its copies are done) here, or from the outbox in a
+            // later process.
+            skylog!(
+                Warn,
+                "job {}: recording its placement and removing it from the outbox: {e}",
+                job.id
+            );
+            return false;
+        }
+    };
+    let took = now_ms().saturating_sub(job.put_at_ms);
+    stats::observe_propagation(took);
     let body = json!({"chain": job.chain, "job": job.id, "tasks": job.tasks,
            "node": ctx.config.node_name, "elected": target, "copies": job.done, "ms": took});
     ctx.events.publish("propagated", body).await;
-    cleanup(ctx, job, at_target, swept).await;
+    // Each swept node is emptied only of the tasks whose tombstone was recorded there.
+    let sweeps: Vec<Sweep> = swept
+        .into_iter()
+        .map(|node| {
+            let tasks = recorded
+                .swept
+                .iter()
+                .filter(|(_, n)| *n == node)
+                .map(|(t, _)| (t.clone(), keys::version(at_target, t)))
+                .collect();
+            (node, tasks)
+        })
+        .collect();
+    cleanup(ctx, job, at_target, sweeps).await;
+    true
 }
 
 /// The nodes a put with the `cleanup` option empties: those the placement record names
@@ -383,18 +449,22 @@ fn swept_nodes(
     nodes
 }
 
-/// Deletes the chain's copies on the `swept` nodes ([`swept_nodes`]; best effort, they
-/// expire anyway): of each task, only a copy no newer than the one the job's target holds
-/// (`versions`), so a clean-up delivered late never deletes newer state. The placement
-/// record no longer names these nodes: [`finish`] moved their tasks to the target.
-async fn cleanup(ctx: &Cluster, job: &Job, versions: &keys::Versions, swept: Vec<String>) {
-    if swept.is_empty() {
+/// Deletes the chain's copies on the swept nodes ([`swept_nodes`]; best effort, they
+/// expire anyway): on each, only the tasks [`finish`] recorded a tombstone for (the record
+/// no longer names the node for them), and of each, only a copy no newer than the one the
+/// job's target holds, so a clean-up delivered late never deletes newer state; and nothing
+/// on a node the job of a later put elected (its claim, `fence`).
+async fn cleanup(ctx: &Cluster, job: &Job, versions: &keys::Versions, sweeps: Vec<Sweep>) {
+    if sweeps.is_empty() {
         return;
     }
     let ns = &ctx.config.namespace;
     let topo = ctx.current_topology().await;
-    let seen: Vec<(&[u8], u64)> = versions.iter().map(|(t, v)| (t.as_slice(), *v)).collect();
-    for node in swept {
+    let newest_put = job.newest_put(versions);
+    for (node, tasks) in sweeps {
+        if tasks.is_empty() {
+            continue;
+        }
         let store = match ctx.nodes.store(topo.as_deref(), &node) {
             Ok(s) => s,
             Err(e) => {
@@ -402,8 +472,15 @@ async fn cleanup(ctx: &Cluster, job: &Job, versions: &keys::Versions, swept: Vec
                 continue;
             }
         };
-        let del = fence::sweep(&keys::bundle(ns, &job.chain), &seen);
+        let seen: Vec<(&[u8], u64)> = tasks.iter().map(|(t, v)| (t.as_slice(), *v)).collect();
+        let del = fence::sweep(&keys::bundle(ns, &job.chain), newest_put, &seen);
         match store.query_async(&Request::Cmd(del)).await {
+            Ok(redis::Value::Int(-1)) => {
+                skylog!(
+                    Info,
+                    "cleanup of {node}: a later put's job elected it; left alone"
+                )
+            }
             Ok(_) => {
                 stats::inc(Counter::Cleanups);
                 ctx.events

@@ -102,10 +102,24 @@ fn merge_field(
     at: &str,
 ) -> Result<(), TopologyError> {
     match (known.as_deref(), new) {
-        (Some(k), Some(n)) if k != n => Err(TopologyError::at(
-            at,
-            format!("node {name:?} has {what} {n:?} here but {k:?} before"),
-        )),
+        (Some(k), Some(n)) if k != n => {
+            // A Redis URL may carry a password: the message is logged and published.
+            let shown = |v: &str| {
+                if what == "redis" {
+                    crate::config::redact(v)
+                } else {
+                    v.to_string()
+                }
+            };
+            Err(TopologyError::at(
+                at,
+                format!(
+                    "node {name:?} has {what} {:?} here but {:?} before",
+                    shown(&n),
+                    shown(k)
+                ),
+            ))
+        }
         (None, Some(n)) => {
             *known = Some(n);
             Ok(())
@@ -588,6 +602,18 @@ mod tests {
         let e = err(r#"{"nodes": [{"name": "a", "type": "Sat", "ip": "1.1.1.1"},
             {"name": "a", "type": "sat", "ip": "2.2.2.2"}], "slots": [[]]}"#);
         assert!(e.contains("ip \"2.2.2.2\" here but \"1.1.1.1\""), "{e}");
+        // Two Redis URLs for one node: the message is logged and published, so the
+        // passwords in them are not shown (issue 16 point 6).
+        let e = err(
+            r#"{"nodes": [{"name": "a", "type": "Sat", "redis": "redis://u:first-pw@h:1"},
+            {"name": "a", "type": "Sat", "redis": "redis://:second-pw@h:2/0?password=third-pw"}],
+            "slots": [[]]}"#,
+        );
+        assert!(!e.contains("-pw"), "{e}");
+        assert!(
+            e.contains("redis \"redis://:***@h:2/0?password=***\" here but \"redis://u:***@h:1\""),
+            "{e}"
+        );
         let ok = r#"{"nodes": [{"name": "a", "type": "Sat"}, {"name": "a", "type": "SAT",
             "ip": "1.1.1.1"}], "slots": [[]]}"#;
         let s = Schedule::parse(ok.as_bytes()).unwrap();

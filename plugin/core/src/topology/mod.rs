@@ -325,6 +325,23 @@ impl Schedule {
         self.digest
     }
 
+    /// Replaces every node's addresses (`ip`, `redis`) with those `from` gives the node
+    /// of the same name, or none: a topology from the `<ns>:topology` key takes its store
+    /// addresses from the operator's file, never from the key (issue 16 point 2). True if
+    /// this topology had an address of its own that `from` does not give.
+    pub fn take_addresses(&mut self, from: Option<&Schedule>) -> bool {
+        let mut dropped = false;
+        for node in &mut self.nodes {
+            let theirs = from.and_then(|f| f.id(&node.name).map(|id| f.node(id)));
+            let (ip, redis) = theirs.map_or((None, None), |n| (n.ip.clone(), n.redis.clone()));
+            dropped |= (node.ip.is_some() && node.ip != ip)
+                || (node.redis.is_some() && node.redis != redis);
+            node.ip = ip;
+            node.redis = redis;
+        }
+        dropped
+    }
+
     /// The Redis URL of node `id`: its explicit `redis`, else `redis://<ip>:<default_port>`
     /// (IPv6 addresses bracketed), else `None`.
     pub fn redis_url(&self, id: u32, default_port: u16) -> Option<String> {

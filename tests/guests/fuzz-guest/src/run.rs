@@ -568,6 +568,7 @@ impl Fuzzer {
     fn get_options_rule(&self, e: &mut Expect, end: u64, p: u32, l: u32) {
         self.options_rule::<GetOptions>(e, end, p, l, |o| {
             o.from.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+                && o.require.len() <= skylark_abi::wire::MAX_REQUIRE
                 && o.require.iter().all(|t| id_ok(t.as_bytes()))
         });
     }

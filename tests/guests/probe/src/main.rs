@@ -5,6 +5,7 @@
 //! probe put-many <chain> <prefix> <count> <size> <seed>   fields <prefix>0.., seeds seed+i
 //! probe get      <chain>
 //! probe bench    <put|get> <chain> <size> <fields> <iterations>
+//! probe idle     <ms>                                    no Skylark call: sleeps, then exits
 //! ```
 //! Options, anywhere after the operation: put options `--dest NODE --policy P
 //! --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
@@ -159,8 +160,13 @@ fn main() {
             }
         }
         "bench" => bench(&args, &flags),
+        "idle" => {
+            let ms: u64 = arg(&args, 1, "ms");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            json!({"op": "idle", "status": 0})
+        }
         other => {
-            eprintln!("probe: unknown operation {other:?} (put, put-many, get, bench)");
+            eprintln!("probe: unknown operation {other:?} (put, put-many, get, bench, idle)");
             std::process::exit(2);
         }
     };
