@@ -46,7 +46,7 @@ pub const TARGET_SLO_VIOLATIONS_PCT: f64 = 0.0;
 pub const TARGET_THROUGHPUT_GAIN_PCT: f64 = 50.0;
 
 /// The placement policies in report order.
-const POLICIES: [&str; 3] = ["skylark", "random", "stateless"];
+const POLICIES: [&str; 4] = ["skylark", "research", "random", "stateless"];
 /// The state layouts in report order.
 const STATES: [&str; 2] = ["bundled", "single"];
 /// The policy the other policies are compared with.
@@ -61,7 +61,8 @@ const MISSING: &str = "—";
 /// One experiment configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Config {
-    /// Placement policy: "skylark", "random" or "stateless".
+    /// Placement policy: "skylark", "research" (the Skylark policy with the research's
+    /// election rule), "random" or "stateless".
     pub policy: String,
     /// State layout: "bundled" or "single".
     pub state: String,
@@ -95,8 +96,9 @@ pub struct StepRecord {
     /// The step's latency budget.
     pub slo_ms: f64,
     /// Whether every field the step reads was already in its own node's store when it
-    /// was invoked (checked just before its process started): local availability at
-    /// request time. `None` for a step that reads nothing, and in older records.
+    /// issued its read ([`crate::handoff`]; in records before the hand-off timing: when
+    /// its process was started): local availability at request time. `None` for a step
+    /// that reads nothing, and in older records.
     #[serde(default)]
     pub local_at_request: Option<bool>,
     /// Whether every read was answered by the step's own node's store (whatever the
@@ -110,6 +112,18 @@ pub struct StepRecord {
     /// The copies the step's put placed ([`crate::slo`]).
     #[serde(default)]
     pub migrations: Vec<crate::slo::Migration>,
+    /// When the step issued its read, ms after its process was started
+    /// ([`crate::handoff`]); `None` for a step that reads nothing, and in older records.
+    #[serde(default)]
+    pub read_at_ms: Option<f64>,
+    /// When the state it reads was first seen in its own node's store, ms after its
+    /// process was started (0: already there); `None` if never before the step ended.
+    #[serde(default)]
+    pub arrived_at_ms: Option<f64>,
+    /// Invocations it took (a failed one is retried; its time counts in T(f)); 0 in
+    /// older records.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// One workflow run.
@@ -142,6 +156,10 @@ pub struct ThroughputRecord {
     pub config: Config,
     pub workflows: u32,
     pub wall_s: f64,
+    /// Propagation jobs still in the outboxes when the drain wait ran out (the wall time
+    /// ends there); 0 when everything drained, and in older records.
+    #[serde(default)]
+    pub undrained: u64,
 }
 
 /// Where and how the experiment ran.
@@ -172,7 +190,7 @@ pub struct Summary {
     /// Mean data proximity over all reads, hops.
     pub hops_mean: Option<f64>,
     /// Local availability: reading steps whose state was in their own node's store when
-    /// they were invoked, percent ([`StepRecord::local_at_request`]); for older records
+    /// they issued their read, percent ([`StepRecord::local_at_request`]); for older records
     /// without it, reads answered at the local tier, percent of all reads.
     pub local_availability_pct: Option<f64>,
     /// Reading steps whose state was not there when invoked but was answered by their
@@ -515,7 +533,7 @@ pub fn markdown(meta: &Meta, summaries: &[Summary]) -> String {
          time of a step's reads. T(dm): median migration time, put return until the copy \
          was stored. Hops: mean distance from the serving node over all reads. Local \
          availability: reading steps whose state was in their own node's store when \
-         they were invoked. Arrived while waiting: reading steps whose state was not \
+         they issued their read. Arrived while waiting: reading steps whose state was not \
          there yet but was answered by their own node's store (it arrived during the \
          read), with the median wait. SLO violations: \
          steps over their latency budget. T(W) vs stateless: reduction of the median \
@@ -735,6 +753,7 @@ fn policy_color(policy: &str) -> RGBColor {
         "skylark" => RGBColor(31, 119, 180),
         "random" => RGBColor(255, 127, 14),
         "stateless" => RGBColor(127, 127, 127),
+        "research" => RGBColor(148, 103, 189),
         _ => RGBColor(44, 160, 44),
     }
 }
@@ -982,6 +1001,7 @@ pub fn write_report(
 
     let mut md = markdown(meta, &summaries);
     md.push_str(&crate::paired::markdown(records));
+    md.push_str(&crate::handoff::markdown(records));
     md.push_str(&crate::slo::markdown(all));
     if let Some(size) = headline_size(&summaries) {
         let _ = write!(
@@ -1028,6 +1048,9 @@ mod tests {
             own_store_answered: None,
             exec_ms: None,
             migrations: Vec::new(),
+            read_at_ms: None,
+            arrived_at_ms: None,
+            attempts: 1,
         }
     }
 
@@ -1054,6 +1077,7 @@ mod tests {
             config: config.clone(),
             workflows,
             wall_s,
+            undrained: 0,
         }
     }
 

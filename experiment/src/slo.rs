@@ -95,6 +95,10 @@ pub struct Migration {
     pub ms: f64,
     /// The step's time until its put (what the put told the election as exec).
     pub exec_ms: f64,
+    /// Whether the election judged the SLO feasible (the retrieval rule's placement
+    /// event); `None` for the other rules and in older records.
+    #[serde(default)]
+    pub judged_feasible: Option<bool>,
 }
 
 /// The violations of one (level, state, size, policy).
@@ -105,6 +109,9 @@ pub struct Violations {
     pub reads: usize,
     pub migrations: usize,
     pub migration: usize,
+    /// Copies whose election judged the SLO feasible, and of those, the violations.
+    pub judged_feasible: usize,
+    pub feasible_violations: usize,
     pub hops_elected_mean: Option<f64>,
     pub slo_ms_median: Option<f64>,
 }
@@ -122,8 +129,13 @@ pub fn violations(runs: &[&WorkflowRecord]) -> Violations {
             v.retrieval += usize::from(get > step.slo_ms);
         }
         for m in &step.migrations {
+            let violated = m.exec_ms + m.ms > step.slo_ms;
             v.migrations += 1;
-            v.migration += usize::from(m.exec_ms + m.ms > step.slo_ms);
+            v.migration += usize::from(violated);
+            if m.judged_feasible == Some(true) {
+                v.judged_feasible += 1;
+                v.feasible_violations += usize::from(violated);
+            }
             hops.extend(m.hops.map(f64::from));
         }
     }
@@ -153,9 +165,12 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
         "\n## SLO\n\nPer SLO level (`tests/data/slo-profile.json`): migration violations \
          (placed copies whose exec + T(dm) exceeded the step's SLO) and retrieval \
          violations (reads whose T(dr) exceeded it), with the mean hops from the \
-         producer to the node each copy was elected to.\n\n\
-         | level | state | size | policy | SLO ms | migration violations | retrieval violations | hops elected (mean) |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         producer to the node each copy was elected to. Judged feasible: of the copies \
+         whose election (the retrieval rule) judged the SLO feasible, those that \
+         violated it. T(dm) runs until every copy of the put, the global one included, \
+         was acknowledged.\n\n\
+         | level | state | size | policy | SLO ms | migration violations | judged feasible: violations | retrieval violations | hops elected (mean) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (level, state, size, policy) in keys {
         let runs: Vec<&WorkflowRecord> = records
@@ -171,12 +186,17 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
         let v = violations(&runs);
         let _ = writeln!(
             out,
-            "| {} | {state} | {} | {policy} | {} | {}/{} | {}/{} | {} |",
+            "| {} | {state} | {} | {policy} | {} | {}/{} | {} | {}/{} | {} |",
             if level.is_empty() { "—" } else { &level },
             size_label(size),
             v.slo_ms_median.map_or("—".into(), |m| format!("{m:.0}")),
             v.migration,
             v.migrations,
+            if v.judged_feasible == 0 {
+                "—".to_string()
+            } else {
+                format!("{}/{}", v.feasible_violations, v.judged_feasible)
+            },
             v.retrieval,
             v.reads,
             v.hops_elected_mean

@@ -1,7 +1,8 @@
 //! Smoke version of the constellation experiment (`scripts/experiment.sh --quick`), so the
 //! experiment cannot rot: the emulated constellation comes up, every policy and state
-//! layout runs the EO workflow with real wasmedge and redis-servers, the throughput mode
-//! runs, and the report, plot and records are written and consistent. It asserts what
+//! layout runs the EO workflow with real wasmedge and redis-servers, the throughput mode,
+//! the scenarios and the fusion measurement run, and the report, plot and records are
+//! written and consistent. It asserts what
 //! does not depend on timing; the numbers themselves belong to BENCHMARKS.md.
 
 use serde_json::Value;
@@ -11,7 +12,14 @@ use std::process::Command;
 fn quick_experiment_writes_a_consistent_report() {
     let out = tempfile::tempdir().expect("temp dir");
     let run = Command::new(env!("CARGO_BIN_EXE_experiment"))
-        .args(["--quick", "--mode", "interp", "--out"])
+        .args([
+            "--quick",
+            "--mode",
+            "interp",
+            "--states",
+            "bundled,single",
+            "--out",
+        ])
         .arg(out.path())
         .output()
         .expect("run the experiment binary");
@@ -21,7 +29,18 @@ fn quick_experiment_writes_a_consistent_report() {
     assert!(stdout.contains("T(W)"), "no headline on stdout:\n{stdout}");
 
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
-    for word in ["skylark", "random", "stateless", "bundled", "single"] {
+    for word in [
+        "skylark",
+        "research",
+        "random",
+        "stateless",
+        "bundled",
+        "single",
+        "Hand-off timing",
+        "## Scenario far",
+        "## Scenario slot-change",
+        "## Fusion",
+    ] {
         assert!(report.contains(word), "report lacks {word}:\n{report}");
     }
     let png = std::fs::read(out.path().join("latency.png")).expect("latency.png");
@@ -35,7 +54,12 @@ fn quick_experiment_writes_a_consistent_report() {
         .as_array()
         .or_else(|| records.as_array())
         .expect("a list of workflow records");
-    assert_eq!(workflows.len(), 6, "3 policies x 2 layouts x 1 repetition");
+    assert_eq!(workflows.len(), 8, "4 policies x 2 layouts x 1 repetition");
+    for scenario in ["far", "slot-change"] {
+        let dir = out.path().join(format!("scenario-{scenario}"));
+        assert!(dir.join("report.md").is_file(), "no {scenario} report");
+    }
+    assert!(out.path().join("fusion.json").is_file(), "no fusion.json");
     for w in workflows {
         let steps = w["steps"].as_array().expect("steps");
         let names: Vec<&str> = steps

@@ -90,7 +90,11 @@ fn skylark_elects_the_successors_node_when_the_slo_allows() {
 
 #[test]
 fn skylark_moves_state_only_as_far_as_the_slo_allows() {
-    let c = Constellation::for_system_tests();
+    // The research's rule (SKYLARK_ELECTION=research, kept as a named variant) keeps the
+    // state local when no node fits; the default rule moves it to the consumer then
+    // (checked at the end).
+    let mut c = Constellation::for_system_tests();
+    c.env.push(("SKYLARK_ELECTION".into(), "research".into()));
     // 50 ms: 2 x 30 ms to pi4u5 is too far; 2 x 20 ms to pi5u4 fits.
     let near = chain_id("near");
     put(
@@ -128,6 +132,35 @@ fn skylark_moves_state_only_as_far_as_the_slo_allows() {
         sorted(c.holders(&tight)),
         sorted(vec!["pi5u1".into(), "pi5u2".into()])
     );
+
+    // The default rule: the SLO cannot be met, so the state goes where the consumer reads
+    // it fastest, its own node; with 50 ms, as the research's rule, to pi5u4.
+    c.env.retain(|(k, _)| k != "SKYLARK_ELECTION");
+    let tight = chain_id("tight-retrieval");
+    put(
+        &c,
+        "pi5u2",
+        &tight,
+        "pre",
+        &[
+            "--dest",
+            "pi4u5",
+            "--max-latency-ms",
+            "10",
+            "--exec-ms",
+            "5",
+        ],
+    );
+    assert_eq!(c.placement("pi5u2", &tight)["pre"], "pi4u5");
+    let near = chain_id("near-retrieval");
+    put(
+        &c,
+        "pi5u2",
+        &near,
+        "pre",
+        &["--dest", "pi4u5", "--max-latency-ms", "50"],
+    );
+    assert_eq!(c.placement("pi5u2", &near)["pre"], "pi5u4");
 }
 
 #[test]
@@ -241,7 +274,10 @@ fn get_falls_back_from_local_to_neighbours_to_the_global_store() {
 
 #[test]
 fn election_follows_the_topology_slot() {
-    let c = Constellation::for_system_tests();
+    // The research's rule (SKYLARK_ELECTION=research): the slots it elects by are the
+    // same for the default rule, which the unit tests of `election` cover.
+    let mut c = Constellation::for_system_tests();
+    c.env.push(("SKYLARK_ELECTION".into(), "research".into()));
     // Producer pi5u3, destination the cloud node, 30 ms budget: one 10 ms hop fits, the
     // 40 ms ground link never does.
     let args = ["--max-latency-ms", "30"];
@@ -272,7 +308,9 @@ fn election_follows_the_topology_slot() {
     );
 
     // 20 s slots, slot 0 current for 10 more seconds; the successor starts in 15 s, in
-    // slot 1, when pi5u3 itself has the ground link: nothing to move.
+    // slot 1, when pi5u3 itself has the ground link: nothing to move. (The default rule
+    // would place it on the cloud node, where its global copy lands anyway; this test
+    // runs the research's rule, see below.)
     set(c.document(0, 20_000));
     let later = chain_id("later");
     put(

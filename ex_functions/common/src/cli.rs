@@ -214,8 +214,9 @@ pub fn merge(out: &mut Value, extra: Value) {
 /// `--max-latency-ms MS` (the step's SLO).
 pub const PLACEMENT_FLAGS: [&str; 3] = ["dest", "policy", "max-latency-ms"];
 
-/// The put options of a step from its [`PLACEMENT_FLAGS`], with the execution time so far
-/// (since `start`) for the SLO-aware election.
+/// The put options of a step from its [`PLACEMENT_FLAGS`] (and `--successor-in-ms MS`,
+/// when the step accepts it: when the next step is expected to start), with the
+/// execution time so far (since `start`) for the SLO-aware election.
 pub fn put_options(args: &Args, start: Instant) -> Result<skylark_guest::PutOptions, String> {
     let policy = match args.value("policy") {
         None => None,
@@ -227,11 +228,16 @@ pub fn put_options(args: &Args, start: Instant) -> Result<skylark_guest::PutOpti
         None => None,
         Some(_) => Some(args.number::<u64>("max-latency-ms", 0)?),
     };
+    let successor_in_ms = match args.value("successor-in-ms") {
+        None => None,
+        Some(_) => Some(args.number::<u64>("successor-in-ms", 0)?),
+    };
     Ok(skylark_guest::PutOptions {
         destination: args.value("dest").map(str::to_string),
         policy,
         max_latency_ms,
         exec_ms: Some(start.elapsed().as_millis() as u64),
+        successor_in_ms,
         ..Default::default()
     })
 }

@@ -3,7 +3,7 @@
 //! the result as field `preprocess` of the chain's bundle.
 //!
 //! Usage: `preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P]
-//! [--max-latency-ms MS] [--state bundled|single]`; prints one JSON line
+//! [--max-latency-ms MS] [--successor-in-ms MS] [--state bundled|single]`; prints one JSON line
 //! `{"function":"preprocess","chain":..,"bytes":..,"seed":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
 
 use eo_common::cli::{self, timed, Args, Spec};
@@ -14,8 +14,16 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "preprocess",
-    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single]   (default size 1048576, seed 1)",
-    flags: &["size", "seed", "dest", "policy", "max-latency-ms", "state"],
+    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--successor-in-ms MS] [--state bundled|single]   (default size 1048576, seed 1)",
+    flags: &[
+        "size",
+        "seed",
+        "dest",
+        "policy",
+        "max-latency-ms",
+        "successor-in-ms",
+        "state",
+    ],
 };
 
 const DEFAULT_SIZE: usize = 1 << 20;

@@ -7,17 +7,26 @@
 //! (`skylark_experiment::report`): Markdown, a PNG plot and every record as JSON.
 //!
 //! ```text
-//! cargo run --release -p skylark-experiment --bin experiment -- [--quick] [--reps N]
-//!     [--sizes 0.5,1,2,5] [--policies skylark,random,stateless] [--states bundled,single]
-//!     [--slot-ms MS] [--concurrency K] [--throughput-workflows W]
-//!     [--slo loose,binding,infeasible] [--slo-ms MS]
+//! cargo run --release -p skylark-experiment --bin experiment -- [--quick | --full]
+//!     [--reps N] [--reps-large N] [--sizes 1] [--policies skylark,research,random,stateless]
+//!     [--states bundled,single] [--slot-ms MS] [--concurrency 5]
+//!     [--throughput-workflows W] [--scenarios chain,far,slot-change] [--scenario-reps N]
+//!     [--fusion-reps N] [--fusion-size MB] [--slo loose,binding,infeasible] [--slo-ms MS]
 //!     [--mode aot|interp] [--out DIR]
 //! ```
 //! Use `scripts/experiment.sh`, which builds everything first.
 //!
-//! One workflow: `preprocess` on satellite s(i), `detect` on s(i+1), `detect` again (task
-//! `detect2`) on s(i+2), `alarm` on the cloud node, i = repetition mod 5 along the
-//! satellite chain. Each step names the next step's node as its put's destination and
+//! One workflow (scenario `chain`, the research's): `preprocess` on satellite s(i),
+//! `detect` on s(i+1), `detect` again (task `detect2`) on s(i+2), `alarm` on the cloud
+//! node, i = repetition mod 5 along the satellite chain. Scenario `far`: each consumer 2
+//! hops from its producer (s(i), s(i+2), s(i+4), cloud). Scenario `slot-change`: the
+//! producer `preprocess` runs on the cloud node shortly before a slot boundary and its
+//! consumers on the satellite that gets the ground link at that boundary (and the next
+//! one along the chain); `detect` is started just after the boundary, so the route
+//! between producer and consumer changes in between (the time waited for the boundary is
+//! not counted in T(W)). Policy `research` is Skylark with the research's election rule
+//! (`SKYLARK_ELECTION=research`); `skylark` runs the default rule (`retrieval`).
+//! Each step names the next step's node as its put's destination and
 //! runs with the configuration's policy and state layout. A step's function latency T(f)
 //! runs from its process start until it prints its result; the next step starts then,
 //! as a FaaS platform would invoke it on the predecessor's response, while the
@@ -34,6 +43,7 @@
 //! empty).
 
 use serde_json::Value;
+use skylark_experiment::handoff;
 use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
@@ -42,24 +52,46 @@ use skylark_netemu::constellation::{Constellation, NetOptions};
 use skylark_testkit::redis::NS;
 use skylark_testkit::{chain_id, cli, Rng, Running};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest a step may take to print its result, and a process to exit afterwards.
-const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest the outboxes may take to drain after the throughput phase's processes ended.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a step is invoked before the run gives up on it.
+const STEP_ATTEMPTS: u32 = 10;
+/// Delay before invoking a failed step again, times the attempts so far.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// In scenario `slot-change`, how long after the boundary the consumer is started.
+const AFTER_BOUNDARY: Duration = Duration::from_millis(100);
+/// How often the arrival of a step's state in its own store is polled.
+const ARRIVAL_POLL: Duration = Duration::from_millis(1);
+/// The store deadline (`SKYLARK_TIMEOUT_MS`) of the throughput phase's guests.
+const THROUGHPUT_TIMEOUT_MS: u64 = 30_000;
+/// States above this size get a longer store deadline (`SKYLARK_TIMEOUT_MS`).
+const LARGE_BYTES: u64 = 5_000_000;
+/// The longest the outboxes may take to drain after the throughput phase's processes
+/// ended. Jobs a process left in its node's outbox when it exited are resumed only by a
+/// later process on that node; when none comes, they stay (reported as undrained).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seed of the per-repetition shuffle of the policies' order.
 const ORDER_SEED: u64 = 0x0_5EED_0013;
 
 struct Options {
     reps: u32,
+    /// Repetitions at sizes above 5 MB (at most `reps`).
+    reps_large: u32,
     sizes: Vec<u64>,
     policies: Vec<String>,
     states: Vec<String>,
     slot_ms: u64,
-    concurrency: u32,
-    throughput_workflows: u32,
+    concurrency: Vec<u32>,
+    /// Workflows per throughput measurement; `None`: twice the concurrency.
+    throughput_workflows: Option<u32>,
+    scenarios: Vec<Scenario>,
+    scenario_reps: u32,
+    fusion_reps: u32,
+    fusion_size: u64,
     slo: Vec<String>,
     slo_ms: Option<u64>,
     mode: String,
@@ -68,19 +100,38 @@ struct Options {
 }
 
 const USAGE: &str = "\
-usage: experiment [--quick] [--reps N] [--sizes MB,MB..] [--policies skylark,random,stateless]
-                  [--states bundled,single] [--slot-ms MS] [--concurrency K]
-                  [--throughput-workflows W] [--slo LEVELS] [--slo-ms MS]
+usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB..]
+                  [--policies skylark,research,random,stateless] [--states bundled,single]
+                  [--slot-ms MS] [--concurrency K,K..] [--throughput-workflows W]
+                  [--scenarios chain,far,slot-change] [--scenario-reps N]
+                  [--fusion-reps N] [--fusion-size MB] [--slo LEVELS] [--slo-ms MS]
                   [--mode aot|interp] [--out DIR]
-  --quick                 a short run: 1 rep, 64 KiB, 20 s slots, concurrency 2, 2 workflows
-                          (options after it still apply)
-  --reps                  workflows per configuration; default 5
-  --sizes                 image sizes in MB, each in (0, 64]; default 0.5,1,2,5
-  --policies              default skylark,random,stateless
-  --states                default bundled,single
+  --quick                 a short run: 1 rep, 64 kB, 20 s slots, concurrency 2, 2 workflows,
+                          every scenario once, fusion once at 64 kB (options after it apply)
+  --full                  the published scale: sizes 1,2,5,10,20,50, 20 reps (5 above
+                          5 MB), concurrency 5,10,20,50, SLO loose,binding,infeasible,
+                          20 reps per scenario, 10 fusion reps (options after it apply)
+  --reps                  workflows per configuration; default 20
+  --reps-large            workflows per configuration above 5 MB (at most --reps); default 5
+  --sizes                 image sizes in MB (10^6 bytes, as the research), each in (0, 64];
+                          default 1
+  --policies              default skylark,research,random,stateless (research: Skylark
+                          with the research's election rule)
+  --states                default bundled
   --slot-ms               slot length; default 60000 (the testbed's minute)
-  --concurrency           workflows at once in the throughput phase; default 4
-  --throughput-workflows  workflows of the throughput phase; default 24
+  --concurrency           workflows at once in the throughput phase, one measurement per
+                          value, at 2 MB (at the run's size with --quick); default 5
+                          (10 and more fail on a 2-vCPU machine: BENCHMARKS.md)
+  --throughput-workflows  workflows per throughput measurement; default twice the
+                          concurrency
+  --scenarios             chain (the research's), far (consumers 2 hops away), slot-change
+                          (producer on the cloud node, consumer after a slot boundary that
+                          moves its route); default all three; far and slot-change run at
+                          the first size, bundled, the first SLO level
+  --scenario-reps         repetitions of far and slot-change; default 10
+  --fusion-reps           repetitions of the fusion measurement (1-5 fused functions,
+                          bundled vs single, `bundled` guest); 0: none; default 3
+  --fusion-size           state per function in the fusion measurement, MB; default 10
   --slo                   SLO levels of tests/data/slo-profile.json to sweep, each a full
                           run of the matrix (loose: 5000 ms; binding: 1.2x one satellite
                           hop's migration time for the size; infeasible: 1 ms); the first
@@ -102,18 +153,20 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
     let stamp = command_output("date", &["-u", "+%Y%m%d-%H%M%S"]);
     let mut o = Options {
-        reps: 5,
-        sizes: [0.5, 1.0, 2.0, 5.0]
-            .iter()
-            .map(|mb| mb_bytes(*mb))
-            .collect(),
-        policies: ["skylark", "random", "stateless"]
+        reps: 20,
+        reps_large: 5,
+        sizes: vec![mb_bytes(1.0)],
+        policies: ["skylark", "research", "random", "stateless"]
             .map(String::from)
             .to_vec(),
-        states: ["bundled", "single"].map(String::from).to_vec(),
+        states: vec!["bundled".into()],
         slot_ms: 60_000,
-        concurrency: 4,
-        throughput_workflows: 24,
+        concurrency: vec![5],
+        throughput_workflows: None,
+        scenarios: Scenario::ALL.to_vec(),
+        scenario_reps: 10,
+        fusion_reps: 3,
+        fusion_size: mb_bytes(10.0),
         slo: vec!["loose".into()],
         slo_ms: None,
         mode: "aot".into(),
@@ -125,12 +178,48 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("quick") => {
                 o.quick = true;
                 o.reps = 1;
-                o.sizes = vec![64 * 1024];
+                o.sizes = vec![64_000];
                 o.slot_ms = 20_000;
-                o.concurrency = 2;
-                o.throughput_workflows = 2;
+                o.concurrency = vec![2];
+                o.throughput_workflows = Some(2);
+                o.scenario_reps = 1;
+                o.fusion_reps = 1;
+                o.fusion_size = 64_000;
+            }
+            Long("full") => {
+                o.reps = 20;
+                o.reps_large = 5;
+                o.sizes = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+                    .iter()
+                    .map(|mb| mb_bytes(*mb))
+                    .collect();
+                o.concurrency = vec![5, 10, 20, 50];
+                o.slo = ["loose", "binding", "infeasible"]
+                    .map(String::from)
+                    .to_vec();
+                o.scenario_reps = 20;
+                o.fusion_reps = 10;
             }
             Long("reps") => o.reps = cli::positive(p)?,
+            Long("reps-large") => o.reps_large = cli::positive(p)?,
+            Long("scenarios") => {
+                o.scenarios = cli::list::<String>(p)?
+                    .iter()
+                    .map(|n| {
+                        Scenario::parse(n)
+                            .ok_or_else(|| format!("{n:?} is not one of chain, far, slot-change"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            Long("scenario-reps") => o.scenario_reps = cli::positive(p)?,
+            Long("fusion-reps") => o.fusion_reps = p.value()?.parse()?,
+            Long("fusion-size") => {
+                let mb: f64 = p.value()?.parse()?;
+                if !(mb > 0.0 && mb <= 64.0) {
+                    return Err(format!("fusion size {mb} is not a number of MB in (0, 64]").into());
+                }
+                o.fusion_size = mb_bytes(mb);
+            }
             Long("sizes") => {
                 o.sizes = cli::list::<f64>(p)?
                     .into_iter()
@@ -140,11 +229,18 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            Long("policies") => o.policies = names(p, &["skylark", "random", "stateless"])?,
+            Long("policies") => {
+                o.policies = names(p, &["skylark", "research", "random", "stateless"])?
+            }
             Long("states") => o.states = names(p, &["bundled", "single"])?,
             Long("slot-ms") => o.slot_ms = cli::positive(p)?,
-            Long("concurrency") => o.concurrency = cli::positive(p)?,
-            Long("throughput-workflows") => o.throughput_workflows = cli::positive(p)?,
+            Long("concurrency") => {
+                o.concurrency = cli::list::<u32>(p)?;
+                if o.concurrency.is_empty() || o.concurrency.contains(&0) {
+                    return Err("--concurrency takes positive numbers".into());
+                }
+            }
+            Long("throughput-workflows") => o.throughput_workflows = Some(cli::positive(p)?),
             Long("slo") => o.slo = cli::list(p)?,
             Long("slo-ms") => o.slo_ms = Some(cli::positive(p)?),
             Long("mode") => {
@@ -161,8 +257,33 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     Ok(o)
 }
 
+/// MB as in the research: 10^6 bytes.
 fn mb_bytes(mb: f64) -> u64 {
-    (mb * 1_048_576.0).round() as u64
+    (mb * 1e6).round() as u64
+}
+
+/// Where a workflow's steps run (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Chain,
+    Far,
+    SlotChange,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::Chain, Scenario::Far, Scenario::SlotChange];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Chain => "chain",
+            Scenario::Far => "far",
+            Scenario::SlotChange => "slot-change",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -178,6 +299,7 @@ struct Modules {
     preprocess: PathBuf,
     detect: PathBuf,
     alarm: PathBuf,
+    bundled: PathBuf,
 }
 
 impl Modules {
@@ -193,6 +315,7 @@ impl Modules {
             preprocess: get("preprocess"),
             detect: get("detect"),
             alarm: get("alarm"),
+            bundled: get("bundled"),
         }
     }
 }
@@ -257,6 +380,14 @@ impl Events {
             .collect()
     }
 
+    /// Whether the election of job `job` judged the SLO feasible (its placement event).
+    fn judged_feasible(&self, job: &str) -> Option<bool> {
+        let all = self.0.lock().ok()?;
+        all.iter()
+            .find(|v| v["event"] == "placement" && v["job"].as_str() == Some(job))
+            .and_then(|v| v["slo_feasible"].as_bool())
+    }
+
     /// Propagation times (ms) of the chain's jobs, in either state layout.
     fn migrations(&self, chain: &str) -> Vec<f64> {
         let prefix = format!("{chain}.");
@@ -286,32 +417,132 @@ struct Step<'a> {
 }
 
 /// Whether every task of `tasks` has its state field of `chain` (in layout `state`) in
-/// `node`'s own store now; `None` if `tasks` is empty or the store does not answer.
-fn present(
-    net: &Constellation,
-    node: &str,
-    chain: &str,
-    state: &str,
-    tasks: &[&str],
-) -> Option<bool> {
-    if tasks.is_empty() {
-        return None;
-    }
-    let mut conn = net.redis(node).try_conn()?;
+/// the store behind `conn` now; `None` if the store does not answer.
+fn present(conn: &mut redis::Connection, chain: &str, state: &str, tasks: &[&str]) -> Option<bool> {
     let mut all = true;
     for task in tasks {
         let key = match state {
             "single" => format!("{NS}:bundle:{chain}.{task}"),
             _ => format!("{NS}:bundle:{chain}"),
         };
-        let there: bool = redis::cmd("HEXISTS")
-            .arg(key)
-            .arg(task)
-            .query(&mut conn)
-            .ok()?;
+        let there: bool = redis::cmd("HEXISTS").arg(key).arg(task).query(conn).ok()?;
         all &= there;
     }
     Some(all)
+}
+
+/// Polls `node`'s own store until every field of `tasks` is there or `stop` is set;
+/// the thread's result is when they were first all there, in ms after `t0` (`None`:
+/// not before `stop`, or the store did not answer).
+fn watch_arrival(
+    net: &Constellation,
+    node: &str,
+    chain: &str,
+    state: &str,
+    tasks: &'static [&'static str],
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<Option<f64>>> {
+    if tasks.is_empty() {
+        return None;
+    }
+    let mut conn = net.redis(node).try_conn()?;
+    let (chain, state) = (chain.to_string(), state.to_string());
+    Some(std::thread::spawn(move || loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if present(&mut conn, &chain, &state, tasks)? {
+            return Some(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        if stopping {
+            return None;
+        }
+        std::thread::sleep(ARRIVAL_POLL);
+    }))
+}
+
+/// The nodes of a workflow's four steps, and what the first step is told about its
+/// successor's start.
+struct Plan {
+    nodes: [String; 4],
+    /// `--successor-in-ms` of the first step.
+    successor_in_ms: Option<u64>,
+    /// When the first hand-off's slot boundary passes (scenario `slot-change`).
+    boundary: Option<Instant>,
+}
+
+/// How long before a slot boundary scenario `slot-change` starts its producer: enough
+/// for `preprocess` and its copy over two links at 40 Mbit/s, twice over.
+fn slot_change_lead(size_bytes: u64) -> Duration {
+    Duration::from_millis(1000 + 2 * size_bytes / 5_000)
+}
+
+/// The satellite the cloud node links to in `slot`.
+fn ground_satellite(net: &Constellation, slot: usize) -> String {
+    let schedule = net.schedule();
+    let cloud = schedule
+        .id(&net.cloud())
+        .expect("the cloud node is in the schedule");
+    let (sat, _) = schedule
+        .neighbours(slot, cloud)
+        .next()
+        .expect("the cloud node has a ground link in every slot");
+    schedule.name(sat).to_string()
+}
+
+/// Where the steps of repetition `rep` run in `scenario`; for `slot-change` this waits
+/// until `lead` before the next slot boundary.
+fn plan(net: &Constellation, scenario: Scenario, rep: u32, size_bytes: u64) -> Plan {
+    let sats = net.satellites();
+    let cloud = net.cloud();
+    let at = |idx: &[usize]| -> [String; 4] {
+        [
+            sats[idx[0]].clone(),
+            sats[idx[1]].clone(),
+            sats[idx[2]].clone(),
+            cloud.clone(),
+        ]
+    };
+    match scenario {
+        Scenario::Chain => {
+            let i = rep as usize % (sats.len() - 2);
+            Plan {
+                nodes: at(&[i, i + 1, i + 2]),
+                successor_in_ms: None,
+                boundary: None,
+            }
+        }
+        Scenario::Far => {
+            let i = rep as usize % (sats.len() - 4);
+            Plan {
+                nodes: at(&[i, i + 2, i + 4]),
+                successor_in_ms: None,
+                boundary: None,
+            }
+        }
+        Scenario::SlotChange => {
+            let lead = slot_change_lead(size_bytes);
+            if net.until_next_slot() < lead + Duration::from_millis(50) {
+                std::thread::sleep(net.until_next_slot() + Duration::from_millis(20));
+            }
+            std::thread::sleep(net.until_next_slot().saturating_sub(lead));
+            let until = net.until_next_slot();
+            let boundary = Instant::now() + until;
+            let next = (net.slot_now() + 1) % net.schedule().slots();
+            let consumer = ground_satellite(net, next);
+            let j = sats.iter().position(|s| *s == consumer).unwrap_or(0);
+            let second = if j + 1 < sats.len() { j + 1 } else { j - 1 };
+            Plan {
+                nodes: [
+                    cloud.clone(),
+                    consumer.clone(),
+                    sats[second].clone(),
+                    cloud.clone(),
+                ],
+                successor_in_ms: Some((until + AFTER_BOUNDARY).as_millis() as u64),
+                boundary: Some(boundary),
+            }
+        }
+    }
 }
 
 /// Runs one workflow; returns its record, its chain id and the still running processes.
@@ -321,15 +552,20 @@ fn run_workflow(
     cfg: &Config,
     rep: u32,
     slo_ms: u64,
+    scenario: Scenario,
 ) -> (WorkflowRecord, String, Vec<Running>) {
     let chain = chain_id(&format!("wf-{}-{}", cfg.policy, cfg.state));
-    let sats = net.satellites();
-    let i = rep as usize % (sats.len() - 2);
-    let cloud = net.cloud();
+    let plan = plan(net, scenario, rep, cfg.size_bytes);
+    let [n0, n1, n2, n3] = plan.nodes.clone();
+    // `research` is the Skylark policy with the research's election rule.
+    let (policy, rule) = match cfg.policy.as_str() {
+        "research" => ("skylark", "research"),
+        p => (p, "retrieval"),
+    };
     let common = |dest: Option<&str>| {
         let mut a = vec![
             "--policy".to_string(),
-            cfg.policy.clone(),
+            policy.to_string(),
             "--state".into(),
             cfg.state.clone(),
             "--max-latency-ms".into(),
@@ -344,69 +580,131 @@ fn run_workflow(
         a.extend(more.iter().map(|s| s.to_string()));
         a
     };
+    let mut first = with(
+        common(Some(&n1)),
+        &[
+            "--size",
+            &cfg.size_bytes.to_string(),
+            "--seed",
+            &(rep + 1).to_string(),
+        ],
+    );
+    if let Some(ms) = plan.successor_in_ms {
+        first.extend(["--successor-in-ms".to_string(), ms.to_string()]);
+    }
     let steps = [
         Step {
             function: "preprocess",
             reads: &[],
             module: &mods.preprocess,
-            node: sats[i].clone(),
-            args: with(
-                common(Some(&sats[i + 1])),
-                &[
-                    "--size",
-                    &cfg.size_bytes.to_string(),
-                    "--seed",
-                    &(rep + 1).to_string(),
-                ],
-            ),
+            node: n0.clone(),
+            args: first,
         },
         Step {
             function: "detect",
             reads: &["preprocess"],
             module: &mods.detect,
-            node: sats[i + 1].clone(),
-            args: with(common(Some(&sats[i + 2])), &["--task", "detect"]),
+            node: n1.clone(),
+            args: with(common(Some(&n2)), &["--task", "detect"]),
         },
         Step {
             function: "detect2",
             reads: &["preprocess"],
             module: &mods.detect,
-            node: sats[i + 2].clone(),
-            args: with(common(Some(&cloud)), &["--task", "detect2"]),
+            node: n2.clone(),
+            args: with(common(Some(&n3)), &["--task", "detect2"]),
         },
         Step {
             function: "alarm",
             reads: &["detect", "detect2"],
             module: &mods.alarm,
-            node: cloud.clone(),
+            node: n3.clone(),
             args: with(common(None), &["--inputs", "detect,detect2"]),
         },
     ];
+    // Large states need a longer store deadline than the default 2 s, and so do the
+    // throughput phase's concurrent workflows: at 10 at once, Stateless's synchronous
+    // 2 MB puts over the shared ground link take longer than 2 s and time out.
+    let timeout_ms = if cfg.concurrency > 1 {
+        Some(THROUGHPUT_TIMEOUT_MS.max(2_000 + cfg.size_bytes / 625))
+    } else {
+        (cfg.size_bytes > LARGE_BYTES).then(|| 2_000 + cfg.size_bytes / 625)
+    };
     let started = Instant::now();
+    let mut idle = Duration::ZERO;
     let mut records = Vec::new();
     let mut running = Vec::new();
-    for step in &steps {
-        let local_at_request = present(net, &step.node, &chain, &cfg.state, step.reads);
-        let proc = net
-            .guest_at(step.module, &step.node)
-            .args([&chain])
-            .args(&step.args)
-            .spawn();
-        let Some((line, at)) = proc.next_line(STEP_TIMEOUT) else {
+    for (k, step) in steps.iter().enumerate() {
+        if k == 1 {
+            if let Some(boundary) = plan.boundary {
+                let resume = boundary + AFTER_BOUNDARY;
+                let now = Instant::now();
+                if resume > now {
+                    idle = resume - now;
+                    std::thread::sleep(idle);
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let t0 = Instant::now();
+        let watcher = watch_arrival(
+            net,
+            &step.node,
+            &chain,
+            &cfg.state,
+            step.reads,
+            t0,
+            Arc::clone(&stop),
+        );
+        // A step that fails (its state is nowhere yet: kept on a node two hops away while
+        // the global copy is still on its way, or, under load, its copy not even started
+        // and so not announced) is invoked again after a growing delay, as a FaaS
+        // platform retries a failed invocation; the failed attempts count in its T(f).
+        let mut attempts = 0;
+        let (proc, line, at) = loop {
+            attempts += 1;
+            let mut guest = net
+                .guest_at(step.module, &step.node)
+                .env("SKYLARK_ELECTION", rule);
+            if let Some(ms) = timeout_ms {
+                guest = guest.env("SKYLARK_TIMEOUT_MS", &ms.to_string());
+            }
+            let proc = guest.args([&chain]).args(&step.args).spawn();
+            if let Some((line, _)) = proc.next_line(STEP_TIMEOUT) {
+                break (proc, line, t0.elapsed());
+            }
             let run = proc.wait(STEP_TIMEOUT);
-            panic!(
-                "{} on {} printed no result (exit {:?}):\n{}",
-                step.function, step.node, run.status, run.stderr
+            assert!(
+                attempts < STEP_ATTEMPTS,
+                "{} on {} printed no result in {attempts} attempts (exit {:?}):\n{}",
+                step.function,
+                step.node,
+                run.status,
+                run.stderr
             );
+            eprintln!(
+                "[experiment] {} on {} failed (attempt {attempts}), invoking it again: {}",
+                step.function,
+                step.node,
+                run.stderr.lines().last().unwrap_or("")
+            );
+            std::thread::sleep(RETRY_DELAY * attempts);
         };
+        stop.store(true, Ordering::SeqCst);
+        let arrived = watcher.and_then(|w| w.join().ok().flatten());
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("{} printed {line:?}, not JSON: {e}", step.function));
         let mut record = step_record(net, step, &v, at, slo_ms);
-        record.local_at_request = local_at_request;
+        record.attempts = attempts;
+        if !step.reads.is_empty() {
+            record.read_at_ms = v["total_ms"].as_f64().map(|total| record.t_f_ms - total);
+            record.arrived_at_ms = arrived;
+            record.local_at_request = handoff::local_at_read(&record);
+        }
         records.push(record);
         running.push(proc);
     }
-    let t_w_ms = started.elapsed().as_secs_f64() * 1e3;
+    let t_w_ms = (started.elapsed() - idle).as_secs_f64() * 1e3;
     let t_star_ms = physical_bound(net, &steps, &records, cfg.size_bytes);
     let record = WorkflowRecord {
         config: cfg.clone(),
@@ -492,12 +790,20 @@ fn step_record(
             .zip(v["put_ms"].as_f64())
             .map(|(total, put)| total - put),
         migrations: Vec::new(),
+        read_at_ms: None,
+        arrived_at_ms: None,
+        attempts: 1,
     }
 }
 
 /// Fills each step's placed copies from the chain's propagation events: elected node,
 /// hops from the step's node (in the current slot), T(dm) and the step's exec.
-fn attach_migrations(net: &Constellation, rec: &mut WorkflowRecord, events: &[Value]) {
+fn attach_migrations(
+    net: &Constellation,
+    rec: &mut WorkflowRecord,
+    events: &[Value],
+    all: &Events,
+) {
     let slot = net.slot_now();
     for step in &mut rec.steps {
         step.migrations = events
@@ -514,6 +820,7 @@ fn attach_migrations(net: &Constellation, rec: &mut WorkflowRecord, events: &[Va
                     elected,
                     ms: e["ms"].as_f64()?,
                     exec_ms: step.exec_ms.unwrap_or(step.t_f_ms),
+                    judged_feasible: e["job"].as_str().and_then(|j| all.judged_feasible(j)),
                 })
             })
             .collect();
@@ -527,8 +834,16 @@ fn finish(running: Vec<Running>) {
     }
 }
 
-/// Runs `total` workflows, `concurrency` at a time; returns the wall time in seconds.
-fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo_ms: u64) -> f64 {
+/// Runs `total` workflows, `concurrency` at a time; returns the wall time in seconds and
+/// the jobs still in the outboxes when [`DRAIN_TIMEOUT`] ran out (then the wall time
+/// ends there).
+fn throughput(
+    net: &Constellation,
+    mods: &Modules,
+    cfg: &Config,
+    total: u32,
+    slo_ms: u64,
+) -> (f64, u64) {
     let next = Mutex::new(0u32);
     let started = Instant::now();
     let leftovers: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -543,7 +858,7 @@ fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo
                     *n += 1;
                     *n
                 };
-                let (_, _, running) = run_workflow(net, mods, cfg, rep, slo_ms);
+                let (_, _, running) = run_workflow(net, mods, cfg, rep, slo_ms, Scenario::Chain);
                 leftovers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -553,14 +868,208 @@ fn throughput(net: &Constellation, mods: &Modules, cfg: &Config, total: u32, slo
     });
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while net.nodes().iter().any(|n| net.outbox_len(n) > 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the outboxes did not drain within {DRAIN_TIMEOUT:?} of the last workflow"
-        );
+    let left = || -> u64 { net.nodes().iter().map(|n| net.outbox_len(n) as u64).sum() };
+    while left() > 0 {
+        if Instant::now() >= deadline {
+            let n = left();
+            eprintln!(
+                "[experiment] {n} propagation job(s) still in the outboxes {DRAIN_TIMEOUT:?} after the last workflow"
+            );
+            return (started.elapsed().as_secs_f64(), n);
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    started.elapsed().as_secs_f64()
+    (started.elapsed().as_secs_f64(), 0)
+}
+
+/// The sequential runs of one scenario: every SLO level, state, size and repetition,
+/// the policies of a repetition in a shuffled order.
+struct Matrix<'a> {
+    net: &'a Constellation,
+    mods: &'a Modules,
+    events: &'a Events,
+    policies: &'a [String],
+    states: &'a [String],
+    sizes: &'a [u64],
+    levels: &'a [String],
+}
+
+impl Matrix<'_> {
+    fn run(
+        &self,
+        scenario: Scenario,
+        reps_at: &dyn Fn(u64) -> u32,
+        budget: &dyn Fn(&str, u64) -> u64,
+    ) -> Vec<WorkflowRecord> {
+        let mut records: Vec<WorkflowRecord> = Vec::new();
+        let total: usize = self.levels.len()
+            * self.states.len()
+            * self.policies.len()
+            * self
+                .sizes
+                .iter()
+                .map(|&s| reps_at(s) as usize)
+                .sum::<usize>();
+        for level in self.levels {
+            for state in self.states {
+                for &size in self.sizes {
+                    for rep in 0..reps_at(size) {
+                        // Policies take turns within a repetition, in a shuffled order, so
+                        // drift and load hit them alike.
+                        let mut order = self.policies.to_vec();
+                        let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
+                        for i in (1..order.len()).rev() {
+                            order.swap(i, rng.below(i as u64 + 1) as usize);
+                        }
+                        for policy in &order {
+                            let cfg = Config {
+                                policy: policy.clone(),
+                                state: state.clone(),
+                                size_bytes: size,
+                                concurrency: 1,
+                            };
+                            let slo_ms = budget(level, size);
+                            let (mut rec, chain, running) =
+                                run_workflow(self.net, self.mods, &cfg, rep, slo_ms, scenario);
+                            finish(running);
+                            // Every step's put propagates, except with Stateless
+                            // (synchronous).
+                            let expected = if policy == "stateless" { 0 } else { 4 };
+                            rec.migration_ms = self.events.migrations_wait(&chain, expected);
+                            rec.slo_level = Some(level.clone());
+                            attach_migrations(
+                                self.net,
+                                &mut rec,
+                                &self.events.propagations(&chain),
+                                self.events,
+                            );
+                            records.push(rec);
+                            eprintln!(
+                                "[experiment] {} {}/{total} {level} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
+                                scenario.name(),
+                                records.len(),
+                                size as f64 / 1e6,
+                                records.last().map_or(0.0, |r| r.t_w_ms)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        records
+    }
+}
+
+/// One fusion measurement: `bundled` with `functions` functions, both layouts.
+#[derive(Debug, Clone, serde::Serialize)]
+struct FusionRecord {
+    functions: u32,
+    rep: u32,
+    size_bytes: u64,
+    bundled_storage_ms: f64,
+    single_storage_ms: f64,
+    bundled_round_trips: u64,
+    single_round_trips: u64,
+}
+
+/// Runs the `bundled` guest on `node` for 1 to 5 fused functions, `reps` times each.
+fn fusion(
+    net: &Constellation,
+    mods: &Modules,
+    node: &str,
+    size: u64,
+    reps: u32,
+) -> Vec<FusionRecord> {
+    let mut out = Vec::new();
+    for rep in 0..reps {
+        for functions in 1..=5u32 {
+            let chain = chain_id("fusion");
+            // Storage latency against the node-local store alone: no propagation, no
+            // fallback reads (a first read of a missing bundle would otherwise probe the
+            // neighbours and the global store over the emulated links).
+            let run = net
+                .guest_at(&mods.bundled, node)
+                .env("SKYLARK_PROPAGATION", "off")
+                .args([
+                    chain.as_str(),
+                    "--functions",
+                    &functions.to_string(),
+                    "--size",
+                    &size.to_string(),
+                    "--mode",
+                    "both",
+                    "--seed",
+                    &(rep + 1).to_string(),
+                ])
+                .run(STEP_TIMEOUT);
+            run.assert_success();
+            let v = run.json();
+            let ms = |mode: &str| v[mode]["storage_ms"].as_f64().unwrap_or(f64::NAN);
+            let rt = |mode: &str| v[mode]["round_trips"].as_u64().unwrap_or(0);
+            out.push(FusionRecord {
+                functions,
+                rep,
+                size_bytes: size,
+                bundled_storage_ms: ms("bundled"),
+                single_storage_ms: ms("single"),
+                bundled_round_trips: rt("bundled"),
+                single_round_trips: rt("single"),
+            });
+            eprintln!(
+                "[experiment] fusion {functions} functions rep {rep}: bundled {:.1} ms, single {:.1} ms",
+                ms("bundled"),
+                ms("single")
+            );
+        }
+    }
+    out
+}
+
+/// The report's fusion section: per number of functions, the medians of both layouts'
+/// storage latency and the saving of bundling.
+fn fusion_markdown(records: &[FusionRecord], node: &str) -> String {
+    let mut md = format!(
+        "\n## Fusion\n\nThe `bundled` guest on {node}, propagation off (its node-local store only): N functions, each \
+         reading all its predecessors' state and storing its own ({}), bundled (one bundle, \
+         one read per function) against single (one key per function, one read per \
+         predecessor); storage latency is the sum of the storage calls. Medians over {} \
+         repetitions.\n\n\
+         | functions | bundled storage ms | single storage ms | saving | round trips bundled / single |\n\
+         | --- | --- | --- | --- | --- |\n",
+        records.first().map_or_else(String::new, |r| report::size_label(r.size_bytes)),
+        records.iter().map(|r| r.rep).max().map_or(0, |m| m + 1)
+    );
+    for functions in 1..=5u32 {
+        let of: Vec<&FusionRecord> = records
+            .iter()
+            .filter(|r| r.functions == functions)
+            .collect();
+        if of.is_empty() {
+            continue;
+        }
+        let b = report::median(&of.iter().map(|r| r.bundled_storage_ms).collect::<Vec<_>>());
+        let s = report::median(&of.iter().map(|r| r.single_storage_ms).collect::<Vec<_>>());
+        let saving = b.zip(s).map(|(b, s)| (1.0 - b / s) * 100.0);
+        let f =
+            |v: Option<f64>, unit: &str| v.map_or_else(|| "—".into(), |v| format!("{v:.1}{unit}"));
+        md.push_str(&format!(
+            "| {functions} | {} | {} | {} | {} / {} |\n",
+            f(b, ""),
+            f(s, ""),
+            f(saving, "%"),
+            of[0].bundled_round_trips,
+            of[0].single_round_trips
+        ));
+    }
+    md
+}
+
+/// The experiment's settings for one constellation: its slot length.
+fn start_constellation(slot_ms: u64) -> Constellation {
+    Constellation::start(NetOptions {
+        slot_ms,
+        ..NetOptions::default()
+    })
 }
 
 fn main() {
@@ -572,13 +1081,7 @@ fn main() {
             "experiment: cannot handle interrupts ({e}); an interrupted run may leave temp files"
         );
     }
-    let net = Constellation::start(NetOptions {
-        slot_ms: o.slot_ms,
-        ..NetOptions::default()
-    });
-    let events = Events::subscribe(&net);
     let started = Instant::now();
-
     let profile = Profile::load(&skylark_testkit::root().join(slo::PROFILE_FILE))
         .unwrap_or_else(|e| fail(&e));
     let sat = NetOptions::default().sat_sat;
@@ -603,75 +1106,102 @@ fn main() {
     for level in &levels {
         budget(level, o.sizes[0]);
     }
+    let reps = o.reps;
+    let reps_large = o.reps_large.min(o.reps);
+    let reps_at = |size: u64| if size > LARGE_BYTES { reps_large } else { reps };
+    let scenario_reps = |_: u64| o.scenario_reps;
+
+    let net = start_constellation(o.slot_ms);
+    let events = Events::subscribe(&net);
     let mut records: Vec<WorkflowRecord> = Vec::new();
-    let total = levels.len() * o.states.len() * o.sizes.len() * o.policies.len() * o.reps as usize;
-    for level in &levels {
-        for state in &o.states {
-            for &size in &o.sizes {
-                for rep in 0..o.reps {
-                    // Policies take turns within a repetition, in a shuffled order, so drift
-                    // and load hit them alike.
-                    let mut order = o.policies.clone();
-                    let mut rng = Rng::new(ORDER_SEED ^ (u64::from(rep) << 20) ^ size);
-                    for i in (1..order.len()).rev() {
-                        order.swap(i, rng.below(i as u64 + 1) as usize);
-                    }
-                    for policy in &order {
-                        let cfg = Config {
-                            policy: policy.clone(),
-                            state: state.clone(),
-                            size_bytes: size,
-                            concurrency: 1,
-                        };
-                        let slo_ms = budget(level, size);
-                        let (mut rec, chain, running) =
-                            run_workflow(&net, &mods, &cfg, rep, slo_ms);
-                        finish(running);
-                        // Every step's put propagates, except with Stateless (synchronous).
-                        let expected = if policy == "stateless" { 0 } else { 4 };
-                        rec.migration_ms = events.migrations_wait(&chain, expected);
-                        rec.slo_level = Some(level.clone());
-                        attach_migrations(&net, &mut rec, &events.propagations(&chain));
-                        records.push(rec);
-                        eprintln!(
-                        "[experiment] {}/{total} {level} {state} {:.2} MB {policy} rep {rep}: T(W) {:.0} ms",
-                        records.len(),
-                        size as f64 / 1_048_576.0,
-                        records.last().map_or(0.0, |r| r.t_w_ms)
-                    );
-                    }
-                }
-            }
+    let mut others: Vec<(Scenario, Vec<WorkflowRecord>)> = Vec::new();
+    let first_size = [o.sizes[0]];
+    let bundled = ["bundled".to_string()];
+    let first_level = [levels[0].clone()];
+    for &scenario in &o.scenarios {
+        if scenario == Scenario::SlotChange {
+            continue; // on its own constellation, below
+        }
+        let m = Matrix {
+            net: &net,
+            mods: &mods,
+            events: &events,
+            policies: &o.policies,
+            states: if scenario == Scenario::Chain {
+                &o.states
+            } else {
+                &bundled
+            },
+            sizes: if scenario == Scenario::Chain {
+                &o.sizes
+            } else {
+                &first_size
+            },
+            levels: if scenario == Scenario::Chain {
+                &levels
+            } else {
+                &first_level
+            },
+        };
+        match scenario {
+            Scenario::Chain => records = m.run(scenario, &reps_at, &budget),
+            _ => others.push((scenario, m.run(scenario, &scenario_reps, &budget))),
         }
     }
 
     let mut tput = Vec::new();
-    let tsize = if o.sizes.contains(&mb_bytes(1.0)) {
-        mb_bytes(1.0)
-    } else {
-        o.sizes[0]
-    };
-    for policy in &o.policies {
-        let cfg = Config {
-            policy: policy.clone(),
-            state: "bundled".into(),
-            size_bytes: tsize,
-            concurrency: o.concurrency,
-        };
-        let slo_ms = budget(&levels[0], tsize);
-        let wall_s = throughput(&net, &mods, &cfg, o.throughput_workflows, slo_ms);
-        eprintln!(
-            "[experiment] throughput {policy}: {} workflows, {} at a time, {wall_s:.1} s",
-            o.throughput_workflows, o.concurrency
-        );
-        tput.push(ThroughputRecord {
-            config: cfg,
-            workflows: o.throughput_workflows,
-            wall_s,
-        });
+    // Throughput at 2 MB (the published scale), at the run's size in a quick run.
+    let tsize = if o.quick { o.sizes[0] } else { mb_bytes(2.0) };
+    for &concurrency in &o.concurrency {
+        for policy in &o.policies {
+            let cfg = Config {
+                policy: policy.clone(),
+                state: "bundled".into(),
+                size_bytes: tsize,
+                concurrency,
+            };
+            let total = o.throughput_workflows.unwrap_or(2 * concurrency);
+            let slo_ms = budget(&levels[0], tsize);
+            let (wall_s, undrained) = throughput(&net, &mods, &cfg, total, slo_ms);
+            eprintln!(
+                "[experiment] throughput {policy}: {total} workflows, {concurrency} at a time, {wall_s:.1} s"
+            );
+            tput.push(ThroughputRecord {
+                config: cfg,
+                workflows: total,
+                wall_s,
+                undrained,
+            });
+        }
     }
 
-    let meta = Meta {
+    let fusion_node = net.satellites()[0].clone();
+    let fused = fusion(&net, &mods, &fusion_node, o.fusion_size, o.fusion_reps);
+    drop(events);
+    drop(net);
+
+    if o.scenarios.contains(&Scenario::SlotChange) {
+        // Short slots, so that waiting for a boundary costs seconds, not a minute.
+        let slot_ms = slot_change_lead(o.sizes[0]).as_millis() as u64 * 4;
+        let net = start_constellation(slot_ms.max(6_000));
+        let events = Events::subscribe(&net);
+        let m = Matrix {
+            net: &net,
+            mods: &mods,
+            events: &events,
+            policies: &o.policies,
+            states: &bundled,
+            sizes: &first_size,
+            levels: &first_level,
+        };
+        others.push((
+            Scenario::SlotChange,
+            m.run(Scenario::SlotChange, &scenario_reps, &budget),
+        ));
+    }
+
+    let meta = |what: String| {
+        Meta {
         date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine: format!(
             "nproc {}, {}, wasmedge {}, {}",
@@ -688,12 +1218,11 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
-        command,
+        command: command.clone(),
         notes: vec![
+            what,
             format!(
-                "{} workflows of 4 steps ({} repetitions per configuration), guests {}, slot length {} ms, SLO levels {} ({}; tables and headline: {}); run took {:.0} s",
-                records.len(),
-                o.reps,
+                "guests {}, slot length {} ms, SLO levels {} ({}; tables and headline: {}); the whole run took {:.0} s",
                 o.mode,
                 o.slot_ms,
                 levels.join(", "),
@@ -702,24 +1231,91 @@ fn main() {
                 started.elapsed().as_secs_f64()
             ),
             "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every physical link one shared resource per direction (flows crossing it share its bandwidth), paths cross their links hop by hop, a new connection pays the path's round trip".into(),
+            "policies: skylark = the Skylark policy with its default election rule (retrieval: least expected retrieval time for the consumer); research = the Skylark policy with the research's rule (SKYLARK_ELECTION=research); sizes in MB = 10^6 bytes".into(),
             "paired design: per repetition every policy starts on the same satellite, policies in a shuffled order; throughput wall time ends when the last propagation has drained".into(),
             "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
+            "local availability: the step's state was in its own store when its read was issued (polled every ms from just before its process started; the read is issued when the guest starts: T(f) minus the guest's own total time)".into(),
         ]
         .into_iter()
         .chain(o.quick.then(|| "quick (smoke) run: small state, one repetition".to_string()))
         .collect(),
+    }
     };
-    match report::write_report(&o.out, &meta, &records, &tput) {
-        Ok(path) => {
-            let summaries = report::summarize(&report::primary_level(&records), &tput);
-            println!("{}", report::headline(&summaries, tsize));
-            eprintln!("[experiment] report: {}", path.display());
-        }
+    let main_meta = meta(format!(
+        "scenario chain: {} workflows of 4 steps ({} repetitions per configuration, {} above 5 MB); throughput at {} MB, concurrency {:?}",
+        records.len(),
+        reps,
+        reps_large,
+        tsize as f64 / 1e6,
+        o.concurrency
+    ));
+    let written = report::write_report(&o.out, &main_meta, &records, &tput);
+    let path = match written {
+        Ok(path) => path,
         Err(e) => {
             eprintln!("experiment: writing the report: {e}");
             std::process::exit(1);
         }
+    };
+    let mut extra = String::new();
+    let undrained: Vec<String> = tput
+        .iter()
+        .filter(|t| t.undrained > 0)
+        .map(|t| {
+            format!(
+                "{} at concurrency {}: {} job(s)",
+                t.config.policy, t.config.concurrency, t.undrained
+            )
+        })
+        .collect();
+    if !undrained.is_empty() {
+        extra.push_str(&format!(
+            "\n## Throughput: propagation that did not drain\n\nJobs still in the outboxes {} s \
+             after the last workflow (a job a process leaves in its node's outbox at exit \
+             is resumed only by a later process on that node); the wall time of these \
+             measurements ends there: {}.\n",
+            DRAIN_TIMEOUT.as_secs(),
+            undrained.join("; ")
+        ));
     }
+    for (scenario, recs) in &others {
+        let dir = o.out.join(format!("scenario-{}", scenario.name()));
+        let m = meta(format!(
+            "scenario {}: {} workflows of 4 steps ({} repetitions per policy)",
+            scenario.name(),
+            recs.len(),
+            o.scenario_reps
+        ));
+        if let Err(e) = report::write_report(&dir, &m, recs, &[]) {
+            eprintln!("experiment: writing the {} report: {e}", scenario.name());
+            std::process::exit(1);
+        }
+        extra.push_str(&format!(
+            "\n## Scenario {} ([report](scenario-{}/report.md))\n",
+            scenario.name(),
+            scenario.name()
+        ));
+        extra.push_str(&skylark_experiment::paired::markdown(recs));
+        extra.push_str(&handoff::markdown(recs));
+    }
+    if !fused.is_empty() {
+        extra.push_str(&fusion_markdown(&fused, &fusion_node));
+        let json = serde_json::to_string_pretty(&fused).unwrap_or_default();
+        if let Err(e) = std::fs::write(o.out.join("fusion.json"), json) {
+            eprintln!("experiment: writing fusion.json: {e}");
+        }
+    }
+    if !extra.is_empty() {
+        let mut md = std::fs::read_to_string(&path).unwrap_or_default();
+        md.push_str(&extra);
+        if let Err(e) = std::fs::write(&path, md) {
+            eprintln!("experiment: writing {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+    let summaries = report::summarize(&report::primary_level(&records), &tput);
+    println!("{}", report::headline(&summaries, o.sizes[0]));
+    eprintln!("[experiment] report: {}", path.display());
 }
 
 /// Prints `message` and exits with status 2 (a bad option or profile).

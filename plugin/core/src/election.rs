@@ -2,8 +2,12 @@
 //! [`Schedule`] and the step's SLO.
 //!
 //! - [`Policy::Skylark`]: take the topology slot valid when the successor is expected to
-//!   start, find the shortest-latency path from the local node to the destination, and
-//!   walk it from the destination back toward the local node. The first node whose
+//!   start and find the shortest-latency path from the local node to the destination.
+//!   On it, by default ([`Rule::Retrieval`], module [`retrieval`]), elect the node that
+//!   minimises the consumer's expected retrieval time, within the SLO when the SLO can
+//!   be met and regardless of it when it cannot. The research's rule
+//!   ([`Rule::Research`], `SKYLARK_ELECTION=research`) walks the path from the
+//!   destination back toward the local node instead; the first node whose
 //!   `exec_ms + migration_ms <= max_latency_ms`, whose path prefix has at least
 //!   `min_bandwidth_mbps` of bottleneck bandwidth, and whose path-prefix links exist in
 //!   every slot from now until both the successor has started and the migration has
@@ -14,9 +18,40 @@
 //! Migration time is estimated as `2 * path latency + size / bottleneck bandwidth`
 //! ([`migration_ms`]), improving on the original's average-bandwidth estimate.
 
+mod retrieval;
+
 use crate::topology::{Path, Schedule};
 use skylark_abi::wire::Policy;
 use std::fmt::Write as _;
+
+/// Which rule the Skylark policy elects by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rule {
+    /// Least expected retrieval time for the consumer ([`retrieval`]); the default.
+    #[default]
+    Retrieval,
+    /// The research's rule: the node nearest the destination within the SLO, else keep
+    /// the state local.
+    Research,
+}
+
+impl Rule {
+    /// Both rules, default first.
+    pub const ALL: [Rule; 2] = [Rule::Retrieval, Rule::Research];
+
+    /// The name used in configuration (`SKYLARK_ELECTION`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Retrieval => "retrieval",
+            Rule::Research => "research",
+        }
+    }
+
+    /// Parses a name of [`Rule::name`].
+    pub fn parse(name: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
 
 /// The SLO default of the original system (`max_latency`, ms).
 pub const DEFAULT_MAX_LATENCY_MS: f64 = 5000.0;
@@ -28,6 +63,8 @@ const MAX_REASONS: usize = 3;
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub policy: Policy,
+    /// The rule of [`Policy::Skylark`].
+    pub rule: Rule,
     /// The node running the producer (node id in the schedule).
     pub local: u32,
     /// Where the consumer (or the workflow's end) will run.
@@ -47,14 +84,19 @@ pub struct Request<'a> {
     pub successor_at_ms: u64,
     /// Nodes that stayed unreachable: never elected.
     pub exclude: &'a [u32],
+    /// Bytes of the copy to the global store that leaves alongside the elected node's
+    /// copy (0 if none): links both cross are shared ([`Rule::Retrieval`] only).
+    pub global_copy_bytes: u64,
 }
 
 impl Request<'static> {
-    /// A request with the model's defaults: empty state, no execution time yet,
-    /// `max_latency_ms` 5000, no bandwidth floor, successor starting now, no exclusions.
+    /// A request with the model's defaults: the retrieval rule, empty state, no
+    /// execution time yet, `max_latency_ms` 5000, no bandwidth floor, successor starting
+    /// now, no exclusions, no global copy alongside.
     pub fn new(policy: Policy, local: u32, destination: u32, now_ms: u64) -> Request<'static> {
         Request {
             policy,
+            rule: Rule::Retrieval,
             local,
             destination,
             size_bytes: 0,
@@ -64,6 +106,7 @@ impl Request<'static> {
             now_ms,
             successor_at_ms: now_ms,
             exclude: &[],
+            global_copy_bytes: 0,
         }
     }
 }
@@ -91,6 +134,12 @@ pub struct Election {
     pub slot: usize,
     /// Short human-readable explanation.
     pub reason: String,
+    /// Whether the SLO could be met by some node other than the local one: judged by
+    /// [`Rule::Retrieval`] only (`None` otherwise).
+    pub slo_feasible: Option<bool>,
+    /// The consumer's expected retrieval time (ms) with the elected placement:
+    /// [`Rule::Retrieval`] only.
+    pub retrieval_ms: Option<f64>,
 }
 
 impl Election {
@@ -102,6 +151,8 @@ impl Election {
             migration_ms: 0.0,
             slot,
             reason,
+            slo_feasible: None,
+            retrieval_ms: None,
         }
     }
 }
@@ -159,11 +210,14 @@ pub fn elect(s: &Schedule, req: &Request, rng: &mut Rng) -> Election {
             migration_ms: 0.0,
             slot,
             reason: "stateless policy: global store only".into(),
+            slo_feasible: None,
+            retrieval_ms: None,
         },
         Policy::Local => Election::local(slot, Vec::new(), "local policy: keep local".into()),
-        Policy::Skylark => match route(s, req, slot) {
-            Ok(path) => skylark(s, req, slot, &path),
-            Err(kept) => kept,
+        Policy::Skylark => match (route(s, req, slot), req.rule) {
+            (Ok(path), Rule::Retrieval) => retrieval::elect(s, req, slot, &path),
+            (Ok(path), Rule::Research) => research(s, req, slot, &path),
+            (Err(kept), _) => kept,
         },
         Policy::Random => match route(s, req, slot) {
             Ok(path) => random(s, req, slot, &path, rng),
@@ -259,8 +313,8 @@ fn survival(s: &Schedule, start: usize, path: &Path) -> Vec<usize> {
     out
 }
 
-/// The Skylark policy on a computed path.
-fn skylark(s: &Schedule, req: &Request, slot: usize, path: &Path) -> Election {
+/// The Skylark policy with the research's rule on a computed path.
+fn research(s: &Schedule, req: &Request, slot: usize, path: &Path) -> Election {
     let walk = Walk {
         s,
         req,
@@ -286,6 +340,8 @@ fn skylark(s: &Schedule, req: &Request, slot: usize, path: &Path) -> Election {
                     migration_ms: m,
                     slot,
                     reason: format!("{}: {why}", s.name(n)),
+                    slo_feasible: None,
+                    retrieval_ms: None,
                 };
             }
             // The rejections nearest the destination say most; keep the reason short.
@@ -417,6 +473,8 @@ fn random(s: &Schedule, req: &Request, slot: usize, path: &Path, rng: &mut Rng) 
         migration_ms: Prefixes::of(s, slot, path).migration(i, req.size_bytes),
         slot,
         reason,
+        slo_feasible: None,
+        retrieval_ms: None,
     }
 }
 
@@ -456,8 +514,18 @@ mod tests {
         s.id(name).unwrap()
     }
 
-    /// A Skylark request from `local` to `dest` at minute `minute`, successor right away.
+    /// A Skylark request under the research's rule from `local` to `dest` at minute
+    /// `minute`, successor right away. The tests written for the research's rule use it:
+    /// that rule is kept as a named variant and must keep electing as it did.
     fn req<'a>(s: &Schedule, local: &str, dest: &str, minute: u64) -> Request<'a> {
+        Request {
+            rule: Rule::Research,
+            ..req_retrieval(s, local, dest, minute)
+        }
+    }
+
+    /// The same request under the default rule.
+    fn req_retrieval<'a>(s: &Schedule, local: &str, dest: &str, minute: u64) -> Request<'a> {
         Request::new(Policy::Skylark, id(s, local), id(s, dest), minute * MIN + 1)
     }
 
@@ -625,6 +693,7 @@ mod tests {
         let s = vanishing();
         let exclude = [3];
         let mut r = Request::new(Policy::Skylark, 0, 3, 100);
+        r.rule = Rule::Research;
         r.max_latency_ms = 30.0;
         r.exclude = &exclude;
         // Successor within slot 0: the fast path, a is elected (d is excluded).
@@ -671,6 +740,7 @@ mod tests {
         ];
         let s = Schedule::from_parts(nodes, slots, 1000, 0, None).unwrap();
         let mut r = Request::new(Policy::Skylark, 0, 2, 100);
+        r.rule = Rule::Research;
         r.successor_at_ms = 1100;
         let e = elect1(&s, &r);
         assert_eq!((e.target, e.path.clone()), (Target::Node(1), vec![0, 1, 2]));
@@ -806,6 +876,199 @@ mod tests {
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
         assert_eq!(a.below(0), 0);
         assert_eq!(a.below(1), 0);
+    }
+
+    #[test]
+    fn rule_names_round_trip() {
+        for r in Rule::ALL {
+            assert_eq!(Rule::parse(r.name()), Some(r));
+        }
+        assert_eq!(Rule::default(), Rule::Retrieval);
+        assert_eq!(Rule::parse("Research"), None);
+        assert_eq!(Request::new(Policy::Skylark, 0, 1, 0).rule, Rule::Retrieval);
+    }
+
+    #[test]
+    fn retrieval_elects_the_destination_when_the_slo_allows() {
+        let s = constellation();
+        let mut r = req_retrieval(&s, "pi5u2", "pi5u1", 3);
+        r.exec_ms = 12.0;
+        r.size_bytes = 100_000;
+        r.global_copy_bytes = 100_000;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u1")), "{}", e.reason);
+        assert_eq!(e.slo_feasible, Some(true));
+        // 70 ms path, 30 Mbit/s bottleneck; the destination is the global node, so its
+        // copy is the global copy (no second copy shares the links): the research's
+        // estimate, and the consumer (starting now) waits for all of it.
+        let m = 140.0 + 100_000.0 / 3750.0;
+        assert!((e.migration_ms - m).abs() < 1e-9, "{}", e.migration_ms);
+        assert_eq!(e.retrieval_ms, Some(e.migration_ms));
+        assert!(e.reason.starts_with("pi5u1: 4 of 4 hops"), "{}", e.reason);
+        assert!(e.reason.contains("SLO feasible"), "{}", e.reason);
+    }
+
+    #[test]
+    fn retrieval_moves_the_state_toward_the_consumer_when_no_node_fits() {
+        // The case of issue 13 point 4: nothing fits the SLO. The research's rule keeps the
+        // state local and the consumer, 6 hops away, reads it from the global store; the
+        // retrieval rule moves it to the consumer, which waits only for the copy.
+        let s = constellation();
+        for rule in Rule::ALL {
+            let mut r = req_retrieval(&s, "pi5u2", "pi4p1", 0);
+            r.rule = rule;
+            r.exec_ms = 4990.0;
+            r.size_bytes = 1_000_000;
+            let e = elect1(&s, &r);
+            match rule {
+                Rule::Research => assert_eq!(e.target, Target::Local, "{}", e.reason),
+                Rule::Retrieval => {
+                    assert_eq!(e.target, Target::Node(id(&s, "pi4p1")), "{}", e.reason);
+                    assert_eq!(e.slo_feasible, Some(false));
+                    assert!(e.reason.contains("SLO infeasible"), "{}", e.reason);
+                    // 6 links of 10 ms at 90 Mbit/s: 120 + 1e6 / 11250.
+                    assert!((e.migration_ms - (120.0 + 1e6 / 11_250.0)).abs() < 1e-9);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retrieval_keeps_a_feasible_slo() {
+        // 1 MB, destination 6 hops away (10 ms, 90 Mbit/s each), exec 12, SLO 142: only
+        // pi5u3 (12 + 20 + 88.9) and pi5u4 (12 + 40 + 88.9) fit. Neither is the consumer's
+        // neighbour, so both leave the read to the global store; the tie goes to the node
+        // nearer the destination. The destination, which would serve the consumer better,
+        // breaks the SLO and is not elected.
+        let s = constellation();
+        let mut r = req_retrieval(&s, "pi5u2", "pi4p1", 0);
+        r.size_bytes = 1_000_000;
+        r.exec_ms = 12.0;
+        r.max_latency_ms = 142.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi5u4")), "{}", e.reason);
+        assert_eq!(e.slo_feasible, Some(true));
+        assert!(r.exec_ms + e.migration_ms <= r.max_latency_ms);
+        // A looser SLO lets the destination in, where the consumer finds the state.
+        r.max_latency_ms = 400.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(id(&s, "pi4p1")), "{}", e.reason);
+        assert_eq!(e.retrieval_ms, Some(e.migration_ms));
+    }
+
+    #[test]
+    fn retrieval_counts_the_global_copy_on_shared_links() {
+        // l - a - d, and the global node g behind a: the global copy (l -> a -> g) shares
+        // the link l -> a with the copy to d.
+        let nodes = ["l", "a", "d", "g"].map(node).to_vec();
+        let links = vec![link(0, 1, 10.0), link(1, 2, 10.0), link(1, 3, 10.0)];
+        let s = Schedule::from_parts(nodes, vec![links], 60_000, 0, Some(3)).unwrap();
+        let mut r = Request::new(Policy::Skylark, 0, 2, 100);
+        r.size_bytes = 1_000_000;
+        // Alone: 2 x 20 ms + 1 MB at 100 Mbit/s (80 ms).
+        assert!((elect1(&s, &r).migration_ms - 120.0).abs() < 1e-9);
+        // A 1 MB global copy alongside halves l -> a until it ends: 160 ms of transfer.
+        r.global_copy_bytes = 1_000_000;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(2));
+        assert!((e.migration_ms - 200.0).abs() < 1e-9, "{}", e.migration_ms);
+        // A small global copy costs only its own bytes on the shared link.
+        r.global_copy_bytes = 10_000;
+        assert!((elect1(&s, &r).migration_ms - 120.8).abs() < 1e-9);
+        // With the shared estimate an SLO of 150 ms fits neither a (20 + 160) nor d
+        // (40 + 160); without the global copy both fit (100, 120).
+        r.global_copy_bytes = 1_000_000;
+        r.max_latency_ms = 150.0;
+        let e = elect1(&s, &r);
+        assert_eq!(e.slo_feasible, Some(false), "{}", e.reason);
+        r.global_copy_bytes = 0;
+        assert_eq!(elect1(&s, &r).slo_feasible, Some(true));
+    }
+
+    #[test]
+    fn retrieval_time_counts_from_the_successors_start() {
+        let nodes = ["l", "d"].map(node).to_vec();
+        let s = Schedule::from_parts(nodes, vec![vec![link(0, 1, 10.0)]], 60_000, 0, None).unwrap();
+        let mut r = Request::new(Policy::Skylark, 0, 1, 100);
+        r.size_bytes = 1_000_000;
+        // The copy takes 20 + 80 ms; the consumer starting now waits all of it.
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.retrieval_ms), (Target::Node(1), Some(100.0)));
+        // Starting 60 ms from now, it waits the remaining 40 ms; after 100 ms, nothing.
+        r.successor_at_ms = 160;
+        assert_eq!(elect1(&s, &r).retrieval_ms, Some(40.0));
+        r.successor_at_ms = 300;
+        assert_eq!(elect1(&s, &r).retrieval_ms, Some(0.0));
+    }
+
+    #[test]
+    fn retrieval_uses_a_node_that_stays_in_range_across_a_slot_change() {
+        // The slot-change scenario: the successor starts after the fast route via a has
+        // gone. No node fits the 30 ms SLO on the remaining route via b: the research's
+        // rule keeps the state local, where the consumer (two hops away, no global store)
+        // cannot find it; the retrieval rule moves it to b, the consumer's neighbour, or
+        // to d itself when d is not excluded.
+        let s = vanishing();
+        let exclude = [3];
+        let mut r = Request::new(Policy::Skylark, 0, 3, 100);
+        r.max_latency_ms = 30.0;
+        r.successor_at_ms = 1500;
+        r.exclude = &exclude;
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.slot), (Target::Node(2), 1), "{}", e.reason);
+        assert_eq!(e.slo_feasible, Some(false));
+        r.rule = Rule::Research;
+        assert_eq!(elect1(&s, &r).target, Target::Local);
+        r.rule = Rule::Retrieval;
+        r.exclude = &[];
+        assert_eq!(elect1(&s, &r).target, Target::Node(3));
+        // Within slot 0 the fast route stands and a fits the SLO: a, as the research's.
+        r.successor_at_ms = 100;
+        r.exclude = &exclude;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(1), "{}", e.reason);
+        assert_eq!(e.slo_feasible, Some(true));
+        // Successor in slot 0 again (2500): a's link is missing in slot 1 in between,
+        // which rules a out for the research's rule, but the copy to a is done within
+        // slot 0 and a is d's neighbour again when the consumer reads.
+        r.successor_at_ms = 2500;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Node(1), "{}", e.reason);
+        r.rule = Rule::Research;
+        assert_eq!(elect1(&s, &r).target, Target::Local);
+    }
+
+    #[test]
+    fn retrieval_copies_to_the_consumer_before_its_route_changes() {
+        // Slot 0: l - d directly; slot 1: l - a - d. Now in slot 0, the consumer starts in
+        // slot 1 on d. The research's rule needs the successor's path (l - a - d) to exist
+        // already and keeps the state local; the retrieval rule copies it to d over
+        // today's direct link, done long before the slot changes.
+        let nodes = ["l", "a", "d"].map(node).to_vec();
+        let slots = vec![
+            vec![link(0, 2, 5.0)],
+            vec![link(0, 1, 5.0), link(1, 2, 5.0)],
+        ];
+        let s = Schedule::from_parts(nodes, slots, 1000, 0, None).unwrap();
+        let mut r = Request::new(Policy::Skylark, 0, 2, 100);
+        r.successor_at_ms = 1500;
+        let e = elect1(&s, &r);
+        assert_eq!((e.target, e.slot), (Target::Node(2), 1), "{}", e.reason);
+        assert_eq!((e.migration_ms, e.retrieval_ms), (10.0, Some(0.0)));
+        assert!(e.reason.contains("a: unreachable now"), "{}", e.reason);
+        r.rule = Rule::Research;
+        assert_eq!(elect1(&s, &r).target, Target::Local);
+        // A copy that would still run when the direct link goes is not started.
+        r.rule = Rule::Retrieval;
+        r.now_ms = 995;
+        let e = elect1(&s, &r);
+        assert_eq!(e.target, Target::Local, "{}", e.reason);
+        assert!(
+            e.reason
+                .contains("d: its route breaks before a 10 ms copy ends"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub use error::ConfigError;
 pub use secret::{redact, Credentials, Secret};
 pub use tls::{PemFile, Tls};
 
+use crate::election::Rule;
 use crate::log::Level;
 use skylark_abi::wire::Policy;
 use std::fmt;
@@ -38,6 +39,8 @@ pub struct Propagation {
     pub remote_tls: bool,
     pub global_url: Option<RedisUrl>,
     pub policy: Policy,
+    /// The rule of the `skylark` policy.
+    pub election: Rule,
     pub max_latency_ms: u64,
     pub min_bandwidth_mbps: f64,
     pub queue_len: usize,
@@ -230,6 +233,15 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
             )
         })?,
     };
+    let election = match var(ELECTION.name) {
+        None => Rule::default(),
+        Some(v) => Rule::parse(v.trim()).ok_or_else(|| {
+            ConfigError::value(
+                "SKYLARK_ELECTION",
+                format!("SKYLARK_ELECTION {v:?} is not one of retrieval, research"),
+            )
+        })?,
+    };
     let ms = |v: &Var| int(var, v).map(Duration::from_millis);
     Ok(Propagation {
         enabled,
@@ -242,6 +254,7 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
         remote_tls: switch(var, &REMOTE_TLS)?,
         global_url,
         policy,
+        election,
         max_latency_ms: int(var, &SLO_MAX_LATENCY_MS)?,
         min_bandwidth_mbps: rate(var, &SLO_MIN_BANDWIDTH_MBPS)?,
         queue_len: int(var, &QUEUE_LEN)? as usize,
@@ -517,6 +530,7 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert!(!c.propagation.enabled);
         assert_eq!(c.propagation.policy, Policy::Skylark);
+        assert_eq!(c.propagation.election, Rule::Retrieval);
         assert_eq!(c.propagation.max_latency_ms, 5000);
         let c = cfg(&[("SKYLARK_TOPOLOGY_FILE", "/etc/skylark/topo.json")]).unwrap();
         assert!(c.propagation.enabled);
@@ -531,11 +545,13 @@ mod tests {
             ("SKYLARK_SLO_MIN_BANDWIDTH_MBPS", "60"),
             ("SKYLARK_LEASE_MS", "300"),
             ("SKYLARK_READ_CACHE", "off"),
+            ("SKYLARK_ELECTION", " research"),
         ])
         .unwrap();
         let p = c.propagation;
         assert!(!p.enabled);
         assert_eq!(p.policy, Policy::Random);
+        assert_eq!(p.election, Rule::Research);
         assert_eq!(p.node_addrs.len(), 2);
         assert_eq!(p.node_addrs[1].1, "unix:///tmp/r.sock");
         assert_eq!(p.min_bandwidth_mbps, 60.0);
@@ -563,6 +579,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("SKYLARK_PROPAGATION", "maybe"),
             ("SKYLARK_POLICY", "fastest"),
+            ("SKYLARK_ELECTION", "nearest"),
             ("SKYLARK_NODE_ADDRS", "pi5u1"),
             ("SKYLARK_NODE_ADDRS", "pi5u1=http://x"),
             ("SKYLARK_NODE_ADDRS", "a=redis://h:1,a=redis://h:2"),

@@ -332,6 +332,13 @@ pub const POLICY: Var = Var {
     doc: "default policy: `skylark`, `random`, `stateless` or `local` (a put or get may choose its own)",
 };
 
+pub const ELECTION: Var = Var {
+    name: "SKYLARK_ELECTION",
+    section: Section::Propagation,
+    kind: Kind::Str { default: "retrieval", accepts: "`retrieval` or `research`" },
+    doc: "rule of the `skylark` policy: `retrieval` elects the node on the path to the destination with the least expected retrieval time for the consumer (within the SLO when some node meets it); `research` is the original rule (the node nearest the destination within the SLO, else keep local)",
+};
+
 pub const SLO_MAX_LATENCY_MS: Var = Var {
     name: "SKYLARK_SLO_MAX_LATENCY_MS",
     section: Section::Propagation,
@@ -489,6 +496,7 @@ pub const VARS: &[Var] = &[
     REMOTE_TLS,
     GLOBAL_URL,
     POLICY,
+    ELECTION,
     SLO_MAX_LATENCY_MS,
     SLO_MIN_BANDWIDTH_MBPS,
     QUEUE_LEN,

@@ -11,6 +11,14 @@ use crate::topology::Schedule;
 use serde_json::json;
 use skylark_abi::wire::Policy;
 
+/// What an election is given: the state's size and the bytes of the global copy that
+/// leaves alongside the elected node's copy (0 if the global store has it already).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizes {
+    pub state: u64,
+    pub global_copy: u64,
+}
+
 /// The job's target: the one it already has, else a fresh election, which is recorded in
 /// the job and announced (off the copy's critical path).
 pub(super) fn target(
@@ -18,17 +26,20 @@ pub(super) fn target(
     job: &mut Job,
     topo: Option<&Schedule>,
     global: Option<&str>,
-    size: u64,
+    sizes: Sizes,
     rng: &mut Rng,
 ) -> String {
     if let Some(t) = &job.target {
         return t.clone();
     }
-    let e = elect(ctx, topo, global, job, size, rng);
+    let e = elect(ctx, topo, global, job, sizes, rng);
+    let rule = (job.policy == Policy::Skylark).then(|| ctx.config.propagation.election.name());
     let body = json!({"chain": job.chain, "tasks": job.tasks, "node": ctx.config.node_name,
-           "policy": job.policy.name(), "elected": e.node, "global": global,
+           "policy": job.policy.name(), "rule": rule, "elected": e.node, "global": global,
            "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
-           "bytes": size, "reason": e.reason, "job": job.id});
+           "bytes": sizes.state, "reason": e.reason, "job": job.id,
+           "exec_ms": e.exec_ms, "max_latency_ms": job.max_latency_ms,
+           "slo_feasible": e.slo_feasible, "retrieval_ms": e.retrieval_ms});
     tokio::spawn(ctx.events.publish("placement", body));
     skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
     job.target = Some(e.node.clone());
@@ -60,15 +71,19 @@ struct Elected {
     path: Vec<String>,
     migration_ms: f64,
     slot: Option<usize>,
+    /// The execution time the election counted against the SLO.
+    exec_ms: Option<f64>,
+    slo_feasible: Option<bool>,
+    retrieval_ms: Option<f64>,
 }
 
-/// Elects the node that should hold the job's copy (`size` bytes of bundle).
+/// Elects the node that should hold the job's copy.
 fn elect(
     ctx: &Cluster,
     topo: Option<&Schedule>,
     global: Option<&str>,
     job: &Job,
-    size: u64,
+    sizes: Sizes,
     rng: &mut Rng,
 ) -> Elected {
     let local = ctx.config.node_name.clone();
@@ -78,6 +93,9 @@ fn elect(
         path: Vec::new(),
         migration_ms: 0.0,
         slot: None,
+        exec_ms: None,
+        slo_feasible: None,
+        retrieval_ms: None,
     };
     match job.policy {
         Policy::Local => return keep("policy local"),
@@ -109,15 +127,17 @@ fn elect(
     let (exec_ms, successor_at_ms) = times(job, now);
     let req = election::Request {
         policy: job.policy,
+        rule: ctx.config.propagation.election,
         local: local_id,
         destination: dest_id,
-        size_bytes: size,
+        size_bytes: sizes.state,
         exec_ms,
         max_latency_ms: job.max_latency_ms as f64,
         min_bandwidth_mbps: job.min_bandwidth_mbps,
         now_ms: now,
         successor_at_ms,
         exclude: &exclude,
+        global_copy_bytes: sizes.global_copy,
     };
     let e = election::elect(t, &req, rng);
     let node = match e.target {
@@ -131,6 +151,9 @@ fn elect(
         path: e.path.iter().map(|&n| t.node(n).name.clone()).collect(),
         migration_ms: e.migration_ms,
         slot: Some(e.slot),
+        exec_ms: Some(req.exec_ms),
+        slo_feasible: e.slo_feasible,
+        retrieval_ms: e.retrieval_ms,
     }
 }
 

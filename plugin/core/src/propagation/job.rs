@@ -108,12 +108,16 @@ async fn step(
     if snap.state.is_empty() {
         return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
     }
+    let sizes = elect::Sizes {
+        state: snap.size,
+        global_copy: global_copy_bytes(job, &snap, local, global_name.as_deref()),
+    };
     let target = elect::target(
         ctx,
         job,
         topo.as_deref(),
         global_name.as_deref(),
-        snap.size,
+        sizes,
         rng,
     );
     let targets = copy_targets(job, &target, local, global_name.as_deref());
@@ -202,6 +206,21 @@ fn not_ready(
         return Some(Step::Retry(backoff(retry_base, job.attempts)));
     }
     None
+}
+
+/// Bytes of the copy to the global store this round sends alongside the target's copy:
+/// the job's own fields (what a global copy carries), 0 if the global store is this node
+/// or already has them.
+fn global_copy_bytes(job: &Job, snap: &Snapshot, local: &str, global: Option<&str>) -> u64 {
+    match global {
+        Some(g) if g != local && !job.done.iter().any(|d| d == g) => snap
+            .state
+            .iter()
+            .filter(|(f, _)| job.tasks.iter().any(|t| t.as_bytes() == f.as_slice()))
+            .map(|(f, v)| (f.len() + v.len()) as u64)
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// The nodes this round copies to: the target unless it is this node or the global

@@ -1,0 +1,243 @@
+//! The Skylark policy's default rule ([`Rule::Retrieval`](super::Rule::Retrieval)): elect
+//! the node on the path to the destination that minimises the consumer's expected
+//! retrieval time, i.e. move the state as far toward the consumer as the time until the
+//! consumer starts allows (issue 13 point 4).
+//!
+//! The candidates are the nodes of the shortest path to the destination in the slot in
+//! which the successor starts, `local = p0 .. pn = destination`. For `pi`:
+//!
+//! - **arrival** `a(i)`: the copy leaves now over the current slot's route to `pi`:
+//!   `2 * latency + transfer`, each link's transfer counting the job's own global copy
+//!   where both copies cross that link in the same direction (the link load this node
+//!   knows of: `size + min(size, global bytes)` through a shared link, a fair share until
+//!   the smaller copy ends); the slowest link sets the transfer;
+//! - **expected retrieval** `R(i)`, counted from the successor's start `t`:
+//!   - `pi` is the destination: `max(0, a(i) - t)` (the consumer waits for the copy it
+//!     was announced, or finds it there);
+//!   - `pi` is the destination's neighbour on the path: `max(0, a(i) - t)` plus the read
+//!     of the whole state over that link (a round trip plus the transfer);
+//!   - farther away (the consumer probes only its own store and its neighbours): the
+//!     read from the global store, `max(0, a(global) - t)` plus that read (none when the
+//!     consumer runs on the global node); unbounded without a global store.
+//!
+//! A node is eligible if it is not excluded, reachable now with the bandwidth floor, and
+//! its route lasts until the copy is done. Unlike the research's rule, the links need not
+//! last until the successor starts: once stored, the state stays on the node whatever
+//! the links do, so a slot change between producer and consumer does not rule out the
+//! consumer's own node. The SLO is judged **feasible** if some node other than this one
+//! has `exec + a(i) <= max_latency`; then only those nodes (and this one) are candidates,
+//! so the election never breaks a feasible SLO. When it is infeasible, every eligible
+//! node is a candidate: the transfer has to happen anyway, and keeping the state local
+//! (the research's rule) makes the consumer pay all of it on its critical path. Ties go
+//! to the node nearest the destination.
+
+use super::{num, survival, Election, Request, Target, MAX_REASONS};
+use crate::topology::{Path, Schedule};
+use std::fmt::Write as _;
+
+/// Expected retrievals closer than this (ms) are ties.
+const TIE_MS: f64 = 1e-6;
+
+/// One candidate's numbers.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    /// Path position.
+    i: usize,
+    /// Estimated arrival of the copy, ms after now.
+    arrival: f64,
+    /// Expected retrieval by the consumer, ms after its start.
+    retrieval: f64,
+    /// `exec + arrival <= max_latency`.
+    fits: bool,
+}
+
+/// Transfer time (ms) of `bytes` at `mbps` (1 Mbit/s moves 125 bytes per ms).
+fn transfer_ms(bytes: f64, mbps: f64) -> f64 {
+    bytes / (mbps * 125.0)
+}
+
+/// The Skylark policy with the retrieval rule on a computed `path` (taken from the
+/// successor's `slot`).
+pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> Election {
+    let Some(&last) = path.links.last().map(|&li| &s.links(slot)[li as usize]) else {
+        return Election::local(slot, path.nodes.clone(), "keep local: empty path".into());
+    };
+    let now_slot = s.slot_at(req.now_ms);
+    let successor_at = req.successor_at_ms.max(req.now_ms);
+    let t = (successor_at - req.now_ms) as f64;
+    let size = req.size_bytes as f64;
+    // The job's own global copy leaves now, alongside the target's copy.
+    let global = s.global();
+    let global_route = global
+        .filter(|&g| g != req.local && req.global_copy_bytes > 0)
+        .and_then(|g| s.shortest_path(now_slot, req.local, g));
+    let copy = Copy {
+        s,
+        req,
+        now_slot,
+        size,
+        global_route: global_route.as_ref(),
+    };
+    // The consumer's read from the global store, if it has to go there: once the global
+    // copy has arrived, over the path from the global node (none if the consumer runs
+    // there: the global copy lands in its own store).
+    let from_global = global
+        .and_then(|g| {
+            let there = global_route.as_ref().map_or(0.0, |r| {
+                2.0 * r.latency_ms + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
+            });
+            let read = if g == req.destination {
+                0.0
+            } else {
+                let to_dest = s.shortest_path(slot, g, req.destination)?;
+                2.0 * to_dest.latency_ms + transfer_ms(size, to_dest.bottleneck_mbps)
+            };
+            Some((there - t).max(0.0) + read)
+        })
+        .unwrap_or(f64::INFINITY);
+    let n = path.links.len();
+    let estimate = |i: usize, arrival: f64| -> Estimate {
+        let wait = (arrival - t).max(0.0);
+        let retrieval = match n - i {
+            0 => wait,
+            1 => wait + 2.0 * last.latency_ms + transfer_ms(size, last.bandwidth_mbps),
+            _ => from_global,
+        };
+        Estimate {
+            i,
+            arrival,
+            retrieval,
+            fits: req.exec_ms + arrival <= req.max_latency_ms,
+        }
+    };
+    let mut eligible = vec![estimate(0, 0.0)];
+    let mut rejected = Vec::new();
+    for i in 1..=n {
+        match copy.arrival(path.nodes[i]) {
+            Ok(arrival) => eligible.push(estimate(i, arrival)),
+            Err(why) => rejected.push(format!("{}: {why}", s.name(path.nodes[i]))),
+        }
+    }
+    let feasible = eligible.iter().any(|e| e.i > 0 && e.fits);
+    let best = eligible
+        .iter()
+        .filter(|e| !feasible || e.i == 0 || e.fits)
+        .fold(None::<Estimate>, |best, e| match best {
+            Some(b) if b.retrieval < e.retrieval - TIE_MS => Some(b),
+            _ => Some(*e),
+        })
+        .unwrap_or(eligible[0]);
+    let node = path.nodes[best.i];
+    let slo = if feasible {
+        format!(
+            "SLO feasible: exec {} + migration {} <= {}",
+            num(req.exec_ms),
+            num(best.arrival),
+            num(req.max_latency_ms)
+        )
+    } else {
+        format!(
+            "SLO infeasible: no node within exec {} + migration <= {}",
+            num(req.exec_ms),
+            num(req.max_latency_ms)
+        )
+    };
+    let mut reason = format!(
+        "{}: {} of {} hops, expected retrieval {} ms (copy in {} ms, successor in {} ms); {slo}",
+        s.name(node),
+        best.i,
+        n,
+        num(best.retrieval),
+        num(best.arrival),
+        num(t),
+    );
+    if !rejected.is_empty() {
+        let shown = rejected.len().min(MAX_REASONS);
+        let _ = write!(reason, "; not eligible: {}", rejected[..shown].join("; "));
+        if rejected.len() > shown {
+            let _ = write!(reason, "; {} more", rejected.len() - shown);
+        }
+    }
+    Election {
+        target: if best.i == 0 {
+            Target::Local
+        } else {
+            Target::Node(node)
+        },
+        path: path.nodes.clone(),
+        migration_ms: best.arrival,
+        slot,
+        reason,
+        slo_feasible: Some(feasible),
+        retrieval_ms: Some(best.retrieval),
+    }
+}
+
+/// The copy to a candidate node: it leaves now, over the current slot's route.
+struct Copy<'a> {
+    s: &'a Schedule,
+    req: &'a Request<'a>,
+    now_slot: usize,
+    size: f64,
+    /// The route of the job's global copy, leaving at the same time.
+    global_route: Option<&'a Path>,
+}
+
+impl Copy<'_> {
+    /// The estimated arrival (ms from now) of the copy at `node`, or why `node` is not
+    /// eligible: excluded, unreachable now, below the bandwidth floor, or its route
+    /// breaks before the copy is done.
+    fn arrival(&self, node: u32) -> Result<f64, String> {
+        let (s, req) = (self.s, self.req);
+        if req.exclude.contains(&node) {
+            return Err("excluded (unreachable)".into());
+        }
+        let Some(route) = s.shortest_path(self.now_slot, req.local, node) else {
+            return Err("unreachable now".into());
+        };
+        if route.bottleneck_mbps < req.min_bandwidth_mbps {
+            return Err(format!(
+                "bottleneck {} Mbit/s < {}",
+                num(route.bottleneck_mbps),
+                num(req.min_bandwidth_mbps)
+            ));
+        }
+        let links = s.links(self.now_slot);
+        let extra = self.size.min(req.global_copy_bytes as f64);
+        let mut slowest = 0.0_f64;
+        for (k, &li) in route.links.iter().enumerate() {
+            let link = &links[li as usize];
+            let (a, b) = (route.nodes[k], route.nodes[k + 1]);
+            // A copy to the global node is the global copy itself.
+            let shared = Some(node) != s.global()
+                && self
+                    .global_route
+                    .is_some_and(|g| g.nodes.windows(2).any(|w| w[0] == a && w[1] == b));
+            let carried = if shared { self.size + extra } else { self.size };
+            slowest = slowest.max(transfer_ms(carried, link.bandwidth_mbps));
+        }
+        let arrival = 2.0 * route.latency_ms + slowest;
+        // The route's links must last until the copy is done (not until the successor
+        // starts: once stored, the state stays on the node whatever the links do).
+        let survives = survival(s, self.now_slot, &route);
+        if survives.last().copied().unwrap_or(0) < slots_needed(s, req.now_ms, arrival) {
+            return Err(format!(
+                "its route breaks before a {} ms copy ends",
+                num(arrival)
+            ));
+        }
+        Ok(arrival)
+    }
+}
+
+/// How many consecutive slots, from the current one, a route's links must exist in for
+/// a copy taking `arrival` ms from `now_ms` (at most a whole cycle).
+fn slots_needed(s: &Schedule, now_ms: u64, arrival: f64) -> usize {
+    let done_at = now_ms.saturating_add(arrival.ceil() as u64);
+    let span = s
+        .absolute_slot(done_at)
+        .saturating_sub(s.absolute_slot(now_ms));
+    usize::try_from(span.saturating_add(1))
+        .unwrap_or(usize::MAX)
+        .min(s.slots())
+}
