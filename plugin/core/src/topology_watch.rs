@@ -22,13 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
 
 /// Where the topology in force came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Origin {
+    #[default]
     None,
     File,
     Key,
 }
 
+#[derive(Default)]
 struct State {
     current: Option<Arc<Schedule>>,
     origin: Origin,
@@ -80,15 +82,7 @@ impl TopologyWatch {
             key,
             refresh,
             local,
-            state: Mutex::new(State {
-                current: None,
-                origin: Origin::None,
-                checked: None,
-                file_seen: None,
-                file_failed: false,
-                file: None,
-                key_seen: None,
-            }),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -309,21 +303,9 @@ mod tests {
         .into_bytes()
     }
 
-    fn state() -> State {
-        State {
-            current: None,
-            origin: Origin::None,
-            checked: None,
-            file_seen: None,
-            file_failed: false,
-            file: None,
-            key_seen: None,
-        }
-    }
-
     #[test]
     fn a_loaded_topology_has_the_local_trees_computed() {
-        let mut st = state();
+        let mut st = State::default();
         let mut changes = Vec::new();
         let s = Arc::new(Schedule::parse(&topology(3)).expect("a topology"));
         loaded(&mut st, Origin::File, s, &mut changes, "b");

@@ -10,6 +10,7 @@ use crate::outbox::Job;
 use crate::store::{HashPairs, Request, Store};
 use crate::topology::Schedule;
 use crate::{fence, keys, skylog};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ pub(super) async fn round(
     let mut copies = tokio::task::JoinSet::new();
     for name in targets {
         let is_global = global.is_some_and(|g| &g.name == name);
-        let fields = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
+        let (fields, left_out) = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
         let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
         let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
         let stamped: Vec<fence::Stamped> = fields
@@ -94,9 +95,8 @@ pub(super) async fn round(
         let expected: Vec<(&[u8], u64)> = if is_global {
             Vec::new()
         } else {
-            snap.state
+            left_out
                 .iter()
-                .filter(|(f, _)| !fields.iter().any(|(g, _)| g == f))
                 .map(|(f, _)| (f.as_slice(), snap.version(f)))
                 .collect()
         };
@@ -137,10 +137,11 @@ pub(super) async fn round(
     let mut round = join_copies(&mut copies, &job.id).await;
     // The fields elected nodes turned out to lack follow, in one more copy each.
     for (name, missing) in std::mem::take(&mut round.lacking) {
+        let missing: HashSet<&[u8]> = missing.iter().map(Vec::as_slice).collect();
         let stamped: Vec<fence::Stamped> = snap
             .state
             .iter()
-            .filter(|(f, _)| missing.contains(f))
+            .filter(|(f, _)| missing.contains(f.as_slice()))
             .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
             .collect();
         let bytes: usize = stamped.iter().map(|(f, _, v)| f.len() + v.len()).sum();
@@ -170,29 +171,29 @@ pub(super) async fn round(
     round
 }
 
-/// The state fields a copy to `target` must carry: this job's own, plus, except on the
+/// Borrowed state fields: (field, value).
+type Fields<'a> = Vec<&'a (Vec<u8>, Vec<u8>)>;
+
+/// The state fields of a copy to `target`, split into those it carries and those it
+/// leaves out (borrowed, not copied). It carries this job's own, plus, except on the
 /// global store (every put sends its own state there), those whose placement record does
 /// not already name `target`.
-fn delta(
-    state: &HashPairs,
+fn delta<'a>(
+    state: &'a HashPairs,
     placement: &[(String, String)],
     own: &[String],
     target: &str,
     is_global: bool,
-) -> HashPairs {
-    state
-        .iter()
-        .filter(|(field, _)| {
-            let Ok(task) = std::str::from_utf8(field) else {
-                return true;
-            };
-            if own.iter().any(|t| t == task) {
-                return true;
-            }
-            !is_global && !placement.iter().any(|(t, n)| t == task && n == target)
-        })
-        .cloned()
-        .collect()
+) -> (Fields<'a>, Fields<'a>) {
+    state.iter().partition(|(field, _)| {
+        let Ok(task) = std::str::from_utf8(field) else {
+            return true;
+        };
+        if own.iter().any(|t| t == task) {
+            return true;
+        }
+        !is_global && !placement.iter().any(|(t, n)| t == task && n == target)
+    })
 }
 
 /// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` and, with a
@@ -436,17 +437,17 @@ mod tests {
         ];
         let placement = vec![("pre".to_string(), "n2".to_string())];
         let own = vec!["det".to_string()];
-        let names = |v: HashPairs| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        // n2 already holds pre (placed there): only det goes.
-        assert_eq!(
-            names(delta(&state, &placement, &own, "n2", false)),
-            [b"det".to_vec()]
-        );
+        let names =
+            |v: Vec<&(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        // n2 already holds pre (placed there): only det goes; pre is left out.
+        let (sent, left_out) = delta(&state, &placement, &own, "n2", false);
+        assert_eq!(names(sent), [b"det".to_vec()]);
+        assert_eq!(names(left_out), [b"pre".to_vec()]);
         // n3 holds nothing of this chain: everything goes.
-        assert_eq!(delta(&state, &placement, &own, "n3", false).len(), 2);
+        assert_eq!(delta(&state, &placement, &own, "n3", false).0.len(), 2);
         // The global store got pre from pre's own put.
         assert_eq!(
-            names(delta(&state, &placement, &own, "g", true)),
+            names(delta(&state, &placement, &own, "g", true).0),
             [b"det".to_vec()]
         );
     }
