@@ -153,6 +153,11 @@ pub struct PutOptions {
     /// earlier puts placed them on (other than this put's targets).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cleanup: bool,
+    /// Several successors' nodes (a fan-out): the state is placed for each of them, one
+    /// copy per distinct elected node. At most [`MAX_DESTINATIONS`]; together with
+    /// `destination`: `InvalidOptions`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
 }
 
 /// Options of `skylark_get_bundle`. An empty options blob means defaults.
@@ -178,6 +183,9 @@ pub struct GetOptions {
 
 /// Most task ids a get's `require` may list (more: `InvalidOptions`).
 pub const MAX_REQUIRE: usize = 1024;
+
+/// Most nodes a put's `destinations` may list (more: `InvalidOptions`).
+pub const MAX_DESTINATIONS: usize = 16;
 
 /// A wire encoding or decoding failure.
 #[derive(Debug)]
@@ -383,6 +391,7 @@ mod tests {
             exec_ms: Some(12),
             successor_in_ms: Some(60_000),
             cleanup: true,
+            destinations: vec!["pi4u5".into(), "pi4u6".into()],
         };
         let back: PutOptions = decode_options(&encode_options(&o).unwrap()).unwrap();
         assert_eq!(back, o);

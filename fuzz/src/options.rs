@@ -160,6 +160,7 @@ const PUT_KEYS: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "destinations",
 ];
 const GET_KEYS: &[&str] = &["policy", "from", "local_only", "require"];
 
@@ -175,6 +176,7 @@ pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
                 "min_bandwidth_mbps" => o.min_bandwidth_mbps = opt_f64(v)?,
                 "exec_ms" => o.exec_ms = opt_u64(v)?,
                 "successor_in_ms" => o.successor_in_ms = opt_u64(v)?,
+                "destinations" => o.destinations = texts(v)?,
                 _ => o.cleanup = boolean(v)?,
             }
         }
@@ -232,6 +234,9 @@ pub fn check_put_blob(blob: &[u8]) {
         return;
     };
     let valid = o.destination.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+        && (o.destination.is_none() || o.destinations.is_empty())
+        && o.destinations.len() <= skylark_abi::wire::MAX_DESTINATIONS
+        && o.destinations.iter().all(|d| id_ok(d.as_bytes()))
         && o.min_bandwidth_mbps
             .is_none_or(|b| b.is_finite() && b >= 0.0);
     match write::check_options(&o) {
@@ -276,6 +281,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         exec_ms: Some(12),
         successor_in_ms: Some(60_000),
         cleanup: true,
+        destinations: Vec::new(),
     };
     let get = GetOptions {
         policy: Some(Policy::Stateless),

@@ -27,8 +27,14 @@ pub struct Job {
     /// The node that made the put.
     pub origin: String,
     pub policy: Policy,
+    /// Where the successor runs: the put's `destination`, or the first of its
+    /// `destinations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The further destinations of a fan-out (put option `destinations` after the first),
+    /// each named once. Absent in jobs of older plugins and of puts with one destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_destinations: Vec<String>,
     pub max_latency_ms: u64,
     pub min_bandwidth_mbps: f64,
     pub exec_ms: u64,
@@ -39,6 +45,12 @@ pub struct Job {
     /// The node elected for the copy; `None` until (re-)elected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The nodes elected for `more_destinations`, in their order (a node may appear more
+    /// than once, and may be `target`, this node or the global store: each distinct node
+    /// gets one copy). Elected after `target`; empty until then, and again after a
+    /// re-targeting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_targets: Vec<String>,
     /// Nodes that already hold this job's copy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<String>,
@@ -111,6 +123,10 @@ impl Job {
         self.merged.extend(later.merged);
         self.policy = later.policy;
         self.destination = later.destination;
+        if self.more_destinations != later.more_destinations {
+            self.more_destinations = later.more_destinations;
+            self.more_targets.clear();
+        }
         self.max_latency_ms = later.max_latency_ms;
         self.min_bandwidth_mbps = later.min_bandwidth_mbps;
         self.exec_ms = later.exec_ms;
@@ -415,6 +431,7 @@ mod tests {
             origin: "pi5u2".into(),
             policy: Policy::Skylark,
             destination: Some("pi5u1".into()),
+            more_destinations: vec![],
             max_latency_ms: 5000,
             min_bandwidth_mbps: 0.0,
             exec_ms: 3,
@@ -422,6 +439,7 @@ mod tests {
             put_at_ms: 1,
             cleanup: false,
             target: None,
+            more_targets: vec![],
             done: vec![],
             exclude: vec![],
             carried: Default::default(),
@@ -485,6 +503,44 @@ mod tests {
             "max_latency_ms":1,"min_bandwidth_mbps":0,"exec_ms":0,"successor_in_ms":0,"put_at_ms":0}"#;
         let j: Job = serde_json::from_str(minimal).unwrap();
         assert!(j.done.is_empty() && j.target.is_none());
+        assert!(j.more_destinations.is_empty() && j.more_targets.is_empty());
+        // A job recorded before fan-outs existed (this plugin's JSON of that time, with
+        // progress) decodes as a job with one destination.
+        let old = r#"{"id":"y","chain":"c","tasks":["t"],"origin":"n","policy":"skylark",
+            "destination":"pi4u5","max_latency_ms":5000,"min_bandwidth_mbps":0.0,"exec_ms":3,
+            "successor_in_ms":0,"put_at_ms":7,"cleanup":true,"target":"pi5u3",
+            "done":["pi5u1"],"carried":{"t":12},"attempts":2}"#;
+        let j: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(j.destination.as_deref(), Some("pi4u5"));
+        assert_eq!(j.target.as_deref(), Some("pi5u3"));
+        assert!(j.more_destinations.is_empty() && j.more_targets.is_empty());
+        // A single-destination job is written as before: no new keys.
+        let json = j.to_json().unwrap();
+        assert!(!json.contains("more_"), "{json}");
+        // A fan-out job round-trips.
+        let mut fan = job();
+        fan.more_destinations = vec!["pi4u6".into()];
+        fan.more_targets = vec!["pi5u4".into()];
+        let back: Job = serde_json::from_str(&fan.to_json().unwrap()).unwrap();
+        assert_eq!(back, fan);
+    }
+
+    #[test]
+    fn absorbing_other_destinations_elects_the_fan_out_again() {
+        let mut a = job();
+        a.more_destinations = vec!["pi4u6".into()];
+        a.more_targets = vec!["pi5u4".into()];
+        let mut same = job();
+        same.id = new_id(3);
+        same.more_destinations = vec!["pi4u6".into()];
+        a.absorb(same);
+        assert_eq!(a.more_targets, ["pi5u4"]);
+        let mut other = job();
+        other.id = new_id(4);
+        other.more_destinations = vec!["pi4u7".into()];
+        a.absorb(other);
+        assert_eq!(a.more_destinations, ["pi4u7"]);
+        assert!(a.more_targets.is_empty());
     }
 
     #[test]

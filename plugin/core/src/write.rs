@@ -13,7 +13,7 @@ use crate::outbox::{self, Guarded, GuardedPut, Job};
 use crate::stats::{self, Counter};
 use crate::store::{self, Request};
 use crate::{fence, keys, resp};
-use skylark_abi::wire::{Policy, PutOptions};
+use skylark_abi::wire::{Policy, PutOptions, MAX_DESTINATIONS};
 use skylark_abi::{ids, Status};
 
 /// Checks options that come from the guest.
@@ -21,6 +21,26 @@ pub fn check_options(opts: &PutOptions) -> Result<(), CallError> {
     if let Some(d) = &opts.destination {
         ids::validate(d.as_bytes()).map_err(|e| {
             CallError::new(Status::InvalidOptions, format!("destination {d:?} {e}"))
+        })?;
+    }
+    if opts.destination.is_some() && !opts.destinations.is_empty() {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            "destination and destinations are exclusive: name every successor's node in destinations",
+        ));
+    }
+    if opts.destinations.len() > MAX_DESTINATIONS {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            format!(
+                "destinations names {} nodes; at most {MAX_DESTINATIONS}",
+                opts.destinations.len()
+            ),
+        ));
+    }
+    for d in &opts.destinations {
+        ids::validate(d.as_bytes()).map_err(|e| {
+            CallError::new(Status::InvalidOptions, format!("destinations: {d:?} {e}"))
         })?;
     }
     if let Some(b) = opts.min_bandwidth_mbps {
@@ -56,6 +76,7 @@ pub fn put(
         stats::inc(Counter::Puts);
         return Ok(());
     };
+    let (first, more) = split_destinations(opts);
     let now = now_ms();
     let job = Job {
         id: outbox::new_id(now),
@@ -63,7 +84,8 @@ pub fn put(
         tasks: fields.iter().map(|(t, _)| t.to_string()).collect(),
         origin: ctx.cluster.config.node_name.clone(),
         policy,
-        destination: opts.destination.clone(),
+        destination: first.cloned(),
+        more_destinations: more,
         max_latency_ms: opts.max_latency_ms.unwrap_or(p.max_latency_ms),
         min_bandwidth_mbps: opts.min_bandwidth_mbps.unwrap_or(p.min_bandwidth_mbps),
         exec_ms: opts.exec_ms.unwrap_or(0),
@@ -71,6 +93,7 @@ pub fn put(
         put_at_ms: now,
         cleanup: opts.cleanup,
         target: None,
+        more_targets: Vec::new(),
         done: Vec::new(),
         exclude: Vec::new(),
         carried: Default::default(),
@@ -130,6 +153,21 @@ pub fn put(
     Ok(())
 }
 
+/// The put's first destination (`destination`, or the first of `destinations`) and the
+/// further ones of a fan-out, each named once, in the guest's order.
+fn split_destinations(opts: &PutOptions) -> (Option<&String>, Vec<String>) {
+    let Some((first, rest)) = opts.destinations.split_first() else {
+        return (opts.destination.as_ref(), Vec::new());
+    };
+    let mut more: Vec<String> = Vec::with_capacity(rest.len());
+    for d in rest {
+        if d != first && !more.contains(d) {
+            more.push(d.clone());
+        }
+    }
+    (Some(first), more)
+}
+
 /// Policy `stateless`: the fields go to the global store only, synchronously.
 fn put_global(
     ctx: &'static Context,
@@ -182,5 +220,48 @@ mod tests {
             Status::InvalidOptions
         );
         assert!(check_options(&PutOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn destinations_are_checked_and_split() {
+        let names = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        let both = PutOptions {
+            destination: Some("a".into()),
+            destinations: vec!["b".into()],
+            ..PutOptions::default()
+        };
+        let too_many = PutOptions {
+            destinations: names(MAX_DESTINATIONS + 1),
+            ..PutOptions::default()
+        };
+        let bad_id = PutOptions {
+            destinations: vec!["a".into(), "no such node!".into()],
+            ..PutOptions::default()
+        };
+        for bad in [both, too_many, bad_id] {
+            let e = check_options(&bad).unwrap_err();
+            assert_eq!(e.status, Status::InvalidOptions, "{bad:?}");
+            assert!(e.message.contains("destination"), "{}", e.message);
+        }
+        let most = PutOptions {
+            destinations: names(MAX_DESTINATIONS),
+            ..PutOptions::default()
+        };
+        assert!(check_options(&most).is_ok());
+
+        // The first destination is the job's own, the rest its fan-out, each once.
+        let fan = PutOptions {
+            destinations: vec!["a".into(), "b".into(), "a".into(), "c".into(), "b".into()],
+            ..PutOptions::default()
+        };
+        let (first, more) = split_destinations(&fan);
+        assert_eq!(first.map(String::as_str), Some("a"));
+        assert_eq!(more, ["b", "c"]);
+        let one = PutOptions {
+            destination: Some("d".into()),
+            ..PutOptions::default()
+        };
+        assert_eq!(split_destinations(&one), (Some(&"d".to_string()), vec![]));
+        assert_eq!(split_destinations(&PutOptions::default()), (None, vec![]));
     }
 }

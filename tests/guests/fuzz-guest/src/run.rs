@@ -559,6 +559,9 @@ impl Fuzzer {
     fn put_options_rule(&self, e: &mut Expect, end: u64, p: u32, l: u32) -> bool {
         let o = self.options_rule::<PutOptions>(e, end, p, l, |o| {
             o.destination.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+                && (o.destination.is_none() || o.destinations.is_empty())
+                && o.destinations.len() <= skylark_abi::wire::MAX_DESTINATIONS
+                && o.destinations.iter().all(|d| id_ok(d.as_bytes()))
                 && o.min_bandwidth_mbps
                     .is_none_or(|b| b.is_finite() && b >= 0.0)
         });

@@ -7,8 +7,8 @@
 //! probe bench    <put|get> <chain> <size> <fields> <iterations>
 //! probe idle     <ms>                                    no Skylark call: sleeps, then exits
 //! ```
-//! Options, anywhere after the operation: put options `--dest NODE --policy P
-//! --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
+//! Options, anywhere after the operation: put options `--dest NODE --dests NODE,NODE
+//! --policy P --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
 //! get options `--from NODE --policy P --local-only`, and `--sleep-after-ms N` (print the
 //! result, then wait before exiting: lets a test kill the process after its put).
 //!
@@ -71,6 +71,10 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--dest" => f.put.destination = Some(flag_value(&a, it.next())),
+            "--dests" => {
+                let list: String = flag_value(&a, it.next());
+                f.put.destinations = list.split(',').map(str::to_string).collect();
+            }
             "--policy" => {
                 let p: String = flag_value(&a, it.next());
                 let Some(p) = sky::Policy::parse(&p) else {
