@@ -92,6 +92,21 @@ impl Read {
     }
 }
 
+/// The options of a read that needs the state of `needed`: the host waits (bounded) for
+/// such state still on its way to this node rather than answer with an incomplete bundle.
+/// This is how a join (`alarm` after two detectors) waits for all its inputs.
+///
+/// TODO(issue 17, wait_for): once the get option `wait_for` is merged (branch
+/// wip/waitfor), wait with it instead: it also waits for state whose put has not happened
+/// yet (a join whose other branch is slower), where `require` waits only for copies
+/// already announced. The switch is this one line: `wait_for: needed,`.
+fn needing(needed: Vec<String>, opts: &GetOptions) -> GetOptions {
+    GetOptions {
+        require: needed,
+        ..opts.clone()
+    }
+}
+
 /// Reads the state of `tasks` (the predecessors this step needs) of `chain`.
 pub fn read(
     layout: Layout,
@@ -105,16 +120,11 @@ pub fn read(
         Layout::Single => tasks.iter().map(|t| layout.chain_of(chain, t)).collect(),
     };
     for (i, c) in chains.iter().enumerate() {
-        // The host waits (bounded) for required state still on its way rather than
-        // answer with an incomplete bundle.
         let needed: Vec<String> = match layout {
             Layout::Bundled => tasks.iter().map(|t| t.to_string()).collect(),
             Layout::Single => vec![tasks[i].to_string()],
         };
-        let opts = GetOptions {
-            require: needed,
-            ..opts.clone()
-        };
+        let opts = needing(needed, opts);
         let (bundle, ms) = timed(|| skylark_guest::get_bundle_with(c, &opts));
         let bundle = bundle.map_err(|e| format!("fetching the state of chain {c}: {e}"))?;
         out.get_ms += ms;
