@@ -486,6 +486,38 @@ fn an_unreachable_node_is_retried_then_replaced() {
 }
 
 #[test]
+fn an_unreachable_further_destination_is_replaced_alone() {
+    let c = Constellation::for_system_tests();
+    let mut events = c.events("pi5u2");
+    c.cut_links_to("pi4u5");
+    let chain = chain_id("fan-cut");
+    put(&c, "pi5u2", &chain, "pre", &["--dests", "pi5u3,pi4u5"]);
+    // Two failed copies to pi4u5, the second destination's node, then the next candidate
+    // on its path; the first destination's node and the record stay.
+    let re = events.wait_for("retarget", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str() && v["from"] == "pi4u5"
+    });
+    assert_eq!(re["chain"], chain.as_str());
+    let done = events.wait_for("propagated", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    assert_eq!(done["elected"], "pi5u3", "{done}");
+    assert_eq!(done["also"], serde_json::json!(["pi5u4"]), "{done}");
+    assert_eq!(c.placement("pi5u2", &chain)["pre"], "pi5u3");
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec![
+            "pi5u1".into(),
+            "pi5u2".into(),
+            "pi5u3".into(),
+            "pi5u4".into()
+        ])
+    );
+    assert_eq!(c.outbox_len("pi5u2"), 0, "the job left the outbox");
+    c.heal_links_to("pi4u5");
+}
+
+#[test]
 fn a_job_left_by_a_killed_process_is_finished_by_the_next_instance() {
     let c = Constellation::for_system_tests();
     c.cut_links_to("pi5u1");
