@@ -4,13 +4,15 @@
 //! installs into `.wasi-clang/`), runs under real wasmedge with the plugin against a real
 //! redis-server: its `skylark_put` and `skylark_put_many` (FieldRef records laid out by the
 //! header) store the bytes Redis then holds, and it reads its bundle back through
-//! `BufferTooSmall` and `skylark_take_result` and decodes it. Its error path: an invalid
+//! `BufferTooSmall` and `skylark_take_result` and decodes it; the Rust SDK (the probe
+//! guest) reads the same bundle. Its error path: an invalid
 //! id gives `InvalidId` and the host's message through `skylark_last_error`.
 //!
 //! When the module is missing (no toolchain on this machine): outside CI a visible skip; in
 //! CI (`CI=true`) a failure unless `SKYLARK_SKIP_C_GUEST=<reason>` names why this machine
 //! may skip it.
 
+use probe::fnv1a;
 use skylark_abi::{Status, ABI_VERSION};
 use skylark_testkit::{chain_id, root, Guest, GuestRun, Redis, RUN_TIMEOUT};
 use std::path::{Path, PathBuf};
@@ -103,6 +105,18 @@ fn the_c_guest_puts_and_reads_back_its_bundle() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(stored, expected);
+
+    // The Rust SDK (the probe guest) reads the same bundle the C guest wrote.
+    let got = Guest::new("probe", &redis.url)
+        .args(["get", &chain])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(got["status"], 0, "{got}");
+    for (task, bytes) in &expected {
+        assert_eq!(got["fields"][task]["len"], bytes.len(), "{task}: {got}");
+        assert_eq!(got["fields"][task]["fnv"], fnv1a(bytes), "{task}: {got}");
+    }
 }
 
 #[test]
