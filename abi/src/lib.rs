@@ -4,8 +4,10 @@
 //! function names ([`imports`]), the numeric status codes ([`Status`]), the rules for chain
 //! and task ids ([`ids`]), the fixed-layout structures passed through guest memory
 //! ([`layout`]) and the MessagePack wire format of bundles and options ([`wire`]).
-//! `ABI.md` at the repository root describes the same contract for other languages.
+//! `ABI.md` at the repository root describes the same contract for other languages;
+//! [`c_header`] renders it as the C header `guest-sdk/include/skylark.h`.
 
+pub mod c_header;
 pub mod ids;
 pub mod imports;
 pub mod layout;
