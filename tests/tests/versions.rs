@@ -2,11 +2,13 @@
 //! the versions a put assigned; conditional puts (`if_version`, `if_absent`) and
 //! idempotent puts (`idempotency_key`) on each write path (the outbox's guarded put,
 //! propagation off, policy `stateless` on the global store); writers racing a
-//! compare-and-swap on one field. Real wasmedge, the real plugin, real redis-servers.
+//! compare-and-swap on one field; and an unchanged version-1 guest (the probe built at the
+//! version-1 commit, `tests/data/v1/probe.wasm`) against this host. Real wasmedge, the
+//! real plugin, real redis-servers.
 
 use probe::{fnv1a, pattern};
 use serde_json::Value;
-use skylark_testkit::{chain_id, now_ms, Guest, Redis, NS, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, now_ms, root, Guest, Redis, NS, RUN_TIMEOUT};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -412,4 +414,66 @@ fn racing_compare_and_swap_has_one_winner_per_version() {
         "{late} of {} writers started after their round's start time",
         ROUNDS * WRITERS
     );
+}
+
+/// The probe built at the version-1 commit (`scripts/build-v1-probe.sh`).
+fn v1_probe() -> std::path::PathBuf {
+    let p = root().join("tests/data/v1/probe.wasm");
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+#[test]
+fn a_version_1_guest_runs_unchanged() {
+    let redis = Redis::start();
+    let run = |args: &[&str]| -> Value {
+        Guest::at(&v1_probe(), &redis.url)
+            .env("SKYLARK_PROPAGATION", "off")
+            .args(args)
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json()
+    };
+    // The module imports only version-1 functions.
+    let module = std::fs::read(v1_probe()).expect("read the v1 probe");
+    assert!(
+        !module.windows(14).any(|w| w == b"skylark_put_v2"),
+        "the v1 probe imports skylark_put_v2"
+    );
+    let chain = chain_id("v1");
+    let put = run(&["put", &chain, "pre", "70000", "3"]);
+    assert_eq!(status(&put), 0, "{put}");
+    let many = run(&["put-many", &chain, "f", "4", "1000", "10"]);
+    assert_eq!(status(&many), 0, "{many}");
+    let got = run(&["get", &chain]);
+    assert_eq!(status(&got), 0, "{got}");
+    assert_eq!(got["tier"], "local");
+    let fields = got["fields"].as_object().expect("fields");
+    assert_eq!(fields.len(), 5, "{got}");
+    assert_eq!(
+        fields["pre"]["fnv"].as_str(),
+        Some(fnv1a(&pattern(70000, 3)).as_str())
+    );
+    for i in 0..4u64 {
+        assert_eq!(
+            fields[&format!("f{i}")]["fnv"].as_str(),
+            Some(fnv1a(&pattern(1000, 10 + i)).as_str()),
+            "f{i}"
+        );
+    }
+    // The v1 puts got versions like any other: a v2 compare-and-swap builds on them.
+    let hash = redis.hgetall(&format!("{NS}:bundle:{chain}"));
+    let v = version_of(&hash, "pre");
+    let cas = Guest::new("probe", &redis.url)
+        .env("SKYLARK_PROPAGATION", "off")
+        .args(["put", &chain, "pre", "10", "4", "--v2", "--if-version"])
+        .args([v.to_string()])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&cas), 0, "{cas}");
+    assert!(versions(&cas)[0] > v);
+    // And the v1 guest reads what the v2 one wrote.
+    let got = run(&["get", &chain]);
+    assert_eq!(got["fields"]["pre"]["len"], 10, "{got}");
 }
