@@ -15,7 +15,9 @@
 //! `versions` it returns (also those a failed condition reports); `--if-version N`,
 //! `--if-absent` and `--idem KEY` set the conditional and idempotent put options (with or
 //! without `--v2`); `--start-at-ms T` waits until unix time T (ms) before the call, so that
-//! several processes race (`late` in the JSON: the process started after T).
+//! several processes race (`late` in the JSON: the process started after T). In `bench put
+//! --v2`, `--cas` makes every put a compare-and-swap from the version the previous one
+//! returned.
 //!
 //! Failures of the Skylark call are reported in the JSON (`status`, `error`) with exit
 //! code 0; only bad command-line arguments exit non-zero.
@@ -83,6 +85,7 @@ struct Flags {
     get: sky::GetOptions,
     sleep_after_ms: u64,
     v2: bool,
+    cas: bool,
     start_at_ms: Option<f64>,
 }
 
@@ -122,6 +125,7 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
             "--local-only" => f.get.local_only = true,
             "--sleep-after-ms" => f.sleep_after_ms = flag_value(&a, it.next()),
             "--v2" => f.v2 = true,
+            "--cas" => f.cas = true,
             "--if-version" => f.put.if_version = Some(flag_value(&a, it.next())),
             "--if-absent" => f.put.if_absent = true,
             "--idem" => f.put.idempotency_key = Some(flag_value(&a, it.next())),
@@ -246,8 +250,15 @@ fn bench(args: &[String], flags: &Flags) -> Value {
         .zip(&values)
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
+    let last = std::cell::Cell::new(0u64);
     let put = || {
-        if flags.v2 {
+        if flags.v2 && flags.cas {
+            let opts = sky::PutOptions {
+                if_version: Some(last.get()),
+                ..flags.put.clone()
+            };
+            sky::put_many_versioned(&chain, &pairs, &opts).map(|v| last.set(v[0]))
+        } else if flags.v2 {
             sky::put_many_versioned(&chain, &pairs, &flags.put).map(drop)
         } else if fields == 1 {
             sky::put_with(&chain, pairs[0].0, pairs[0].1, &flags.put)
