@@ -89,15 +89,15 @@ impl Written {
     }
 }
 
-/// Turns a guard's verdict into what the put reports, counting it.
+/// Turns the verdict of the guard that ran on `node`'s store into what the put reports,
+/// counting it.
 fn verdict(
-    ctx: &Context,
+    node: &str,
     chain: &str,
     fields: &[(&str, &[u8])],
     opts: &PutOptions,
     v: Verdict,
 ) -> Result<Written, CallError> {
-    let node = &ctx.cluster.config.node_name;
     match v {
         Verdict::Stored(versions) => Ok(Written {
             versions,
@@ -174,7 +174,7 @@ pub fn put(
         if matches!(v, Verdict::Stored(_)) {
             stats::inc(Counter::Puts);
         }
-        return verdict(ctx, chain, fields, opts, v);
+        return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v);
     };
     let now = now_ms();
     let job = Job {
@@ -231,7 +231,9 @@ pub fn put(
         });
     let versions = match outcome? {
         Guarded::Stored(_, versions) => versions,
-        Guarded::Refused(v) => return verdict(ctx, chain, fields, opts, v),
+        Guarded::Refused(v) => {
+            return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v)
+        }
         Guarded::Full(waiting) => {
             stats::inc(Counter::Backlogged);
             return Err(CallError::new(
@@ -287,7 +289,7 @@ fn put_global(
     if matches!(v, Verdict::Stored(_)) {
         stats::inc(Counter::StatelessPuts);
     }
-    verdict(ctx, chain, fields, opts, v)
+    verdict(&global.name, chain, fields, opts, v)
 }
 
 #[cfg(test)]
