@@ -16,5 +16,6 @@ pub mod wire;
 
 pub use status::Status;
 
-/// Version of the host/guest contract. Bumped only for incompatible changes.
-pub const ABI_VERSION: i32 = 1;
+/// Version of the host/guest contract. Version 2 adds `skylark_put_v2`, conditional and
+/// idempotent puts; every version-1 import keeps its parameters and meaning.
+pub const ABI_VERSION: i32 = 2;

@@ -160,6 +160,9 @@ const PUT_KEYS: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "if_version",
+    "if_absent",
+    "idempotency_key",
 ];
 const GET_KEYS: &[&str] = &["policy", "from", "local_only", "require"];
 
@@ -175,6 +178,9 @@ pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
                 "min_bandwidth_mbps" => o.min_bandwidth_mbps = opt_f64(v)?,
                 "exec_ms" => o.exec_ms = opt_u64(v)?,
                 "successor_in_ms" => o.successor_in_ms = opt_u64(v)?,
+                "if_version" => o.if_version = opt_u64(v)?,
+                "if_absent" => o.if_absent = boolean(v)?,
+                "idempotency_key" => o.idempotency_key = opt_text(v)?,
                 _ => o.cleanup = boolean(v)?,
             }
         }
@@ -276,6 +282,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         exec_ms: Some(12),
         successor_in_ms: Some(60_000),
         cleanup: true,
+        ..PutOptions::default()
     };
     let get = GetOptions {
         policy: Some(Policy::Stateless),

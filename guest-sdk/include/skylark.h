@@ -1,4 +1,4 @@
-/* skylark.h: the Skylark host ABI (version 1) for guests in C, compiled for wasm32-wasi.
+/* skylark.h: the Skylark host ABI (version 2) for guests in C, compiled for wasm32-wasi.
  *
  * GENERATED from the skylark-abi crate; do not edit. Regenerate with
  *   cargo run -p skylark-abi --bin skylark-header > guest-sdk/include/skylark.h
@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* The ABI version this header describes; skylark_version() returns the host's. */
-#define SKYLARK_ABI_VERSION 1
+#define SKYLARK_ABI_VERSION 2
 
 /* The import module of every function below. */
 #define SKYLARK_MODULE "skylark"
@@ -54,6 +54,8 @@ enum skylark_status {
     SKYLARK_STORE_TIMEOUT = 21, /* store timeout */
     SKYLARK_STORE_ERROR = 22, /* store error */
     SKYLARK_BACKLOGGED = 23, /* propagation backlog full */
+    SKYLARK_CONDITION_FAILED = 24, /* put condition does not hold */
+    SKYLARK_IDEMPOTENCY_CONFLICT = 25, /* idempotency key reused with other bytes */
     SKYLARK_CONFIG_INVALID = 30, /* invalid plugin configuration */
     SKYLARK_UNSUPPORTED = 31, /* not supported on this target */
     SKYLARK_INTERNAL = 99, /* internal host error */
@@ -79,6 +81,8 @@ static inline const char *skylark_status_name(int32_t status) {
     case SKYLARK_STORE_TIMEOUT: return "StoreTimeout";
     case SKYLARK_STORE_ERROR: return "StoreError";
     case SKYLARK_BACKLOGGED: return "Backlogged";
+    case SKYLARK_CONDITION_FAILED: return "ConditionFailed";
+    case SKYLARK_IDEMPOTENCY_CONFLICT: return "IdempotencyConflict";
     case SKYLARK_CONFIG_INVALID: return "ConfigInvalid";
     case SKYLARK_UNSUPPORTED: return "Unsupported";
     case SKYLARK_INTERNAL: return "Internal";
@@ -144,6 +148,10 @@ int32_t skylark_drop_result(uint32_t handle);
 /* Copies the last failure's message (UTF-8, no terminator, truncated to buf_cap) and writes its full length at len_ptr. */
 SKYLARK_IMPORT("skylark_last_error")
 int32_t skylark_last_error(char *buf_ptr, uint32_t buf_cap, uint32_t *len_ptr);
+
+/* As skylark_put_many, with conditions; writes entries_count uint64 versions. */
+SKYLARK_IMPORT("skylark_put_v2")
+int32_t skylark_put_v2(const char *chain_ptr, uint32_t chain_len, const skylark_field_ref *entries_ptr, uint32_t entries_count, const void *opts_ptr, uint32_t opts_len, uint64_t *versions_ptr);
 
 #ifdef __cplusplus
 }
