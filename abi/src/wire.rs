@@ -153,6 +153,21 @@ pub struct PutOptions {
     /// earlier puts placed them on (other than this put's targets).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cleanup: bool,
+    /// Compare-and-swap (ABI version 2): every field of the call must hold exactly this
+    /// version on the node that accepts the put (0: no version, i.e. absent), else the put
+    /// writes nothing and answers `ConditionFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+    /// (ABI version 2) None of the call's fields may exist on the node that accepts the
+    /// put, else `ConditionFailed`. Together with `if_version`: `InvalidOptions`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub if_absent: bool,
+    /// (ABI version 2) A key (id rules) that makes the put idempotent: repeating it with
+    /// the same fields and bytes is acknowledged with the first put's versions, without a
+    /// new version or propagation job; the same key with other fields or bytes is
+    /// `IdempotencyConflict`. Kept with the bundle on the node that accepted the put.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// Several successors' nodes (a fan-out): the state is placed for each of them, one
     /// copy per distinct elected node. At most [`MAX_DESTINATIONS`]; together with
     /// `destination`: `InvalidOptions`.
@@ -391,6 +406,9 @@ mod tests {
             exec_ms: Some(12),
             successor_in_ms: Some(60_000),
             cleanup: true,
+            if_version: Some(1_764_300_000_000_001),
+            if_absent: false,
+            idempotency_key: Some("invocation-7".into()),
             destinations: vec!["pi4u5".into(), "pi4u6".into()],
         };
         let back: PutOptions = decode_options(&encode_options(&o).unwrap()).unwrap();

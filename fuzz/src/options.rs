@@ -160,6 +160,9 @@ const PUT_KEYS: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "if_version",
+    "if_absent",
+    "idempotency_key",
     "destinations",
 ];
 const GET_KEYS: &[&str] = &["policy", "from", "local_only", "require"];
@@ -176,6 +179,9 @@ pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
                 "min_bandwidth_mbps" => o.min_bandwidth_mbps = opt_f64(v)?,
                 "exec_ms" => o.exec_ms = opt_u64(v)?,
                 "successor_in_ms" => o.successor_in_ms = opt_u64(v)?,
+                "if_version" => o.if_version = opt_u64(v)?,
+                "if_absent" => o.if_absent = boolean(v)?,
+                "idempotency_key" => o.idempotency_key = opt_text(v)?,
                 "destinations" => o.destinations = texts(v)?,
                 _ => o.cleanup = boolean(v)?,
             }
@@ -281,7 +287,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         exec_ms: Some(12),
         successor_in_ms: Some(60_000),
         cleanup: true,
-        destinations: Vec::new(),
+        ..PutOptions::default()
     };
     let get = GetOptions {
         policy: Some(Policy::Stateless),

@@ -22,6 +22,9 @@ const KNOWN: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "if_version",
+    "if_absent",
+    "idempotency_key",
     "from",
     "local_only",
     "require",
@@ -88,7 +91,7 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
         }
     };
     match k {
-        "destination" | "from" => {
+        "destination" | "from" | "idempotency_key" => {
             let n = name(inp);
             string(inp, n)
         }
@@ -101,7 +104,7 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
             };
             string(inp, s)
         }
-        "max_latency_ms" | "exec_ms" | "successor_in_ms" => match inp.u8() % 3 {
+        "max_latency_ms" | "exec_ms" | "successor_in_ms" | "if_version" => match inp.u8() % 3 {
             0 => Value::Int(i128::from(inp.u8())),
             1 => Value::Int(i128::from(inp.u64())),
             _ => Value::Int(i128::from(inp.u32())),
@@ -112,7 +115,7 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
             2 => Value::Int(i128::from(inp.u16())),
             _ => Value::F64(f64::from_bits(inp.u64())),
         },
-        "cleanup" | "local_only" => Value::Bool(inp.bool()),
+        "cleanup" | "local_only" | "if_absent" => Value::Bool(inp.bool()),
         _ => {
             let n = inp.u8() % 4;
             Value::Array(

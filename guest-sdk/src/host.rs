@@ -25,6 +25,13 @@ const MAX_ERROR_LEN: usize = 64 * 1024;
 pub(crate) trait Host {
     fn put(&mut self, chain: &[u8], task: &[u8], value: &[u8], opts: &[u8]) -> i32;
     fn put_many(&mut self, chain: &[u8], entries: &[FieldRef], opts: &[u8]) -> i32;
+    fn put_v2(
+        &mut self,
+        chain: &[u8],
+        entries: &[FieldRef],
+        opts: &[u8],
+        versions: &mut [u64],
+    ) -> i32;
     fn get_bundle(
         &mut self,
         chain: &[u8],
@@ -75,6 +82,29 @@ impl Host for RawHost {
                 len32(entries.len()),
                 raw::addr(opts.as_ptr()),
                 len32(opts.len()),
+            )
+        }
+    }
+
+    fn put_v2(
+        &mut self,
+        chain: &[u8],
+        entries: &[FieldRef],
+        opts: &[u8],
+        versions: &mut [u64],
+    ) -> i32 {
+        // SAFETY: as in `put_many`; the host writes `8 * entries.len()` bytes at
+        // `versions`, which holds exactly `entries.len()` `u64`s (little-endian on wasm32,
+        // as the ABI's record) and is exclusively borrowed for the call.
+        unsafe {
+            raw::skylark_put_v2(
+                raw::addr(chain.as_ptr()),
+                len32(chain.len()),
+                raw::addr(entries.as_ptr()),
+                len32(entries.len()),
+                raw::addr(opts.as_ptr()),
+                len32(opts.len()),
+                raw::addr(versions.as_mut_ptr()),
             )
         }
     }
@@ -254,6 +284,30 @@ pub(crate) fn put_many<H: Host>(
     // `fields` (and so every pointer in `refs`) stays borrowed until the call returns.
     let status = host.put_many(chain.as_bytes(), &refs, opts);
     outcome(host, status, "skylark_put_many")
+}
+
+/// `skylark_put_v2` with guest-side checks: the versions of the fields, in their order.
+/// `ConditionFailed` carries the versions the node holds now ([`Error::versions`]).
+pub(crate) fn put_v2<H: Host>(
+    host: &mut H,
+    chain: &str,
+    fields: &[(&str, &[u8])],
+    opts: &[u8],
+) -> Result<Vec<u64>> {
+    check_id("chain", chain)?;
+    let refs = field_refs(fields)?;
+    let mut versions = vec![0u64; refs.len()];
+    // `fields` (and so every pointer in `refs`) stays borrowed until the call returns.
+    let status = host.put_v2(chain.as_bytes(), &refs, opts, &mut versions);
+    match Status::from_code(status) {
+        Some(Status::Ok) => Ok(versions),
+        Some(Status::ConditionFailed) => {
+            let mut e = host_error(host, status, "skylark_put_v2");
+            e.versions = versions;
+            Err(e)
+        }
+        _ => Err(host_error(host, status, "skylark_put_v2")),
+    }
 }
 
 /// `Ok` for status 0, otherwise the error with the host's message.
@@ -474,6 +528,27 @@ mod tests {
             self.ok()
         }
 
+        fn put_v2(
+            &mut self,
+            chain: &[u8],
+            entries: &[FieldRef],
+            opts: &[u8],
+            versions: &mut [u64],
+        ) -> i32 {
+            let st = self.put_many(chain, entries, opts);
+            self.calls.last_mut().unwrap().push_str("_v2");
+            // Version i + 1 for field i; a failed condition reports version 9 held.
+            let held = if st == Status::ConditionFailed.code() {
+                9
+            } else {
+                0
+            };
+            for (i, v) in versions.iter_mut().enumerate() {
+                *v = held.max(i as u64 + 1);
+            }
+            st
+        }
+
         fn get_bundle(
             &mut self,
             chain: &[u8],
@@ -668,6 +743,9 @@ mod tests {
             fn put_many(&mut self, c: &[u8], e: &[FieldRef], o: &[u8]) -> i32 {
                 self.0.put_many(c, e, o)
             }
+            fn put_v2(&mut self, c: &[u8], e: &[FieldRef], o: &[u8], v: &mut [u64]) -> i32 {
+                self.0.put_v2(c, e, o, v)
+            }
             fn get_bundle(&mut self, c: &[u8], o: &[u8], b: &mut [u8], r: &mut GetResult) -> i32 {
                 let st = self.0.get_bundle(c, o, b, r);
                 self.0.pending.clear(); // evicted before the take
@@ -749,6 +827,32 @@ mod tests {
             std::mem::size_of_val(refs.as_slice()),
             2 * skylark_abi::layout::FieldRef::SIZE
         );
+    }
+
+    #[test]
+    fn put_v2_returns_versions_and_a_failed_condition_carries_them() {
+        let mut host = FakeHost::default();
+        let v = put_v2(&mut host, "c", &[("a", b"1"), ("b", b"22")], &[]).unwrap();
+        assert_eq!(v, [1, 2]);
+        assert_eq!(host.calls, ["put_many_v2"]);
+        host.fail = Some((Status::ConditionFailed, "if_version 3 does not hold"));
+        let err = put_v2(&mut host, "c", &[("a", b"1")], &[]).unwrap_err();
+        assert!(err.is(Status::ConditionFailed), "{err}");
+        assert_eq!(err.versions, [9]);
+        assert_eq!(err.message, "if_version 3 does not hold");
+        host.fail = Some((Status::IdempotencyConflict, "other bytes"));
+        let err = put_v2(&mut host, "c", &[("a", b"1")], &[]).unwrap_err();
+        assert!(err.is(Status::IdempotencyConflict), "{err}");
+        assert!(err.versions.is_empty());
+        // Ids and the field list are checked before the host is called.
+        let calls = host.calls.len();
+        assert!(put_v2(&mut host, "c:1", &[("a", b"1")], &[])
+            .unwrap_err()
+            .is(Status::InvalidId));
+        assert!(put_v2(&mut host, "c", &[], &[])
+            .unwrap_err()
+            .is(Status::TooManyFields));
+        assert_eq!(host.calls.len(), calls);
     }
 
     #[test]

@@ -133,7 +133,9 @@ impl Instance {
             let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put(mem, &a, &limits(ctx))?;
-            write::put(ctx, req.chain, &req.fields, &req.options)
+            write::put(ctx, req.chain, &req.fields, &req.options)?
+                .into_result()
+                .map(drop)
         })();
         self.finish(imports::PUT, r)
     }
@@ -144,9 +146,29 @@ impl Instance {
             let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put_many(mem, &a, &limits(ctx))?;
-            write::put(ctx, req.chain, &req.fields, &req.options)
+            write::put(ctx, req.chain, &req.fields, &req.options)?
+                .into_result()
+                .map(drop)
         })();
         self.finish(imports::PUT_MANY, r)
+    }
+
+    /// `skylark_put_v2`: as `skylark_put_many`, and the versions (assigned, of the first
+    /// put for an idempotent repeat, or held now for a failed condition) go to the guest.
+    pub fn put_v2(&mut self, mem: Mem<'_>, a: [u32; 7]) -> i32 {
+        let r = (|| {
+            let ctx = self.context()?;
+            let mem = memory(mem)?;
+            let (req, versions_ptr) = decode::put_v2(mem, &a, &limits(ctx))?;
+            let written = write::put(ctx, req.chain, &req.fields, &req.options)?;
+            mem.write(
+                versions_ptr,
+                &decode::versions_record(&written.versions),
+                "versions record",
+            )?;
+            written.into_result().map(drop)
+        })();
+        self.finish(imports::PUT_V2, r)
     }
 
     /// `skylark_get_bundle`

@@ -160,32 +160,31 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
 }
 
 /// The guard of a put with its job: the first command of the put's transaction
-/// (`MULTI`; this script; `HSET` of the values; [`UNDO_REFUSED`]; `EXEC`). While the
-/// outbox has room it assigns the fields' versions (`fence`), refreshes the TTL and
-/// records the job. When the outbox is full it records nothing, marks the bundle
-/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
-/// values' `HSET` is about to overwrite, for [`UNDO_REFUSED`] to put back: the
-/// transaction as a whole then writes nothing. The values themselves never pass through
-/// Lua. KEYS: bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job
-/// id, job JSON, due time, now (µs), then the task ids. Returns `{1, length after,
-/// versions...}` when stored, `{0, length}` when the outbox is full.
+/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
+/// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
+/// that does not hold), then the outbox: while it has room the script assigns the
+/// fields' versions (`fence`), records the idempotency key, refreshes the TTL and records
+/// the job. A refused put (by its guard, or because the outbox is full) records nothing,
+/// marks the bundle (`@refused`) and keeps the fields' current values
+/// (`@refused:<task>`), which the values' `HSET` is about to overwrite, for
+/// `UNDO_REFUSED` to put back: the transaction as a whole then writes nothing. The values
+/// themselves never pass through Lua. KEYS: bundle, jobs, outbox. ARGV: max outbox
+/// length, TTL seconds (0 = none), job id, job JSON, due time, now (µs), the four guard
+/// arguments, then the task ids. Returns `{1, length after, versions...}` when stored,
+/// `{0, length}` when the outbox is full, or the guard's refusal (`fence::refusal`).
 const GUARDED_PUT: &str = concat!(
+    "local key, first, g = KEYS[1], 11, 7\n",
+    crate::fence::guard!(),
     r#"
-local key = KEYS[1]
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting >= tonumber(ARGV[1]) then
-  redis.call('HSET', key, '@refused', '1')
-  for i = 7, #ARGV do
-    local old = redis.call('HGET', key, ARGV[i])
-    if old then
-      redis.call('HSET', key, '@refused:' .. ARGV[i], old)
-    end
-  end
+  refuse()
   return {0, waiting}
 end
-local now, first = tonumber(ARGV[6]), 7
+local now = tonumber(ARGV[6])
 "#,
     crate::fence::assign_versions!(),
+    crate::fence::record_idempotency!(),
     r#"
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', key, ARGV[2])
@@ -205,29 +204,6 @@ return out
 "#
 );
 
-/// The last command of a guarded put's transaction: if [`GUARDED_PUT`] refused the put,
-/// puts the fields' previous values back (or removes the fields that did not exist) and
-/// removes the marks; otherwise nothing. Only a refused put copies values through Lua.
-/// KEYS: bundle. ARGV: the task ids. Returns 1 if it undid the values' write, else 0.
-const UNDO_REFUSED: &str = r#"
-local key = KEYS[1]
-if not redis.call('HGET', key, '@refused') then
-  return 0
-end
-for i = 1, #ARGV do
-  local kept = '@refused:' .. ARGV[i]
-  local old = redis.call('HGET', key, kept)
-  if old then
-    redis.call('HSET', key, ARGV[i], old)
-    redis.call('HDEL', key, kept)
-  else
-    redis.call('HDEL', key, ARGV[i])
-  end
-end
-redis.call('HDEL', key, '@refused')
-return 1
-"#;
-
 /// What a guarded put found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Guarded {
@@ -235,11 +211,15 @@ pub enum Guarded {
     Stored(u64, Vec<u64>),
     /// Not stored: the outbox holds this many jobs, at or above the limit.
     Full(u64),
+    /// Not stored, no job: the put's own guard refused or answered it
+    /// (`ConditionFailed`, `Repeated`, `Conflict`; never `Stored`).
+    Refused(crate::fence::Verdict),
 }
 
 /// One transaction that writes `fields` of `bundle` with fresh versions (refreshing its
 /// TTL) and records job `job_id` due at `due_ms`, unless the outbox of namespace `ns`
-/// already holds `max_outbox` jobs: then it writes nothing (see [`GUARDED_PUT`]).
+/// already holds `max_outbox` jobs or its guard refuses it: then it writes nothing (see
+/// [`GUARDED_PUT`]).
 pub struct GuardedPut<'a> {
     pub bundle: &'a str,
     pub jobs: String,
@@ -250,6 +230,8 @@ pub struct GuardedPut<'a> {
     pub json: &'a str,
     pub due_ms: u64,
     pub max_outbox: u64,
+    /// The put's condition and idempotency key.
+    pub guard: &'a crate::fence::Guard,
 }
 
 impl<'a> GuardedPut<'a> {
@@ -264,6 +246,7 @@ impl<'a> GuardedPut<'a> {
         json: &'a str,
         due_ms: u64,
         max_outbox: u64,
+        guard: &'a crate::fence::Guard,
     ) -> GuardedPut<'a> {
         GuardedPut {
             bundle,
@@ -275,14 +258,14 @@ impl<'a> GuardedPut<'a> {
             json,
             due_ms,
             max_outbox,
+            guard,
         }
     }
 
     /// The transaction's commands (for `Store::query_transaction`), borrowing the
-    /// values: [`GUARDED_PUT`], the values' `HSET`, [`UNDO_REFUSED`].
+    /// values: [`GUARDED_PUT`], the values' `HSET`, `fence::UNDO_REFUSED`.
     pub fn commands(&self) -> [Vec<Arg<'_>>; 3] {
-        let tasks = self.fields.iter().map(|(task, _)| Arg::from(*task));
-        let mut guard = Vec::with_capacity(12 + self.fields.len());
+        let mut guard = Vec::with_capacity(16 + self.fields.len());
         guard.extend([
             "EVAL".into(),
             GUARDED_PUT.into(),
@@ -297,16 +280,13 @@ impl<'a> GuardedPut<'a> {
             Arg::Int(self.due_ms),
             Arg::Int(crate::fence::now_us()),
         ]);
-        guard.extend(tasks.clone());
-        let mut undo = Vec::with_capacity(4 + self.fields.len());
-        undo.extend([
-            "EVAL".into(),
-            UNDO_REFUSED.into(),
-            Arg::Int(1),
-            self.bundle.into(),
-        ]);
-        undo.extend(tasks);
-        [guard, crate::fence::values(self.bundle, self.fields), undo]
+        guard.extend(self.guard.args());
+        guard.extend(self.fields.iter().map(|(task, _)| Arg::from(*task)));
+        [
+            guard,
+            crate::fence::values(self.bundle, self.fields),
+            crate::fence::undo(self.bundle, self.fields),
+        ]
     }
 }
 
@@ -325,7 +305,7 @@ pub fn guarded_reply(replies: &[redis::Value]) -> Option<Guarded> {
             Some(Guarded::Stored(n, versions?))
         }
         (Some(0), Some(n)) => Some(Guarded::Full(n)),
-        _ => None,
+        _ => crate::fence::refusal(items).map(Guarded::Refused),
     }
 }
 

@@ -23,6 +23,10 @@ pub enum Counter {
     QueueOverflow,
     /// Puts refused because the outbox was at `SKYLARK_MAX_OUTBOX`.
     Backlogged,
+    /// Conditional puts refused because their condition did not hold.
+    ConditionsFailed,
+    /// Idempotent puts answered as repeats (nothing written, no job).
+    IdempotentRepeats,
     Resumed,
     Propagated,
     Copies,
@@ -41,7 +45,7 @@ pub enum Counter {
     PropagationGt10S,
 }
 
-const ALL: [Counter; 30] = [
+const ALL: [Counter; 32] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -56,6 +60,8 @@ const ALL: [Counter; 30] = [
     Counter::Coalesced,
     Counter::QueueOverflow,
     Counter::Backlogged,
+    Counter::ConditionsFailed,
+    Counter::IdempotentRepeats,
     Counter::Resumed,
     Counter::Propagated,
     Counter::Copies,
@@ -92,6 +98,8 @@ impl Counter {
             Counter::Coalesced => "coalesced",
             Counter::QueueOverflow => "queue_overflow",
             Counter::Backlogged => "backlogged",
+            Counter::ConditionsFailed => "conditions_failed",
+            Counter::IdempotentRepeats => "idempotent_repeats",
             Counter::Resumed => "resumed",
             Counter::Propagated => "propagated",
             Counter::Copies => "copies",

@@ -11,6 +11,13 @@
 //! --policy P --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
 //! get options `--from NODE --policy P --local-only`, and `--sleep-after-ms N` (print the
 //! result, then wait before exiting: lets a test kill the process after its put).
+//! ABI version 2: `--v2` makes `put` and `put-many` call `skylark_put_v2` and print the
+//! `versions` it returns (also those a failed condition reports); `--if-version N`,
+//! `--if-absent` and `--idem KEY` set the conditional and idempotent put options (with or
+//! without `--v2`); `--start-at-ms T` waits until unix time T (ms) before the call, so that
+//! several processes race (`late` in the JSON: the process started after T). In `bench put
+//! --v2`, `--cas` makes every put a compare-and-swap from the version the previous one
+//! returned.
 //!
 //! Failures of the Skylark call are reported in the JSON (`status`, `error`) with exit
 //! code 0; only bad command-line arguments exit non-zero.
@@ -45,12 +52,41 @@ fn outcome(r: &sky::Result<()>) -> (i32, Value) {
     }
 }
 
+/// A versioned put's outcome and the versions to print: those returned, or those a failed
+/// condition reports (null when there are none).
+fn versioned(r: sky::Result<Vec<u64>>) -> (sky::Result<()>, Value) {
+    match r {
+        Ok(v) => (Ok(()), json!(v)),
+        Err(e) if e.versions.is_empty() => (Err(e), Value::Null),
+        Err(e) => {
+            let v = json!(e.versions);
+            (Err(e), v)
+        }
+    }
+}
+
+/// With `--start-at-ms T`: waits until unix time T; true if it had passed already.
+fn start_barrier(flags: &Flags) -> bool {
+    let Some(at) = flags.start_at_ms else {
+        return false;
+    };
+    let now = unix_ms();
+    if now >= at {
+        return true;
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64((at - now) / 1e3));
+    false
+}
+
 /// Options given as `--name value` (or bare `--flag`) anywhere on the command line.
 #[derive(Default)]
 struct Flags {
     put: sky::PutOptions,
     get: sky::GetOptions,
     sleep_after_ms: u64,
+    v2: bool,
+    cas: bool,
+    start_at_ms: Option<f64>,
 }
 
 fn flag_value<T: std::str::FromStr>(name: &str, v: Option<String>) -> T {
@@ -92,6 +128,12 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
             "--from" => f.get.from = Some(flag_value(&a, it.next())),
             "--local-only" => f.get.local_only = true,
             "--sleep-after-ms" => f.sleep_after_ms = flag_value(&a, it.next()),
+            "--v2" => f.v2 = true,
+            "--cas" => f.cas = true,
+            "--if-version" => f.put.if_version = Some(flag_value(&a, it.next())),
+            "--if-absent" => f.put.if_absent = true,
+            "--idem" => f.put.idempotency_key = Some(flag_value(&a, it.next())),
+            "--start-at-ms" => f.start_at_ms = Some(flag_value(&a, it.next())),
             s if s.starts_with("--") => {
                 eprintln!("probe: unknown option {s}");
                 std::process::exit(2);
@@ -109,13 +151,21 @@ fn main() {
         "put" => {
             let (chain, task): (String, String) = (arg(&args, 1, "chain"), arg(&args, 2, "task"));
             let value = pattern(arg(&args, 3, "size"), arg(&args, 4, "seed"));
+            let late = start_barrier(&flags);
             let t = Instant::now();
-            let r = sky::put_with(&chain, &task, &value, &flags.put);
+            let (r, versions) = if flags.v2 {
+                versioned(sky::put_versioned(&chain, &task, &value, &flags.put).map(|v| vec![v]))
+            } else {
+                (
+                    sky::put_with(&chain, &task, &value, &flags.put),
+                    Value::Null,
+                )
+            };
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let returned_at_ms = unix_ms();
             let (status, error) = outcome(&r);
             json!({"op": "put", "status": status, "error": error, "ms": ms, "fnv": fnv1a(&value),
-                   "returned_at_ms": returned_at_ms})
+                   "returned_at_ms": returned_at_ms, "versions": versions, "late": late})
         }
         "put-many" => {
             let (chain, prefix): (String, String) =
@@ -132,11 +182,17 @@ fn main() {
                 .zip(&values)
                 .map(|(n, v)| (n.as_str(), v.as_slice()))
                 .collect();
+            let late = start_barrier(&flags);
             let t = Instant::now();
-            let r = sky::put_many_with(&chain, &fields, &flags.put);
+            let (r, versions) = if flags.v2 {
+                versioned(sky::put_many_versioned(&chain, &fields, &flags.put))
+            } else {
+                (sky::put_many_with(&chain, &fields, &flags.put), Value::Null)
+            };
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let (status, error) = outcome(&r);
-            json!({"op": "put-many", "status": status, "error": error, "ms": ms})
+            json!({"op": "put-many", "status": status, "error": error, "ms": ms,
+                   "versions": versions, "late": late})
         }
         "get" => {
             let chain: String = arg(&args, 1, "chain");
@@ -198,8 +254,17 @@ fn bench(args: &[String], flags: &Flags) -> Value {
         .zip(&values)
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
+    let last = std::cell::Cell::new(0u64);
     let put = || {
-        if fields == 1 {
+        if flags.v2 && flags.cas {
+            let opts = sky::PutOptions {
+                if_version: Some(last.get()),
+                ..flags.put.clone()
+            };
+            sky::put_many_versioned(&chain, &pairs, &opts).map(|v| last.set(v[0]))
+        } else if flags.v2 {
+            sky::put_many_versioned(&chain, &pairs, &flags.put).map(drop)
+        } else if fields == 1 {
             sky::put_with(&chain, pairs[0].0, pairs[0].1, &flags.put)
         } else {
             sky::put_many_with(&chain, &pairs, &flags.put)
