@@ -12,7 +12,7 @@
 //!   else the guest decodes exactly the chain, the source, the state fields and the
 //!   placement record, nothing of the reserved fields; every error carries a message;
 //! - arbitrary bytes go to `decode_bundle`: it never panics, and a bundle it accepts
-//!   re-encodes (`encode_bundle_placed`) to bytes that decode to the same bundle.
+//!   re-encodes (`encode_bundle_versioned`) to bytes that decode to the same bundle.
 
 use super::input::Input;
 use skylark_abi::wire::{self, Source, Tier};
@@ -140,11 +140,12 @@ fn check_raw(bytes: &[u8]) {
     let Ok(b) = wire::decode_bundle(bytes) else {
         return;
     };
-    let enc = wire::encode_bundle_placed(
+    let enc = wire::encode_bundle_versioned(
         &b.chain,
         &b.source,
         b.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         b.placement.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        b.versions.iter().map(|(k, v)| (k.as_str(), *v)),
     )
     .expect("a decoded bundle encodes");
     let back = wire::decode_bundle(&enc).expect("a re-encoded bundle decodes");

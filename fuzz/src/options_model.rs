@@ -25,6 +25,8 @@ const KNOWN: &[&str] = &[
     "from",
     "local_only",
     "require",
+    "wait_for",
+    "wait_ms",
 ];
 
 fn small_bytes(inp: &mut Input, max: u8) -> Vec<u8> {
@@ -101,7 +103,7 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
             };
             string(inp, s)
         }
-        "max_latency_ms" | "exec_ms" | "successor_in_ms" => match inp.u8() % 3 {
+        "max_latency_ms" | "exec_ms" | "successor_in_ms" | "wait_ms" => match inp.u8() % 3 {
             0 => Value::Int(i128::from(inp.u8())),
             1 => Value::Int(i128::from(inp.u64())),
             _ => Value::Int(i128::from(inp.u32())),

@@ -66,12 +66,15 @@ pub(crate) use assign_versions;
 /// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
 /// bundle. ARGV: TTL seconds (0 = none), now (µs), then the task ids. Returns the versions.
 const VERSIONS: &str = concat!(
+    crate::arrivals::lua!(),
     "local key, now, first = KEYS[1], tonumber(ARGV[2]), 3\n",
     assign_versions!(),
     r#"
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
 return versions
 "#
 );
@@ -81,8 +84,11 @@ return versions
 /// triples and expected pairs, then (field, version, value) state triples, (task, version,
 /// node) placement triples, (task, version) expected pairs and (task, version, node)
 /// tombstones of swept nodes. Returns {fields written, {the expected fields missing or
-/// older here}, {task, node of each tombstone recorded}}.
-const COPY: &str = r#"
+/// older here}, {task, node of each tombstone recorded}}. Publishes the fields written
+/// (`arrivals`) when it wrote any or removed its announcement.
+const COPY: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 local function held(task)
   return tonumber(redis.call('HGET', key, '@v:' .. task))
@@ -100,7 +106,7 @@ local function tombs(task)
 end
 local claim = tonumber(ARGV[3])
 local n, np, ne = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local wrote = 0
+local wrote, written = 0, {}
 local i = 7
 for _ = 1, n do
   local task, v = ARGV[i], tonumber(ARGV[i + 1])
@@ -108,6 +114,7 @@ for _ = 1, n do
   if have == nil or v > have then
     redis.call('HSET', key, task, ARGV[i + 2], '@v:' .. task, ARGV[i + 1])
     wrote = wrote + 1
+    written[wrote] = task
   end
   i = i + 3
 end
@@ -154,14 +161,19 @@ end
 if claim > 0 and claim > (tonumber(redis.call('HGET', key, '@claim')) or 0) then
   redis.call('HSET', key, '@claim', ARGV[3])
 end
+local unannounced = 0
 if ARGV[2] ~= '' then
-  redis.call('HDEL', key, ARGV[2])
+  unannounced = redis.call('HDEL', key, ARGV[2])
 end
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
+if wrote > 0 or unannounced > 0 then
+  arrived(key, written)
+end
 return {wrote, missing, kept}
-"#;
+"#
+);
 
 /// A fenced clean-up. KEYS: bundle. ARGV: the newest put its job carries, then (task,
 /// version) pairs its job saw. Refused (-1) if a job of a later put claimed this node;

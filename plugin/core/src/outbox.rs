@@ -145,8 +145,8 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
 
 /// The guard of a put with its job: the first command of the put's transaction
 /// (`MULTI`; this script; `HSET` of the values; [`UNDO_REFUSED`]; `EXEC`). While the
-/// outbox has room it assigns the fields' versions (`fence`), refreshes the TTL and
-/// records the job. When the outbox is full it records nothing, marks the bundle
+/// outbox has room it assigns the fields' versions (`fence`), refreshes the TTL,
+/// records the job and publishes the tasks' arrival (`arrivals`). When the outbox is full it records nothing, marks the bundle
 /// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
 /// values' `HSET` is about to overwrite, for [`UNDO_REFUSED`] to put back: the
 /// transaction as a whole then writes nothing. The values themselves never pass through
@@ -154,6 +154,7 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
 /// id, job JSON, due time, now (µs), then the task ids. Returns `{1, length after,
 /// versions...}` when stored, `{0, length}` when the outbox is full.
 const GUARDED_PUT: &str = concat!(
+    crate::arrivals::lua!(),
     r#"
 local key = KEYS[1]
 local waiting = redis.call('ZCARD', KEYS[3])
@@ -185,6 +186,8 @@ local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v
 end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
 return out
 "#
 );
