@@ -205,3 +205,50 @@ fn a_propagated_copy_ends_the_wait_on_the_successors_node() {
     assert_eq!(version, stored_version(c.redis("pi5u2"), &chain, "pre"));
     assert_eq!(v["versions"]["pre"].as_u64(), Some(version), "{v}");
 }
+
+#[test]
+fn at_the_deadline_the_other_tiers_are_asked_once() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("wait-elsewhere");
+    // The state goes to pi4u5 (and the global store); pi5u3 never gets a copy.
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi4u5"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert!(c.bundle("pi5u3", &chain).is_empty());
+    // Only this node's store while waiting, so the deadline passes; then its neighbours
+    // are asked, and one holds the state.
+    let v = c
+        .guest("probe", "pi5u3")
+        .args(["wait", &chain, "--wait-for", "pre", "--wait-ms", "300"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "neighbour", "{v}");
+    assert_eq!(v["fields"]["pre"]["fnv"], fnv1a(&pattern(1000, 7)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() >= 300.0, "{v}");
+    // local_only: no other tier; the read-through copy the get above kept is there now,
+    // so wait for a task nobody wrote: TimedOut with this node's bundle.
+    let v = c
+        .guest("probe", "pi5u3")
+        .args([
+            "wait",
+            &chain,
+            "--wait-for",
+            "pre,post",
+            "--wait-ms",
+            "300",
+            "--local-only",
+        ])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert!(
+        v["fields"].get("pre").is_some() && v["fields"].get("post").is_none(),
+        "{v}"
+    );
+}
