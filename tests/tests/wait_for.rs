@@ -252,3 +252,54 @@ fn at_the_deadline_the_other_tiers_are_asked_once() {
         "{v}"
     );
 }
+
+#[test]
+fn require_waits_for_the_arrival_on_the_same_signals() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("require-arrival");
+    // No tier has the chain yet: the get waits (at most SKYLARK_INCOMING_WAIT_MS) for the
+    // required state to arrive locally, subscribed to its arrivals rather than polling.
+    let waiter = c
+        .guest("probe", "pi4u5")
+        .env("SKYLARK_INCOMING_WAIT_MS", "60000")
+        .args(["get", &chain, "--require", "pre"])
+        .spawn();
+    until_waiting(c.redis("pi4u5"), &chain);
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi4u5"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    let got = waiter.wait(RUN_TIMEOUT);
+    got.assert_success();
+    let v = got.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert_eq!(v["fields"]["pre"]["fnv"], fnv1a(&pattern(1000, 7)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 60_000.0, "{v}");
+}
+
+#[test]
+fn a_waiter_whose_pubsub_connection_is_killed_subscribes_again() {
+    let redis = Redis::start();
+    let chain = chain_id("wait-killed");
+    let waiter = Guest::new("probe", &redis.url)
+        .args(["wait", &chain, "--wait-for", "a", "--wait-ms", "60000"])
+        .spawn();
+    until_waiting(&redis, &chain);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn())
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    // The plugin notices, connects again and subscribes again (then reads once more).
+    until_waiting(&redis, &chain);
+    put(&redis, &chain, "a", "100", "1");
+    let run = waiter.wait(RUN_TIMEOUT);
+    run.assert_success();
+    let v = run.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100, 1)), "{v}");
+}

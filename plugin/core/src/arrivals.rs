@@ -65,11 +65,18 @@ pub enum Signal {
 /// A waiter's id and the sending end of its signals.
 type Waiter = (u64, UnboundedSender<Signal>);
 
+/// A live pub/sub connection: its subscribing half, its generation and the task that
+/// reads its messages (which holds the connection open).
+struct Conn {
+    sink: PubSubSink,
+    generation: u64,
+    reader: tokio::task::AbortHandle,
+}
+
 /// The pub/sub connection of one store and the waiters of each channel.
 pub struct Listener {
     store: Arc<Store>,
-    /// The subscribing half of the live connection and its generation.
-    conn: tokio::sync::Mutex<Option<(PubSubSink, u64)>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     /// Waiters by channel.
     waiters: Mutex<HashMap<String, Vec<Waiter>>>,
     next: std::sync::atomic::AtomicU64,
@@ -146,22 +153,20 @@ impl Listener {
             rx,
         };
         let mut conn = self.conn.lock().await;
-        let sink = match conn.as_mut() {
-            Some((sink, _)) => sink,
-            None => {
-                let (sink, generation) = self.connect().await?;
-                &mut conn.insert((sink, generation)).0
-            }
+        let live = match conn.as_mut() {
+            Some(live) => live,
+            None => conn.insert(self.connect().await?),
         };
-        let subscribed = tokio::time::timeout(self.store.timeout(), sink.subscribe(channel)).await;
+        let subscribed =
+            tokio::time::timeout(self.store.timeout(), live.sink.subscribe(channel)).await;
         match subscribed {
             Ok(Ok(())) => Ok(watch),
             Ok(Err(e)) => {
-                *conn = None;
+                self.reset(&mut conn);
                 Err(self.store.error(e).context("subscribing to arrivals"))
             }
             Err(_) => {
-                *conn = None;
+                self.reset(&mut conn);
                 Err(CallError::new(
                     Status::StoreTimeout,
                     format!(
@@ -174,12 +179,29 @@ impl Listener {
         }
     }
 
+    /// Closes the connection in `conn` (its reader task ends, which drops it) and tells
+    /// every waiter that it may have missed messages.
+    fn reset(&self, conn: &mut Option<Conn>) {
+        if let Some(old) = conn.take() {
+            old.reader.abort();
+            self.tell_all(Signal::Lost);
+        }
+    }
+
+    fn tell_all(&self, signal: Signal) {
+        for list in lock(&self.waiters).values() {
+            for (_, tx) in list {
+                let _ = tx.send(signal.clone());
+            }
+        }
+    }
+
     /// Opens a pub/sub connection and starts the task that hands its messages out.
-    async fn connect(self: &Arc<Self>) -> Result<(PubSubSink, u64), CallError> {
+    async fn connect(self: &Arc<Self>) -> Result<Conn, CallError> {
         let (sink, mut stream) = self.store.pubsub().await?.split();
         let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let me = Arc::clone(self);
-        runtime::handle()?.spawn(async move {
+        let reader = runtime::handle()?.spawn(async move {
             while let Some(msg) = stream.next().await {
                 let channel = msg.get_channel_name().to_string();
                 let tasks: Vec<String> = String::from_utf8_lossy(msg.get_payload_bytes())
@@ -198,19 +220,18 @@ impl Listener {
                 "arrivals: the pub/sub connection to {} ended",
                 me.store.name()
             );
-            {
-                let mut conn = me.conn.lock().await;
-                if conn.as_ref().is_some_and(|(_, g)| *g == generation) {
-                    *conn = None;
-                }
+            let mut conn = me.conn.lock().await;
+            if conn.as_ref().is_some_and(|c| c.generation == generation) {
+                *conn = None;
             }
-            for list in lock(&me.waiters).values() {
-                for (_, tx) in list {
-                    let _ = tx.send(Signal::Lost);
-                }
-            }
+            drop(conn);
+            me.tell_all(Signal::Lost);
         });
-        Ok((sink, generation))
+        Ok(Conn {
+            sink,
+            generation,
+            reader: reader.abort_handle(),
+        })
     }
 
     /// Unsubscribes from `channel` unless a waiter registered again meanwhile.
@@ -223,11 +244,12 @@ impl Listener {
             }
             waiters.remove(&channel);
         }
-        if let Some((sink, _)) = conn.as_mut() {
-            let r = tokio::time::timeout(self.store.timeout(), sink.unsubscribe(&channel)).await;
+        if let Some(live) = conn.as_mut() {
+            let r =
+                tokio::time::timeout(self.store.timeout(), live.sink.unsubscribe(&channel)).await;
             if !matches!(r, Ok(Ok(()))) {
                 // A connection that does not answer is replaced on the next watch.
-                *conn = None;
+                self.reset(&mut conn);
             }
         }
     }

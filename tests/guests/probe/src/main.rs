@@ -13,7 +13,8 @@
 //! ```
 //! Options, anywhere after the operation: put options `--dest NODE --policy P
 //! --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
-//! get options `--from NODE --policy P --local-only --wait-for T1,T2 --wait-ms N`, and
+//! get options `--from NODE --policy P --local-only --require T1,T2 --wait-for T1,T2
+//! --wait-ms N`, and
 //! `--sleep-after-ms N` (print the
 //! result, then wait before exiting: lets a test kill the process after its put).
 //!
@@ -97,6 +98,10 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
                 f.get.wait_for = list.split(',').map(str::to_string).collect();
             }
             "--wait-ms" => f.get.wait_ms = Some(flag_value(&a, it.next())),
+            "--require" => {
+                let list: String = flag_value(&a, it.next());
+                f.get.require = list.split(',').map(str::to_string).collect();
+            }
             "--sleep-after-ms" => f.sleep_after_ms = flag_value(&a, it.next()),
             s if s.starts_with("--") => {
                 eprintln!("probe: unknown option {s}");
