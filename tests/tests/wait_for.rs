@@ -117,6 +117,16 @@ fn the_deadline_delivers_the_fields_present_with_timed_out_and_no_polling() {
         after - before
     );
 
+    // A plain get with wait_for: TimedOut is an error naming what is missing.
+    let v = Guest::new("probe", &redis.url)
+        .args(["get", &chain, "--wait-for", "a,b", "--wait-ms", "200"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains(r#"still missing ["b"]"#), "{v}");
+
     // No bundle at all by the deadline: TimedOut without one.
     let none = chain_id("wait-nothing");
     let v = Guest::new("probe", &redis.url)

@@ -160,14 +160,27 @@ impl Instance {
             let req = decode::get(mem, &a)?;
             let lookup = fetch::lookup(ctx, &req.chain, &req.options)?;
             let timed_out = lookup.timed_out.then(|| {
+                let held = |t: &String| {
+                    lookup
+                        .found
+                        .as_ref()
+                        .is_some_and(|f| f.fields.iter().any(|(k, _)| k == t.as_bytes()))
+                };
+                let missing: Vec<&String> =
+                    req.options.wait_for.iter().filter(|t| !held(t)).collect();
+                const SHOWN: usize = 8;
+                let more = match missing.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
                 CallError::new(
                     Status::TimedOut,
                     format!(
-                        "chain {:?}: wait_for {:?} not all present within {} ms; delivered \
-                         what was there",
+                        "chain {:?}: after {} ms still missing {:?}{more}; delivered what was \
+                         there",
                         req.chain,
-                        req.options.wait_for,
-                        fetch::wait_deadline(ctx, &req.options).as_millis()
+                        fetch::wait_deadline(ctx, &req.options).as_millis(),
+                        &missing[..missing.len().min(SHOWN)],
                     ),
                 )
             });
