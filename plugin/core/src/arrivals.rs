@@ -2,9 +2,10 @@
 //!
 //! Every script that writes state to a bundle (a put's versions script, a fenced copy
 //! from propagation or the read-through cache) also `PUBLISH`es, in the same atomic step,
-//! the task ids it wrote on the store's channel `<ns>/arrivals:<chain>` ([`LUA`],
-//! `keys::arrivals`). The publish is a `redis.pcall`: a store whose ACL does not allow it
-//! still takes the write, and its readers only wait until their deadlines.
+//! the task ids it wrote on the store's channel `<ns>/arrivals:<chain>` (`lua!`,
+//! `keys::arrivals`); a clean-up that deletes the whole bundle publishes an empty list.
+//! The publish is a `redis.pcall`: a store whose ACL does not allow it still takes the
+//! write, and its readers only wait until their deadlines.
 //!
 //! A reader that waits (a get's `wait_for`, its `require`, a read waiting for an
 //! announced copy) [`Listener::watch`]es the channel: the process keeps one pub/sub
@@ -322,11 +323,14 @@ pub async fn wait_until(
     }
 }
 
-/// Whether `names` (a bundle's field names) include every task in `tasks`.
+/// Whether `names` (a bundle's field names) include every task in `tasks` (linear in
+/// both).
 pub fn holds_all(names: &[Vec<u8>], tasks: &[String]) -> bool {
-    tasks
-        .iter()
-        .all(|t| names.iter().any(|n| n == t.as_bytes()))
+    if tasks.is_empty() {
+        return true;
+    }
+    let held: std::collections::HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    tasks.iter().all(|t| held.contains(t.as_bytes()))
 }
 
 #[cfg(test)]

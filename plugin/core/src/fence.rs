@@ -178,9 +178,12 @@ return {wrote, missing, kept}
 /// A fenced clean-up. KEYS: bundle. ARGV: the newest put its job carries, then (task,
 /// version) pairs its job saw. Refused (-1) if a job of a later put claimed this node;
 /// otherwise deletes each task's state, version and placement entry where the version held
-/// is no newer, then the bundle if no state field is left, and returns how many fields it
-/// deleted.
-const SWEEP: &str = r#"
+/// is no newer, then the bundle if no state field is left (signalling it on the arrivals
+/// channel with no task: a read waiting for an announced copy re-reads), and returns how
+/// many fields it deleted.
+const SWEEP: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 if (tonumber(redis.call('HGET', key, '@claim')) or 0) > tonumber(ARGV[1]) then
   return -1
@@ -199,8 +202,10 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
   end
 end
 redis.call('DEL', key)
+arrived(key, {})
 return gone
-"#;
+"#
+);
 
 /// The clock versions start from: microseconds since the Unix epoch.
 pub fn now_us() -> u64 {

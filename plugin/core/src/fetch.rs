@@ -230,7 +230,8 @@ fn wait_for_tasks(
     let (listener, chain, tasks) = (Arc::clone(listener), chain.to_string(), tasks.to_vec());
     runtime::run(bound, async move {
         let deadline = tokio::time::Instant::now() + wait;
-        let relevant = |arrived: &[String]| arrived.iter().any(|a| tasks.contains(a));
+        let wanted: std::collections::HashSet<&str> = tasks.iter().map(String::as_str).collect();
+        let relevant = |arrived: &[String]| arrived.iter().any(|a| wanted.contains(a.as_str()));
         let done = |names: &[Vec<u8>]| arrivals::holds_all(names, &tasks);
         arrivals::wait_until(
             &listener,
@@ -352,7 +353,7 @@ async fn arrival(
         ns,
         chain,
         started + wait,
-        |arrived| arrived.iter().any(|a| require.contains(a)),
+        |arrived| arrived.iter().any(|a| require.iter().any(|r| r == a)),
         |names| arrivals::holds_all(names, require),
     )
     .await;
