@@ -261,6 +261,10 @@ fn at_the_deadline_the_other_tiers_are_asked_once() {
         v["fields"].get("pre").is_some() && v["fields"].get("post").is_none(),
         "{v}"
     );
+    // The plugin counted both gets (flushed at process exit).
+    let stats = c.stats("pi5u3");
+    assert_eq!(stats.get("wait_fors"), Some(&2), "{stats:?}");
+    assert_eq!(stats.get("wait_for_timeouts"), Some(&1), "{stats:?}");
 }
 
 #[test]

@@ -140,8 +140,12 @@ pub fn lookup(ctx: &'static Context, chain: &str, opts: &GetOptions) -> Result<L
     let policy = opts.policy.unwrap_or(ctx.cluster.config.propagation.policy);
     let mut timed_out = false;
     let found = if !opts.wait_for.is_empty() {
+        stats::inc(Counter::WaitFors);
         let (found, complete) = waited(ctx, chain, opts, policy)?;
         timed_out = !complete;
+        if timed_out {
+            stats::inc(Counter::WaitForTimeouts);
+        }
         found
     } else if policy == Policy::Stateless {
         global_only(ctx, chain)?
