@@ -80,6 +80,9 @@ statuses! {
     ConditionFailed = 24, "put condition does not hold";
     /// An idempotency key was reused with other fields or bytes; nothing was written.
     IdempotencyConflict = 25, "idempotency key reused with other bytes";
+    /// `skylark_get_bundle` with `wait_for`: the deadline (`wait_ms`) passed before every
+    /// named field was readable; the fields present so far are delivered as with `Ok`.
+    TimedOut = 26, "wait_for deadline passed";
     /// The plugin's configuration (environment) is invalid.
     ConfigInvalid = 30, "invalid plugin configuration";
     /// The call is not available here (guest SDK built for a non-wasm target).

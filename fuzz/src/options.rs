@@ -165,7 +165,14 @@ const PUT_KEYS: &[&str] = &[
     "idempotency_key",
     "destinations",
 ];
-const GET_KEYS: &[&str] = &["policy", "from", "local_only", "require"];
+const GET_KEYS: &[&str] = &[
+    "policy",
+    "from",
+    "local_only",
+    "require",
+    "wait_for",
+    "wait_ms",
+];
 
 /// The model for `PutOptions`.
 pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
@@ -199,6 +206,8 @@ pub fn model_get(blob: &[u8]) -> Model<GetOptions> {
                 "policy" => o.policy = opt_policy(v)?,
                 "from" => o.from = opt_text(v)?,
                 "local_only" => o.local_only = boolean(v)?,
+                "wait_for" => o.wait_for = texts(v)?,
+                "wait_ms" => o.wait_ms = opt_u64(v)?,
                 _ => o.require = texts(v)?,
             }
         }
@@ -261,7 +270,9 @@ pub fn check_get_blob(blob: &[u8]) {
     };
     let valid = o.from.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
         && o.require.len() <= skylark_abi::wire::MAX_REQUIRE
-        && o.require.iter().all(|t| id_ok(t.as_bytes()));
+        && o.require.iter().all(|t| id_ok(t.as_bytes()))
+        && o.wait_for.len() <= skylark_abi::wire::MAX_REQUIRE
+        && o.wait_for.iter().all(|t| id_ok(t.as_bytes()));
     match fetch::check_options(&o) {
         Ok(()) => assert!(valid, "host accepted {o:?}"),
         Err(e) => {
@@ -294,6 +305,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         from: Some("pi4u5".into()),
         local_only: true,
         require: vec!["preprocess".into(), "detect".into()],
+        wait_for: vec!["detect".into()],
+        wait_ms: Some(250),
     };
     let mut out = vec![
         vec![],

@@ -28,6 +28,8 @@ const KNOWN: &[&str] = &[
     "from",
     "local_only",
     "require",
+    "wait_for",
+    "wait_ms",
 ];
 
 fn small_bytes(inp: &mut Input, max: u8) -> Vec<u8> {
@@ -104,11 +106,13 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
             };
             string(inp, s)
         }
-        "max_latency_ms" | "exec_ms" | "successor_in_ms" | "if_version" => match inp.u8() % 3 {
-            0 => Value::Int(i128::from(inp.u8())),
-            1 => Value::Int(i128::from(inp.u64())),
-            _ => Value::Int(i128::from(inp.u32())),
-        },
+        "max_latency_ms" | "exec_ms" | "successor_in_ms" | "if_version" | "wait_ms" => {
+            match inp.u8() % 3 {
+                0 => Value::Int(i128::from(inp.u8())),
+                1 => Value::Int(i128::from(inp.u64())),
+                _ => Value::Int(i128::from(inp.u32())),
+            }
+        }
         "min_bandwidth_mbps" => match inp.u8() % 4 {
             0 => Value::F64(f64::from(inp.u16()) / 8.0),
             1 => Value::F32(f32::from_bits(inp.u32())),

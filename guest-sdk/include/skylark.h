@@ -56,6 +56,7 @@ enum skylark_status {
     SKYLARK_BACKLOGGED = 23, /* propagation backlog full */
     SKYLARK_CONDITION_FAILED = 24, /* put condition does not hold */
     SKYLARK_IDEMPOTENCY_CONFLICT = 25, /* idempotency key reused with other bytes */
+    SKYLARK_TIMED_OUT = 26, /* wait_for deadline passed */
     SKYLARK_CONFIG_INVALID = 30, /* invalid plugin configuration */
     SKYLARK_UNSUPPORTED = 31, /* not supported on this target */
     SKYLARK_INTERNAL = 99, /* internal host error */
@@ -83,6 +84,7 @@ static inline const char *skylark_status_name(int32_t status) {
     case SKYLARK_BACKLOGGED: return "Backlogged";
     case SKYLARK_CONDITION_FAILED: return "ConditionFailed";
     case SKYLARK_IDEMPOTENCY_CONFLICT: return "IdempotencyConflict";
+    case SKYLARK_TIMED_OUT: return "TimedOut";
     case SKYLARK_CONFIG_INVALID: return "ConfigInvalid";
     case SKYLARK_UNSUPPORTED: return "Unsupported";
     case SKYLARK_INTERNAL: return "Internal";

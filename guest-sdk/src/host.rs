@@ -331,12 +331,48 @@ pub(crate) fn get_bundle_bytes<H: Host>(
     opts: &[u8],
     first_cap: usize,
 ) -> Result<Option<Vec<u8>>> {
+    let got = get_bundle_got(host, chain, opts, first_cap)?;
+    if got.timed_out {
+        return Err(host_error(
+            host,
+            Status::TimedOut.code(),
+            "skylark_get_bundle",
+        ));
+    }
+    Ok(got.bytes)
+}
+
+/// What the get-bundle protocol delivered.
+#[derive(Debug)]
+pub(crate) struct Got {
+    /// The encoded bundle, `None` if there is none.
+    pub bytes: Option<Vec<u8>>,
+    /// The host answered `TimedOut` (a `wait_for` whose deadline passed): the bundle holds
+    /// the fields present so far.
+    pub timed_out: bool,
+}
+
+/// The get-bundle buffer protocol of [`get_bundle_bytes`], with `TimedOut` (from
+/// `skylark_get_bundle`, or from `skylark_take_result` after `BufferTooSmall`) delivering
+/// the bundle as `Ok` does, marked.
+pub(crate) fn get_bundle_got<H: Host>(
+    host: &mut H,
+    chain: &str,
+    opts: &[u8],
+    first_cap: usize,
+) -> Result<Got> {
     check_id("chain", chain)?;
     let mut buf = vec![0u8; first_cap.min(u32::MAX as usize)];
     let mut result = GetResult::default();
     let status = host.get_bundle(chain.as_bytes(), opts, &mut buf, &mut result);
-    match Status::from_code(status) {
-        Some(Status::Ok) => {
+    let status = Status::from_code(status).ok_or(status);
+    let timed_out = status == Ok(Status::TimedOut);
+    match status {
+        Ok(Status::TimedOut) if result.len == 0 => Ok(Got {
+            bytes: None,
+            timed_out,
+        }),
+        Ok(Status::Ok | Status::TimedOut) => {
             let len = result.len as usize;
             if len > buf.len() {
                 return Err(Error::new(
@@ -348,14 +384,25 @@ pub(crate) fn get_bundle_bytes<H: Host>(
                 ));
             }
             buf.truncate(len);
-            Ok(Some(buf))
+            Ok(Got {
+                bytes: Some(buf),
+                timed_out,
+            })
         }
-        Some(Status::NotFound) => Ok(None),
-        Some(Status::BufferTooSmall) => {
+        Ok(Status::NotFound) => Ok(Got {
+            bytes: None,
+            timed_out,
+        }),
+        Ok(Status::BufferTooSmall) => {
             drop(buf);
-            take_exact(host, result).map(Some)
+            let (bytes, timed_out) = take_exact(host, result)?;
+            Ok(Got {
+                bytes: Some(bytes),
+                timed_out,
+            })
         }
-        _ => Err(host_error(host, status, "skylark_get_bundle")),
+        Ok(other) => Err(host_error(host, other.code(), "skylark_get_bundle")),
+        Err(code) => Err(host_error(host, code, "skylark_get_bundle")),
     }
 }
 
@@ -368,7 +415,27 @@ pub(crate) fn try_get_bundle<H: Host>(
     let Some(bytes) = get_bundle_bytes(host, chain, opts, DEFAULT_GET_BUFFER)? else {
         return Ok(None);
     };
-    let bundle = Bundle::decode(&bytes).map_err(|e| {
+    decode_for(chain, &bytes).map(Some)
+}
+
+/// A get with `wait_for`: the bundle (complete or, after `TimedOut`, what was there) and
+/// whether the deadline passed.
+pub(crate) fn wait_for<H: Host>(
+    host: &mut H,
+    chain: &str,
+    opts: &[u8],
+) -> Result<(Option<Bundle>, bool)> {
+    let got = get_bundle_got(host, chain, opts, DEFAULT_GET_BUFFER)?;
+    let bundle = match got.bytes {
+        Some(bytes) => Some(decode_for(chain, &bytes)?),
+        None => None,
+    };
+    Ok((bundle, got.timed_out))
+}
+
+/// Decodes the bundle the host delivered for `chain`, checking it is that chain's.
+fn decode_for(chain: &str, bytes: &[u8]) -> Result<Bundle> {
+    let bundle = Bundle::decode(bytes).map_err(|e| {
         Error::new(
             Status::Internal,
             format!(
@@ -386,7 +453,7 @@ pub(crate) fn try_get_bundle<H: Host>(
             ),
         ));
     }
-    Ok(Some(bundle))
+    Ok(bundle)
 }
 
 /// Fetches and decodes a chain's bundle; a missing bundle is a `NotFound` error carrying
@@ -402,8 +469,9 @@ pub(crate) fn get_bundle<H: Host>(host: &mut H, chain: &str, opts: &[u8]) -> Res
     }
 }
 
-/// Collects a result the host keeps under a handle, in a buffer of exactly its length.
-fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
+/// Collects a result the host keeps under a handle, in a buffer of exactly its length;
+/// also says whether the host marked it `TimedOut` (a `wait_for` whose deadline passed).
+fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<(Vec<u8>, bool)> {
     let len = pending.len as usize;
     let handle = pending.handle;
     if handle == 0 {
@@ -423,7 +491,8 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
     buf.resize(len, 0);
     let mut result = GetResult::default();
     let status = host.take_result(handle, &mut buf, &mut result);
-    if status != Status::Ok.code() {
+    let timed_out = status == Status::TimedOut.code();
+    if status != Status::Ok.code() && !timed_out {
         // Read the message before anything else can overwrite it.
         let err = host_error(host, status, "skylark_take_result");
         if status == Status::BufferTooSmall.code() {
@@ -443,7 +512,7 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
         ));
     }
     buf.truncate(got);
-    Ok(buf)
+    Ok((buf, timed_out))
 }
 
 #[cfg(test)]
@@ -464,6 +533,8 @@ mod tests {
         /// Status `put`/`put_many`/`get_bundle` fail with, if set.
         fail: Option<(Status, &'static str)>,
         put_many_seen: Vec<(usize, Vec<u32>)>,
+        /// Deliver results as a `wait_for` that timed out.
+        timed_out: bool,
     }
 
     impl FakeHost {
@@ -571,6 +642,9 @@ mod tests {
                     len: enc.len() as u32,
                     handle: 0,
                 };
+                if self.timed_out {
+                    return self.fail_with(Status::TimedOut, "wait_for timed out");
+                }
                 return self.ok();
             }
             self.next_handle += 1;
@@ -600,6 +674,9 @@ mod tests {
             let enc = self.pending.remove(&handle).unwrap();
             buf[..len].copy_from_slice(&enc);
             result.handle = 0;
+            if self.timed_out {
+                return self.fail_with(Status::TimedOut, "taken: wait_for timed out");
+            }
             self.ok()
         }
 
@@ -624,6 +701,56 @@ mod tests {
 
     fn decode(bytes: Option<Vec<u8>>) -> Bundle {
         Bundle::decode(&bytes.expect("bundle present")).unwrap()
+    }
+
+    #[test]
+    fn timed_out_delivers_the_partial_bundle_marked() {
+        let big = vec![5u8; 100_000];
+        for (fields, cap) in [
+            (vec![("a", &b"x"[..])], DEFAULT_GET_BUFFER),
+            (vec![("a", &big[..])], 64),
+        ] {
+            let mut host = FakeHost::with_bundle("c", &fields);
+            host.timed_out = true;
+            let got = get_bundle_got(&mut host, "c", &[], cap).unwrap();
+            assert!(got.timed_out);
+            let b = decode(got.bytes);
+            assert_eq!(b.get("a").map(<[u8]>::len), Some(fields[0].1.len()));
+            // The plain get turns it into an error with the host's message.
+            let mut host = FakeHost::with_bundle("c", &fields);
+            host.timed_out = true;
+            let err = get_bundle_bytes(&mut host, "c", &[], cap).unwrap_err();
+            assert!(err.is(Status::TimedOut), "{err}");
+            assert!(err.message.contains("wait_for timed out"), "{err}");
+        }
+        // No bundle at all yet: TimedOut with length 0.
+        struct Empty(FakeHost);
+        impl Host for Empty {
+            fn put(&mut self, c: &[u8], t: &[u8], v: &[u8], o: &[u8]) -> i32 {
+                self.0.put(c, t, v, o)
+            }
+            fn put_many(&mut self, c: &[u8], e: &[FieldRef], o: &[u8]) -> i32 {
+                self.0.put_many(c, e, o)
+            }
+            fn put_v2(&mut self, c: &[u8], e: &[FieldRef], o: &[u8], v: &mut [u64]) -> i32 {
+                self.0.put_v2(c, e, o, v)
+            }
+            fn get_bundle(&mut self, _: &[u8], _: &[u8], _: &mut [u8], r: &mut GetResult) -> i32 {
+                *r = GetResult::default();
+                self.0.fail_with(Status::TimedOut, "nothing yet")
+            }
+            fn take_result(&mut self, h: u32, b: &mut [u8], r: &mut GetResult) -> i32 {
+                self.0.take_result(h, b, r)
+            }
+            fn drop_result(&mut self, h: u32) -> i32 {
+                self.0.drop_result(h)
+            }
+            fn last_error(&mut self, b: &mut [u8], l: &mut u32) -> i32 {
+                self.0.last_error(b, l)
+            }
+        }
+        let (bundle, timed_out) = wait_for(&mut Empty(FakeHost::default()), "c", &[]).unwrap();
+        assert!(bundle.is_none() && timed_out);
     }
 
     #[test]

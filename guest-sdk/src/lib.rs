@@ -12,6 +12,7 @@
 //!   [`put_with`]). A failed condition is an [`Error`] with status `ConditionFailed`
 //!   carrying the versions the node holds ([`Error::versions`]).
 //! - [`get_bundle`] / [`try_get_bundle`] fetch every field of a chain as a [`Bundle`].
+//! - [`wait_for`] waits until named tasks' fields are on this node, then fetches them.
 //! - [`new_chain_id`] makes a fresh chain id; [`abi_version`] asks the host for its ABI.
 //!
 //! Every call returns [`Result`]; an [`Error`] carries the host's [`Status`] and message.
@@ -236,6 +237,44 @@ pub fn try_get_bundle(chain: &str) -> Result<Option<Bundle>> {
 pub fn try_get_bundle_with(chain: &str, opts: &GetOptions) -> Result<Option<Bundle>> {
     let opts = encode_opts(opts)?;
     host::try_get_bundle(&mut RawHost, chain, &opts)
+}
+
+/// What a get with `wait_for` delivered ([`wait_for`], [`wait_for_with`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waited {
+    /// The bundle: complete, or the fields present when the deadline passed; `None` if
+    /// the chain had no bundle at all by then.
+    pub bundle: Option<Bundle>,
+    /// Every task waited for is in `bundle` (the host answered `Ok`, not `TimedOut`).
+    pub complete: bool,
+}
+
+/// Waits until every task in `tasks` has stored its field of chain `chain` on this node
+/// (locally, or arrived by propagation), at most `wait_ms` milliseconds (capped by the
+/// node's `SKYLARK_MAX_WAIT_MS`), and returns the bundle: the fan-in join. When the
+/// deadline passes first, the host looks at the other tiers once; [`Waited::complete`]
+/// is false if the tasks are still not all there, and the bundle holds what was.
+pub fn wait_for(chain: &str, tasks: &[&str], wait_ms: u64) -> Result<Waited> {
+    let opts = GetOptions {
+        wait_for: tasks.iter().map(|t| t.to_string()).collect(),
+        wait_ms: Some(wait_ms),
+        ..Default::default()
+    };
+    wait_for_with(chain, &opts)
+}
+
+/// [`wait_for`] with explicit options (`opts.wait_for` names the tasks; without any, this
+/// is a plain [`try_get_bundle_with`]).
+pub fn wait_for_with(chain: &str, opts: &GetOptions) -> Result<Waited> {
+    for t in &opts.wait_for {
+        host::check_id("task", t)?;
+    }
+    let opts = encode_opts(opts)?;
+    let (bundle, timed_out) = host::wait_for(&mut RawHost, chain, &opts)?;
+    Ok(Waited {
+        bundle,
+        complete: !timed_out,
+    })
 }
 
 #[cfg(test)]

@@ -152,6 +152,7 @@ pub(crate) use record_idempotency;
 /// placement ('' = none), the four guard arguments ([`guard`]), then the task ids.
 /// Returns `{1, versions...}`, or a refusal of the guard.
 const VERSIONS: &str = concat!(
+    crate::arrivals::lua!(),
     "local key, now, first, g = KEYS[1], tonumber(ARGV[2]), 8, 4\n",
     guard!(),
     assign_versions!(),
@@ -169,6 +170,8 @@ local out = {1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v
 end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
 return out
 "#
 );
@@ -296,8 +299,11 @@ pub fn refusal(items: &[redis::Value]) -> Option<Verdict> {
 /// triples and expected pairs, then (field, version, value) state triples, (task, version,
 /// node) placement triples, (task, version) expected pairs and (task, version, node)
 /// tombstones of swept nodes. Returns {fields written, {the expected fields missing or
-/// older here}, {task, node of each tombstone recorded}}.
-const COPY: &str = r#"
+/// older here}, {task, node of each tombstone recorded}}. Publishes the fields written
+/// (`arrivals`) when it wrote any or removed its announcement.
+const COPY: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 local function held(task)
   return tonumber(redis.call('HGET', key, '@v:' .. task))
@@ -315,7 +321,7 @@ local function tombs(task)
 end
 local claim = tonumber(ARGV[3])
 local n, np, ne = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local wrote = 0
+local wrote, written = 0, {}
 local i = 7
 for _ = 1, n do
   local task, v = ARGV[i], tonumber(ARGV[i + 1])
@@ -323,6 +329,7 @@ for _ = 1, n do
   if have == nil or v > have then
     redis.call('HSET', key, task, ARGV[i + 2], '@v:' .. task, ARGV[i + 1])
     wrote = wrote + 1
+    written[wrote] = task
   end
   i = i + 3
 end
@@ -369,21 +376,29 @@ end
 if claim > 0 and claim > (tonumber(redis.call('HGET', key, '@claim')) or 0) then
   redis.call('HSET', key, '@claim', ARGV[3])
 end
+local unannounced = 0
 if ARGV[2] ~= '' then
-  redis.call('HDEL', key, ARGV[2])
+  unannounced = redis.call('HDEL', key, ARGV[2])
 end
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
+if wrote > 0 or unannounced > 0 then
+  arrived(key, written)
+end
 return {wrote, missing, kept}
-"#;
+"#
+);
 
 /// A fenced clean-up. KEYS: bundle. ARGV: the newest put its job carries, then (task,
 /// version) pairs its job saw. Refused (-1) if a job of a later put claimed this node;
 /// otherwise deletes each task's state, version and placement entry where the version held
-/// is no newer, then the bundle if no state field is left, and returns how many fields it
-/// deleted.
-const SWEEP: &str = r#"
+/// is no newer, then the bundle if no state field is left (signalling it on the arrivals
+/// channel with no task: a read waiting for an announced copy re-reads), and returns how
+/// many fields it deleted.
+const SWEEP: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 if (tonumber(redis.call('HGET', key, '@claim')) or 0) > tonumber(ARGV[1]) then
   return -1
@@ -402,8 +417,10 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
   end
 end
 redis.call('DEL', key)
+arrived(key, {})
 return gone
-"#;
+"#
+);
 
 /// The clock versions start from: microseconds since the Unix epoch.
 pub fn now_us() -> u64 {

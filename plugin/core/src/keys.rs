@@ -157,6 +157,12 @@ pub fn stats(namespace: &str, node: &str) -> String {
     format!("{namespace}:stats:{node}")
 }
 
+/// The pub/sub channel on which writes of `chain`'s state announce the task ids they
+/// wrote (`arrivals`). The arrival scripts derive it from [`bundle`]'s key.
+pub fn arrivals(namespace: &str, chain: &str) -> String {
+    format!("{namespace}/arrivals:{chain}")
+}
+
 /// The pub/sub channel of placement and propagation events.
 pub fn events(namespace: &str) -> String {
     format!("{namespace}/events")
@@ -212,5 +218,6 @@ mod tests {
         assert_eq!(topology("ns"), "ns:topology");
         assert_eq!(stats("ns", "pi5u2"), "ns:stats:pi5u2");
         assert_eq!(events("skylark"), "skylark/events");
+        assert_eq!(arrivals("skylark", "c-1"), "skylark/arrivals:c-1");
     }
 }

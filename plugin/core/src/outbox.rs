@@ -163,16 +163,18 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
 /// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
 /// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
 /// that does not hold), then the outbox: while it has room the script assigns the
-/// fields' versions (`fence`), records the idempotency key, refreshes the TTL and records
-/// the job. A refused put (by its guard, or because the outbox is full) records nothing,
-/// marks the bundle (`@refused`) and keeps the fields' current values
-/// (`@refused:<task>`), which the values' `HSET` is about to overwrite, for
-/// `UNDO_REFUSED` to put back: the transaction as a whole then writes nothing. The values
-/// themselves never pass through Lua. KEYS: bundle, jobs, outbox. ARGV: max outbox
-/// length, TTL seconds (0 = none), job id, job JSON, due time, now (µs), the four guard
-/// arguments, then the task ids. Returns `{1, length after, versions...}` when stored,
-/// `{0, length}` when the outbox is full, or the guard's refusal (`fence::refusal`).
+/// fields' versions (`fence`), records the idempotency key, refreshes the TTL, records
+/// the job and publishes the tasks' arrival (`arrivals`). A refused put (by its guard, or
+/// because the outbox is full) records nothing, publishes nothing, marks the bundle
+/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
+/// values' `HSET` is about to overwrite, for `UNDO_REFUSED` to put back: the transaction
+/// as a whole then writes nothing. The values themselves never pass through Lua. KEYS:
+/// bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job
+/// JSON, due time, now (µs), the four guard arguments, then the task ids. Returns `{1,
+/// length after, versions...}` when stored, `{0, length}` when the outbox is full, or the
+/// guard's refusal (`fence::refusal`).
 const GUARDED_PUT: &str = concat!(
+    crate::arrivals::lua!(),
     "local key, first, g = KEYS[1], 11, 7\n",
     crate::fence::guard!(),
     r#"
@@ -200,6 +202,8 @@ local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v
 end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
 return out
 "#
 );

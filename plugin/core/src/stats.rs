@@ -17,6 +17,9 @@ pub enum Counter {
     Misses,
     IncomingWaits,
     IncomingWaitMs,
+    /// Gets with `wait_for`, and those of them that answered `TimedOut`.
+    WaitFors,
+    WaitForTimeouts,
     CacheFills,
     Jobs,
     Coalesced,
@@ -45,7 +48,7 @@ pub enum Counter {
     PropagationGt10S,
 }
 
-const ALL: [Counter; 32] = [
+const ALL: [Counter; 34] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -55,6 +58,8 @@ const ALL: [Counter; 32] = [
     Counter::Misses,
     Counter::IncomingWaits,
     Counter::IncomingWaitMs,
+    Counter::WaitFors,
+    Counter::WaitForTimeouts,
     Counter::CacheFills,
     Counter::Jobs,
     Counter::Coalesced,
@@ -93,6 +98,8 @@ impl Counter {
             Counter::Misses => "misses",
             Counter::IncomingWaits => "incoming_waits",
             Counter::IncomingWaitMs => "incoming_wait_ms_sum",
+            Counter::WaitFors => "wait_fors",
+            Counter::WaitForTimeouts => "wait_for_timeouts",
             Counter::CacheFills => "cache_fills",
             Counter::Jobs => "jobs",
             Counter::Coalesced => "coalesced",

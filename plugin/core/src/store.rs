@@ -471,6 +471,29 @@ impl Store {
         CallError::new(status, message)
     }
 
+    /// A dedicated pub/sub connection to this store (for `arrivals`), with the store's
+    /// credentials and TLS, within the connect deadline. Runs on the plugin runtime.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
+        match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(self.connect_error(e).context(&self.shown)),
+            Err(_) => Err(CallError::new(
+                Status::StoreTimeout,
+                format!(
+                    "{}: connecting for pub/sub: no answer within {} ms \
+                     (SKYLARK_CONNECT_TIMEOUT_MS)",
+                    self.shown,
+                    self.connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// A client error on a request to this store, classified, with the store's name.
+    pub fn error(&self, e: RedisError) -> CallError {
+        self.classify(e).context(&self.shown)
+    }
+
     /// Every field of the hash `key` (`HGETALL`) on the calling thread. An absent key
     /// yields an empty list.
     pub fn get_all(&self, key: &str) -> Result<HashPairs, CallError> {

@@ -127,6 +127,7 @@ pub fn get_options(rng: &mut Rng, tasks: &[String]) -> Vec<u8> {
                 }
             })
             .collect(),
+        ..GetOptions::default()
     };
     wire::encode_options(&o).unwrap_or_default()
 }

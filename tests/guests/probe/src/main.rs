@@ -4,12 +4,17 @@
 //! probe put      <chain> <task> <size> <seed>
 //! probe put-many <chain> <prefix> <count> <size> <seed>   fields <prefix>0.., seeds seed+i
 //! probe get      <chain>
+//! probe wait     <chain>                                 get with --wait-for (sky::wait_for_with)
+//! probe wait-raw <chain> <cap>                           the same through the raw imports: a
+//!                                                        first buffer of <cap> bytes, then
+//!                                                        skylark_take_result if too small
 //! probe bench    <put|get> <chain> <size> <fields> <iterations>
 //! probe idle     <ms>                                    no Skylark call: sleeps, then exits
 //! ```
 //! Options, anywhere after the operation: put options `--dest NODE --dests NODE,NODE
 //! --policy P --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
-//! get options `--from NODE --policy P --local-only`, and `--sleep-after-ms N` (print the
+//! get options `--from NODE --policy P --local-only --require T1,T2 --wait-for T1,T2
+//! --wait-ms N`, and `--sleep-after-ms N` (print the
 //! result, then wait before exiting: lets a test kill the process after its put).
 //! ABI version 2: `--v2` makes `put` and `put-many` call `skylark_put_v2` and print the
 //! `versions` it returns (also those a failed condition reports); `--if-version N`,
@@ -127,6 +132,15 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
             "--cleanup" => f.put.cleanup = true,
             "--from" => f.get.from = Some(flag_value(&a, it.next())),
             "--local-only" => f.get.local_only = true,
+            "--wait-for" => {
+                let list: String = flag_value(&a, it.next());
+                f.get.wait_for = list.split(',').map(str::to_string).collect();
+            }
+            "--wait-ms" => f.get.wait_ms = Some(flag_value(&a, it.next())),
+            "--require" => {
+                let list: String = flag_value(&a, it.next());
+                f.get.require = list.split(',').map(str::to_string).collect();
+            }
             "--sleep-after-ms" => f.sleep_after_ms = flag_value(&a, it.next()),
             "--v2" => f.v2 = true,
             "--cas" => f.cas = true,
@@ -214,11 +228,38 @@ fn main() {
                         .collect();
                     json!({"op": "get", "status": 0, "error": null, "ms": ms, "chain": b.chain(),
                            "tier": format!("{:?}", b.source().tier).to_lowercase(),
-                           "node": b.source().node, "fields": fields, "placement": placement})
+                           "node": b.source().node, "fields": fields, "placement": placement,
+                           "versions": versions(&b)})
                 }
                 Err(e) => json!({"op": "get", "status": e.code, "error": e.message, "ms": ms}),
             }
         }
+        "wait" => {
+            let chain: String = arg(&args, 1, "chain");
+            let t = Instant::now();
+            let r = sky::wait_for_with(&chain, &flags.get);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let returned_at_ms = unix_ms();
+            match r {
+                Ok(w) => {
+                    let status = if w.complete {
+                        0
+                    } else {
+                        sky::Status::TimedOut.code()
+                    };
+                    let mut out = json!({"op": "wait", "status": status, "ms": ms,
+                                         "returned_at_ms": returned_at_ms, "bundle": w.bundle.is_some()});
+                    if let Some(b) = &w.bundle {
+                        out["fields"] = summary(b);
+                        out["versions"] = versions(b);
+                        out["tier"] = json!(format!("{:?}", b.source().tier).to_lowercase());
+                    }
+                    out
+                }
+                Err(e) => json!({"op": "wait", "status": e.code, "error": e.message, "ms": ms}),
+            }
+        }
+        "wait-raw" => wait_raw(&args, &flags),
         "bench" => bench(&args, &flags),
         "idle" => {
             let ms: u64 = arg(&args, 1, "ms");
@@ -236,6 +277,77 @@ fn main() {
         let _ = std::io::stdout().flush();
         std::thread::sleep(std::time::Duration::from_millis(flags.sleep_after_ms));
     }
+}
+
+/// Length and checksum of each field.
+fn summary(b: &sky::Bundle) -> Value {
+    let mut fields = Map::new();
+    for (task, bytes) in b.iter() {
+        fields.insert(
+            task.to_string(),
+            json!({"len": bytes.len(), "fnv": fnv1a(bytes)}),
+        );
+    }
+    Value::Object(fields)
+}
+
+/// Each field's version, as the bundle reports it.
+fn versions(b: &sky::Bundle) -> Value {
+    Value::Object(
+        b.tasks()
+            .filter_map(|t| b.version(t).map(|v| (t.to_string(), json!(v))))
+            .collect(),
+    )
+}
+
+/// `wait-raw <chain> <cap>`: `skylark_get_bundle` with a buffer of `cap` bytes, then, if
+/// it answers `BufferTooSmall`, `skylark_take_result` with a buffer of the reported length;
+/// reports both statuses.
+fn wait_raw(args: &[String], flags: &Flags) -> Value {
+    let chain: String = arg(args, 1, "chain");
+    let cap: usize = arg(args, 2, "cap");
+    let opts = sky::abi::wire::encode_options(&flags.get).unwrap_or_default();
+    let mut buf = vec![0u8; cap];
+    let mut result = [0u32; 2];
+    let addr = |p: *const u8| p as usize as i32;
+    // SAFETY: every pointer/length pair describes a live buffer of this function that
+    // outlives the call; the host writes at most `cap` bytes to `buf` and 8 to `result`.
+    let first = unsafe {
+        sky::raw::skylark_get_bundle(
+            addr(chain.as_ptr()),
+            chain.len() as i32,
+            addr(opts.as_ptr()),
+            opts.len() as i32,
+            addr(buf.as_mut_ptr()),
+            cap as i32,
+            addr(result.as_mut_ptr().cast()),
+        )
+    };
+    let (len, handle) = (result[0] as usize, result[1]);
+    let mut out = json!({"op": "wait-raw", "get_status": first, "len": len, "handle": handle});
+    let bytes = if first == sky::Status::BufferTooSmall.code() {
+        let mut full = vec![0u8; len];
+        let mut taken = [0u32; 2];
+        // SAFETY: as above, with a buffer of `len` bytes.
+        let second = unsafe {
+            sky::raw::skylark_take_result(
+                handle as i32,
+                addr(full.as_mut_ptr()),
+                len as i32,
+                addr(taken.as_mut_ptr().cast()),
+            )
+        };
+        out["take_status"] = json!(second);
+        full.truncate(taken[0] as usize);
+        full
+    } else {
+        buf.truncate(len.min(cap));
+        buf
+    };
+    if let Ok(b) = sky::Bundle::decode(&bytes) {
+        out["fields"] = summary(&b);
+    }
+    out
 }
 
 /// Times `iterations` guest-visible calls; reports every sample in nanoseconds.
