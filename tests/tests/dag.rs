@@ -134,3 +134,89 @@ fn preprocess_fans_out_to_two_detectors_and_alarm_joins_them() {
         ["alarm", "detect-a", "detect-b", "preprocess"]
     );
 }
+
+/// The fan-in join started before its inputs exist (`alarm --wait-inputs-ms`, the get
+/// option `wait_for`): it waits on its own node until both detections have arrived by
+/// propagation, then decides; with a short deadline and one detector missing it fails
+/// with `TimedOut`, naming the missing input.
+#[test]
+fn a_join_started_before_its_inputs_waits_for_them() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("dag-wait");
+    let dests = format!("{DETECTOR_A},{DETECTOR_B}");
+    step(
+        &c,
+        PRODUCER,
+        "preprocess",
+        &[&chain, "--size", "65536", "--dests", &dests],
+    );
+    // The join starts first: neither detection has been put yet.
+    let join = c
+        .guest("alarm", JOIN)
+        .args([
+            chain.as_str(),
+            "--inputs",
+            "detect-a,detect-b",
+            "--wait-inputs-ms",
+            "20000",
+        ])
+        .spawn();
+    assert!(
+        !c.bundle(JOIN, &chain).contains_key("detect-a"),
+        "no detection may exist before the join starts"
+    );
+    let detect = |node: &str, task: &str| {
+        step(
+            &c,
+            node,
+            "detect",
+            &[
+                &chain,
+                "--task",
+                task,
+                "--dest",
+                JOIN,
+                "--successor-in-ms",
+                JOIN_IN,
+            ],
+        )
+    };
+    let a = detect(DETECTOR_A, "detect-a");
+    let b = detect(DETECTOR_B, "detect-b");
+    let alarm = join.wait(RUN_TIMEOUT);
+    alarm.assert_success();
+    let alarm = alarm.json();
+    let count = |d: &Value| d["detections"].as_u64().expect("a detection count");
+    assert_eq!(alarm["source"]["tier"], "local", "{alarm}");
+    assert_eq!(
+        alarm["detections"].as_u64(),
+        Some(count(&a).max(count(&b))),
+        "{alarm}"
+    );
+
+    // A join whose second input never comes: TimedOut at its deadline.
+    let chain = chain_id("dag-timeout");
+    step(
+        &c,
+        PRODUCER,
+        "preprocess",
+        &[&chain, "--size", "4096", "--dests", &dests],
+    );
+    detect(DETECTOR_A, "detect-a");
+    let late = c
+        .guest("alarm", JOIN)
+        .args([
+            chain.as_str(),
+            "--inputs",
+            "detect-a,detect-b",
+            "--wait-inputs-ms",
+            "300",
+        ])
+        .run(RUN_TIMEOUT);
+    assert!(!late.status.success(), "{late:?}");
+    assert!(
+        late.stderr.contains("TimedOut") || late.stderr.contains("timed out"),
+        "{}",
+        late.stderr
+    );
+}

@@ -47,8 +47,15 @@ pub fn get_options(args: &Args) -> Result<GetOptions, String> {
             format!("--policy {p:?} is not one of skylark, random, stateless, local")
         })?),
     };
+    // `--wait-inputs-ms MS`: wait (at most MS) for inputs not yet put (a join started
+    // before its inputs); see `needing`.
+    let wait_ms = match args.value("wait-inputs-ms") {
+        None => None,
+        Some(_) => Some(args.number::<u64>("wait-inputs-ms", 0)?),
+    };
     Ok(GetOptions {
         policy,
+        wait_ms,
         ..Default::default()
     })
 }
@@ -92,18 +99,27 @@ impl Read {
     }
 }
 
-/// The options of a read that needs the state of `needed`: the host waits (bounded) for
-/// such state still on its way to this node rather than answer with an incomplete bundle.
-/// This is how a join (`alarm` after two detectors) waits for all its inputs.
-///
-/// TODO(issue 17, wait_for): once the get option `wait_for` is merged (branch
-/// wip/waitfor), wait with it instead: it also waits for state whose put has not happened
-/// yet (a join whose other branch is slower), where `require` waits only for copies
-/// already announced. The switch is this one line: `wait_for: needed,`.
+/// The options of a read that needs the state of `needed`.
+/// - By default (`require`): the host asks every tier at once and also waits (bounded)
+///   for copies already announced to this node, so a step whose inputs were put before it
+///   started gets them wherever they are, without waiting where the policy placed them
+///   elsewhere (`random`, `stateless`).
+/// - With a deadline (`opts.wait_ms`, the `--wait-inputs-ms` flag; `wait_for`): the host
+///   waits on this node until every input is there, also inputs whose put has not
+///   happened yet: the fan-in join started before its inputs (ABI.md, "Waiting for
+///   state"); at the deadline it looks at the other tiers once, and a join whose inputs
+///   are still missing fails with `TimedOut`.
 fn needing(needed: Vec<String>, opts: &GetOptions) -> GetOptions {
-    GetOptions {
-        require: needed,
-        ..opts.clone()
+    if opts.wait_ms.is_some() {
+        GetOptions {
+            wait_for: needed,
+            ..opts.clone()
+        }
+    } else {
+        GetOptions {
+            require: needed,
+            ..opts.clone()
+        }
     }
 }
 
