@@ -9,6 +9,9 @@
 //!   responsible store holds an older version, nothing is corrupted or wrongly deleted,
 //!   every key has its TTL, every read keeps the history rules, every outbox drains;
 //!   then a violation of each kind, written straight into the stores, is counted;
+//!   meanwhile two processes at once on each node increment shared counters by
+//!   compare-and-swap with idempotency keys: no increment is lost or applied twice, and
+//!   the global store holds each counter as its node does;
 //! * `wasmedge` SIGKILLed at random moments of large multi-field puts: no store ever
 //!   holds part of a bundle, and later instances finish every job left behind;
 //! * directed cases: a node cleaned up and elected again gets the whole bundle; a job
@@ -19,7 +22,7 @@
 
 use fault_guest::versioned::{stateless_chain, value, Pool};
 use fault_guest::{Put, Shape};
-use skylark_experiment::faults::{self, Bench, KillOptions, PutOptions, FAULT_KINDS};
+use skylark_experiment::faults::{self, Bench, CasOptions, KillOptions, PutOptions, FAULT_KINDS};
 use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
 use skylark_testkit::{eventually, NS};
 use std::collections::BTreeMap;
@@ -78,6 +81,13 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
         ttls: vec![86_400, 0],
         fault_every: Some(Duration::from_millis(400)),
         drain_timeout: Duration::from_secs(60),
+        cas: CasOptions {
+            nodes: vec!["pi5u2".into(), "pi4u6".into()],
+            workers: 2,
+            increments: 160,
+            counters: 2,
+            batch: 20,
+        },
         ..PutOptions::default()
     };
     let t = faults::run_puts(&b, &opts).unwrap_or_else(|e| panic!("fault run failed: {e}"));
@@ -98,6 +108,20 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
     assert_eq!(s.not_at_global, 0, "{t}");
     assert!(s.ttl_checked > 0, "{t}");
     assert!(t.reads.clean(), "{t}");
+    // Every increment had its answer, so each counter counts exactly the acknowledged
+    // ones; the racing processes met each other's versions.
+    let cas = &t.cas;
+    assert_eq!(cas.counters, 4, "{t}");
+    assert!(cas.acked > 0 && cas.conflicts > 0, "{t}");
+    assert_eq!(cas.acked + cas.given_up, 160, "{t}");
+    assert_eq!(cas.final_total, cas.acked + cas.applied_unacked, "{t}");
+    assert_eq!(
+        (cas.lost, cas.doubled, cas.invented, cas.version_order),
+        (0, 0, 0, 0),
+        "{t}"
+    );
+    assert_eq!((cas.global_behind, cas.global_ahead), (0, 0), "{t}");
+    assert!(cas.clean(), "{t}");
     assert_eq!(t.outbox_left, 0, "{t}");
     assert_eq!(t.unreported, 0, "{t}");
     assert!(t.clean(), "{t}");
