@@ -17,6 +17,8 @@
 //! * directed cases: a node cleaned up and elected again gets the whole bundle; a job
 //!   resumed from the outbox (with copies already made) that absorbs a later put of its
 //!   chain must still copy that put everywhere; a job without a topology waits for one;
+//!   a CAS increment whose put landed while its answer was lost (the store stopped) is
+//!   repeated with its idempotency key and counted once;
 //! * the harness itself: a node store killed and restarted keeps what it acknowledged
 //!   when it runs with an append-only file, and nothing without.
 
@@ -631,4 +633,95 @@ fn large_copies_sharing_a_slow_link_all_finish() {
             "the global copy of {chain}"
         );
     }
+}
+
+/// The process id of `node`'s `redis-server` (from `INFO server`).
+fn store_pid(c: &Constellation, node: &str) -> libc::pid_t {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(
+            &mut redis::Client::open(c.redis(node).url.as_str())
+                .and_then(|c| c.get_connection())
+                .expect("connect"),
+        )
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("process_id in INFO server")
+}
+
+/// Sends `signal` to the store process `pid` (this test's own child of the testbed).
+fn signal_store(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid read from our own redis-server and a valid signal number
+    // touches no memory of this process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn a_cas_increment_whose_answer_was_lost_is_applied_once() {
+    // The node's store is stopped (SIGSTOP) while an increment's put is on its way: the
+    // put waits in the socket, the guest sees a timeout (outcome unknown) and repeats the
+    // same put with the same key. Once the store runs again it applies the first copy of
+    // the put and answers the repeats from the key: the counter counts it once.
+    let module = skylark_testkit::aot("fault-guest");
+    let c = Constellation::for_system_tests();
+    let node = "pi5u2";
+    let pid = store_pid(&c, node);
+    let running = c
+        .guest_at(&module, node)
+        .env("SKYLARK_TIMEOUT_MS", "500")
+        .env("SKYLARK_CONNECT_TIMEOUT_MS", "300")
+        .args(["cas", "lost-answer", node, "p", "3", "--counters", "1"])
+        .args(["--interval-us", "1500000"])
+        .spawn();
+    // Increment 0 is acknowledged (the connection to the store is up); increment 1 is
+    // due 1.5 s after the start, while the store is stopped.
+    let first = running.next_line(Duration::from_secs(60));
+    assert!(
+        first.as_ref().is_some_and(|(l, _)| l.starts_with("c 0 1 ")),
+        "{first:?}"
+    );
+    signal_store(pid, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3)); // the stop is the fault under test
+    signal_store(pid, libc::SIGCONT);
+    let run = running.wait(Duration::from_secs(120));
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+    let totals: Vec<u64> = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ct "))
+        .map(|t| t.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(
+        totals.len() == 3 && totals[1] >= 1 && totals[2] == 0,
+        "an unknown outcome, retried, nothing given up: {}",
+        run.stdout
+    );
+    let acked: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("c ")).collect();
+    assert_eq!(acked.len(), 3, "{}", run.stdout);
+    let bundle = c.bundle(node, &fault_guest::cas::chain_name("lost-answer", node, 0));
+    let value = fault_guest::cas::Counter::decode(
+        bundle
+            .get(fault_guest::cas::TASK)
+            .map(|v| v.as_slice())
+            .unwrap_or_default(),
+    );
+    assert_eq!(
+        value.map(|v| v.keys),
+        Some(vec!["p-0".to_string(), "p-1".into(), "p-2".into()]),
+        "each increment applied exactly once: {}",
+        run.stdout
+    );
+    let repeats = c
+        .stats(node)
+        .get("idempotent_repeats")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        repeats >= 1,
+        "the put that landed during the stop was repeated and answered from its key: {}",
+        run.stdout
+    );
 }
