@@ -370,7 +370,7 @@ fn owner(chain: &str) -> Option<&str> {
 }
 
 /// Checks the expiry of every bundle key holding state on every store whose chain belongs
-/// to run `run` (`v-<run>-...` and `k-<run>-...`); `ttl_of(node)` is the TTL in seconds
+/// to run `run` (`v-<run>-...`, `k-<run>-...` and the counters `cas-<run>-...`); `ttl_of(node)` is the TTL in seconds
 /// the chain's writer node runs with (0: none), `run_age` how long ago the run began.
 pub fn check_ttls(
     net: &Constellation,
@@ -382,7 +382,7 @@ pub fn check_ttls(
     for node in net.nodes() {
         let mut conn = connect(net, &node)?;
         let mut keys: Vec<String> = Vec::new();
-        for kind in ["v", "k"] {
+        for kind in ["v", "k", "cas"] {
             let pattern = format!("{NS}:bundle:{kind}-{run}-*");
             let iter: redis::Iter<String> = redis::cmd("SCAN")
                 .cursor_arg(0)
@@ -445,6 +445,7 @@ mod tests {
     fn chains_name_their_writer() {
         assert_eq!(owner("v-s1-pi5u2-3"), Some("pi5u2"));
         assert_eq!(owner("k-s1-pi4u6-12"), Some("pi4u6"));
+        assert_eq!(owner("cas-s1-pi4u6-2"), Some("pi4u6"));
         assert_eq!(owner("other"), None);
     }
 }

@@ -21,6 +21,14 @@
 //! ([`crate::fault_checks`], which defines lost, stale, superseded, corrupted, wrongly
 //! deleted and TTL violations).
 //!
+//! During the same put phase, under the same faults, the **compare-and-swap workload**
+//! ([`CasOptions`], [`fault_guest::cas`]): on each of a few nodes several guest processes
+//! at once increment that node's shared counters by CAS loops (`if_version` on the
+//! version last seen, an idempotency key per increment, the same put repeated after an
+//! unknown outcome). After the drain [`crate::cas_checks`] checks every counter on its
+//! node and at the global store: no acknowledged increment lost, none applied twice,
+//! versions growing with the count, the global copy equal to the node's.
+//!
 //! **SIGKILL check** ([`run_kills`]). Processes that put bundles of several MiB-sized
 //! fields in one `skylark_put_many` each are SIGKILLed at a random moment: a calibration
 //! run per node measures when a process starts its first put's host call, gets it
@@ -37,13 +45,15 @@
 //! acknowledged (`--appendonly yes --appendfsync always`) for the plugin's guarantees to
 //! hold across a store restart; weaker modes show what is lost.
 
+use crate::cas_checks::{self, CasTally, Inc};
 use crate::fault_checks::{self, Attempt, StoreTally};
 use crate::history::{self, Ended, PutEvent, ReadEvent, ReadTally};
+use fault_guest::cas;
 use fault_guest::versioned::{Pool, VPut, Verdict};
 use fault_guest::BigPut;
 use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
 use skylark_testkit::{Guest, Rng, Running};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -574,6 +584,36 @@ pub struct PutOptions {
     /// `SKYLARK_EXIT_FLUSH_MS` of the put processes: short, so that processes leave jobs
     /// behind for their successors.
     pub exit_flush_ms: u64,
+    /// The compare-and-swap workload run alongside the puts.
+    pub cas: CasOptions,
+}
+
+/// The compare-and-swap workload of [`run_puts`] ([`fault_guest::cas`]).
+#[derive(Clone, Debug)]
+pub struct CasOptions {
+    /// Nodes whose counters are incremented, each by processes on that node (CAS is
+    /// per accepting node, so the racing writers of a counter share its node).
+    pub nodes: Vec<String>,
+    /// Processes running at once per node, racing for its counters.
+    pub workers: u64,
+    /// Increments in all; 0: no CAS workload.
+    pub increments: u64,
+    /// Counters per node.
+    pub counters: u64,
+    /// Increments per guest process.
+    pub batch: u64,
+}
+
+impl Default for CasOptions {
+    fn default() -> Self {
+        CasOptions {
+            nodes: ["pi5u2", "pi4u6"].map(String::from).to_vec(),
+            workers: 3,
+            increments: 1200,
+            counters: 3,
+            batch: 50,
+        }
+    }
 }
 
 impl Default for PutOptions {
@@ -591,6 +631,7 @@ impl Default for PutOptions {
             fault_every: Some(Duration::from_millis(700)),
             drain_timeout: Duration::from_secs(120),
             exit_flush_ms: 1000,
+            cas: CasOptions::default(),
         }
     }
 }
@@ -638,6 +679,8 @@ pub struct PutTally {
     pub stores: StoreTally,
     /// The reads the guests made during the puts ([`history`]).
     pub reads: ReadTally,
+    /// The compare-and-swap workload ([`cas_checks`]).
+    pub cas: CasTally,
     /// The plugin's counters, summed over the nodes.
     pub plugin: BTreeMap<String, u64>,
     /// Up to a few examples of each problem, for the report.
@@ -648,11 +691,12 @@ pub struct PutTally {
 
 impl PutTally {
     /// True if nothing was lost, stale, corrupted, wrongly deleted or given a wrong TTL,
-    /// every read kept the rules, nothing was left in an outbox or unreported, and no
-    /// guest process crashed.
+    /// every read kept the rules, no counter increment was lost or applied twice, nothing
+    /// was left in an outbox or unreported, and no guest process crashed.
     pub fn clean(&self) -> bool {
         self.stores.clean()
             && self.reads.clean()
+            && self.cas.clean()
             && self.outbox_left == 0
             && self.unreported == 0
             && self.guest_crashes == 0
@@ -721,6 +765,7 @@ impl fmt::Display for PutTally {
         for e in &r.examples {
             writeln!(f, "  ! {e}")?;
         }
+        write!(f, "{}", self.cas)?;
         let keys = [
             "jobs",
             "propagated",
@@ -731,6 +776,8 @@ impl fmt::Display for PutTally {
             "coalesced",
             "cleanups",
             "dropped",
+            "conditions_failed",
+            "idempotent_repeats",
         ];
         let plugin: Vec<String> = keys
             .iter()
@@ -774,6 +821,7 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     let dests = known.join(",");
     // node -> its batches, in order
     let batches: Mutex<BTreeMap<String, Vec<Batch>>> = Mutex::new(BTreeMap::new());
+    let cas_batches: Mutex<Vec<CasBatch>> = Mutex::new(Vec::new());
     let processes = AtomicU64::new(0);
     let reported = AtomicU64::new(0);
     let started = Instant::now();
@@ -786,7 +834,7 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
             s.spawn(move || chaos.run(&chaos_stop))
         });
         let nodes = opts.nodes.len() as u64;
-        let workers: Vec<_> = opts
+        let mut workers: Vec<_> = opts
             .nodes
             .iter()
             .enumerate()
@@ -813,6 +861,32 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
                 })
             })
             .collect();
+        let cas = &opts.cas;
+        let cas_workers = cas.nodes.len() as u64 * cas.workers;
+        if cas.increments > 0 && cas_workers > 0 {
+            let per_worker = cas.increments.div_ceil(cas_workers).max(1);
+            let interval = opts.duration / per_worker as u32;
+            for node in &cas.nodes {
+                for w in 0..cas.workers {
+                    let cas_batches = &cas_batches;
+                    workers.push(s.spawn(move || {
+                        let mut done = 0;
+                        let mut k = 0;
+                        while done < per_worker {
+                            let count = cas.batch.max(1).min(per_worker - done);
+                            let process = format!("{node}.w{w}.{k}");
+                            let b = cas_batch(bench, opts, node, &process, count, interval);
+                            cas_batches
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(b);
+                            done += count;
+                            k += 1;
+                        }
+                    }));
+                }
+            }
+        }
         let mut errors = Vec::new();
         let mut last_report = Instant::now();
         let mut slot = first_slot;
@@ -931,7 +1005,159 @@ pub fn run_puts(bench: &Bench, opts: &PutOptions) -> Result<PutTally, String> {
     bench.say("verifying every field on every store");
     tally.stores = verify(bench, &tally.attempts)?;
     tally.plugin = bench.plugin_stats()?;
+    let cas_batches = cas_batches.into_inner().unwrap_or_else(|p| p.into_inner());
+    tally.cas = check_cas(bench, &opts.cas, &cas_batches)?;
+    tally.cas.idempotent_repeats = tally.plugin.get("idempotent_repeats").copied().unwrap_or(0);
+    for b in &cas_batches {
+        if let Some(crash) = &b.crash {
+            tally.guest_crashes += 1;
+            tally.example(crash.clone());
+        }
+    }
     Ok(tally)
+}
+
+/// What one guest process of the CAS workload ([`cas_batch`]) did.
+struct CasBatch {
+    node: String,
+    process: String,
+    /// Increments it was to make.
+    count: u64,
+    acked: Vec<Inc>,
+    conflicts: u64,
+    unknown: u64,
+    given_up: u64,
+    /// How the process ended abnormally (or without its totals), if it did.
+    crash: Option<String>,
+}
+
+/// One guest process making `count` increments of `node`'s counters as `process`.
+fn cas_batch(
+    bench: &Bench,
+    opts: &PutOptions,
+    node: &str,
+    process: &str,
+    count: u64,
+    interval: Duration,
+) -> CasBatch {
+    let cas = &opts.cas;
+    let run = bench
+        .guest(node)
+        .env("SKYLARK_EXIT_FLUSH_MS", &opts.exit_flush_ms.to_string())
+        .args(["cas", &bench.run, node, process, &count.to_string()])
+        .args(["--counters", &cas.counters.to_string()])
+        .args(["--interval-us", &interval.as_micros().to_string()])
+        .spawn()
+        .wait_or_kill(interval * count as u32 + Duration::from_secs(180));
+    let mut b = CasBatch {
+        node: node.to_string(),
+        process: process.to_string(),
+        count,
+        acked: Vec::new(),
+        conflicts: 0,
+        unknown: 0,
+        given_up: 0,
+        crash: None,
+    };
+    let mut totals = false;
+    for line in run.stdout.lines() {
+        let w: Vec<&str> = line.split(' ').collect();
+        match w.as_slice() {
+            ["c", c, n, v, key] => {
+                if let (Ok(c), Ok(n), Ok(v)) = (c.parse(), n.parse(), v.parse()) {
+                    b.acked.push(Inc {
+                        chain: cas::chain_name(&bench.run, node, c),
+                        count: n,
+                        version: v,
+                        key: key.to_string(),
+                    });
+                }
+            }
+            ["ct", c, u, g] => {
+                b.conflicts = c.parse().unwrap_or(0);
+                b.unknown = u.parse().unwrap_or(0);
+                b.given_up = g.parse().unwrap_or(0);
+                totals = true;
+            }
+            _ => {}
+        }
+    }
+    let ok = run.status.success() && totals && run.stdout.lines().any(|l| l == "end");
+    if !ok {
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        let crash = format!(
+            "cas guest {process} on {node} ended with {:?} after {:.1} s; stderr ends: {}",
+            run.status,
+            run.elapsed.as_secs_f64(),
+            lines[lines.len().saturating_sub(3)..].join(" | ")
+        );
+        eprintln!("[fault-run] {crash}");
+        b.crash = Some(crash);
+    }
+    b
+}
+
+/// Reads every counter of the CAS workload on its node and at the global store and checks
+/// it against the increments the processes reported ([`cas_checks::check_counter`]).
+fn check_cas(bench: &Bench, cas: &CasOptions, batches: &[CasBatch]) -> Result<CasTally, String> {
+    let mut t = CasTally::default();
+    let mut tried: HashSet<String> = HashSet::new();
+    let mut acked: BTreeMap<&str, Vec<Inc>> = BTreeMap::new();
+    for b in batches {
+        t.processes += 1;
+        t.crashed += u64::from(b.crash.is_some());
+        t.conflicts += b.conflicts;
+        t.unknown_retried += b.unknown;
+        t.given_up += b.given_up;
+        tried.extend((0..b.count).map(|n| cas::key(&b.process, n)));
+        for inc in &b.acked {
+            acked.entry(b.node.as_str()).or_default().push(inc.clone());
+        }
+    }
+    if batches.is_empty() {
+        return Ok(t);
+    }
+    let net = bench.net();
+    let global = net.cloud();
+    for node in &cas.nodes {
+        let chains: Vec<String> = (0..cas.counters.max(1))
+            .map(|i| cas::chain_name(&bench.run, node, i))
+            .collect();
+        let on_node = read_hashes(&net, node, &chains)?;
+        let at_global = read_hashes(&net, &global, &chains)?;
+        let node_acked = acked.get(node.as_str()).map_or(&[][..], Vec::as_slice);
+        for ((chain, n), g) in chains.iter().zip(&on_node).zip(&at_global) {
+            let incs: Vec<Inc> = node_acked
+                .iter()
+                .filter(|i| i.chain == *chain)
+                .cloned()
+                .collect();
+            cas_checks::check_counter(
+                chain,
+                &incs,
+                &tried,
+                cas_checks::held(n).as_ref(),
+                cas_checks::held(g).as_ref(),
+                &mut t,
+            );
+        }
+    }
+    Ok(t)
+}
+
+/// The bundle hashes of `chains` on `node`'s store, in order.
+fn read_hashes(
+    net: &Constellation,
+    node: &str,
+    chains: &[String],
+) -> Result<Vec<HashMap<String, Vec<u8>>>, String> {
+    let mut conn = connect(net, node)?;
+    let mut pipe = redis::pipe();
+    for chain in chains {
+        pipe.cmd("HGETALL").arg(format!("{NS}:bundle:{chain}"));
+    }
+    pipe.query(&mut conn)
+        .map_err(|e| format!("reading the counters on {node}: {e}"))
 }
 
 /// Checks the stores against `attempts` ([`fault_checks::verify_stores`]) and the expiry
@@ -1493,7 +1719,7 @@ pub fn summary(puts: Option<&PutTally>, kills: Option<&KillTally>) -> String {
     if let Some(p) = puts {
         let _ = write!(
             s,
-            "puts: {} attempted, {} acknowledged, {} failed, {} lost, {} stale, {} corrupted, {} wrongly deleted, {} TTL violations, {} not at global, {} outbox entries left; reads: {} ({} corrupted, {} unwritten, {} stale, {} missing); ",
+            "puts: {} attempted, {} acknowledged, {} failed, {} lost, {} stale, {} corrupted, {} wrongly deleted, {} TTL violations, {} not at global, {} outbox entries left; reads: {} ({} corrupted, {} unwritten, {} stale, {} missing); cas: {} increments acknowledged, {} lost, {} doubled, {} invented, {} version order, {} global behind, {} global ahead; ",
             p.attempted,
             p.acknowledged,
             p.failed,
@@ -1508,7 +1734,14 @@ pub fn summary(puts: Option<&PutTally>, kills: Option<&KillTally>) -> String {
             p.reads.corrupted,
             p.reads.unwritten,
             p.reads.stale,
-            p.reads.missing
+            p.reads.missing,
+            p.cas.acked,
+            p.cas.lost,
+            p.cas.doubled,
+            p.cas.invented,
+            p.cas.version_order,
+            p.cas.global_behind,
+            p.cas.global_ahead
         );
     }
     if let Some(k) = kills {

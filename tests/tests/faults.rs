@@ -9,17 +9,22 @@
 //!   responsible store holds an older version, nothing is corrupted or wrongly deleted,
 //!   every key has its TTL, every read keeps the history rules, every outbox drains;
 //!   then a violation of each kind, written straight into the stores, is counted;
+//!   meanwhile two processes at once on each node increment shared counters by
+//!   compare-and-swap with idempotency keys: no increment is lost or applied twice, and
+//!   the global store holds each counter as its node does;
 //! * `wasmedge` SIGKILLed at random moments of large multi-field puts: no store ever
 //!   holds part of a bundle, and later instances finish every job left behind;
 //! * directed cases: a node cleaned up and elected again gets the whole bundle; a job
 //!   resumed from the outbox (with copies already made) that absorbs a later put of its
 //!   chain must still copy that put everywhere; a job without a topology waits for one;
+//!   a CAS increment whose put landed while its answer was lost (the store stopped) is
+//!   repeated with its idempotency key and counted once;
 //! * the harness itself: a node store killed and restarted keeps what it acknowledged
 //!   when it runs with an append-only file, and nothing without.
 
 use fault_guest::versioned::{stateless_chain, value, Pool};
 use fault_guest::{Put, Shape};
-use skylark_experiment::faults::{self, Bench, KillOptions, PutOptions, FAULT_KINDS};
+use skylark_experiment::faults::{self, Bench, CasOptions, KillOptions, PutOptions, FAULT_KINDS};
 use skylark_netemu::constellation::{Constellation, Durability, NetOptions};
 use skylark_testkit::{eventually, NS};
 use std::collections::BTreeMap;
@@ -78,6 +83,13 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
         ttls: vec![86_400, 0],
         fault_every: Some(Duration::from_millis(400)),
         drain_timeout: Duration::from_secs(60),
+        cas: CasOptions {
+            nodes: vec!["pi5u2".into(), "pi4u6".into()],
+            workers: 2,
+            increments: 160,
+            counters: 2,
+            batch: 20,
+        },
         ..PutOptions::default()
     };
     let t = faults::run_puts(&b, &opts).unwrap_or_else(|e| panic!("fault run failed: {e}"));
@@ -98,6 +110,20 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
     assert_eq!(s.not_at_global, 0, "{t}");
     assert!(s.ttl_checked > 0, "{t}");
     assert!(t.reads.clean(), "{t}");
+    // Every increment had its answer, so each counter counts exactly the acknowledged
+    // ones; the racing processes met each other's versions.
+    let cas = &t.cas;
+    assert_eq!(cas.counters, 4, "{t}");
+    assert!(cas.acked > 0 && cas.conflicts > 0, "{t}");
+    assert_eq!(cas.acked + cas.given_up, 160, "{t}");
+    assert_eq!(cas.final_total, cas.acked + cas.applied_unacked, "{t}");
+    assert_eq!(
+        (cas.lost, cas.doubled, cas.invented, cas.version_order),
+        (0, 0, 0, 0),
+        "{t}"
+    );
+    assert_eq!((cas.global_behind, cas.global_ahead), (0, 0), "{t}");
+    assert!(cas.clean(), "{t}");
     assert_eq!(t.outbox_left, 0, "{t}");
     assert_eq!(t.unreported, 0, "{t}");
     assert!(t.clean(), "{t}");
@@ -607,4 +633,95 @@ fn large_copies_sharing_a_slow_link_all_finish() {
             "the global copy of {chain}"
         );
     }
+}
+
+/// The process id of `node`'s `redis-server` (from `INFO server`).
+fn store_pid(c: &Constellation, node: &str) -> libc::pid_t {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(
+            &mut redis::Client::open(c.redis(node).url.as_str())
+                .and_then(|c| c.get_connection())
+                .expect("connect"),
+        )
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("process_id in INFO server")
+}
+
+/// Sends `signal` to the store process `pid` (this test's own child of the testbed).
+fn signal_store(pid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid read from our own redis-server and a valid signal number
+    // touches no memory of this process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn a_cas_increment_whose_answer_was_lost_is_applied_once() {
+    // The node's store is stopped (SIGSTOP) while an increment's put is on its way: the
+    // put waits in the socket, the guest sees a timeout (outcome unknown) and repeats the
+    // same put with the same key. Once the store runs again it applies the first copy of
+    // the put and answers the repeats from the key: the counter counts it once.
+    let module = skylark_testkit::aot("fault-guest");
+    let c = Constellation::for_system_tests();
+    let node = "pi5u2";
+    let pid = store_pid(&c, node);
+    let running = c
+        .guest_at(&module, node)
+        .env("SKYLARK_TIMEOUT_MS", "500")
+        .env("SKYLARK_CONNECT_TIMEOUT_MS", "300")
+        .args(["cas", "lost-answer", node, "p", "3", "--counters", "1"])
+        .args(["--interval-us", "1500000"])
+        .spawn();
+    // Increment 0 is acknowledged (the connection to the store is up); increment 1 is
+    // due 1.5 s after the start, while the store is stopped.
+    let first = running.next_line(Duration::from_secs(60));
+    assert!(
+        first.as_ref().is_some_and(|(l, _)| l.starts_with("c 0 1 ")),
+        "{first:?}"
+    );
+    signal_store(pid, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3)); // the stop is the fault under test
+    signal_store(pid, libc::SIGCONT);
+    let run = running.wait(Duration::from_secs(120));
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+    let totals: Vec<u64> = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ct "))
+        .map(|t| t.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(
+        totals.len() == 3 && totals[1] >= 1 && totals[2] == 0,
+        "an unknown outcome, retried, nothing given up: {}",
+        run.stdout
+    );
+    let acked: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("c ")).collect();
+    assert_eq!(acked.len(), 3, "{}", run.stdout);
+    let bundle = c.bundle(node, &fault_guest::cas::chain_name("lost-answer", node, 0));
+    let value = fault_guest::cas::Counter::decode(
+        bundle
+            .get(fault_guest::cas::TASK)
+            .map(|v| v.as_slice())
+            .unwrap_or_default(),
+    );
+    assert_eq!(
+        value.map(|v| v.keys),
+        Some(vec!["p-0".to_string(), "p-1".into(), "p-2".into()]),
+        "each increment applied exactly once: {}",
+        run.stdout
+    );
+    let repeats = c
+        .stats(node)
+        .get("idempotent_repeats")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        repeats >= 1,
+        "the put that landed during the stop was repeated and answered from its key: {}",
+        run.stdout
+    );
 }

@@ -2,9 +2,11 @@
 //! the emulated eight-node constellation with durable node stores and a moving topology,
 //! runs fault-guest processes on several nodes that overwrite their fields again and
 //! again (each value carrying its version, some puts with `cleanup`) and read them back,
+//! and processes that increment shared counters by compare-and-swap with idempotency keys,
 //! while links are cut, blackholed and restored and node `redis-server`s are SIGKILLed and
 //! restarted at random; lets the outboxes drain, checks the reads against each node's put
-//! history and every field and bundle expiry on every store; then SIGKILLs `wasmedge`
+//! history, every field and bundle expiry on every store and every counter (no increment
+//! lost or applied twice); then SIGKILLs `wasmedge`
 //! processes in the middle of large multi-field puts and checks that no bundle is left
 //! partial and that later instances finish every job left behind. See
 //! `skylark_experiment::faults`.
@@ -49,6 +51,11 @@ usage: fault-run [options]
                          86400,0; 0 = no expiry)
   --slot-ms N            slot length of the moving topology (default 10000;
                          0: slot 0 pinned)
+  --cas-increments N     counter increments by compare-and-swap, in all (default
+                         1200; 0: none)
+  --cas-nodes a,b,..     nodes whose counters are incremented (default pi5u2,pi4u6)
+  --cas-workers N        processes at once per CAS node (default 3)
+  --cas-counters N       counters per CAS node (default 3)
   --drain-timeout SECS   deadline for the outboxes to empty (default 120)
   --kills N              SIGKILL rounds after the put run (default 20; 0: none)
   --kill-nodes a,b,..    nodes of the killed processes (default pi5u2,pi4u6)
@@ -88,6 +95,10 @@ fn parse(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("cleanup-pct") => o.puts.pool.cleanup_pct = p.value()?.parse()?,
             Long("read-pct") => o.puts.pool.read_pct = p.value()?.parse()?,
             Long("ttls") => o.puts.ttls = cli::list(p)?,
+            Long("cas-increments") => o.puts.cas.increments = p.value()?.parse()?,
+            Long("cas-nodes") => o.puts.cas.nodes = cli::list(p)?,
+            Long("cas-workers") => o.puts.cas.workers = p.value()?.parse()?,
+            Long("cas-counters") => o.puts.cas.counters = p.value()?.parse()?,
             Long("slot-ms") => {
                 let ms = p.value()?.parse()?;
                 o.slot_ms = (ms > 0).then_some(ms);
@@ -156,13 +167,17 @@ fn run(o: &Options) -> Result<bool, String> {
     )?;
     bench.verbose = !o.quiet;
     println!(
-        "fault run: seed {}, {} puts on {} over ~{} s ({:?}, TTLs {:?}), a fault every ~{} ms, slots of {}, node stores {} ({}), then {} SIGKILL rounds on {} (SKYLARK_TIMEOUT_MS {})",
+        "fault run: seed {}, {} puts on {} over ~{} s ({:?}, TTLs {:?}), {} CAS increments on {} ({} processes at once per node, {} counters each), a fault every ~{} ms, slots of {}, node stores {} ({}), then {} SIGKILL rounds on {} (SKYLARK_TIMEOUT_MS {})",
         o.puts.seed,
         o.puts.puts,
         o.puts.nodes.join(","),
         o.puts.duration.as_secs(),
         o.puts.pool,
         o.puts.ttls,
+        o.puts.cas.increments,
+        o.puts.cas.nodes.join(","),
+        o.puts.cas.workers,
+        o.puts.cas.counters,
         o.puts.fault_every.map_or(0, |d| d.as_millis()),
         o.slot_ms.map_or("- (slot 0 pinned)".to_string(), |ms| format!("{ms} ms")),
         o.durability.name(),

@@ -11,7 +11,10 @@
 //!   a SIGKILLed writer never leaves part of a bundle.
 //! * [`versioned`]: fields overwritten many times, each value carrying its version (`ver`
 //!   mode), for the checks that the last acknowledged version wins everywhere.
+//! * [`cas`]: shared counters incremented by compare-and-swap loops with idempotency
+//!   keys (`cas` mode), for the check that no update is lost or applied twice.
 
+pub mod cas;
 pub mod versioned;
 
 /// How the numbered puts of the `puts` mode are laid out.

@@ -8,6 +8,7 @@
 //! fault-guest big  <run> <node> <first> <count> <fields> <size> [--dests a,b,..]
 //! fault-guest ver  <run> <node> <first> <count> [--chains C] [--tasks T]
 //!                  [--cleanup-pct P] [--read-pct R] [--interval-us N] [--dests a,b,..]
+//! fault-guest cas  <run> <node> <process> <count> [--counters N] [--interval-us N]
 //! fault-guest idle <ms>
 //! ```
 //! * `puts`: puts number `first` .. `first + count` ([`fault_guest::Put`]), one field
@@ -17,6 +18,14 @@
 //! * `ver`: puts number `first` .. `first + count` of the overwrite workload
 //!   ([`fault_guest::versioned`]): the node's fields written again and again, each value
 //!   carrying its version; after some puts, a read of one of the node's chains.
+//! * `cas`: `count` increments of the node's shared counters ([`fault_guest::cas`]) by
+//!   compare-and-swap loops through `skylark_put_v2`: put the counter's value plus this
+//!   increment's key with `if_version` = the version last seen and the increment's
+//!   idempotency key `<process>-<n>`; on `ConditionFailed` take the version the node
+//!   reports, read the counter again (local only) and retry; on any other error (a store
+//!   timeout or restart: the outcome is unknown) repeat the very same put (same bytes,
+//!   version and key), so that a put that landed is acknowledged without a second
+//!   increment. An increment still without an answer after [`CAS_GIVE_UP`] is given up.
 //! * `idle`: one local read (which starts the plugin's background engine, and with it the
 //!   outbox sweeps that finish jobs left by earlier processes), then `ready`, then a sleep
 //!   of `ms` milliseconds.
@@ -29,8 +38,13 @@
 //! host call. A failed put does not stop the loop. In `ver` mode a read prints
 //! `r <number> <chain> <status> <status name> [<task>=<verdict> ...]` (the put it follows,
 //! and for each field its version or `torn`, `foreign`, `garbage`; see
-//! [`fault_guest::versioned::Verdict`]). Bad arguments exit with code 2.
+//! [`fault_guest::versioned::Verdict`]). In `cas` mode: `c <counter> <count> <version>
+//! <key>` per acknowledged increment (the count and version the counter got), `g <counter>
+//! <key> <status name>` per increment given up (it may or may not have landed), then
+//! `ct <conflicts> <unknown> <given up>` (CAS conflicts retried, puts repeated after an
+//! unknown outcome, increments given up) before `end`. Bad arguments exit with code 2.
 
+use fault_guest::cas::{self, Counter};
 use fault_guest::versioned::{self, Pool};
 use fault_guest::{BigPut, Put, Shape};
 use skylark_guest as sky;
@@ -55,7 +69,14 @@ struct Args {
     pool: Pool,
     interval: Duration,
     dests: Vec<String>,
+    counters: u64,
 }
+
+/// How long a `cas` increment may go without a definite answer before it is given up.
+const CAS_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// Pause before repeating a put or read whose outcome was an error.
+const CAS_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 fn parse(all: Vec<String>) -> Args {
     let mut args = Args {
@@ -64,6 +85,7 @@ fn parse(all: Vec<String>) -> Args {
         pool: Pool::default(),
         interval: Duration::ZERO,
         dests: Vec::new(),
+        counters: 3,
     };
     let mut it = all.into_iter();
     while let Some(a) = it.next() {
@@ -74,6 +96,7 @@ fn parse(all: Vec<String>) -> Args {
             "--tasks" => args.pool.tasks = number(it.next().as_ref(), &a),
             "--cleanup-pct" => args.pool.cleanup_pct = number(it.next().as_ref(), &a),
             "--read-pct" => args.pool.read_pct = number(it.next().as_ref(), &a),
+            "--counters" => args.counters = number(it.next().as_ref(), &a),
             "--interval-us" => {
                 args.interval = Duration::from_micros(number(it.next().as_ref(), &a))
             }
@@ -133,6 +156,86 @@ fn read_chain(after: u64, chain: &str) {
         }
         Err(e) => println!("r {after} {chain} {} {}", e.code, e.status_name()),
     }
+}
+
+/// Reads counter `chain` from the node's own store, retrying errors until `deadline`:
+/// `None` if it could not be read (or does not decode).
+fn read_counter(chain: &str, deadline: Instant) -> Option<Counter> {
+    let opts = sky::GetOptions {
+        local_only: true,
+        ..Default::default()
+    };
+    loop {
+        match sky::try_get_bundle_with(chain, &opts) {
+            Ok(None) => return Some(Counter::default()),
+            Ok(Some(b)) => return Counter::decode(b.get(cas::TASK).unwrap_or_default()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(CAS_RETRY_PAUSE),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The `cas` mode: `count` increments by process `process`; see the module documentation.
+fn cas_run(args: &Args, run: &str, node: &str, process: &str, count: u64) {
+    let chains: Vec<String> = (0..args.counters.max(1))
+        .map(|i| cas::chain_name(run, node, i))
+        .collect();
+    // The version and value last seen of each counter (0 and empty: none seen yet; a
+    // counter that exists answers the first put with ConditionFailed and its version).
+    let mut seen: Vec<(u64, Counter)> = vec![(0, Counter::default()); chains.len()];
+    let (mut conflicts, mut unknown, mut given_up) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    for n in 0..count {
+        let due = start + args.interval * n as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let c = cas::counter_of(process, n, args.counters) as usize;
+        let key = cas::key(process, n);
+        let deadline = Instant::now() + CAS_GIVE_UP;
+        // The put, fixed until the node answers it definitely.
+        let (mut version, mut value) = (seen[c].0, seen[c].1.incremented(&key));
+        loop {
+            let opts = sky::PutOptions {
+                if_version: Some(version),
+                idempotency_key: Some(key.clone()),
+                ..Default::default()
+            };
+            match sky::put_versioned(&chains[c], cas::TASK, &value.encode(), &opts) {
+                Ok(v) => {
+                    println!("c {c} {} {v} {key}", value.count());
+                    seen[c] = (v, value);
+                    break;
+                }
+                Err(e) if e.is(sky::Status::ConditionFailed) => {
+                    // Nothing was written (not even by an earlier attempt of this put:
+                    // its key would have answered Ok). Read the counter as it is now,
+                    // after learning its version, so the value is no older than it.
+                    conflicts += 1;
+                    version = e.versions.first().copied().unwrap_or(0);
+                    match read_counter(&chains[c], deadline) {
+                        Some(now) if Instant::now() < deadline => value = now.incremented(&key),
+                        _ => {
+                            given_up += 1;
+                            println!("g {c} {key} unreadable");
+                            break;
+                        }
+                    }
+                }
+                Err(_) if Instant::now() < deadline => {
+                    // Outcome unknown (or nothing written): the same put again.
+                    unknown += 1;
+                    std::thread::sleep(CAS_RETRY_PAUSE);
+                }
+                Err(e) => {
+                    given_up += 1;
+                    println!("g {c} {key} {}", e.status_name());
+                    break;
+                }
+            }
+        }
+    }
+    println!("ct {conflicts} {unknown} {given_up}");
 }
 
 fn main() {
@@ -206,6 +309,15 @@ fn main() {
                 }
             }
         }
+        "cas" => {
+            let (Some(run), Some(node), Some(process)) =
+                (args.pos.get(1), args.pos.get(2), args.pos.get(3))
+            else {
+                usage("run, node or process missing")
+            };
+            let count: u64 = number(args.pos.get(4), "count");
+            cas_run(&args, run, node, process, count);
+        }
         "idle" => {
             let ms: u64 = number(args.pos.get(1), "ms");
             let opts = sky::GetOptions {
@@ -218,7 +330,9 @@ fn main() {
             println!("ready");
             std::thread::sleep(Duration::from_millis(ms));
         }
-        other => usage(&format!("unknown mode {other:?} (puts, big, ver, idle)")),
+        other => usage(&format!(
+            "unknown mode {other:?} (puts, big, ver, cas, idle)"
+        )),
     }
     println!("end");
 }
