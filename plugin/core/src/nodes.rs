@@ -10,7 +10,7 @@
 
 use crate::config::{redact, Config, Credentials, RedisUrl, Tls, NAME_PLACEHOLDER};
 use crate::error::CallError;
-use crate::store::{OpenError, Store};
+use crate::store::{Acknowledge, OpenError, Store};
 use crate::topology::Schedule;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,8 @@ pub struct Nodes {
     tls: Tls,
     timeout: std::time::Duration,
     connect_timeout: std::time::Duration,
+    /// What writes to the global store wait for (`SKYLARK_GLOBAL_MIN_REPLICAS`).
+    acknowledge: Acknowledge,
     /// By URL and whether the store is opened as the global one.
     opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
 }
@@ -94,6 +96,10 @@ impl Nodes {
             tls: config.tls.clone(),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
+            acknowledge: Acknowledge {
+                replicas: p.global_min_replicas,
+                within: p.global_wait,
+            },
             opened: Mutex::new(HashMap::new()),
         }
     }
@@ -205,13 +211,24 @@ impl Nodes {
         } else {
             &self.credentials
         };
-        let store = Store::remote(
-            url,
-            credentials,
-            &self.tls,
-            self.timeout,
-            self.connect_timeout,
-        )
+        let store = if global {
+            Store::global(
+                url,
+                credentials,
+                &self.tls,
+                self.timeout,
+                self.connect_timeout,
+                self.acknowledge,
+            )
+        } else {
+            Store::remote(
+                url,
+                credentials,
+                &self.tls,
+                self.timeout,
+                self.connect_timeout,
+            )
+        }
         .map_err(NodeError::Open)?;
         opened.insert(key, Arc::clone(&store));
         Ok(store)

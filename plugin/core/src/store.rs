@@ -12,15 +12,20 @@
 //! runtime with one total deadline, so a store or an on-path delay that trickles its reply
 //! cannot hold the guest's thread beyond `SKYLARK_TIMEOUT_MS` (issue 16 point 4). Both authenticate with the store's credentials
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
+//!
+//! The global store may instead be a Redis Cluster or a Sentinel-managed primary
+//! ([`crate::distributed`]): reached on the runtime only, with the same deadlines, and,
+//! with `SKYLARK_GLOBAL_MIN_REPLICAS`, writes ([`Store::write_async_within`]) count only
+//! once `WAIT` confirms them on that many replicas.
 
-use crate::config::{redact, Credentials, Tls};
+use crate::config::{redact, Credentials, GlobalTarget, Tls};
+use crate::distributed::{is_redirect, Conn, Settings, Target};
 use crate::error::CallError;
 use crate::resp::{Arg, Packer, Piece};
-use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
-    IntoConnectionInfo, RedisError, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo,
+    ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
 use std::sync::Arc;
@@ -49,16 +54,27 @@ struct Blocking {
     buf: Vec<u8>,
 }
 
-/// One Redis server.
+/// How many replicas must confirm a write (`WAIT`), and within what time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Acknowledge {
+    /// 0: no `WAIT`.
+    pub replicas: u32,
+    pub within: Duration,
+}
+
+/// One Redis server, or (the global store only) a cluster or Sentinel deployment.
 pub struct Store {
-    client: Client,
+    target: Target,
+    /// The ACL user (`None`: the default user).
+    user: Option<String>,
+    acknowledge: Acknowledge,
     shown: String,
     /// Where the credentials come from, for messages about refused access.
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
     blocking: std::sync::Mutex<Blocking>,
-    shared: AsyncMutex<Option<MultiplexedConnection>>,
+    shared: AsyncMutex<Option<Conn>>,
     timeout: Duration,
     connect_timeout: Duration,
     /// `query` goes through the runtime, with one deadline for the whole request.
@@ -110,6 +126,55 @@ impl Store {
         Store::build(url, credentials, tls, timeout, connect_timeout, false)
     }
 
+    /// Like [`Store::remote`] for the global store: `url` may also be a cluster or
+    /// Sentinel URL (`config::GlobalTarget`), and writes through
+    /// [`Store::write_async_within`] wait for `acknowledge`.
+    pub fn global(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        acknowledge: Acknowledge,
+    ) -> Result<Arc<Store>, OpenError> {
+        let open_error = |reason: String| OpenError {
+            url: redact(url),
+            reason,
+        };
+        let target =
+            crate::config::global_url::parse(url).map_err(|e| open_error(e.to_string()))?;
+        if let GlobalTarget::Single(_) = target {
+            return Store::build_with(
+                url,
+                credentials,
+                tls,
+                timeout,
+                connect_timeout,
+                true,
+                acknowledge,
+            );
+        }
+        let settings = Settings {
+            credentials,
+            tls,
+            connect_timeout: connect_timeout.min(timeout),
+        };
+        let (target, is_tls, user, auth) =
+            Target::distributed(&target, &settings, |u| connection_info(u, credentials))
+                .map_err(|e| open_error(e.to_string()))?;
+        Ok(Store::assemble(
+            target,
+            url,
+            user,
+            auth,
+            is_tls,
+            timeout,
+            connect_timeout,
+            true,
+            acknowledge,
+        ))
+    }
+
     /// Like [`Store::new`] for another node's store or the global store: guest-thread
     /// calls always go through the runtime, with one total deadline.
     pub fn remote(
@@ -130,6 +195,35 @@ impl Store {
         connect_timeout: Duration,
         remote: bool,
     ) -> Result<Arc<Store>, OpenError> {
+        let none = Acknowledge::default();
+        Store::build_with(
+            url,
+            credentials,
+            tls,
+            timeout,
+            connect_timeout,
+            remote,
+            none,
+        )
+    }
+
+    fn build_with(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        remote: bool,
+        acknowledge: Acknowledge,
+    ) -> Result<Arc<Store>, OpenError> {
+        if crate::config::is_distributed(url) {
+            return Err(OpenError {
+                url: redact(url),
+                reason: "a Redis Cluster or Sentinel URL is accepted only for the global store \
+                         (SKYLARK_GLOBAL_URL)"
+                    .into(),
+            });
+        }
         let (client, auth) = client(url, credentials, tls).map_err(|e| OpenError {
             url: redact(url),
             reason: e.to_string(),
@@ -146,15 +240,48 @@ impl Store {
             }
             _ => false,
         };
-        let total_deadline = remote || !nearby;
+        let user = client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+            .map(str::to_string);
+        Ok(Store::assemble(
+            Target::Single(client),
+            url,
+            user,
+            auth,
+            tls,
+            timeout,
+            connect_timeout,
+            remote || !nearby,
+            acknowledge,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        target: Target,
+        url: &str,
+        user: Option<String>,
+        auth: String,
+        tls: bool,
+        timeout: Duration,
+        connect_timeout: Duration,
+        total_deadline: bool,
+        acknowledge: Acknowledge,
+    ) -> Arc<Store> {
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             // Each request has its own deadline (query_async, query_async_within); a
             // connection-wide response timeout would cut long copies short.
             .set_response_timeout(None);
-        Ok(Arc::new_cyclic(|me| Store {
-            client,
+        // A cluster or Sentinel deployment is reached on the runtime only.
+        let total_deadline = total_deadline || target.is_distributed();
+        Arc::new_cyclic(|me| Store {
+            target,
+            user,
+            acknowledge,
             shown: redact(url),
             auth,
             tls,
@@ -165,7 +292,7 @@ impl Store {
             connect_timeout,
             total_deadline,
             me: me.clone(),
-        }))
+        })
     }
 
     /// The store's URL with secrets redacted.
@@ -175,10 +302,12 @@ impl Store {
 
     /// The ACL user this store authenticates as (`None`: the default user). Not a secret.
     pub fn user(&self) -> Option<&str> {
-        self.client
-            .get_connection_info()
-            .redis_settings()
-            .username()
+        self.user.as_deref()
+    }
+
+    /// The replicas a write must reach ([`Store::write_async_within`]).
+    pub fn acknowledge(&self) -> Acknowledge {
+        self.acknowledge
     }
 
     /// Whether the store is reached over TLS (`rediss://`).
@@ -335,8 +464,13 @@ impl Store {
     }
 
     fn connect_blocking(&self) -> Result<Connection, CallError> {
-        let conn = self
-            .client
+        let Target::Single(client) = &self.target else {
+            return Err(CallError::new(
+                Status::StoreError,
+                "a cluster or Sentinel store is reached on the plugin runtime only",
+            ));
+        };
+        let conn = client
             .get_connection_with_timeout(self.connect_timeout)
             .map_err(|e| self.connect_error(e))?;
         for r in [
@@ -392,18 +526,83 @@ impl Store {
         }
     }
 
+    /// Like [`Store::query_async_within`] for a write that must reach the store's
+    /// replicas ([`Store::acknowledge`]; without any, the same): the request goes out in
+    /// one pipeline with `WAIT <replicas> <ms>` right after it, so both travel on one
+    /// connection to one server (for a cluster, the primary holding the write's slot: the
+    /// pipeline is routed by its key), and the write counts only if `WAIT` reports at
+    /// least that many replicas. The deadline grows by the `WAIT` time. A transaction
+    /// (atomic pipeline) is sent as `MULTI` ... `EXEC` inside that pipeline; its reply is
+    /// `EXEC`'s array (every command's reply: `ignore` does not apply).
+    pub async fn write_async_within(
+        &self,
+        request: &Request,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        let ack = self.acknowledge;
+        if ack.replicas == 0 {
+            return self.query_async_within(request, deadline).await;
+        }
+        let (pipe, reply_at) = with_wait(request, ack);
+        let reply = self
+            .query_async_within(&Request::Pipe(pipe), deadline + ack.within)
+            .await?;
+        let mut replies = match reply {
+            Value::Array(items) if items.len() > reply_at => items,
+            other => {
+                return Err(self.reply_error(format!(
+                    "unexpected reply {other:?} to a write and its WAIT"
+                )))
+            }
+        };
+        let confirmed = match replies.last() {
+            Some(Value::Int(n)) => *n,
+            other => return Err(self.reply_error(format!("unexpected reply {other:?} to WAIT"))),
+        };
+        if confirmed < i64::from(ack.replicas) {
+            crate::stats::inc(crate::stats::Counter::GlobalUnacknowledged);
+            return Err(CallError::new(
+                Status::StoreUnavailable,
+                format!(
+                    "{}: the write reached {confirmed} of the {} replicas \
+                     SKYLARK_GLOBAL_MIN_REPLICAS asks for within {} ms \
+                     (SKYLARK_GLOBAL_WAIT_MS); not counted as done",
+                    self.shown,
+                    ack.replicas,
+                    ack.within.as_millis()
+                ),
+            ));
+        }
+        Ok(replies.swap_remove(reply_at))
+    }
+
+    /// [`Store::write_async_within`] from the calling thread, within the store's deadline
+    /// (plus the `WAIT` time).
+    pub fn write(&self, request: &Request) -> Result<Value, CallError> {
+        if self.acknowledge.replicas == 0 {
+            return self.query(request);
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Err(CallError::new(Status::Internal, "store dropped"));
+        };
+        let request = request.clone();
+        let deadline = self.timeout;
+        let margin = deadline + self.acknowledge.within + Duration::from_millis(250);
+        crate::runtime::run(margin, async move {
+            me.write_async_within(&request, deadline).await
+        })
+    }
+
     async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
         let mut reconnected = false;
         loop {
             let mut conn = self.connection().await?;
-            let result = match request {
-                Request::Cmd(c) => c.query_async::<Value>(&mut conn).await,
-                Request::Pipe(p) => p.query_async::<Value>(&mut conn).await,
-            };
-            match result {
+            match conn.send(request).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let broken = is_broken(&e);
+                    // A moved key or a demoted primary: the next connection asks again
+                    // (cluster slot map, sentinels).
+                    let broken = is_broken(&e) || (self.target.is_distributed() && is_redirect(&e));
                     if broken {
                         self.forget().await;
                     }
@@ -417,14 +616,14 @@ impl Store {
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, CallError> {
+    async fn connection(&self) -> Result<Conn, CallError> {
         let mut slot = self.shared.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.conn_cfg)
+            .target
+            .connect(&self.conn_cfg)
             .await
             .map_err(|e| self.connect_error(e))?;
         *slot = Some(c.clone());
@@ -486,6 +685,40 @@ impl Store {
     }
 }
 
+/// `request` followed by `WAIT`, as one plain pipeline, and the index of the request's
+/// reply in the pipeline's reply.
+fn with_wait(request: &Request, ack: Acknowledge) -> (redis::Pipeline, usize) {
+    let mut pipe = redis::pipe();
+    let reply_at = match request {
+        Request::Cmd(c) => {
+            pipe.add_command(c.clone());
+            0
+        }
+        Request::Pipe(p) if p.is_transaction() => {
+            pipe.cmd("MULTI");
+            let mut n = 0;
+            for c in p.cmd_iter() {
+                pipe.add_command(c.clone());
+                n += 1;
+            }
+            pipe.cmd("EXEC");
+            // MULTI's reply and one QUEUED per command, then EXEC's.
+            n + 1
+        }
+        Request::Pipe(p) => {
+            for c in p.cmd_iter() {
+                pipe.add_command(c.clone());
+            }
+            // The replies as an array of their own are not kept: the first one.
+            0
+        }
+    };
+    pipe.cmd("WAIT")
+        .arg(ack.replicas)
+        .arg(ack.within.as_millis().max(1) as u64);
+    (pipe, reply_at)
+}
+
 fn is_broken(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error()
 }
@@ -513,6 +746,28 @@ fn access_refused(e: &RedisError) -> bool {
 /// `rediss://`. Also says where the credentials come from, for messages (never the
 /// password itself).
 fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, String), RedisError> {
+    let (info, auth) = connection_info(url, credentials)?;
+    let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        let certificates = TlsCertificates {
+            client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+            root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
+        };
+        Client::build_with_tls(info, certificates)?
+    } else {
+        Client::open(info)?
+    };
+    Ok((client, auth))
+}
+
+/// The connection settings of `url` with `credentials` applied as [`client`] describes,
+/// and where the credentials come from.
+fn connection_info(
+    url: &str,
+    credentials: &Credentials,
+) -> Result<(ConnectionInfo, String), RedisError> {
     let info = url.into_connection_info()?;
     let settings = info.redis_settings().clone();
     let configured = || match credentials.source.as_str() {
@@ -543,19 +798,7 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
     let info = info
         .set_redis_settings(settings.set_skip_set_lib_name())
         .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-    let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-        let certificates = TlsCertificates {
-            client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
-                client_cert: cert.pem.clone(),
-                client_key: key.pem.clone(),
-            }),
-            root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
-        };
-        Client::build_with_tls(info, certificates)?
-    } else {
-        Client::open(info)?
-    };
-    Ok((client, auth))
+    Ok((info, auth))
 }
 
 /// Appends `HSET key f1 v1 ...` and, with a TTL, `EXPIRE key ttl` to `pipe` (both ignored

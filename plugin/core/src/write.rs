@@ -154,7 +154,8 @@ fn put_global(
         record.iter().map(|f| (f.as_str(), global.name.as_bytes())),
         ctx.cluster.config.ttl,
     );
-    global.store.query(&Request::Pipe(pipe))?;
+    // With SKYLARK_GLOBAL_MIN_REPLICAS, acknowledged only once replicas confirm it.
+    global.store.write(&Request::Pipe(pipe))?;
     stats::inc(Counter::StatelessPuts);
     Ok(())
 }
