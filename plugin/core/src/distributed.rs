@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
 
 /// The server(s) behind a store.
+// One per store, for the life of the process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     Single(Client),
     Cluster(ClusterClient),

@@ -1,0 +1,240 @@
+//! The global store on a distributed Redis (issue 18): a real 3-primary / 3-replica Redis
+//! Cluster and a real primary + 2 replicas + 3 sentinels (testkit `redis_cluster`), real
+//! wasmedge running the probe guest with the real plugin on two nodes with a
+//! redis-server each. Propagation, Stateless puts and gets, fallback reads, a slot moved
+//! while puts and copies run (`ASK`, then `MOVED`), a Sentinel failover, and
+//! `SKYLARK_GLOBAL_MIN_REPLICAS` with replicas that do not answer.
+//!
+//! Every command and script the plugin sends to the global store touches the one bundle
+//! key, so none is refused with `CROSSSLOT`: these tests are what proves it.
+
+use serde_json::Value;
+use skylark_testkit::{chain_id, eventually, Guest, Redis, RedisCluster, Sentinels, RUN_TIMEOUT};
+use std::time::Duration;
+
+/// `StoreUnavailable`.
+const STORE_UNAVAILABLE: i64 = 20;
+
+/// Two edge nodes, `n1` and `n2`, each with its own store, sharing `global`.
+struct Nodes {
+    n1: Redis,
+    n2: Redis,
+    global: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Nodes {
+    fn new(global: String) -> Nodes {
+        Nodes {
+            n1: Redis::start(),
+            n2: Redis::start(),
+            global,
+            env: Vec::new(),
+        }
+    }
+
+    fn with(mut self, k: &'static str, v: &str) -> Nodes {
+        self.env.push((k, v.to_string()));
+        self
+    }
+
+    /// Runs the probe on node `n1` or `n2` with `args`; returns its JSON line.
+    fn probe(&self, node: &str, args: &[&str]) -> Value {
+        let store = if node == "n1" { &self.n1 } else { &self.n2 };
+        let mut g = Guest::new("probe", &store.url)
+            .env("SKYLARK_NODE_NAME", node)
+            .env("SKYLARK_GLOBAL_URL", &self.global)
+            .env("SKYLARK_EXIT_FLUSH_MS", "3000");
+        for (k, v) in &self.env {
+            g = g.env(k, v);
+        }
+        g.args(args).run(RUN_TIMEOUT).assert_success().json()
+    }
+
+    fn put(&self, node: &str, chain: &str, task: &str, seed: u32, extra: &[&str]) -> String {
+        let seed = seed.to_string();
+        let mut args = vec!["put", chain, task, "2048", &seed];
+        args.extend_from_slice(extra);
+        let put = self.probe(node, &args);
+        assert_eq!(put["status"], 0, "put {chain}/{task} on {node}: {put}");
+        put["fnv"].as_str().expect("fnv").to_string()
+    }
+
+    /// Runs the probe on `node` until the node's outbox is empty (each run resumes the
+    /// jobs left there).
+    fn drain(&self, node: &str) {
+        let store = if node == "n1" { &self.n1 } else { &self.n2 };
+        eventually("the outbox to drain", Duration::from_secs(60), || {
+            if store.outbox_len() == 0 {
+                return true;
+            }
+            self.probe(node, &["get", "drain", "--sleep-after-ms", "500"]);
+            store.outbox_len() == 0
+        });
+    }
+}
+
+fn fnv(get: &Value, task: &str) -> String {
+    get["fields"][task]["fnv"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no field {task}: {get}"))
+        .to_string()
+}
+
+#[test]
+fn a_cluster_global_store_takes_copies_stateless_puts_and_fallback_reads() {
+    let cluster = RedisCluster::start();
+    let nodes = Nodes::new(cluster.url());
+    // Several chains, so that bundles land on more than one primary.
+    let chains: Vec<String> = (0..6).map(|i| chain_id(&format!("cl{i}"))).collect();
+    let mut owners = std::collections::BTreeSet::new();
+    for chain in &chains {
+        let put = nodes.put("n1", chain, "t", 1, &[]);
+        // The process has exited: its exit flush made the copy.
+        assert!(
+            cluster.bundle(chain).contains_key("t"),
+            "no copy of {chain} in the cluster"
+        );
+        owners.insert(
+            cluster
+                .owner(cluster.slot(&format!("skylark:bundle:{chain}")))
+                .port,
+        );
+        // n2 holds nothing: its read falls back to the global store.
+        let get = nodes.probe("n2", &["get", chain]);
+        assert_eq!(get["status"], 0, "{get}");
+        assert_eq!(get["tier"], "global", "{get}");
+        assert_eq!(fnv(&get, "t"), put);
+    }
+    assert!(owners.len() > 1, "bundles all on one primary: {owners:?}");
+
+    let chain = chain_id("cl-stateless");
+    let put = nodes.put("n1", &chain, "s", 2, &["--policy", "stateless"]);
+    assert!(cluster.bundle(&chain).contains_key("s"));
+    assert!(
+        nodes.n1.bundle(&chain).is_empty(),
+        "stateless: no local copy"
+    );
+    let get = nodes.probe("n2", &["get", &chain, "--policy", "stateless"]);
+    assert_eq!(get["status"], 0, "{get}");
+    assert_eq!(fnv(&get, "s"), put);
+    assert_eq!(nodes.n1.outbox_len(), 0);
+}
+
+#[test]
+fn moving_a_bundle_s_slot_loses_no_acknowledged_copy() {
+    let cluster = RedisCluster::start();
+    // With WAIT, every copy and Stateless put is a pipeline (the write, then WAIT), which
+    // redis-rs does not redirect: the store drops its connection and asks again.
+    let nodes = Nodes::new(cluster.url()).with("SKYLARK_GLOBAL_MIN_REPLICAS", "1");
+    let chain = chain_id("reshard");
+    let key = format!("skylark:bundle:{chain}");
+    let mut puts = vec![("t0".to_string(), nodes.put("n1", &chain, "t0", 0, &[]))];
+    let slot = cluster.slot(&key);
+    let from = cluster.owner(slot);
+    let to = cluster.other_primary(from);
+    cluster.move_slot(slot, to, || {
+        // The key has moved, the slot has not: the old owner answers ASK.
+        for i in 1..4 {
+            let task = format!("t{i}");
+            let fnv = nodes.put("n1", &chain, &task, i, &[]);
+            puts.push((task, fnv));
+        }
+    });
+    assert_eq!(cluster.owner(slot).port, to.port);
+    // Now MOVED, for a client that still has the old slot map.
+    for i in 4..7 {
+        let task = format!("t{i}");
+        let fnv = nodes.put("n1", &chain, &task, i, &[]);
+        puts.push((task, fnv));
+    }
+    let stateless = nodes.put("n1", &chain, "s", 9, &["--policy", "stateless"]);
+    nodes.drain("n1");
+    let get = nodes.probe("n2", &["get", &chain]);
+    assert_eq!(get["status"], 0, "{get}");
+    for (task, put) in &puts {
+        assert_eq!(&fnv(&get, task), put, "{task}: {get}");
+    }
+    assert_eq!(fnv(&get, "s"), stateless);
+    assert!(
+        to.hgetall(&key).contains_key("t6"),
+        "read from the new owner"
+    );
+}
+
+#[test]
+fn a_sentinel_global_store_follows_a_failover() {
+    let sentinels = Sentinels::start();
+    let nodes = Nodes::new(sentinels.url());
+    let chain = chain_id("sentinel");
+    let before = nodes.put("n1", &chain, "a", 1, &[]);
+    assert!(sentinels.bundle(&chain).contains_key("a"));
+    let stateless = nodes.put("n1", &chain, "s", 2, &["--policy", "stateless"]);
+    let get = nodes.probe("n2", &["get", &chain, "--policy", "stateless"]);
+    assert_eq!(fnv(&get, "s"), stateless, "{get}");
+
+    let old = sentinels.primary().port;
+    sentinels.failover();
+    assert_ne!(sentinels.primary().port, old);
+    let after = nodes.put("n1", &chain, "b", 3, &[]);
+    nodes.drain("n1");
+    let held = sentinels.bundle(&chain);
+    assert!(held.contains_key("b"), "the new primary took the copy");
+    assert!(held.contains_key("a"), "replicated before the failover");
+    let get = nodes.probe("n2", &["get", &chain]);
+    assert_eq!(get["tier"], "global", "{get}");
+    assert_eq!(fnv(&get, "a"), before);
+    assert_eq!(fnv(&get, "b"), after);
+}
+
+/// Resumes paused replicas however the test ends.
+struct Resume<'a>(&'a Sentinels);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        self.0.pause_replicas(false);
+    }
+}
+
+#[test]
+fn min_replicas_holds_copies_until_replicas_confirm_them() {
+    let sentinels = Sentinels::start();
+    let nodes = Nodes::new(sentinels.url())
+        .with("SKYLARK_GLOBAL_MIN_REPLICAS", "1")
+        .with("SKYLARK_GLOBAL_WAIT_MS", "300")
+        .with("SKYLARK_EXIT_FLUSH_MS", "1500");
+    let chain = chain_id("ack");
+    // Replicas answer: the copy is acknowledged.
+    nodes.put("n1", &chain, "a", 1, &[]);
+    assert_eq!(nodes.n1.outbox_len(), 0);
+    let unacked = |n: &Redis| {
+        n.stats("n1")
+            .get("global_unacknowledged")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(unacked(&nodes.n1), 0);
+
+    let resume = Resume(&sentinels);
+    sentinels.pause_replicas(true);
+    let put = nodes.put("n1", &chain, "b", 2, &[]);
+    // The primary holds the write, but no replica confirmed it: not done, still queued.
+    assert!(unacked(&nodes.n1) >= 1, "{:?}", nodes.n1.stats("n1"));
+    assert!(nodes.n1.outbox_len() >= 1, "the job was counted as done");
+    let stateless = nodes.probe(
+        "n1",
+        &["put", &chain, "s", "64", "3", "--policy", "stateless"],
+    );
+    assert_eq!(stateless["status"], STORE_UNAVAILABLE, "{stateless}");
+    assert!(
+        stateless["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("SKYLARK_GLOBAL_MIN_REPLICAS")),
+        "{stateless}"
+    );
+
+    drop(resume);
+    nodes.drain("n1");
+    let get = nodes.probe("n2", &["get", &chain]);
+    assert_eq!(fnv(&get, "b"), put, "{get}");
+}
