@@ -22,6 +22,8 @@ case "${1:-}" in
   *) echo "setup-deps.sh: unknown argument $1" >&2; exit 1 ;;
 esac
 need=()
+# redis-server also runs the sentinels of tests/tests/global_cluster.rs (--sentinel), and
+# redis-cli (redis-tools) forms its Redis Cluster: no redis-sentinel package needed.
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 # The latency bench's outside reference (bench/src/bin/bench/native.rs).

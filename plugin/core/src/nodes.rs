@@ -192,7 +192,8 @@ impl Nodes {
     /// The store at `url` for node `node`, opened once. Refuses plain TCP when
     /// `SKYLARK_REMOTE_TLS` is on.
     fn open(&self, node: &str, url: &str, global: bool) -> Result<Arc<Store>, NodeError> {
-        if self.remote_tls && url.starts_with("redis://") {
+        let plain = ["redis://", "redis+cluster://", "redis+sentinel://"];
+        if self.remote_tls && plain.iter().any(|p| url.starts_with(p)) {
             return Err(NodeError::PlainRefused {
                 node: node.to_string(),
                 url: redact(url),
@@ -304,6 +305,24 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, NodeError::PlainRefused { .. }), "{e}");
         assert!(more.global(Some(&topo)).is_none());
+        // A plain cluster or Sentinel deployment as well (issue 18).
+        for url in [
+            "redis+cluster://10.0.0.99:7000",
+            "redis+sentinel://10.0.0.99:26379/m",
+        ] {
+            let n = nodes(&[
+                ("SKYLARK_NODE_NAME", "here"),
+                ("SKYLARK_REMOTE_TLS", "on"),
+                ("SKYLARK_GLOBAL_URL", url),
+            ]);
+            assert!(n.global(Some(&topo)).is_none(), "{url}");
+            let n = nodes(&[
+                ("SKYLARK_NODE_NAME", "here"),
+                ("SKYLARK_REMOTE_TLS", "on"),
+                ("SKYLARK_GLOBAL_URL", &url.replacen("redis+", "rediss+", 1)),
+            ]);
+            assert!(n.global(Some(&topo)).unwrap().store.is_tls(), "{url}");
+        }
         // A local store over plain TCP is the operator's choice.
         assert!(!more.local().is_tls());
     }
