@@ -256,6 +256,68 @@ impl RedisCluster {
         );
     }
 
+    /// SIGKILLs the primary owning `slot` and waits until its replica has taken over
+    /// (every surviving node names the new owner and reports `cluster_state:ok`).
+    /// Returns the killed node's port.
+    pub fn kill_owner(&mut self, slot: u16) -> u16 {
+        let port = self.owner(slot).port;
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("the owner is a node");
+        let mut dead = self.nodes.remove(i);
+        dead.kill().expect("SIGKILL the primary");
+        eventually("the replica to take over", FORM_TIMEOUT, || {
+            self.nodes.iter().all(|n| {
+                self.owner_by(n, slot).is_some_and(|p| p != port)
+                    && query::<String>(n, redis::cmd("CLUSTER").arg("INFO"))
+                        .is_ok_and(|i| i.contains("cluster_state:ok"))
+            })
+        });
+        port
+    }
+
+    /// Adds a new node as a replica of `primary` (`redis-cli --cluster add-node
+    /// --cluster-slave`) and waits until its link is up: after a failover the promoted
+    /// replica has none, and `WAIT 1` cannot succeed there until one joins.
+    pub fn add_replica(&mut self, primary_port: u16) {
+        let node = Redis::start_on_free_port(
+            |port| ServerConfig {
+                port,
+                extra: vec![
+                    "cluster-enabled yes".into(),
+                    "cluster-config-file nodes.conf".into(),
+                    "cluster-node-timeout 2000".into(),
+                    format!("cluster-port {}", crate::net::free_port()),
+                ],
+                ..ServerConfig::default()
+            },
+            None,
+            Redis::ping,
+        )
+        .unwrap_or_else(|e| panic!("cluster node: {e}"));
+        let id = self.id(self.by_port(primary_port));
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node"])
+            .arg(format!("127.0.0.1:{}", node.port))
+            .arg(format!("127.0.0.1:{primary_port}"))
+            .args(["--cluster-slave", "--cluster-master-id", &id])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster add-node: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eventually("the new replica to sync", FORM_TIMEOUT, || {
+            query::<String>(&node, redis::cmd("INFO").arg("replication"))
+                .is_ok_and(|i| i.contains("master_link_status:up"))
+        });
+        self.nodes.push(node);
+    }
+
     /// Every field of hash `key`, read from the primary that owns it.
     pub fn hgetall(&self, key: &str) -> BTreeMap<String, Vec<u8>> {
         let owner = self.owner(self.slot(key));

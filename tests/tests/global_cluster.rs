@@ -238,3 +238,159 @@ fn min_replicas_holds_copies_until_replicas_confirm_them() {
     let get = nodes.probe("n2", &["get", &chain]);
     assert_eq!(fnv(&get, "b"), put, "{get}");
 }
+
+/// The failover fault run of RELIABILITY.md (not part of the suite: about 15 s a round):
+/// a stream of `stateless` puts (each acknowledged to the guest only once the global store
+/// took it) from two threads of fresh processes into one bundle, the primary holding the
+/// bundle's slot SIGKILLed mid-stream, its replica promoted (and given a new replica), the
+/// stream going on; then the
+/// acknowledged puts missing on the new primary are counted. Without and with
+/// `SKYLARK_GLOBAL_MIN_REPLICAS=1`; with it, none may be lost.
+/// `SKYLARK_FAULT_ROUNDS` rounds per mode (default 3):
+/// `cargo test -p skylark-tests --test global_cluster -- --ignored --nocapture failover`
+#[test]
+#[ignore]
+fn failover_fault_run() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let rounds: usize = std::env::var("SKYLARK_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let modes = std::env::var("SKYLARK_FAULT_MODES").unwrap_or_else(|_| "0,1".into());
+    for min in modes.split(',') {
+        let (mut acked_all, mut refused_all, mut lost_all) = (0, 0, 0);
+        for round in 0..rounds {
+            let mut cluster = RedisCluster::start();
+            let nodes = Nodes::new(cluster.url())
+                .with("SKYLARK_GLOBAL_MIN_REPLICAS", min)
+                .with("SKYLARK_GLOBAL_WAIT_MS", "500")
+                .with("SKYLARK_TIMEOUT_MS", "1000");
+            let chain = chain_id("failover");
+            let slot = cluster.slot(&format!("skylark:bundle:{chain}"));
+            let stop = AtomicBool::new(false);
+            let next = AtomicUsize::new(0);
+            let acked = Mutex::new(Vec::new());
+            let refused = AtomicUsize::new(0);
+            let errors = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+            /// Ends the stream however the round ends (a failed wait panics).
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        while !stop.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let (task, seed) = (format!("t{i}"), i.to_string());
+                            let put = nodes.probe(
+                                "n1",
+                                &["put", &chain, &task, "256", &seed, "--policy", "stateless"],
+                            );
+                            if put["status"] == 0 {
+                                acked.lock().unwrap().push(task);
+                            } else {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                let e = put["error"].as_str().unwrap_or("").to_string();
+                                *errors.lock().unwrap().entry(e).or_default() += 1;
+                            }
+                        }
+                    });
+                }
+                let _stop = Stop(&stop);
+                let count = || acked.lock().unwrap().len();
+                eventually("20 acknowledged puts", Duration::from_secs(60), || {
+                    count() >= 20
+                });
+                cluster.kill_owner(slot);
+                // The promoted replica has none of its own: give it one (before that,
+                // WAIT 1 refuses every write there).
+                let owner = cluster.owner(slot).port;
+                cluster.add_replica(owner);
+                let after = count();
+                eventually(
+                    "20 more after the failover",
+                    Duration::from_secs(60),
+                    || count() >= after + 20,
+                );
+            });
+            let held = cluster.bundle(&chain);
+            let acked = acked.into_inner().unwrap();
+            let lost = acked.iter().filter(|t| !held.contains_key(*t)).count();
+            let refused = refused.into_inner();
+            println!(
+                "MIN_REPLICAS={min} round {round}: acknowledged {}, refused {refused}, lost {lost}",
+                acked.len()
+            );
+            for (e, n) in errors.into_inner().unwrap() {
+                println!("  refused {n}x: {e}");
+            }
+            acked_all += acked.len();
+            refused_all += refused;
+            lost_all += lost;
+        }
+        println!(
+            "MIN_REPLICAS={min}: {rounds} rounds, acknowledged {acked_all}, refused {refused_all}, \
+             acknowledged but lost {lost_all}"
+        );
+        if min == "1" {
+            assert_eq!(lost_all, 0, "acknowledged puts lost despite WAIT");
+        }
+    }
+}
+
+/// The cost of a synchronous write to the global store (BENCHMARKS.md; not part of the
+/// suite): `stateless` puts of 1 KiB from one process, to a single redis-server, to the
+/// cluster, and to the cluster and the Sentinel primary with `WAIT 1`.
+/// `cargo test -p skylark-tests --test global_cluster -- --ignored --nocapture write_cost`
+#[test]
+#[ignore]
+fn global_write_cost() {
+    let single = Redis::start();
+    let cluster = RedisCluster::start();
+    let sentinels = Sentinels::start();
+    let cases: [(&str, String, &str); 5] = [
+        ("single redis-server", single.url.clone(), "0"),
+        ("cluster", cluster.url(), "0"),
+        ("cluster, WAIT 1", cluster.url(), "1"),
+        ("sentinel primary", sentinels.url(), "0"),
+        ("sentinel primary, WAIT 1", sentinels.url(), "1"),
+    ];
+    for (name, url, min) in cases {
+        let nodes = Nodes::new(url).with("SKYLARK_GLOBAL_MIN_REPLICAS", min);
+        let chain = chain_id("cost");
+        let run = nodes.probe(
+            "n1",
+            &[
+                "bench",
+                "put",
+                &chain,
+                "1024",
+                "1",
+                "2000",
+                "--policy",
+                "stateless",
+            ],
+        );
+        assert_eq!(run["status"], 0, "{run}");
+        let mut us: Vec<f64> = run["samples_ns"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|ns| ns as f64 / 1e3)
+            .collect();
+        us.sort_by(f64::total_cmp);
+        let p = |q| skylark_testkit::percentile(&us, q).unwrap_or(f64::NAN);
+        println!(
+            "{name}: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us ({} puts)",
+            p(50.0),
+            p(90.0),
+            p(99.0),
+            us.len()
+        );
+    }
+}

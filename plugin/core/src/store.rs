@@ -42,6 +42,12 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
+/// Tries of a request to a cluster or Sentinel store that met a redirect
+/// ([`crate::distributed::is_redirect`]), after the first, and the first pause between
+/// them (doubling: 20 + 40 + 80 + 160 ms at most).
+const REDIRECT_RETRIES: u32 = 4;
+const REDIRECT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// The largest send buffer [`Store::query_transaction`] keeps for the next request (a put of a
 /// rare huge value does not pin its size for the life of the process).
 const KEEP_SEND_BUFFER: usize = 8 << 20;
@@ -546,7 +552,14 @@ impl Store {
         let (pipe, reply_at) = with_wait(request, ack);
         let reply = self
             .query_async_within(&Request::Pipe(pipe), deadline + ack.within)
-            .await?;
+            .await
+            .map_err(|mut e| {
+                if e.status == Status::StoreTimeout {
+                    e.message
+                        .push_str(", with SKYLARK_GLOBAL_WAIT_MS for the write's WAIT");
+                }
+                e
+            })?;
         let mut replies = match reply {
             Value::Array(items) if items.len() > reply_at => items,
             other => {
@@ -595,22 +608,36 @@ impl Store {
 
     async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
         let mut reconnected = false;
+        let mut redirects = 0;
         loop {
             let mut conn = self.connection().await?;
             match conn.send(request).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    // A moved key or a demoted primary: the next connection asks again
-                    // (cluster slot map, sentinels).
-                    let broken = is_broken(&e) || (self.target.is_distributed() && is_redirect(&e));
-                    if broken {
+                    // A moved key or a demoted primary (a cluster or Sentinel store): the
+                    // next connection asks again (slot map, sentinels). While a failover
+                    // or a slot migration settles that can take a few tries: up to
+                    // REDIRECT_RETRIES, backing off, within the request's deadline.
+                    let redirect = self.target.is_distributed() && is_redirect(&e);
+                    let broken = is_broken(&e);
+                    if broken || redirect {
                         self.forget().await;
+                    }
+                    if redirect && redirects < REDIRECT_RETRIES {
+                        tokio::time::sleep(REDIRECT_BACKOFF * (1 << redirects)).await;
+                        redirects += 1;
+                        continue;
                     }
                     if broken && !reconnected {
                         reconnected = true;
                         continue;
                     }
-                    return Err(self.classify(e));
+                    let mut err = self.classify(e);
+                    if redirect {
+                        // The data is elsewhere for now: as for a store that is down.
+                        err.status = Status::StoreUnavailable;
+                    }
+                    return Err(err);
                 }
             }
         }
