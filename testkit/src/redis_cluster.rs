@@ -268,6 +268,13 @@ impl RedisCluster {
             .expect("the owner is a node");
         let mut dead = self.nodes.remove(i);
         dead.kill().expect("SIGKILL the primary");
+        self.wait_taken_over(slot, port);
+        port
+    }
+
+    /// Waits until every node names another owner of `slot` than the (dead) node on
+    /// `port` and reports `cluster_state:ok`.
+    pub fn wait_taken_over(&self, slot: u16, port: u16) {
         eventually("the replica to take over", FORM_TIMEOUT, || {
             self.nodes.iter().all(|n| {
                 self.owner_by(n, slot).is_some_and(|p| p != port)
@@ -275,7 +282,6 @@ impl RedisCluster {
                         .is_ok_and(|i| i.contains("cluster_state:ok"))
             })
         });
-        port
     }
 
     /// Adds a new node as a replica of `primary` (`redis-cli --cluster add-node
