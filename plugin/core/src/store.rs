@@ -1094,6 +1094,99 @@ mod tests {
     }
 
     #[test]
+    fn a_write_to_acknowledge_is_followed_by_wait_in_one_pipeline() {
+        let ack = Acknowledge {
+            replicas: 2,
+            within: Duration::from_millis(300),
+        };
+        let names = |p: &redis::Pipeline| -> Vec<String> {
+            p.cmd_iter()
+                .map(|c| match c.args_iter().next() {
+                    Some(redis::Arg::Simple(a)) => String::from_utf8_lossy(a).into_owned(),
+                    _ => String::new(),
+                })
+                .collect()
+        };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg("return 1").arg(1).arg("k");
+        let (pipe, at) = with_wait(&Request::Cmd(eval), ack);
+        assert!(!pipe.is_transaction());
+        assert_eq!((names(&pipe), at), (vec!["EVAL".into(), "WAIT".into()], 0));
+        let wait = pipe.cmd_iter().last().unwrap().get_packed_command();
+        assert!(String::from_utf8_lossy(&wait).ends_with("$1\r\n2\r\n$3\r\n300\r\n"));
+
+        // A transaction keeps its MULTI ... EXEC inside the plain pipeline; its reply is
+        // EXEC's, after MULTI's and two QUEUED.
+        let mut tx = redis::pipe();
+        tx.atomic().cmd("HSET").arg("k").arg("f").arg("v").ignore();
+        tx.cmd("EXPIRE").arg("k").arg(5).ignore();
+        let (pipe, at) = with_wait(&Request::Pipe(tx), ack);
+        assert!(!pipe.is_transaction());
+        assert_eq!(
+            names(&pipe),
+            ["MULTI", "HSET", "EXPIRE", "EXEC", "WAIT"].map(String::from)
+        );
+        assert_eq!(at, 3);
+    }
+
+    #[test]
+    fn only_the_global_store_may_be_a_cluster_or_sentinel() {
+        let (c, t, d) = (
+            Credentials::default(),
+            Tls::default(),
+            Duration::from_millis(300),
+        );
+        for url in [
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+            "redis+sentinel://127.0.0.1:1/m",
+        ] {
+            let e = Store::new(url, &c, &t, d, d).map(|_| ()).unwrap_err();
+            assert!(e.reason.contains("only for the global store"), "{e}");
+            assert!(Store::remote(url, &c, &t, d, d).is_err(), "{url}");
+            let ack = Acknowledge::default();
+            let g = Store::global(url, &c, &t, d, d, ack).unwrap();
+            assert!(g.has_total_deadline(), "{url}: runtime only");
+            assert!(!g.is_tls());
+            // Nothing listens: refused within the deadline, as a store that is down.
+            let err = g.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+            assert!(
+                matches!(err.status, Status::StoreUnavailable | Status::StoreTimeout),
+                "{url}: {err}"
+            );
+            // The blocking path is for a nearby node-local store only.
+            let e = g.query_transaction(&[&["PING".into()]]).unwrap_err();
+            assert!(e.message.contains("runtime only"), "{e}");
+        }
+        let g = Store::global(
+            "redis+cluster://alice:pw@127.0.0.1:1",
+            &c,
+            &t,
+            d,
+            d,
+            Acknowledge::default(),
+        )
+        .unwrap();
+        assert_eq!(g.user(), Some("alice"));
+        assert!(!g.name().contains("pw"), "{}", g.name());
+    }
+
+    #[test]
+    fn writes_without_replicas_to_wait_for_are_plain_queries() {
+        // No acknowledgement configured: no WAIT, the store's ordinary error.
+        let store = Store::remote(
+            "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert_eq!(store.acknowledge(), Acknowledge::default());
+        let err = store.write(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+        assert_eq!(err.status, Status::StoreUnavailable, "{err}");
+    }
+
+    #[test]
     fn empty_field_lists_add_nothing() {
         let mut pipe = redis::pipe();
         write_hash::<str>(
