@@ -495,6 +495,43 @@ impl Sentinels {
         });
     }
 
+    /// SIGKILLs the primary and waits until the sentinels have promoted a replica: every
+    /// sentinel names it, it answers as a primary, and the other replica follows it.
+    /// Returns the killed primary's port.
+    pub fn kill_primary(&mut self) -> u16 {
+        let old = self.primary().port;
+        let i = self
+            .data
+            .iter()
+            .position(|n| n.port == old)
+            .expect("the primary is a data node");
+        let mut dead = self.data.remove(i);
+        dead.kill().expect("SIGKILL the primary");
+        eventually("a replica to be promoted", FORM_TIMEOUT, || {
+            let named: Vec<Option<u16>> = self
+                .sentinels
+                .iter()
+                .map(|(_, p, _)| Sentinels::primary_port_by(*p))
+                .collect();
+            let Some(Some(new)) = named.first().copied() else {
+                return false;
+            };
+            new != old
+                && named.iter().all(|p| *p == Some(new))
+                && self.data.iter().all(|n| {
+                    let info = query::<String>(n, redis::cmd("INFO").arg("replication"))
+                        .unwrap_or_default();
+                    if n.port == new {
+                        info.contains("role:master")
+                    } else {
+                        info.contains(&format!("master_port:{new}"))
+                            && info.contains("master_link_status:up")
+                    }
+                })
+        });
+        old
+    }
+
     /// The state fields of `chain`'s bundle on the current primary.
     pub fn bundle(&self, chain: &str) -> BTreeMap<String, Vec<u8>> {
         self.primary().bundle(chain)

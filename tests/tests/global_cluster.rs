@@ -239,6 +239,46 @@ fn min_replicas_holds_copies_until_replicas_confirm_them() {
     assert_eq!(fnv(&get, "b"), put, "{get}");
 }
 
+/// The global store of the failover fault run.
+enum Deployment {
+    Cluster(RedisCluster),
+    Sentinel(Sentinels),
+}
+
+impl Deployment {
+    fn url(&self) -> String {
+        match self {
+            Deployment::Cluster(c) => c.url(),
+            Deployment::Sentinel(s) => s.url(),
+        }
+    }
+
+    /// SIGKILLs the primary holding `chain`'s bundle and waits for its replica to take
+    /// over. A promoted cluster replica has no replica of its own: it gets one (before
+    /// that, `WAIT 1` refuses every write there); a promoted Sentinel replica keeps the
+    /// other one.
+    fn kill(&mut self, chain: &str) {
+        match self {
+            Deployment::Cluster(c) => {
+                let slot = c.slot(&format!("skylark:bundle:{chain}"));
+                c.kill_owner(slot);
+                let owner = c.owner(slot).port;
+                c.add_replica(owner);
+            }
+            Deployment::Sentinel(s) => {
+                s.kill_primary();
+            }
+        }
+    }
+
+    fn bundle(&self, chain: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        match self {
+            Deployment::Cluster(c) => c.bundle(chain),
+            Deployment::Sentinel(s) => s.bundle(chain),
+        }
+    }
+}
+
 /// The failover fault run of RELIABILITY.md (not part of the suite: about 15 s a round):
 /// a stream of `stateless` puts (each acknowledged to the guest only once the global store
 /// took it) from two threads of fresh processes into one bundle, the primary holding the
@@ -246,7 +286,9 @@ fn min_replicas_holds_copies_until_replicas_confirm_them() {
 /// stream going on; then the
 /// acknowledged puts missing on the new primary are counted. Without and with
 /// `SKYLARK_GLOBAL_MIN_REPLICAS=1`; with it, none may be lost.
-/// `SKYLARK_FAULT_ROUNDS` rounds per mode (default 3):
+/// `SKYLARK_FAULT_STORE=sentinel`: the same on a primary with 2 replicas and 3 sentinels
+/// (the primary SIGKILLed, a replica promoted). `SKYLARK_FAULT_ROUNDS` rounds per mode
+/// (default 3):
 /// `cargo test -p skylark-tests --test global_cluster -- --ignored --nocapture failover`
 #[test]
 #[ignore]
@@ -258,16 +300,20 @@ fn failover_fault_run() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let modes = std::env::var("SKYLARK_FAULT_MODES").unwrap_or_else(|_| "0,1".into());
+    let sentinel = std::env::var("SKYLARK_FAULT_STORE").is_ok_and(|v| v == "sentinel");
     for min in modes.split(',') {
         let (mut acked_all, mut refused_all, mut lost_all) = (0, 0, 0);
         for round in 0..rounds {
-            let mut cluster = RedisCluster::start();
-            let nodes = Nodes::new(cluster.url())
+            let mut store = if sentinel {
+                Deployment::Sentinel(Sentinels::start())
+            } else {
+                Deployment::Cluster(RedisCluster::start())
+            };
+            let nodes = Nodes::new(store.url())
                 .with("SKYLARK_GLOBAL_MIN_REPLICAS", min)
                 .with("SKYLARK_GLOBAL_WAIT_MS", "500")
                 .with("SKYLARK_TIMEOUT_MS", "1000");
             let chain = chain_id("failover");
-            let slot = cluster.slot(&format!("skylark:bundle:{chain}"));
             let stop = AtomicBool::new(false);
             let next = AtomicUsize::new(0);
             let acked = Mutex::new(Vec::new());
@@ -305,11 +351,7 @@ fn failover_fault_run() {
                 eventually("20 acknowledged puts", Duration::from_secs(60), || {
                     count() >= 20
                 });
-                cluster.kill_owner(slot);
-                // The promoted replica has none of its own: give it one (before that,
-                // WAIT 1 refuses every write there).
-                let owner = cluster.owner(slot).port;
-                cluster.add_replica(owner);
+                store.kill(&chain);
                 let after = count();
                 eventually(
                     "20 more after the failover",
@@ -317,12 +359,13 @@ fn failover_fault_run() {
                     || count() >= after + 20,
                 );
             });
-            let held = cluster.bundle(&chain);
+            let held = store.bundle(&chain);
             let acked = acked.into_inner().unwrap();
             let lost = acked.iter().filter(|t| !held.contains_key(*t)).count();
             let refused = refused.into_inner();
             println!(
-                "MIN_REPLICAS={min} round {round}: acknowledged {}, refused {refused}, lost {lost}",
+                "{} MIN_REPLICAS={min} round {round}: acknowledged {}, refused {refused}, lost {lost}",
+                if sentinel { "sentinel" } else { "cluster" },
                 acked.len()
             );
             for (e, n) in errors.into_inner().unwrap() {
