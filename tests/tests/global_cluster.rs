@@ -124,8 +124,8 @@ fn a_cluster_global_store_takes_copies_stateless_puts_and_fallback_reads() {
 #[test]
 fn moving_a_bundle_s_slot_loses_no_acknowledged_copy() {
     let cluster = RedisCluster::start();
-    // With WAIT, every copy and Stateless put is a pipeline (the write, then WAIT), which
-    // redis-rs does not redirect: the store drops its connection and asks again.
+    // With WAIT, every copy and Stateless put is a pipeline (the write, then WAIT): those
+    // must follow ASK and MOVED as single commands do.
     let nodes = Nodes::new(cluster.url()).with("SKYLARK_GLOBAL_MIN_REPLICAS", "1");
     let chain = chain_id("reshard");
     let key = format!("skylark:bundle:{chain}");
@@ -133,14 +133,21 @@ fn moving_a_bundle_s_slot_loses_no_acknowledged_copy() {
     let slot = cluster.slot(&key);
     let from = cluster.owner(slot);
     let to = cluster.other_primary(from);
+    let mut asked = None;
     cluster.move_slot(slot, to, || {
-        // The key has moved, the slot has not: the old owner answers ASK.
+        // The key has moved, the slot has not: the old owner answers ASK, which is
+        // followed for the pipelines too (copy + WAIT, the Stateless transaction): every
+        // copy is made by the putting process's exit flush, the Stateless put succeeds.
         for i in 1..4 {
             let task = format!("t{i}");
             let fnv = nodes.put("n1", &chain, &task, i, &[]);
+            assert_eq!(nodes.n1.outbox_len(), 0, "the copy of {task} was not made");
             puts.push((task, fnv));
         }
+        asked = Some(nodes.put("n1", &chain, "a", 8, &["--policy", "stateless"]));
     });
+    let asked = asked.expect("the migration ran the puts");
+    assert!(to.command_calls("asking") > 0, "no request followed ASK");
     assert_eq!(cluster.owner(slot).port, to.port);
     // Now MOVED, for a client that still has the old slot map.
     for i in 4..7 {
@@ -156,6 +163,7 @@ fn moving_a_bundle_s_slot_loses_no_acknowledged_copy() {
         assert_eq!(&fnv(&get, task), put, "{task}: {get}");
     }
     assert_eq!(fnv(&get, "s"), stateless);
+    assert_eq!(fnv(&get, "a"), asked);
     assert!(
         to.hgetall(&key).contains_key("t6"),
         "read from the new owner"

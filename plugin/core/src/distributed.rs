@@ -183,10 +183,11 @@ impl Target {
 }
 
 /// A reply saying the key's owner changed (a cluster resharded or failed over, a Sentinel
-/// primary was demoted): `MOVED`/`ASK` that redis-rs passed on (it follows them for
-/// single commands, not inside a pipeline), `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`,
-/// `MASTERDOWN`. The store drops its connection, so that the next request reads the slot
-/// map or asks the sentinels again, and the request is retried once.
+/// primary was demoted): `MOVED`/`ASK` that redis-rs passed on (it follows them itself
+/// where it can; inside a transaction aborted while a failover settles it may not),
+/// `TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, `MASTERDOWN`. The store drops its connection, so
+/// that the next request reads the slot map or asks the sentinels again, and retries the
+/// request (`store::REDIRECT_RETRIES`).
 pub fn is_redirect(e: &RedisError) -> bool {
     const CODES: [&str; 6] = [
         "MOVED",
