@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates the Redis credentials of a Skylark installation: fresh random passwords, the
 # node Redis ACL file (31-redis.yaml loads it with --aclfile) and, for every tenant, its
-# own ACL user limited to its namespace's keys and channel. Nothing here is shipped with
+# own ACL user limited to its namespace's keys and channels. Nothing here is shipped with
 # real passwords: run it once per installation and apply its output.
 #
 #   bash runtimeclass/make-redis-secrets.sh [TENANT_NAMESPACE...] | kubectl apply -f -
@@ -10,8 +10,8 @@
 # Tenants are Kubernetes namespaces whose functions use Skylark (default: skylark). Each
 # tenant's SKYLARK_NAMESPACE is its Kubernetes namespace name (46-admission-policy.yaml
 # enforces that), and its ACL user `tenant-<namespace>` may touch only `<namespace>:*`
-# keys and the channel `<namespace>/events`, with the commands README.md "Minimal ACL"
-# lists. Output (YAML on stdout, or files under DIR with --files):
+# keys and the channels `<namespace>/events` and `<namespace>/arrivals:*`, with the
+# commands README.md "Minimal ACL" lists. Output (YAML on stdout, or files under DIR with --files):
 # - Secret skylark/skylark-redis-acl: `users.acl` (the ACL file: `default` user off,
 #   passwords only as SHA-256 hashes) and `loader-password` (the topology loader's, which
 #   the Redis pod's probes use too);
@@ -29,7 +29,7 @@ TENANT_SECRET=skylark-redis-credentials
 LOADER_USER=skylark-loader
 # README.md "Minimal ACL": what the plugin does on a node-local store (and, as the same
 # user, on other nodes' stores and the global store).
-TENANT_COMMANDS="-@all +ping +get +del +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec +publish"
+TENANT_COMMANDS="-@all +ping +get +del +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec +publish +subscribe +unsubscribe"
 
 usage() {
   echo "usage: make-redis-secrets.sh [--files DIR] [TENANT_NAMESPACE...]" >&2
@@ -69,7 +69,7 @@ declare -A tenant_pw
 for ns in "${tenants[@]}"; do
   tenant_pw[$ns]="$(password)"
   acl+="
-user tenant-$ns on #$(sha256 "${tenant_pw[$ns]}") resetkeys ~$ns:* resetchannels &$ns/events $TENANT_COMMANDS"
+user tenant-$ns on #$(sha256 "${tenant_pw[$ns]}") resetkeys ~$ns:* resetchannels &$ns/events &$ns/arrivals:* $TENANT_COMMANDS"
 done
 
 if [ -n "$out_dir" ]; then

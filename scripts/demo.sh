@@ -9,12 +9,23 @@
 # events and the nodes' counters. Guests run AOT-compiled (`wasmedge compile`, cached in
 # target/aot/); set SKYLARK_DEMO_MODE=interp to run them in the interpreter,
 # SKYLARK_DEMO_SIZE for the image size in bytes (default 1048576).
+#
+# `bash scripts/demo.sh --dag` runs the workflow as a fan-out / fan-in DAG on four nodes
+# instead: preprocess on sat-a puts once for two successors (put option `destinations`),
+# the detectors detect-a on sat-b and detect-b on sat-c run at the same time, each on the
+# state propagated to its node, and alarm on cloud joins both detections.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 mode="${SKYLARK_DEMO_MODE:-aot}"
 size="${SKYLARK_DEMO_SIZE:-1048576}"
 case "$mode" in aot|interp) ;; *) echo "SKYLARK_DEMO_MODE must be aot or interp" >&2; exit 2 ;; esac
+dag=0
+case "${1:-}" in
+  "") ;;
+  --dag) dag=1 ;;
+  *) echo "usage: $0 [--dag]" >&2; exit 2 ;;
+esac
 
 build_all
 
@@ -45,6 +56,7 @@ cleanup() { # keeps the script's own exit status; a failing kill or wait must no
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 nodes=(sat-a sat-b cloud)
+if [ "$dag" = 1 ]; then nodes=(sat-a sat-b sat-c cloud); fi
 for n in "${nodes[@]}"; do
   redis-server --port 0 --unixsocket "$work/$n.sock" --unixsocketperm 700 --save "" \
     --appendonly no --dir "$work" >"$work/$n.log" 2>&1 &
@@ -58,14 +70,20 @@ for n in "${nodes[@]}"; do
   redis-cli -s "$work/$n.sock" ping >/dev/null || { cat "$work/$n.log" >&2; exit 1; }
 done
 
-# The topology: two satellites 10 ms apart, the cloud node 40 ms from sat-a.
+# The topology: two satellites 10 ms apart, the cloud node 40 ms from sat-a (with --dag a
+# third satellite, sat-c, 10 ms from sat-a on the other side).
+sat_c_node="" sat_c_link=""
+if [ "$dag" = 1 ]; then
+  sat_c_node=", {\"name\": \"sat-c\", \"type\": \"Sat\", \"redis\": \"unix://$work/sat-c.sock\"}"
+  sat_c_link=", {\"source\": \"sat-a\", \"target\": \"sat-c\", \"latency_ms\": 10, \"jitter_ms\": 9, \"bandwidth_mbps\": 40}"
+fi
 cat >"$work/topology.json" <<JSON
 { "slot_ms": 60000, "global": "cloud",
   "nodes": [ {"name": "sat-a", "type": "Sat", "redis": "unix://$work/sat-a.sock"},
              {"name": "sat-b", "type": "Sat", "redis": "unix://$work/sat-b.sock"},
-             {"name": "cloud", "type": "Cloud", "redis": "unix://$work/cloud.sock"} ],
+             {"name": "cloud", "type": "Cloud", "redis": "unix://$work/cloud.sock"}$sat_c_node ],
   "links": [ {"source": "sat-a", "target": "sat-b", "latency_ms": 10, "jitter_ms": 9, "bandwidth_mbps": 40},
-             {"source": "sat-a", "target": "cloud", "latency_ms": 40, "jitter_ms": 30, "bandwidth_mbps": 90} ] }
+             {"source": "sat-a", "target": "cloud", "latency_ms": 40, "jitter_ms": 30, "bandwidth_mbps": 90}$sat_c_link ] }
 JSON
 
 # Every node's placement and propagation events, as they happen.
@@ -91,11 +109,28 @@ run() { # label node module args...
   printf '\n== %s  [node %s, wasmedge process: %d ms]\n%s\n' "$label" "$node" \
     $(( (t1 - t0) / 1000000 )) "$out"
 }
-run "1/3 preprocess: synthesise and clean a ${size}-byte image, skylark_put (next step on sat-b)" \
-  sat-a preprocess "$chain" --size "$size" --dest sat-b
-run "2/3 detect: skylark_get_bundle, find bright regions, skylark_put (next step on cloud)" \
-  sat-b detect "$chain" --dest cloud
-run "3/3 alarm: skylark_get_bundle, decide" cloud alarm "$chain"
+if [ "$dag" = 1 ]; then
+  run "1/3 preprocess: synthesise and clean a ${size}-byte image, skylark_put (next steps on sat-b and sat-c)" \
+    sat-a preprocess "$chain" --size "$size" --dests sat-b,sat-c
+  # The two detectors run at the same time; their outputs are printed in order.
+  run "2/3 detect-a: skylark_get_bundle, find bright regions, skylark_put (next step on cloud)" \
+    sat-b detect "$chain" --task detect-a --dest cloud >"$work/detect-a.out" &
+  det_a=$!
+  run "2/3 detect-b: the same with threshold 200, at the same time (next step on cloud)" \
+    sat-c detect "$chain" --task detect-b --threshold 200 --dest cloud >"$work/detect-b.out" &
+  det_b=$!
+  wait "$det_a" || { cat "$work/detect-a.out"; exit 1; }
+  wait "$det_b" || { cat "$work/detect-b.out"; exit 1; }
+  cat "$work/detect-a.out" "$work/detect-b.out"
+  run "3/3 alarm: skylark_get_bundle (both detections), decide" \
+    cloud alarm "$chain" --inputs detect-a,detect-b
+else
+  run "1/3 preprocess: synthesise and clean a ${size}-byte image, skylark_put (next step on sat-b)" \
+    sat-a preprocess "$chain" --size "$size" --dest sat-b
+  run "2/3 detect: skylark_get_bundle, find bright regions, skylark_put (next step on cloud)" \
+    sat-b detect "$chain" --dest cloud
+  run "3/3 alarm: skylark_get_bundle, decide" cloud alarm "$chain"
+fi
 
 echo
 echo "== where the chain's bundle is (one Redis hash per node; @at: fields are the placement record)"
@@ -118,5 +153,7 @@ for n in "${nodes[@]}"; do
     "$(redis-cli -s "$work/$n.sock" hgetall "skylark:stats:$n" | paste -sd' ' - | sed -E 's/([a-z_0-9]+) ([0-9]+)/\1=\2/g')"
 done
 
-run "bundled state: 5 fused functions, one bundle vs one key per function" \
-  sat-a bundled "$chain-fused" --functions 5 --size 4096
+if [ "$dag" = 0 ]; then
+  run "bundled state: 5 fused functions, one bundle vs one key per function" \
+    sat-a bundled "$chain-fused" --functions 5 --size 4096
+fi

@@ -12,15 +12,21 @@
 # under qemu-user need (scripts/build-arm64.sh, tests/tests/arm64.rs): Debian's cross
 # toolchain (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross), qemu-user-static and the
 # aarch64-unknown-linux-gnu Rust target.
+# With --c-guest (scripts/test.sh passes it) also the C compiler for wasm32-wasi guests
+# (the C guest's test, tests/tests/c_guest.rs): Debian trixie's clang, lld, wasi-libc and
+# wasm32 builtins, unpacked without root into the project's .wasi-clang/
+# (scripts/install-wasi-clang.sh; about 90 MB downloaded once, then cached there).
 # Uses apt-get as root, or through sudo.
 set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-arm64=0
-case "${1:-}" in
-  --arm64) arm64=1 ;;
-  "") ;;
-  *) echo "setup-deps.sh: unknown argument $1" >&2; exit 1 ;;
-esac
+arm64=0 c_guest=0
+for arg in "$@"; do
+  case "$arg" in
+    --arm64) arm64=1 ;;
+    --c-guest) c_guest=1 ;;
+    *) echo "setup-deps.sh: unknown argument $arg" >&2; exit 1 ;;
+  esac
+done
 need=()
 # redis-server also runs the sentinels of tests/tests/global_cluster.rs (--sentinel), and
 # redis-cli (redis-tools) forms its Redis Cluster: no redis-sentinel package needed.
@@ -62,4 +68,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
 fi
 if [ "$arm64" = 1 ] && ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
   rustup target add aarch64-unknown-linux-gnu >&2
+fi
+if [ "$c_guest" = 1 ]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-wasi-clang.sh" >&2
 fi

@@ -19,6 +19,10 @@ pub const VERSION: &str = "skylark_version";
 pub const PUT: &str = "skylark_put";
 /// `(chain_ptr, chain_len, entries_ptr, entries_count, opts_ptr, opts_len) -> status`
 pub const PUT_MANY: &str = "skylark_put_many";
+/// `(chain_ptr, chain_len, entries_ptr, entries_count, opts_ptr, opts_len, versions_ptr) -> status`
+/// (ABI version 2): as [`PUT_MANY`], and writes `entries_count` little-endian `u64`
+/// versions at `versions_ptr`.
+pub const PUT_V2: &str = "skylark_put_v2";
 /// `(chain_ptr, chain_len, opts_ptr, opts_len, buf_ptr, buf_cap, result_ptr) -> status`
 pub const GET_BUNDLE: &str = "skylark_get_bundle";
 /// `(handle, buf_ptr, buf_cap, result_ptr) -> status`
@@ -49,6 +53,7 @@ pub const ALL: &[Import] = &[
     import(TAKE_RESULT, 4),
     import(DROP_RESULT, 1),
     import(LAST_ERROR, 3),
+    import(PUT_V2, 7),
 ];
 
 const fn same(a: &str, b: &str) -> bool {

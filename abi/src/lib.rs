@@ -4,8 +4,10 @@
 //! function names ([`imports`]), the numeric status codes ([`Status`]), the rules for chain
 //! and task ids ([`ids`]), the fixed-layout structures passed through guest memory
 //! ([`layout`]) and the MessagePack wire format of bundles and options ([`wire`]).
-//! `ABI.md` at the repository root describes the same contract for other languages.
+//! `ABI.md` at the repository root describes the same contract for other languages;
+//! [`c_header`] renders it as the C header `guest-sdk/include/skylark.h`.
 
+pub mod c_header;
 pub mod ids;
 pub mod imports;
 pub mod layout;
@@ -14,5 +16,6 @@ pub mod wire;
 
 pub use status::Status;
 
-/// Version of the host/guest contract. Bumped only for incompatible changes.
-pub const ABI_VERSION: i32 = 1;
+/// Version of the host/guest contract. Version 2 adds `skylark_put_v2`, conditional and
+/// idempotent puts; every version-1 import keeps its parameters and meaning.
+pub const ABI_VERSION: i32 = 2;

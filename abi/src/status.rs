@@ -75,6 +75,14 @@ statuses! {
     /// The node's outbox already holds `SKYLARK_MAX_OUTBOX` propagation jobs (copies are
     /// far behind, e.g. during a long partition); the put was not stored. Retry later.
     Backlogged = 23, "propagation backlog full";
+    /// A conditional put's condition (`if_version`, `if_absent`) does not hold on the node
+    /// that accepted the put; nothing was written.
+    ConditionFailed = 24, "put condition does not hold";
+    /// An idempotency key was reused with other fields or bytes; nothing was written.
+    IdempotencyConflict = 25, "idempotency key reused with other bytes";
+    /// `skylark_get_bundle` with `wait_for`: the deadline (`wait_ms`) passed before every
+    /// named field was readable; the fields present so far are delivered as with `Ok`.
+    TimedOut = 26, "wait_for deadline passed";
     /// The plugin's configuration (environment) is invalid.
     ConfigInvalid = 30, "invalid plugin configuration";
     /// The call is not available here (guest SDK built for a non-wasm target).

@@ -2,7 +2,8 @@
 //!
 //! A bundle as delivered to the guest:
 //! `{"chain": str, "source": {"tier": "local"|"neighbour"|"global", "node": str},
-//!   "fields": {task_id: bin, ...}}`.
+//!   "fields": {task_id: bin, ...}, "placement": {task_id: node, ...},
+//!   "versions": {task_id: uint, ...}}` (the last two absent when empty).
 //! Structs are encoded as maps with named keys so that either side may add optional keys
 //! later; unknown keys are ignored when decoding.
 
@@ -43,6 +44,10 @@ pub struct Bundle {
     /// for tasks whose propagation has not finished, or for older hosts).
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
+    /// Each field's version as held by the store that answered (absent for older hosts,
+    /// and for fields written before versions existed).
+    #[serde(default)]
+    pub versions: BTreeMap<String, u64>,
 }
 
 /// Borrowed form used by the host to encode a bundle without copying values.
@@ -53,6 +58,8 @@ struct BundleRef<'a> {
     fields: BTreeMap<&'a str, &'a Bytes>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     placement: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    versions: BTreeMap<&'a str, u64>,
 }
 
 /// Storage-node election policy (see the model: where a put's state should go).
@@ -153,6 +160,26 @@ pub struct PutOptions {
     /// earlier puts placed them on (other than this put's targets).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cleanup: bool,
+    /// Compare-and-swap (ABI version 2): every field of the call must hold exactly this
+    /// version on the node that accepts the put (0: no version, i.e. absent), else the put
+    /// writes nothing and answers `ConditionFailed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_version: Option<u64>,
+    /// (ABI version 2) None of the call's fields may exist on the node that accepts the
+    /// put, else `ConditionFailed`. Together with `if_version`: `InvalidOptions`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub if_absent: bool,
+    /// (ABI version 2) A key (id rules) that makes the put idempotent: repeating it with
+    /// the same fields and bytes is acknowledged with the first put's versions, without a
+    /// new version or propagation job; the same key with other fields or bytes is
+    /// `IdempotencyConflict`. Kept with the bundle on the node that accepted the put.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Several successors' nodes (a fan-out): the state is placed for each of them, one
+    /// copy per distinct elected node. At most [`MAX_DESTINATIONS`]; together with
+    /// `destination`: `InvalidOptions`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
 }
 
 /// Options of `skylark_get_bundle`. An empty options blob means defaults.
@@ -174,10 +201,23 @@ pub struct GetOptions {
     /// time, then returns the most complete bundle it found. At most [`MAX_REQUIRE`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub require: Vec<String>,
+    /// Task ids to wait for: the host returns as soon as every one of them is readable
+    /// in the store the get reads first (the node-local store; the global store for
+    /// policy `stateless`), or with status `TimedOut` and the fields present so far when
+    /// `wait_ms` has passed. At most [`MAX_REQUIRE`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wait_for: Vec<String>,
+    /// Deadline of `wait_for` in milliseconds (default and cap: the node's
+    /// `SKYLARK_WAIT_MS` and `SKYLARK_MAX_WAIT_MS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
-/// Most task ids a get's `require` may list (more: `InvalidOptions`).
+/// Most task ids a get's `require` (or `wait_for`) may list (more: `InvalidOptions`).
 pub const MAX_REQUIRE: usize = 1024;
+
+/// Most nodes a put's `destinations` may list (more: `InvalidOptions`).
+pub const MAX_DESTINATIONS: usize = 16;
 
 /// A wire encoding or decoding failure.
 #[derive(Debug)]
@@ -199,6 +239,33 @@ where
     encode_bundle_placed(chain, source, fields, std::iter::empty())
 }
 
+/// Like [`encode_bundle_placed`], with each field's version (task id, version).
+pub fn encode_bundle_versioned<'a, I, P, V>(
+    chain: &str,
+    source: &Source,
+    fields: I,
+    placement: P,
+    versions: V,
+) -> Result<Vec<u8>, WireError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    P: IntoIterator<Item = (&'a str, &'a str)>,
+    V: IntoIterator<Item = (&'a str, u64)>,
+{
+    let fields = fields
+        .into_iter()
+        .map(|(k, v)| (k, Bytes::new(v)))
+        .collect();
+    rmp_serde::to_vec_named(&BundleRef {
+        chain,
+        source,
+        fields,
+        placement: placement.into_iter().collect(),
+        versions: versions.into_iter().collect(),
+    })
+    .map_err(|e| WireError(format!("encoding bundle: {e}")))
+}
+
 /// Like [`encode_bundle`], with the placement record (task id, node) of the chain.
 pub fn encode_bundle_placed<'a, I, P>(
     chain: &str,
@@ -210,17 +277,7 @@ where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
     P: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let fields = fields
-        .into_iter()
-        .map(|(k, v)| (k, Bytes::new(v)))
-        .collect();
-    rmp_serde::to_vec_named(&BundleRef {
-        chain,
-        source,
-        fields,
-        placement: placement.into_iter().collect(),
-    })
-    .map_err(|e| WireError(format!("encoding bundle: {e}")))
+    encode_bundle_versioned(chain, source, fields, placement, std::iter::empty())
 }
 
 /// Decodes a bundle produced by [`encode_bundle`].
@@ -383,6 +440,10 @@ mod tests {
             exec_ms: Some(12),
             successor_in_ms: Some(60_000),
             cleanup: true,
+            if_version: Some(1_764_300_000_000_001),
+            if_absent: false,
+            idempotency_key: Some("invocation-7".into()),
+            destinations: vec!["pi4u5".into(), "pi4u6".into()],
         };
         let back: PutOptions = decode_options(&encode_options(&o).unwrap()).unwrap();
         assert_eq!(back, o);
@@ -445,5 +506,34 @@ mod tests {
         .unwrap();
         let b = decode_bundle(&enc).unwrap();
         assert_eq!(b.placement.get("t").map(String::as_str), Some("pi5u3"));
+        assert!(b.versions.is_empty());
+    }
+
+    #[test]
+    fn versions_round_trip_and_are_absent_when_empty() {
+        let enc = encode_bundle_versioned(
+            "c",
+            &Source::default(),
+            [("t", &b"v"[..]), ("u", &b"w"[..])],
+            std::iter::empty(),
+            [("t", 1_764_300_000_000_001), ("u", 7)],
+        )
+        .unwrap();
+        let b = decode_bundle(&enc).unwrap();
+        assert_eq!(b.versions.get("t"), Some(&1_764_300_000_000_001));
+        assert_eq!(b.versions.get("u"), Some(&7));
+        let plain = encode_bundle("c", &Source::default(), [("t", &b"v"[..])]).unwrap();
+        assert!(!plain.windows(8).any(|w| w == b"versions"));
+    }
+
+    #[test]
+    fn wait_options_round_trip() {
+        let o = GetOptions {
+            wait_for: vec!["a".into(), "b".into()],
+            wait_ms: Some(250),
+            ..GetOptions::default()
+        };
+        let back: GetOptions = decode_options(&encode_options(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
     }
 }

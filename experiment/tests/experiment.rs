@@ -39,6 +39,7 @@ fn quick_experiment_writes_a_consistent_report() {
         "Hand-off timing",
         "## Scenario far",
         "## Scenario slot-change",
+        "## Scenario dag",
         "## Fusion",
     ] {
         assert!(report.contains(word), "report lacks {word}:\n{report}");
@@ -55,9 +56,28 @@ fn quick_experiment_writes_a_consistent_report() {
         .or_else(|| records.as_array())
         .expect("a list of workflow records");
     assert_eq!(workflows.len(), 8, "4 policies x 2 layouts x 1 repetition");
-    for scenario in ["far", "slot-change"] {
+    for scenario in ["far", "slot-change", "dag"] {
         let dir = out.path().join(format!("scenario-{scenario}"));
         assert!(dir.join("report.md").is_file(), "no {scenario} report");
+    }
+    // The DAG ran for every policy, its detectors side by side.
+    let dag: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("scenario-dag/records.json")).expect("dag records"),
+    )
+    .expect("dag records are JSON");
+    let dag = dag["workflows"]
+        .as_array()
+        .or_else(|| dag.as_array())
+        .expect("a list of dag workflow records");
+    assert_eq!(dag.len(), 4, "4 policies x 1 repetition");
+    for w in dag {
+        let names: Vec<&str> = w["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["function"].as_str())
+            .collect();
+        assert_eq!(names, ["preprocess", "detect", "detect2", "alarm"], "{w}");
     }
     assert!(out.path().join("fusion.json").is_file(), "no fusion.json");
     for w in workflows {

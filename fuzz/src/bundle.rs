@@ -2,17 +2,18 @@
 //! returns it to the bytes the guest decodes.
 //!
 //! Two modes, picked by the first byte:
-//! - a hash of arbitrary field names and values (state, `@at:` placement entries,
-//!   `@incoming:` announcements, unknown `@` fields, names that are not UTF-8) goes
-//!   through `keys::split_placement` and `calls::encode` (the host's size check and
+//! - a hash of arbitrary field names and values (state, `@at:` placement entries, `@v:`
+//!   versions, `@incoming:` announcements, unknown `@` fields, names that are not UTF-8)
+//!   goes through `keys::split` and `calls::encode` (the host's size check and
 //!   encoding) and `wire::decode_bundle`. Asserts against a reference written from
 //!   ABI.md/README: a state field counts only if its name is an id, a placement entry
 //!   only if its task and node are ids (a bundle from another node is untrusted: the rest
 //!   is dropped); `BundleTooLarge` iff those state names and values exceed the limit,
-//!   else the guest decodes exactly the chain, the source, the state fields and the
-//!   placement record, nothing of the reserved fields; every error carries a message;
+//!   else the guest decodes exactly the chain, the source, the state fields, the
+//!   placement record and the versions of the state fields (those that are numbers),
+//!   nothing else of the reserved fields; every error carries a message;
 //! - arbitrary bytes go to `decode_bundle`: it never panics, and a bundle it accepts
-//!   re-encodes (`encode_bundle_placed`) to bytes that decode to the same bundle.
+//!   re-encodes (`encode_bundle_versioned`) to bytes that decode to the same bundle.
 
 use super::input::Input;
 use skylark_abi::wire::{self, Source, Tier};
@@ -28,10 +29,11 @@ fn text(inp: &mut Input) -> String {
 }
 
 fn field_name(inp: &mut Input) -> Vec<u8> {
-    let prefix: &[u8] = match inp.u8() % 6 {
+    let prefix: &[u8] = match inp.u8() % 7 {
         0 => keys::PLACEMENT_PREFIX.as_bytes(),
         1 => keys::INCOMING_PREFIX.as_bytes(),
         2 => b"@",
+        3 => keys::VERSION_PREFIX.as_bytes(),
         _ => b"",
     };
     let n = usize::from(inp.u8() % 20);
@@ -49,13 +51,25 @@ fn field_name(inp: &mut Input) -> Vec<u8> {
 /// (field name, value) pairs of a hash.
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Reference split of a bundle hash: (state, placement), names that are ids only.
-fn reference(pairs: &Pairs) -> (Pairs, Vec<(String, String)>) {
+/// Reference split of a bundle hash: (state, placement, versions), names that are ids
+/// only; a version is a decimal number (the last one of a task counts).
+/// Versions by task (raw name).
+type Versions = BTreeMap<Vec<u8>, u64>;
+
+fn reference(pairs: &Pairs) -> (Pairs, Vec<(String, String)>, Versions) {
     let id = |b: &[u8]| ids::validate(b).is_ok();
     let mut state = Vec::new();
     let mut placement = Vec::new();
+    let mut versions = BTreeMap::new();
     for (k, v) in pairs {
-        if let Some(task) = k.strip_prefix(b"@at:") {
+        if let Some(task) = k.strip_prefix(b"@v:") {
+            if let Some(n) = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                versions.insert(task.to_vec(), n);
+            }
+        } else if let Some(task) = k.strip_prefix(b"@at:") {
             if let (true, true, Ok(t), Ok(n)) = (
                 id(task),
                 id(v),
@@ -68,7 +82,7 @@ fn reference(pairs: &Pairs) -> (Pairs, Vec<(String, String)>) {
             state.push((k.clone(), v.clone()));
         }
     }
-    (state, placement)
+    (state, placement, versions)
 }
 
 fn check_hash(inp: &mut Input) {
@@ -91,16 +105,22 @@ fn check_hash(inp: &mut Input) {
         } else {
             usize::from(inp.u8() % 32)
         };
-        pairs.push((k, inp.bytes(len).to_vec()));
+        // A version field mostly holds a number.
+        let value = if k.starts_with(b"@v:") && inp.u8() & 3 != 0 {
+            inp.u64().to_string().into_bytes()
+        } else {
+            inp.bytes(len).to_vec()
+        };
+        pairs.push((k, value));
     }
-    let (state, placement) = reference(&pairs);
-    let (fields, got_placement) = keys::split_placement(pairs);
-    assert_eq!(fields, state);
-    assert_eq!(got_placement, placement);
+    let (state, placement, versions) = reference(&pairs);
+    let split = keys::split(pairs);
+    assert_eq!(split.state, state);
+    assert_eq!(split.placement, placement);
     let found = Found {
-        fields,
-        placement: got_placement,
-        versions: Default::default(),
+        fields: split.state,
+        placement: split.placement,
+        versions: split.versions,
         source: source.clone(),
     };
     let total: u64 = state.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
@@ -122,6 +142,14 @@ fn check_hash(inp: &mut Input) {
                 .collect();
             assert_eq!(got, fields);
             assert_eq!(b.placement, placement);
+            let delivered: BTreeMap<String, u64> = versions
+                .into_iter()
+                .filter_map(|(t, v)| {
+                    let t = String::from_utf8(t).ok()?;
+                    fields.contains_key(&t).then_some((t, v))
+                })
+                .collect();
+            assert_eq!(b.versions, delivered);
         }
         Err(e) => {
             let status = if total > u64::from(max) {
@@ -140,11 +168,12 @@ fn check_raw(bytes: &[u8]) {
     let Ok(b) = wire::decode_bundle(bytes) else {
         return;
     };
-    let enc = wire::encode_bundle_placed(
+    let enc = wire::encode_bundle_versioned(
         &b.chain,
         &b.source,
         b.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         b.placement.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        b.versions.iter().map(|(k, v)| (k.as_str(), *v)),
     )
     .expect("a decoded bundle encodes");
     let back = wire::decode_bundle(&enc).expect("a re-encoded bundle decodes");

@@ -12,7 +12,8 @@
 //! - `skylark_last_error` returning `Ok` wrote the message's full length at `len_ptr`
 //!   and its first `buf_cap` bytes to `buf` and did not change the message;
 //! - no call except a successful `skylark_last_error` changed guest memory (nothing can
-//!   succeed in writing a result here).
+//!   succeed in writing a result here; `skylark_put_v2` writes its versions only after
+//!   the store answered).
 
 use super::input::{span_fits, Input};
 use skylark_abi::{imports, Status, ABI_VERSION};
@@ -104,6 +105,7 @@ pub fn check(data: &[u8]) {
                 continue;
             }
             1 => (imports::PUT, inst.put(m, args(&mut inp, size))),
+            2 if op & 0x20 != 0 => (imports::PUT_V2, inst.put_v2(m, args(&mut inp, size))),
             2 => (imports::PUT_MANY, inst.put_many(m, args(&mut inp, size))),
             3 => (
                 imports::GET_BUNDLE,

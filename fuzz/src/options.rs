@@ -160,8 +160,19 @@ const PUT_KEYS: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "if_version",
+    "if_absent",
+    "idempotency_key",
+    "destinations",
 ];
-const GET_KEYS: &[&str] = &["policy", "from", "local_only", "require"];
+const GET_KEYS: &[&str] = &[
+    "policy",
+    "from",
+    "local_only",
+    "require",
+    "wait_for",
+    "wait_ms",
+];
 
 /// The model for `PutOptions`.
 pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
@@ -175,6 +186,10 @@ pub fn model_put(blob: &[u8]) -> Model<PutOptions> {
                 "min_bandwidth_mbps" => o.min_bandwidth_mbps = opt_f64(v)?,
                 "exec_ms" => o.exec_ms = opt_u64(v)?,
                 "successor_in_ms" => o.successor_in_ms = opt_u64(v)?,
+                "if_version" => o.if_version = opt_u64(v)?,
+                "if_absent" => o.if_absent = boolean(v)?,
+                "idempotency_key" => o.idempotency_key = opt_text(v)?,
+                "destinations" => o.destinations = texts(v)?,
                 _ => o.cleanup = boolean(v)?,
             }
         }
@@ -191,6 +206,8 @@ pub fn model_get(blob: &[u8]) -> Model<GetOptions> {
                 "policy" => o.policy = opt_policy(v)?,
                 "from" => o.from = opt_text(v)?,
                 "local_only" => o.local_only = boolean(v)?,
+                "wait_for" => o.wait_for = texts(v)?,
+                "wait_ms" => o.wait_ms = opt_u64(v)?,
                 _ => o.require = texts(v)?,
             }
         }
@@ -232,6 +249,9 @@ pub fn check_put_blob(blob: &[u8]) {
         return;
     };
     let valid = o.destination.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+        && (o.destination.is_none() || o.destinations.is_empty())
+        && o.destinations.len() <= skylark_abi::wire::MAX_DESTINATIONS
+        && o.destinations.iter().all(|d| id_ok(d.as_bytes()))
         && o.min_bandwidth_mbps
             .is_none_or(|b| b.is_finite() && b >= 0.0);
     match write::check_options(&o) {
@@ -250,7 +270,9 @@ pub fn check_get_blob(blob: &[u8]) {
     };
     let valid = o.from.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
         && o.require.len() <= skylark_abi::wire::MAX_REQUIRE
-        && o.require.iter().all(|t| id_ok(t.as_bytes()));
+        && o.require.iter().all(|t| id_ok(t.as_bytes()))
+        && o.wait_for.len() <= skylark_abi::wire::MAX_REQUIRE
+        && o.wait_for.iter().all(|t| id_ok(t.as_bytes()));
     match fetch::check_options(&o) {
         Ok(()) => assert!(valid, "host accepted {o:?}"),
         Err(e) => {
@@ -276,12 +298,15 @@ pub fn seeds() -> Vec<Vec<u8>> {
         exec_ms: Some(12),
         successor_in_ms: Some(60_000),
         cleanup: true,
+        ..PutOptions::default()
     };
     let get = GetOptions {
         policy: Some(Policy::Stateless),
         from: Some("pi4u5".into()),
         local_only: true,
         require: vec!["preprocess".into(), "detect".into()],
+        wait_for: vec!["detect".into()],
+        wait_ms: Some(250),
     };
     let mut out = vec![
         vec![],

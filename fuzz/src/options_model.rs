@@ -22,9 +22,14 @@ const KNOWN: &[&str] = &[
     "exec_ms",
     "successor_in_ms",
     "cleanup",
+    "if_version",
+    "if_absent",
+    "idempotency_key",
     "from",
     "local_only",
     "require",
+    "wait_for",
+    "wait_ms",
 ];
 
 fn small_bytes(inp: &mut Input, max: u8) -> Vec<u8> {
@@ -88,7 +93,7 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
         }
     };
     match k {
-        "destination" | "from" => {
+        "destination" | "from" | "idempotency_key" => {
             let n = name(inp);
             string(inp, n)
         }
@@ -101,18 +106,20 @@ fn for_key(inp: &mut Input, k: &str) -> Value {
             };
             string(inp, s)
         }
-        "max_latency_ms" | "exec_ms" | "successor_in_ms" => match inp.u8() % 3 {
-            0 => Value::Int(i128::from(inp.u8())),
-            1 => Value::Int(i128::from(inp.u64())),
-            _ => Value::Int(i128::from(inp.u32())),
-        },
+        "max_latency_ms" | "exec_ms" | "successor_in_ms" | "if_version" | "wait_ms" => {
+            match inp.u8() % 3 {
+                0 => Value::Int(i128::from(inp.u8())),
+                1 => Value::Int(i128::from(inp.u64())),
+                _ => Value::Int(i128::from(inp.u32())),
+            }
+        }
         "min_bandwidth_mbps" => match inp.u8() % 4 {
             0 => Value::F64(f64::from(inp.u16()) / 8.0),
             1 => Value::F32(f32::from_bits(inp.u32())),
             2 => Value::Int(i128::from(inp.u16())),
             _ => Value::F64(f64::from_bits(inp.u64())),
         },
-        "cleanup" | "local_only" => Value::Bool(inp.bool()),
+        "cleanup" | "local_only" | "if_absent" => Value::Bool(inp.bool()),
         _ => {
             let n = inp.u8() % 4;
             Value::Array(

@@ -49,6 +49,14 @@ impl Bundle {
             .map(|(t, n)| (t.as_str(), n.as_str()))
     }
 
+    /// The version of `task`'s field as held by the store that answered (assigned by the
+    /// node that accepted its put; it grows with every put of the task). `None` for a
+    /// task without a field, from a host older than ABI version 2, or written before
+    /// versions existed.
+    pub fn version(&self, task: &str) -> Option<u64> {
+        self.inner.versions.get(task).copied()
+    }
+
     /// The raw bytes task `task` stored, if it did.
     pub fn get(&self, task: &str) -> Option<&[u8]> {
         self.inner.fields.get(task).map(|v| v.as_slice())

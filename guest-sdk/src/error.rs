@@ -18,6 +18,7 @@ use std::fmt;
 /// | no memory for a large bundle | `BundleTooLarge` |
 /// | a stored field does not decode as the requested type ([`Bundle::load`](crate::Bundle::load)) | `StoreError` |
 /// | a value or option does not encode, the host delivers an inconsistent result | `Internal` |
+/// | an option the host would refuse (`if_version` with `if_absent`, a bad idempotency key) | `InvalidOptions` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     /// The status, or `None` when the host returned a code this SDK version does not know
@@ -27,6 +28,10 @@ pub struct Error {
     pub code: i32,
     /// What went wrong, in words (the host's message where there is one).
     pub message: String,
+    /// For `ConditionFailed` from a versioned put ([`put_versioned`](crate::put_versioned),
+    /// [`put_many_versioned`](crate::put_many_versioned)): the versions the node holds now,
+    /// one per field in the order of the call (0: the field is absent). Empty otherwise.
+    pub versions: Vec<u64>,
 }
 
 /// Result of every fallible SDK call.
@@ -39,6 +44,7 @@ impl Error {
             status: Some(status),
             code: status.code(),
             message: message.into(),
+            versions: Vec::new(),
         }
     }
 
@@ -48,6 +54,7 @@ impl Error {
             status: Status::from_code(code),
             code,
             message: message.into(),
+            versions: Vec::new(),
         }
     }
 

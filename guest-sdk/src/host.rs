@@ -25,6 +25,13 @@ const MAX_ERROR_LEN: usize = 64 * 1024;
 pub(crate) trait Host {
     fn put(&mut self, chain: &[u8], task: &[u8], value: &[u8], opts: &[u8]) -> i32;
     fn put_many(&mut self, chain: &[u8], entries: &[FieldRef], opts: &[u8]) -> i32;
+    fn put_v2(
+        &mut self,
+        chain: &[u8],
+        entries: &[FieldRef],
+        opts: &[u8],
+        versions: &mut [u64],
+    ) -> i32;
     fn get_bundle(
         &mut self,
         chain: &[u8],
@@ -75,6 +82,29 @@ impl Host for RawHost {
                 len32(entries.len()),
                 raw::addr(opts.as_ptr()),
                 len32(opts.len()),
+            )
+        }
+    }
+
+    fn put_v2(
+        &mut self,
+        chain: &[u8],
+        entries: &[FieldRef],
+        opts: &[u8],
+        versions: &mut [u64],
+    ) -> i32 {
+        // SAFETY: as in `put_many`; the host writes `8 * entries.len()` bytes at
+        // `versions`, which holds exactly `entries.len()` `u64`s (little-endian on wasm32,
+        // as the ABI's record) and is exclusively borrowed for the call.
+        unsafe {
+            raw::skylark_put_v2(
+                raw::addr(chain.as_ptr()),
+                len32(chain.len()),
+                raw::addr(entries.as_ptr()),
+                len32(entries.len()),
+                raw::addr(opts.as_ptr()),
+                len32(opts.len()),
+                raw::addr(versions.as_mut_ptr()),
             )
         }
     }
@@ -256,6 +286,30 @@ pub(crate) fn put_many<H: Host>(
     outcome(host, status, "skylark_put_many")
 }
 
+/// `skylark_put_v2` with guest-side checks: the versions of the fields, in their order.
+/// `ConditionFailed` carries the versions the node holds now ([`Error::versions`]).
+pub(crate) fn put_v2<H: Host>(
+    host: &mut H,
+    chain: &str,
+    fields: &[(&str, &[u8])],
+    opts: &[u8],
+) -> Result<Vec<u64>> {
+    check_id("chain", chain)?;
+    let refs = field_refs(fields)?;
+    let mut versions = vec![0u64; refs.len()];
+    // `fields` (and so every pointer in `refs`) stays borrowed until the call returns.
+    let status = host.put_v2(chain.as_bytes(), &refs, opts, &mut versions);
+    match Status::from_code(status) {
+        Some(Status::Ok) => Ok(versions),
+        Some(Status::ConditionFailed) => {
+            let mut e = host_error(host, status, "skylark_put_v2");
+            e.versions = versions;
+            Err(e)
+        }
+        _ => Err(host_error(host, status, "skylark_put_v2")),
+    }
+}
+
 /// `Ok` for status 0, otherwise the error with the host's message.
 fn outcome<H: Host>(host: &mut H, status: i32, import: &str) -> Result<()> {
     if status == Status::Ok.code() {
@@ -277,12 +331,48 @@ pub(crate) fn get_bundle_bytes<H: Host>(
     opts: &[u8],
     first_cap: usize,
 ) -> Result<Option<Vec<u8>>> {
+    let got = get_bundle_got(host, chain, opts, first_cap)?;
+    if got.timed_out {
+        return Err(host_error(
+            host,
+            Status::TimedOut.code(),
+            "skylark_get_bundle",
+        ));
+    }
+    Ok(got.bytes)
+}
+
+/// What the get-bundle protocol delivered.
+#[derive(Debug)]
+pub(crate) struct Got {
+    /// The encoded bundle, `None` if there is none.
+    pub bytes: Option<Vec<u8>>,
+    /// The host answered `TimedOut` (a `wait_for` whose deadline passed): the bundle holds
+    /// the fields present so far.
+    pub timed_out: bool,
+}
+
+/// The get-bundle buffer protocol of [`get_bundle_bytes`], with `TimedOut` (from
+/// `skylark_get_bundle`, or from `skylark_take_result` after `BufferTooSmall`) delivering
+/// the bundle as `Ok` does, marked.
+pub(crate) fn get_bundle_got<H: Host>(
+    host: &mut H,
+    chain: &str,
+    opts: &[u8],
+    first_cap: usize,
+) -> Result<Got> {
     check_id("chain", chain)?;
     let mut buf = vec![0u8; first_cap.min(u32::MAX as usize)];
     let mut result = GetResult::default();
     let status = host.get_bundle(chain.as_bytes(), opts, &mut buf, &mut result);
-    match Status::from_code(status) {
-        Some(Status::Ok) => {
+    let status = Status::from_code(status).ok_or(status);
+    let timed_out = status == Ok(Status::TimedOut);
+    match status {
+        Ok(Status::TimedOut) if result.len == 0 => Ok(Got {
+            bytes: None,
+            timed_out,
+        }),
+        Ok(Status::Ok | Status::TimedOut) => {
             let len = result.len as usize;
             if len > buf.len() {
                 return Err(Error::new(
@@ -294,14 +384,25 @@ pub(crate) fn get_bundle_bytes<H: Host>(
                 ));
             }
             buf.truncate(len);
-            Ok(Some(buf))
+            Ok(Got {
+                bytes: Some(buf),
+                timed_out,
+            })
         }
-        Some(Status::NotFound) => Ok(None),
-        Some(Status::BufferTooSmall) => {
+        Ok(Status::NotFound) => Ok(Got {
+            bytes: None,
+            timed_out,
+        }),
+        Ok(Status::BufferTooSmall) => {
             drop(buf);
-            take_exact(host, result).map(Some)
+            let (bytes, timed_out) = take_exact(host, result)?;
+            Ok(Got {
+                bytes: Some(bytes),
+                timed_out,
+            })
         }
-        _ => Err(host_error(host, status, "skylark_get_bundle")),
+        Ok(other) => Err(host_error(host, other.code(), "skylark_get_bundle")),
+        Err(code) => Err(host_error(host, code, "skylark_get_bundle")),
     }
 }
 
@@ -314,7 +415,27 @@ pub(crate) fn try_get_bundle<H: Host>(
     let Some(bytes) = get_bundle_bytes(host, chain, opts, DEFAULT_GET_BUFFER)? else {
         return Ok(None);
     };
-    let bundle = Bundle::decode(&bytes).map_err(|e| {
+    decode_for(chain, &bytes).map(Some)
+}
+
+/// A get with `wait_for`: the bundle (complete or, after `TimedOut`, what was there) and
+/// whether the deadline passed.
+pub(crate) fn wait_for<H: Host>(
+    host: &mut H,
+    chain: &str,
+    opts: &[u8],
+) -> Result<(Option<Bundle>, bool)> {
+    let got = get_bundle_got(host, chain, opts, DEFAULT_GET_BUFFER)?;
+    let bundle = match got.bytes {
+        Some(bytes) => Some(decode_for(chain, &bytes)?),
+        None => None,
+    };
+    Ok((bundle, got.timed_out))
+}
+
+/// Decodes the bundle the host delivered for `chain`, checking it is that chain's.
+fn decode_for(chain: &str, bytes: &[u8]) -> Result<Bundle> {
+    let bundle = Bundle::decode(bytes).map_err(|e| {
         Error::new(
             Status::Internal,
             format!(
@@ -332,7 +453,7 @@ pub(crate) fn try_get_bundle<H: Host>(
             ),
         ));
     }
-    Ok(Some(bundle))
+    Ok(bundle)
 }
 
 /// Fetches and decodes a chain's bundle; a missing bundle is a `NotFound` error carrying
@@ -348,8 +469,9 @@ pub(crate) fn get_bundle<H: Host>(host: &mut H, chain: &str, opts: &[u8]) -> Res
     }
 }
 
-/// Collects a result the host keeps under a handle, in a buffer of exactly its length.
-fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
+/// Collects a result the host keeps under a handle, in a buffer of exactly its length;
+/// also says whether the host marked it `TimedOut` (a `wait_for` whose deadline passed).
+fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<(Vec<u8>, bool)> {
     let len = pending.len as usize;
     let handle = pending.handle;
     if handle == 0 {
@@ -369,7 +491,8 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
     buf.resize(len, 0);
     let mut result = GetResult::default();
     let status = host.take_result(handle, &mut buf, &mut result);
-    if status != Status::Ok.code() {
+    let timed_out = status == Status::TimedOut.code();
+    if status != Status::Ok.code() && !timed_out {
         // Read the message before anything else can overwrite it.
         let err = host_error(host, status, "skylark_take_result");
         if status == Status::BufferTooSmall.code() {
@@ -389,7 +512,7 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<Vec<u8>> {
         ));
     }
     buf.truncate(got);
-    Ok(buf)
+    Ok((buf, timed_out))
 }
 
 #[cfg(test)]
@@ -410,6 +533,8 @@ mod tests {
         /// Status `put`/`put_many`/`get_bundle` fail with, if set.
         fail: Option<(Status, &'static str)>,
         put_many_seen: Vec<(usize, Vec<u32>)>,
+        /// Deliver results as a `wait_for` that timed out.
+        timed_out: bool,
     }
 
     impl FakeHost {
@@ -474,6 +599,27 @@ mod tests {
             self.ok()
         }
 
+        fn put_v2(
+            &mut self,
+            chain: &[u8],
+            entries: &[FieldRef],
+            opts: &[u8],
+            versions: &mut [u64],
+        ) -> i32 {
+            let st = self.put_many(chain, entries, opts);
+            self.calls.last_mut().unwrap().push_str("_v2");
+            // Version i + 1 for field i; a failed condition reports version 9 held.
+            let held = if st == Status::ConditionFailed.code() {
+                9
+            } else {
+                0
+            };
+            for (i, v) in versions.iter_mut().enumerate() {
+                *v = held.max(i as u64 + 1);
+            }
+            st
+        }
+
         fn get_bundle(
             &mut self,
             chain: &[u8],
@@ -496,6 +642,9 @@ mod tests {
                     len: enc.len() as u32,
                     handle: 0,
                 };
+                if self.timed_out {
+                    return self.fail_with(Status::TimedOut, "wait_for timed out");
+                }
                 return self.ok();
             }
             self.next_handle += 1;
@@ -525,6 +674,9 @@ mod tests {
             let enc = self.pending.remove(&handle).unwrap();
             buf[..len].copy_from_slice(&enc);
             result.handle = 0;
+            if self.timed_out {
+                return self.fail_with(Status::TimedOut, "taken: wait_for timed out");
+            }
             self.ok()
         }
 
@@ -549,6 +701,56 @@ mod tests {
 
     fn decode(bytes: Option<Vec<u8>>) -> Bundle {
         Bundle::decode(&bytes.expect("bundle present")).unwrap()
+    }
+
+    #[test]
+    fn timed_out_delivers_the_partial_bundle_marked() {
+        let big = vec![5u8; 100_000];
+        for (fields, cap) in [
+            (vec![("a", &b"x"[..])], DEFAULT_GET_BUFFER),
+            (vec![("a", &big[..])], 64),
+        ] {
+            let mut host = FakeHost::with_bundle("c", &fields);
+            host.timed_out = true;
+            let got = get_bundle_got(&mut host, "c", &[], cap).unwrap();
+            assert!(got.timed_out);
+            let b = decode(got.bytes);
+            assert_eq!(b.get("a").map(<[u8]>::len), Some(fields[0].1.len()));
+            // The plain get turns it into an error with the host's message.
+            let mut host = FakeHost::with_bundle("c", &fields);
+            host.timed_out = true;
+            let err = get_bundle_bytes(&mut host, "c", &[], cap).unwrap_err();
+            assert!(err.is(Status::TimedOut), "{err}");
+            assert!(err.message.contains("wait_for timed out"), "{err}");
+        }
+        // No bundle at all yet: TimedOut with length 0.
+        struct Empty(FakeHost);
+        impl Host for Empty {
+            fn put(&mut self, c: &[u8], t: &[u8], v: &[u8], o: &[u8]) -> i32 {
+                self.0.put(c, t, v, o)
+            }
+            fn put_many(&mut self, c: &[u8], e: &[FieldRef], o: &[u8]) -> i32 {
+                self.0.put_many(c, e, o)
+            }
+            fn put_v2(&mut self, c: &[u8], e: &[FieldRef], o: &[u8], v: &mut [u64]) -> i32 {
+                self.0.put_v2(c, e, o, v)
+            }
+            fn get_bundle(&mut self, _: &[u8], _: &[u8], _: &mut [u8], r: &mut GetResult) -> i32 {
+                *r = GetResult::default();
+                self.0.fail_with(Status::TimedOut, "nothing yet")
+            }
+            fn take_result(&mut self, h: u32, b: &mut [u8], r: &mut GetResult) -> i32 {
+                self.0.take_result(h, b, r)
+            }
+            fn drop_result(&mut self, h: u32) -> i32 {
+                self.0.drop_result(h)
+            }
+            fn last_error(&mut self, b: &mut [u8], l: &mut u32) -> i32 {
+                self.0.last_error(b, l)
+            }
+        }
+        let (bundle, timed_out) = wait_for(&mut Empty(FakeHost::default()), "c", &[]).unwrap();
+        assert!(bundle.is_none() && timed_out);
     }
 
     #[test]
@@ -668,6 +870,9 @@ mod tests {
             fn put_many(&mut self, c: &[u8], e: &[FieldRef], o: &[u8]) -> i32 {
                 self.0.put_many(c, e, o)
             }
+            fn put_v2(&mut self, c: &[u8], e: &[FieldRef], o: &[u8], v: &mut [u64]) -> i32 {
+                self.0.put_v2(c, e, o, v)
+            }
             fn get_bundle(&mut self, c: &[u8], o: &[u8], b: &mut [u8], r: &mut GetResult) -> i32 {
                 let st = self.0.get_bundle(c, o, b, r);
                 self.0.pending.clear(); // evicted before the take
@@ -749,6 +954,32 @@ mod tests {
             std::mem::size_of_val(refs.as_slice()),
             2 * skylark_abi::layout::FieldRef::SIZE
         );
+    }
+
+    #[test]
+    fn put_v2_returns_versions_and_a_failed_condition_carries_them() {
+        let mut host = FakeHost::default();
+        let v = put_v2(&mut host, "c", &[("a", b"1"), ("b", b"22")], &[]).unwrap();
+        assert_eq!(v, [1, 2]);
+        assert_eq!(host.calls, ["put_many_v2"]);
+        host.fail = Some((Status::ConditionFailed, "if_version 3 does not hold"));
+        let err = put_v2(&mut host, "c", &[("a", b"1")], &[]).unwrap_err();
+        assert!(err.is(Status::ConditionFailed), "{err}");
+        assert_eq!(err.versions, [9]);
+        assert_eq!(err.message, "if_version 3 does not hold");
+        host.fail = Some((Status::IdempotencyConflict, "other bytes"));
+        let err = put_v2(&mut host, "c", &[("a", b"1")], &[]).unwrap_err();
+        assert!(err.is(Status::IdempotencyConflict), "{err}");
+        assert!(err.versions.is_empty());
+        // Ids and the field list are checked before the host is called.
+        let calls = host.calls.len();
+        assert!(put_v2(&mut host, "c:1", &[("a", b"1")], &[])
+            .unwrap_err()
+            .is(Status::InvalidId));
+        assert!(put_v2(&mut host, "c", &[], &[])
+            .unwrap_err()
+            .is(Status::TooManyFields));
+        assert_eq!(host.calls.len(), calls);
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //! [`raw`] for the bare functions) in a small typed API:
 //!
 //! - [`put`] / [`put_value`] store one field; [`put_many`] stores several in one round trip.
+//! - [`put_versioned`] / [`put_many_versioned`] (ABI version 2) do the same and return the
+//!   versions the fields got; with [`PutOptions`]' `if_version` (compare-and-swap),
+//!   `if_absent` and `idempotency_key` a put is conditional or idempotent (also through
+//!   [`put_with`]). A failed condition is an [`Error`] with status `ConditionFailed`
+//!   carrying the versions the node holds ([`Error::versions`]).
 //! - [`get_bundle`] / [`try_get_bundle`] fetch every field of a chain as a [`Bundle`].
+//! - [`wait_for`] waits until named tasks' fields are on this node, then fetches them.
 //! - [`new_chain_id`] makes a fresh chain id; [`abi_version`] asks the host for its ABI.
 //!
 //! Every call returns [`Result`]; an [`Error`] carries the host's [`Status`] and message.
@@ -58,7 +64,8 @@ use host::RawHost;
 use serde::Serialize;
 use skylark_abi::wire;
 
-/// The ABI version the host implements (1 for this SDK's ABI; 0 outside wasm32).
+/// The ABI version the host implements (2 for this SDK's ABI, 1 for an older host that
+/// lacks `skylark_put_v2`; 0 outside wasm32).
 pub fn abi_version() -> i32 {
     // SAFETY: takes no arguments and touches no memory.
     unsafe { raw::skylark_version() }
@@ -85,6 +92,22 @@ fn encode_opts<T: Serialize + Default + PartialEq>(opts: &T) -> Result<Vec<u8>> 
     wire::encode_options(opts).map_err(|e| Error::new(Status::Internal, e.to_string()))
 }
 
+/// Encodes put options after the checks the host would make of the ABI version 2 options:
+/// `if_version` excludes `if_absent`, and an idempotency key follows the id rules.
+fn encode_put_opts(opts: &PutOptions) -> Result<Vec<u8>> {
+    if opts.if_version.is_some() && opts.if_absent {
+        return Err(Error::new(
+            Status::InvalidOptions,
+            "if_version and if_absent exclude each other",
+        ));
+    }
+    if let Some(k) = &opts.idempotency_key {
+        host::check_id("idempotency key", k)
+            .map_err(|e| Error::new(Status::InvalidOptions, e.message))?;
+    }
+    encode_opts(opts)
+}
+
 /// Stores `value` (any bytes) as field `task` of chain `chain`'s bundle, in one round trip.
 /// Returns once the node-local store has acknowledged the write. An existing field of the
 /// same task is replaced.
@@ -94,7 +117,7 @@ pub fn put(chain: &str, task: &str, value: &[u8]) -> Result<()> {
 
 /// [`put`] with explicit options.
 pub fn put_with(chain: &str, task: &str, value: &[u8], opts: &PutOptions) -> Result<()> {
-    let opts = encode_opts(opts)?;
+    let opts = encode_put_opts(opts)?;
     host::put(&mut RawHost, chain, task, value, &opts)
 }
 
@@ -106,8 +129,44 @@ pub fn put_many(chain: &str, fields: &[(&str, &[u8])]) -> Result<()> {
 
 /// [`put_many`] with explicit options.
 pub fn put_many_with(chain: &str, fields: &[(&str, &[u8])], opts: &PutOptions) -> Result<()> {
-    let opts = encode_opts(opts)?;
+    let opts = encode_put_opts(opts)?;
     host::put_many(&mut RawHost, chain, fields, &opts)
+}
+
+/// [`put_with`] through `skylark_put_v2` (ABI version 2): returns the version the field
+/// got (for a repeat of an idempotent put, the first put's). With `opts.if_version` or
+/// `opts.if_absent` a failed condition is an error with status `ConditionFailed` whose
+/// [`Error::versions`] holds the version the node holds now (0: absent).
+pub fn put_versioned(chain: &str, task: &str, value: &[u8], opts: &PutOptions) -> Result<u64> {
+    let versions = put_many_versioned(chain, &[(task, value)], opts)?;
+    versions.first().copied().ok_or_else(|| {
+        Error::new(
+            Status::Internal,
+            "skylark_put_v2 returned no version for one field",
+        )
+    })
+}
+
+/// [`put_many_with`] through `skylark_put_v2` (ABI version 2): the versions of the fields,
+/// in their order. Conditions apply to every field: all hold or nothing is written.
+pub fn put_many_versioned(
+    chain: &str,
+    fields: &[(&str, &[u8])],
+    opts: &PutOptions,
+) -> Result<Vec<u64>> {
+    let opts = encode_put_opts(opts)?;
+    host::put_v2(&mut RawHost, chain, fields, &opts)
+}
+
+/// [`put_value_with`] through `skylark_put_v2`: returns the field's version.
+pub fn put_value_versioned<T: Serialize + ?Sized>(
+    chain: &str,
+    task: &str,
+    value: &T,
+    opts: &PutOptions,
+) -> Result<u64> {
+    let bytes = encode_value(value)?;
+    put_versioned(chain, task, &bytes, opts)
 }
 
 /// Encodes a value the way [`put_value`] stores it and [`Bundle::load`] reads it:
@@ -178,6 +237,44 @@ pub fn try_get_bundle(chain: &str) -> Result<Option<Bundle>> {
 pub fn try_get_bundle_with(chain: &str, opts: &GetOptions) -> Result<Option<Bundle>> {
     let opts = encode_opts(opts)?;
     host::try_get_bundle(&mut RawHost, chain, &opts)
+}
+
+/// What a get with `wait_for` delivered ([`wait_for`], [`wait_for_with`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waited {
+    /// The bundle: complete, or the fields present when the deadline passed; `None` if
+    /// the chain had no bundle at all by then.
+    pub bundle: Option<Bundle>,
+    /// Every task waited for is in `bundle` (the host answered `Ok`, not `TimedOut`).
+    pub complete: bool,
+}
+
+/// Waits until every task in `tasks` has stored its field of chain `chain` on this node
+/// (locally, or arrived by propagation), at most `wait_ms` milliseconds (capped by the
+/// node's `SKYLARK_MAX_WAIT_MS`), and returns the bundle: the fan-in join. When the
+/// deadline passes first, the host looks at the other tiers once; [`Waited::complete`]
+/// is false if the tasks are still not all there, and the bundle holds what was.
+pub fn wait_for(chain: &str, tasks: &[&str], wait_ms: u64) -> Result<Waited> {
+    let opts = GetOptions {
+        wait_for: tasks.iter().map(|t| t.to_string()).collect(),
+        wait_ms: Some(wait_ms),
+        ..Default::default()
+    };
+    wait_for_with(chain, &opts)
+}
+
+/// [`wait_for`] with explicit options (`opts.wait_for` names the tasks; without any, this
+/// is a plain [`try_get_bundle_with`]).
+pub fn wait_for_with(chain: &str, opts: &GetOptions) -> Result<Waited> {
+    for t in &opts.wait_for {
+        host::check_id("task", t)?;
+    }
+    let opts = encode_opts(opts)?;
+    let (bundle, timed_out) = host::wait_for(&mut RawHost, chain, &opts)?;
+    Ok(Waited {
+        bundle,
+        complete: !timed_out,
+    })
 }
 
 #[cfg(test)]
@@ -261,5 +358,30 @@ mod tests {
             .is(Status::Unsupported));
         // Id checks come first, even natively.
         assert!(put("c:1", "t", b"v").unwrap_err().is(Status::InvalidId));
+        let none = PutOptions::default();
+        assert!(put_versioned("c", "t", b"v", &none)
+            .unwrap_err()
+            .is(Status::Unsupported));
+        assert!(put_many_versioned("c", &[("t", b"v")], &none)
+            .unwrap_err()
+            .is(Status::Unsupported));
+    }
+
+    #[test]
+    fn options_the_host_would_refuse_never_reach_it() {
+        let both = PutOptions {
+            if_version: Some(1),
+            if_absent: true,
+            ..PutOptions::default()
+        };
+        let err = put_versioned("c", "t", b"v", &both).unwrap_err();
+        assert!(err.is(Status::InvalidOptions), "{err}");
+        let key = PutOptions {
+            idempotency_key: Some("a b".into()),
+            ..PutOptions::default()
+        };
+        let err = put_with("c", "t", b"v", &key).unwrap_err();
+        assert!(err.is(Status::InvalidOptions), "{err}");
+        assert!(err.message.starts_with("idempotency key id"), "{err}");
     }
 }

@@ -16,7 +16,7 @@
 mod imp {
     #[link(wasm_import_module = "skylark")]
     extern "C" {
-        /// Returns the host's ABI version (1).
+        /// Returns the host's ABI version (2; 1 for hosts before `skylark_put_v2`).
         pub fn skylark_version() -> i32;
 
         /// Stores `value` as field `task` of chain `chain`'s bundle, in one round trip.
@@ -47,6 +47,23 @@ mod imp {
             entries_count: i32,
             opts_ptr: i32,
             opts_len: i32,
+        ) -> i32;
+
+        /// (ABI version 2) As [`skylark_put_many`], and writes `entries_count` little-endian
+        /// `u64` versions at `versions_ptr`: those assigned, for an idempotent repeat those
+        /// of the first put, for `ConditionFailed` those the node holds now.
+        ///
+        /// # Safety
+        /// As for [`skylark_put_many`]; the host writes `8 * entries_count` bytes at
+        /// `versions_ptr`.
+        pub fn skylark_put_v2(
+            chain_ptr: i32,
+            chain_len: i32,
+            entries_ptr: i32,
+            entries_count: i32,
+            opts_ptr: i32,
+            opts_len: i32,
+            versions_ptr: i32,
         ) -> i32;
 
         /// Reads a chain's whole bundle (MessagePack) into `buf`, or keeps it under a handle
@@ -138,6 +155,22 @@ mod imp {
     ///
     /// # Safety
     /// Always safe to call; `unsafe` only to match the wasm32 import.
+    pub unsafe fn skylark_put_v2(
+        _chain_ptr: i32,
+        _chain_len: i32,
+        _entries_ptr: i32,
+        _entries_count: i32,
+        _opts_ptr: i32,
+        _opts_len: i32,
+        _versions_ptr: i32,
+    ) -> i32 {
+        UNSUPPORTED
+    }
+
+    /// Stub: returns `Status::Unsupported`.
+    ///
+    /// # Safety
+    /// Always safe to call; `unsafe` only to match the wasm32 import.
     pub unsafe fn skylark_get_bundle(
         _chain_ptr: i32,
         _chain_len: i32,
@@ -205,6 +238,10 @@ mod tests {
             );
             assert_eq!(
                 skylark_put_many(0, 0, 0, 0, 0, 0),
+                Status::Unsupported.code()
+            );
+            assert_eq!(
+                skylark_put_v2(0, 0, 0, 0, 0, 0, 0),
                 Status::Unsupported.code()
             );
             assert_eq!(

@@ -129,6 +129,7 @@ macro_rules! trampoline {
 trampoline!(host_version, imports::VERSION, |i, _m, _a| i.version());
 trampoline!(host_put, imports::PUT, |i, m, a| i.put(m, a));
 trampoline!(host_put_many, imports::PUT_MANY, |i, m, a| i.put_many(m, a));
+trampoline!(host_put_v2, imports::PUT_V2, |i, m, a| i.put_v2(m, a));
 trampoline!(host_get_bundle, imports::GET_BUNDLE, |i, m, a| i
     .get_bundle(m, a));
 trampoline!(host_take_result, imports::TAKE_RESULT, |i, m, a| i
@@ -149,7 +150,7 @@ macro_rules! host_function {
 }
 
 /// The functions of the module, by import name.
-fn functions() -> [HostFunction; 7] {
+fn functions() -> [HostFunction; 8] {
     [
         host_function!(imports::VERSION, host_version),
         host_function!(imports::PUT, host_put),
@@ -158,6 +159,7 @@ fn functions() -> [HostFunction; 7] {
         host_function!(imports::TAKE_RESULT, host_take_result),
         host_function!(imports::DROP_RESULT, host_drop_result),
         host_function!(imports::LAST_ERROR, host_last_error),
+        host_function!(imports::PUT_V2, host_put_v2),
     ]
 }
 

@@ -390,9 +390,9 @@ impl SecureRedis {
 /// node-local store for namespace `ns`: README.md documents the same.
 pub fn node_acl(ns: &str) -> String {
     format!(
-        "resetkeys ~{ns}:* resetchannels &{ns}/events -@all +ping +get +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec \
-         +publish"
+        "resetkeys ~{ns}:* resetchannels &{ns}/events &{ns}/arrivals:* -@all +ping +get +del \
+         +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard \
+         +zrangebyscore +eval +multi +exec +publish +subscribe +unsubscribe"
     )
 }
 
@@ -400,7 +400,7 @@ pub fn node_acl(ns: &str) -> String {
 /// remote or global store (bundles only): README.md documents the same.
 pub fn peer_acl(ns: &str) -> String {
     format!(
-        "resetkeys ~{ns}:bundle:* resetchannels -@all +ping +del +expire +hset +hget +hdel \
-         +hgetall +hkeys +hstrlen +eval +multi +exec"
+        "resetkeys ~{ns}:bundle:* resetchannels &{ns}/arrivals:* -@all +ping +del +expire +hset \
+         +hget +hdel +hgetall +hkeys +hstrlen +eval +multi +exec +publish +subscribe +unsubscribe"
     )
 }

@@ -247,6 +247,17 @@ fn acl_users_with_the_documented_minimal_permissions() {
     assert_eq!(v["fields"]["pre"]["fnv"], fnv);
     assert!(b.hgetall(&key).contains_key("pre"));
 
+    // Waiting for state subscribes to the chain's arrivals: on the node store under the
+    // node user, and (policy stateless) on the global store under the tenant user.
+    for policy in ["skylark", "stateless"] {
+        let (g, v) = run(
+            guest(&b.url(), &env("edge-b")),
+            &["wait", &chain, "--wait-for", "pre", "--policy", policy],
+        );
+        assert_eq!(v["status"], 0, "{v}\n{}", g.stderr);
+        assert_eq!(v["fields"]["pre"]["fnv"], fnv, "{v}");
+    }
+
     // Everything above stayed inside the ACLs.
     for (name, r) in [("edge-a", &a), ("edge-b", &b), ("global", &global)] {
         let refused = r.take_acl_log();

@@ -1,6 +1,7 @@
-//! A hostile guest calls every import with out-of-range pointers, wrapping lengths,
-//! invalid ids and garbage options: each call gets the right error code and a message,
-//! the wasmedge process exits normally, and the host still serves valid calls afterwards.
+//! A hostile guest calls every import (`skylark_put_v2` too) with out-of-range pointers,
+//! wrapping lengths, invalid ids and garbage options: each call gets the right error code
+//! and a message, the wasmedge process exits normally, and the host still serves valid
+//! calls afterwards.
 
 use skylark_abi::Status;
 use skylark_testkit::{Guest, Redis, RUN_TIMEOUT};
@@ -44,6 +45,10 @@ fn hostile_arguments_get_error_codes_and_the_runtime_survives() {
         ("put_many_count_zero", TooManyFields),
         ("put_many_record_past_end", InvalidPointer),
         ("put_many_duplicate", DuplicateField),
+        ("put_v2_versions_past_end", InvalidPointer),
+        ("put_v2_versions_wrap", InvalidPointer),
+        ("put_v2_count_huge", TooManyFields),
+        ("put_v2_conditions_exclusive", InvalidOptions),
         ("get_result_past_end", InvalidPointer),
         ("get_buffer_past_end", InvalidPointer),
         ("get_chain_past_end", InvalidPointer),
@@ -53,6 +58,7 @@ fn hostile_arguments_get_error_codes_and_the_runtime_survives() {
         ("last_error_len_past_end", InvalidPointer),
         ("last_error_buf_past_end", InvalidPointer),
         ("valid_put", Ok),
+        ("valid_put_v2", Ok),
         ("valid_get", Ok),
     ];
     for (name, status) in expected {
@@ -82,7 +88,21 @@ fn hostile_arguments_get_error_codes_and_the_runtime_survives() {
         run.stdout
     );
 
-    // Only the valid put reached the store.
+    // The valid versioned put reports the version it assigned.
+    let version: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("valid_put_v2_version "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version of the valid put_v2:\n{}", run.stdout));
+    let held = redis.hgetall("skylark:bundle:hostile-chain");
+    assert_eq!(
+        held.get("@v:task")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        Some(version.to_string())
+    );
+
+    // Only the valid puts reached the store (one field: none of the refused "other").
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query(&mut redis.conn())

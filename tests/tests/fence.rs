@@ -1,6 +1,7 @@
 //! The fenced writes of `skylark_core::fence` (versioned put, copy, clean-up) run as the
 //! plugin sends them, against a real redis-server: an older copy or a late clean-up never
-//! replaces or deletes newer state, and TTLs are given only when configured.
+//! replaces or deletes newer state, TTLs are given only when configured, and a guarded put
+//! (condition, idempotency key) that is refused or repeated writes nothing.
 
 use skylark_core::fence::{self, Copy, Placed, Stamped};
 use skylark_testkit::Redis;
@@ -287,4 +288,76 @@ fn a_cleanup_never_empties_a_node_a_later_put_elected_and_a_copy_finds_what_is_g
         Some("500"),
         "the highest claim stays"
     );
+}
+
+/// A put with a guard (condition, idempotency key) as the plugin sends it: (what it did,
+/// the whole hash afterwards).
+fn guarded(
+    r: &Redis,
+    fields: &[(&str, &[u8])],
+    guard: &fence::Guard,
+) -> (fence::Verdict, BTreeMap<String, Vec<u8>>) {
+    let replies: Vec<redis::Value> = fence::put_guarded(KEY, fields, None, guard)
+        .query(&mut r.conn())
+        .expect("the put runs");
+    let verdict = fence::put_verdict(&replies).expect("a verdict in the reply");
+    (verdict, r.hgetall(KEY))
+}
+
+#[test]
+fn a_refused_put_writes_nothing_and_a_repeat_answers_with_the_first_versions() {
+    use fence::{Condition, Guard, Verdict};
+    let r = Redis::start();
+    let v = put(&r, &[("t", b"a")])[0];
+    let before = r.hgetall(KEY);
+    let cas = |version| Guard {
+        condition: Condition::Version(version),
+        idempotency: None,
+    };
+    // A stale compare-and-swap of t and a new u: neither is written, u reports 0.
+    let (verdict, after) = guarded(&r, &[("t", b"b"), ("u", b"c")], &cas(v - 1));
+    assert_eq!(verdict, Verdict::ConditionFailed(vec![v, 0]));
+    assert_eq!(after, before, "the values' HSET was undone");
+    let absent = Guard {
+        condition: Condition::Absent,
+        idempotency: None,
+    };
+    let (verdict, after) = guarded(&r, &[("u", b"c"), ("t", b"b")], &absent);
+    assert_eq!(verdict, Verdict::ConditionFailed(vec![0, v]));
+    assert_eq!(after, before);
+    // The swap that holds.
+    let (verdict, after) = guarded(&r, &[("t", b"b")], &cas(v));
+    let Verdict::Stored(w) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert!(w[0] > v);
+    assert_eq!(text(&after, "t").as_deref(), Some("b"));
+
+    // An idempotent put of two fields, repeated in the other order, then with other bytes.
+    let fields: [(&str, &[u8]); 2] = [("x", b"1"), ("y", b"2")];
+    let keyed = Guard {
+        condition: Condition::Always,
+        idempotency: Some(("@idem:k".into(), fence::digest(&fields))),
+    };
+    let (verdict, after) = guarded(&r, &fields, &keyed);
+    let Verdict::Stored(first) = verdict else {
+        panic!("{verdict:?}")
+    };
+    let record = text(&after, "@idem:k").expect("the record");
+    assert_eq!(
+        record,
+        format!("{}\nx {}\ny {}", fence::digest(&fields), first[0], first[1])
+    );
+    let swapped: [(&str, &[u8]); 2] = [("y", b"2"), ("x", b"1")];
+    let (verdict, again) = guarded(&r, &swapped, &keyed);
+    assert_eq!(verdict, Verdict::Repeated(vec![first[1], first[0]]));
+    assert_eq!(again, after, "a repeat writes nothing");
+    let other: [(&str, &[u8]); 2] = [("x", b"1"), ("y", b"3")];
+    let conflict = Guard {
+        idempotency: Some(("@idem:k".into(), fence::digest(&other))),
+        ..keyed.clone()
+    };
+    let (verdict, again) = guarded(&r, &other, &conflict);
+    assert_eq!(verdict, Verdict::Conflict);
+    assert_eq!(again, after);
 }

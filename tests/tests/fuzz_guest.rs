@@ -29,6 +29,7 @@ fn twenty_thousand_random_calls_break_nothing() {
     for (import, codes) in [
         ("skylark_put", &[0, 10, 12][..]),
         ("skylark_put_many", &[0, 10, 12, 14, 17]),
+        ("skylark_put_v2", &[0, 10, 12, 14]),
         ("skylark_get_bundle", &[0, 2, 10, 12, 15]),
         ("skylark_take_result", &[0, 2, 10, 16]),
         ("skylark_drop_result", &[0, 16]),

@@ -38,8 +38,8 @@ impl Nodes {
         self
     }
 
-    /// Runs the probe on node `n1` or `n2` with `args`; returns its JSON line.
-    fn probe(&self, node: &str, args: &[&str]) -> Value {
+    /// The probe on node `n1` or `n2` with `args`.
+    fn guest(&self, node: &str, args: &[&str]) -> Guest {
         let store = if node == "n1" { &self.n1 } else { &self.n2 };
         let mut g = Guest::new("probe", &store.url)
             .env("SKYLARK_NODE_NAME", node)
@@ -48,7 +48,51 @@ impl Nodes {
         for (k, v) in &self.env {
             g = g.env(k, v);
         }
-        g.args(args).run(RUN_TIMEOUT).assert_success().json()
+        g.args(args)
+    }
+
+    /// Runs the probe on node `n1` or `n2` with `args`; returns its JSON line.
+    fn probe(&self, node: &str, args: &[&str]) -> Value {
+        self.guest(node, args)
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json()
+    }
+
+    /// A `stateless` get on `n2` waiting for `chain`'s task `t` ends once a `stateless`
+    /// put on `n1` stores it: the waiter listens to the global store's arrivals channel
+    /// (`servers`: where it may subscribe).
+    fn stateless_wait(&self, servers: &[&Redis]) {
+        let chain = chain_id("wait");
+        let args = [
+            "wait",
+            &chain,
+            "--wait-for",
+            "t",
+            "--wait-ms",
+            "60000",
+            "--policy",
+            "stateless",
+        ];
+        let waiter = self.guest("n2", &args).spawn();
+        let channel = format!("skylark/arrivals:{chain}");
+        eventually("the waiter to subscribe", RUN_TIMEOUT, || {
+            servers.iter().any(|r| {
+                r.try_conn().is_some_and(|mut c| {
+                    redis::cmd("PUBSUB")
+                        .arg("NUMSUB")
+                        .arg(&channel)
+                        .query::<(String, i64)>(&mut c)
+                        .is_ok_and(|(_, n)| n >= 1)
+                })
+            })
+        });
+        let put = self.put("n1", &chain, "t", 5, &["--policy", "stateless"]);
+        let run = waiter.wait(RUN_TIMEOUT);
+        run.assert_success();
+        let v = run.json();
+        assert_eq!(v["status"], 0, "{v}");
+        assert_eq!(fnv(&v, "t"), put, "{v}");
     }
 
     fn put(&self, node: &str, chain: &str, task: &str, seed: u32, extra: &[&str]) -> String {
@@ -119,6 +163,16 @@ fn a_cluster_global_store_takes_copies_stateless_puts_and_fallback_reads() {
     assert_eq!(get["status"], 0, "{get}");
     assert_eq!(fnv(&get, "s"), put);
     assert_eq!(nodes.n1.outbox_len(), 0);
+}
+
+#[test]
+fn a_stateless_wait_ends_when_the_put_reaches_a_distributed_global_store() {
+    let cluster = RedisCluster::start();
+    let nodes = Nodes::new(cluster.url());
+    nodes.stateless_wait(&cluster.nodes.iter().collect::<Vec<_>>());
+    let sentinels = Sentinels::start();
+    let nodes = Nodes::new(sentinels.url());
+    nodes.stateless_wait(&sentinels.data.iter().collect::<Vec<_>>());
 }
 
 #[test]

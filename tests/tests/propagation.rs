@@ -89,6 +89,109 @@ fn skylark_elects_the_successors_node_when_the_slo_allows() {
 }
 
 #[test]
+fn a_fan_out_places_the_state_for_each_destination() {
+    let c = Constellation::for_system_tests();
+    let mut events = c.events("pi5u2");
+    let chain = chain_id("fan");
+    put(&c, "pi5u2", &chain, "pre", &["--dests", "pi4u5,pi5u4"]);
+
+    // The process has exited: its exit flush delivered every copy, each destination's
+    // elected node and the global store holding the writer's bundle.
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec![
+            "pi4u5".into(),
+            "pi5u1".into(),
+            "pi5u2".into(),
+            "pi5u4".into()
+        ])
+    );
+    let written = c.bundle("pi5u2", &chain);
+    for node in ["pi4u5", "pi5u4", "pi5u1"] {
+        assert_eq!(c.bundle(node, &chain), written, "{node}");
+    }
+    // The placement record names the first destination's node, on every copy.
+    for node in ["pi5u2", "pi4u5", "pi5u4"] {
+        assert_eq!(c.placement(node, &chain)["pre"], "pi4u5", "{node}");
+    }
+    assert_eq!(c.outbox_len("pi5u2"), 0, "the job left the outbox");
+
+    // One election per destination.
+    for dest in ["pi4u5", "pi5u4"] {
+        let ev = events.wait_for("placement", Duration::from_secs(10), |v| {
+            v["chain"] == chain.as_str() && v["destination"] == dest
+        });
+        assert_eq!(ev["elected"], dest, "{ev}");
+    }
+    let done = events.wait_for("propagated", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    assert_eq!(done["elected"], "pi4u5", "{done}");
+    assert_eq!(done["also"], serde_json::json!(["pi5u4"]), "{done}");
+
+    // Both successors find the state in their own node's store.
+    for node in ["pi4u5", "pi5u4"] {
+        let g = get(&c, node, &chain, &[]);
+        assert_eq!(g["tier"], "local", "{node}: {g}");
+        assert_eq!(g["placement"]["pre"], "pi4u5", "{node}: {g}");
+    }
+}
+
+#[test]
+fn destinations_whose_elections_coincide_share_one_copy() {
+    // The research's rule with 50 ms: for pi4u5 (3 hops) and pi4u6 (4 hops) alike only
+    // pi5u4 (2 hops, 2 x 20 ms) fits, so both elections name it.
+    let mut c = Constellation::for_system_tests();
+    c.env.push(("SKYLARK_ELECTION".into(), "research".into()));
+    let mut events = c.events("pi5u2");
+    let chain = chain_id("shared");
+    put(
+        &c,
+        "pi5u2",
+        &chain,
+        "pre",
+        &["--dests", "pi4u5,pi4u6", "--max-latency-ms", "50"],
+    );
+    for dest in ["pi4u5", "pi4u6"] {
+        let ev = events.wait_for("placement", Duration::from_secs(10), |v| {
+            v["chain"] == chain.as_str() && v["destination"] == dest
+        });
+        assert_eq!(ev["elected"], "pi5u4", "{ev}");
+    }
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec!["pi5u1".into(), "pi5u2".into(), "pi5u4".into()])
+    );
+    assert_eq!(c.placement("pi5u2", &chain)["pre"], "pi5u4");
+    // One copy to pi5u4 served both destinations: the job made two copies, not three.
+    let done = events.wait_for("propagated", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    let copies: Vec<String> = serde_json::from_value(done["copies"].clone()).expect("copies");
+    assert_eq!(
+        sorted(copies),
+        sorted(vec!["pi5u1".into(), "pi5u4".into()]),
+        "{done}"
+    );
+    let stats = c.stats("pi5u2");
+    assert_eq!(stats.get("copies"), Some(&2), "{stats:?}");
+}
+
+#[test]
+fn destination_and_destinations_together_are_invalid_options() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("both");
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7"])
+        .args(["--dest", "pi4u5", "--dests", "pi5u4,pi4u6"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(run.json()["status"], 15, "{}", run.stdout);
+    assert!(c.holders(&chain).is_empty(), "nothing stored");
+}
+
+#[test]
 fn skylark_moves_state_only_as_far_as_the_slo_allows() {
     // The research's rule (SKYLARK_ELECTION=research, kept as a named variant) keeps the
     // state local when no node fits; the default rule moves it to the consumer then
@@ -380,6 +483,38 @@ fn an_unreachable_node_is_retried_then_replaced() {
     );
     assert!(!c.bundle("pi5u3", &chain).is_empty());
     assert_eq!(c.outbox_len("pi5u2"), 0);
+}
+
+#[test]
+fn an_unreachable_further_destination_is_replaced_alone() {
+    let c = Constellation::for_system_tests();
+    let mut events = c.events("pi5u2");
+    c.cut_links_to("pi4u5");
+    let chain = chain_id("fan-cut");
+    put(&c, "pi5u2", &chain, "pre", &["--dests", "pi5u3,pi4u5"]);
+    // Two failed copies to pi4u5, the second destination's node, then the next candidate
+    // on its path; the first destination's node and the record stay.
+    let re = events.wait_for("retarget", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str() && v["from"] == "pi4u5"
+    });
+    assert_eq!(re["chain"], chain.as_str());
+    let done = events.wait_for("propagated", Duration::from_secs(10), |v| {
+        v["chain"] == chain.as_str()
+    });
+    assert_eq!(done["elected"], "pi5u3", "{done}");
+    assert_eq!(done["also"], serde_json::json!(["pi5u4"]), "{done}");
+    assert_eq!(c.placement("pi5u2", &chain)["pre"], "pi5u3");
+    assert_eq!(
+        sorted(c.holders(&chain)),
+        sorted(vec![
+            "pi5u1".into(),
+            "pi5u2".into(),
+            "pi5u3".into(),
+            "pi5u4".into()
+        ])
+    );
+    assert_eq!(c.outbox_len("pi5u2"), 0, "the job left the outbox");
+    c.heal_links_to("pi4u5");
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! two task names) and decides on the largest count.
 //!
 //! Usage: `alarm <chain_id> [--min-detections N] [--inputs TASKS] [--dest NODE]
-//! [--policy P] [--max-latency-ms MS] [--state bundled|single]`; prints one JSON line
+//! [--policy P] [--max-latency-ms MS] [--state bundled|single] [--wait-inputs-ms MS]`
+//! (with `--wait-inputs-ms` the join waits, at most MS, for inputs not yet put: it may
+//! start before its predecessors); prints one JSON line
 //! `{"function":"alarm","chain":..,"alarm":bool,"detections":..,"min_detections":..,
 //!   "bundle_fields":..,"source":{"tier":..,"node":..},"get_ms":..,"put_ms":..,"total_ms":..}`.
 
@@ -18,7 +20,7 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "alarm",
-    usage: "alarm <chain_id> [--min-detections N] [--inputs TASKS] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single]   (N default 1; TASKS comma-separated, default detect)",
+    usage: "alarm <chain_id> [--min-detections N] [--inputs TASKS] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single] [--wait-inputs-ms MS]   (N default 1; TASKS comma-separated, default detect)",
     flags: &[
         "min-detections",
         "inputs",
@@ -26,6 +28,7 @@ const SPEC: Spec = Spec {
         "policy",
         "max-latency-ms",
         "state",
+        "wait-inputs-ms",
     ],
 };
 

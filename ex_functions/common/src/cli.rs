@@ -234,6 +234,10 @@ pub fn put_options(args: &Args, start: Instant) -> Result<skylark_guest::PutOpti
     };
     Ok(skylark_guest::PutOptions {
         destination: args.value("dest").map(str::to_string),
+        destinations: args
+            .value("dests")
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
         policy,
         max_latency_ms,
         exec_ms: Some(start.elapsed().as_millis() as u64),

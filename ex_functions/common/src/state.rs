@@ -47,8 +47,15 @@ pub fn get_options(args: &Args) -> Result<GetOptions, String> {
             format!("--policy {p:?} is not one of skylark, random, stateless, local")
         })?),
     };
+    // `--wait-inputs-ms MS`: wait (at most MS) for inputs not yet put (a join started
+    // before its inputs); see `needing`.
+    let wait_ms = match args.value("wait-inputs-ms") {
+        None => None,
+        Some(_) => Some(args.number::<u64>("wait-inputs-ms", 0)?),
+    };
     Ok(GetOptions {
         policy,
+        wait_ms,
         ..Default::default()
     })
 }
@@ -92,6 +99,30 @@ impl Read {
     }
 }
 
+/// The options of a read that needs the state of `needed`.
+/// - By default (`require`): the host asks every tier at once and also waits (bounded)
+///   for copies already announced to this node, so a step whose inputs were put before it
+///   started gets them wherever they are, without waiting where the policy placed them
+///   elsewhere (`random`, `stateless`).
+/// - With a deadline (`opts.wait_ms`, the `--wait-inputs-ms` flag; `wait_for`): the host
+///   waits on this node until every input is there, also inputs whose put has not
+///   happened yet: the fan-in join started before its inputs (ABI.md, "Waiting for
+///   state"); at the deadline it looks at the other tiers once, and a join whose inputs
+///   are still missing fails with `TimedOut`.
+fn needing(needed: Vec<String>, opts: &GetOptions) -> GetOptions {
+    if opts.wait_ms.is_some() {
+        GetOptions {
+            wait_for: needed,
+            ..opts.clone()
+        }
+    } else {
+        GetOptions {
+            require: needed,
+            ..opts.clone()
+        }
+    }
+}
+
 /// Reads the state of `tasks` (the predecessors this step needs) of `chain`.
 pub fn read(
     layout: Layout,
@@ -105,16 +136,11 @@ pub fn read(
         Layout::Single => tasks.iter().map(|t| layout.chain_of(chain, t)).collect(),
     };
     for (i, c) in chains.iter().enumerate() {
-        // The host waits (bounded) for required state still on its way rather than
-        // answer with an incomplete bundle.
         let needed: Vec<String> = match layout {
             Layout::Bundled => tasks.iter().map(|t| t.to_string()).collect(),
             Layout::Single => vec![tasks[i].to_string()],
         };
-        let opts = GetOptions {
-            require: needed,
-            ..opts.clone()
-        };
+        let opts = needing(needed, opts);
         let (bundle, ms) = timed(|| skylark_guest::get_bundle_with(c, &opts));
         let bundle = bundle.map_err(|e| format!("fetching the state of chain {c}: {e}"))?;
         out.get_ms += ms;

@@ -3,8 +3,10 @@
 //! `preprocess` stored, and stores them as a `Detections` value in field `detect`.
 //!
 //! Usage: `detect <chain_id> [--threshold T] [--task NAME] [--dest NODE] [--policy P]
-//! [--max-latency-ms MS] [--state bundled|single]`; `--task` names the field it writes
-//! (default `detect`; a workflow may run detect twice under two names). Prints one JSON line
+//! [--max-latency-ms MS] [--successor-in-ms MS] [--state bundled|single]`; `--task` names
+//! the field it writes (default `detect`; a workflow may run detect twice under two names,
+//! e.g. two detectors of a fan-out whose join starts when the slower one is done, which
+//! `--successor-in-ms` tells the election). Prints one JSON line
 //! `{"function":"detect","chain":..,"detections":..,"image_bytes":..,"bundle_fields":..,
 //!   "source":{"tier":..,"node":..},"get_ms":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
 
@@ -16,13 +18,14 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "detect",
-    usage: "detect <chain_id> [--threshold T] [--task NAME] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--state bundled|single]   (T in 0..=255, default 128; NAME default detect)",
+    usage: "detect <chain_id> [--threshold T] [--task NAME] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--successor-in-ms MS] [--state bundled|single]   (T in 0..=255, default 128; NAME default detect)",
     flags: &[
         "threshold",
         "task",
         "dest",
         "policy",
         "max-latency-ms",
+        "successor-in-ms",
         "state",
     ],
 };

@@ -2,8 +2,10 @@
 //! grayscale "satellite image", preprocesses it (3x3 box blur + contrast stretch) and stores
 //! the result as field `preprocess` of the chain's bundle.
 //!
-//! Usage: `preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P]
-//! [--max-latency-ms MS] [--successor-in-ms MS] [--state bundled|single]`; prints one JSON line
+//! Usage: `preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE | --dests NODE,NODE]
+//! [--policy P] [--max-latency-ms MS] [--successor-in-ms MS] [--state bundled|single]`;
+//! `--dests` names the nodes of several successors (a fan-out, put option `destinations`:
+//! the state is placed for each of them). Prints one JSON line
 //! `{"function":"preprocess","chain":..,"bytes":..,"seed":..,"compute_ms":..,"put_ms":..,"total_ms":..}`.
 
 use eo_common::cli::{self, timed, Args, Spec};
@@ -14,11 +16,12 @@ use std::time::Instant;
 
 const SPEC: Spec = Spec {
     name: "preprocess",
-    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE] [--policy P] [--max-latency-ms MS]\n       [--successor-in-ms MS] [--state bundled|single]   (default size 1048576, seed 1)",
+    usage: "preprocess <chain_id> [--size BYTES] [--seed N] [--dest NODE | --dests NODE,NODE] [--policy P]\n       [--max-latency-ms MS] [--successor-in-ms MS] [--state bundled|single]   (default size 1048576, seed 1)",
     flags: &[
         "size",
         "seed",
         "dest",
+        "dests",
         "policy",
         "max-latency-ms",
         "successor-in-ms",

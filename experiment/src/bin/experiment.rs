@@ -10,7 +10,7 @@
 //! cargo run --release -p skylark-experiment --bin experiment -- [--quick | --full]
 //!     [--reps N] [--reps-large N] [--sizes 1] [--policies skylark,research,random,stateless]
 //!     [--states bundled,single] [--slot-ms MS] [--concurrency 5]
-//!     [--throughput-workflows W] [--scenarios chain,far,slot-change] [--scenario-reps N]
+//!     [--throughput-workflows W] [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
 //!     [--fusion-reps N] [--fusion-size MB] [--slo loose,binding,infeasible] [--slo-ms MS]
 //!     [--mode aot|interp] [--out DIR]
 //! ```
@@ -24,7 +24,11 @@
 //! consumers on the satellite that gets the ground link at that boundary (and the next
 //! one along the chain); `detect` is started just after the boundary, so the route
 //! between producer and consumer changes in between (the time waited for the boundary is
-//! not counted in T(W)). Policy `research` is Skylark with the research's election rule
+//! not counted in T(W)). Scenario `dag` (issue 17, fan-out / fan-in): the chain's nodes, but
+//! `preprocess` puts once for both detectors (`--dests s(i+1),s(i+2)`, put option
+//! `destinations`), `detect` and `detect2` start together when it has printed its result
+//! and each puts for `alarm` on the cloud node, which starts when both have printed theirs
+//! and joins their detections. Policy `research` is Skylark with the research's election rule
 //! (`SKYLARK_ELECTION=research`); `skylark` runs the default rule (`retrieval`).
 //! Each step names the next step's node as its put's destination and
 //! runs with the configuration's policy and state layout. A step's function latency T(f)
@@ -103,7 +107,7 @@ const USAGE: &str = "\
 usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB..]
                   [--policies skylark,research,random,stateless] [--states bundled,single]
                   [--slot-ms MS] [--concurrency K,K..] [--throughput-workflows W]
-                  [--scenarios chain,far,slot-change] [--scenario-reps N]
+                  [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
                   [--fusion-reps N] [--fusion-size MB] [--slo LEVELS] [--slo-ms MS]
                   [--mode aot|interp] [--out DIR]
   --quick                 a short run: 1 rep, 64 kB, 20 s slots, concurrency 2, 2 workflows,
@@ -126,9 +130,10 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
                           concurrency
   --scenarios             chain (the research's), far (consumers 2 hops away), slot-change
                           (producer on the cloud node, consumer after a slot boundary that
-                          moves its route); default all three; far and slot-change run at
+                          moves its route), dag (preprocess fans out to both detectors at
+                          once, alarm joins them); default all four; all but chain run at
                           the first size, bundled, the first SLO level
-  --scenario-reps         repetitions of far and slot-change; default 10
+  --scenario-reps         repetitions of far, slot-change and dag; default 10
   --fusion-reps           repetitions of the fusion measurement (1-5 fused functions,
                           bundled vs single, `bundled` guest); 0: none; default 3
   --fusion-size           state per function in the fusion measurement, MB; default 10
@@ -206,8 +211,9 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
                 o.scenarios = cli::list::<String>(p)?
                     .iter()
                     .map(|n| {
-                        Scenario::parse(n)
-                            .ok_or_else(|| format!("{n:?} is not one of chain, far, slot-change"))
+                        Scenario::parse(n).ok_or_else(|| {
+                            format!("{n:?} is not one of chain, far, slot-change, dag")
+                        })
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -268,16 +274,23 @@ enum Scenario {
     Chain,
     Far,
     SlotChange,
+    Dag,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::Chain, Scenario::Far, Scenario::SlotChange];
+    const ALL: [Scenario; 4] = [
+        Scenario::Chain,
+        Scenario::Far,
+        Scenario::SlotChange,
+        Scenario::Dag,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Scenario::Chain => "chain",
             Scenario::Far => "far",
             Scenario::SlotChange => "slot-change",
+            Scenario::Dag => "dag",
         }
     }
 
@@ -503,7 +516,7 @@ fn plan(net: &Constellation, scenario: Scenario, rep: u32, size_bytes: u64) -> P
         ]
     };
     match scenario {
-        Scenario::Chain => {
+        Scenario::Chain | Scenario::Dag => {
             let i = rep as usize % (sats.len() - 2);
             Plan {
                 nodes: at(&[i, i + 1, i + 2]),
@@ -580,8 +593,10 @@ fn run_workflow(
         a.extend(more.iter().map(|s| s.to_string()));
         a
     };
+    // The DAG: preprocess puts for both detectors, which both put for alarm.
+    let dag = scenario == Scenario::Dag;
     let mut first = with(
-        common(Some(&n1)),
+        common((!dag).then_some(n1.as_str())),
         &[
             "--size",
             &cfg.size_bytes.to_string(),
@@ -589,6 +604,9 @@ fn run_workflow(
             &(rep + 1).to_string(),
         ],
     );
+    if dag {
+        first.extend(["--dests".to_string(), format!("{n1},{n2}")]);
+    }
     if let Some(ms) = plan.successor_in_ms {
         first.extend(["--successor-in-ms".to_string(), ms.to_string()]);
     }
@@ -605,7 +623,10 @@ fn run_workflow(
             reads: &["preprocess"],
             module: &mods.detect,
             node: n1.clone(),
-            args: with(common(Some(&n2)), &["--task", "detect"]),
+            args: with(
+                common(Some(if dag { n3.as_str() } else { n2.as_str() })),
+                &["--task", "detect"],
+            ),
         },
         Step {
             function: "detect2",
@@ -630,21 +651,9 @@ fn run_workflow(
     } else {
         (cfg.size_bytes > LARGE_BYTES).then(|| 2_000 + cfg.size_bytes / 625)
     };
-    let started = Instant::now();
-    let mut idle = Duration::ZERO;
-    let mut records = Vec::new();
-    let mut running = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        if k == 1 {
-            if let Some(boundary) = plan.boundary {
-                let resume = boundary + AFTER_BOUNDARY;
-                let now = Instant::now();
-                if resume > now {
-                    idle = resume - now;
-                    std::thread::sleep(idle);
-                }
-            }
-        }
+    // Runs one step: invokes it (again, if it fails) until it prints its result; returns
+    // its record and the process, which still finishes its propagation.
+    let run_step = |step: &Step| -> (StepRecord, Running) {
         let stop = Arc::new(AtomicBool::new(false));
         let t0 = Instant::now();
         let watcher = watch_arrival(
@@ -701,11 +710,45 @@ fn run_workflow(
             record.arrived_at_ms = arrived;
             record.local_at_request = handoff::local_at_read(&record);
         }
-        records.push(record);
-        running.push(proc);
+        (record, proc)
+    };
+    let started = Instant::now();
+    let mut idle = Duration::ZERO;
+    let mut records = Vec::new();
+    let mut running = Vec::new();
+    let mut k = 0;
+    while k < steps.len() {
+        if k == 1 {
+            if let Some(boundary) = plan.boundary {
+                let resume = boundary + AFTER_BOUNDARY;
+                let now = Instant::now();
+                if resume > now {
+                    idle = resume - now;
+                    std::thread::sleep(idle);
+                }
+            }
+        }
+        // In the DAG both detectors start at once.
+        let together = if dag && k == 1 { 2 } else { 1 };
+        let done: Vec<(StepRecord, Running)> = std::thread::scope(|s| {
+            let others: Vec<_> = steps[k + 1..k + together]
+                .iter()
+                .map(|step| s.spawn(|| run_step(step)))
+                .collect();
+            let mut done = vec![run_step(&steps[k])];
+            for t in others {
+                done.push(t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
+            done
+        });
+        for (record, proc) in done {
+            records.push(record);
+            running.push(proc);
+        }
+        k += together;
     }
     let t_w_ms = (started.elapsed() - idle).as_secs_f64() * 1e3;
-    let t_star_ms = physical_bound(net, &steps, &records, cfg.size_bytes);
+    let t_star_ms = physical_bound(net, &steps, &records, cfg.size_bytes, dag);
     let record = WorkflowRecord {
         config: cfg.clone(),
         rep,
@@ -721,15 +764,35 @@ fn run_workflow(
 
 /// T*(W): the steps' execution times plus, for each step that reads the image, its
 /// transfer from the previous step's node over that path's bottleneck in the current
-/// slot (the image exists only once the producer ends, so nothing overlaps it).
+/// slot (the image exists only once the producer ends, so nothing overlaps it). In the
+/// DAG (`dag`) the detectors run at once, each reading the image from the producer's
+/// node: the slower of them counts, for execution and for transfer.
 fn physical_bound(
     net: &Constellation,
     steps: &[Step],
     records: &[StepRecord],
     size_bytes: u64,
+    dag: bool,
 ) -> Option<f64> {
     let schedule = net.schedule();
     let slot = net.slot_now();
+    if dag {
+        // 1 Mbit/s moves 125 bytes per millisecond.
+        let hand_off = |from: &str, to: &str| -> Option<f64> {
+            if from == to {
+                return Some(0.0);
+            }
+            let path = schedule.shortest_path(slot, schedule.id(from)?, schedule.id(to)?)?;
+            Some(size_bytes as f64 / (path.bottleneck_mbps * 125.0))
+        };
+        let [pre, a, b, alarm] = records else {
+            return None;
+        };
+        let exec = pre.compute_ms + a.compute_ms.max(b.compute_ms) + alarm.compute_ms;
+        let transfer = hand_off(&steps[0].node, &steps[1].node)?
+            .max(hand_off(&steps[0].node, &steps[2].node)?);
+        return Some(exec + transfer);
+    }
     let exec: f64 = records.iter().map(|r| r.compute_ms).sum();
     let mut transfer = 0.0;
     for pair in steps.windows(2) {

@@ -2,7 +2,7 @@
 //! point 5). One Lua script sums the field names and value lengths (`HKEYS`, `HSTRLEN`)
 //! and returns the whole hash (`HGETALL`) only if the state fields hold at most
 //! `SKYLARK_MAX_BUNDLE_BYTES` and the reserved ones (versions, placement record,
-//! announcements) at most [`reserved_limit`]; otherwise it returns the two sums as
+//! announcements, idempotency records) at most [`reserved_limit`]; otherwise it returns the two sums as
 //! integers, which no `HGETALL` reply contains. A hostile or overgrown store therefore
 //! never streams more than about `3 × SKYLARK_MAX_BUNDLE_BYTES + 1 MiB` into this process
 //! for one bundle, and nothing of an oversized bundle is cached or copied.
@@ -33,7 +33,7 @@ end
 return redis.call('HGETALL', key)
 "#;
 
-/// Most bytes of reserved fields (`@v:`, `@at:`, `@incoming:`) a bundle may hold next to
+/// Most bytes of reserved fields (`@v:`, `@at:`, `@incoming:`, `@idem:`...) a bundle may hold next to
 /// `max_state` bytes of state: twice as much plus 1 MiB (a version is about 20 bytes per
 /// field, however small the field).
 pub fn reserved_limit(max_state: u32) -> u64 {

@@ -86,7 +86,10 @@ impl Instance {
                 Status::Ok.code()
             }
             Err(e) => {
-                let quiet = matches!(e.status, Status::NotFound | Status::BufferTooSmall);
+                let quiet = matches!(
+                    e.status,
+                    Status::NotFound | Status::BufferTooSmall | Status::TimedOut
+                );
                 if quiet {
                     skylog!(Debug, "{import}: {e}");
                 } else if crate::log::enabled(crate::log::Level::Info) {
@@ -133,7 +136,9 @@ impl Instance {
             let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put(mem, &a, &limits(ctx))?;
-            write::put(ctx, req.chain, &req.fields, &req.options)
+            write::put(ctx, req.chain, &req.fields, &req.options)?
+                .into_result()
+                .map(drop)
         })();
         self.finish(imports::PUT, r)
     }
@@ -144,9 +149,29 @@ impl Instance {
             let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::put_many(mem, &a, &limits(ctx))?;
-            write::put(ctx, req.chain, &req.fields, &req.options)
+            write::put(ctx, req.chain, &req.fields, &req.options)?
+                .into_result()
+                .map(drop)
         })();
         self.finish(imports::PUT_MANY, r)
+    }
+
+    /// `skylark_put_v2`: as `skylark_put_many`, and the versions (assigned, of the first
+    /// put for an idempotent repeat, or held now for a failed condition) go to the guest.
+    pub fn put_v2(&mut self, mem: Mem<'_>, a: [u32; 7]) -> i32 {
+        let r = (|| {
+            let ctx = self.context()?;
+            let mem = memory(mem)?;
+            let (req, versions_ptr) = decode::put_v2(mem, &a, &limits(ctx))?;
+            let written = write::put(ctx, req.chain, &req.fields, &req.options)?;
+            mem.write(
+                versions_ptr,
+                &decode::versions_record(&written.versions),
+                "versions record",
+            )?;
+            written.into_result().map(drop)
+        })();
+        self.finish(imports::PUT_V2, r)
     }
 
     /// `skylark_get_bundle`
@@ -155,8 +180,37 @@ impl Instance {
             let ctx = self.context()?;
             let mem = memory(mem)?;
             let req = decode::get(mem, &a)?;
-            let Some(found) = fetch::get(ctx, &req.chain, &req.options)? else {
+            let lookup = fetch::lookup(ctx, &req.chain, &req.options)?;
+            let timed_out = lookup.timed_out.then(|| {
+                let held = |t: &String| {
+                    lookup
+                        .found
+                        .as_ref()
+                        .is_some_and(|f| f.fields.iter().any(|(k, _)| k == t.as_bytes()))
+                };
+                let missing: Vec<&String> =
+                    req.options.wait_for.iter().filter(|t| !held(t)).collect();
+                const SHOWN: usize = 8;
+                let more = match missing.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                CallError::new(
+                    Status::TimedOut,
+                    format!(
+                        "chain {:?}: after {} ms still missing {:?}{more}; delivered what was \
+                         there",
+                        req.chain,
+                        fetch::wait_deadline(ctx, &req.options).as_millis(),
+                        &missing[..missing.len().min(SHOWN)],
+                    ),
+                )
+            });
+            let Some(found) = lookup.found else {
                 write_result(mem, &req.out, GetResult::default())?;
+                if let Some(e) = timed_out {
+                    return Err(e);
+                }
                 let tiers = if req.options.local_only || ctx.engine.is_none() {
                     format!("node {}", ctx.cluster.config.node_name)
                 } else {
@@ -171,7 +225,8 @@ impl Instance {
                 ));
             };
             let bytes = encode(ctx.cluster.config.max_bundle_bytes, &req.chain, &found)?;
-            self.deliver(ctx, mem, &req.out, bytes)
+            self.deliver(ctx, mem, &req.out, bytes, timed_out.is_some())?;
+            timed_out.map_or(Ok(()), Err)
         })();
         self.finish(imports::GET_BUNDLE, r)
     }
@@ -197,9 +252,9 @@ impl Instance {
                 )?;
                 return Err(too_small(len, out.buf_cap, handle));
             }
-            let bytes = self
+            let (bytes, timed_out) = self
                 .pending(ctx)
-                .take(handle)
+                .take_marked(handle)
                 .ok_or_else(|| unknown_handle(handle))?;
             mem.write(out.buf_ptr, &bytes, "result buffer")?;
             write_result(
@@ -209,7 +264,17 @@ impl Instance {
                     len: len as u32,
                     handle: 0,
                 },
-            )
+            )?;
+            if timed_out {
+                return Err(CallError::new(
+                    Status::TimedOut,
+                    format!(
+                        "the result under handle {handle} is a get whose wait_for timed out: \
+                         not every task waited for is in it"
+                    ),
+                ));
+            }
+            Ok(())
         })();
         self.finish(imports::TAKE_RESULT, r)
     }
@@ -245,13 +310,15 @@ impl Instance {
         }
     }
 
-    /// Writes `bytes` to the guest buffer, or keeps them under a handle if they do not fit.
+    /// Writes `bytes` to the guest buffer, or keeps them under a handle (marked if the
+    /// result is a `wait_for` that timed out) if they do not fit.
     fn deliver(
         &mut self,
         ctx: &Context,
         mem: &mut dyn GuestMemory,
         out: &Output,
         bytes: Vec<u8>,
+        timed_out: bool,
     ) -> Result<(), CallError> {
         let len = bytes.len();
         if len <= out.buf_cap as usize {
@@ -265,7 +332,7 @@ impl Instance {
                 },
             );
         }
-        let handle = self.pending(ctx).insert(bytes);
+        let handle = self.pending(ctx).insert_marked(bytes, timed_out);
         write_result(
             mem,
             out,
@@ -324,8 +391,18 @@ pub fn encode(max_bundle_bytes: u32, chain: &str, found: &Found) -> Result<Vec<u
         .placement
         .iter()
         .map(|(t, n)| (t.as_str(), n.as_str()));
-    let bytes = wire::encode_bundle_placed(chain, &found.source, fields, placement)
-        .map_err(|e| CallError::new(Status::Internal, e.to_string()))?;
+    // The versions of the fields delivered (names already checked as UTF-8 above).
+    let versions = fields
+        .iter()
+        .filter_map(|(name, _)| found.versions.get(name.as_bytes()).map(|v| (*name, *v)));
+    let bytes = wire::encode_bundle_versioned(
+        chain,
+        &found.source,
+        fields.iter().copied(),
+        placement,
+        versions,
+    )
+    .map_err(|e| CallError::new(Status::Internal, e.to_string()))?;
     if bytes.len() > u32::MAX as usize {
         return Err(CallError::new(
             Status::BundleTooLarge,

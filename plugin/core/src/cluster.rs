@@ -1,7 +1,8 @@
 //! This node's view of the cluster: its configuration, the node-local store, the other
-//! nodes' stores, the live topology and the event publisher. Built from a [`Config`]
-//! value; shared by the host calls and the propagation engine.
+//! nodes' stores, the live topology, the event publisher and the arrival listeners.
+//! Built from a [`Config`] value; shared by the host calls and the propagation engine.
 
+use crate::arrivals::Listeners;
 use crate::config::Config;
 use crate::error::CallError;
 use crate::events::Events;
@@ -20,6 +21,8 @@ pub struct Cluster {
     pub nodes: Nodes,
     pub topology: TopologyWatch,
     pub events: Events,
+    /// The pub/sub listeners of arrival signals, one per store (`arrivals`).
+    pub arrivals: Listeners,
 }
 
 impl Cluster {
@@ -41,6 +44,7 @@ impl Cluster {
             nodes,
             topology,
             events,
+            arrivals: Listeners::default(),
         })
     }
 

@@ -160,6 +160,30 @@ pub fn put_many<'m>(
     })
 }
 
+/// `skylark_put_v2(chain_ptr, chain_len, entries_ptr, entries_count, opts_ptr, opts_len,
+/// versions_ptr)`: [`put_many`]'s request, and where the `entries_count` little-endian
+/// `u64` versions go, checked writable before anything is stored.
+pub fn put_v2<'m>(
+    mem: &'m dyn GuestMemory,
+    a: &[u32; 7],
+    limits: &Limits,
+) -> Result<(PutRequest<'m>, u32), CallError> {
+    let req = put_many(mem, &[a[0], a[1], a[2], a[3], a[4], a[5]], limits)?;
+    let len = u32::try_from(u64::from(a[3]) * 8).map_err(|_| {
+        CallError::new(
+            Status::InvalidPointer,
+            "versions record larger than guest memory",
+        )
+    })?;
+    mem.check_writable(a[6], len, "versions record")?;
+    Ok((req, a[6]))
+}
+
+/// The versions record of `skylark_put_v2`: one little-endian `u64` per field.
+pub fn versions_record(versions: &[u64]) -> Vec<u8> {
+    versions.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Checks that an output buffer and result record are writable.
 pub fn output(
     mem: &dyn GuestMemory,
@@ -362,6 +386,33 @@ mod tests {
         };
         let e = put_many(&m, &[s[0].0, s[0].1, 0, u32::MAX, 0, 0], &huge).unwrap_err();
         assert_eq!(e.status, Status::InvalidPointer);
+    }
+
+    #[test]
+    fn put_v2_checks_the_versions_record_before_anything_else() {
+        let (mut m, s) = layout(&[b"c", b"f0", b"v"]);
+        let at = table(
+            &mut m,
+            &[FieldRef {
+                task_ptr: s[1].0,
+                task_len: s[1].1,
+                value_ptr: s[2].0,
+                value_len: s[2].1,
+            }],
+        );
+        let size = m.0.len() as u32;
+        let (r, out) = put_v2(&m, &[s[0].0, s[0].1, at, 1, 0, 0, size - 8], &LIMITS).unwrap();
+        assert_eq!((r.fields.len(), out), (1, size - 8));
+        let e = put_v2(&m, &[s[0].0, s[0].1, at, 1, 0, 0, size - 7], &LIMITS).unwrap_err();
+        assert_eq!(e.status, Status::InvalidPointer);
+        assert!(e.message.starts_with("versions record"), "{}", e.message);
+        // The field table's own checks come first.
+        let e = put_v2(&m, &[s[0].0, s[0].1, at, 0, 0, 0, 0], &LIMITS).unwrap_err();
+        assert_eq!(e.status, Status::TooManyFields);
+        assert_eq!(
+            versions_record(&[1, 1 << 40]),
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
     }
 
     /// `count` fields `f0`, `f1`, ... with one-byte values, the last one named `last`.

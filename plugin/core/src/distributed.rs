@@ -24,7 +24,9 @@ use tokio::sync::Mutex as AsyncMutex;
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
     Single(Client),
-    Cluster(ClusterClient),
+    /// The cluster, and a client of its first seed node for pub/sub (`PUBLISH` reaches
+    /// the subscribers of every node of a cluster).
+    Cluster(ClusterClient, Client),
     /// Locked while asking the sentinels for the primary.
     Sentinel(Box<AsyncMutex<SentinelClient>>),
 }
@@ -97,13 +99,25 @@ impl Target {
                 let user = infos
                     .first()
                     .and_then(|i| i.redis_settings().username().map(str::to_string));
+                let seed = match infos.first() {
+                    Some(i) if tls && settings.tls.is_set() => {
+                        Client::build_with_tls(i.clone(), certificates())?
+                    }
+                    Some(i) => Client::open(i.clone())?,
+                    None => {
+                        return Err(RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "a cluster URL without nodes",
+                        )))
+                    }
+                };
                 let mut b = ClusterClientBuilder::new(infos)
                     .connection_timeout(settings.connect_timeout)
                     .tcp_settings(tcp());
                 if tls && settings.tls.is_set() {
                     b = b.certs(certificates());
                 }
-                Ok((Target::Cluster(b.build()?), tls, user, auth))
+                Ok((Target::Cluster(b.build()?, seed), tls, user, auth))
             }
             GlobalTarget::Sentinel {
                 sentinels,
@@ -164,7 +178,7 @@ impl Target {
             Target::Single(c) => Ok(Conn::Single(
                 c.get_multiplexed_async_connection_with_config(cfg).await?,
             )),
-            Target::Cluster(c) => Ok(Conn::Cluster(c.get_async_connection().await?)),
+            Target::Cluster(c, _) => Ok(Conn::Cluster(c.get_async_connection().await?)),
             Target::Sentinel(s) => {
                 let primary = s.lock().await.async_get_client().await?;
                 Ok(Conn::Single(
@@ -172,6 +186,18 @@ impl Target {
                         .get_multiplexed_async_connection_with_config(cfg)
                         .await?,
                 ))
+            }
+        }
+    }
+
+    /// A pub/sub connection: to the server, to the cluster's first seed node, or to the
+    /// primary the sentinels name now.
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        match self {
+            Target::Single(c) | Target::Cluster(_, c) => c.get_async_pubsub().await,
+            Target::Sentinel(s) => {
+                let primary = s.lock().await.async_get_client().await?;
+                primary.get_async_pubsub().await
             }
         }
     }

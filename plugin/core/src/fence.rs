@@ -10,6 +10,13 @@
 //! across nodes (up to clock skew), and stay above anything a node has seen (a copy or a
 //! cached read raises the floor).
 //!
+//! The script that assigns a put's versions first runs the put's guard ([`Guard`], ABI
+//! version 2): an idempotency key already recorded (`@idem:<key>`: a digest of the put's
+//! fields and the versions they got) answers the put without writing, and a condition
+//! (`if_version`, `if_absent`) that does not hold on this store refuses it. A refused put
+//! leaves the bundle as it was: the values' `HSET` that follows in the same transaction
+//! is undone by [`UNDO_REFUSED`], its last command.
+//!
 //! Every other write of state is fenced by them, in one script on the store written:
 //! - a copy (propagation, read-through cache) writes a field only where the store holds
 //!   an older version of it or none, and a placement entry (`@at:<task>`) only where the
@@ -63,26 +70,240 @@ end
 }
 pub(crate) use assign_versions;
 
+/// The guard of a put (before its versions are assigned): an idempotency key already
+/// recorded answers the put (a repeat with the same digest: `{3, versions of the first
+/// put...}`; another digest: `{4}`), then a condition that does not hold refuses it
+/// (`{2, versions held...}`, 0 for none). Either way the put is refused: [`refuse`] marks
+/// the bundle and keeps the fields' current values for [`UNDO_REFUSED`], since the values'
+/// `HSET` that follows in the transaction is about to overwrite them. Expects `key`,
+/// `first` (the index in ARGV of the first task id) and `g` (the index of the four guard
+/// arguments: condition mode 0 none, 1 `if_version`, 2 `if_absent`; the version; the
+/// record's field, '' for none; the digest of the call's fields).
+macro_rules! guard {
+    () => {
+        r#"
+local function refuse()
+  redis.call('HSET', key, '@refused', '1')
+  for i = first, #ARGV do
+    local old = redis.call('HGET', key, ARGV[i])
+    if old then
+      redis.call('HSET', key, '@refused:' .. ARGV[i], old)
+    end
+  end
+end
+local idem, digest = ARGV[g + 2], ARGV[g + 3]
+if idem ~= '' then
+  local rec = redis.call('HGET', key, idem)
+  if rec then
+    refuse()
+    if string.sub(rec, 1, #digest + 1) ~= digest .. '\n' then
+      return {4}
+    end
+    local had = {}
+    for t, v in string.gmatch(rec, '\n(%S+) (%d+)') do
+      had[t] = v
+    end
+    local out = {3}
+    for i = first, #ARGV do
+      out[#out + 1] = had[ARGV[i]] or '0'
+    end
+    return out
+  end
+end
+local mode = tonumber(ARGV[g])
+if mode > 0 then
+  local want, failed, held = tonumber(ARGV[g + 1]), false, {2}
+  for i = first, #ARGV do
+    local v = tonumber(redis.call('HGET', key, '@v:' .. ARGV[i])) or 0
+    held[#held + 1] = string.format('%.0f', v)
+    if (mode == 1 and v ~= want) or (mode == 2 and redis.call('HEXISTS', key, ARGV[i]) == 1) then
+      failed = true
+    end
+  end
+  if failed then
+    refuse()
+    return held
+  end
+end
+"#
+    };
+}
+pub(crate) use guard;
+
+/// After [`assign_versions`]: records the idempotency key, if any, with the digest and the
+/// versions assigned (`<digest>` then one `<task> <version>` line per field).
+macro_rules! record_idempotency {
+    () => {
+        r#"
+if idem ~= '' then
+  local rec = {digest}
+  for i, v in ipairs(versions) do
+    rec[#rec + 1] = ARGV[first + i - 1] .. ' ' .. v
+  end
+  redis.call('HSET', key, idem, table.concat(rec, '\n'))
+end
+"#
+    };
+}
+pub(crate) use record_idempotency;
+
 /// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
-/// bundle. ARGV: TTL seconds (0 = none), now (µs), then the task ids. Returns the versions.
+/// bundle. ARGV: TTL seconds (0 = none), now (µs), the node to record as every field's
+/// placement ('' = none), the four guard arguments ([`guard`]), then the task ids.
+/// Returns `{1, versions...}`, or a refusal of the guard.
 const VERSIONS: &str = concat!(
-    "local key, now, first = KEYS[1], tonumber(ARGV[2]), 3\n",
+    crate::arrivals::lua!(),
+    "local key, now, first, g = KEYS[1], tonumber(ARGV[2]), 8, 4\n",
+    guard!(),
     assign_versions!(),
+    record_idempotency!(),
     r#"
+if ARGV[3] ~= '' then
+  for i = first, #ARGV do
+    redis.call('HSET', key, '@at:' .. ARGV[i], ARGV[3])
+  end
+end
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
-return versions
+local out = {1}
+for _, v in ipairs(versions) do
+  out[#out + 1] = v
+end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
+return out
 "#
 );
+
+/// The last command of a guarded put's transaction: if its guard refused the put, puts
+/// the fields' previous values back (or removes the fields that did not exist) and
+/// removes the marks; otherwise nothing. Only a refused put copies values through Lua.
+/// KEYS: bundle. ARGV: the task ids. Returns 1 if it undid the values' write, else 0.
+pub(crate) const UNDO_REFUSED: &str = r#"
+local key = KEYS[1]
+if not redis.call('HGET', key, '@refused') then
+  return 0
+end
+for i = 1, #ARGV do
+  local kept = '@refused:' .. ARGV[i]
+  local old = redis.call('HGET', key, kept)
+  if old then
+    redis.call('HSET', key, ARGV[i], old)
+    redis.call('HDEL', key, kept)
+  else
+    redis.call('HDEL', key, ARGV[i])
+  end
+end
+redis.call('HDEL', key, '@refused')
+return 1
+"#;
+
+/// The condition of a conditional put.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// None: the put always writes (unless refused otherwise).
+    #[default]
+    Always,
+    /// `if_version`: every field holds exactly this version (0: none).
+    Version(u64),
+    /// `if_absent`: no field exists.
+    Absent,
+}
+
+/// What a put asks of the store that accepts it besides writing: a condition and an
+/// idempotency record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub condition: Condition,
+    /// The record's field (`keys::idempotency_field`) and the digest of the call's fields
+    /// ([`digest`]).
+    pub idempotency: Option<(String, String)>,
+}
+
+impl Guard {
+    /// A put with neither condition nor key: it cannot be refused by its guard, so its
+    /// transaction needs no [`UNDO_REFUSED`].
+    pub fn is_plain(&self) -> bool {
+        self.condition == Condition::Always && self.idempotency.is_none()
+    }
+
+    /// The four guard arguments of [`guard`].
+    pub(crate) fn args(&self) -> [Arg<'_>; 4] {
+        let (mode, version) = match self.condition {
+            Condition::Always => (0, 0),
+            Condition::Version(v) => (1, v),
+            Condition::Absent => (2, 0),
+        };
+        let (field, digest) = match &self.idempotency {
+            Some((f, d)) => (f.as_str(), d.as_str()),
+            None => ("", ""),
+        };
+        [
+            Arg::Int(mode),
+            Arg::Int(version),
+            field.into(),
+            digest.into(),
+        ]
+    }
+}
+
+/// The digest an idempotency record keeps of a put's fields: SHA-256 (hex) over each
+/// (task, value) pair, length-prefixed, in task order, so that the same fields in another
+/// order are the same put.
+pub fn digest(fields: &[(&str, &[u8])]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&(&str, &[u8])> = fields.iter().collect();
+    sorted.sort_unstable_by_key(|(task, _)| *task);
+    let mut h = Sha256::new();
+    for (task, value) in sorted {
+        h.update((task.len() as u64).to_le_bytes());
+        h.update(task.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a put's transaction did, from its guard's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Written; the fields got these versions.
+    Stored(Vec<u64>),
+    /// Nothing written: the condition does not hold; the versions the store holds (0: none).
+    ConditionFailed(Vec<u64>),
+    /// Nothing written: a repeat of the put recorded under its idempotency key, which got
+    /// these versions.
+    Repeated(Vec<u64>),
+    /// Nothing written: the idempotency key was recorded for other fields or bytes.
+    Conflict,
+}
+
+/// Decodes a guard's refusal (`{2|3|4, ...}`); `None` for any other reply.
+pub fn refusal(items: &[redis::Value]) -> Option<Verdict> {
+    let tag = match items.first()? {
+        redis::Value::Int(n) => *n,
+        _ => return None,
+    };
+    let versions = || items[1..].iter().map(version).collect::<Option<Vec<u64>>>();
+    match tag {
+        2 => Some(Verdict::ConditionFailed(versions()?)),
+        3 => Some(Verdict::Repeated(versions()?)),
+        4 if items.len() == 1 => Some(Verdict::Conflict),
+        _ => None,
+    }
+}
 
 /// A fenced copy. KEYS: bundle. ARGV: TTL seconds (0 = none), an announcement field to
 /// remove ('' = none), the claim (0 = none), then the counts of state triples, placement
 /// triples and expected pairs, then (field, version, value) state triples, (task, version,
 /// node) placement triples, (task, version) expected pairs and (task, version, node)
 /// tombstones of swept nodes. Returns {fields written, {the expected fields missing or
-/// older here}, {task, node of each tombstone recorded}}.
-const COPY: &str = r#"
+/// older here}, {task, node of each tombstone recorded}}. Publishes the fields written
+/// (`arrivals`) when it wrote any or removed its announcement.
+const COPY: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 local function held(task)
   return tonumber(redis.call('HGET', key, '@v:' .. task))
@@ -100,7 +321,7 @@ local function tombs(task)
 end
 local claim = tonumber(ARGV[3])
 local n, np, ne = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local wrote = 0
+local wrote, written = 0, {}
 local i = 7
 for _ = 1, n do
   local task, v = ARGV[i], tonumber(ARGV[i + 1])
@@ -108,6 +329,7 @@ for _ = 1, n do
   if have == nil or v > have then
     redis.call('HSET', key, task, ARGV[i + 2], '@v:' .. task, ARGV[i + 1])
     wrote = wrote + 1
+    written[wrote] = task
   end
   i = i + 3
 end
@@ -154,21 +376,29 @@ end
 if claim > 0 and claim > (tonumber(redis.call('HGET', key, '@claim')) or 0) then
   redis.call('HSET', key, '@claim', ARGV[3])
 end
+local unannounced = 0
 if ARGV[2] ~= '' then
-  redis.call('HDEL', key, ARGV[2])
+  unannounced = redis.call('HDEL', key, ARGV[2])
 end
 if tonumber(ARGV[1]) > 0 then
   redis.call('EXPIRE', key, ARGV[1])
 end
+if wrote > 0 or unannounced > 0 then
+  arrived(key, written)
+end
 return {wrote, missing, kept}
-"#;
+"#
+);
 
 /// A fenced clean-up. KEYS: bundle. ARGV: the newest put its job carries, then (task,
 /// version) pairs its job saw. Refused (-1) if a job of a later put claimed this node;
 /// otherwise deletes each task's state, version and placement entry where the version held
-/// is no newer, then the bundle if no state field is left, and returns how many fields it
-/// deleted.
-const SWEEP: &str = r#"
+/// is no newer, then the bundle if no state field is left (signalling it on the arrivals
+/// channel with no task: a read waiting for an announced copy re-reads), and returns how
+/// many fields it deleted.
+const SWEEP: &str = concat!(
+    crate::arrivals::lua!(),
+    r#"
 local key = KEYS[1]
 if (tonumber(redis.call('HGET', key, '@claim')) or 0) > tonumber(ARGV[1]) then
   return -1
@@ -187,8 +417,10 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
   end
 end
 redis.call('DEL', key)
+arrived(key, {})
 return gone
-"#;
+"#
+);
 
 /// The clock versions start from: microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
@@ -209,23 +441,36 @@ pub fn put<'a>(
     fields: &[(&'a str, &'a [u8])],
     ttl: Option<Duration>,
 ) -> redis::Pipeline {
+    put_guarded(key, fields, ttl, &Guard::default())
+}
+
+/// [`put`] with a condition and/or idempotency key (see [`put_verdict`]).
+pub fn put_guarded<'a>(
+    key: &'a str,
+    fields: &[(&'a str, &'a [u8])],
+    ttl: Option<Duration>,
+    guard: &'a Guard,
+) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for c in put_commands(key, fields, ttl) {
+    for c in put_commands(key, fields, ttl, guard, None) {
         pipe.add_command(resp::cmd(&c));
     }
     pipe
 }
 
 /// The commands of [`put`], to run in one transaction (`Store::query_transaction`),
-/// borrowing the values: the versions script (which also refreshes the TTL), then the
-/// values' `HSET`.
+/// borrowing the values: the versions script (which also refreshes the TTL and, with
+/// `placed_at`, records that node as every field's placement), the values' `HSET`, and,
+/// for a put its guard may refuse, [`UNDO_REFUSED`].
 pub fn put_commands<'a>(
     key: &'a str,
     fields: &[(&'a str, &'a [u8])],
     ttl: Option<Duration>,
-) -> [Vec<Arg<'a>>; 2] {
-    let mut versions = Vec::with_capacity(6 + fields.len());
+    guard: &'a Guard,
+    placed_at: Option<&'a str>,
+) -> Vec<Vec<Arg<'a>>> {
+    let mut versions = Vec::with_capacity(11 + fields.len());
     versions.extend([
         "EVAL".into(),
         VERSIONS.into(),
@@ -233,9 +478,47 @@ pub fn put_commands<'a>(
         key.into(),
         Arg::Int(ttl_arg(ttl)),
         Arg::Int(now_us()),
+        placed_at.unwrap_or("").into(),
     ]);
+    versions.extend(guard.args());
     versions.extend(fields.iter().map(|(task, _)| Arg::from(*task)));
-    [versions, values(key, fields)]
+    let mut out = vec![versions, values(key, fields)];
+    if !guard.is_plain() {
+        out.push(undo(key, fields));
+    }
+    out
+}
+
+/// [`UNDO_REFUSED`] for the fields of a put.
+pub(crate) fn undo<'a>(key: &'a str, fields: &[(&'a str, &'a [u8])]) -> Vec<Arg<'a>> {
+    let mut undo = Vec::with_capacity(4 + fields.len());
+    undo.extend(["EVAL".into(), UNDO_REFUSED.into(), Arg::Int(1), key.into()]);
+    undo.extend(fields.iter().map(|(task, _)| Arg::from(*task)));
+    undo
+}
+
+/// The versions a put assigned, in the order of its fields, from the replies of its
+/// transaction (the versions script's comes first); `None` if it was refused.
+pub fn put_reply(replies: &[redis::Value]) -> Option<Vec<u64>> {
+    match put_verdict(replies)? {
+        Verdict::Stored(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// What a put's transaction did, from its replies (the versions script's comes first).
+pub fn put_verdict(replies: &[redis::Value]) -> Option<Verdict> {
+    let redis::Value::Array(items) = replies.first()? else {
+        return None;
+    };
+    match items.first()? {
+        redis::Value::Int(1) => items[1..]
+            .iter()
+            .map(version)
+            .collect::<Option<Vec<u64>>>()
+            .map(Verdict::Stored),
+        _ => refusal(items),
+    }
 }
 
 /// `HSET key task value ...`: the values of a put, outside any script.
@@ -247,15 +530,6 @@ pub(crate) fn values<'a>(key: &'a str, fields: &[(&'a str, &'a [u8])]) -> Vec<Ar
         hset.push((*value).into());
     }
     hset
-}
-
-/// The versions a put assigned, in the order of its fields, from the replies of its
-/// transaction (the versions script's comes first).
-pub fn put_reply(replies: &[redis::Value]) -> Option<Vec<u64>> {
-    match replies.first()? {
-        redis::Value::Array(items) => items.iter().map(version).collect(),
-        _ => None,
-    }
 }
 
 /// A version as a script returned it (a decimal string).
@@ -389,6 +663,7 @@ mod tests {
     #[test]
     fn replies_decode() {
         let r = redis::Value::Array(vec![
+            redis::Value::Int(1),
             redis::Value::BulkString(b"1764300000000001".to_vec()),
             redis::Value::BulkString(b"7".to_vec()),
         ]);
@@ -396,8 +671,24 @@ mod tests {
             put_reply(&[r, redis::Value::Int(2)]),
             Some(vec![1_764_300_000_000_001, 7])
         );
-        let bad = redis::Value::Array(vec![redis::Value::BulkString(b"x".to_vec())]);
+        let bad = redis::Value::Array(vec![
+            redis::Value::Int(1),
+            redis::Value::BulkString(b"x".to_vec()),
+        ]);
         assert_eq!(put_reply(&[bad]), None);
+        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        let refused = |items: Vec<redis::Value>| put_verdict(&[redis::Value::Array(items)]);
+        assert_eq!(
+            refused(vec![redis::Value::Int(2), bulk("7"), bulk("0")]),
+            Some(Verdict::ConditionFailed(vec![7, 0]))
+        );
+        assert_eq!(
+            refused(vec![redis::Value::Int(3), bulk("9")]),
+            Some(Verdict::Repeated(vec![9]))
+        );
+        assert_eq!(refused(vec![redis::Value::Int(4)]), Some(Verdict::Conflict));
+        assert_eq!(refused(vec![redis::Value::Int(4), bulk("1")]), None);
+        assert_eq!(refused(vec![redis::Value::Int(5)]), None);
         assert_eq!(put_reply(&[redis::Value::Nil]), None);
         assert_eq!(put_reply(&[]), None);
     }
@@ -405,13 +696,47 @@ mod tests {
     #[test]
     fn a_put_keeps_its_values_out_of_the_script() {
         let value = vec![1u8; 100];
-        let [script, hset] = put_commands("k", &[("t", &value)], Some(Duration::from_secs(9)));
+        let plain = Guard::default();
+        let cmds = put_commands(
+            "k",
+            &[("t", &value)],
+            Some(Duration::from_secs(9)),
+            &plain,
+            None,
+        );
+        let [script, hset] = cmds.as_slice() else {
+            panic!("a plain put is two commands: {cmds:?}");
+        };
         assert!(!script.contains(&Arg::Bytes(&value)));
         assert_eq!(script[script.len() - 1], Arg::Bytes(b"t"));
         assert_eq!(
-            hset,
+            *hset,
             ["HSET".into(), "k".into(), "t".into(), Arg::Bytes(&value)]
         );
+        // A put its guard may refuse ends with the undo of the values' write.
+        let cas = Guard {
+            condition: Condition::Version(5),
+            idempotency: None,
+        };
+        let cmds = put_commands("k", &[("t", &value)], None, &cas, None);
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds[2][1], Arg::from(UNDO_REFUSED));
+        assert!(!cmds[2].contains(&Arg::Bytes(&value)));
+    }
+
+    #[test]
+    fn the_digest_covers_names_and_bytes_in_task_order() {
+        let d = digest(&[("a", b"1"), ("b", b"2")]);
+        assert_eq!(d.len(), 64);
+        assert_eq!(
+            d,
+            digest(&[("b", b"2"), ("a", b"1")]),
+            "order does not matter"
+        );
+        assert_ne!(d, digest(&[("a", b"1"), ("b", b"3")]));
+        assert_ne!(d, digest(&[("a", b"1"), ("c", b"2")]));
+        // Lengths are part of it: moving a byte from a name to a value is another put.
+        assert_ne!(digest(&[("ab", b"c")]), digest(&[("a", b"bc")]));
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! placement record names, the current neighbours; the first hit wins), then the global
 //! store. Policy `stateless` reads only the global store. A bundle found elsewhere is
 //! copied to the node-local store in the background (read-through cache).
+//!
+//! Option `wait_for` first waits, on arrival signals (`arrivals`, no polling), until the
+//! store the get reads first (the node-local one; the global one for `stateless`) holds
+//! every named task, at most `wait_ms`; only if the deadline passes does it look at the
+//! other tiers, once, and then reports whether the bundle it delivers is complete.
 
+use crate::arrivals::{self, Listener};
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
@@ -13,6 +19,8 @@ use crate::store::{HashPairs, Request};
 use crate::{bundle_read, fence, keys, runtime, skylog};
 use skylark_abi::wire::{self, GetOptions, Policy, Source, Tier};
 use skylark_abi::{ids, Status};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A bundle as found: its fields, its placement record and where it came from.
 #[derive(Debug)]
@@ -80,22 +88,24 @@ impl Found {
     }
 }
 
-/// Checks get options that come from the guest: `require` and `from` must be valid ids,
-/// and `require` lists at most [`wire::MAX_REQUIRE`] of them.
+/// Checks get options that come from the guest: `require`, `wait_for` and `from` must be
+/// valid ids, and `require` and `wait_for` list at most [`wire::MAX_REQUIRE`] each.
 pub fn check_options(opts: &GetOptions) -> Result<(), CallError> {
-    if opts.require.len() > wire::MAX_REQUIRE {
-        return Err(CallError::new(
-            Status::InvalidOptions,
-            format!(
-                "require lists {} task ids; at most {} accepted",
-                opts.require.len(),
-                wire::MAX_REQUIRE
-            ),
-        ));
-    }
-    for t in &opts.require {
-        ids::validate(t.as_bytes())
-            .map_err(|e| CallError::new(Status::InvalidOptions, format!("require {t:?} {e}")))?;
+    for (name, list) in [("require", &opts.require), ("wait_for", &opts.wait_for)] {
+        if list.len() > wire::MAX_REQUIRE {
+            return Err(CallError::new(
+                Status::InvalidOptions,
+                format!(
+                    "{name} lists {} task ids; at most {} accepted",
+                    list.len(),
+                    wire::MAX_REQUIRE
+                ),
+            ));
+        }
+        for t in list {
+            ids::validate(t.as_bytes())
+                .map_err(|e| CallError::new(Status::InvalidOptions, format!("{name} {t:?} {e}")))?;
+        }
     }
     if let Some(from) = &opts.from {
         ids::validate(from.as_bytes())
@@ -104,19 +114,48 @@ pub fn check_options(opts: &GetOptions) -> Result<(), CallError> {
     Ok(())
 }
 
+/// What a get delivers.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The bundle, `None` if no tier asked has it.
+    pub found: Option<Found>,
+    /// With `wait_for`: the deadline passed before every named task was there (the
+    /// bundle holds the fields present so far). Always false without `wait_for`.
+    pub timed_out: bool,
+}
+
 /// Looks `chain` up along the fallback order; `Ok(None)` if no tier has it.
 pub fn get(
     ctx: &'static Context,
     chain: &str,
     opts: &GetOptions,
 ) -> Result<Option<Found>, CallError> {
+    lookup(ctx, chain, opts).map(|l| l.found)
+}
+
+/// Like [`get`], honouring `wait_for` (see the module docs).
+pub fn lookup(ctx: &'static Context, chain: &str, opts: &GetOptions) -> Result<Lookup, CallError> {
     check_options(opts)?;
     stats::inc(Counter::Gets);
     let policy = opts.policy.unwrap_or(ctx.cluster.config.propagation.policy);
-    let found = if policy == Policy::Stateless {
+    let mut timed_out = false;
+    let found = if !opts.wait_for.is_empty() {
+        stats::inc(Counter::WaitFors);
+        let (found, complete) = waited(ctx, chain, opts, policy)?;
+        timed_out = !complete;
+        if timed_out {
+            stats::inc(Counter::WaitForTimeouts);
+        }
+        found
+    } else if policy == Policy::Stateless {
         global_only(ctx, chain)?
     } else {
-        tiered(ctx, chain, opts)?
+        tiered(
+            ctx,
+            chain,
+            opts,
+            ctx.cluster.config.propagation.incoming_wait,
+        )?
     };
     stats::inc(match found.as_ref().map(|f| f.source.tier) {
         None => Counter::Misses,
@@ -124,18 +163,104 @@ pub fn get(
         Some(Tier::Neighbour) => Counter::HitsNeighbour,
         Some(Tier::Global) => Counter::HitsGlobal,
     });
-    Ok(found)
+    Ok(Lookup { found, timed_out })
 }
 
+/// The deadline of a `wait_for`: the guest's `wait_ms`, else `SKYLARK_WAIT_MS`, at most
+/// `SKYLARK_MAX_WAIT_MS`.
+pub fn wait_deadline(ctx: &Context, opts: &GetOptions) -> Duration {
+    let c = &ctx.cluster.config;
+    opts.wait_ms
+        .map_or(c.wait, Duration::from_millis)
+        .min(c.max_wait)
+}
+
+/// A get with `wait_for`: waits on the store read first (the node-local one, or the
+/// global one for `stateless`) until it holds every task named, at most the deadline;
+/// then, if something is still missing and other tiers may be asked, asks them once
+/// (the named tasks required, no further waiting). Returns the bundle and whether it
+/// holds every named task.
+fn waited(
+    ctx: &'static Context,
+    chain: &str,
+    opts: &GetOptions,
+    policy: Policy,
+) -> Result<(Option<Found>, bool), CallError> {
+    let config = &ctx.cluster.config;
+    let (store, tier, node) = if policy == Policy::Stateless {
+        let g = ctx.cluster.require_global()?;
+        (g.store, Tier::Global, g.name)
+    } else {
+        (
+            Arc::clone(&ctx.cluster.local),
+            Tier::Local,
+            config.node_name.clone(),
+        )
+    };
+    let wait = wait_deadline(ctx, opts);
+    let listener = ctx.cluster.arrivals.of(&store);
+    let complete = wait_for_tasks(ctx, &listener, chain, &opts.wait_for, wait)?;
+    let raw = bundle_read::read(&store, &config.namespace, chain, config.max_bundle_bytes)?;
+    let here = Found::new(raw, tier, node).ok();
+    let complete_here = here.as_ref().is_some_and(|f| f.has(&opts.wait_for));
+    if complete || complete_here || tier == Tier::Global || opts.local_only || ctx.engine.is_none()
+    {
+        return Ok((here, complete_here));
+    }
+    // The deadline passed: the other tiers, once, with the named tasks required.
+    let mut require = opts.require.clone();
+    require.extend(opts.wait_for.iter().cloned());
+    let fallback = GetOptions {
+        require,
+        ..opts.clone()
+    };
+    let found = tiered(ctx, chain, &fallback, Duration::ZERO)?;
+    let complete = found.as_ref().is_some_and(|f| f.has(&opts.wait_for));
+    Ok((found, complete))
+}
+
+/// Waits (on the guest's thread, the waiting itself on the plugin runtime) until the
+/// bundle on `listener`'s store holds every task in `tasks`, at most `wait`.
+fn wait_for_tasks(
+    ctx: &'static Context,
+    listener: &Arc<Listener>,
+    chain: &str,
+    tasks: &[String],
+    wait: Duration,
+) -> Result<bool, CallError> {
+    let c = &ctx.cluster.config;
+    // Beyond the wait: subscribing (connecting included) and each read has its deadline.
+    let bound = wait + c.timeout.saturating_mul(3) + c.connect_timeout;
+    let (listener, chain, tasks) = (Arc::clone(listener), chain.to_string(), tasks.to_vec());
+    runtime::run(bound, async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        let wanted: std::collections::HashSet<&str> = tasks.iter().map(String::as_str).collect();
+        let relevant = |arrived: &[String]| arrived.iter().any(|a| wanted.contains(a.as_str()));
+        let done = |names: &[Vec<u8>]| arrivals::holds_all(names, &tasks);
+        arrivals::wait_until(
+            &listener,
+            &ctx.cluster.config.namespace,
+            &chain,
+            deadline,
+            relevant,
+            done,
+        )
+        .await
+    })
+}
+
+/// The fallback order: the local store (waiting at most `wait` for a copy announced to it
+/// and, while asking the other tiers, for required state to arrive), then the others.
 fn tiered(
     ctx: &'static Context,
     chain: &str,
     opts: &GetOptions,
+    wait: Duration,
 ) -> Result<Option<Found>, CallError> {
     let ns = &ctx.cluster.config.namespace;
     let mut raw = read_local(ctx, ns, chain)?;
     let incoming = keys::split(raw.clone()).incoming;
-    if !incoming.is_empty() && !ctx.cluster.config.propagation.incoming_wait.is_zero() {
+    if !incoming.is_empty() && !wait.is_zero() {
         if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
             raw = r;
         }
@@ -157,7 +282,6 @@ fn tiered(
     hints.extend(placement.into_iter().map(|(_, node)| node));
     let chain_owned = chain.to_string();
     let require = opts.require.clone();
-    let wait = ctx.cluster.config.propagation.incoming_wait;
     // Each remote tier has the store deadline (the neighbour and global tiers run one
     // after the other); waiting for required state to arrive locally has its own bound.
     let deadline =
@@ -213,32 +337,35 @@ async fn elsewhere_or_arriving(
     }
 }
 
-/// Polls the local store (field names only) until it holds every required task, at most
-/// `wait`; then reads the bundle. `None` at once when nothing is required.
+/// Waits, on arrival signals, until the local store holds every required task, at most
+/// `wait`; then reads the bundle. `None` at once when nothing is required, and when
+/// waiting fails (the other tiers still answer).
 async fn arrival(
     ctx: &'static Context,
     chain: &str,
     require: &[String],
-    wait: std::time::Duration,
+    wait: Duration,
 ) -> Result<Option<Found>, CallError> {
     if require.is_empty() || wait.is_zero() {
         return Ok(None);
     }
     let ns = &ctx.cluster.config.namespace;
-    let key = keys::bundle(ns, chain);
-    let started = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        let mut cmd = redis::cmd("HKEYS");
-        cmd.arg(&key);
-        let names = field_names(ctx.cluster.local.query_async(&Request::Cmd(cmd)).await?);
-        if require
-            .iter()
-            .all(|t| names.iter().any(|n| n == t.as_bytes()))
-        {
-            break;
-        }
-        if started.elapsed() >= wait {
+    let listener = ctx.cluster.arrivals.of(&ctx.cluster.local);
+    let started = tokio::time::Instant::now();
+    let arrived = arrivals::wait_until(
+        &listener,
+        ns,
+        chain,
+        started + wait,
+        |arrived| arrived.iter().any(|a| require.iter().any(|r| r == a)),
+        |names| arrivals::holds_all(names, require),
+    )
+    .await;
+    match arrived {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => {
+            skylog!(Info, "get {chain}: waiting for required state: {e}");
             return Ok(None);
         }
     }
@@ -252,20 +379,6 @@ async fn arrival(
     Ok(Found::new(raw, Tier::Local, ctx.cluster.config.node_name.clone()).ok())
 }
 
-/// The names in an `HKEYS` reply.
-fn field_names(v: redis::Value) -> Vec<Vec<u8>> {
-    match v {
-        redis::Value::Array(items) => items
-            .into_iter()
-            .filter_map(|v| match v {
-                redis::Value::BulkString(b) => Some(b),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {
     bundle_read::read(
         &ctx.cluster.local,
@@ -276,11 +389,11 @@ fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallErr
 }
 
 /// A copy to this node is on its way (announced by its sender): rather than fetch the
-/// state from elsewhere over the same links, wait until the announcements are gone (the
-/// copy removes its own) or their deadlines pass, polling the field names only, then read
-/// the bundle again. `None` if no announcement is still live.
+/// state from elsewhere over the same links, wait, on arrival signals, until the
+/// announcements are gone (the copy removes its own, and signals) or their deadlines pass,
+/// then read the bundle again. `None` if no announcement is still live.
 fn wait_incoming(
-    ctx: &Context,
+    ctx: &'static Context,
     ns: &str,
     chain: &str,
     incoming: Vec<(Vec<u8>, u64)>,
@@ -295,19 +408,30 @@ fn wait_incoming(
         return Ok(None);
     };
     let started = std::time::Instant::now();
-    let key = keys::bundle(ns, chain);
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let mut cmd = redis::cmd("HKEYS");
-        cmd.arg(&key);
-        let names = field_names(ctx.cluster.local.query(&Request::Cmd(cmd))?);
-        let now = now_ms();
-        let pending = live
-            .iter()
-            .any(|(f, until)| *until > now && names.contains(f));
-        if !pending || now >= deadline {
-            break;
-        }
+    let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
+    let c = &ctx.cluster.config;
+    let listener = ctx.cluster.arrivals.of(&ctx.cluster.local);
+    let (owned_ns, owned_chain) = (ns.to_string(), chain.to_string());
+    let bound = wait + c.timeout.saturating_mul(3) + c.connect_timeout;
+    let waited = runtime::run(bound, async move {
+        let pending = move |names: &[Vec<u8>]| {
+            let now = now_ms();
+            live.iter()
+                .any(|(f, until)| *until > now && names.contains(f))
+        };
+        arrivals::wait_until(
+            &listener,
+            &owned_ns,
+            &owned_chain,
+            tokio::time::Instant::now() + wait,
+            |_| true,
+            |names| !pending(names),
+        )
+        .await
+    });
+    if let Err(e) = waited {
+        // The copy may still have come; the read below says.
+        skylog!(Info, "get {chain}: waiting for an announced copy: {e}");
     }
     stats::inc(Counter::IncomingWaits);
     stats::add(
@@ -436,6 +560,26 @@ fn fill_cache(ctx: &'static Context, chain: &str, found: &Found) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_for_ids_are_checked_and_capped() {
+        let opts = |wait_for: Vec<String>| GetOptions {
+            wait_for,
+            ..GetOptions::default()
+        };
+        let ids = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+        assert!(check_options(&opts(ids(wire::MAX_REQUIRE))).is_ok());
+        let e = check_options(&opts(ids(wire::MAX_REQUIRE + 1))).unwrap_err();
+        assert_eq!(e.status, Status::InvalidOptions);
+        assert!(e.message.contains("wait_for lists 1025"), "{e}");
+        for bad in ["", "a:b", "a b", "@v:x"] {
+            let e = check_options(&opts(vec!["ok".into(), bad.into()])).unwrap_err();
+            assert_eq!(e.status, Status::InvalidOptions, "{bad:?}");
+            assert!(e.message.starts_with("wait_for "), "{e}");
+        }
+        let long = "x".repeat(129);
+        assert!(check_options(&opts(vec![long])).is_err());
+    }
 
     #[test]
     fn require_is_capped() {

@@ -32,6 +32,12 @@ pub const SWEPT_PREFIX: &str = "@swept:";
 /// it carried (`@claim` = version; see `fence`): clean-ups of older puts leave it alone.
 pub const CLAIM_FIELD: &str = "@claim";
 
+/// Prefix of the bundle fields, on the store that accepted an idempotent put, recording
+/// it (`@idem:<key>` = the digest of its fields, then a `<task> <version>` line per
+/// field; see `fence::guard`). Never state: [`split`] drops them, so they are neither
+/// returned nor copied, and they expire with the bundle.
+pub const IDEMPOTENCY_PREFIX: &str = "@idem:";
+
 /// A placement record: (task id, node) entries.
 pub type Placement = Vec<(String, String)>;
 
@@ -43,6 +49,11 @@ pub fn placement_field(task: &str) -> String {
 /// The bundle field holding `task`'s version.
 pub fn version_field(task: &str) -> String {
     format!("{VERSION_PREFIX}{task}")
+}
+
+/// The bundle field recording the idempotent put with key `key`.
+pub fn idempotency_field(key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{key}")
 }
 
 /// The bundle field announcing job `job`'s copy.
@@ -106,6 +117,8 @@ pub fn split(pairs: HashPairs) -> Split {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             out.incoming.push((k, until));
+        } else if k.starts_with(IDEMPOTENCY_PREFIX.as_bytes()) {
+            // The record of an idempotent put: kept on the store that accepted it only.
         } else if !k.starts_with(b"@") {
             if id(&k) {
                 out.state.push((k, v));
@@ -142,6 +155,12 @@ pub fn topology(namespace: &str) -> String {
 /// The hash of this node's counters.
 pub fn stats(namespace: &str, node: &str) -> String {
     format!("{namespace}:stats:{node}")
+}
+
+/// The pub/sub channel on which writes of `chain`'s state announce the task ids they
+/// wrote (`arrivals`). The arrival scripts derive it from [`bundle`]'s key.
+pub fn arrivals(namespace: &str, chain: &str) -> String {
+    format!("{namespace}/arrivals:{chain}")
 }
 
 /// The pub/sub channel of placement and propagation events.
@@ -184,8 +203,13 @@ mod tests {
             (b"@future:x".to_vec(), b"?".to_vec()),
             (version_field("det").into_bytes(), b"17".to_vec()),
             (b"@v:pre".to_vec(), b"x".to_vec()),
+            (
+                idempotency_field("inv-1").into_bytes(),
+                b"d\ndet 17".to_vec(),
+            ),
         ]);
         assert_eq!(s.state.len(), 1);
+        assert_eq!(idempotency_field("inv-1"), "@idem:inv-1");
         assert_eq!(s.versions.len(), 1);
         assert_eq!(s.versions.get(b"det".as_slice()), Some(&17));
         assert_eq!(s.incoming, vec![(b"@incoming:j1".to_vec(), 1700)]);
@@ -194,5 +218,6 @@ mod tests {
         assert_eq!(topology("ns"), "ns:topology");
         assert_eq!(stats("ns", "pi5u2"), "ns:stats:pi5u2");
         assert_eq!(events("skylark"), "skylark/events");
+        assert_eq!(arrivals("skylark", "c-1"), "skylark/arrivals:c-1");
     }
 }

@@ -27,8 +27,14 @@ pub struct Job {
     /// The node that made the put.
     pub origin: String,
     pub policy: Policy,
+    /// Where the successor runs: the put's `destination`, or the first of its
+    /// `destinations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The further destinations of a fan-out (put option `destinations` after the first),
+    /// each named once. Absent in jobs of older plugins and of puts with one destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_destinations: Vec<String>,
     pub max_latency_ms: u64,
     pub min_bandwidth_mbps: f64,
     pub exec_ms: u64,
@@ -39,6 +45,12 @@ pub struct Job {
     /// The node elected for the copy; `None` until (re-)elected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The nodes elected for `more_destinations`, in their order (a node may appear more
+    /// than once, and may be `target`, this node or the global store: each distinct node
+    /// gets one copy). Elected after `target`; empty until then, and again after a
+    /// re-targeting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_targets: Vec<String>,
     /// Nodes that already hold this job's copy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub done: Vec<String>,
@@ -111,6 +123,10 @@ impl Job {
         self.merged.extend(later.merged);
         self.policy = later.policy;
         self.destination = later.destination;
+        if self.more_destinations != later.more_destinations {
+            self.more_destinations = later.more_destinations;
+            self.more_targets.clear();
+        }
         self.max_latency_ms = later.max_latency_ms;
         self.min_bandwidth_mbps = later.min_bandwidth_mbps;
         self.exec_ms = later.exec_ms;
@@ -144,32 +160,33 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
 }
 
 /// The guard of a put with its job: the first command of the put's transaction
-/// (`MULTI`; this script; `HSET` of the values; [`UNDO_REFUSED`]; `EXEC`). While the
-/// outbox has room it assigns the fields' versions (`fence`), refreshes the TTL and
-/// records the job. When the outbox is full it records nothing, marks the bundle
+/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
+/// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
+/// that does not hold), then the outbox: while it has room the script assigns the
+/// fields' versions (`fence`), records the idempotency key, refreshes the TTL, records
+/// the job and publishes the tasks' arrival (`arrivals`). A refused put (by its guard, or
+/// because the outbox is full) records nothing, publishes nothing, marks the bundle
 /// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
-/// values' `HSET` is about to overwrite, for [`UNDO_REFUSED`] to put back: the
-/// transaction as a whole then writes nothing. The values themselves never pass through
-/// Lua. KEYS: bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job
-/// id, job JSON, due time, now (µs), then the task ids. Returns `{1, length after,
-/// versions...}` when stored, `{0, length}` when the outbox is full.
+/// values' `HSET` is about to overwrite, for `UNDO_REFUSED` to put back: the transaction
+/// as a whole then writes nothing. The values themselves never pass through Lua. KEYS:
+/// bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job
+/// JSON, due time, now (µs), the four guard arguments, then the task ids. Returns `{1,
+/// length after, versions...}` when stored, `{0, length}` when the outbox is full, or the
+/// guard's refusal (`fence::refusal`).
 const GUARDED_PUT: &str = concat!(
+    crate::arrivals::lua!(),
+    "local key, first, g = KEYS[1], 11, 7\n",
+    crate::fence::guard!(),
     r#"
-local key = KEYS[1]
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting >= tonumber(ARGV[1]) then
-  redis.call('HSET', key, '@refused', '1')
-  for i = 7, #ARGV do
-    local old = redis.call('HGET', key, ARGV[i])
-    if old then
-      redis.call('HSET', key, '@refused:' .. ARGV[i], old)
-    end
-  end
+  refuse()
   return {0, waiting}
 end
-local now, first = tonumber(ARGV[6]), 7
+local now = tonumber(ARGV[6])
 "#,
     crate::fence::assign_versions!(),
+    crate::fence::record_idempotency!(),
     r#"
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', key, ARGV[2])
@@ -185,32 +202,11 @@ local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
   out[#out + 1] = v
 end
+-- Published now, delivered after the transaction (which writes the values) is done.
+arrived_args(key, first)
 return out
 "#
 );
-
-/// The last command of a guarded put's transaction: if [`GUARDED_PUT`] refused the put,
-/// puts the fields' previous values back (or removes the fields that did not exist) and
-/// removes the marks; otherwise nothing. Only a refused put copies values through Lua.
-/// KEYS: bundle. ARGV: the task ids. Returns 1 if it undid the values' write, else 0.
-const UNDO_REFUSED: &str = r#"
-local key = KEYS[1]
-if not redis.call('HGET', key, '@refused') then
-  return 0
-end
-for i = 1, #ARGV do
-  local kept = '@refused:' .. ARGV[i]
-  local old = redis.call('HGET', key, kept)
-  if old then
-    redis.call('HSET', key, ARGV[i], old)
-    redis.call('HDEL', key, kept)
-  else
-    redis.call('HDEL', key, ARGV[i])
-  end
-end
-redis.call('HDEL', key, '@refused')
-return 1
-"#;
 
 /// What a guarded put found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,11 +215,15 @@ pub enum Guarded {
     Stored(u64, Vec<u64>),
     /// Not stored: the outbox holds this many jobs, at or above the limit.
     Full(u64),
+    /// Not stored, no job: the put's own guard refused or answered it
+    /// (`ConditionFailed`, `Repeated`, `Conflict`; never `Stored`).
+    Refused(crate::fence::Verdict),
 }
 
 /// One transaction that writes `fields` of `bundle` with fresh versions (refreshing its
 /// TTL) and records job `job_id` due at `due_ms`, unless the outbox of namespace `ns`
-/// already holds `max_outbox` jobs: then it writes nothing (see [`GUARDED_PUT`]).
+/// already holds `max_outbox` jobs or its guard refuses it: then it writes nothing (see
+/// [`GUARDED_PUT`]).
 pub struct GuardedPut<'a> {
     pub bundle: &'a str,
     pub jobs: String,
@@ -234,6 +234,8 @@ pub struct GuardedPut<'a> {
     pub json: &'a str,
     pub due_ms: u64,
     pub max_outbox: u64,
+    /// The put's condition and idempotency key.
+    pub guard: &'a crate::fence::Guard,
 }
 
 impl<'a> GuardedPut<'a> {
@@ -248,6 +250,7 @@ impl<'a> GuardedPut<'a> {
         json: &'a str,
         due_ms: u64,
         max_outbox: u64,
+        guard: &'a crate::fence::Guard,
     ) -> GuardedPut<'a> {
         GuardedPut {
             bundle,
@@ -259,14 +262,14 @@ impl<'a> GuardedPut<'a> {
             json,
             due_ms,
             max_outbox,
+            guard,
         }
     }
 
     /// The transaction's commands (for `Store::query_transaction`), borrowing the
-    /// values: [`GUARDED_PUT`], the values' `HSET`, [`UNDO_REFUSED`].
+    /// values: [`GUARDED_PUT`], the values' `HSET`, `fence::UNDO_REFUSED`.
     pub fn commands(&self) -> [Vec<Arg<'_>>; 3] {
-        let tasks = self.fields.iter().map(|(task, _)| Arg::from(*task));
-        let mut guard = Vec::with_capacity(12 + self.fields.len());
+        let mut guard = Vec::with_capacity(16 + self.fields.len());
         guard.extend([
             "EVAL".into(),
             GUARDED_PUT.into(),
@@ -281,16 +284,13 @@ impl<'a> GuardedPut<'a> {
             Arg::Int(self.due_ms),
             Arg::Int(crate::fence::now_us()),
         ]);
-        guard.extend(tasks.clone());
-        let mut undo = Vec::with_capacity(4 + self.fields.len());
-        undo.extend([
-            "EVAL".into(),
-            UNDO_REFUSED.into(),
-            Arg::Int(1),
-            self.bundle.into(),
-        ]);
-        undo.extend(tasks);
-        [guard, crate::fence::values(self.bundle, self.fields), undo]
+        guard.extend(self.guard.args());
+        guard.extend(self.fields.iter().map(|(task, _)| Arg::from(*task)));
+        [
+            guard,
+            crate::fence::values(self.bundle, self.fields),
+            crate::fence::undo(self.bundle, self.fields),
+        ]
     }
 }
 
@@ -309,7 +309,7 @@ pub fn guarded_reply(replies: &[redis::Value]) -> Option<Guarded> {
             Some(Guarded::Stored(n, versions?))
         }
         (Some(0), Some(n)) => Some(Guarded::Full(n)),
-        _ => None,
+        _ => crate::fence::refusal(items).map(Guarded::Refused),
     }
 }
 
@@ -415,6 +415,7 @@ mod tests {
             origin: "pi5u2".into(),
             policy: Policy::Skylark,
             destination: Some("pi5u1".into()),
+            more_destinations: vec![],
             max_latency_ms: 5000,
             min_bandwidth_mbps: 0.0,
             exec_ms: 3,
@@ -422,6 +423,7 @@ mod tests {
             put_at_ms: 1,
             cleanup: false,
             target: None,
+            more_targets: vec![],
             done: vec![],
             exclude: vec![],
             carried: Default::default(),
@@ -485,6 +487,44 @@ mod tests {
             "max_latency_ms":1,"min_bandwidth_mbps":0,"exec_ms":0,"successor_in_ms":0,"put_at_ms":0}"#;
         let j: Job = serde_json::from_str(minimal).unwrap();
         assert!(j.done.is_empty() && j.target.is_none());
+        assert!(j.more_destinations.is_empty() && j.more_targets.is_empty());
+        // A job recorded before fan-outs existed (this plugin's JSON of that time, with
+        // progress) decodes as a job with one destination.
+        let old = r#"{"id":"y","chain":"c","tasks":["t"],"origin":"n","policy":"skylark",
+            "destination":"pi4u5","max_latency_ms":5000,"min_bandwidth_mbps":0.0,"exec_ms":3,
+            "successor_in_ms":0,"put_at_ms":7,"cleanup":true,"target":"pi5u3",
+            "done":["pi5u1"],"carried":{"t":12},"attempts":2}"#;
+        let j: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(j.destination.as_deref(), Some("pi4u5"));
+        assert_eq!(j.target.as_deref(), Some("pi5u3"));
+        assert!(j.more_destinations.is_empty() && j.more_targets.is_empty());
+        // A single-destination job is written as before: no new keys.
+        let json = j.to_json().unwrap();
+        assert!(!json.contains("more_"), "{json}");
+        // A fan-out job round-trips.
+        let mut fan = job();
+        fan.more_destinations = vec!["pi4u6".into()];
+        fan.more_targets = vec!["pi5u4".into()];
+        let back: Job = serde_json::from_str(&fan.to_json().unwrap()).unwrap();
+        assert_eq!(back, fan);
+    }
+
+    #[test]
+    fn absorbing_other_destinations_elects_the_fan_out_again() {
+        let mut a = job();
+        a.more_destinations = vec!["pi4u6".into()];
+        a.more_targets = vec!["pi5u4".into()];
+        let mut same = job();
+        same.id = new_id(3);
+        same.more_destinations = vec!["pi4u6".into()];
+        a.absorb(same);
+        assert_eq!(a.more_targets, ["pi5u4"]);
+        let mut other = job();
+        other.id = new_id(4);
+        other.more_destinations = vec!["pi4u7".into()];
+        a.absorb(other);
+        assert_eq!(a.more_destinations, ["pi4u7"]);
+        assert!(a.more_targets.is_empty());
     }
 
     #[test]

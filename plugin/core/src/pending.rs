@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 pub struct Pending {
     max: usize,
     next: u32,
-    items: VecDeque<(u32, Vec<u8>)>,
+    items: VecDeque<(u32, Vec<u8>, bool)>,
 }
 
 impl Pending {
@@ -22,12 +22,18 @@ impl Pending {
 
     /// Keeps `bytes` and returns its handle (never 0).
     pub fn insert(&mut self, bytes: Vec<u8>) -> u32 {
+        self.insert_marked(bytes, false)
+    }
+
+    /// Keeps `bytes` with a mark (a `wait_for` result that timed out, which
+    /// `skylark_take_result` reports as `TimedOut`) and returns its handle (never 0).
+    pub fn insert_marked(&mut self, bytes: Vec<u8>, timed_out: bool) -> u32 {
         while self.items.len() >= self.max {
             self.items.pop_front();
         }
         let handle = self.next;
         self.next = self.next.checked_add(1).unwrap_or(1);
-        self.items.push_back((handle, bytes));
+        self.items.push_back((handle, bytes, timed_out));
         handle
     }
 
@@ -35,14 +41,19 @@ impl Pending {
     pub fn len_of(&self, handle: u32) -> Option<usize> {
         self.items
             .iter()
-            .find(|(h, _)| *h == handle)
-            .map(|(_, b)| b.len())
+            .find(|(h, _, _)| *h == handle)
+            .map(|(_, b, _)| b.len())
     }
 
     /// Removes and returns the result under `handle`.
     pub fn take(&mut self, handle: u32) -> Option<Vec<u8>> {
-        let i = self.items.iter().position(|(h, _)| *h == handle)?;
-        self.items.remove(i).map(|(_, b)| b)
+        self.take_marked(handle).map(|(b, _)| b)
+    }
+
+    /// Removes and returns the result under `handle` with its mark.
+    pub fn take_marked(&mut self, handle: u32) -> Option<(Vec<u8>, bool)> {
+        let i = self.items.iter().position(|(h, _, _)| *h == handle)?;
+        self.items.remove(i).map(|(_, b, m)| (b, m))
     }
 
     pub fn len(&self) -> usize {
@@ -73,6 +84,8 @@ mod tests {
         assert_eq!(p.take(b), None, "taken once");
         assert_eq!(p.take(c), Some(vec![3]));
         assert!(p.is_empty());
+        let d = p.insert_marked(vec![4], true);
+        assert_eq!(p.take_marked(d), Some((vec![4], true)));
     }
 
     #[test]

@@ -17,12 +17,19 @@ pub enum Counter {
     Misses,
     IncomingWaits,
     IncomingWaitMs,
+    /// Gets with `wait_for`, and those of them that answered `TimedOut`.
+    WaitFors,
+    WaitForTimeouts,
     CacheFills,
     Jobs,
     Coalesced,
     QueueOverflow,
     /// Puts refused because the outbox was at `SKYLARK_MAX_OUTBOX`.
     Backlogged,
+    /// Conditional puts refused because their condition did not hold.
+    ConditionsFailed,
+    /// Idempotent puts answered as repeats (nothing written, no job).
+    IdempotentRepeats,
     Resumed,
     Propagated,
     Copies,
@@ -44,7 +51,7 @@ pub enum Counter {
     GlobalUnacknowledged,
 }
 
-const ALL: [Counter; 31] = [
+const ALL: [Counter; 35] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -54,11 +61,15 @@ const ALL: [Counter; 31] = [
     Counter::Misses,
     Counter::IncomingWaits,
     Counter::IncomingWaitMs,
+    Counter::WaitFors,
+    Counter::WaitForTimeouts,
     Counter::CacheFills,
     Counter::Jobs,
     Counter::Coalesced,
     Counter::QueueOverflow,
     Counter::Backlogged,
+    Counter::ConditionsFailed,
+    Counter::IdempotentRepeats,
     Counter::Resumed,
     Counter::Propagated,
     Counter::Copies,
@@ -91,11 +102,15 @@ impl Counter {
             Counter::Misses => "misses",
             Counter::IncomingWaits => "incoming_waits",
             Counter::IncomingWaitMs => "incoming_wait_ms_sum",
+            Counter::WaitFors => "wait_fors",
+            Counter::WaitForTimeouts => "wait_for_timeouts",
             Counter::CacheFills => "cache_fills",
             Counter::Jobs => "jobs",
             Counter::Coalesced => "coalesced",
             Counter::QueueOverflow => "queue_overflow",
             Counter::Backlogged => "backlogged",
+            Counter::ConditionsFailed => "conditions_failed",
+            Counter::IdempotentRepeats => "idempotent_repeats",
             Counter::Resumed => "resumed",
             Counter::Propagated => "propagated",
             Counter::Copies => "copies",

@@ -405,6 +405,29 @@ impl Store {
         }
     }
 
+    /// Like [`Store::query_transaction`] for a write that may have to reach replicas: on
+    /// a store reached through the runtime (a remote or the global store, a cluster or
+    /// Sentinel deployment) or with replicas to wait for, the commands go out as an atomic
+    /// pipeline through [`Store::write`] (one total deadline, `WAIT` after `EXEC` in the
+    /// same pipeline); else over the calling thread's connection.
+    pub fn write_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
+        if !self.total_deadline && self.acknowledge.replicas == 0 {
+            return self.query_transaction(cmds);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for c in cmds {
+            pipe.add_command(crate::resp::cmd(c));
+        }
+        match self.write(&Request::Pipe(pipe))? {
+            Value::Array(replies) if replies.len() == cmds.len() => Ok(replies),
+            other => Err(self.reply_error(format!(
+                "unexpected reply {other:?} to a transaction of {} commands",
+                cmds.len()
+            ))),
+        }
+    }
+
     /// The calling-thread connection and its send buffer. A poisoned lock only means
     /// another call panicked mid-request; the slot is still valid, and a half-used
     /// connection is dropped by [`Store::on_connection`].
@@ -695,6 +718,31 @@ impl Store {
             );
         }
         CallError::new(status, message)
+    }
+
+    /// A dedicated pub/sub connection to this store (for `arrivals`), with the store's
+    /// credentials and TLS, within the connect deadline. Runs on the plugin runtime.
+    /// On a cluster, one connection to its first seed node (a `PUBLISH` reaches every
+    /// node's subscribers); on Sentinel, to the primary the sentinels name.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
+        match tokio::time::timeout(self.connect_timeout, self.target.pubsub()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(self.connect_error(e).context(&self.shown)),
+            Err(_) => Err(CallError::new(
+                Status::StoreTimeout,
+                format!(
+                    "{}: connecting for pub/sub: no answer within {} ms \
+                     (SKYLARK_CONNECT_TIMEOUT_MS)",
+                    self.shown,
+                    self.connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// A client error on a request to this store, classified, with the store's name.
+    pub fn error(&self, e: RedisError) -> CallError {
+        self.classify(e).context(&self.shown)
     }
 
     /// Every field of the hash `key` (`HGETALL`) on the calling thread. An absent key

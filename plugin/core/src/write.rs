@@ -5,15 +5,21 @@
 //! `outbox::GuardedPut`); then the job is handed to the background. The values go from
 //! guest memory to the socket in one copy and never through Lua. Policy `stateless` instead
 //! writes straight to the global store (the cloud-native baseline).
+//!
+//! On every path a put may carry a condition (`if_version`, `if_absent`) and an
+//! idempotency key (`fence::Guard`), checked by the same script that assigns the
+//! versions, on the store that accepts the put: a refused put writes nothing, makes no
+//! job and counts no `puts`; a repeat of an idempotent put is answered with the first
+//! put's versions.
 
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
+use crate::fence::{Condition, Guard, Verdict};
 use crate::outbox::{self, Guarded, GuardedPut, Job};
 use crate::stats::{self, Counter};
-use crate::store::{self, Request};
 use crate::{fence, keys, resp};
-use skylark_abi::wire::{Policy, PutOptions};
+use skylark_abi::wire::{Policy, PutOptions, MAX_DESTINATIONS};
 use skylark_abi::{ids, Status};
 
 /// Checks options that come from the guest.
@@ -21,6 +27,26 @@ pub fn check_options(opts: &PutOptions) -> Result<(), CallError> {
     if let Some(d) = &opts.destination {
         ids::validate(d.as_bytes()).map_err(|e| {
             CallError::new(Status::InvalidOptions, format!("destination {d:?} {e}"))
+        })?;
+    }
+    if opts.destination.is_some() && !opts.destinations.is_empty() {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            "destination and destinations are exclusive: name every successor's node in destinations",
+        ));
+    }
+    if opts.destinations.len() > MAX_DESTINATIONS {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            format!(
+                "destinations names {} nodes; at most {MAX_DESTINATIONS}",
+                opts.destinations.len()
+            ),
+        ));
+    }
+    for d in &opts.destinations {
+        ids::validate(d.as_bytes()).map_err(|e| {
+            CallError::new(Status::InvalidOptions, format!("destinations: {d:?} {e}"))
         })?;
     }
     if let Some(b) = opts.min_bandwidth_mbps {
@@ -31,7 +57,112 @@ pub fn check_options(opts: &PutOptions) -> Result<(), CallError> {
             ));
         }
     }
+    if opts.if_version.is_some() && opts.if_absent {
+        return Err(CallError::new(
+            Status::InvalidOptions,
+            "if_version and if_absent exclude each other",
+        ));
+    }
+    if let Some(k) = &opts.idempotency_key {
+        ids::validate(k.as_bytes()).map_err(|e| {
+            CallError::new(Status::InvalidOptions, format!("idempotency_key {k:?} {e}"))
+        })?;
+    }
     Ok(())
+}
+
+/// The guard of a put with (checked) options `opts` and `fields`.
+fn guard(opts: &PutOptions, fields: &[(&str, &[u8])]) -> Guard {
+    let condition = match (opts.if_version, opts.if_absent) {
+        (Some(v), _) => Condition::Version(v),
+        (None, true) => Condition::Absent,
+        (None, false) => Condition::Always,
+    };
+    Guard {
+        condition,
+        idempotency: opts
+            .idempotency_key
+            .as_deref()
+            .map(|k| (keys::idempotency_field(k), fence::digest(fields))),
+    }
+}
+
+/// What a put did: the versions a `skylark_put_v2` reports, and whether it counts as
+/// success.
+#[derive(Debug, PartialEq)]
+pub struct Written {
+    /// In the order of the put's fields: the versions assigned; for a repeat of an
+    /// idempotent put, those of the first put; for a failed condition, those the store
+    /// holds now (0: none).
+    pub versions: Vec<u64>,
+    /// The `ConditionFailed` error of a refused conditional put; `None` otherwise.
+    pub refused: Option<CallError>,
+}
+
+impl Written {
+    /// The versions, or the refusal.
+    pub fn into_result(self) -> Result<Vec<u64>, CallError> {
+        match self.refused {
+            None => Ok(self.versions),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Turns the verdict of the guard that ran on `node`'s store into what the put reports,
+/// counting it.
+fn verdict(
+    node: &str,
+    chain: &str,
+    fields: &[(&str, &[u8])],
+    opts: &PutOptions,
+    v: Verdict,
+) -> Result<Written, CallError> {
+    match v {
+        Verdict::Stored(versions) => Ok(Written {
+            versions,
+            refused: None,
+        }),
+        Verdict::Repeated(versions) => {
+            stats::inc(Counter::IdempotentRepeats);
+            Ok(Written {
+                versions,
+                refused: None,
+            })
+        }
+        Verdict::ConditionFailed(versions) => {
+            stats::inc(Counter::ConditionsFailed);
+            let condition = match opts.if_version {
+                Some(v) => format!("if_version {v}"),
+                None => "if_absent".to_string(),
+            };
+            let held: Vec<String> = fields
+                .iter()
+                .zip(&versions)
+                .take(4)
+                .map(|((t, _), v)| format!("{t}={v}"))
+                .collect();
+            let more = if fields.len() > 4 { ", ..." } else { "" };
+            let refused = CallError::new(
+                Status::ConditionFailed,
+                format!(
+                    "chain {chain:?}: {condition} does not hold on node {node} (versions held: {}{more}); nothing written",
+                    held.join(", ")
+                ),
+            );
+            Ok(Written {
+                versions,
+                refused: Some(refused),
+            })
+        }
+        Verdict::Conflict => Err(CallError::new(
+            Status::IdempotencyConflict,
+            format!(
+                "chain {chain:?}: idempotency key {:?} was recorded on node {node} for other fields or bytes; nothing written",
+                opts.idempotency_key.as_deref().unwrap_or("")
+            ),
+        )),
+    }
 }
 
 /// Stores `fields` of `chain` and schedules their propagation.
@@ -40,22 +171,32 @@ pub fn put(
     chain: &str,
     fields: &[(&str, &[u8])],
     opts: &PutOptions,
-) -> Result<(), CallError> {
+) -> Result<Written, CallError> {
     check_options(opts)?;
+    let guard = guard(opts, fields);
     let p = &ctx.cluster.config.propagation;
     let policy = opts.policy.unwrap_or(p.policy);
     if policy == Policy::Stateless {
-        return put_global(ctx, chain, fields);
+        return put_global(ctx, chain, fields, opts, &guard);
     }
     let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let [versions, values] = fence::put_commands(&key, fields, ctx.cluster.config.ttl);
-        ctx.cluster.local.query_transaction(&[&versions, &values])?;
-        stats::inc(Counter::Puts);
-        return Ok(());
+        let cmds = fence::put_commands(&key, fields, ctx.cluster.config.ttl, &guard, None);
+        let cmds: Vec<&[resp::Arg<'_>]> = cmds.iter().map(Vec::as_slice).collect();
+        let replies = ctx.cluster.local.query_transaction(&cmds)?;
+        let v = fence::put_verdict(&replies).ok_or_else(|| {
+            ctx.cluster
+                .local
+                .reply_error(format!("unexpected replies {replies:?} to a put"))
+        })?;
+        if matches!(v, Verdict::Stored(_)) {
+            stats::inc(Counter::Puts);
+        }
+        return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v);
     };
+    let (first, more) = split_destinations(opts);
     let now = now_ms();
     let job = Job {
         id: outbox::new_id(now),
@@ -63,7 +204,8 @@ pub fn put(
         tasks: fields.iter().map(|(t, _)| t.to_string()).collect(),
         origin: ctx.cluster.config.node_name.clone(),
         policy,
-        destination: opts.destination.clone(),
+        destination: first.cloned(),
+        more_destinations: more,
         max_latency_ms: opts.max_latency_ms.unwrap_or(p.max_latency_ms),
         min_bandwidth_mbps: opts.min_bandwidth_mbps.unwrap_or(p.min_bandwidth_mbps),
         exec_ms: opts.exec_ms.unwrap_or(0),
@@ -71,6 +213,7 @@ pub fn put(
         put_at_ms: now,
         cleanup: opts.cleanup,
         target: None,
+        more_targets: Vec::new(),
         done: Vec::new(),
         exclude: Vec::new(),
         carried: Default::default(),
@@ -95,6 +238,7 @@ pub fn put(
         &json,
         due,
         p.max_outbox,
+        &guard,
     );
     let [guard, values, undo] = put.commands();
     let outcome = ctx
@@ -108,16 +252,22 @@ pub fn put(
                     .reply_error(format!("unexpected replies {replies:?} to a put"))
             })
         });
-    if let Guarded::Full(waiting) = outcome? {
-        stats::inc(Counter::Backlogged);
-        return Err(CallError::new(
-            Status::Backlogged,
-            format!(
-                "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
-                ctx.cluster.config.node_name, p.max_outbox
-            ),
-        ));
-    }
+    let versions = match outcome? {
+        Guarded::Stored(_, versions) => versions,
+        Guarded::Refused(v) => {
+            return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v)
+        }
+        Guarded::Full(waiting) => {
+            stats::inc(Counter::Backlogged);
+            return Err(CallError::new(
+                Status::Backlogged,
+                format!(
+                    "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
+                    ctx.cluster.config.node_name, p.max_outbox
+                ),
+            ));
+        }
+    };
     stats::inc(Counter::Puts);
     stats::inc(Counter::Jobs);
     match slot {
@@ -127,37 +277,59 @@ pub fn put(
             engine.note_backlog();
         }
     }
-    Ok(())
+    Ok(Written {
+        versions,
+        refused: None,
+    })
 }
 
-/// Policy `stateless`: the fields go to the global store only, synchronously.
+/// The put's first destination (`destination`, or the first of `destinations`) and the
+/// further ones of a fan-out, each named once, in the guest's order.
+fn split_destinations(opts: &PutOptions) -> (Option<&String>, Vec<String>) {
+    let Some((first, rest)) = opts.destinations.split_first() else {
+        return (opts.destination.as_ref(), Vec::new());
+    };
+    let mut more: Vec<String> = Vec::with_capacity(rest.len());
+    for d in rest {
+        if d != first && !more.contains(d) {
+            more.push(d.clone());
+        }
+    }
+    (Some(first), more)
+}
+
+/// Policy `stateless`: the fields go to the global store only, synchronously, with the
+/// global node as their placement; a condition or idempotency key is checked there.
 fn put_global(
     ctx: &'static Context,
     chain: &str,
     fields: &[(&str, &[u8])],
-) -> Result<(), CallError> {
+    opts: &PutOptions,
+    guard: &Guard,
+) -> Result<Written, CallError> {
     let global = ctx.cluster.require_global()?;
     let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
-    let record: Vec<String> = fields
-        .iter()
-        .map(|(t, _)| keys::placement_field(t))
-        .collect();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for c in fence::put_commands(&key, fields, ctx.cluster.config.ttl) {
-        pipe.add_command(resp::cmd(&c)).ignore();
-    }
-    store::write_hash(
-        &mut pipe,
+    let cmds = fence::put_commands(
         &key,
-        record.iter().map(|f| (f.as_str(), global.name.as_bytes())),
+        fields,
         ctx.cluster.config.ttl,
+        guard,
+        Some(global.name.as_str()),
     );
-    // With SKYLARK_GLOBAL_MIN_REPLICAS, acknowledged only once replicas confirm it.
-    global.store.write(&Request::Pipe(pipe))?;
-    stats::inc(Counter::StatelessPuts);
-    Ok(())
+    let cmds: Vec<&[resp::Arg<'_>]> = cmds.iter().map(Vec::as_slice).collect();
+    // Through the runtime with one deadline, and with SKYLARK_GLOBAL_MIN_REPLICAS
+    // acknowledged only once replicas confirm it.
+    let replies = global.store.write_transaction(&cmds)?;
+    let v = fence::put_verdict(&replies).ok_or_else(|| {
+        global
+            .store
+            .reply_error(format!("unexpected replies {replies:?} to a put"))
+    })?;
+    if matches!(v, Verdict::Stored(_)) {
+        stats::inc(Counter::StatelessPuts);
+    }
+    verdict(&global.name, chain, fields, opts, v)
 }
 
 #[cfg(test)]
@@ -183,5 +355,104 @@ mod tests {
             Status::InvalidOptions
         );
         assert!(check_options(&PutOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn destinations_are_checked_and_split() {
+        let names = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        let both = PutOptions {
+            destination: Some("a".into()),
+            destinations: vec!["b".into()],
+            ..PutOptions::default()
+        };
+        let too_many = PutOptions {
+            destinations: names(MAX_DESTINATIONS + 1),
+            ..PutOptions::default()
+        };
+        let bad_id = PutOptions {
+            destinations: vec!["a".into(), "no such node!".into()],
+            ..PutOptions::default()
+        };
+        for bad in [both, too_many, bad_id] {
+            let e = check_options(&bad).unwrap_err();
+            assert_eq!(e.status, Status::InvalidOptions, "{bad:?}");
+            assert!(e.message.contains("destination"), "{}", e.message);
+        }
+        let most = PutOptions {
+            destinations: names(MAX_DESTINATIONS),
+            ..PutOptions::default()
+        };
+        assert!(check_options(&most).is_ok());
+
+        // The first destination is the job's own, the rest its fan-out, each once.
+        let fan = PutOptions {
+            destinations: vec!["a".into(), "b".into(), "a".into(), "c".into(), "b".into()],
+            ..PutOptions::default()
+        };
+        let (first, more) = split_destinations(&fan);
+        assert_eq!(first.map(String::as_str), Some("a"));
+        assert_eq!(more, ["b", "c"]);
+        let one = PutOptions {
+            destination: Some("d".into()),
+            ..PutOptions::default()
+        };
+        assert_eq!(split_destinations(&one), (Some(&"d".to_string()), vec![]));
+        assert_eq!(split_destinations(&PutOptions::default()), (None, vec![]));
+    }
+
+    #[test]
+    fn conditions_exclude_each_other_and_keys_follow_the_id_rules() {
+        let both = PutOptions {
+            if_version: Some(3),
+            if_absent: true,
+            ..PutOptions::default()
+        };
+        let e = check_options(&both).unwrap_err();
+        assert_eq!(e.status, Status::InvalidOptions);
+        assert!(e.message.contains("exclude each other"), "{}", e.message);
+        for bad in ["", "a:b", "with space", &"k".repeat(129)] {
+            let o = PutOptions {
+                idempotency_key: Some(bad.into()),
+                ..PutOptions::default()
+            };
+            let e = check_options(&o).unwrap_err();
+            assert_eq!(e.status, Status::InvalidOptions, "{bad:?}");
+            assert!(e.message.starts_with("idempotency_key"), "{}", e.message);
+        }
+        for good in ["invocation-7", "a.b_c-D9", &"k".repeat(128)] {
+            let o = PutOptions {
+                idempotency_key: Some(good.into()),
+                if_version: Some(0),
+                ..PutOptions::default()
+            };
+            assert!(check_options(&o).is_ok(), "{good:?}");
+        }
+        let absent = PutOptions {
+            if_absent: true,
+            ..PutOptions::default()
+        };
+        assert!(check_options(&absent).is_ok());
+    }
+
+    #[test]
+    fn options_make_the_guard() {
+        let fields: [(&str, &[u8]); 1] = [("t", b"v")];
+        assert!(guard(&PutOptions::default(), &fields).is_plain());
+        let cas = PutOptions {
+            if_version: Some(0),
+            ..PutOptions::default()
+        };
+        assert_eq!(guard(&cas, &fields).condition, Condition::Version(0));
+        let idem = PutOptions {
+            if_absent: true,
+            idempotency_key: Some("k1".into()),
+            ..PutOptions::default()
+        };
+        let g = guard(&idem, &fields);
+        assert_eq!(g.condition, Condition::Absent);
+        assert_eq!(
+            g.idempotency,
+            Some(("@idem:k1".to_string(), fence::digest(&fields)))
+        );
     }
 }

@@ -7,13 +7,16 @@
 //! ```text
 //! cargo run --release -p skylark-bench --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10]
 //!     [--rounds 3] [--fresh 20] [--sizes 1,64,1024] [--no-interp] [--load 40]
+//!     [--versions N [--only-versions]]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
 //! measurement runs `warmup-pct` percent more iterations first and discards them; every
 //! group of rows is measured `rounds` times, interleaved, and reports the median of the
 //! rounds' medians, their spread and the p99 of all samples. `--fresh` is the number of
 //! fresh processes per round and mode for the first-put rows; `--load` the runs per setup
-//! of the plugin's load cost (`load.rs`). Use `scripts/bench.sh`,
+//! of the plugin's load cost (`load.rs`); `--versions` the iterations of the rows of ABI
+//! version 2's put (`versions.rs`; 0, the default: none), `--only-versions` measures those
+//! rows alone. Use `scripts/bench.sh`,
 //! which builds everything first.
 //!
 //! Modes: `native` is a synchronous redis-rs connection with `TCP_NODELAY`, as the plugin
@@ -32,6 +35,7 @@ mod fresh;
 mod guest_client;
 mod load;
 mod native;
+mod versions;
 
 use native::{AsyncPath, Endpoint};
 use skylark_testkit::{chain_id, cli, percentile, wasm, wasmedge_bin, Guest, Redis, ServerConfig};
@@ -56,6 +60,8 @@ struct Options {
     sizes: Vec<usize>,
     interp: bool,
     load: usize,
+    versions: usize,
+    only_versions: bool,
 }
 
 const USAGE: &str = "\
@@ -70,7 +76,10 @@ usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R] [--fresh 
   --sizes       value sizes to measure, in KiB, among 1, 64 and 1024; default all
   --no-interp   leave out the interpreter rows (the slowest)
   --load        runs per setup of the plugin load cost (a trivial guest with and without
-                the plugin; 0: none); default 40";
+                the plugin; 0: none); default 40
+  --versions    iterations of the ABI version 2 put rows (put, put_v2, CAS put, idempotent
+                repeat; 1 KiB, AOT; 0: none); default 0
+  --only-versions  measure only the ABI version 2 put rows";
 
 fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
@@ -82,6 +91,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         sizes: vec![0, 1, 2],
         interp: true,
         load: 40,
+        versions: 0,
+        only_versions: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -110,6 +121,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             }
             Long("no-interp") => o.interp = false,
             Long("load") => o.load = p.value()?.parse()?,
+            Long("versions") => o.versions = p.value()?.parse()?,
+            Long("only-versions") => o.only_versions = true,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -436,6 +449,25 @@ fn main() {
         .iter()
         .filter(|s| s.mode == "aot" || s.mode == "aot default")
         .collect();
+    let versions_table = (opts.versions > 0).then(|| {
+        let warmup = (opts.versions * opts.warmup_pct).div_ceil(100);
+        eprintln!(
+            "[bench] ABI version 2 puts: {} iterations + {warmup} warm-up",
+            opts.versions
+        );
+        versions::table(&fresh_setups, &redis, opts.versions, warmup, opts.rounds)
+    });
+    if opts.only_versions {
+        println!(
+            "{header}; warm-up {}% discarded; {} interleaved rounds per row\n",
+            opts.warmup_pct, opts.rounds
+        );
+        match &versions_table {
+            Some(t) => println!("{t}"),
+            None => eprintln!("[bench] --only-versions without --versions N: nothing measured"),
+        }
+        return;
+    }
 
     let mut conn = native::connect(&redis.url);
     let mut unix_conn = native::connect(&unix_url);
@@ -660,6 +692,10 @@ fn main() {
     if let Some(rows) = load_rows {
         println!();
         print!("{}", load::table(&rows));
+    }
+    if let Some(t) = versions_table {
+        println!();
+        print!("{t}");
     }
 }
 

@@ -79,6 +79,10 @@ pub struct Config {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_pending: usize,
+    /// Deadline of a `wait_for` get without `wait_ms` (never above `max_wait`).
+    pub wait: Duration,
+    /// Longest `wait_ms` granted.
+    pub max_wait: Duration,
     pub log_level: Level,
     /// Credentials of every store whose URL carries none.
     pub credentials: Credentials,
@@ -170,6 +174,8 @@ impl Config {
         let timeout_ms = int(var, &TIMEOUT_MS)?;
         let connect_timeout_ms = int(var, &CONNECT_TIMEOUT_MS)?;
         let max_pending = int(var, &MAX_PENDING)?;
+        let max_wait_ms = int(var, &MAX_WAIT_MS)?;
+        let wait_ms = int(var, &WAIT_MS)?.min(max_wait_ms);
         let log_level = match var(LOG.name) {
             None => Level::parse(LOG.text_default()).unwrap_or(Level::Warn),
             Some(v) => Level::parse(&v).ok_or_else(|| {
@@ -199,6 +205,8 @@ impl Config {
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_pending: max_pending as usize,
+            wait: Duration::from_millis(wait_ms),
+            max_wait: Duration::from_millis(max_wait_ms),
             log_level,
             credentials,
             global_credentials,
@@ -444,6 +452,24 @@ mod tests {
         assert_eq!(c.max_value_bytes, 64 << 20);
         assert_eq!(c.timeout, Duration::from_millis(2000));
         assert_eq!(c.log_level, Level::Warn);
+    }
+
+    #[test]
+    fn wait_default_and_cap() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            (c.wait, c.max_wait),
+            (Duration::from_secs(10), Duration::from_secs(60))
+        );
+        let c = cfg(&[("SKYLARK_WAIT_MS", "700"), ("SKYLARK_MAX_WAIT_MS", "900")]).unwrap();
+        assert_eq!(
+            (c.wait, c.max_wait),
+            (Duration::from_millis(700), Duration::from_millis(900))
+        );
+        // A default above the cap is cut to the cap.
+        let c = cfg(&[("SKYLARK_WAIT_MS", "5000"), ("SKYLARK_MAX_WAIT_MS", "900")]).unwrap();
+        assert_eq!(c.wait, Duration::from_millis(900));
+        assert!(cfg(&[("SKYLARK_MAX_WAIT_MS", "-1")]).is_err());
     }
 
     #[test]

@@ -154,6 +154,28 @@ pub const MAX_PENDING: Var = Var {
     doc: "oversized results kept per instance for `skylark_take_result`",
 };
 
+pub const WAIT_MS: Var = Var {
+    name: "SKYLARK_WAIT_MS",
+    section: Section::Store,
+    kind: Kind::Int {
+        default: 10_000,
+        min: 0,
+        max: 3_600_000,
+    },
+    doc: "deadline of a `skylark_get_bundle` with `wait_for` that gives no `wait_ms` (at most `SKYLARK_MAX_WAIT_MS`)",
+};
+
+pub const MAX_WAIT_MS: Var = Var {
+    name: "SKYLARK_MAX_WAIT_MS",
+    section: Section::Store,
+    kind: Kind::Int {
+        default: 60_000,
+        min: 0,
+        max: 3_600_000,
+    },
+    doc: "longest `wait_ms` a get is granted; a larger one is cut to this",
+};
+
 pub const LOG: Var = Var {
     name: "SKYLARK_LOG",
     section: Section::Store,
@@ -498,6 +520,8 @@ pub const VARS: &[Var] = &[
     TIMEOUT_MS,
     CONNECT_TIMEOUT_MS,
     MAX_PENDING,
+    WAIT_MS,
+    MAX_WAIT_MS,
     LOG,
     REDIS_USERNAME,
     REDIS_PASSWORD,

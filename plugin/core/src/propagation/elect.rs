@@ -19,8 +19,8 @@ pub(super) struct Sizes {
     pub global_copy: u64,
 }
 
-/// The job's target: the one it already has, else a fresh election, which is recorded in
-/// the job and announced (off the copy's critical path).
+/// The job's target: the one it already has, else a fresh election for its (first)
+/// destination, which is recorded in the job and announced (off the copy's critical path).
 pub(super) fn target(
     ctx: &'static Cluster,
     job: &mut Job,
@@ -32,17 +32,57 @@ pub(super) fn target(
     if let Some(t) = &job.target {
         return t.clone();
     }
-    let e = elect(ctx, topo, global, job, sizes, rng);
+    let dest = job.destination.clone();
+    let node = elect_announced(ctx, topo, global, job, dest.as_deref(), sizes, rng);
+    job.target = Some(node.clone());
+    node
+}
+
+/// The nodes of the job's further destinations (a fan-out's other successors): the ones
+/// it already has, else one fresh election per destination, each recorded and announced
+/// like [`target`]'s. Empty for a job with one destination.
+pub(super) fn more_targets(
+    ctx: &'static Cluster,
+    job: &mut Job,
+    topo: Option<&Schedule>,
+    global: Option<&str>,
+    sizes: Sizes,
+    rng: &mut Rng,
+) -> Vec<String> {
+    if job.more_targets.len() == job.more_destinations.len() {
+        return job.more_targets.clone();
+    }
+    let nodes: Vec<String> = job
+        .more_destinations
+        .iter()
+        .map(|dest| elect_announced(ctx, topo, global, job, Some(dest), sizes, rng))
+        .collect();
+    job.more_targets = nodes.clone();
+    nodes
+}
+
+/// Elects the node for destination `dest` (`None`: the global node) and publishes the
+/// `placement` event.
+fn elect_announced(
+    ctx: &'static Cluster,
+    topo: Option<&Schedule>,
+    global: Option<&str>,
+    job: &Job,
+    dest: Option<&str>,
+    sizes: Sizes,
+    rng: &mut Rng,
+) -> String {
+    let e = elect(ctx, topo, global, job, dest, sizes, rng);
     let rule = (job.policy == Policy::Skylark).then(|| ctx.config.propagation.election.name());
     let body = json!({"chain": job.chain, "tasks": job.tasks, "node": ctx.config.node_name,
            "policy": job.policy.name(), "rule": rule, "elected": e.node, "global": global,
+           "destination": dest.or(global),
            "path": e.path, "migration_ms": e.migration_ms, "slot": e.slot,
            "bytes": sizes.state, "reason": e.reason, "job": job.id,
            "exec_ms": e.exec_ms, "max_latency_ms": job.max_latency_ms,
            "slo_feasible": e.slo_feasible, "retrieval_ms": e.retrieval_ms});
     tokio::spawn(ctx.events.publish("placement", body));
     skylog!(Debug, "job {}: elected {} ({})", job.id, e.node, e.reason);
-    job.target = Some(e.node.clone());
     e.node
 }
 
@@ -77,12 +117,14 @@ struct Elected {
     retrieval_ms: Option<f64>,
 }
 
-/// Elects the node that should hold the job's copy.
+/// Elects the node that should hold the job's copy for destination `dest` (`None`: the
+/// global node).
 fn elect(
     ctx: &Cluster,
     topo: Option<&Schedule>,
     global: Option<&str>,
     job: &Job,
+    dest: Option<&str>,
     sizes: Sizes,
     rng: &mut Rng,
 ) -> Elected {
@@ -116,7 +158,7 @@ fn elect(
     let Some(local_id) = t.id(&local) else {
         return keep("this node is not in the topology");
     };
-    let Some(dest_name) = job.destination.as_deref().or(global) else {
+    let Some(dest_name) = dest.or(global) else {
         return keep("no destination and no global node");
     };
     let Some(dest_id) = t.id(dest_name) else {

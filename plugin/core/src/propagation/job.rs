@@ -120,8 +120,23 @@ async fn step(
         sizes,
         rng,
     );
-    let targets = copy_targets(job, &target, local, global_name.as_deref());
-    let swept = swept_nodes(job, &target, &snap.placement, global_name.as_deref(), local);
+    let more = elect::more_targets(
+        ctx,
+        job,
+        topo.as_deref(),
+        global_name.as_deref(),
+        sizes,
+        rng,
+    );
+    let targets = copy_targets(job, &target, &more, local, global_name.as_deref());
+    let swept = swept_nodes(
+        job,
+        &target,
+        &more,
+        &snap.placement,
+        global_name.as_deref(),
+        local,
+    );
     let record = placement_record(job, &snap.placement, &swept, &target);
     let round = copy::round(
         ctx,
@@ -149,6 +164,7 @@ async fn step(
             failures,
             round.failed,
             &target,
+            &more,
             global_name.as_deref(),
         )
         .await;
@@ -223,12 +239,22 @@ fn global_copy_bytes(job: &Job, snap: &Snapshot, local: &str, global: Option<&st
     }
 }
 
-/// The nodes this round copies to: the target unless it is this node or the global
-/// store, and the global store unless it is this node; minus those already done.
-fn copy_targets(job: &Job, target: &str, local: &str, global: Option<&str>) -> Vec<String> {
+/// The nodes this round copies to: the target and the nodes elected for a fan-out's
+/// further destinations unless they are this node or the global store, each once (two
+/// destinations whose elections coincide share one copy), and the global store unless it
+/// is this node; minus those already done.
+fn copy_targets(
+    job: &Job,
+    target: &str,
+    more: &[String],
+    local: &str,
+    global: Option<&str>,
+) -> Vec<String> {
     let mut targets: Vec<String> = Vec::new();
-    if target != local && Some(target) != global {
-        targets.push(target.to_string());
+    for t in std::iter::once(target).chain(more.iter().map(String::as_str)) {
+        if t != local && Some(t) != global && !targets.iter().any(|have| have == t) {
+            targets.push(t.to_string());
+        }
     }
     if let Some(g) = global {
         if g != local {
@@ -270,14 +296,19 @@ fn backoff(base: Duration, failures: u32) -> Duration {
     base.saturating_mul(factor).min(Duration::from_secs(10))
 }
 
-/// Counts the failed copies of a round; re-targets the job if its elected node failed
-/// `SKYLARK_RETRIES` times, else waits the backoff of the worst.
+/// Counts the failed copies of a round; re-targets the job if one of its elected nodes
+/// (the target or a fan-out's further one) failed `SKYLARK_RETRIES` times, else waits the
+/// backoff of the worst. Re-targeting the target elects every destination again; one of
+/// the further nodes, only the further destinations (the target and what its copy carried
+/// stay).
+#[allow(clippy::too_many_arguments)]
 async fn retry(
     ctx: &Cluster,
     job: &mut Job,
     failures: &mut HashMap<String, u32>,
     failed: Vec<(String, CallError)>,
     target: &str,
+    more: &[String],
     global: Option<&str>,
 ) -> Step {
     let p = &ctx.config.propagation;
@@ -299,13 +330,17 @@ async fn retry(
                    "error": e.message}),
             )
             .await;
-        if name == target && Some(name.as_str()) != global && *n >= p.retries {
-            // The elected node stays unreachable: elect again without it.
+        let elected = name == target || more.contains(&name);
+        if elected && Some(name.as_str()) != global && *n >= p.retries {
+            // An elected node stays unreachable: elect again without it.
             stats::inc(Counter::Retargets);
             stats::inc(Counter::Failures);
             job.exclude.push(name.clone());
-            job.target = None;
-            job.carried.clear();
+            job.more_targets.clear();
+            if name == target {
+                job.target = None;
+                job.carried.clear();
+            }
             ctx.events
                 .publish(
                     "retarget",
@@ -406,7 +441,8 @@ async fn finish(
     let took = now_ms().saturating_sub(job.put_at_ms);
     stats::observe_propagation(took);
     let body = json!({"chain": job.chain, "job": job.id, "tasks": job.tasks,
-           "node": ctx.config.node_name, "elected": target, "copies": job.done, "ms": took});
+           "node": ctx.config.node_name, "elected": target, "also": job.more_targets,
+           "copies": job.done, "ms": took});
     ctx.events.publish("propagated", body).await;
     // Each swept node is emptied only of the tasks whose tombstone was recorded there.
     let sweeps: Vec<Sweep> = swept
@@ -426,11 +462,13 @@ async fn finish(
 }
 
 /// The nodes a put with the `cleanup` option empties: those the placement record names
-/// for other tasks (nodes earlier puts elected), except this job's target, the global
-/// store and this node. None for a put without the option.
+/// for other tasks (nodes earlier puts elected), except this job's targets (the target
+/// and a fan-out's further ones), the global store and this node. None for a put without
+/// the option.
 fn swept_nodes(
     job: &Job,
     target: &str,
+    more: &[String],
     placement: &[(String, String)],
     global: Option<&str>,
     local: &str,
@@ -442,7 +480,8 @@ fn swept_nodes(
         .iter()
         .filter(|(task, _)| !job.tasks.contains(task))
         .map(|(_, node)| node.clone())
-        .filter(|n| n != target && Some(n.as_str()) != global && n != local)
+        .filter(|n| n != target && !more.contains(n))
+        .filter(|n| Some(n.as_str()) != global && n != local)
         .collect();
     nodes.sort();
     nodes.dedup();
@@ -500,15 +539,15 @@ mod tests {
     use super::*;
     use skylark_abi::wire::Policy;
 
-    #[test]
-    fn a_cleanup_sweeps_nodes_of_other_tasks_but_never_its_own_targets() {
-        let mut job = Job {
+    fn job() -> Job {
+        Job {
             id: "j".into(),
             chain: "c".into(),
             tasks: vec!["t2".into()],
             origin: "me".into(),
             policy: Policy::Skylark,
             destination: None,
+            more_destinations: Vec::new(),
             max_latency_ms: 0,
             min_bandwidth_mbps: 0.0,
             exec_ms: 0,
@@ -516,12 +555,18 @@ mod tests {
             put_at_ms: 0,
             cleanup: true,
             target: None,
+            more_targets: Vec::new(),
             done: Vec::new(),
             exclude: Vec::new(),
             carried: Default::default(),
             attempts: 0,
             merged: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_cleanup_sweeps_nodes_of_other_tasks_but_never_its_own_targets() {
+        let mut job = job();
         let placement = vec![
             ("t0".to_string(), "n1".to_string()),
             ("t1".to_string(), "n2".to_string()),
@@ -532,11 +577,41 @@ mod tests {
         ];
         // n3 held only this job's own task; n2 is the new target.
         assert_eq!(
-            swept_nodes(&job, "n2", &placement, Some("g"), "me"),
+            swept_nodes(&job, "n2", &[], &placement, Some("g"), "me"),
             ["n1".to_string()]
         );
+        // A fan-out's further target is one of its own targets too.
+        let more = ["n1".to_string()];
+        assert!(swept_nodes(&job, "n2", &more, &placement, Some("g"), "me").is_empty());
         job.cleanup = false;
-        assert!(swept_nodes(&job, "n2", &placement, Some("g"), "me").is_empty());
+        assert!(swept_nodes(&job, "n2", &[], &placement, Some("g"), "me").is_empty());
+    }
+
+    #[test]
+    fn a_fan_out_copies_once_to_each_distinct_elected_node() {
+        let mut job = job();
+        let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // One destination: the target and the global store, as before fan-outs.
+        assert_eq!(
+            copy_targets(&job, "n1", &[], "me", Some("g")),
+            s(&["n1", "g"])
+        );
+        // Three destinations, two of whose elections coincide: one copy serves both.
+        assert_eq!(
+            copy_targets(&job, "n1", &s(&["n2", "n1"]), "me", Some("g")),
+            s(&["n1", "n2", "g"])
+        );
+        // Elected nodes that are this node or the global store need no copy of their own.
+        assert_eq!(
+            copy_targets(&job, "me", &s(&["g", "n2", "n2"]), "me", Some("g")),
+            s(&["n2", "g"])
+        );
+        // Copies already made are not made again.
+        job.done = s(&["n2"]);
+        assert_eq!(
+            copy_targets(&job, "n1", &s(&["n2"]), "me", Some("g")),
+            s(&["n1", "g"])
+        );
     }
 
     #[test]

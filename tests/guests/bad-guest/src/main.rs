@@ -9,6 +9,7 @@
 extern "C" {
     fn skylark_put(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32, h: i32) -> i32;
     fn skylark_put_many(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32) -> i32;
+    fn skylark_put_v2(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32) -> i32;
     fn skylark_get_bundle(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32) -> i32;
     fn skylark_take_result(a: i32, b: i32, c: i32, d: i32) -> i32;
     fn skylark_drop_result(a: i32) -> i32;
@@ -140,6 +141,33 @@ fn main() {
             "put_many_duplicate",
             skylark_put_many(cp, cl, dups.as_ptr() as i32, 2, 0, 0),
         );
+        // Versioned puts (ABI version 2) whose versions record lies outside memory, or
+        // whose options exclude each other: nothing may be stored (task "other").
+        let one: [u32; 4] = [op, 5, vp as u32, vl as u32];
+        let orp = one.as_ptr() as i32;
+        report(
+            "put_v2_versions_past_end",
+            skylark_put_v2(cp, cl, orp, 1, 0, 0, e - 4),
+        );
+        report(
+            "put_v2_versions_wrap",
+            skylark_put_v2(cp, cl, orp, 1, 0, 0, -4),
+        );
+        report(
+            "put_v2_count_huge",
+            skylark_put_v2(cp, cl, orp, 0x1000_0000, 0, 0, 0),
+        );
+        let mut both = vec![0x82u8, 0xaa];
+        both.extend(b"if_version");
+        both.extend([0x01, 0xa9]);
+        both.extend(b"if_absent");
+        both.push(0xc3);
+        let mut versions = [0u64; 1];
+        let vsp = versions.as_mut_ptr() as i32;
+        report(
+            "put_v2_conditions_exclusive",
+            skylark_put_v2(cp, cl, orp, 1, both.as_ptr() as i32, both.len() as i32, vsp),
+        );
         // Reads with bad output locations.
         report(
             "get_result_past_end",
@@ -163,6 +191,12 @@ fn main() {
 
         // The host is still healthy: a valid put and get succeed.
         report("valid_put", skylark_put(cp, cl, tp, tl, vp, vl, 0, 0));
+        let task_rec: [u32; 4] = [tp as u32, tl as u32, vp as u32, vl as u32];
+        report(
+            "valid_put_v2",
+            skylark_put_v2(cp, cl, task_rec.as_ptr() as i32, 1, 0, 0, vsp),
+        );
+        println!("valid_put_v2_version {}", versions[0]);
         let st = skylark_get_bundle(cp, cl, 0, 0, bp, bc, rp);
         report("valid_get", st);
         println!("valid_get_len {}", result[0]);

@@ -107,6 +107,7 @@ pub fn put_options(rng: &mut Rng) -> Vec<u8> {
         exec_ms: rng.chance(40).then(|| big_u64(rng)),
         successor_in_ms: rng.chance(30).then(|| big_u64(rng)),
         cleanup: rng.chance(20),
+        ..PutOptions::default()
     };
     wire::encode_options(&o).unwrap_or_default()
 }
@@ -126,6 +127,7 @@ pub fn get_options(rng: &mut Rng, tasks: &[String]) -> Vec<u8> {
                 }
             })
             .collect(),
+        ..GetOptions::default()
     };
     wire::encode_options(&o).unwrap_or_default()
 }

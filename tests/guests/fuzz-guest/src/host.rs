@@ -8,6 +8,7 @@ extern "C" {
     fn skylark_version() -> i32;
     fn skylark_put(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32, h: i32) -> i32;
     fn skylark_put_many(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32) -> i32;
+    fn skylark_put_v2(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32) -> i32;
     fn skylark_get_bundle(a: i32, b: i32, c: i32, d: i32, e: i32, f: i32, g: i32) -> i32;
     fn skylark_take_result(a: i32, b: i32, c: i32, d: i32) -> i32;
     fn skylark_drop_result(a: i32) -> i32;
@@ -24,10 +25,11 @@ pub enum Import {
     TakeResult,
     DropResult,
     LastError,
+    PutV2,
 }
 
 impl Import {
-    pub const ALL: [Import; 7] = [
+    pub const ALL: [Import; 8] = [
         Import::Version,
         Import::Put,
         Import::PutMany,
@@ -35,6 +37,7 @@ impl Import {
         Import::TakeResult,
         Import::DropResult,
         Import::LastError,
+        Import::PutV2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Import {
             Import::TakeResult => imports::TAKE_RESULT,
             Import::DropResult => imports::DROP_RESULT,
             Import::LastError => imports::LAST_ERROR,
+            Import::PutV2 => imports::PUT_V2,
         }
     }
 
@@ -68,6 +72,7 @@ pub fn call(import: Import, a: &[u32; 8]) -> i32 {
             Import::TakeResult => skylark_take_result(w[0], w[1], w[2], w[3]),
             Import::DropResult => skylark_drop_result(w[0]),
             Import::LastError => skylark_last_error(w[0], w[1], w[2]),
+            Import::PutV2 => skylark_put_v2(w[0], w[1], w[2], w[3], w[4], w[5], w[6]),
         }
     }
 }

@@ -13,7 +13,8 @@
 //!   `skylark_last_error`;
 //! - the host wrote nothing in the arena outside the spans the status allows it to
 //!   write (the result buffer up to the result's length, the 8-byte result record, the
-//!   message and its length), and never wrote the data region;
+//!   message and its length, `skylark_put_v2`'s versions after `Ok` or
+//!   `ConditionFailed`), and never wrote the data region; versions after `Ok` are not 0;
 //! - result records hold what the ABI says (`len`, `handle` as predicted by a mirror of
 //!   the host's pending results; 0 after `Ok`), and a delivered bundle decodes, names
 //!   the requested chain and, when propagation is off, holds exactly the fields this
@@ -124,6 +125,8 @@ enum Post {
         chain: Option<String>,
         fields: Vec<(String, Option<Vec<u8>>)>,
         stateless: bool,
+        /// `skylark_put_v2`: where its versions go (ptr, len).
+        versions: Option<(u32, u32)>,
     },
     Get {
         chain: Option<String>,
@@ -155,8 +158,8 @@ struct Call {
 
 /// Counts per import and status, and the violations found.
 pub struct Tally {
-    pub calls: [u64; 7],
-    pub status: [BTreeMap<i32, u64>; 7],
+    pub calls: [u64; 8],
+    pub status: [BTreeMap<i32, u64>; 8],
     pub checks: u64,
     pub violations: u64,
     pub examples: Vec<String>,
@@ -230,7 +233,7 @@ impl Fuzzer {
             tasks,
             call_no: 0,
             tally: Tally {
-                calls: [0; 7],
+                calls: [0; 8],
                 status: Default::default(),
                 checks: 0,
                 violations: 0,
@@ -460,7 +463,8 @@ impl Fuzzer {
         let mutate = self.rng.chance(55);
         match self.rng.below(95) {
             0..=24 => self.gen_put(end, mutate),
-            25..=39 => self.gen_put_many(end, mutate),
+            25..=34 => self.gen_put_many(end, mutate, false),
+            35..=39 => self.gen_put_many(end, mutate, true),
             40..=64 => self.gen_get(end, mutate),
             65..=74 => self.gen_take(end),
             75..=79 => {
@@ -559,8 +563,15 @@ impl Fuzzer {
     fn put_options_rule(&self, e: &mut Expect, end: u64, p: u32, l: u32) -> bool {
         let o = self.options_rule::<PutOptions>(e, end, p, l, |o| {
             o.destination.as_deref().is_none_or(|d| id_ok(d.as_bytes()))
+                && (o.destination.is_none() || o.destinations.is_empty())
+                && o.destinations.len() <= skylark_abi::wire::MAX_DESTINATIONS
+                && o.destinations.iter().all(|d| id_ok(d.as_bytes()))
                 && o.min_bandwidth_mbps
                     .is_none_or(|b| b.is_finite() && b >= 0.0)
+                && !(o.if_version.is_some() && o.if_absent)
+                && o.idempotency_key
+                    .as_deref()
+                    .is_none_or(|k| id_ok(k.as_bytes()))
         });
         o.is_some_and(|o| o.policy == Some(Policy::Stateless))
     }
@@ -607,11 +618,33 @@ impl Fuzzer {
                 chain,
                 fields: task.zip(value).into_iter().collect(),
                 stateless,
+                versions: None,
             },
         }
     }
 
-    fn gen_put_many(&mut self, end: u64, mutate: bool) -> Call {
+    /// A versions record pointer for `count` versions (`skylark_put_v2`), which the host
+    /// may write: in the arena, at an edge, or ending outside memory.
+    fn out_versions(&mut self, end: u64, count: u32) -> u32 {
+        let len = count.saturating_mul(8);
+        let outside = end.min(u64::from(u32::MAX)) as u32;
+        let p = match self.rng.below(10) {
+            0..=6 => {
+                let off = self.reserve_at((len as usize).min(ARENA));
+                self.mem.arena.base() + off as u32
+            }
+            7 => gen::edge_ptr(&mut self.rng, end),
+            _ => outside.saturating_sub(self.rng.u32() % 16),
+        };
+        if self.mem.safe_output(end, p, len) {
+            p
+        } else {
+            outside
+        }
+    }
+
+    /// `skylark_put_many`, or with `v2` `skylark_put_v2` (the same, and a versions record).
+    fn gen_put_many(&mut self, end: u64, mutate: bool, v2: bool) -> Call {
         let chain = self.chain_bytes(mutate);
         let (cp, cl) = self.input(&chain, end, mutate);
         let n = 1 + self.rng.index(self.cfg.max_fields.clamp(1, 12) as usize);
@@ -709,14 +742,33 @@ impl Fuzzer {
             Ok(Content::Known(_)) => {}
         }
         let stateless = self.put_options_rule(&mut e, end, op, ol);
+        if !v2 {
+            return Call {
+                import: Import::PutMany,
+                args: [cp, cl, tbl, count, op, ol, 0, 0],
+                expect: e,
+                post: Post::Put {
+                    chain,
+                    fields,
+                    stateless,
+                    versions: None,
+                },
+            };
+        }
+        let vs = self.out_versions(end, count);
+        let vs_len = u32::try_from(u64::from(count) * 8);
+        if vs_len.map_or(true, |l| !inside(end, vs, l)) {
+            e.broken.push(Status::InvalidPointer);
+        }
         Call {
-            import: Import::PutMany,
-            args: [cp, cl, tbl, count, op, ol, 0, 0],
+            import: Import::PutV2,
+            args: [cp, cl, tbl, count, op, ol, vs, 0],
             expect: e,
             post: Post::Put {
                 chain,
                 fields,
                 stateless,
+                versions: vs_len.ok().map(|l| (vs, l)),
             },
         }
     }
@@ -962,7 +1014,25 @@ impl Fuzzer {
                 chain,
                 fields,
                 stateless,
+                versions,
             } => {
+                // skylark_put_v2 writes its versions on Ok and ConditionFailed only, and
+                // every version a put assigned is above 0.
+                if let Some((vp, vl)) = *versions {
+                    if ok || code == Status::ConditionFailed.code() {
+                        allowed.push((vp, vl));
+                    }
+                    if ok {
+                        let zero = self
+                            .output_bytes(vp, vl)
+                            .is_some_and(|b| b.chunks_exact(8).any(|v| v == [0; 8]));
+                        if zero {
+                            self.violation(format!(
+                                "skylark_put_v2 returned Ok with a version 0 at {vp}"
+                            ));
+                        }
+                    }
+                }
                 if ok && !call.expect.maybe.is_empty() {
                     // Written somewhere the guest cannot tell (an id read from memory it
                     // does not control): trust no mirror entry until it is read again.

@@ -1,0 +1,319 @@
+//! `skylark_get_bundle` with `wait_for` (issue 17 §2): real wasmedge running the probe
+//! guest with the real plugin, real redis-servers (one, or the emulated constellation).
+//!
+//! A waiter is known to be waiting once its subscription to the chain's arrival channel
+//! shows in `PUBSUB NUMSUB`: the producer starts only then, so every test here has the
+//! consumer waiting before the state it waits for exists. That the wait does not poll
+//! Redis is checked with the server's command counters.
+
+use probe::{fnv1a, pattern};
+use serde_json::Value;
+use skylark_abi::Status;
+use skylark_netemu::constellation::Constellation;
+use skylark_testkit::{chain_id, eventually, Guest, Redis, NS, RUN_TIMEOUT};
+
+/// Subscribers of `chain`'s arrival channel on `redis`.
+fn waiters(redis: &Redis, chain: &str) -> i64 {
+    let reply: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("{NS}/arrivals:{chain}"))
+        .query(&mut redis.conn())
+        .expect("PUBSUB NUMSUB");
+    reply.1
+}
+
+/// Waits (with a deadline) until a waiter subscribed to `chain`'s arrivals on `redis`.
+fn until_waiting(redis: &Redis, chain: &str) {
+    eventually(
+        &format!("a waiter subscribed to the arrivals of {chain}"),
+        RUN_TIMEOUT,
+        || waiters(redis, chain) >= 1,
+    );
+}
+
+fn put(redis: &Redis, chain: &str, task: &str, size: &str, seed: &str) {
+    let run = Guest::new("probe", &redis.url)
+        .args(["put", chain, task, size, seed])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(run.json()["status"], 0, "{}", run.stdout);
+}
+
+fn status(v: &Value) -> i64 {
+    v["status"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no status in {v}"))
+}
+
+/// The version the store holds for `task` of `chain` (`@v:<task>`).
+fn stored_version(redis: &Redis, chain: &str, task: &str) -> u64 {
+    let all = redis.hgetall(&format!("{NS}:bundle:{chain}"));
+    let v = all
+        .get(&format!("@v:{task}"))
+        .unwrap_or_else(|| panic!("no version of {task} in {all:?}"));
+    String::from_utf8_lossy(v).parse().expect("a number")
+}
+
+/// Calls of the commands a waiter could poll with, on `redis`.
+fn reads(redis: &Redis) -> u64 {
+    ["hkeys", "hget", "hgetall", "eval"]
+        .iter()
+        .map(|c| redis.command_calls(c))
+        .sum()
+}
+
+#[test]
+fn a_local_put_by_another_process_ends_the_wait() {
+    let redis = Redis::start();
+    let chain = chain_id("wait-local");
+    let waiter = Guest::new("probe", &redis.url)
+        .args(["wait", &chain, "--wait-for", "a,b", "--wait-ms", "60000"])
+        .spawn();
+    until_waiting(&redis, &chain);
+    put(&redis, &chain, "a", "100", "1");
+    put(&redis, &chain, "b", "200", "2");
+    let run = waiter.wait(RUN_TIMEOUT);
+    run.assert_success();
+    let v = run.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100, 1)), "{v}");
+    assert_eq!(v["fields"]["b"]["fnv"], fnv1a(&pattern(200, 2)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 60_000.0, "{v}");
+    assert_eq!(v["tier"], "local");
+    // The versions reported are those the store holds.
+    for task in ["a", "b"] {
+        assert_eq!(
+            v["versions"][task].as_u64(),
+            Some(stored_version(&redis, &chain, task)),
+            "{v}"
+        );
+    }
+    // The waiter unsubscribed when it was done (its process has exited anyway).
+    assert_eq!(waiters(&redis, &chain), 0);
+}
+
+#[test]
+fn the_deadline_delivers_the_fields_present_with_timed_out_and_no_polling() {
+    let redis = Redis::start();
+    let chain = chain_id("wait-timeout");
+    put(&redis, &chain, "a", "100", "1");
+    let before = reads(&redis);
+    let run = Guest::new("probe", &redis.url)
+        .args(["wait", &chain, "--wait-for", "a,b", "--wait-ms", "1500"])
+        .run(RUN_TIMEOUT);
+    let after = reads(&redis);
+    run.assert_success();
+    let v = run.json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    assert_eq!(v["bundle"], true);
+    assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100, 1)), "{v}");
+    assert!(v["fields"].get("b").is_none(), "{v}");
+    assert!(v["ms"].as_f64().unwrap() >= 1500.0, "{v}");
+    // A poll every few milliseconds would have read hundreds of times in 1.5 s; the
+    // waiter reads the names once after subscribing and the bundle once at the end.
+    assert!(
+        after - before <= 4,
+        "{} reads while waiting",
+        after - before
+    );
+
+    // A plain get with wait_for: TimedOut is an error naming what is missing.
+    let v = Guest::new("probe", &redis.url)
+        .args(["get", &chain, "--wait-for", "a,b", "--wait-ms", "200"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains(r#"still missing ["b"]"#), "{v}");
+
+    // No bundle at all by the deadline: TimedOut without one.
+    let none = chain_id("wait-nothing");
+    let v = Guest::new("probe", &redis.url)
+        .args(["wait", &none, "--wait-for", "x", "--wait-ms", "300"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    assert_eq!(v["bundle"], false, "{v}");
+    assert!(v["ms"].as_f64().unwrap() >= 300.0, "{v}");
+
+    // The node's cap cuts a longer wait_ms.
+    let v = Guest::new("probe", &redis.url)
+        .env("SKYLARK_MAX_WAIT_MS", "400")
+        .args(["wait", &none, "--wait-for", "x", "--wait-ms", "600000"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    let ms = v["ms"].as_f64().unwrap();
+    assert!((400.0..60_000.0).contains(&ms), "{v}");
+}
+
+#[test]
+fn a_result_too_large_for_the_buffer_is_taken_with_timed_out() {
+    let redis = Redis::start();
+    let chain = chain_id("wait-large");
+    put(&redis, &chain, "a", "100000", "3");
+    let v = Guest::new("probe", &redis.url)
+        .args([
+            "wait-raw",
+            &chain,
+            "1024",
+            "--wait-for",
+            "a,b",
+            "--wait-ms",
+            "200",
+        ])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(v["get_status"], Status::BufferTooSmall.code(), "{v}");
+    assert_ne!(v["handle"], 0, "{v}");
+    assert_eq!(v["take_status"], Status::TimedOut.code(), "{v}");
+    assert_eq!(v["fields"]["a"]["len"], 100_000, "{v}");
+    assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100_000, 3)), "{v}");
+}
+
+#[test]
+fn bad_wait_for_options_are_refused() {
+    let redis = Redis::start();
+    let v = Guest::new("probe", &redis.url)
+        .args(["get", "c", "--wait-for", "ok,not:an-id"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::InvalidOptions.code()), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("wait_for"), "{v}");
+}
+
+#[test]
+fn a_propagated_copy_ends_the_wait_on_the_successors_node() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("wait-copy");
+    // The consumer on pi4u5 waits before the producer on pi5u2 has put anything.
+    let waiter = c
+        .guest("probe", "pi4u5")
+        .args(["wait", &chain, "--wait-for", "pre", "--wait-ms", "60000"])
+        .spawn();
+    until_waiting(c.redis("pi4u5"), &chain);
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi4u5"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert_eq!(run.json()["status"], 0, "{}", run.stdout);
+    let got = waiter.wait(RUN_TIMEOUT);
+    got.assert_success();
+    let v = got.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert_eq!(v["fields"]["pre"]["fnv"], fnv1a(&pattern(1000, 7)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 60_000.0, "{v}");
+    // The version delivered is the one the put assigned, as both stores hold it.
+    let version = stored_version(c.redis("pi4u5"), &chain, "pre");
+    assert_eq!(version, stored_version(c.redis("pi5u2"), &chain, "pre"));
+    assert_eq!(v["versions"]["pre"].as_u64(), Some(version), "{v}");
+}
+
+#[test]
+fn at_the_deadline_the_other_tiers_are_asked_once() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("wait-elsewhere");
+    // The state goes to pi4u5 (and the global store); pi5u3 never gets a copy.
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi4u5"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    assert!(c.bundle("pi5u3", &chain).is_empty());
+    // Only this node's store while waiting, so the deadline passes; then its neighbours
+    // are asked, and one holds the state.
+    let v = c
+        .guest("probe", "pi5u3")
+        .args(["wait", &chain, "--wait-for", "pre", "--wait-ms", "300"])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "neighbour", "{v}");
+    assert_eq!(v["fields"]["pre"]["fnv"], fnv1a(&pattern(1000, 7)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() >= 300.0, "{v}");
+    // local_only: no other tier; the read-through copy the get above kept is there now,
+    // so wait for a task nobody wrote: TimedOut with this node's bundle.
+    let v = c
+        .guest("probe", "pi5u3")
+        .args([
+            "wait",
+            &chain,
+            "--wait-for",
+            "pre,post",
+            "--wait-ms",
+            "300",
+            "--local-only",
+        ])
+        .run(RUN_TIMEOUT)
+        .assert_success()
+        .json();
+    assert_eq!(status(&v), i64::from(Status::TimedOut.code()), "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert!(
+        v["fields"].get("pre").is_some() && v["fields"].get("post").is_none(),
+        "{v}"
+    );
+    // The plugin counted both gets (flushed at process exit).
+    let stats = c.stats("pi5u3");
+    assert_eq!(stats.get("wait_fors"), Some(&2), "{stats:?}");
+    assert_eq!(stats.get("wait_for_timeouts"), Some(&1), "{stats:?}");
+}
+
+#[test]
+fn require_waits_for_the_arrival_on_the_same_signals() {
+    let c = Constellation::for_system_tests();
+    let chain = chain_id("require-arrival");
+    // No tier has the chain yet: the get waits (at most SKYLARK_INCOMING_WAIT_MS) for the
+    // required state to arrive locally, subscribed to its arrivals rather than polling.
+    let waiter = c
+        .guest("probe", "pi4u5")
+        .env("SKYLARK_INCOMING_WAIT_MS", "60000")
+        .args(["get", &chain, "--require", "pre"])
+        .spawn();
+    until_waiting(c.redis("pi4u5"), &chain);
+    let run = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "1000", "7", "--dest", "pi4u5"])
+        .run(RUN_TIMEOUT);
+    run.assert_success();
+    let got = waiter.wait(RUN_TIMEOUT);
+    got.assert_success();
+    let v = got.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert_eq!(v["fields"]["pre"]["fnv"], fnv1a(&pattern(1000, 7)), "{v}");
+    assert!(v["ms"].as_f64().unwrap() < 60_000.0, "{v}");
+}
+
+#[test]
+fn a_waiter_whose_pubsub_connection_is_killed_subscribes_again() {
+    let redis = Redis::start();
+    let chain = chain_id("wait-killed");
+    let waiter = Guest::new("probe", &redis.url)
+        .args(["wait", &chain, "--wait-for", "a", "--wait-ms", "60000"])
+        .spawn();
+    until_waiting(&redis, &chain);
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn())
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    // The plugin notices, connects again and subscribes again (then reads once more).
+    until_waiting(&redis, &chain);
+    put(&redis, &chain, "a", "100", "1");
+    let run = waiter.wait(RUN_TIMEOUT);
+    run.assert_success();
+    let v = run.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100, 1)), "{v}");
+}
