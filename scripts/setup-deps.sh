@@ -28,6 +28,8 @@ for arg in "$@"; do
   esac
 done
 need=()
+# redis-server also runs the sentinels of tests/tests/global_cluster.rs (--sentinel), and
+# redis-cli (redis-tools) forms its Redis Cluster: no redis-sentinel package needed.
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 # The latency bench's outside reference (bench/src/bin/bench/native.rs).

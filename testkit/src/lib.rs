@@ -1,6 +1,7 @@
 //! The test kit: what the system tests, the network emulator, the benchmarks and the
 //! experiment share, one of each. Finds the wasmedge binary, the built plugin and guest
 //! `.wasm` files; starts throw-away `redis-server` processes ([`redis`], [`secure`]);
+//! a Redis Cluster and a Sentinel deployment for the global store ([`redis_cluster`]);
 //! runs guests under `wasmedge` with a deadline ([`guest`]); free ports ([`net`]),
 //! polling with a deadline ([`wait`]), the wall clock ([`clock`]), percentiles
 //! ([`stats`]), a seeded RNG ([`rng`]), the plugin's events ([`events`]) and the host
@@ -15,6 +16,7 @@ pub mod events;
 pub mod guest;
 pub mod net;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rng;
 pub mod secure;
 pub mod stats;
@@ -25,6 +27,7 @@ pub use events::{subscribe, Events};
 pub use guest::{aot, Guest, GuestRun, Running, RUN_TIMEOUT};
 pub use net::free_port;
 pub use redis::{Durability, Redis, ServerConfig, NS};
+pub use redis_cluster::{RedisCluster, Sentinels};
 pub use rng::Rng;
 pub use stats::percentile;
 pub use wait::eventually;

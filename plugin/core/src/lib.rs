@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod decode;
+pub mod distributed;
 pub mod election;
 pub mod error;
 pub mod events;

@@ -10,7 +10,7 @@
 
 use crate::config::{redact, Config, Credentials, RedisUrl, Tls, NAME_PLACEHOLDER};
 use crate::error::CallError;
-use crate::store::{OpenError, Store};
+use crate::store::{Acknowledge, OpenError, Store};
 use crate::topology::Schedule;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,8 @@ pub struct Nodes {
     tls: Tls,
     timeout: std::time::Duration,
     connect_timeout: std::time::Duration,
+    /// What writes to the global store wait for (`SKYLARK_GLOBAL_MIN_REPLICAS`).
+    acknowledge: Acknowledge,
     /// By URL and whether the store is opened as the global one.
     opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
 }
@@ -94,6 +96,10 @@ impl Nodes {
             tls: config.tls.clone(),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
+            acknowledge: Acknowledge {
+                replicas: p.global_min_replicas,
+                within: p.global_wait,
+            },
             opened: Mutex::new(HashMap::new()),
         }
     }
@@ -186,7 +192,8 @@ impl Nodes {
     /// The store at `url` for node `node`, opened once. Refuses plain TCP when
     /// `SKYLARK_REMOTE_TLS` is on.
     fn open(&self, node: &str, url: &str, global: bool) -> Result<Arc<Store>, NodeError> {
-        if self.remote_tls && url.starts_with("redis://") {
+        let plain = ["redis://", "redis+cluster://", "redis+sentinel://"];
+        if self.remote_tls && plain.iter().any(|p| url.starts_with(p)) {
             return Err(NodeError::PlainRefused {
                 node: node.to_string(),
                 url: redact(url),
@@ -205,13 +212,24 @@ impl Nodes {
         } else {
             &self.credentials
         };
-        let store = Store::remote(
-            url,
-            credentials,
-            &self.tls,
-            self.timeout,
-            self.connect_timeout,
-        )
+        let store = if global {
+            Store::global(
+                url,
+                credentials,
+                &self.tls,
+                self.timeout,
+                self.connect_timeout,
+                self.acknowledge,
+            )
+        } else {
+            Store::remote(
+                url,
+                credentials,
+                &self.tls,
+                self.timeout,
+                self.connect_timeout,
+            )
+        }
         .map_err(NodeError::Open)?;
         opened.insert(key, Arc::clone(&store));
         Ok(store)
@@ -287,6 +305,24 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, NodeError::PlainRefused { .. }), "{e}");
         assert!(more.global(Some(&topo)).is_none());
+        // A plain cluster or Sentinel deployment as well (issue 18).
+        for url in [
+            "redis+cluster://10.0.0.99:7000",
+            "redis+sentinel://10.0.0.99:26379/m",
+        ] {
+            let n = nodes(&[
+                ("SKYLARK_NODE_NAME", "here"),
+                ("SKYLARK_REMOTE_TLS", "on"),
+                ("SKYLARK_GLOBAL_URL", url),
+            ]);
+            assert!(n.global(Some(&topo)).is_none(), "{url}");
+            let n = nodes(&[
+                ("SKYLARK_NODE_NAME", "here"),
+                ("SKYLARK_REMOTE_TLS", "on"),
+                ("SKYLARK_GLOBAL_URL", &url.replacen("redis+", "rediss+", 1)),
+            ]);
+            assert!(n.global(Some(&topo)).unwrap().store.is_tls(), "{url}");
+        }
         // A local store over plain TCP is the operator's choice.
         assert!(!more.local().is_tls());
     }

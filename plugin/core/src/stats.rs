@@ -46,9 +46,12 @@ pub enum Counter {
     PropagationLe1S,
     PropagationLe10S,
     PropagationGt10S,
+    /// Writes to the global store that fewer replicas than `SKYLARK_GLOBAL_MIN_REPLICAS`
+    /// confirmed in time (not counted as done).
+    GlobalUnacknowledged,
 }
 
-const ALL: [Counter; 34] = [
+const ALL: [Counter; 35] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -83,6 +86,7 @@ const ALL: [Counter; 34] = [
     Counter::PropagationLe1S,
     Counter::PropagationLe10S,
     Counter::PropagationGt10S,
+    Counter::GlobalUnacknowledged,
 ];
 
 impl Counter {
@@ -123,6 +127,7 @@ impl Counter {
             Counter::PropagationLe1S => "propagation_le_1s",
             Counter::PropagationLe10S => "propagation_le_10s",
             Counter::PropagationGt10S => "propagation_gt_10s",
+            Counter::GlobalUnacknowledged => "global_unacknowledged",
         }
     }
 }

@@ -12,15 +12,20 @@
 //! runtime with one total deadline, so a store or an on-path delay that trickles its reply
 //! cannot hold the guest's thread beyond `SKYLARK_TIMEOUT_MS` (issue 16 point 4). Both authenticate with the store's credentials
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
+//!
+//! The global store may instead be a Redis Cluster or a Sentinel-managed primary
+//! ([`crate::distributed`]): reached on the runtime only, with the same deadlines, and,
+//! with `SKYLARK_GLOBAL_MIN_REPLICAS`, writes ([`Store::write_async_within`]) count only
+//! once `WAIT` confirms them on that many replicas.
 
-use crate::config::{redact, Credentials, Tls};
+use crate::config::{redact, Credentials, GlobalTarget, Tls};
+use crate::distributed::{is_redirect, Conn, Settings, Target};
 use crate::error::CallError;
 use crate::resp::{Arg, Packer, Piece};
-use redis::aio::MultiplexedConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ErrorKind,
-    IntoConnectionInfo, RedisError, TlsCertificates, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo,
+    ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
 use std::sync::Arc;
@@ -37,6 +42,12 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
+/// Tries of a request to a cluster or Sentinel store that met a redirect
+/// ([`crate::distributed::is_redirect`]), after the first, and the first pause between
+/// them (doubling: 20 + 40 + 80 + 160 ms at most).
+const REDIRECT_RETRIES: u32 = 4;
+const REDIRECT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// The largest send buffer [`Store::query_transaction`] keeps for the next request (a put of a
 /// rare huge value does not pin its size for the life of the process).
 const KEEP_SEND_BUFFER: usize = 8 << 20;
@@ -49,16 +60,27 @@ struct Blocking {
     buf: Vec<u8>,
 }
 
-/// One Redis server.
+/// How many replicas must confirm a write (`WAIT`), and within what time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Acknowledge {
+    /// 0: no `WAIT`.
+    pub replicas: u32,
+    pub within: Duration,
+}
+
+/// One Redis server, or (the global store only) a cluster or Sentinel deployment.
 pub struct Store {
-    client: Client,
+    target: Target,
+    /// The ACL user (`None`: the default user).
+    user: Option<String>,
+    acknowledge: Acknowledge,
     shown: String,
     /// Where the credentials come from, for messages about refused access.
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
     blocking: std::sync::Mutex<Blocking>,
-    shared: AsyncMutex<Option<MultiplexedConnection>>,
+    shared: AsyncMutex<Option<Conn>>,
     timeout: Duration,
     connect_timeout: Duration,
     /// `query` goes through the runtime, with one deadline for the whole request.
@@ -110,6 +132,55 @@ impl Store {
         Store::build(url, credentials, tls, timeout, connect_timeout, false)
     }
 
+    /// Like [`Store::remote`] for the global store: `url` may also be a cluster or
+    /// Sentinel URL (`config::GlobalTarget`), and writes through
+    /// [`Store::write_async_within`] wait for `acknowledge`.
+    pub fn global(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        acknowledge: Acknowledge,
+    ) -> Result<Arc<Store>, OpenError> {
+        let open_error = |reason: String| OpenError {
+            url: redact(url),
+            reason,
+        };
+        let target =
+            crate::config::global_url::parse(url).map_err(|e| open_error(e.to_string()))?;
+        if let GlobalTarget::Single(_) = target {
+            return Store::build_with(
+                url,
+                credentials,
+                tls,
+                timeout,
+                connect_timeout,
+                true,
+                acknowledge,
+            );
+        }
+        let settings = Settings {
+            credentials,
+            tls,
+            connect_timeout: connect_timeout.min(timeout),
+        };
+        let (target, is_tls, user, auth) =
+            Target::distributed(&target, &settings, |u| connection_info(u, credentials))
+                .map_err(|e| open_error(e.to_string()))?;
+        Ok(Store::assemble(
+            target,
+            url,
+            user,
+            auth,
+            is_tls,
+            timeout,
+            connect_timeout,
+            true,
+            acknowledge,
+        ))
+    }
+
     /// Like [`Store::new`] for another node's store or the global store: guest-thread
     /// calls always go through the runtime, with one total deadline.
     pub fn remote(
@@ -130,6 +201,35 @@ impl Store {
         connect_timeout: Duration,
         remote: bool,
     ) -> Result<Arc<Store>, OpenError> {
+        let none = Acknowledge::default();
+        Store::build_with(
+            url,
+            credentials,
+            tls,
+            timeout,
+            connect_timeout,
+            remote,
+            none,
+        )
+    }
+
+    fn build_with(
+        url: &str,
+        credentials: &Credentials,
+        tls: &Tls,
+        timeout: Duration,
+        connect_timeout: Duration,
+        remote: bool,
+        acknowledge: Acknowledge,
+    ) -> Result<Arc<Store>, OpenError> {
+        if crate::config::is_distributed(url) {
+            return Err(OpenError {
+                url: redact(url),
+                reason: "a Redis Cluster or Sentinel URL is accepted only for the global store \
+                         (SKYLARK_GLOBAL_URL)"
+                    .into(),
+            });
+        }
         let (client, auth) = client(url, credentials, tls).map_err(|e| OpenError {
             url: redact(url),
             reason: e.to_string(),
@@ -146,15 +246,48 @@ impl Store {
             }
             _ => false,
         };
-        let total_deadline = remote || !nearby;
+        let user = client
+            .get_connection_info()
+            .redis_settings()
+            .username()
+            .map(str::to_string);
+        Ok(Store::assemble(
+            Target::Single(client),
+            url,
+            user,
+            auth,
+            tls,
+            timeout,
+            connect_timeout,
+            remote || !nearby,
+            acknowledge,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        target: Target,
+        url: &str,
+        user: Option<String>,
+        auth: String,
+        tls: bool,
+        timeout: Duration,
+        connect_timeout: Duration,
+        total_deadline: bool,
+        acknowledge: Acknowledge,
+    ) -> Arc<Store> {
         let connect_timeout = connect_timeout.min(timeout);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             // Each request has its own deadline (query_async, query_async_within); a
             // connection-wide response timeout would cut long copies short.
             .set_response_timeout(None);
-        Ok(Arc::new_cyclic(|me| Store {
-            client,
+        // A cluster or Sentinel deployment is reached on the runtime only.
+        let total_deadline = total_deadline || target.is_distributed();
+        Arc::new_cyclic(|me| Store {
+            target,
+            user,
+            acknowledge,
             shown: redact(url),
             auth,
             tls,
@@ -165,7 +298,7 @@ impl Store {
             connect_timeout,
             total_deadline,
             me: me.clone(),
-        }))
+        })
     }
 
     /// The store's URL with secrets redacted.
@@ -175,10 +308,12 @@ impl Store {
 
     /// The ACL user this store authenticates as (`None`: the default user). Not a secret.
     pub fn user(&self) -> Option<&str> {
-        self.client
-            .get_connection_info()
-            .redis_settings()
-            .username()
+        self.user.as_deref()
+    }
+
+    /// The replicas a write must reach ([`Store::write_async_within`]).
+    pub fn acknowledge(&self) -> Acknowledge {
+        self.acknowledge
     }
 
     /// Whether the store is reached over TLS (`rediss://`).
@@ -270,6 +405,29 @@ impl Store {
         }
     }
 
+    /// Like [`Store::query_transaction`] for a write that may have to reach replicas: on
+    /// a store reached through the runtime (a remote or the global store, a cluster or
+    /// Sentinel deployment) or with replicas to wait for, the commands go out as an atomic
+    /// pipeline through [`Store::write`] (one total deadline, `WAIT` after `EXEC` in the
+    /// same pipeline); else over the calling thread's connection.
+    pub fn write_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
+        if !self.total_deadline && self.acknowledge.replicas == 0 {
+            return self.query_transaction(cmds);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for c in cmds {
+            pipe.add_command(crate::resp::cmd(c));
+        }
+        match self.write(&Request::Pipe(pipe))? {
+            Value::Array(replies) if replies.len() == cmds.len() => Ok(replies),
+            other => Err(self.reply_error(format!(
+                "unexpected reply {other:?} to a transaction of {} commands",
+                cmds.len()
+            ))),
+        }
+    }
+
     /// The calling-thread connection and its send buffer. A poisoned lock only means
     /// another call panicked mid-request; the slot is still valid, and a half-used
     /// connection is dropped by [`Store::on_connection`].
@@ -335,8 +493,13 @@ impl Store {
     }
 
     fn connect_blocking(&self) -> Result<Connection, CallError> {
-        let conn = self
-            .client
+        let Target::Single(client) = &self.target else {
+            return Err(CallError::new(
+                Status::StoreError,
+                "a cluster or Sentinel store is reached on the plugin runtime only",
+            ));
+        };
+        let conn = client
             .get_connection_with_timeout(self.connect_timeout)
             .map_err(|e| self.connect_error(e))?;
         for r in [
@@ -392,39 +555,125 @@ impl Store {
         }
     }
 
+    /// Like [`Store::query_async_within`] for a write that must reach the store's
+    /// replicas ([`Store::acknowledge`]; without any, the same): the request goes out in
+    /// one pipeline with `WAIT <replicas> <ms>` right after it, so both travel on one
+    /// connection to one server (for a cluster, the primary holding the write's slot: the
+    /// pipeline is routed by its key), and the write counts only if `WAIT` reports at
+    /// least that many replicas. The deadline grows by the `WAIT` time. A transaction
+    /// (atomic pipeline) is sent as `MULTI` ... `EXEC` inside that pipeline; its reply is
+    /// `EXEC`'s array (every command's reply: `ignore` does not apply).
+    pub async fn write_async_within(
+        &self,
+        request: &Request,
+        deadline: Duration,
+    ) -> Result<Value, CallError> {
+        let ack = self.acknowledge;
+        if ack.replicas == 0 {
+            return self.query_async_within(request, deadline).await;
+        }
+        let (pipe, reply_at) = with_wait(request, ack);
+        let reply = self
+            .query_async_within(&Request::Pipe(pipe), deadline + ack.within)
+            .await
+            .map_err(|mut e| {
+                if e.status == Status::StoreTimeout {
+                    e.message
+                        .push_str(", with SKYLARK_GLOBAL_WAIT_MS for the write's WAIT");
+                }
+                e
+            })?;
+        let mut replies = match reply {
+            Value::Array(items) if items.len() > reply_at => items,
+            other => {
+                return Err(self.reply_error(format!(
+                    "unexpected reply {other:?} to a write and its WAIT"
+                )))
+            }
+        };
+        let confirmed = match replies.last() {
+            Some(Value::Int(n)) => *n,
+            other => return Err(self.reply_error(format!("unexpected reply {other:?} to WAIT"))),
+        };
+        if confirmed < i64::from(ack.replicas) {
+            crate::stats::inc(crate::stats::Counter::GlobalUnacknowledged);
+            return Err(CallError::new(
+                Status::StoreUnavailable,
+                format!(
+                    "{}: the write reached {confirmed} of the {} replicas \
+                     SKYLARK_GLOBAL_MIN_REPLICAS asks for within {} ms \
+                     (SKYLARK_GLOBAL_WAIT_MS); not counted as done",
+                    self.shown,
+                    ack.replicas,
+                    ack.within.as_millis()
+                ),
+            ));
+        }
+        Ok(replies.swap_remove(reply_at))
+    }
+
+    /// [`Store::write_async_within`] from the calling thread, within the store's deadline
+    /// (plus the `WAIT` time).
+    pub fn write(&self, request: &Request) -> Result<Value, CallError> {
+        if self.acknowledge.replicas == 0 {
+            return self.query(request);
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Err(CallError::new(Status::Internal, "store dropped"));
+        };
+        let request = request.clone();
+        let deadline = self.timeout;
+        let margin = deadline + self.acknowledge.within + Duration::from_millis(250);
+        crate::runtime::run(margin, async move {
+            me.write_async_within(&request, deadline).await
+        })
+    }
+
     async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
         let mut reconnected = false;
+        let mut redirects = 0;
         loop {
             let mut conn = self.connection().await?;
-            let result = match request {
-                Request::Cmd(c) => c.query_async::<Value>(&mut conn).await,
-                Request::Pipe(p) => p.query_async::<Value>(&mut conn).await,
-            };
-            match result {
+            match conn.send(request).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    // A moved key or a demoted primary (a cluster or Sentinel store): the
+                    // next connection asks again (slot map, sentinels). While a failover
+                    // or a slot migration settles that can take a few tries: up to
+                    // REDIRECT_RETRIES, backing off, within the request's deadline.
+                    let redirect = self.target.is_distributed() && is_redirect(&e);
                     let broken = is_broken(&e);
-                    if broken {
+                    if broken || redirect {
                         self.forget().await;
+                    }
+                    if redirect && redirects < REDIRECT_RETRIES {
+                        tokio::time::sleep(REDIRECT_BACKOFF * (1 << redirects)).await;
+                        redirects += 1;
+                        continue;
                     }
                     if broken && !reconnected {
                         reconnected = true;
                         continue;
                     }
-                    return Err(self.classify(e));
+                    let mut err = self.classify(e);
+                    if redirect {
+                        // The data is elsewhere for now: as for a store that is down.
+                        err.status = Status::StoreUnavailable;
+                    }
+                    return Err(err);
                 }
             }
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, CallError> {
+    async fn connection(&self) -> Result<Conn, CallError> {
         let mut slot = self.shared.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.conn_cfg)
+            .target
+            .connect(&self.conn_cfg)
             .await
             .map_err(|e| self.connect_error(e))?;
         *slot = Some(c.clone());
@@ -473,8 +722,10 @@ impl Store {
 
     /// A dedicated pub/sub connection to this store (for `arrivals`), with the store's
     /// credentials and TLS, within the connect deadline. Runs on the plugin runtime.
+    /// On a cluster, one connection to its first seed node (a `PUBLISH` reaches every
+    /// node's subscribers); on Sentinel, to the primary the sentinels name.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
-        match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
+        match tokio::time::timeout(self.connect_timeout, self.target.pubsub()).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => Err(self.connect_error(e).context(&self.shown)),
             Err(_) => Err(CallError::new(
@@ -509,6 +760,40 @@ impl Store {
     }
 }
 
+/// `request` followed by `WAIT`, as one plain pipeline, and the index of the request's
+/// reply in the pipeline's reply.
+fn with_wait(request: &Request, ack: Acknowledge) -> (redis::Pipeline, usize) {
+    let mut pipe = redis::pipe();
+    let reply_at = match request {
+        Request::Cmd(c) => {
+            pipe.add_command(c.clone());
+            0
+        }
+        Request::Pipe(p) if p.is_transaction() => {
+            pipe.cmd("MULTI");
+            let mut n = 0;
+            for c in p.cmd_iter() {
+                pipe.add_command(c.clone());
+                n += 1;
+            }
+            pipe.cmd("EXEC");
+            // MULTI's reply and one QUEUED per command, then EXEC's.
+            n + 1
+        }
+        Request::Pipe(p) => {
+            for c in p.cmd_iter() {
+                pipe.add_command(c.clone());
+            }
+            // The replies as an array of their own are not kept: the first one.
+            0
+        }
+    };
+    pipe.cmd("WAIT")
+        .arg(ack.replicas)
+        .arg(ack.within.as_millis().max(1) as u64);
+    (pipe, reply_at)
+}
+
 fn is_broken(e: &RedisError) -> bool {
     e.is_connection_dropped() || e.is_io_error()
 }
@@ -536,6 +821,28 @@ fn access_refused(e: &RedisError) -> bool {
 /// `rediss://`. Also says where the credentials come from, for messages (never the
 /// password itself).
 fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, String), RedisError> {
+    let (info, auth) = connection_info(url, credentials)?;
+    let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        let certificates = TlsCertificates {
+            client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+            root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
+        };
+        Client::build_with_tls(info, certificates)?
+    } else {
+        Client::open(info)?
+    };
+    Ok((client, auth))
+}
+
+/// The connection settings of `url` with `credentials` applied as [`client`] describes,
+/// and where the credentials come from.
+fn connection_info(
+    url: &str,
+    credentials: &Credentials,
+) -> Result<(ConnectionInfo, String), RedisError> {
     let info = url.into_connection_info()?;
     let settings = info.redis_settings().clone();
     let configured = || match credentials.source.as_str() {
@@ -566,19 +873,7 @@ fn client(url: &str, credentials: &Credentials, tls: &Tls) -> Result<(Client, St
     let info = info
         .set_redis_settings(settings.set_skip_set_lib_name())
         .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-    let client = if tls.is_set() && matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-        let certificates = TlsCertificates {
-            client_tls: tls.client.as_ref().map(|(cert, key)| ClientTlsConfig {
-                client_cert: cert.pem.clone(),
-                client_key: key.pem.clone(),
-            }),
-            root_cert: tls.ca.as_ref().map(|ca| ca.pem.clone()),
-        };
-        Client::build_with_tls(info, certificates)?
-    } else {
-        Client::open(info)?
-    };
-    Ok((client, auth))
+    Ok((info, auth))
 }
 
 /// Appends `HSET key f1 v1 ...` and, with a TTL, `EXPIRE key ttl` to `pipe` (both ignored
@@ -844,6 +1139,99 @@ mod tests {
         )
         .unwrap();
         assert!(secure.is_tls());
+    }
+
+    #[test]
+    fn a_write_to_acknowledge_is_followed_by_wait_in_one_pipeline() {
+        let ack = Acknowledge {
+            replicas: 2,
+            within: Duration::from_millis(300),
+        };
+        let names = |p: &redis::Pipeline| -> Vec<String> {
+            p.cmd_iter()
+                .map(|c| match c.args_iter().next() {
+                    Some(redis::Arg::Simple(a)) => String::from_utf8_lossy(a).into_owned(),
+                    _ => String::new(),
+                })
+                .collect()
+        };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg("return 1").arg(1).arg("k");
+        let (pipe, at) = with_wait(&Request::Cmd(eval), ack);
+        assert!(!pipe.is_transaction());
+        assert_eq!((names(&pipe), at), (vec!["EVAL".into(), "WAIT".into()], 0));
+        let wait = pipe.cmd_iter().last().unwrap().get_packed_command();
+        assert!(String::from_utf8_lossy(&wait).ends_with("$1\r\n2\r\n$3\r\n300\r\n"));
+
+        // A transaction keeps its MULTI ... EXEC inside the plain pipeline; its reply is
+        // EXEC's, after MULTI's and two QUEUED.
+        let mut tx = redis::pipe();
+        tx.atomic().cmd("HSET").arg("k").arg("f").arg("v").ignore();
+        tx.cmd("EXPIRE").arg("k").arg(5).ignore();
+        let (pipe, at) = with_wait(&Request::Pipe(tx), ack);
+        assert!(!pipe.is_transaction());
+        assert_eq!(
+            names(&pipe),
+            ["MULTI", "HSET", "EXPIRE", "EXEC", "WAIT"].map(String::from)
+        );
+        assert_eq!(at, 3);
+    }
+
+    #[test]
+    fn only_the_global_store_may_be_a_cluster_or_sentinel() {
+        let (c, t, d) = (
+            Credentials::default(),
+            Tls::default(),
+            Duration::from_millis(300),
+        );
+        for url in [
+            "redis+cluster://127.0.0.1:1,127.0.0.1:2",
+            "redis+sentinel://127.0.0.1:1/m",
+        ] {
+            let e = Store::new(url, &c, &t, d, d).map(|_| ()).unwrap_err();
+            assert!(e.reason.contains("only for the global store"), "{e}");
+            assert!(Store::remote(url, &c, &t, d, d).is_err(), "{url}");
+            let ack = Acknowledge::default();
+            let g = Store::global(url, &c, &t, d, d, ack).unwrap();
+            assert!(g.has_total_deadline(), "{url}: runtime only");
+            assert!(!g.is_tls());
+            // Nothing listens: refused within the deadline, as a store that is down.
+            let err = g.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+            assert!(
+                matches!(err.status, Status::StoreUnavailable | Status::StoreTimeout),
+                "{url}: {err}"
+            );
+            // The blocking path is for a nearby node-local store only.
+            let e = g.query_transaction(&[&["PING".into()]]).unwrap_err();
+            assert!(e.message.contains("runtime only"), "{e}");
+        }
+        let g = Store::global(
+            "redis+cluster://alice:pw@127.0.0.1:1",
+            &c,
+            &t,
+            d,
+            d,
+            Acknowledge::default(),
+        )
+        .unwrap();
+        assert_eq!(g.user(), Some("alice"));
+        assert!(!g.name().contains("pw"), "{}", g.name());
+    }
+
+    #[test]
+    fn writes_without_replicas_to_wait_for_are_plain_queries() {
+        // No acknowledgement configured: no WAIT, the store's ordinary error.
+        let store = Store::remote(
+            "redis://127.0.0.1:1",
+            &Credentials::default(),
+            &Tls::default(),
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert_eq!(store.acknowledge(), Acknowledge::default());
+        let err = store.write(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+        assert_eq!(err.status, Status::StoreUnavailable, "{err}");
     }
 
     #[test]

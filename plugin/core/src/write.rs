@@ -318,7 +318,9 @@ fn put_global(
         Some(global.name.as_str()),
     );
     let cmds: Vec<&[resp::Arg<'_>]> = cmds.iter().map(Vec::as_slice).collect();
-    let replies = global.store.query_transaction(&cmds)?;
+    // Through the runtime with one deadline, and with SKYLARK_GLOBAL_MIN_REPLICAS
+    // acknowledged only once replicas confirm it.
+    let replies = global.store.write_transaction(&cmds)?;
     let v = fence::put_verdict(&replies).ok_or_else(|| {
         global
             .store

@@ -6,11 +6,13 @@
 //! `tls` the certificate files; `error` the [`ConfigError`] they all return.
 
 mod error;
+pub mod global_url;
 mod secret;
 mod tls;
 pub mod vars;
 
 pub use error::ConfigError;
+pub use global_url::{is_distributed, GlobalTarget};
 pub use secret::{redact, Credentials, Secret};
 pub use tls::{PemFile, Tls};
 
@@ -38,6 +40,10 @@ pub struct Propagation {
     /// store over plain `redis://`.
     pub remote_tls: bool,
     pub global_url: Option<RedisUrl>,
+    /// Replicas that must confirm a write to the global store (`WAIT`) before it counts.
+    pub global_min_replicas: u32,
+    /// How long that confirmation may take.
+    pub global_wait: Duration,
     pub policy: Policy,
     /// The rule of the `skylark` policy.
     pub election: Rule,
@@ -214,7 +220,7 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
     let topology_file = var(TOPOLOGY_FILE.name);
     let global_url = var(GLOBAL_URL.name);
     if let Some(url) = &global_url {
-        check_redis_url(url).map_err(|e| {
+        global_url::parse(url).map_err(|e| {
             ConfigError::value("SKYLARK_GLOBAL_URL", format!("SKYLARK_GLOBAL_URL: {e}"))
         })?;
     }
@@ -261,6 +267,8 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
         remote_port: int(var, &REMOTE_PORT)? as u16,
         remote_tls: switch(var, &REMOTE_TLS)?,
         global_url,
+        global_min_replicas: int(var, &GLOBAL_MIN_REPLICAS)? as u32,
+        global_wait: ms(&GLOBAL_WAIT_MS)?,
         policy,
         election,
         max_latency_ms: int(var, &SLO_MAX_LATENCY_MS)?,
@@ -337,6 +345,13 @@ impl std::error::Error for InvalidUrl {}
 
 /// Accepts the URL forms the store supports, without connecting.
 pub fn check_redis_url(url: &str) -> Result<(), InvalidUrl> {
+    if is_distributed(url) {
+        return Err(InvalidUrl(format!(
+            "{:?}: a Redis Cluster or Sentinel URL is accepted only for the global store \
+             (SKYLARK_GLOBAL_URL); node-local and other nodes' stores are single servers",
+            redact(url)
+        )));
+    }
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "redis" | "rediss" | "unix" | "redis+unix" => {}
@@ -610,6 +625,11 @@ mod tests {
             ("SKYLARK_NODE_ADDRS", "pi5u1=http://x"),
             ("SKYLARK_NODE_ADDRS", "a=redis://h:1,a=redis://h:2"),
             ("SKYLARK_GLOBAL_URL", "10.0.0.1:6379"),
+            ("SKYLARK_GLOBAL_URL", "redis+sentinel://s1:26379"),
+            ("SKYLARK_GLOBAL_MIN_REPLICAS", "-1"),
+            ("SKYLARK_GLOBAL_WAIT_MS", "0"),
+            ("SKYLARK_REDIS_URL", "redis+cluster://127.0.0.1:7000"),
+            ("SKYLARK_NODE_ADDRS", "a=redis+sentinel://s1:26379/m"),
             ("SKYLARK_SLO_MIN_BANDWIDTH_MBPS", "-3"),
             ("SKYLARK_REMOTE_PORT", "70000"),
             ("SKYLARK_TOPOLOGY_KEY", "sometimes"),
@@ -620,6 +640,38 @@ mod tests {
         for (k, v) in cases {
             let err = cfg(&[(k, v)]).unwrap_err();
             assert!(err.contains(k), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_global_store_may_be_a_cluster_or_sentinel() {
+        let c = cfg(&[
+            (
+                "SKYLARK_GLOBAL_URL",
+                "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            ),
+            ("SKYLARK_GLOBAL_MIN_REPLICAS", "1"),
+            ("SKYLARK_GLOBAL_WAIT_MS", "250"),
+        ])
+        .unwrap();
+        assert!(c.propagation.enabled);
+        assert_eq!(c.propagation.global_min_replicas, 1);
+        assert_eq!(c.propagation.global_wait, Duration::from_millis(250));
+        assert!(cfg(&[("SKYLARK_GLOBAL_URL", "rediss+sentinel://s1:26379/m")]).is_ok());
+        let d = cfg(&[]).unwrap().propagation;
+        assert_eq!(d.global_min_replicas, 0, "no WAIT unless asked for");
+        // Elsewhere a clear refusal naming the variable.
+        for var in ["SKYLARK_REDIS_URL", "SKYLARK_NODE_ADDRS"] {
+            let v = if var == "SKYLARK_NODE_ADDRS" {
+                "n=redis+cluster://127.0.0.1:7000"
+            } else {
+                "redis+cluster://127.0.0.1:7000"
+            };
+            let e = cfg(&[(var, v)]).unwrap_err();
+            assert!(
+                e.contains(var) && e.contains("only for the global store"),
+                "{e}"
+            );
         }
     }
 

@@ -344,7 +344,29 @@ pub const GLOBAL_URL: Var = Var {
         shown: "the topology's global node",
         accepts: "a Redis URL",
     },
-    doc: "URL of the global store",
+    doc: "URL of the global store: any form of `SKYLARK_REDIS_URL`, a Redis Cluster `redis+cluster://[user:pass@]host:port,host:port` or a Sentinel-managed primary `redis+sentinel://[user:pass@]host:port,host:port/<master name>` (`rediss+...` for TLS); only the global store may be a cluster or Sentinel",
+};
+
+pub const GLOBAL_MIN_REPLICAS: Var = Var {
+    name: "SKYLARK_GLOBAL_MIN_REPLICAS",
+    section: Section::Propagation,
+    kind: Kind::Int {
+        default: 0,
+        min: 0,
+        max: 64,
+    },
+    doc: "replicas of the global store that must confirm a write (`WAIT`, on the write's own connection, to the primary that took it) before a copy or a Stateless put counts as done; fewer within `SKYLARK_GLOBAL_WAIT_MS`: the copy fails and is retried, the Stateless put fails. 0: no `WAIT`",
+};
+
+pub const GLOBAL_WAIT_MS: Var = Var {
+    name: "SKYLARK_GLOBAL_WAIT_MS",
+    section: Section::Propagation,
+    kind: Kind::Int {
+        default: 1000,
+        min: 1,
+        max: 3_600_000,
+    },
+    doc: "how long that `WAIT` may take (added to the write's deadline)",
 };
 
 pub const POLICY: Var = Var {
@@ -519,6 +541,8 @@ pub const VARS: &[Var] = &[
     REMOTE_PORT,
     REMOTE_TLS,
     GLOBAL_URL,
+    GLOBAL_MIN_REPLICAS,
+    GLOBAL_WAIT_MS,
     POLICY,
     ELECTION,
     SLO_MAX_LATENCY_MS,

@@ -251,14 +251,14 @@ async fn send_copy(
         Some(m) => {
             let (announced, copied) = tokio::join!(
                 store.query_async(&m),
-                store.query_async_within(copy, deadline)
+                store.write_async_within(copy, deadline)
             );
             if let Err(e) = announced {
                 skylog!(Debug, "announcing a copy to {}: {e}", store.name());
             }
             copied?
         }
-        None => store.query_async_within(copy, deadline).await?,
+        None => store.write_async_within(copy, deadline).await?,
     };
     fence::copy_reply(&reply)
         .map(|c| c.missing)
