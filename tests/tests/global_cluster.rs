@@ -343,7 +343,10 @@ impl Deployment {
 
 /// The failover fault run of RELIABILITY.md (not part of the suite: about 15 s a round):
 /// a stream of `stateless` puts (each acknowledged to the guest only once the global store
-/// took it) from two threads of fresh processes into one bundle, the primary holding the
+/// took it) from two threads of fresh processes into one bundle, and a third thread of
+/// puts with propagation on another node into the same bundle (their copies to the global
+/// store are what a job acknowledges; the node's outbox is drained before the check), the
+/// primary holding the
 /// bundle's slot SIGKILLed mid-stream, its replica promoted (and given a new replica), the
 /// stream going on; then the
 /// acknowledged puts missing on the new primary are counted. Without and with
@@ -365,6 +368,7 @@ fn failover_fault_run() {
     let sentinel = std::env::var("SKYLARK_FAULT_STORE").is_ok_and(|v| v == "sentinel");
     for min in modes.split(',') {
         let (mut acked_all, mut refused_all, mut lost_all) = (0, 0, 0);
+        let (mut copied_all, mut copies_lost_all) = (0, 0);
         for round in 0..rounds {
             let mut store = if sentinel {
                 Deployment::Sentinel(Sentinels::start())
@@ -379,6 +383,9 @@ fn failover_fault_run() {
             let stop = AtomicBool::new(false);
             let next = AtomicUsize::new(0);
             let acked = Mutex::new(Vec::new());
+            // Puts on n2 with propagation: acknowledged once in n2's store; their copies
+            // to the global store (same bundle, same slot) are acknowledged to the job.
+            let copied = Mutex::new(Vec::new());
             let refused = AtomicUsize::new(0);
             let errors = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
             /// Ends the stream however the round ends (a failed wait panics).
@@ -408,6 +415,16 @@ fn failover_fault_run() {
                         }
                     });
                 }
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let (task, seed) = (format!("c{i}"), i.to_string());
+                        let put = nodes.probe("n2", &["put", &chain, &task, "256", &seed]);
+                        if put["status"] == 0 {
+                            copied.lock().unwrap().push(task);
+                        }
+                    }
+                });
                 let _stop = Stop(&stop);
                 let count = || acked.lock().unwrap().len();
                 eventually("20 acknowledged puts", Duration::from_secs(60), || {
@@ -421,14 +438,21 @@ fn failover_fault_run() {
                     || count() >= after + 20,
                 );
             });
+            // Every copy job of n2 done (acknowledged by the global store, with WAIT when
+            // MIN_REPLICAS is set), then the bundle read from the promoted primary.
+            nodes.drain("n2");
             let held = store.bundle(&chain);
             let acked = acked.into_inner().unwrap();
             let lost = acked.iter().filter(|t| !held.contains_key(*t)).count();
+            let copied = copied.into_inner().unwrap();
+            let copies_lost = copied.iter().filter(|t| !held.contains_key(*t)).count();
             let refused = refused.into_inner();
             println!(
-                "{} MIN_REPLICAS={min} round {round}: acknowledged {}, refused {refused}, lost {lost}",
+                "{} MIN_REPLICAS={min} round {round}: acknowledged {}, refused {refused}, lost {lost}; \
+                 copies acknowledged {}, lost {copies_lost}",
                 if sentinel { "sentinel" } else { "cluster" },
-                acked.len()
+                acked.len(),
+                copied.len()
             );
             for (e, n) in errors.into_inner().unwrap() {
                 println!("  refused {n}x: {e}");
@@ -436,13 +460,16 @@ fn failover_fault_run() {
             acked_all += acked.len();
             refused_all += refused;
             lost_all += lost;
+            copied_all += copied.len();
+            copies_lost_all += copies_lost;
         }
         println!(
             "MIN_REPLICAS={min}: {rounds} rounds, acknowledged {acked_all}, refused {refused_all}, \
-             acknowledged but lost {lost_all}"
+             acknowledged but lost {lost_all}; copies acknowledged {copied_all}, lost {copies_lost_all}"
         );
         if min == "1" {
             assert_eq!(lost_all, 0, "acknowledged puts lost despite WAIT");
+            assert_eq!(copies_lost_all, 0, "acknowledged copies lost despite WAIT");
         }
     }
 }
