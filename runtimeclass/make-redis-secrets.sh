@@ -17,19 +17,35 @@
 #   the Redis pod's probes use too);
 # - Secret <tenant>/skylark-redis-credentials per tenant: `username` and `password`,
 #   which the function pods read (SKYLARK_REDIS_USERNAME, SKYLARK_REDIS_PASSWORD_FILE).
+# - Secret skylark/skylark-global-redis-acl, for the optional global store on Redis
+#   Cluster or Sentinel (manifests/global-cluster/, manifests/global-sentinel/; unused
+#   otherwise): `users.acl` with the same tenant users and passwords (so functions reach the
+#   global store with their own credentials) plus what a distributed store needs
+#   (`+wait +cluster|slots +role`), `skylark-admin` (probes and forming the cluster: PING,
+#   INFO, ROLE, CLUSTER, CONFIG GET), `skylark-replica` (replication: PSYNC, REPLCONF,
+#   PING) and `skylark-sentinel` (the sentinels' commands on the data nodes);
+#   `replication.conf` (masteruser/masterauth, loaded as a config file, so the password is
+#   never on a command line), `admin-password`, and `sentinel-auth.conf` (the sentinels'
+#   auth-user/auth-pass for the data nodes and the user they use between themselves);
+#   with --files, under DIR/_global/.
 # The loader user `skylark-loader` may only PING, and EXISTS/SET the tenants' `<ns>:topology`
 # keys. Re-running makes new passwords: apply all Secrets, then restart the Redis
-# DaemonSet (it reads the ACL file at start) and the functions.
+# DaemonSet (it reads the ACL file at start), the global store's pods and the functions.
 # Needs bash, coreutils (od, sha256sum) and /dev/urandom.
 set -euo pipefail
 
 SYSTEM_NS=skylark
 ACL_SECRET=skylark-redis-acl
+GLOBAL_SECRET=skylark-global-redis-acl
+SENTINEL_MASTER=skylark-global
 TENANT_SECRET=skylark-redis-credentials
 LOADER_USER=skylark-loader
 # README.md "Minimal ACL": what the plugin does on a node-local store (and, as the same
 # user, on other nodes' stores and the global store).
 TENANT_COMMANDS="-@all +ping +get +del +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard +zrangebyscore +eval +multi +exec +publish +subscribe +unsubscribe"
+# README.md "The global store on Redis Cluster or Sentinel": WAIT (SKYLARK_GLOBAL_MIN_REPLICAS),
+# the cluster client's slot map, the Sentinel client's check that it reached the primary.
+GLOBAL_EXTRA_COMMANDS="+wait +cluster|slots +role"
 
 usage() {
   echo "usage: make-redis-secrets.sh [--files DIR] [TENANT_NAMESPACE...]" >&2
@@ -65,18 +81,42 @@ topology_keys=""
 for ns in "${tenants[@]}"; do topology_keys+=" ~$ns:topology"; done
 acl="user default off resetkeys resetchannels -@all
 user $LOADER_USER on #$(sha256 "$loader_pw") resetkeys$topology_keys resetchannels -@all +ping +exists +set"
+admin_pw="$(password)"
+replica_pw="$(password)"
+sentinel_pw="$(password)"
+peer_pw="$(password)"
+global_acl="user default off resetkeys resetchannels -@all
+user skylark-admin on #$(sha256 "$admin_pw") resetkeys resetchannels -@all +ping +info +role +cluster +config|get
+user skylark-replica on #$(sha256 "$replica_pw") resetkeys resetchannels -@all +psync +replconf +ping
+user skylark-sentinel on #$(sha256 "$sentinel_pw") resetkeys resetchannels &__sentinel__:hello -@all +ping +info +role +multi +exec +slaveof +replicaof +subscribe +publish +config|rewrite +client|setname +client|kill +script|kill"
 declare -A tenant_pw
 for ns in "${tenants[@]}"; do
   tenant_pw[$ns]="$(password)"
   acl+="
 user tenant-$ns on #$(sha256 "${tenant_pw[$ns]}") resetkeys ~$ns:* resetchannels &$ns/events &$ns/arrivals:* $TENANT_COMMANDS"
+  global_acl+="
+user tenant-$ns on #$(sha256 "${tenant_pw[$ns]}") resetkeys ~$ns:* resetchannels &$ns/events &$ns/arrivals:* $TENANT_COMMANDS $GLOBAL_EXTRA_COMMANDS"
 done
+replication_conf="masteruser skylark-replica
+masterauth $replica_pw"
+# Appended by the sentinels' init container after their `sentinel monitor` line.
+sentinel_auth="sentinel auth-user $SENTINEL_MASTER skylark-sentinel
+sentinel auth-pass $SENTINEL_MASTER $sentinel_pw
+sentinel sentinel-user skylark-sentinel-peer
+sentinel sentinel-pass $peer_pw
+user skylark-sentinel-peer on #$(sha256 "$peer_pw") resetchannels allchannels +@all"
 
 if [ -n "$out_dir" ]; then
   umask 077
   mkdir -p "$out_dir"
   printf '%s\n' "$acl" > "$out_dir/users.acl"
   printf '%s' "$loader_pw" > "$out_dir/loader-password"
+  # not a namespace name (no "_" in those), so no tenant directory can collide with it
+  mkdir -p "$out_dir/_global"
+  printf '%s\n' "$global_acl" > "$out_dir/_global/users.acl"
+  printf '%s\n' "$replication_conf" > "$out_dir/_global/replication.conf"
+  printf '%s' "$admin_pw" > "$out_dir/_global/admin-password"
+  printf '%s\n' "$sentinel_auth" > "$out_dir/_global/sentinel-auth.conf"
   for ns in "${tenants[@]}"; do
     mkdir -p "$out_dir/$ns"
     printf '%s' "tenant-$ns" > "$out_dir/$ns/username"
@@ -99,6 +139,23 @@ stringData:
   users.acl: |
 $(printf '%s\n' "$acl" | indent)
   loader-password: "$loader_pw"
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $GLOBAL_SECRET
+  namespace: $SYSTEM_NS
+  labels:
+    app.kubernetes.io/part-of: skylark
+type: Opaque
+stringData:
+  users.acl: |
+$(printf '%s\n' "$global_acl" | indent)
+  replication.conf: |
+$(printf '%s\n' "$replication_conf" | indent)
+  admin-password: "$admin_pw"
+  sentinel-auth.conf: |
+$(printf '%s\n' "$sentinel_auth" | indent)
 YAML
 for ns in "${tenants[@]}"; do
   cat <<YAML

@@ -9,6 +9,12 @@ nothing; validate.py calls them per container or once per manifest set.
   the downward API status.hostIP), set protected-mode yes, maxmemory with the noeviction
   policy, a socket permission without access for others, and run as a non-root user with
   every capability dropped and no privilege escalation.
+- sentinel_rules: a container running `redis-server <conf> --sentinel` (the optional global
+  store on Sentinel, manifests/global-sentinel/) must be hardened as a redis-server, keep
+  its config file in a writable emptyDir (sentinels rewrite it) and mount a ConfigMap with
+  its configuration without secrets: protected-mode yes, explicit binds without a
+  wildcard, no passwords, and a `default` user (the plugin asks sentinels without
+  credentials) limited to -@all plus PING, ROLE and the read-only SENTINEL queries.
 - function_rules: a wasm function pod reads its Redis password from a Secret file
   (SKYLARK_REDIS_PASSWORD_FILE under a Secret mount that its non-root user can read: fsGroup
   with a group-readable mode; no SKYLARK_REDIS_PASSWORD value), sets
@@ -31,6 +37,14 @@ LOOPBACK = {"127.0.0.1", "-::1", "::1", "localhost"}
 ADMISSION_POLICY = "skylark-function-pods"
 VAP = ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy")
 VAP_BINDING = ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding")
+
+
+# What the sentinels' `default` user (no credentials: the plugin's Sentinel client) may run.
+SENTINEL_DEFAULT_ALLOWED = {
+    "+ping", "+role", "+sentinel|masters", "+sentinel|master", "+sentinel|replicas", "+sentinel|slaves",
+    "+sentinel|sentinels", "+sentinel|get-master-addr-by-name", "+sentinel|ckquorum", "+sentinel|myid",
+}
+SENTINEL_SECRET_DIRECTIVES = ("requirepass", "auth-pass", "sentinel-pass", "masterauth")
 
 
 def runs_redis_server(c):
@@ -122,6 +136,9 @@ def redis_rules(where, pod_spec, c, mounts, volumes, problems):
                                         f"($(VAR) with VAR from fieldRef status.hostIP), not {b}")
     if "requirepass" in opts:
         problems.add(where, "redis-server: --requirepass puts a password on the command line; use --aclfile from a Secret")
+    if "masterauth" in opts:
+        problems.add(where, "redis-server: --masterauth puts a password on the command line; load it from a config "
+                            "file in a Secret")
     acl = (opts.get("aclfile") or [None])[0]
     if not acl:
         problems.add(where, "redis-server: needs --aclfile (ACL users from a Secret; the default user off)")
@@ -148,6 +165,69 @@ def redis_rules(where, pod_spec, c, mounts, volumes, problems):
         if opts.get(opt, ["no"])[0] != "no":
             problems.add(where, f"redis-server: --{opt} must stay no")
     hardening_rules(where, pod_spec, c, problems)
+
+
+def is_sentinel(c):
+    """True if the container's redis-server runs as a sentinel."""
+    words = list(c.get("command") or []) + list(c.get("args") or [])
+    return "--sentinel" in words
+
+
+def sentinel_rules(where, pod_spec, c, mounts, volumes, configmaps_data, ns, problems):
+    """A sentinel container; configmaps_data: {(namespace, name): data} of the manifests."""
+    hardening_rules(where, pod_spec, c, problems)
+    words = list(c.get("command") or [])[1:] + list(c.get("args") or [])
+    conf = next((w for w in words if isinstance(w, str) and not w.startswith("--")), None)
+    if not conf:
+        problems.add(where, "sentinel: needs its config file as the first argument")
+    else:
+        vol = None
+        for path, m in mounts.items():
+            if conf.startswith(path.rstrip("/") + "/"):
+                vol = volumes.get(m.get("name"), {})
+        if not vol or "emptyDir" not in vol:
+            problems.add(where, f"sentinel: config file {conf} must be in a mounted emptyDir (sentinels rewrite it)")
+    templates = []
+    for v in volumes.values():
+        data = configmaps_data.get((ns, (v.get("configMap") or {}).get("name")), {})
+        templates += [text for text in data.values() if isinstance(text, str) and "sentinel monitor " in text]
+    if not templates:
+        problems.add(where, "sentinel: no ConfigMap with its configuration (a `sentinel monitor` line) among the "
+                            "pod's volumes")
+    for text in templates:
+        sentinel_config_rules(where, text, problems)
+
+
+def sentinel_config_rules(where, text, problems):
+    """The rules for a sentinel configuration template (see the module doc)."""
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    directives = {}
+    for words in lines:
+        key = words[0].lower()
+        if key == "sentinel" and len(words) > 1:
+            key = words[1].lower()
+        directives.setdefault(key, []).append(words)
+    if [w[1:] for w in directives.get("protected-mode", [])] != [["yes"]]:
+        problems.add(where, "sentinel: its configuration needs protected-mode yes")
+    binds = [b for w in directives.get("bind", []) for b in w[1:]]
+    if not binds:
+        problems.add(where, "sentinel: needs a bind line with explicit addresses")
+    for b in binds:
+        if b in WILDCARD_BINDS:
+            problems.add(where, f"sentinel: binds {b}, every interface")
+    for key in SENTINEL_SECRET_DIRECTIVES:
+        if key in directives:
+            problems.add(where, f"sentinel: {key} in a ConfigMap: passwords belong in a Secret")
+    defaults = [w for w in directives.get("user", []) if len(w) > 1 and w[1] == "default"]
+    if not defaults:
+        problems.add(where, "sentinel: needs a `user default` line limiting what clients without credentials may run")
+    for w in defaults:
+        rules = w[2:]
+        if "off" not in rules and "-@all" not in rules:
+            problems.add(where, "sentinel: the default user needs -@all before what it is granted")
+        for r in rules:
+            if r in ("allcommands", "+@all") or (r.startswith("+") and r.lower() not in SENTINEL_DEFAULT_ALLOWED):
+                problems.add(where, f"sentinel: the default user (reached without credentials) must not have {r}")
 
 
 def readable_secret(volume, pod_spec):

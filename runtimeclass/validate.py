@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Offline validation of the Skylark Kubernetes manifests (runtimeclass/manifests/*.yaml).
+"""Offline validation of the Skylark Kubernetes manifests (runtimeclass/manifests/*.yaml,
+and each alternative set in a subdirectory, e.g. manifests/global-cluster/, laid over them).
 
 Run through validate.sh, which provides the `kubernetes-validate` package (it ships the
 Kubernetes OpenAPI/JSON schemas, so nothing is fetched at validation time).
@@ -7,8 +8,8 @@ Kubernetes OpenAPI/JSON schemas, so nothing is fetched at validation time).
 Checks, each failure printed as `FILE: kind/name: problem`:
 1. every file parses as YAML; every document has apiVersion, kind, metadata.name, and its
    names are valid DNS-1123 names;
-2. built-in kinds (Namespace, RuntimeClass, DaemonSet, ConfigMap, Secret, Job,
-   ValidatingAdmissionPolicy and its binding) against the Kubernetes schemas of each
+2. built-in kinds (Namespace, RuntimeClass, DaemonSet, StatefulSet, Service,
+   PodDisruptionBudget, ConfigMap, Secret, Job, ValidatingAdmissionPolicy and its binding) against the Kubernetes schemas of each
    requested version, strictly (unknown fields are errors); the Secrets that
    make-redis-secrets.sh generates (for namespace skylark) are validated and count as
    defined before every manifest;
@@ -28,18 +29,26 @@ Checks, each failure printed as `FILE: kind/name: problem`:
    socket directory mounted when SKYLARK_REDIS_URL is a unix socket, SKYLARK_NODE_NAME
    from spec.nodeName, and security_rules.function_rules (password from a Secret file,
    SKYLARK_NAMESPACE = the pod's namespace, Knative Services cluster-local);
-   security_rules.redis_rules for every container running redis-server, and
+   security_rules.redis_rules for every container running redis-server
+   (security_rules.sentinel_rules for one running as a sentinel), and
    security_rules.admission_rules (the admission policy present when Knative's hostPath
    flag is on), and the policy's CEL, run offline by policy_check, admits every wasm
    function pod of the manifests;
 6. the topology ConfigMap's topology.json: JSON in Skylark's format, links between known
    nodes, non-negative numbers;
 7. embedded `sh -c` scripts pass `sh -n`.
+8. each alternative set (a subdirectory with *.yaml files; applied after the default set,
+   a file of the same name replacing the default's): all of the above on the combined set,
+   plus: a ConfigMap it redefines differs from the default only in SKYLARK_GLOBAL_* keys,
+   and each host of a cluster or Sentinel SKYLARK_GLOBAL_URL is
+   <pod>.<service>.<namespace>.svc:<port> of a StatefulSet of the set, behind its headless
+   Service with that port (for Sentinel, the primary's name is one a sentinel monitors).
 Exit status 0 when all pass, 1 otherwise, 2 on usage errors.
 
 `--self-test` instead checks that the rules refuse what they must: it validates copies of
 the manifests with known-bad files from testdata/ swapped in (the open node Redis of
-before issue 16, a function pod without its Secret, the admission policy removed) and
+before issue 16, a function pod without its Secret, the admission policy removed, an open
+Sentinel set, a drifted cluster configuration) and
 fails unless every expected FAIL line appears; and it runs the admission policy's CEL on
 variants of the shipped function pod (policy_check.CASES): each bad one must be refused
 with its message, the others admitted.
@@ -68,6 +77,9 @@ BUILTIN = {
     ("v1", "ConfigMap"),
     ("node.k8s.io/v1", "RuntimeClass"),
     ("apps/v1", "DaemonSet"),
+    ("apps/v1", "StatefulSet"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
     ("batch/v1", "Job"),
     ("v1", "Secret"),
     security_rules.VAP,
@@ -149,7 +161,7 @@ def check_basics(fname, doc, problems):
         problems.add(where, f"unknown apiVersion/kind {api[0]} {api[1]}")
         return False
     name = doc["metadata"].get("name", "")
-    label_only = doc["kind"] in ("Namespace", "Service") or doc["kind"] in ("DaemonSet", "Job")
+    label_only = doc["kind"] in ("Namespace", "Service", "DaemonSet", "StatefulSet", "Job")
     pattern = DNS1123_LABEL if label_only else DNS1123_SUBDOMAIN
     if not pattern.match(name) or len(name) > (63 if label_only else 253):
         problems.add(where, f"name {name!r} is not a valid DNS-1123 name")
@@ -173,7 +185,7 @@ def schema_validate(where, doc, versions, problems):
 def pod_template(doc):
     """The pod template (metadata, spec) of a workload, or None."""
     kind = doc["kind"]
-    if kind in ("DaemonSet", "Job") or doc["apiVersion"] == KNATIVE[0]:
+    if kind in ("DaemonSet", "StatefulSet", "Job") or doc["apiVersion"] == KNATIVE[0]:
         tpl = (doc.get("spec") or {}).get("template") or {}
         return tpl.get("metadata") or {}, tpl.get("spec") or {}
     return None
@@ -247,6 +259,10 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
     meta, spec = tpl
     before = defined_before(defined, order)
     volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    # a StatefulSet's per-pod volumes
+    for claim in (doc.get("spec") or {}).get("volumeClaimTemplates") or []:
+        name = (claim.get("metadata") or {}).get("name")
+        volumes.setdefault(name, {"name": name, "persistentVolumeClaim": {"claimName": name}})
     for v in volumes.values():
         cm = (v.get("configMap") or {}).get("name")
         if cm and ("ConfigMap", ns, cm) not in before:
@@ -282,7 +298,9 @@ def reference_checks(where, order, doc, defined, configmaps_data, runtime_class,
             if ref and ("Secret", ns, ref.get("name")) not in before:
                 problems.add(cw, f"env {e.get('name')}: Secret {ref.get('name')} not defined earlier")
         check_shell(cw, c, problems)
-        if security_rules.runs_redis_server(c):
+        if security_rules.runs_redis_server(c) and security_rules.is_sentinel(c):
+            security_rules.sentinel_rules(cw, spec, c, mounts, volumes, configmaps_data, ns, problems)
+        elif security_rules.runs_redis_server(c):
             security_rules.redis_rules(cw, spec, c, mounts, volumes, problems)
         if rc in (runtime_class, SHIM_RUNTIME_CLASS):
             env_cfg = wasm_rules(cw, meta, c, mounts, volumes, ns, configmaps_data, problems,
@@ -437,6 +455,106 @@ def validate(manifest_dir, versions, runtime_class, require_digests=False):
     return problems, docs, counts
 
 
+def alternatives(manifest_dir):
+    """The alternative sets: subdirectories of the manifest directory with *.yaml files.
+    Each is laid over the default set (kubectl apply -f <dir>/ after the default): a file
+    of the same name replaces the default's, the others are added."""
+    return sorted(d for d in manifest_dir.iterdir() if d.is_dir() and any(d.glob("*.yaml")))
+
+
+def overlay(manifest_dir, alt, tmp):
+    """A directory in tmp holding the default set with `alt` laid over it."""
+    out = Path(tmp) / alt.name
+    out.mkdir()
+    for f in list(manifest_dir.glob("*.yaml")) + list(alt.glob("*.yaml")):
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def overlay_checks(alt_name, default_docs, docs, problems):
+    """A ConfigMap an alternative set redefines may differ from the default only in
+    SKYLARK_GLOBAL_* keys; SKYLARK_GLOBAL_URL's cluster or sentinel hosts must be pods of a
+    StatefulSet of the set, named through its headless Service."""
+    def key(doc):
+        return (doc.get("kind"), doc.get("metadata", {}).get("namespace", "default"), doc.get("metadata", {}).get("name"))
+    default_cms = {key(d): d for _, _, d in default_docs if isinstance(d, dict) and d.get("kind") == "ConfigMap"}
+    objects = {key(d): d for _, _, d in docs if isinstance(d, dict)}
+    for _, fname, doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "ConfigMap":
+            continue
+        where = f"{alt_name}/{fname}: {ident(doc)}"
+        data = doc.get("data") or {}
+        base = default_cms.get(key(doc))
+        if base is not None and base is not doc:
+            old = base.get("data") or {}
+            for k in sorted(set(old) | set(data)):
+                if not k.startswith("SKYLARK_GLOBAL_") and old.get(k) != data.get(k):
+                    problems.add(where, f"{k} differs from the default set's (only SKYLARK_GLOBAL_* may)")
+        if "SKYLARK_GLOBAL_URL" in data:
+            global_url_checks(where, str(data["SKYLARK_GLOBAL_URL"]), objects, problems)
+
+
+def global_url_checks(where, url, objects, problems):
+    scheme, _, rest = url.partition("://")
+    if not scheme.endswith(("+cluster", "+sentinel")):
+        return
+    authority, _, path = rest.partition("/")
+    for hostport in authority.rsplit("@", 1)[-1].split(","):
+        host, _, port = hostport.rpartition(":")
+        m = re.fullmatch(r"([a-z0-9-]+)-(\d+)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?", host)
+        if not m or not port.isdigit():
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {hostport} is not <pod>.<service>.<namespace>.svc:<port> "
+                                "of a StatefulSet of these manifests")
+            continue
+        sts_name, ordinal, svc_name, ns = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+        sts = objects.get(("StatefulSet", ns, sts_name))
+        if sts is None:
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {host}: no StatefulSet {ns}/{sts_name}")
+            continue
+        spec = sts.get("spec") or {}
+        if ordinal >= spec.get("replicas", 1):
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {host}: StatefulSet {sts_name} has {spec.get('replicas', 1)} pods")
+        if spec.get("serviceName") != svc_name:
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {host}: StatefulSet {sts_name}'s serviceName is not {svc_name}")
+        svc = objects.get(("Service", ns, svc_name))
+        if svc is None or (svc.get("spec") or {}).get("clusterIP") != "None":
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {host}: no headless Service {ns}/{svc_name}")
+        elif int(port) not in [p.get("port") for p in (svc.get("spec") or {}).get("ports") or []]:
+            problems.add(where, f"SKYLARK_GLOBAL_URL: {host}: Service {svc_name} has no port {port}")
+    if scheme.endswith("+sentinel"):
+        master = path.split("/", 1)[0].split("?", 1)[0]
+        monitored = set()
+        for (kind, _, _), doc in objects.items():
+            if kind == "ConfigMap":
+                for text in (doc.get("data") or {}).values():
+                    monitored.update(re.findall(r"^\s*sentinel monitor (\S+)", str(text), re.M))
+        if master not in monitored:
+            problems.add(where, f"SKYLARK_GLOBAL_URL: primary name {master!r} is not monitored by a sentinel "
+                                f"configuration of these manifests ({sorted(monitored)})")
+
+
+def validate_all(manifest_dir, versions, runtime_class, require_digests=False):
+    """The default set, then each alternative set laid over it. Returns (problem lines,
+    summary lines)."""
+    problems, docs, counts = validate(manifest_dir, versions, runtime_class, require_digests)
+    lines = list(problems.items)
+    summaries = [f"{len(docs)} documents ({summarize(counts)}) in {manifest_dir} and from {SECRETS_SCRIPT.name}: "
+                 f"{len(problems.items)} problem(s)"]
+    for alt in alternatives(manifest_dir):
+        with tempfile.TemporaryDirectory() as tmp:
+            alt_problems, alt_docs, alt_counts = validate(overlay(manifest_dir, alt, tmp), versions, runtime_class,
+                                                          require_digests)
+        overlay_checks(alt.name, docs, alt_docs, alt_problems)
+        lines += [f"{alt.name} over the default set: {p}" for p in alt_problems.items]
+        summaries.append(f"{len(alt_docs)} documents ({summarize(alt_counts)}) with {alt} laid over the default "
+                         f"set: {len(alt_problems.items)} problem(s)")
+    return lines, summaries
+
+
+def summarize(counts):
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
 def admission_policy(usable):
     """The Skylark ValidatingAdmissionPolicy among the documents, or None."""
     for _, _, doc in usable:
@@ -495,6 +613,18 @@ SELF_TESTS = [
         "container install: image skylark/shim-installer:0.1.0 of a container privileged is not pinned",
         "container idle: image skylark/shim-installer:0.1.0 of a container in a hostPID pod is not pinned",
     ]),
+    (("33-global-sentinel-open.yaml", "global-sentinel/33-global-sentinel.yaml"), [
+        "sentinel: the default user (reached without credentials) must not have allcommands",
+        "sentinel: its configuration needs protected-mode yes",
+        "sentinel: auth-pass in a ConfigMap",
+        "redis-server: binds 0.0.0.0",
+        "redis-server: --masterauth puts a password on the command line",
+    ]),
+    (("40-skylark-config-global-drift.yaml", "global-cluster/40-skylark-config.yaml"), [
+        "SKYLARK_POLICY differs from the default set's",
+        "StatefulSet skylark-global-cluster has 6 pods",
+        "Service skylark-global-cluster has no port 7000",
+    ]),
     ((None, "46-admission-policy.yaml"), [
         "hostPath volumes are enabled for every Knative Service, but the admission policy",
     ]),
@@ -511,8 +641,8 @@ def self_test(manifest_dir, versions, runtime_class):
             (copy / replaces).unlink()
             if bad:
                 shutil.copy(HERE / "testdata" / bad, copy / replaces)
-            problems, _, _ = validate(copy, versions, runtime_class)
-        lines = [f"FAIL {p}" for p in problems.items]
+            lines, _ = validate_all(copy, versions, runtime_class)
+        lines = [f"FAIL {p}" for p in lines]
         missing = [e for e in expected if not any(e in line for line in lines)]
         case = f"{bad or 'no file'} as {replaces}"
         if missing:
@@ -562,13 +692,13 @@ def main():
         failed = self_test(args.manifest_dir, versions, args.runtime_class)
         print(f"{len(SELF_TESTS) + 1 - failed} passed, {failed} failed")
         return 1 if failed else 0
-    problems, docs, counts = validate(args.manifest_dir, versions, args.runtime_class, args.require_digests)
-    for p in problems.items:
+    lines, summaries = validate_all(args.manifest_dir, versions, args.runtime_class, args.require_digests)
+    for p in lines:
         print(f"FAIL {p}")
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    print(f"{len(docs)} documents ({summary}) in {args.manifest_dir} and from {SECRETS_SCRIPT.name}, schemas "
-          f"{' and '.join(versions)}: {len(problems.items)} problem(s)")
-    return 1 if problems.items else 0
+    for summary in summaries:
+        print(summary)
+    print(f"schemas {' and '.join(versions)}: {len(lines)} problem(s)")
+    return 1 if lines else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Validates runtimeclass/manifests/*.yaml offline: YAML, Kubernetes schemas (strict) of the
-# built-in kinds, Knative Services structurally (their template as a Pod), references
-# between the manifests and Skylark's rules for wasm pods (validate.py says what exactly).
+# Validates runtimeclass/manifests/*.yaml offline, and each alternative set in a
+# subdirectory (global-cluster/, global-sentinel/) laid over them: YAML, Kubernetes schemas
+# (strict) of the built-in kinds, Knative Services structurally (their template as a Pod),
+# references between the manifests and Skylark's rules for wasm pods and Redis
+# (validate.py says what exactly).
 #
 #   bash runtimeclass/validate.sh [--kubernetes-version 1.31.0 ...] [--require-digests]
 #   bash runtimeclass/validate.sh --self-test   # the security rules refuse testdata/'s bad manifests
