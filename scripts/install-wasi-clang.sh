@@ -48,16 +48,12 @@ if [ "${SKYLARK_WASI_CLANG_FORCE:-0}" != 1 ] && [ -f "$prefix/.complete" ] \
   exit 0
 fi
 
-for tool in apt-get dpkg-deb; do
-  command -v "$tool" >/dev/null || { log "missing $tool: this script needs a Debian-based machine"; exit 1; }
-done
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[ -f "$keyring" ] || { log "missing $keyring (install debian-archive-keyring)"; exit 1; }
+# shellcheck source=scripts/lib/private-apt.sh
+source "$root/scripts/lib/private-apt.sh"
+private_apt_check install-wasi-clang || exit 1
 
 apt_dir="$prefix/apt"
 rm -rf "${prefix:?}/root" "${prefix:?}/bin" "${prefix:?}/env" "${prefix:?}/.complete"
-# shellcheck source=scripts/lib/private-apt.sh
-source "$root/scripts/lib/private-apt.sh"
 private_apt_setup "$apt_dir" "$suite"
 log "fetching $suite package lists into a private apt state"
 apt-get "${PRIVATE_APT_OPTS[@]}" -qq update

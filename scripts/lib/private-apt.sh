@@ -1,10 +1,27 @@
 # shellcheck shell=bash
-# Sourced by scripts/install-wasmedge.sh, scripts/install-arm64-root.sh,
+# Sourced by scripts/install-wasmedge.sh, scripts/install-wasi-clang.sh, scripts/install-arm64-root.sh,
 # runtimeclass/crun/run-local.sh, runtimeclass/cri/install-containerd.sh and
 # runtimeclass/node-installer/build-image.sh: an apt configuration of their own for
 # downloading Debian packages (WasmEdge, crun, containerd and their libraries, of this
 # machine's architecture or another) without touching the machine's apt sources, lists,
 # status or lock.
+
+# private_apt_check NAME: fails (returns 1, with a message prefixed by NAME on stderr)
+# unless this machine has what private_apt_setup needs: apt-get, dpkg-deb and Debian's
+# archive keyring.
+private_apt_check() {
+  local name="$1" tool keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  for tool in apt-get dpkg-deb; do
+    command -v "$tool" >/dev/null || {
+      echo "[$name] missing $tool: this script needs a Debian-based machine" >&2
+      return 1
+    }
+  done
+  [ -f "$keyring" ] || {
+    echo "[$name] missing $keyring (install debian-archive-keyring)" >&2
+    return 1
+  }
+}
 
 # private_apt_setup DIR SUITE [ARCH]: empties DIR and writes there a configuration whose
 # only source is Debian SUITE (main, signed by debian-archive-keyring) and an empty package
