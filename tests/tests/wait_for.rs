@@ -317,3 +317,49 @@ fn a_waiter_whose_pubsub_connection_is_killed_subscribes_again() {
     assert_eq!(status(&v), 0, "{v}");
     assert_eq!(v["fields"]["a"]["fnv"], fnv1a(&pattern(100, 1)), "{v}");
 }
+
+/// A copy announced to this node (`@incoming:<job>`, as a propagation job writes it just
+/// before its copy) holds back a plain get for at most `SKYLARK_INCOMING_WAIT_MS`; a get
+/// whose `require` the node already satisfies does not wait for it (it only needs what is
+/// here). Before, every get waited for every announced copy (BENCHMARKS section 4, "Copy
+/// order": `alarm` waited for a 1 MB copy of a field it did not need).
+#[test]
+fn a_get_whose_required_state_is_here_does_not_wait_for_announced_copies() {
+    let redis = Redis::start();
+    let chain = chain_id("announced");
+    put(&redis, &chain, "t", "100", "3");
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{NS}:bundle:{chain}"))
+        .arg("@incoming:j-test")
+        .arg(until)
+        .query(&mut redis.conn())
+        .expect("HSET");
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", chain.as_str()];
+        args.extend_from_slice(extra);
+        let run = Guest::new("probe", &redis.url)
+            .env("SKYLARK_INCOMING_WAIT_MS", "3000")
+            .args(args)
+            .run(RUN_TIMEOUT);
+        run.assert_success();
+        let v = run.json();
+        assert_eq!(status(&v), 0, "{v}");
+        assert_eq!(v["fields"]["t"]["fnv"], fnv1a(&pattern(100, 3)), "{v}");
+        v["ms"].as_f64().expect("ms")
+    };
+    let required = get(&["--require", "t"]);
+    assert!(
+        required < 1500.0,
+        "a satisfied get waited {required} ms for a copy it does not need"
+    );
+    let plain = get(&[]);
+    assert!(
+        plain >= 2500.0,
+        "a plain get waits for the announced copy: {plain} ms"
+    );
+}

@@ -259,10 +259,16 @@ fn tiered(
 ) -> Result<Option<Found>, CallError> {
     let ns = &ctx.cluster.config.namespace;
     let mut raw = read_local(ctx, ns, chain)?;
-    let incoming = keys::split(raw.clone()).incoming;
-    if !incoming.is_empty() && !wait.is_zero() {
-        if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
-            raw = r;
+    // A get that names the state it needs and finds all of it here does not wait for
+    // copies announced to this node: they cannot make its answer more complete (and a
+    // read never returns a field older than the node's own either way).
+    let satisfied = !opts.require.is_empty() && keys::holds(&raw, &opts.require);
+    if !satisfied && !wait.is_zero() {
+        let incoming = keys::incoming(&raw);
+        if !incoming.is_empty() {
+            if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
+                raw = r;
+            }
         }
     }
     let (mut local, placement) =

@@ -112,10 +112,7 @@ pub fn split(pairs: HashPairs) -> Split {
                 out.versions.insert(task.to_vec(), v);
             }
         } else if k.starts_with(INCOMING_PREFIX.as_bytes()) {
-            let until = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let until = incoming_until(&v);
             out.incoming.push((k, until));
         } else if k.starts_with(IDEMPOTENCY_PREFIX.as_bytes()) {
             // The record of an idempotent put: kept on the store that accepted it only.
@@ -128,6 +125,32 @@ pub fn split(pairs: HashPairs) -> Split {
         }
     }
     out
+}
+
+/// The unix ms an announcement (`@incoming:<job>`) lets readers wait until (0 if not a
+/// number: already expired).
+fn incoming_until(v: &[u8]) -> u64 {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The copies announced as incoming in a bundle hash, as [`split`] finds them, without
+/// taking the hash apart.
+pub fn incoming(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, u64)> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k.starts_with(INCOMING_PREFIX.as_bytes()))
+        .map(|(k, v)| (k.clone(), incoming_until(v)))
+        .collect()
+}
+
+/// Whether a bundle hash holds a field for every task in `tasks`.
+pub fn holds(pairs: &[(Vec<u8>, Vec<u8>)], tasks: &[String]) -> bool {
+    tasks
+        .iter()
+        .all(|t| pairs.iter().any(|(k, _)| k.as_slice() == t.as_bytes()))
 }
 
 /// [`split`] without the incoming announcements.
@@ -197,7 +220,7 @@ mod tests {
         assert_eq!(s.state, vec![(b"ok".to_vec(), b"1".to_vec())]);
         assert_eq!(s.placement, vec![("det".to_string(), "pi5u1".to_string())]);
         assert_eq!(s.dropped, 6);
-        let s = split(vec![
+        let pairs = vec![
             (b"det".to_vec(), b"y".to_vec()),
             (incoming_field("j1").into_bytes(), b"1700".to_vec()),
             (b"@future:x".to_vec(), b"?".to_vec()),
@@ -207,7 +230,12 @@ mod tests {
                 idempotency_field("inv-1").into_bytes(),
                 b"d\ndet 17".to_vec(),
             ),
-        ]);
+        ];
+        assert_eq!(incoming(&pairs), vec![(b"@incoming:j1".to_vec(), 1700)]);
+        assert!(holds(&pairs, &["det".to_string()]));
+        assert!(holds(&pairs, &[]));
+        assert!(!holds(&pairs, &["det".to_string(), "pre".to_string()]));
+        let s = split(pairs);
         assert_eq!(s.state.len(), 1);
         assert_eq!(idempotency_field("inv-1"), "@idem:inv-1");
         assert_eq!(s.versions.len(), 1);
