@@ -254,10 +254,15 @@ promoted() { p="$(primary 127.0.3.2)"; [ -n "$p" ] && [ "$p" != 127.0.2.1 ]; }
 eventually "a replica promoted after the primary's loss" promoted
 new="$(primary 127.0.3.2)"
 [ "$(admin -h "$new" ROLE | head -n 1)" = master ] || fail "$new is not a primary"
+# Until every sentinel has heard of the promotion, one may still name the dead primary;
+# pod 0's role script asks sentinel 0 first, so a restart that fast would follow it (here:
+# itself). A pod's restart takes longer than the sentinels' agreement; wait for it.
+agreed() { for s in 127.0.3.1 127.0.3.2 127.0.3.3; do [ "$(primary "$s")" = "$new" ] || return 1; done; }
+eventually "every sentinel names $new" agreed
 # pod 0 restarts: its role script asks the sentinels and follows the new primary
 rm -f "$work/data-0/role.conf"
 start_data 0
 grep -q "replica of" "$work/data-0/role.log" || { cat "$work/data-0/role.log"; fail "the restarted pod 0 did not become a replica"; }
-eventually "the restarted pod 0 replicates $new" linked 1
+eventually "the restarted pod 0 replicates $new (role: $(cat "$work/data-0/role.log"))" linked 1
 echo "ok: failover to $new; the restarted pod 0 follows it"
 echo "global-store-test: all passed"
