@@ -30,8 +30,25 @@ use skylark_testkit::{eventually, NS};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The tests of this file run in parallel, except
+/// `large_copies_sharing_a_slow_link_all_finish`, which runs alone: its copies' deadlines
+/// follow the emulated link's rate, and with the other tests' dozens of wasmedge processes
+/// on the same 2 cores (CI) its abandoned attempts kept clogging the link past its 300 s.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by every test of this file but one: they may run together.
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by the test that must run alone.
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ALONE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_killed_store_restarts_with_what_it_acknowledged_only_when_durable() {
+    let _guard = shared();
     for (durability, kept) in [(Durability::AofAlways, true), (Durability::Volatile, false)] {
         let opts = NetOptions {
             fixed_slot: Some(0),
@@ -69,6 +86,7 @@ fn bench(run: &str) -> Bench {
 
 #[test]
 fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
+    let _guard = shared();
     let b = bench("q");
     let opts = PutOptions {
         puts: 800,
@@ -208,6 +226,7 @@ fn overwrites_under_faults_and_a_moving_topology_keep_every_guarantee() {
 
 #[test]
 fn a_sigkilled_wasmedge_leaves_no_partial_bundle_and_no_stuck_job() {
+    let _guard = shared();
     let b = bench("k");
     let opts = KillOptions {
         rounds: 6,
@@ -238,6 +257,7 @@ fn skylark_run(node: &str) -> String {
 
 #[test]
 fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() {
+    let _guard = shared();
     let module = skylark_testkit::aot("fault-guest");
     let mut c = Constellation::for_system_tests();
     // Copies to pi5u3 keep failing (never re-targeted) while its links are cut; leases are
@@ -315,6 +335,7 @@ fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() 
 
 #[test]
 fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_copies() {
+    let _guard = shared();
     let c = Constellation::for_system_tests();
     // The topology file appears only after the put (as when the local store, which may
     // hold the topology key, is down when the topology is first due).
@@ -359,6 +380,7 @@ fn a_job_waits_for_a_topology_it_could_not_load_instead_of_finishing_without_cop
 
 #[test]
 fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
+    let _guard = shared();
     let c = Constellation::for_system_tests();
     let chain = skylark_testkit::chain_id("cleanup-again");
     let put = |task: &str, dest: &str, cleanup: bool| {
@@ -406,6 +428,7 @@ fn a_node_cleaned_up_and_elected_again_gets_the_whole_bundle() {
 /// without the versions of `fence` (it did 3 times out of 3).
 #[test]
 fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
+    let _guard = shared();
     use skylark_netemu::linkemu::LinkSpec;
     let mut c = Constellation::for_system_tests();
     c.env.extend([
@@ -462,6 +485,7 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
 /// found 4 such fields.)
 #[test]
 fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
+    let _guard = shared();
     let mut c = Constellation::for_system_tests();
     c.env.extend([
         ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
@@ -515,6 +539,7 @@ fn a_retried_job_never_places_a_field_where_only_an_older_copy_is() {
 /// tombstones ("the record places t0 on pi5u3, which holds nothing").
 #[test]
 fn a_job_finishing_after_a_cleanup_never_places_a_field_on_the_swept_node() {
+    let _guard = shared();
     let mut c = Constellation::for_system_tests();
     c.env.extend([
         ("SKYLARK_TIMEOUT_MS".into(), "1000".into()),
@@ -588,6 +613,7 @@ fn a_job_finishing_after_a_cleanup_never_places_a_field_on_the_swept_node() {
 /// deadlines alone add up to about 66 s) and are no speed target.
 #[test]
 fn large_copies_sharing_a_slow_link_all_finish() {
+    let _guard = alone();
     use skylark_netemu::linkemu::LinkSpec;
     let mut c = Constellation::for_system_tests();
     c.env.extend([
@@ -661,6 +687,7 @@ fn signal_store(pid: libc::pid_t, signal: libc::c_int) {
 
 #[test]
 fn a_cas_increment_whose_answer_was_lost_is_applied_once() {
+    let _guard = shared();
     // The node's store is stopped (SIGSTOP) while an increment's put is on its way: the
     // put waits in the socket, the guest sees a timeout (outcome unknown) and repeats the
     // same put with the same key. Once the store runs again it applies the first copy of
