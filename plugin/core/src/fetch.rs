@@ -36,12 +36,7 @@ pub struct Found {
 impl Found {
     /// True if the bundle holds every task in `require` (linear in fields plus require).
     fn has(&self, require: &[String]) -> bool {
-        if require.is_empty() {
-            return true;
-        }
-        let held: std::collections::HashSet<&[u8]> =
-            self.fields.iter().map(|(k, _)| k.as_slice()).collect();
-        require.iter().all(|t| held.contains(t.as_bytes()))
+        keys::holds(&self.fields, require)
     }
 
     /// Takes from `other` (what this node holds) every field it holds in a newer version
