@@ -4,10 +4,12 @@
 //! connection per node, its Sentinel client names the current primary. This module only
 //! builds those clients with the store's credentials, TLS material and timeouts, opens
 //! their async connections, and says which replies mean "the topology changed: drop the
-//! connection and ask again" ([`is_redirect`]).
+//! connection and ask again" ([`is_redirect`]). Connections to one server (a single
+//! store, the primary the sentinels name, pub/sub) are opened by [`crate::connect`], with
+//! every reply bounded in size; a cluster's node connections are redis-rs's own.
 
 use crate::config::{Credentials, GlobalTarget, Tls};
-use redis::aio::MultiplexedConnection;
+use crate::connect::{BoundedConn, Opener};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
@@ -35,7 +37,7 @@ pub enum Target {
 #[derive(Clone)]
 pub enum Conn {
     /// A single server, or the primary the sentinels named.
-    Single(MultiplexedConnection),
+    Single(BoundedConn),
     Cluster(ClusterConnection),
 }
 
@@ -44,8 +46,8 @@ impl Conn {
     pub async fn send(&mut self, request: &crate::store::Request) -> RedisResult<Value> {
         use crate::store::Request;
         match (self, request) {
-            (Conn::Single(c), Request::Cmd(cmd)) => cmd.query_async(c).await,
-            (Conn::Single(c), Request::Pipe(p)) => p.query_async(c).await,
+            (Conn::Single(c), Request::Cmd(cmd)) => cmd.query_async(&mut c.conn).await,
+            (Conn::Single(c), Request::Pipe(p)) => p.query_async(&mut c.conn).await,
             (Conn::Cluster(c), Request::Cmd(cmd)) => cmd.query_async(c).await,
             (Conn::Cluster(c), Request::Pipe(p)) => p.query_async(c).await,
         }
@@ -172,32 +174,42 @@ impl Target {
     }
 
     /// Opens an async connection: to the server, to the cluster (redis-rs reads the slot
-    /// map from the seed nodes), or to the primary the sentinels name now.
-    pub async fn connect(&self, cfg: &AsyncConnectionConfig) -> RedisResult<Conn> {
+    /// map from the seed nodes), or to the primary the sentinels name now. A server's
+    /// replies are bounded by `base` bytes unless a request admits more.
+    pub async fn connect(
+        &self,
+        opener: &Opener,
+        cfg: &AsyncConnectionConfig,
+        base: u64,
+    ) -> RedisResult<Conn> {
         match self {
             Target::Single(c) => Ok(Conn::Single(
-                c.get_multiplexed_async_connection_with_config(cfg).await?,
+                opener
+                    .multiplexed(c.get_connection_info(), cfg, base)
+                    .await?,
             )),
             Target::Cluster(c, _) => Ok(Conn::Cluster(c.get_async_connection().await?)),
             Target::Sentinel(s) => {
                 let primary = s.lock().await.async_get_client().await?;
                 Ok(Conn::Single(
-                    primary
-                        .get_multiplexed_async_connection_with_config(cfg)
+                    opener
+                        .multiplexed(primary.get_connection_info(), cfg, base)
                         .await?,
                 ))
             }
         }
     }
 
-    /// A pub/sub connection: to the server, to the cluster's first seed node, or to the
-    /// primary the sentinels name now.
-    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+    /// A pub/sub connection, every message bounded by `base` bytes: to the server, to the
+    /// cluster's first seed node, or to the primary the sentinels name now.
+    pub async fn pubsub(&self, opener: &Opener, base: u64) -> RedisResult<redis::aio::PubSub> {
         match self {
-            Target::Single(c) | Target::Cluster(_, c) => c.get_async_pubsub().await,
+            Target::Single(c) | Target::Cluster(_, c) => {
+                opener.pubsub(c.get_connection_info(), base).await
+            }
             Target::Sentinel(s) => {
                 let primary = s.lock().await.async_get_client().await?;
-                primary.get_async_pubsub().await
+                opener.pubsub(primary.get_connection_info(), base).await
             }
         }
     }

@@ -10,7 +10,7 @@
 
 use crate::config::{redact, Config, Credentials, RedisUrl, Tls, NAME_PLACEHOLDER};
 use crate::error::CallError;
-use crate::store::{Acknowledge, OpenError, Store};
+use crate::store::{Acknowledge, OpenError, ReplyLimits, Store};
 use crate::topology::Schedule;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,9 @@ pub struct Nodes {
     connect_timeout: std::time::Duration,
     /// What writes to the global store wait for (`SKYLARK_GLOBAL_MIN_REPLICAS`).
     acknowledge: Acknowledge,
+    /// The most bytes a store's reply may take (`SKYLARK_MAX_REPLY_BYTES`,
+    /// `SKYLARK_MAX_BUNDLE_BYTES`).
+    reply_limits: ReplyLimits,
     /// By URL and whether the store is opened as the global one.
     opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
 }
@@ -100,6 +103,7 @@ impl Nodes {
                 replicas: p.global_min_replicas,
                 within: p.global_wait,
             },
+            reply_limits: ReplyLimits::from_config(config),
             opened: Mutex::new(HashMap::new()),
         }
     }
@@ -231,6 +235,7 @@ impl Nodes {
             )
         }
         .map_err(NodeError::Open)?;
+        store.set_reply_limits(self.reply_limits);
         opened.insert(key, Arc::clone(&store));
         Ok(store)
     }

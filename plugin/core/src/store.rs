@@ -13,12 +13,19 @@
 //! cannot hold the guest's thread beyond `SKYLARK_TIMEOUT_MS` (issue 16 point 4). Both authenticate with the store's credentials
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
 //!
+//! Every reply read over a runtime connection is bounded in size ([`Store::reply_bound`],
+//! [`crate::reply_bound`]): a bundle read by what its script may return for
+//! `SKYLARK_MAX_BUNDLE_BYTES`, anything else by `SKYLARK_MAX_REPLY_BYTES`. A larger reply
+//! fails the request with `StoreError` and drops the connection (issue 16 point 4). The
+//! blocking path of a nearby node-local store is redis-rs's own and not bounded.
+//!
 //! The global store may instead be a Redis Cluster or a Sentinel-managed primary
 //! ([`crate::distributed`]): reached on the runtime only, with the same deadlines, and,
 //! with `SKYLARK_GLOBAL_MIN_REPLICAS`, writes ([`Store::write_async_within`]) count only
 //! once `WAIT` confirms them on that many replicas.
 
 use crate::config::{redact, Credentials, GlobalTarget, Tls};
+use crate::connect::Opener;
 use crate::distributed::{is_redirect, Conn, Settings, Target};
 use crate::error::CallError;
 use crate::resp::{Arg, Packer, Piece};
@@ -28,6 +35,7 @@ use redis::{
     ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
@@ -68,6 +76,50 @@ pub struct Acknowledge {
     pub within: Duration,
 }
 
+/// The most bytes a reply may take ([`Store::reply_bound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// A reply that may hold a whole bundle (`HGETALL`, `HKEYS`, a script that returns
+    /// `HGETALL`).
+    pub bundle: u64,
+    /// Any other reply.
+    pub other: u64,
+}
+
+impl ReplyLimits {
+    /// The limits `config` sets ([`ReplyLimits::new`]).
+    pub fn from_config(config: &crate::config::Config) -> ReplyLimits {
+        ReplyLimits::new(config.max_bundle_bytes, config.max_reply_bytes)
+    }
+
+    /// The limits for bundles of at most `max_bundle_bytes` of state and other replies of
+    /// at most `other` bytes. A bundle's reply may hold the state and the reserved fields
+    /// the bundle read's script lets through ([`crate::bundle_read`]), three times over
+    /// for the RESP framing of many small fields (a field of a 1-byte name and an empty
+    /// value takes 13 bytes on the wire), plus 1 MiB.
+    pub fn new(max_bundle_bytes: u32, other: u64) -> ReplyLimits {
+        let content = u64::from(max_bundle_bytes)
+            .saturating_add(crate::bundle_read::reserved_limit(max_bundle_bytes));
+        ReplyLimits {
+            bundle: content.saturating_mul(3).saturating_add(1 << 20),
+            other,
+        }
+    }
+}
+
+impl Default for ReplyLimits {
+    /// The limits of the default configuration.
+    fn default() -> Self {
+        use crate::config::vars::{Kind, Var, MAX_BUNDLE_BYTES, MAX_REPLY_BYTES};
+        let int = |v: &Var| match v.kind {
+            Kind::Int { default, .. } => default,
+            _ => 0,
+        };
+        let max = u32::try_from(int(&MAX_BUNDLE_BYTES)).unwrap_or(u32::MAX);
+        ReplyLimits::new(max, int(&MAX_REPLY_BYTES))
+    }
+}
+
 /// One Redis server, or (the global store only) a cluster or Sentinel deployment.
 pub struct Store {
     target: Target,
@@ -79,6 +131,9 @@ pub struct Store {
     auth: String,
     tls: bool,
     conn_cfg: AsyncConnectionConfig,
+    opener: Opener,
+    /// [`ReplyLimits`]: bundle, other.
+    limits: [AtomicU64; 2],
     blocking: std::sync::Mutex<Blocking>,
     shared: AsyncMutex<Option<Conn>>,
     timeout: Duration,
@@ -110,13 +165,15 @@ impl Store {
     /// The node-local store `config` names (`SKYLARK_REDIS_URL` with its credentials,
     /// TLS settings and timeouts); does not connect.
     pub fn local(config: &crate::config::Config) -> Result<Arc<Store>, OpenError> {
-        Store::new(
+        let store = Store::new(
             &config.redis_url,
             &config.credentials,
             &config.tls,
             config.timeout,
             config.connect_timeout,
-        )
+        )?;
+        store.set_reply_limits(ReplyLimits::from_config(config));
+        Ok(store)
     }
 
     /// A store for `url`; does not connect. `credentials` apply unless the URL carries
@@ -171,6 +228,7 @@ impl Store {
         Ok(Store::assemble(
             target,
             url,
+            tls,
             user,
             auth,
             is_tls,
@@ -235,7 +293,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let addr = client.get_connection_info().addr();
-        let tls = matches!(addr, ConnectionAddr::TcpTls { .. });
+        let is_tls = matches!(addr, ConnectionAddr::TcpTls { .. });
         let nearby = match addr {
             ConnectionAddr::Unix(_) => true,
             ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => {
@@ -254,9 +312,10 @@ impl Store {
         Ok(Store::assemble(
             Target::Single(client),
             url,
+            tls,
             user,
             auth,
-            tls,
+            is_tls,
             timeout,
             connect_timeout,
             remote || !nearby,
@@ -268,6 +327,7 @@ impl Store {
     fn assemble(
         target: Target,
         url: &str,
+        tls_material: &Tls,
         user: Option<String>,
         auth: String,
         tls: bool,
@@ -284,6 +344,7 @@ impl Store {
             .set_response_timeout(None);
         // A cluster or Sentinel deployment is reached on the runtime only.
         let total_deadline = total_deadline || target.is_distributed();
+        let limits = ReplyLimits::default();
         Arc::new_cyclic(|me| Store {
             target,
             user,
@@ -292,6 +353,8 @@ impl Store {
             auth,
             tls,
             conn_cfg,
+            opener: Opener::new(tls_material),
+            limits: [AtomicU64::new(limits.bundle), AtomicU64::new(limits.other)],
             blocking: std::sync::Mutex::new(Blocking::default()),
             shared: AsyncMutex::new(None),
             timeout,
@@ -299,6 +362,40 @@ impl Store {
             total_deadline,
             me: me.clone(),
         })
+    }
+
+    /// Sets the most bytes a reply may take, for connections opened from now on and
+    /// requests sent from now on.
+    pub fn set_reply_limits(&self, limits: ReplyLimits) {
+        self.limits[0].store(limits.bundle, Ordering::Relaxed);
+        self.limits[1].store(limits.other, Ordering::Relaxed);
+    }
+
+    /// The most bytes a reply may take.
+    pub fn reply_limits(&self) -> ReplyLimits {
+        ReplyLimits {
+            bundle: self.limits[0].load(Ordering::Relaxed),
+            other: self.limits[1].load(Ordering::Relaxed),
+        }
+    }
+
+    /// The most bytes the reply to `request` may take: for each command, the bundle limit
+    /// if it may return a whole bundle (`HGETALL`, `HKEYS`, a script returning `HGETALL`:
+    /// the bundle read), else the other limit; a pipeline's reply (or a transaction's
+    /// `EXEC` array) the sum over its commands.
+    pub fn reply_bound(&self, request: &Request) -> u64 {
+        let limits = self.reply_limits();
+        let one = |c: &redis::Cmd| {
+            if may_return_bundle(c) {
+                limits.bundle
+            } else {
+                limits.other
+            }
+        };
+        match request {
+            Request::Cmd(c) => one(c),
+            Request::Pipe(p) => p.cmd_iter().map(one).fold(0, u64::saturating_add),
+        }
     }
 
     /// The store's URL with secrets redacted.
@@ -632,11 +729,33 @@ impl Store {
     async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
         let mut reconnected = false;
         let mut redirects = 0;
+        let bound = self.reply_bound(request);
         loop {
             let mut conn = self.connection().await?;
-            match conn.send(request).await {
+            let admitted = match &conn {
+                Conn::Single(c) => Some(c.admit(bound)),
+                Conn::Cluster(_) => None,
+            };
+            let sent = conn.send(request).await;
+            drop(admitted);
+            match sent {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    if let Conn::Single(c) = &conn {
+                        if let Some(too_large) = c.exceeded() {
+                            // The rest of the reply is still on its way: the connection
+                            // cannot be used again.
+                            self.forget().await;
+                            return Err(CallError::new(
+                                Status::StoreError,
+                                format!(
+                                    "{too_large}, the most this request may return \
+                                     (SKYLARK_MAX_REPLY_BYTES; for a bundle read, from \
+                                     SKYLARK_MAX_BUNDLE_BYTES): connection dropped"
+                                ),
+                            ));
+                        }
+                    }
                     // A moved key or a demoted primary (a cluster or Sentinel store): the
                     // next connection asks again (slot map, sentinels). While a failover
                     // or a slot migration settles that can take a few tries: up to
@@ -671,11 +790,20 @@ impl Store {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = self
-            .target
-            .connect(&self.conn_cfg)
-            .await
-            .map_err(|e| self.connect_error(e))?;
+        let base = self.reply_limits().other;
+        let connect = self.target.connect(&self.opener, &self.conn_cfg, base);
+        let c = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(c) => c.map_err(|e| self.connect_error(e))?,
+            Err(_) => {
+                return Err(CallError::new(
+                    Status::StoreTimeout,
+                    format!(
+                        "connecting: no answer within {} ms (SKYLARK_CONNECT_TIMEOUT_MS)",
+                        self.connect_timeout.as_millis()
+                    ),
+                ))
+            }
+        };
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -725,7 +853,9 @@ impl Store {
     /// On a cluster, one connection to its first seed node (a `PUBLISH` reaches every
     /// node's subscribers); on Sentinel, to the primary the sentinels name.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, CallError> {
-        match tokio::time::timeout(self.connect_timeout, self.target.pubsub()).await {
+        let base = self.reply_limits().other;
+        let pubsub = self.target.pubsub(&self.opener, base);
+        match tokio::time::timeout(self.connect_timeout, pubsub).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => Err(self.connect_error(e).context(&self.shown)),
             Err(_) => Err(CallError::new(
@@ -792,6 +922,27 @@ fn with_wait(request: &Request, ack: Acknowledge) -> (redis::Pipeline, usize) {
         .arg(ack.replicas)
         .arg(ack.within.as_millis().max(1) as u64);
     (pipe, reply_at)
+}
+
+/// Whether the reply to `c` may hold a whole bundle: `HGETALL`, `HKEYS`, or a script that
+/// returns `HGETALL`'s reply (the bundle read).
+fn may_return_bundle(c: &redis::Cmd) -> bool {
+    let mut args = c.args_iter();
+    let Some(redis::Arg::Simple(name)) = args.next() else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(b"HGETALL") || name.eq_ignore_ascii_case(b"HKEYS") {
+        return true;
+    }
+    if !name.eq_ignore_ascii_case(b"EVAL") {
+        return false;
+    }
+    match args.next() {
+        Some(redis::Arg::Simple(script)) => script
+            .windows(b"'HGETALL'".len())
+            .any(|w| w.eq_ignore_ascii_case(b"'HGETALL'")),
+        _ => false,
+    }
 }
 
 fn is_broken(e: &RedisError) -> bool {
@@ -1014,6 +1165,108 @@ mod tests {
         let err = store.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
         assert_eq!(err.status, Status::StoreUnavailable, "{err}");
         assert!(err.message.contains("127.0.0.1:1"), "{err}");
+    }
+
+    /// A server on loopback that answers every read of a request with `reply`; its URL.
+    fn answering(reply: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                        if conn.write_all(&reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn remote(url: &str) -> Arc<Store> {
+        let d = Duration::from_secs(2);
+        Store::remote(url, &Credentials::default(), &Tls::default(), d, d).unwrap()
+    }
+
+    #[test]
+    fn a_reply_over_its_bound_fails_the_request_and_drops_the_connection() {
+        let mut huge = b"$10000000\r\n".to_vec();
+        huge.extend(vec![b'x'; 1 << 20]);
+        let url = answering(huge);
+        let store = remote(&url);
+        store.set_reply_limits(ReplyLimits {
+            bundle: 1 << 20,
+            other: 64 << 10,
+        });
+        for _ in 0..2 {
+            let err = store.query(&Request::Cmd(redis::cmd("PING"))).unwrap_err();
+            assert_eq!(err.status, Status::StoreError, "{err}");
+            assert!(
+                err.message.contains("reply larger than 65536 bytes"),
+                "{err}"
+            );
+            assert!(err.message.starts_with(&url), "{err}");
+        }
+    }
+
+    #[test]
+    fn replies_within_their_bound_pass() {
+        let store = remote(&answering(b"+PONG\r\n".to_vec()));
+        store.set_reply_limits(ReplyLimits {
+            bundle: 64,
+            other: 7,
+        });
+        for _ in 0..3 {
+            let v = store.query(&Request::Cmd(redis::cmd("PING"))).unwrap();
+            assert_eq!(v, Value::SimpleString("PONG".into()));
+        }
+    }
+
+    #[test]
+    fn bundle_reads_may_return_more_than_other_requests() {
+        let store = remote("redis://127.0.0.1:1");
+        assert_eq!(store.reply_limits(), ReplyLimits::default());
+        assert_eq!(ReplyLimits::default().other, 64 << 20);
+        // 1 MiB of state and 3 MiB of reserved fields, three times over, plus 1 MiB.
+        assert_eq!(ReplyLimits::new(1 << 20, 5).bundle, 13 << 20);
+        store.set_reply_limits(ReplyLimits {
+            bundle: 1000,
+            other: 10,
+        });
+        let cmd = |args: &[&str]| {
+            let mut c = redis::cmd(args[0]);
+            for a in &args[1..] {
+                c.arg(*a);
+            }
+            c
+        };
+        let bound = |c: redis::Cmd| store.reply_bound(&Request::Cmd(c));
+        assert_eq!(
+            store.reply_bound(&crate::bundle_read::request("ns", "c", 5)),
+            1000
+        );
+        assert_eq!(bound(cmd(&["HGETALL", "k"])), 1000);
+        assert_eq!(bound(cmd(&["hkeys", "k"])), 1000);
+        assert_eq!(bound(cmd(&["PING"])), 10);
+        assert_eq!(
+            bound(cmd(&[
+                "EVAL",
+                "return redis.call('HGET', KEYS[1], 'a')",
+                "1",
+                "k"
+            ])),
+            10
+        );
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd(&["PING"]))
+            .add_command(cmd(&["HGETALL", "k"]));
+        assert_eq!(store.reply_bound(&Request::Pipe(pipe)), 1010);
     }
 
     #[test]

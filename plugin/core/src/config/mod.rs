@@ -76,6 +76,8 @@ pub struct Config {
     pub max_value_bytes: u32,
     pub max_fields: u32,
     pub max_bundle_bytes: u32,
+    /// The bound of a reply to anything but a bundle read (`reply_bound`).
+    pub max_reply_bytes: u64,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_pending: usize,
@@ -171,6 +173,7 @@ impl Config {
         let max_value_bytes = int(var, &MAX_VALUE_BYTES)?;
         let max_fields = int(var, &MAX_FIELDS)?;
         let max_bundle_bytes = int(var, &MAX_BUNDLE_BYTES)?;
+        let max_reply_bytes = int(var, &MAX_REPLY_BYTES)?;
         let timeout_ms = int(var, &TIMEOUT_MS)?;
         let connect_timeout_ms = int(var, &CONNECT_TIMEOUT_MS)?;
         let max_pending = int(var, &MAX_PENDING)?;
@@ -202,6 +205,7 @@ impl Config {
             max_value_bytes: max_value_bytes as u32,
             max_fields: max_fields as u32,
             max_bundle_bytes: max_bundle_bytes as u32,
+            max_reply_bytes,
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_pending: max_pending as usize,

@@ -121,6 +121,20 @@ pub const MAX_BUNDLE_BYTES: Var = Var {
     doc: "largest bundle `skylark_get_bundle` delivers",
 };
 
+pub const MAX_REPLY_BYTES: Var = Var {
+    name: "SKYLARK_MAX_REPLY_BYTES",
+    section: Section::Store,
+    kind: Kind::Int {
+        default: 64 << 20,
+        min: 64 << 10,
+        max: u32::MAX as u64,
+    },
+    doc: "largest reply to a request that is no bundle read, from any store but over the \
+          guest-thread connection of a nearby node-local one (a bundle read's reply may take \
+          9 × `SKYLARK_MAX_BUNDLE_BYTES` + 4 MiB); a larger reply fails the call with \
+          `StoreError` and drops the connection",
+};
+
 pub const TIMEOUT_MS: Var = Var {
     name: "SKYLARK_TIMEOUT_MS",
     section: Section::Store,
@@ -517,6 +531,7 @@ pub const VARS: &[Var] = &[
     MAX_VALUE_BYTES,
     MAX_FIELDS,
     MAX_BUNDLE_BYTES,
+    MAX_REPLY_BYTES,
     TIMEOUT_MS,
     CONNECT_TIMEOUT_MS,
     MAX_PENDING,
