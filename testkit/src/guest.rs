@@ -233,6 +233,38 @@ impl Running {
         self.lines.recv_timeout(timeout).ok()
     }
 
+    /// Like [`Running::wait`], and also returns the process's peak resident set size in
+    /// bytes (`ru_maxrss`, which `wait4` reports when it reaps the process).
+    pub fn wait_peak_rss(self, timeout: Duration) -> (GuestRun, u64) {
+        use std::os::unix::process::ExitStatusExt;
+        let pid = self.child.id() as libc::pid_t;
+        let (status, peak_kib) = loop {
+            let mut status = 0;
+            // SAFETY: rusage is plain integers; all zeroes is a valid value to overwrite.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: `pid` is this process's own child, not reaped yet (nothing else
+            // waits for it); `status` and `usage` are live locals wait4 may write.
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if r == pid {
+                break (ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64);
+            }
+            assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+            if self.started.elapsed() > timeout {
+                // SAFETY: signalling the still unreaped child; its pid cannot be reused.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("guest still running after {timeout:?}: killed");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let run = GuestRun {
+            status,
+            stdout: self.out_t.join().unwrap_or_default(),
+            stderr: self.err_t.join().unwrap_or_default(),
+            elapsed: self.started.elapsed(),
+        };
+        (run, peak_kib * 1024)
+    }
+
     /// Waits for the guest; kills it and panics if it runs longer than `timeout`.
     pub fn wait(mut self, timeout: Duration) -> GuestRun {
         let status = loop {

@@ -2,7 +2,8 @@
 //! experiment share, one of each. Finds the wasmedge binary, the built plugin and guest
 //! `.wasm` files; starts throw-away `redis-server` processes ([`redis`], [`secure`]);
 //! a Redis Cluster and a Sentinel deployment for the global store ([`redis_cluster`]);
-//! runs guests under `wasmedge` with a deadline ([`guest`]); free ports ([`net`]),
+//! runs guests under `wasmedge` with a deadline ([`guest`]); a hostile store that
+//! answers with huge replies ([`hostile_store`]); free ports ([`net`]),
 //! polling with a deadline ([`wait`]), the wall clock ([`clock`]), percentiles
 //! ([`stats`]), a seeded RNG ([`rng`]), the plugin's events ([`events`]) and the host
 //! tools' command lines ([`cli`]).
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod events;
 pub mod guest;
+pub mod hostile_store;
 pub mod net;
 pub mod redis;
 pub mod redis_cluster;
@@ -25,6 +27,7 @@ pub mod wait;
 pub use clock::now_ms;
 pub use events::{subscribe, Events};
 pub use guest::{aot, Guest, GuestRun, Running, RUN_TIMEOUT};
+pub use hostile_store::{Flood, HostileStore};
 pub use net::free_port;
 pub use redis::{Durability, Redis, ServerConfig, NS};
 pub use redis_cluster::{RedisCluster, Sentinels};
