@@ -129,10 +129,11 @@ pub const MAX_REPLY_BYTES: Var = Var {
         min: 64 << 10,
         max: u32::MAX as u64,
     },
-    doc: "largest reply to a request that is no bundle read, from any store but over the \
-          guest-thread connection of a nearby node-local one (a bundle read's reply may take \
-          9 × `SKYLARK_MAX_BUNDLE_BYTES` + 4 MiB); a larger reply fails the call with \
-          `StoreError` and drops the connection",
+    doc: "largest reply to a request that is no bundle read (a bundle read's may take \
+          9 × `SKYLARK_MAX_BUNDLE_BYTES` + 4 MiB), on the plugin's runtime connections (not \
+          on the guest-thread connection of a nearby node-local store, nor to a Redis \
+          Cluster's nodes); a larger reply fails the call with `StoreError` and drops the \
+          connection",
 };
 
 pub const TIMEOUT_MS: Var = Var {
