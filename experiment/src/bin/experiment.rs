@@ -72,11 +72,21 @@ const AFTER_BOUNDARY: Duration = Duration::from_millis(100);
 const ARRIVAL_POLL: Duration = Duration::from_millis(1);
 /// The store deadline (`SKYLARK_TIMEOUT_MS`) of the throughput phase's guests.
 const THROUGHPUT_TIMEOUT_MS: u64 = 30_000;
+/// The exit flush (`SKYLARK_EXIT_FLUSH_MS`) of the throughput phase's guests: a step's
+/// process waits for its copies as long as a store request may take, rather than give
+/// them up after the default 5 s with part of the bytes sent (a resumer then sends them
+/// all again over the same loaded links). The wall time runs until every process exited
+/// and every outbox drained, so the wait is counted either way.
+const THROUGHPUT_EXIT_FLUSH_MS: u64 = THROUGHPUT_TIMEOUT_MS;
+/// Whether the throughput phase's guests get [`THROUGHPUT_EXIT_FLUSH_MS`] (off with
+/// `--default-exit-flush`).
+static LONG_EXIT_FLUSH: AtomicBool = AtomicBool::new(true);
 /// States above this size get a longer store deadline (`SKYLARK_TIMEOUT_MS`).
 const LARGE_BYTES: u64 = 5_000_000;
 /// The longest the outboxes may take to drain after the throughput phase's processes
-/// ended. Jobs a process left in its node's outbox when it exited are resumed only by a
-/// later process on that node; when none comes, they stay (reported as undrained).
+/// ended. Jobs a process left in its node's outbox when it exited are resumed by a later
+/// process on that node: the node's resumer ([`start_resumers`]), or, without resumers,
+/// a later step there; when none comes, they stay (reported as undrained).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seed of the per-repetition shuffle of the policies' order.
 const ORDER_SEED: u64 = 0x0_5EED_0013;
@@ -101,6 +111,10 @@ struct Options {
     mode: String,
     out: PathBuf,
     quick: bool,
+    /// One long-lived process per node during the throughput phase ([`start_resumers`]).
+    resumers: bool,
+    /// The throughput phase's guests keep the default exit flush.
+    default_exit_flush: bool,
 }
 
 const USAGE: &str = "\
@@ -109,7 +123,8 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
                   [--slot-ms MS] [--concurrency K,K..] [--throughput-workflows W]
                   [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
                   [--fusion-reps N] [--fusion-size MB] [--slo LEVELS] [--slo-ms MS]
-                  [--mode aot|interp] [--out DIR]
+                  [--mode aot|interp] [--no-resumers] [--default-exit-flush]
+                  [--out DIR]
   --quick                 a short run: 1 rep, 64 kB, 20 s slots, concurrency 2, 2 workflows,
                           every scenario once, fusion once at 64 kB (options after it apply)
   --full                  the published scale: sizes 1,2,5,10,20,50, 20 reps (5 above
@@ -125,7 +140,6 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
   --slot-ms               slot length; default 60000 (the testbed's minute)
   --concurrency           workflows at once in the throughput phase, one measurement per
                           value, at 2 MB (at the run's size with --quick); default 5
-                          (10 and more fail on a 2-vCPU machine: BENCHMARKS.md)
   --throughput-workflows  workflows per throughput measurement; default twice the
                           concurrency
   --scenarios             chain (the research's), far (consumers 2 hops away), slot-change
@@ -143,6 +157,11 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
                           level's runs make the tables and the headline; default loose
   --slo-ms                one fixed per-step budget instead of the profile's levels
   --mode                  guests AOT-compiled or interpreted; default aot
+  --no-resumers           no long-lived process per node in the throughput phase (jobs a
+                          step's process leaves at exit then wait for a later step on its
+                          node, and may never drain)
+  --default-exit-flush    the throughput phase's guests keep the default exit flush (5 s)
+                          instead of waiting up to 30 s for their copies
   --out                   report directory; default results/<UTC time>";
 
 /// The items of a comma-separated list, each one of `allowed`.
@@ -177,6 +196,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         mode: "aot".into(),
         out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
+        resumers: true,
+        default_exit_flush: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -256,6 +277,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
                 }
             }
             Long("out") => o.out = PathBuf::from(p.value()?),
+            Long("no-resumers") => o.resumers = false,
+            Long("default-exit-flush") => o.default_exit_flush = true,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -444,6 +467,64 @@ fn present(conn: &mut redis::Connection, chain: &str, state: &str, tasks: &[&str
     Some(all)
 }
 
+/// Where the state of `tasks` of `chain` (layout `state`) is now, node by node, and the
+/// chain's jobs in each node's outbox with their due time: what a step that found its
+/// state nowhere reports, so that a lost state is told from one still waiting to move.
+fn whereabouts(net: &Constellation, chain: &str, state: &str, tasks: &[&str]) -> String {
+    let now = skylark_testkit::now_ms();
+    let mut lines = vec![format!("where the state of {tasks:?} is (now {now} ms):")];
+    for node in net.nodes() {
+        let Some(mut conn) = net.redis(&node).try_conn() else {
+            lines.push(format!("  {node}: store does not answer"));
+            continue;
+        };
+        let held: Vec<&str> = tasks
+            .iter()
+            .copied()
+            .filter(|t| present(&mut conn, chain, state, &[*t]) == Some(true))
+            .collect();
+        let jobs: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(format!("{NS}:outbox:jobs"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        let mut pending = Vec::new();
+        for (id, json) in jobs {
+            let Ok(job) = serde_json::from_str::<Value>(&json) else {
+                continue;
+            };
+            let of_chain = job["chain"]
+                .as_str()
+                .is_some_and(|c| c == chain || c.starts_with(&format!("{chain}.")));
+            if !of_chain {
+                continue;
+            }
+            let due: Option<u64> = redis::cmd("ZSCORE")
+                .arg(format!("{NS}:outbox"))
+                .arg(&id)
+                .query(&mut conn)
+                .ok()
+                .flatten();
+            pending.push(format!(
+                "job {id} tasks {} target {} done {} due {}",
+                job["tasks"],
+                job["target"],
+                job["done"],
+                due.map_or("none".into(), |d| format!("{:+} ms", d as i64 - now as i64))
+            ));
+        }
+        lines.push(format!(
+            "  {node}: holds {held:?}; outbox {} job(s), of this chain: {}",
+            net.outbox_len(&node),
+            if pending.is_empty() {
+                "none".into()
+            } else {
+                pending.join("; ")
+            }
+        ));
+    }
+    lines.join("\n")
+}
+
 /// Polls `node`'s own store until every field of `tasks` is there or `stop` is set;
 /// the thread's result is when they were first all there, in ms after `t0` (`None`:
 /// not before `stop`, or the store did not answer).
@@ -558,6 +639,66 @@ fn plan(net: &Constellation, scenario: Scenario, rep: u32, size_bytes: u64) -> P
     }
 }
 
+/// The plugin's policy and election rule (`SKYLARK_ELECTION`) of an experiment policy:
+/// `research` is the Skylark policy with the research's election rule.
+fn policy_and_rule(policy: &str) -> (&str, &'static str) {
+    match policy {
+        "research" => ("skylark", "research"),
+        p => (p, "retrieval"),
+    }
+}
+
+/// The store deadline (`SKYLARK_TIMEOUT_MS`) of a configuration's guests, if not the
+/// default. Large states need a longer one than the default 2 s, and so do the
+/// throughput phase's concurrent workflows: at 10 at once, Stateless's synchronous 2 MB
+/// puts over the shared ground link take longer than 2 s and time out.
+fn store_timeout_ms(cfg: &Config) -> Option<u64> {
+    if cfg.concurrency > 1 {
+        Some(THROUGHPUT_TIMEOUT_MS.max(2_000 + cfg.size_bytes / 625))
+    } else {
+        (cfg.size_bytes > LARGE_BYTES).then(|| 2_000 + cfg.size_bytes / 625)
+    }
+}
+
+/// Starts one long-lived process per node for the throughput phase: the `alarm` function
+/// serving HTTP on a loopback port nobody calls, configured as the configuration's guests.
+/// It stands for the serving processes of a deployment, whose plugin sweeps the node's
+/// outbox every `SKYLARK_SWEEP_MS`: a job a step's process left when it exited (its exit
+/// flush ran out while its copies were still on their way) is resumed on that node even
+/// when no later step runs there. Without them the last workflows' leftover jobs would
+/// wait for a process that never comes, and the wall time could not end at the drain.
+fn start_resumers(net: &Constellation, mods: &Modules, cfg: &Config) -> Resumers {
+    let (_, rule) = policy_and_rule(&cfg.policy);
+    let procs = net
+        .nodes()
+        .iter()
+        .map(|node| {
+            let mut guest = net
+                .guest_at(&mods.alarm, node)
+                .env("SKYLARK_ELECTION", rule)
+                .stderr(std::process::Stdio::null());
+            if let Some(ms) = store_timeout_ms(cfg) {
+                guest = guest.env("SKYLARK_TIMEOUT_MS", &ms.to_string());
+            }
+            let port = skylark_testkit::free_port().to_string();
+            guest.args(["--serve", &port]).spawn()
+        })
+        .collect();
+    Resumers(procs)
+}
+
+/// The resumers of a throughput measurement, killed when dropped (also when a step
+/// fails and the run unwinds: a serving process never exits on its own).
+struct Resumers(Vec<Running>);
+
+impl Drop for Resumers {
+    fn drop(&mut self) {
+        for r in std::mem::take(&mut self.0) {
+            r.kill();
+        }
+    }
+}
+
 /// Runs one workflow; returns its record, its chain id and the still running processes.
 fn run_workflow(
     net: &Constellation,
@@ -570,11 +711,7 @@ fn run_workflow(
     let chain = chain_id(&format!("wf-{}-{}", cfg.policy, cfg.state));
     let plan = plan(net, scenario, rep, cfg.size_bytes);
     let [n0, n1, n2, n3] = plan.nodes.clone();
-    // `research` is the Skylark policy with the research's election rule.
-    let (policy, rule) = match cfg.policy.as_str() {
-        "research" => ("skylark", "research"),
-        p => (p, "retrieval"),
-    };
+    let (policy, rule) = policy_and_rule(&cfg.policy);
     let common = |dest: Option<&str>| {
         let mut a = vec![
             "--policy".to_string(),
@@ -643,14 +780,7 @@ fn run_workflow(
             args: with(common(None), &["--inputs", "detect,detect2"]),
         },
     ];
-    // Large states need a longer store deadline than the default 2 s, and so do the
-    // throughput phase's concurrent workflows: at 10 at once, Stateless's synchronous
-    // 2 MB puts over the shared ground link take longer than 2 s and time out.
-    let timeout_ms = if cfg.concurrency > 1 {
-        Some(THROUGHPUT_TIMEOUT_MS.max(2_000 + cfg.size_bytes / 625))
-    } else {
-        (cfg.size_bytes > LARGE_BYTES).then(|| 2_000 + cfg.size_bytes / 625)
-    };
+    let timeout_ms = store_timeout_ms(cfg);
     // Runs one step: invokes it (again, if it fails) until it prints its result; returns
     // its record and the process, which still finishes its propagation.
     let run_step = |step: &Step| -> (StepRecord, Running) {
@@ -678,6 +808,10 @@ fn run_workflow(
             if let Some(ms) = timeout_ms {
                 guest = guest.env("SKYLARK_TIMEOUT_MS", &ms.to_string());
             }
+            if cfg.concurrency > 1 && LONG_EXIT_FLUSH.load(Ordering::Relaxed) {
+                let ms = THROUGHPUT_EXIT_FLUSH_MS.to_string();
+                guest = guest.env("SKYLARK_EXIT_FLUSH_MS", &ms);
+            }
             let proc = guest.args([&chain]).args(&step.args).spawn();
             if let Some((line, _)) = proc.next_line(STEP_TIMEOUT) {
                 break (proc, line, t0.elapsed());
@@ -685,11 +819,12 @@ fn run_workflow(
             let run = proc.wait(STEP_TIMEOUT);
             assert!(
                 attempts < STEP_ATTEMPTS,
-                "{} on {} printed no result in {attempts} attempts (exit {:?}):\n{}",
+                "{} on {} printed no result in {attempts} attempts (exit {:?}):\n{}\n{}",
                 step.function,
                 step.node,
                 run.status,
-                run.stderr
+                run.stderr,
+                whereabouts(net, &chain, &cfg.state, step.reads)
             );
             eprintln!(
                 "[experiment] {} on {} failed (attempt {attempts}), invoking it again: {}",
@@ -897,16 +1032,25 @@ fn finish(running: Vec<Running>) {
     }
 }
 
-/// Runs `total` workflows, `concurrency` at a time; returns the wall time in seconds and
-/// the jobs still in the outboxes when [`DRAIN_TIMEOUT`] ran out (then the wall time
-/// ends there).
+/// Runs `total` workflows, `concurrency` at a time (with [`start_resumers`] if
+/// `resumers`); returns the wall time in seconds and the jobs still in the outboxes when
+/// [`DRAIN_TIMEOUT`] ran out (then the wall time ends there).
 fn throughput(
     net: &Constellation,
     mods: &Modules,
     cfg: &Config,
     total: u32,
     slo_ms: u64,
+    resumers: bool,
 ) -> (f64, u64) {
+    let resumers = if resumers {
+        let r = start_resumers(net, mods, cfg);
+        // Their start-up is not the workflows' time.
+        std::thread::sleep(Duration::from_secs(2));
+        r
+    } else {
+        Resumers(Vec::new())
+    };
     let next = Mutex::new(0u32);
     let started = Instant::now();
     let leftovers: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -929,20 +1073,37 @@ fn throughput(
             });
         }
     });
+    let last_result = started.elapsed().as_secs_f64();
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let exited = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let left = || -> u64 { net.nodes().iter().map(|n| net.outbox_len(n) as u64).sum() };
-    while left() > 0 {
+    let outcome = loop {
+        let n = left();
+        if n == 0 {
+            break (started.elapsed().as_secs_f64(), 0);
+        }
         if Instant::now() >= deadline {
-            let n = left();
             eprintln!(
                 "[experiment] {n} propagation job(s) still in the outboxes {DRAIN_TIMEOUT:?} after the last workflow"
             );
-            return (started.elapsed().as_secs_f64(), n);
+            break (started.elapsed().as_secs_f64(), n);
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    (started.elapsed().as_secs_f64(), 0)
+    };
+    eprintln!(
+        "[experiment] throughput {} at {}: last result {last_result:.1} s, every step's process exited {exited:.1} s, outboxes drained {:.1} s{}",
+        cfg.policy,
+        cfg.concurrency,
+        outcome.0,
+        if resumers.0.is_empty() {
+            " (no resumers)"
+        } else {
+            ""
+        }
+    );
+    drop(resumers);
+    outcome
 }
 
 /// The sequential runs of one scenario: every SLO level, state, size and repetition,
@@ -1137,6 +1298,7 @@ fn start_constellation(slot_ms: u64) -> Constellation {
 
 fn main() {
     let o = cli::parse_or_exit(USAGE, options);
+    LONG_EXIT_FLUSH.store(!o.default_exit_flush, Ordering::Relaxed);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mods = Modules::load(&o.mode);
     if let Err(e) = skylark_netemu::constellation::install_interrupt_cleanup() {
@@ -1225,7 +1387,7 @@ fn main() {
             };
             let total = o.throughput_workflows.unwrap_or(2 * concurrency);
             let slo_ms = budget(&levels[0], tsize);
-            let (wall_s, undrained) = throughput(&net, &mods, &cfg, total, slo_ms);
+            let (wall_s, undrained) = throughput(&net, &mods, &cfg, total, slo_ms, o.resumers);
             eprintln!(
                 "[experiment] throughput {policy}: {total} workflows, {concurrency} at a time, {wall_s:.1} s"
             );
@@ -1296,6 +1458,19 @@ fn main() {
             "links: satellite-satellite 10 ms ± 9 ms, 40 Mbit/s; cloud-satellite 60 ms ± 30 ms, 90 Mbit/s; every physical link one shared resource per direction (flows crossing it share its bandwidth), paths cross their links hop by hop, a new connection pays the path's round trip".into(),
             "policies: skylark = the Skylark policy with its default election rule (retrieval: least expected retrieval time for the consumer); research = the Skylark policy with the research's rule (SKYLARK_ELECTION=research); sizes in MB = 10^6 bytes".into(),
             "paired design: per repetition every policy starts on the same satellite, policies in a shuffled order; throughput wall time ends when the last propagation has drained".into(),
+            format!(
+                "throughput phase: {}; step processes wait {} for their copies at exit (SKYLARK_EXIT_FLUSH_MS)",
+                if o.resumers {
+                    "one long-lived process per node (a serving function's, idle) resumes the jobs a step's process left in its node's outbox at exit"
+                } else {
+                    "no resumers (--no-resumers): a job a step's process left at exit waits for a later step on its node"
+                },
+                if o.default_exit_flush {
+                    "the default 5 s".to_string()
+                } else {
+                    format!("up to {} s", THROUGHPUT_EXIT_FLUSH_MS / 1000)
+                }
+            ),
             "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
             "local availability: the step's state was in its own store when its read was issued (polled every ms from just before its process started; the read is issued when the guest starts: T(f) minus the guest's own total time)".into(),
         ]
@@ -1335,8 +1510,8 @@ fn main() {
         extra.push_str(&format!(
             "\n## Throughput: propagation that did not drain\n\nJobs still in the outboxes {} s \
              after the last workflow (a job a process leaves in its node's outbox at exit \
-             is resumed only by a later process on that node); the wall time of these \
-             measurements ends there: {}.\n",
+             is resumed by a later process on that node, or by its resumer); the wall time \
+             of these measurements ends there: {}.\n",
             DRAIN_TIMEOUT.as_secs(),
             undrained.join("; ")
         ));
