@@ -34,6 +34,7 @@ pub mod nodes;
 pub mod outbox;
 pub mod pending;
 pub mod propagation;
+pub mod reply;
 pub mod resp;
 pub mod runtime;
 pub mod sigpipe;
