@@ -62,6 +62,7 @@ struct Options {
     load: usize,
     versions: usize,
     only_versions: bool,
+    only_gets: bool,
 }
 
 const USAGE: &str = "\
@@ -79,7 +80,8 @@ usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R] [--fresh 
                 the plugin; 0: none); default 40
   --versions    iterations of the ABI version 2 put rows (put, put_v2, CAS put, idempotent
                 repeat; 1 KiB, AOT; 0: none); default 0
-  --only-versions  measure only the ABI version 2 put rows";
+  --only-versions  measure only the ABI version 2 put rows
+  --only-gets   measure only the read rows (HGETALL and skylark_get_bundle)";
 
 fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
@@ -93,6 +95,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         load: 40,
         versions: 0,
         only_versions: false,
+        only_gets: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -123,6 +126,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("load") => o.load = p.value()?.parse()?,
             Long("versions") => o.versions = p.value()?.parse()?,
             Long("only-versions") => o.only_versions = true,
+            Long("only-gets") => o.only_gets = true,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -198,6 +202,8 @@ struct Setup {
     module: PathBuf,
     url: String,
     env: Vec<(String, String)>,
+    /// Probe options after the `bench` arguments.
+    args: Vec<String>,
 }
 
 /// One probe `bench` run; returns the measured samples after the warm-up, or panics with
@@ -220,6 +226,7 @@ fn time_guest(
         &fields.to_string(),
         &(warmup + n).to_string(),
     ]);
+    guest = guest.args(&setup.args);
     for (k, v) in &setup.env {
         guest = guest.env(k, v);
     }
@@ -425,6 +432,7 @@ fn main() {
             module: wasm("probe"),
             url: redis.url.clone(),
             env: off.clone(),
+            args: Vec::new(),
         });
     }
     setups.push(Setup {
@@ -432,19 +440,45 @@ fn main() {
         module: aot.clone(),
         url: redis.url.clone(),
         env: off.clone(),
+        args: Vec::new(),
     });
     setups.push(Setup {
         mode: "aot default",
         module: aot.clone(),
         url: redis.url.clone(),
         env: default_put.clone(),
+        args: Vec::new(),
     });
     setups.push(Setup {
         mode: "aot unix",
         module: aot.clone(),
         url: unix_url.clone(),
         env: off.clone(),
+        args: Vec::new(),
     });
+    // The read rows also run the probe asking for the MessagePack layout (the encoding
+    // of ABI version 1) and the probe built at the version-1 commit (its SDK as it was):
+    // old and new read paths interleaved in one run (issue 14 point 4).
+    let v1_probe = skylark_testkit::aot_of(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/v1/probe.wasm"),
+        "probe-v1",
+    );
+    let get_setups = [
+        Setup {
+            mode: "aot msgpack",
+            module: aot.clone(),
+            url: redis.url.clone(),
+            env: off.clone(),
+            args: vec!["--layout".into(), "msgpack".into()],
+        },
+        Setup {
+            mode: "aot v1 guest",
+            module: v1_probe,
+            url: redis.url.clone(),
+            env: off.clone(),
+            args: Vec::new(),
+        },
+    ];
     let fresh_setups: Vec<&Setup> = setups
         .iter()
         .filter(|s| s.mode == "aot" || s.mode == "aot default")
@@ -520,7 +554,11 @@ fn main() {
             // `rounds` times, so that a slow spell of this shared machine hits every mode.
             let mut measured = Measured::default();
             let mut fresh_measured = Measured::default();
-            for _ in 0..opts.rounds {
+            if opts.only_gets {
+                native::send(&mut conn, &mut buf, &[&hset_cmd], false);
+            }
+            let write_rounds = if opts.only_gets { 0 } else { opts.rounds };
+            for _ in 0..write_rounds {
                 if fields == 1 {
                     let s = time_native(warmup, n, || {
                         native::send(&mut conn, &mut buf, &[&set_cmd], false);
@@ -593,7 +631,9 @@ fn main() {
             }
             let plain = if fields == 1 { Op::Set } else { Op::Hset };
             let first = rows.len();
-            push_group(&mut rows, measured, plain, true, fields, size_label, n);
+            if !opts.only_gets {
+                push_group(&mut rows, measured, plain, true, fields, size_label, n);
+            }
             for (op, mode, rounds, _) in fresh_measured.0 {
                 let (median_ns, spread_ns, p99_ns) = round_stats(rounds);
                 let warm_ns = rows[first..]
@@ -650,6 +690,10 @@ fn main() {
                     let s = time_guest(setup, &redis, "get", size, fields, warmup, n);
                     measured.push((Op::GuestGet, setup.mode, s));
                 }
+                for setup in &get_setups {
+                    let s = time_guest(setup, &redis, "get", size, fields, warmup, n);
+                    measured.push((Op::GuestGet, setup.mode, s));
+                }
             }
             push_group(
                 &mut rows,
@@ -668,7 +712,7 @@ fn main() {
             }
         }
     }
-    let load_rows = (opts.load > 0).then(|| {
+    let load_rows = (opts.load > 0 && !opts.only_gets).then(|| {
         eprintln!("[bench] plugin load cost: {} runs per setup", opts.load);
         load::measure(
             opts.load,
