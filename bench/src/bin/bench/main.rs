@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p skylark-bench --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10]
 //!     [--rounds 3] [--fresh 20] [--sizes 1,64,1024] [--no-interp] [--load 40]
-//!     [--versions N [--only-versions]]
+//!     [--versions N [--only-versions]] [--only-gets]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
 //! measurement runs `warmup-pct` percent more iterations first and discards them; every
@@ -16,7 +16,7 @@
 //! fresh processes per round and mode for the first-put rows; `--load` the runs per setup
 //! of the plugin's load cost (`load.rs`); `--versions` the iterations of the rows of ABI
 //! version 2's put (`versions.rs`; 0, the default: none), `--only-versions` measures those
-//! rows alone. Use `scripts/bench.sh`,
+//! rows alone; `--only-gets` the read rows alone. Use `scripts/bench.sh`,
 //! which builds everything first.
 //!
 //! Modes: `native` is a synchronous redis-rs connection with `TCP_NODELAY`, as the plugin
@@ -29,7 +29,9 @@
 //! AOT-compiled, propagation off; `aot default` is the default put: propagation on, with
 //! a topology and a global store configured; `unix` rows reach the same server over its
 //! Unix socket; `aot guest redis_wasi` is a Redis client inside the guest instead of the
-//! plugin (`guest_client.rs`).
+//! plugin (`guest_client.rs`). Reads: `aot` gets the bundle in the table layout (the
+//! SDK's default), `aot msgpack` asks for MessagePack, and `aot v1 guest` is the probe
+//! built at the ABI version 1 commit (`tests/data/v1/probe.wasm`, its SDK as it was).
 
 mod fresh;
 mod guest_client;
