@@ -4,7 +4,8 @@
 //! first buffer and through `BufferTooSmall` and `skylark_take_result` (a buffer one byte
 //! short leaves the result pending); a bundle exactly at `SKYLARK_MAX_BUNDLE_BYTES` is
 //! delivered, one byte over is refused without its bytes leaving the store, on the
-//! guarded `HGETALL` path of large bundles (`bundle_read.rs`) as on the script path.
+//! guarded `HGETALL` path of large bundles (`bundle_read.rs`) as on the script path; and
+//! that guarded read, racing a writer, always returns one whole write.
 
 use probe::{fnv1a, pattern};
 use serde_json::Value;
@@ -214,4 +215,60 @@ fn a_bundle_at_the_size_limit_is_delivered_and_one_byte_over_is_not_sent() {
             "{layout}: the store sent {sent} bytes for a refused bundle of 300,000"
         );
     }
+}
+
+#[test]
+fn the_guarded_read_of_a_large_bundle_sees_whole_writes_while_a_writer_races_it() {
+    use skylark_core::config::{Credentials, Tls};
+    use skylark_core::store::Store;
+    use skylark_core::{bundle_read, keys};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let redis = Redis::start();
+    let chain = chain_id("race");
+    let key = keys::bundle(NS, &chain);
+    // Two fields of 40,000 bytes, both of one generation, written by one HSET each time:
+    // above the 32 KiB the script returns itself, so every read is the guarded one.
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg("a")
+        .arg(vec![0u8; 40_000])
+        .arg("b")
+        .arg(vec![0u8; 40_000])
+        .query::<()>(&mut redis.conn())
+        .expect("HSET");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut conn, key) = (Arc::clone(&stop), redis.conn(), key.clone());
+        std::thread::spawn(move || {
+            let mut g = 0u8;
+            while !stop.load(Ordering::Relaxed) {
+                g = g.wrapping_add(1);
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("a")
+                    .arg(vec![g; 40_000])
+                    .arg("b")
+                    .arg(vec![g; 40_000])
+                    .query::<()>(&mut conn)
+                    .expect("HSET");
+            }
+        })
+    };
+    let d = Duration::from_secs(5);
+    let store =
+        Store::new(&redis.url, &Credentials::default(), &Tls::default(), d, d).expect("a store");
+    for i in 0..300 {
+        let pairs = bundle_read::read(&store, NS, &chain, 1 << 20)
+            .unwrap_or_else(|e| panic!("read {i}: {e}"));
+        let a = pairs.iter().find(|(k, _)| k == b"a").expect("a");
+        let b = pairs.iter().find(|(k, _)| k == b"b").expect("b");
+        assert_eq!(a.1.len(), 40_000);
+        assert!(a.1.iter().all(|x| *x == a.1[0]), "read {i}: a torn value");
+        assert_eq!(a.1, b.1, "read {i}: fields of two writes");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer");
 }
