@@ -121,6 +121,45 @@ const GET_RESULT: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// The C fields of the table layout's header (`table::HEADER_SIZE` bytes), in memory order.
+const TABLE_HEADER: [(&str, &str, &str); 10] = [
+    ("char", "magic[4]", "SKYLARK_TABLE_MAGIC, not terminated"),
+    ("uint32_t", "len", "the block's length"),
+    (
+        "uint32_t",
+        "field_count",
+        "records of skylark_table_field after this header",
+    ),
+    (
+        "uint32_t",
+        "placement_count",
+        "records of skylark_table_placement after those",
+    ),
+    ("uint32_t", "chain_off", "the chain id"),
+    ("uint32_t", "chain_len", "its length"),
+    ("uint32_t", "node_off", "the node whose store answered"),
+    ("uint32_t", "node_len", "its length"),
+    ("uint32_t", "tier", "0 local, 1 neighbour, 2 global"),
+    ("uint32_t", "reserved", "0"),
+];
+
+/// The C fields of one field record of the table layout (`table::FIELD_SIZE` bytes).
+const TABLE_FIELD: [(&str, &str, &str); 5] = [
+    ("uint32_t", "name_off", "the task id"),
+    ("uint32_t", "name_len", "its length"),
+    ("uint32_t", "value_off", "the value bytes"),
+    ("uint32_t", "value_len", "their length"),
+    ("uint64_t", "version", "0: none"),
+];
+
+/// The C fields of one placement record of the table layout (`table::PLACEMENT_SIZE`).
+const TABLE_PLACEMENT: [(&str, &str, &str); 4] = [
+    ("uint32_t", "task_off", "the task id"),
+    ("uint32_t", "task_len", "its length"),
+    ("uint32_t", "node_off", "the node its put elected"),
+    ("uint32_t", "node_len", "its length"),
+];
+
 /// Why the header cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
@@ -332,6 +371,36 @@ static inline int skylark_valid_id(const char *id, size_t len) {{
         "skylark_get_result",
         &GET_RESULT,
         crate::layout::GetResult::SIZE,
+    )?;
+    writeln!(
+        h,
+        "/* The table layout of a bundle (get option layout = \"table\", ABI.md \"Bundle table
+ * layout\"): this header, field_count field records sorted by name, placement_count
+ * placement records, then the bytes. Offsets count from the start of the block. */
+#define SKYLARK_TABLE_MAGIC \"{magic}\"
+",
+        magic = String::from_utf8_lossy(&crate::table::MAGIC),
+    )?;
+    write_record(
+        h,
+        "The header of the table layout (table::HEADER_SIZE).",
+        "skylark_table_header",
+        &TABLE_HEADER,
+        crate::table::HEADER_SIZE,
+    )?;
+    write_record(
+        h,
+        "One field of the table layout (table::FIELD_SIZE).",
+        "skylark_table_field",
+        &TABLE_FIELD,
+        crate::table::FIELD_SIZE,
+    )?;
+    write_record(
+        h,
+        "One placement entry of the table layout (table::PLACEMENT_SIZE).",
+        "skylark_table_placement",
+        &TABLE_PLACEMENT,
+        crate::table::PLACEMENT_SIZE,
     )?;
 
     writeln!(

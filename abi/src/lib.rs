@@ -12,10 +12,12 @@ pub mod ids;
 pub mod imports;
 pub mod layout;
 pub mod status;
+pub mod table;
 pub mod wire;
 
 pub use status::Status;
 
 /// Version of the host/guest contract. Version 2 adds `skylark_put_v2`, conditional and
-/// idempotent puts; every version-1 import keeps its parameters and meaning.
+/// idempotent puts and the table layout of bundles (get option `layout`); every
+/// version-1 import keeps its parameters and meaning.
 pub const ABI_VERSION: i32 = 2;

@@ -182,6 +182,61 @@ pub struct PutOptions {
     pub destinations: Vec<String>,
 }
 
+/// How `skylark_get_bundle` lays a bundle out in guest memory (get option `layout`, ABI
+/// version 2). Serialized as its name; deserialized only from that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// The MessagePack map of "Bundle encoding" (ABI.md); the only layout of version 1.
+    #[default]
+    Msgpack,
+    /// The table layout of [`crate::table`]: fields read in place, no decoding.
+    Table,
+}
+
+impl Layout {
+    /// The name used in options.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Msgpack => "msgpack",
+            Layout::Table => "table",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Layout> {
+        [Layout::Msgpack, Layout::Table]
+            .into_iter()
+            .find(|l| l.name() == s)
+    }
+}
+
+/// A layout is its name, a string (as [`Policy`]).
+impl<'de> Deserialize<'de> for Layout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Layout, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Layout;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a bundle layout: msgpack or table")
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Layout, E> {
+                Layout::parse(s).ok_or_else(|| E::invalid_value(Unexpected::Str(s), &self))
+            }
+
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Layout, E> {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(Layout::parse)
+                    .ok_or_else(|| E::invalid_value(Unexpected::Bytes(b), &self))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
 /// Options of `skylark_get_bundle`. An empty options blob means defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -211,6 +266,11 @@ pub struct GetOptions {
     /// `SKYLARK_WAIT_MS` and `SKYLARK_MAX_WAIT_MS`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// How the bundle is laid out in the guest's buffer (ABI version 2; default
+    /// [`Layout::Msgpack`]). A host older than this option ignores it and answers in
+    /// MessagePack: a reader tells the two apart by [`crate::table::MAGIC`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
 }
 
 /// Most task ids a get's `require` (or `wait_for`) may list (more: `InvalidOptions`).
@@ -252,18 +312,38 @@ where
     P: IntoIterator<Item = (&'a str, &'a str)>,
     V: IntoIterator<Item = (&'a str, u64)>,
 {
-    let fields = fields
+    let fields: BTreeMap<&str, &Bytes> = fields
         .into_iter()
         .map(|(k, v)| (k, Bytes::new(v)))
         .collect();
-    rmp_serde::to_vec_named(&BundleRef {
+    let bundle = BundleRef {
         chain,
         source,
         fields,
         placement: placement.into_iter().collect(),
         versions: versions.into_iter().collect(),
-    })
-    .map_err(|e| WireError(format!("encoding bundle: {e}")))
+    };
+    // Sized up front (names, values and a few header bytes each, plus the small rest): a
+    // large bundle is written once instead of through a growing buffer's copies.
+    let per_field = |k: &str| k.len() + 16;
+    let estimate = 128
+        + chain.len()
+        + source.node.len()
+        + bundle
+            .fields
+            .iter()
+            .map(|(k, v)| per_field(k) + v.len())
+            .sum::<usize>()
+        + bundle
+            .placement
+            .iter()
+            .map(|(t, n)| per_field(t) + n.len())
+            .sum::<usize>()
+        + bundle.versions.keys().map(|t| per_field(t)).sum::<usize>();
+    let mut out = Vec::with_capacity(estimate);
+    rmp_serde::encode::write_named(&mut out, &bundle)
+        .map_err(|e| WireError(format!("encoding bundle: {e}")))?;
+    Ok(out)
 }
 
 /// Like [`encode_bundle`], with the placement record (task id, node) of the chain.

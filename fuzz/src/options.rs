@@ -63,6 +63,15 @@ fn opt_policy(v: &Value) -> Result<Option<Policy>, String> {
     }
 }
 
+fn opt_layout(v: &Value) -> Result<Option<wire::Layout>, String> {
+    match opt_text(v)? {
+        None => Ok(None),
+        Some(s) => wire::Layout::parse(&s)
+            .map(Some)
+            .ok_or(format!("unknown layout {s:?}")),
+    }
+}
+
 fn opt_u64(v: &Value) -> Result<Option<u64>, String> {
     match v {
         Value::Nil => Ok(None),
@@ -172,6 +181,7 @@ const GET_KEYS: &[&str] = &[
     "require",
     "wait_for",
     "wait_ms",
+    "layout",
 ];
 
 /// The model for `PutOptions`.
@@ -208,6 +218,7 @@ pub fn model_get(blob: &[u8]) -> Model<GetOptions> {
                 "local_only" => o.local_only = boolean(v)?,
                 "wait_for" => o.wait_for = texts(v)?,
                 "wait_ms" => o.wait_ms = opt_u64(v)?,
+                "layout" => o.layout = opt_layout(v)?,
                 _ => o.require = texts(v)?,
             }
         }
@@ -307,6 +318,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         require: vec!["preprocess".into(), "detect".into()],
         wait_for: vec!["detect".into()],
         wait_ms: Some(250),
+        layout: Some(wire::Layout::Table),
     };
     let mut out = vec![
         vec![],

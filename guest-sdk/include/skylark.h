@@ -119,6 +119,45 @@ typedef struct skylark_get_result {
 } skylark_get_result;
 SKYLARK_STATIC_ASSERT(sizeof(skylark_get_result) == 8, "skylark_get_result is 8 bytes");
 
+/* The table layout of a bundle (get option layout = "table", ABI.md "Bundle table
+ * layout"): this header, field_count field records sorted by name, placement_count
+ * placement records, then the bytes. Offsets count from the start of the block. */
+#define SKYLARK_TABLE_MAGIC "SKT1"
+
+/* The header of the table layout (table::HEADER_SIZE). */
+typedef struct skylark_table_header {
+    char magic[4];              /* SKYLARK_TABLE_MAGIC, not terminated */
+    uint32_t len;               /* the block's length */
+    uint32_t field_count;       /* records of skylark_table_field after this header */
+    uint32_t placement_count;   /* records of skylark_table_placement after those */
+    uint32_t chain_off;         /* the chain id */
+    uint32_t chain_len;         /* its length */
+    uint32_t node_off;          /* the node whose store answered */
+    uint32_t node_len;          /* its length */
+    uint32_t tier;              /* 0 local, 1 neighbour, 2 global */
+    uint32_t reserved;          /* 0 */
+} skylark_table_header;
+SKYLARK_STATIC_ASSERT(sizeof(skylark_table_header) == 40, "skylark_table_header is 40 bytes");
+
+/* One field of the table layout (table::FIELD_SIZE). */
+typedef struct skylark_table_field {
+    uint32_t name_off;          /* the task id */
+    uint32_t name_len;          /* its length */
+    uint32_t value_off;         /* the value bytes */
+    uint32_t value_len;         /* their length */
+    uint64_t version;           /* 0: none */
+} skylark_table_field;
+SKYLARK_STATIC_ASSERT(sizeof(skylark_table_field) == 24, "skylark_table_field is 24 bytes");
+
+/* One placement entry of the table layout (table::PLACEMENT_SIZE). */
+typedef struct skylark_table_placement {
+    uint32_t task_off;          /* the task id */
+    uint32_t task_len;          /* its length */
+    uint32_t node_off;          /* the node its put elected */
+    uint32_t node_len;          /* its length */
+} skylark_table_placement;
+SKYLARK_STATIC_ASSERT(sizeof(skylark_table_placement) == 16, "skylark_table_placement is 16 bytes");
+
 #define SKYLARK_IMPORT(name) __attribute__((import_module(SKYLARK_MODULE), import_name(name)))
 
 /* The imports (skylark_abi::imports::ALL). Pointers and lengths are in the guest's memory. */

@@ -39,9 +39,55 @@ pub(crate) trait Host {
         buf: &mut [u8],
         result: &mut GetResult,
     ) -> i32;
+    /// `get_bundle` into the spare capacity of `buf` (empty, capacity at least `cap`)
+    /// without initialising it first; on `Ok` and `TimedOut` `buf` then holds the
+    /// `result.len` bytes delivered (at most `cap`). This default zero-fills and calls
+    /// `get_bundle`; [`RawHost`] lets the host write into the capacity directly.
+    fn get_bundle_into(
+        &mut self,
+        chain: &[u8],
+        opts: &[u8],
+        buf: &mut Vec<u8>,
+        cap: usize,
+        result: &mut GetResult,
+    ) -> i32 {
+        buf.clear();
+        buf.resize(cap, 0);
+        let status = self.get_bundle(chain, opts, buf, result);
+        delivered(buf, status, result, cap);
+        status
+    }
     fn take_result(&mut self, handle: u32, buf: &mut [u8], result: &mut GetResult) -> i32;
+    /// `take_result` into the spare capacity of `buf` (empty, capacity at least `cap`)
+    /// without initialising it first; on `Ok` and `TimedOut` `buf` then holds the
+    /// `result.len` bytes delivered (at most `cap`). This default zero-fills and calls
+    /// `take_result`; [`RawHost`] lets the host write into the capacity directly.
+    fn take_result_into(
+        &mut self,
+        handle: u32,
+        buf: &mut Vec<u8>,
+        cap: usize,
+        result: &mut GetResult,
+    ) -> i32 {
+        buf.clear();
+        buf.resize(cap, 0);
+        let status = self.take_result(handle, buf, result);
+        delivered(buf, status, result, cap);
+        status
+    }
     fn drop_result(&mut self, handle: u32) -> i32;
     fn last_error(&mut self, buf: &mut [u8], len: &mut u32) -> i32;
+}
+
+/// Cuts a zero-filled `buf` to what a `get_bundle` or `take_result` that answered
+/// `status` delivered: `result.len` bytes (at most `cap`) on `Ok` and `TimedOut`,
+/// nothing otherwise.
+fn delivered(buf: &mut Vec<u8>, status: i32, result: &GetResult, cap: usize) {
+    if status == Status::Ok.code() || status == Status::TimedOut.code() {
+        buf.truncate((result.len as usize).min(cap));
+    } else {
+        buf.clear();
+    }
 }
 
 /// The real host, reached through the imports of module `skylark`.
@@ -131,6 +177,33 @@ impl Host for RawHost {
         }
     }
 
+    fn get_bundle_into(
+        &mut self,
+        chain: &[u8],
+        opts: &[u8],
+        buf: &mut Vec<u8>,
+        cap: usize,
+        result: &mut GetResult,
+    ) -> i32 {
+        buf.clear();
+        let cap = cap.min(buf.capacity());
+        // SAFETY: as in `get_bundle`, with the host writing at most `cap` bytes at `buf`'s
+        // pointer, which has room for `cap` (its capacity).
+        let status = unsafe {
+            raw::skylark_get_bundle(
+                raw::addr(chain.as_ptr()),
+                len32(chain.len()),
+                raw::addr(opts.as_ptr()),
+                len32(opts.len()),
+                raw::addr(buf.as_mut_ptr()),
+                len32(cap),
+                raw::addr(result as *mut GetResult),
+            )
+        };
+        written(buf, status, result, cap);
+        status
+    }
+
     fn take_result(&mut self, handle: u32, buf: &mut [u8], result: &mut GetResult) -> i32 {
         // SAFETY: as in `get_bundle`.
         unsafe {
@@ -141,6 +214,30 @@ impl Host for RawHost {
                 raw::addr(result as *mut GetResult),
             )
         }
+    }
+
+    fn take_result_into(
+        &mut self,
+        handle: u32,
+        buf: &mut Vec<u8>,
+        cap: usize,
+        result: &mut GetResult,
+    ) -> i32 {
+        buf.clear();
+        let cap = cap.min(buf.capacity());
+        // SAFETY: the host writes at most `cap` bytes at `buf`'s pointer, which has room
+        // for `cap` (its capacity), and 8 bytes into the `repr(C)` `GetResult`; both are
+        // exclusively borrowed for the call.
+        let status = unsafe {
+            raw::skylark_take_result(
+                handle as i32,
+                raw::addr(buf.as_mut_ptr()),
+                len32(cap),
+                raw::addr(result as *mut GetResult),
+            )
+        };
+        written(buf, status, result, cap);
+        status
     }
 
     fn drop_result(&mut self, handle: u32) -> i32 {
@@ -319,6 +416,18 @@ fn outcome<H: Host>(host: &mut H, status: i32, import: &str) -> Result<()> {
     }
 }
 
+/// Sets the length of `buf`, whose spare capacity the host was offered `cap` bytes of, to
+/// what the host wrote: `result.len` bytes (at most `cap`) on `Ok` and `TimedOut`.
+fn written(buf: &mut Vec<u8>, status: i32, result: &GetResult, cap: usize) {
+    if status == Status::Ok.code() || status == Status::TimedOut.code() {
+        let n = (result.len as usize).min(cap);
+        // SAFETY: on `Ok` and `TimedOut` the host wrote the result's `len` bytes at the
+        // start of the buffer (ABI.md, `skylark_get_bundle` and `skylark_take_result`);
+        // `n` is at most that, and `cap` is at most the capacity (the callers cut it).
+        unsafe { buf.set_len(n) };
+    }
+}
+
 /// The get-bundle buffer protocol. Returns the encoded bundle, or `Ok(None)` on `NotFound`
 /// (without reading the error message, which [`host_error`] can still fetch afterwards).
 ///
@@ -362,9 +471,10 @@ pub(crate) fn get_bundle_got<H: Host>(
     first_cap: usize,
 ) -> Result<Got> {
     check_id("chain", chain)?;
-    let mut buf = vec![0u8; first_cap.min(u32::MAX as usize)];
+    let cap = first_cap.min(u32::MAX as usize);
+    let mut buf = Vec::with_capacity(cap);
     let mut result = GetResult::default();
-    let status = host.get_bundle(chain.as_bytes(), opts, &mut buf, &mut result);
+    let status = host.get_bundle_into(chain.as_bytes(), opts, &mut buf, cap, &mut result);
     let status = Status::from_code(status).ok_or(status);
     let timed_out = status == Ok(Status::TimedOut);
     match status {
@@ -374,16 +484,16 @@ pub(crate) fn get_bundle_got<H: Host>(
         }),
         Ok(Status::Ok | Status::TimedOut) => {
             let len = result.len as usize;
-            if len > buf.len() {
+            if len > cap || len != buf.len() {
                 return Err(Error::new(
                     Status::Internal,
-                    format!(
-                        "skylark_get_bundle reported {len} bytes in a {}-byte buffer",
-                        buf.len()
-                    ),
+                    format!("skylark_get_bundle reported {len} bytes in a {cap}-byte buffer"),
                 ));
             }
-            buf.truncate(len);
+            // A small bundle read in place keeps its buffer: not the whole first one.
+            if len < cap / 2 {
+                buf.shrink_to_fit();
+            }
             Ok(Got {
                 bytes: Some(buf),
                 timed_out,
@@ -415,7 +525,7 @@ pub(crate) fn try_get_bundle<H: Host>(
     let Some(bytes) = get_bundle_bytes(host, chain, opts, DEFAULT_GET_BUFFER)? else {
         return Ok(None);
     };
-    decode_for(chain, &bytes).map(Some)
+    decode_for(chain, bytes).map(Some)
 }
 
 /// A get with `wait_for`: the bundle (complete or, after `TimedOut`, what was there) and
@@ -427,15 +537,16 @@ pub(crate) fn wait_for<H: Host>(
 ) -> Result<(Option<Bundle>, bool)> {
     let got = get_bundle_got(host, chain, opts, DEFAULT_GET_BUFFER)?;
     let bundle = match got.bytes {
-        Some(bytes) => Some(decode_for(chain, &bytes)?),
+        Some(bytes) => Some(decode_for(chain, bytes)?),
         None => None,
     };
     Ok((bundle, got.timed_out))
 }
 
 /// Decodes the bundle the host delivered for `chain`, checking it is that chain's.
-fn decode_for(chain: &str, bytes: &[u8]) -> Result<Bundle> {
-    let bundle = Bundle::decode(bytes).map_err(|e| {
+/// The table layout is kept as the bundle's storage, not copied.
+fn decode_for(chain: &str, bytes: Vec<u8>) -> Result<Bundle> {
+    let bundle = Bundle::from_bytes(bytes).map_err(|e| {
         Error::new(
             Status::Internal,
             format!(
@@ -488,9 +599,8 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<(Vec<u8>, boo
             format!("cannot allocate {len} bytes for the bundle"),
         ));
     }
-    buf.resize(len, 0);
     let mut result = GetResult::default();
-    let status = host.take_result(handle, &mut buf, &mut result);
+    let status = host.take_result_into(handle, &mut buf, len, &mut result);
     let timed_out = status == Status::TimedOut.code();
     if status != Status::Ok.code() && !timed_out {
         // Read the message before anything else can overwrite it.
@@ -502,16 +612,12 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<(Vec<u8>, boo
         return Err(err);
     }
     let got = result.len as usize;
-    if got > buf.len() {
+    if got > len || got != buf.len() {
         return Err(Error::new(
             Status::Internal,
-            format!(
-                "skylark_take_result reported {got} bytes in a {}-byte buffer",
-                buf.len()
-            ),
+            format!("skylark_take_result reported {got} bytes in a {len}-byte buffer"),
         ));
     }
-    buf.truncate(got);
     Ok((buf, timed_out))
 }
 

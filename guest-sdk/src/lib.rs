@@ -57,7 +57,7 @@ pub use bundle::{Bundle, Iter};
 pub use error::{Error, Result};
 pub use host::DEFAULT_GET_BUFFER;
 pub use skylark_abi as abi;
-pub use skylark_abi::wire::{GetOptions, Policy, PutOptions, Source, Tier};
+pub use skylark_abi::wire::{GetOptions, Layout, Policy, PutOptions, Source, Tier};
 pub use skylark_abi::Status;
 
 use host::RawHost;
@@ -90,6 +90,20 @@ fn encode_opts<T: Serialize + Default + PartialEq>(opts: &T) -> Result<Vec<u8>> 
         return Ok(Vec::new());
     }
     wire::encode_options(opts).map_err(|e| Error::new(Status::Internal, e.to_string()))
+}
+
+/// Encodes get options, asking for the table layout unless `opts.layout` names one: the
+/// bundle's values are then read where the host wrote them, with nothing decoded or
+/// copied. A host older than that option answers in MessagePack, which [`Bundle`] reads
+/// as well.
+fn encode_get_opts(opts: &GetOptions) -> Result<Vec<u8>> {
+    if opts.layout.is_some() {
+        return encode_opts(opts);
+    }
+    encode_opts(&GetOptions {
+        layout: Some(Layout::Table),
+        ..opts.clone()
+    })
 }
 
 /// Encodes put options after the checks the host would make of the ABI version 2 options:
@@ -224,7 +238,7 @@ pub fn get_bundle(chain: &str) -> Result<Bundle> {
 
 /// [`get_bundle`] with explicit options.
 pub fn get_bundle_with(chain: &str, opts: &GetOptions) -> Result<Bundle> {
-    let opts = encode_opts(opts)?;
+    let opts = encode_get_opts(opts)?;
     host::get_bundle(&mut RawHost, chain, &opts)
 }
 
@@ -235,7 +249,7 @@ pub fn try_get_bundle(chain: &str) -> Result<Option<Bundle>> {
 
 /// [`try_get_bundle`] with explicit options.
 pub fn try_get_bundle_with(chain: &str, opts: &GetOptions) -> Result<Option<Bundle>> {
-    let opts = encode_opts(opts)?;
+    let opts = encode_get_opts(opts)?;
     host::try_get_bundle(&mut RawHost, chain, &opts)
 }
 
@@ -269,7 +283,7 @@ pub fn wait_for_with(chain: &str, opts: &GetOptions) -> Result<Waited> {
     for t in &opts.wait_for {
         host::check_id("task", t)?;
     }
-    let opts = encode_opts(opts)?;
+    let opts = encode_get_opts(opts)?;
     let (bundle, timed_out) = host::wait_for(&mut RawHost, chain, &opts)?;
     Ok(Waited {
         bundle,

@@ -299,9 +299,15 @@ fn mtime(p: &Path) -> Option<std::time::SystemTime> {
 /// Tests of one binary that ask at once compile it once (a process-wide lock); processes
 /// compile into their own temporary file, so a rename never finds another's file gone.
 pub fn aot(name: &str) -> PathBuf {
+    aot_of(&wasm(name), name)
+}
+
+/// The module `src` compiled ahead of time into `target/bench/<name>-aot.wasm`, as
+/// [`aot`] does for a guest of this workspace (e.g. `tests/data/v1/probe.wasm`).
+pub fn aot_of(src: &Path, name: &str) -> PathBuf {
     static COMPILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = COMPILING.lock().unwrap_or_else(|p| p.into_inner());
-    let src = wasm(name);
+    let src = src.to_path_buf();
     let out = root().join(format!("target/bench/{name}-aot.wasm"));
     if let (Some(o), Some(s)) = (mtime(&out), mtime(&src)) {
         if o >= s {

@@ -26,7 +26,7 @@ pub mod wait;
 
 pub use clock::now_ms;
 pub use events::{subscribe, Events};
-pub use guest::{aot, Guest, GuestRun, Running, RUN_TIMEOUT};
+pub use guest::{aot, aot_of, Guest, GuestRun, Running, RUN_TIMEOUT};
 pub use hostile_store::{Flood, HostileStore};
 pub use net::free_port;
 pub use redis::{Durability, Redis, ServerConfig, NS};

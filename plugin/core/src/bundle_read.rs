@@ -6,6 +6,18 @@
 //! integers, which no `HGETALL` reply contains. A hostile or overgrown store therefore
 //! never streams more than about `3 × SKYLARK_MAX_BUNDLE_BYTES + 1 MiB` into this process
 //! for one bundle, and nothing of an oversized bundle is cached or copied.
+//!
+//! A hash returned through the script passes through Lua strings inside Redis (copied
+//! twice more than by a plain `HGETALL`), which dominates the read of a large bundle
+//! (issue 14 point 4: 10 × 1 MiB took five times a plain `HGETALL`). So the script
+//! returns the hash itself only up to [`SCRIPT_RETURN_BYTES`] (32 KiB); a larger bundle within the
+//! limits is answered `{state, reserved, 1}`, and, on a store reached over the calling
+//! thread's connection, read with a plain `HGETALL` in a transaction guarded by `WATCH`:
+//! `WATCH`, the script again (sizes only), then `MULTI`/`HGETALL`/`EXEC`, which Redis runs
+//! only if the bundle did not change after the check (else the check is repeated). The
+//! limit check still comes before any byte of the bundle is sent. Other stores (reached
+//! on the plugin runtime over multiplexed connections, where `WATCH` would see other
+//! requests' commands) get the hash through the script, as before.
 
 use crate::error::CallError;
 use crate::keys;
@@ -13,8 +25,11 @@ use crate::store::{hash_pairs, HashPairs, Request, Store};
 use redis::Value;
 use skylark_abi::Status;
 
-/// KEYS: bundle. ARGV: most state bytes, most reserved bytes. Returns the hash as
-/// `HGETALL` does, or `{state bytes, reserved bytes}` (counted until a limit was passed).
+/// KEYS: bundle. ARGV: most state bytes, most reserved bytes, most bytes returned through
+/// the script. Returns the hash as `HGETALL` does when it is within the limits and holds
+/// at most ARGV[3] bytes; `{state bytes, reserved bytes}` (counted until a limit was
+/// passed) when it is over a limit; `{state bytes, reserved bytes, 1}` when it is within
+/// the limits but larger than ARGV[3].
 const READ: &str = r#"
 local key = KEYS[1]
 local max_state, max_reserved = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -30,8 +45,21 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
     return {state, reserved}
   end
 end
+if state + reserved > tonumber(ARGV[3]) then
+  return {state, reserved, 1}
+end
 return redis.call('HGETALL', key)
 "#;
+
+/// The most bytes (names and values, state and reserved) of a bundle the script returns
+/// itself. Above it, the two more round trips of the guarded `HGETALL` cost less than
+/// the script's copies: already at 64 KiB (measured for issue 14 point 4: BENCHMARKS.md
+/// section 1, "Large bundles"), not at 10 KiB.
+pub const SCRIPT_RETURN_BYTES: u64 = 32 << 10;
+
+/// Tries of the guarded read before the bundle is read through the script after all
+/// (each try that fails met a write of the bundle between its check and its read).
+const GUARDED_TRIES: u32 = 3;
 
 /// Most bytes of reserved fields (`@v:`, `@at:`, `@incoming:`, `@idem:`...) a bundle may hold next to
 /// `max_state` bytes of state: twice as much plus 1 MiB (a version is about 20 bytes per
@@ -40,62 +68,178 @@ pub fn reserved_limit(max_state: u32) -> u64 {
     2 * u64::from(max_state) + (1 << 20)
 }
 
-/// The request that reads `chain`'s bundle if it is within `max_state` bytes of state.
-pub fn request(ns: &str, chain: &str, max_state: u32) -> Request {
+/// The request that reads `chain`'s bundle if it is within `max_state` bytes of state,
+/// returning it through the script when it holds at most `script_bytes` bytes.
+pub fn request(ns: &str, chain: &str, max_state: u32, script_bytes: u64) -> Request {
+    Request::Cmd(script(&keys::bundle(ns, chain), max_state, script_bytes))
+}
+
+fn script(key: &str, max_state: u32, script_bytes: u64) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(READ)
         .arg(1)
-        .arg(keys::bundle(ns, chain))
+        .arg(key)
         .arg(max_state)
-        .arg(reserved_limit(max_state));
-    Request::Cmd(cmd)
+        .arg(reserved_limit(max_state))
+        .arg(script_bytes);
+    cmd
+}
+
+/// What the script answered.
+enum Checked {
+    /// The hash.
+    Hash(Value),
+    /// Over a limit: the sums counted so far.
+    TooLarge(i64, i64),
+    /// Within the limits, larger than the script returns.
+    Large,
+}
+
+fn checked(reply: Value) -> Checked {
+    if let Value::Array(items) = &reply {
+        match items.as_slice() {
+            [Value::Int(state), Value::Int(reserved)] => {
+                return Checked::TooLarge(*state, *reserved)
+            }
+            [Value::Int(_), Value::Int(_), Value::Int(1)] => return Checked::Large,
+            _ => {}
+        }
+    }
+    Checked::Hash(reply)
+}
+
+fn too_large(store: &Store, chain: &str, max_state: u32, state: i64, reserved: i64) -> CallError {
+    let what = if state > i64::from(max_state) {
+        format!("more than {max_state} bytes of state (at least {state} bytes)")
+    } else {
+        format!(
+            "more than {} bytes of versions and placement entries (at least {reserved})",
+            reserved_limit(max_state)
+        )
+    };
+    CallError::new(
+        Status::BundleTooLarge,
+        format!(
+            "bundle of chain {chain:?} on {} holds {what}; SKYLARK_MAX_BUNDLE_BYTES is \
+             {max_state}: not read",
+            store.name()
+        ),
+    )
 }
 
 /// The bundle's fields from the reply to [`request`], or `BundleTooLarge` (naming the
-/// chain and `store`) when the script refused to send it.
+/// chain and `store`) when the script refused to send it. A `Large` answer (the request
+/// asked for at most so many bytes through the script) is a store error here: only
+/// [`read`] handles it.
 pub fn pairs(
     store: &Store,
     chain: &str,
     max_state: u32,
     reply: Value,
 ) -> Result<HashPairs, CallError> {
-    if let Value::Array(items) = &reply {
-        if let [Value::Int(state), Value::Int(reserved)] = items.as_slice() {
-            let what = if *state > i64::from(max_state) {
-                format!("more than {max_state} bytes of state (at least {state} bytes)")
-            } else {
-                format!(
-                    "more than {} bytes of versions and placement entries (at least \
-                     {reserved})",
-                    reserved_limit(max_state)
-                )
-            };
-            return Err(CallError::new(
-                Status::BundleTooLarge,
-                format!(
-                    "bundle of chain {chain:?} on {} holds {what}; SKYLARK_MAX_BUNDLE_BYTES is \
-                     {max_state}: not read",
-                    store.name()
-                ),
-            ));
+    match checked(reply) {
+        Checked::Hash(v) => hash_pairs(v).map_err(|m| store.reply_error(m)),
+        Checked::TooLarge(state, reserved) => {
+            Err(too_large(store, chain, max_state, state, reserved))
+        }
+        Checked::Large => Err(store.reply_error(format!(
+            "bundle of chain {chain:?}: the size check asked for a guarded read"
+        ))),
+    }
+}
+
+/// Reads `chain`'s bundle from `store` on the calling thread, size-checked first: through
+/// the script up to [`SCRIPT_RETURN_BYTES`], above that with the guarded `HGETALL` where
+/// the store has the calling thread's connection.
+pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<HashPairs, CallError> {
+    let script_bytes = if store.has_total_deadline() {
+        u64::MAX
+    } else {
+        SCRIPT_RETURN_BYTES
+    };
+    let reply = store.query(&request(ns, chain, max_state, script_bytes))?;
+    let reply = match checked(reply) {
+        Checked::Large => guarded(store, ns, chain, max_state)?,
+        other => other,
+    };
+    match reply {
+        Checked::Hash(v) => hash_pairs(v).map_err(|m| store.reply_error(m)),
+        Checked::TooLarge(state, reserved) => {
+            Err(too_large(store, chain, max_state, state, reserved))
+        }
+        // Changed by writes at every try: read through the script after all.
+        Checked::Large => {
+            let reply = store.query(&request(ns, chain, max_state, u64::MAX))?;
+            pairs(store, chain, max_state, reply)
         }
     }
-    hash_pairs(reply).map_err(|m| store.reply_error(m))
 }
 
-/// Reads `chain`'s bundle from `store` on the calling thread, size-checked first.
-pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<HashPairs, CallError> {
-    let reply = store.query(&request(ns, chain, max_state))?;
-    pairs(store, chain, max_state, reply)
+/// The guarded read on the calling thread's connection: `WATCH` and the size check in
+/// one round trip, then, within the limits, `MULTI`/`HGETALL`/`EXEC` in another; `Large`
+/// if every try met a write between the two (or the store has no such connection).
+fn guarded(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Checked, CallError> {
+    let key = keys::bundle(ns, chain);
+    let mut check = redis::pipe();
+    check
+        .cmd("WATCH")
+        .arg(&key)
+        .ignore()
+        .add_command(script(&key, max_state, 0));
+    let mut read = redis::pipe();
+    read.atomic().cmd("HGETALL").arg(&key);
+    // The outcome travels as one Value: the script's answer or the hash, or nothing
+    // (every try met a write).
+    let exchange = |conn: &mut redis::Connection| -> redis::RedisResult<Value> {
+        for _ in 0..GUARDED_TRIES {
+            let answer = match check.query::<Vec<Value>>(conn) {
+                Ok(mut v) if v.len() == 1 => v.remove(0),
+                other => {
+                    // The connection may still watch the key: the next EXEC on it,
+                    // anyone's, must not depend on this read.
+                    redis::cmd("UNWATCH").query::<()>(conn)?;
+                    return other.map(Value::Array);
+                }
+            };
+            if !matches!(checked(answer.clone()), Checked::Large) {
+                // Over a limit, or an empty or missing hash: nothing to read.
+                redis::cmd("UNWATCH").query::<()>(conn)?;
+                return Ok(answer);
+            }
+            // EXEC clears the watch whatever it answers; nil: the bundle changed.
+            if let Some(mut replies) = read.query::<Option<Vec<Value>>>(conn)? {
+                if replies.len() == 1 {
+                    return Ok(replies.remove(0));
+                }
+                return Ok(Value::Array(replies));
+            }
+        }
+        Ok(Value::Okay)
+    };
+    match store.exchange_blocking(exchange) {
+        None => Ok(Checked::Large),
+        Some(Ok(Value::Okay)) => Ok(Checked::Large),
+        Some(Ok(v)) => match checked(v) {
+            // Only the script answers Large, and not here: a reply of the wrong shape.
+            Checked::Large => Err(store.reply_error(format!(
+                "bundle of chain {chain:?}: a size check asked for another guarded read"
+            ))),
+            other => Ok(other),
+        },
+        Some(Err(e)) => Err(e),
+    }
 }
 
-/// Reads `chain`'s bundle from `store` on the plugin runtime, size-checked first.
+/// Reads `chain`'s bundle from `store` on the plugin runtime, size-checked first (the
+/// hash through the script: the runtime's connections are multiplexed).
 pub async fn read_async(
     store: &Store,
     ns: &str,
     chain: &str,
     max_state: u32,
 ) -> Result<HashPairs, CallError> {
-    let reply = store.query_async(&request(ns, chain, max_state)).await?;
+    let reply = store
+        .query_async(&request(ns, chain, max_state, u64::MAX))
+        .await?;
     pairs(store, chain, max_state, reply)
 }

@@ -10,17 +10,18 @@ use crate::error::CallError;
 use crate::fetch::{self, Found};
 use crate::memory::GuestMemory;
 use crate::pending::Pending;
+use crate::reply::{self, Reply};
 use crate::skylog;
 use crate::write;
 use skylark_abi::layout::GetResult;
-use skylark_abi::wire;
+use skylark_abi::wire::{self, Layout};
 use skylark_abi::{imports, Status, ABI_VERSION};
 
 /// Per-module-instance state.
 #[derive(Debug, Default)]
 pub struct Instance {
     last_error: String,
-    pending: Option<Pending>,
+    pending: Option<Pending<Reply>>,
     /// The context the calls use; `None`: the process's own ([`context::get`]).
     ctx: Option<&'static Context>,
 }
@@ -120,7 +121,7 @@ impl Instance {
         )
     }
 
-    fn pending(&mut self, ctx: &Context) -> &mut Pending {
+    fn pending(&mut self, ctx: &Context) -> &mut Pending<Reply> {
         self.pending
             .get_or_insert_with(|| Pending::new(ctx.cluster.config.max_pending))
     }
@@ -224,8 +225,12 @@ impl Instance {
                     format!("chain {:?} has no bundle on {tiers}", req.chain),
                 ));
             };
-            let bytes = encode(ctx.cluster.config.max_bundle_bytes, &req.chain, &found)?;
-            self.deliver(ctx, mem, &req.out, bytes, timed_out.is_some())?;
+            let max = ctx.cluster.config.max_bundle_bytes;
+            let reply = match req.options.layout.unwrap_or_default() {
+                Layout::Msgpack => Reply::Encoded(encode(max, &req.chain, &found)?),
+                Layout::Table => reply::table(max, &req.chain, found)?,
+            };
+            self.deliver(ctx, mem, &req.out, reply, timed_out.is_some())?;
             timed_out.map_or(Ok(()), Err)
         })();
         self.finish(imports::GET_BUNDLE, r)
@@ -252,11 +257,11 @@ impl Instance {
                 )?;
                 return Err(too_small(len, out.buf_cap, handle));
             }
-            let (bytes, timed_out) = self
+            let (reply, timed_out) = self
                 .pending(ctx)
                 .take_marked(handle)
                 .ok_or_else(|| unknown_handle(handle))?;
-            mem.write(out.buf_ptr, &bytes, "result buffer")?;
+            reply.write(mem, out.buf_ptr)?;
             write_result(
                 mem,
                 &out,
@@ -310,19 +315,19 @@ impl Instance {
         }
     }
 
-    /// Writes `bytes` to the guest buffer, or keeps them under a handle (marked if the
-    /// result is a `wait_for` that timed out) if they do not fit.
+    /// Writes `reply` to the guest buffer, or keeps it under a handle (marked if the
+    /// result is a `wait_for` that timed out) if it does not fit.
     fn deliver(
         &mut self,
         ctx: &Context,
         mem: &mut dyn GuestMemory,
         out: &Output,
-        bytes: Vec<u8>,
+        reply: Reply,
         timed_out: bool,
     ) -> Result<(), CallError> {
-        let len = bytes.len();
+        let len = reply.len();
         if len <= out.buf_cap as usize {
-            mem.write(out.buf_ptr, &bytes, "result buffer")?;
+            reply.write(mem, out.buf_ptr)?;
             return write_result(
                 mem,
                 out,
@@ -332,7 +337,7 @@ impl Instance {
                 },
             );
         }
-        let handle = self.pending(ctx).insert_marked(bytes, timed_out);
+        let handle = self.pending(ctx).insert_marked(reply, timed_out);
         write_result(
             mem,
             out,

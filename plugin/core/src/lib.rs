@@ -35,6 +35,7 @@ pub mod nodes;
 pub mod outbox;
 pub mod pending;
 pub mod propagation;
+pub mod reply;
 pub mod reply_bound;
 pub mod resp;
 pub mod runtime;

@@ -3,15 +3,32 @@
 
 use std::collections::VecDeque;
 
-/// A bounded set of pending results; the oldest is evicted when full.
-#[derive(Debug)]
-pub struct Pending {
-    max: usize,
-    next: u32,
-    items: VecDeque<(u32, Vec<u8>, bool)>,
+/// A result that can wait: its length in bytes as the guest will receive it.
+pub trait Kept {
+    fn kept_len(&self) -> usize;
 }
 
-impl Pending {
+impl Kept for Vec<u8> {
+    fn kept_len(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Kept for crate::reply::Reply {
+    fn kept_len(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A bounded set of pending results; the oldest is evicted when full.
+#[derive(Debug)]
+pub struct Pending<T = Vec<u8>> {
+    max: usize,
+    next: u32,
+    items: VecDeque<(u32, T, bool)>,
+}
+
+impl<T: Kept> Pending<T> {
     pub fn new(max: usize) -> Self {
         Pending {
             max: max.max(1),
@@ -21,13 +38,13 @@ impl Pending {
     }
 
     /// Keeps `bytes` and returns its handle (never 0).
-    pub fn insert(&mut self, bytes: Vec<u8>) -> u32 {
+    pub fn insert(&mut self, bytes: T) -> u32 {
         self.insert_marked(bytes, false)
     }
 
     /// Keeps `bytes` with a mark (a `wait_for` result that timed out, which
     /// `skylark_take_result` reports as `TimedOut`) and returns its handle (never 0).
-    pub fn insert_marked(&mut self, bytes: Vec<u8>, timed_out: bool) -> u32 {
+    pub fn insert_marked(&mut self, bytes: T, timed_out: bool) -> u32 {
         while self.items.len() >= self.max {
             self.items.pop_front();
         }
@@ -42,16 +59,16 @@ impl Pending {
         self.items
             .iter()
             .find(|(h, _, _)| *h == handle)
-            .map(|(_, b, _)| b.len())
+            .map(|(_, b, _)| b.kept_len())
     }
 
     /// Removes and returns the result under `handle`.
-    pub fn take(&mut self, handle: u32) -> Option<Vec<u8>> {
+    pub fn take(&mut self, handle: u32) -> Option<T> {
         self.take_marked(handle).map(|(b, _)| b)
     }
 
     /// Removes and returns the result under `handle` with its mark.
-    pub fn take_marked(&mut self, handle: u32) -> Option<(Vec<u8>, bool)> {
+    pub fn take_marked(&mut self, handle: u32) -> Option<(T, bool)> {
         let i = self.items.iter().position(|(h, _, _)| *h == handle)?;
         self.items.remove(i).map(|(_, b, m)| (b, m))
     }
@@ -71,7 +88,7 @@ mod tests {
 
     #[test]
     fn insert_take_and_evict_oldest() {
-        let mut p = Pending::new(2);
+        let mut p = Pending::<Vec<u8>>::new(2);
         let a = p.insert(vec![1]);
         let b = p.insert(vec![2, 2]);
         assert_ne!(a, 0);
@@ -90,7 +107,7 @@ mod tests {
 
     #[test]
     fn handles_skip_zero_on_wrap() {
-        let mut p = Pending::new(1);
+        let mut p = Pending::<Vec<u8>>::new(1);
         p.next = u32::MAX;
         assert_eq!(p.insert(vec![]), u32::MAX);
         assert_eq!(p.insert(vec![]), 1);

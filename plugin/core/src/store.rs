@@ -525,6 +525,23 @@ impl Store {
         }
     }
 
+    /// Runs `exchange` on the calling thread's connection with its lock held throughout,
+    /// so that requests that belong together (a `WATCH` and the transaction it guards)
+    /// meet no other request on that connection; connecting, and reconnecting once on a
+    /// broken connection (`exchange` then runs again from its start), as [`Store::query`]
+    /// does. `None` for a store without the blocking path (a total deadline): use
+    /// [`Store::query`] there.
+    pub fn exchange_blocking(
+        &self,
+        exchange: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+    ) -> Option<Result<Value, CallError>> {
+        if self.total_deadline {
+            return None;
+        }
+        let mut blocking = self.blocking();
+        Some(self.on_connection(&mut blocking.conn, exchange))
+    }
+
     /// The calling-thread connection and its send buffer. A poisoned lock only means
     /// another call panicked mid-request; the slot is still valid, and a half-used
     /// connection is dropped by [`Store::on_connection`].

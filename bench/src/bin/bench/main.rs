@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release -p skylark-bench --bin bench -- [--iterations 5000,2000,300] [--warmup-pct 10]
 //!     [--rounds 3] [--fresh 20] [--sizes 1,64,1024] [--no-interp] [--load 40]
-//!     [--versions N [--only-versions]]
+//!     [--versions N [--only-versions]] [--only-gets]
 //! ```
 //! `--iterations` gives the measured iterations for 1 KiB, 64 KiB and 1 MiB values; each
 //! measurement runs `warmup-pct` percent more iterations first and discards them; every
@@ -16,7 +16,7 @@
 //! fresh processes per round and mode for the first-put rows; `--load` the runs per setup
 //! of the plugin's load cost (`load.rs`); `--versions` the iterations of the rows of ABI
 //! version 2's put (`versions.rs`; 0, the default: none), `--only-versions` measures those
-//! rows alone. Use `scripts/bench.sh`,
+//! rows alone; `--only-gets` the read rows alone. Use `scripts/bench.sh`,
 //! which builds everything first.
 //!
 //! Modes: `native` is a synchronous redis-rs connection with `TCP_NODELAY`, as the plugin
@@ -29,7 +29,9 @@
 //! AOT-compiled, propagation off; `aot default` is the default put: propagation on, with
 //! a topology and a global store configured; `unix` rows reach the same server over its
 //! Unix socket; `aot guest redis_wasi` is a Redis client inside the guest instead of the
-//! plugin (`guest_client.rs`).
+//! plugin (`guest_client.rs`). Reads: `aot` gets the bundle in the table layout (the
+//! SDK's default), `aot msgpack` asks for MessagePack, and `aot v1 guest` is the probe
+//! built at the ABI version 1 commit (`tests/data/v1/probe.wasm`, its SDK as it was).
 
 mod fresh;
 mod guest_client;
@@ -62,6 +64,7 @@ struct Options {
     load: usize,
     versions: usize,
     only_versions: bool,
+    only_gets: bool,
 }
 
 const USAGE: &str = "\
@@ -79,7 +82,8 @@ usage: bench [--iterations N1K,N64K,N1M] [--warmup-pct P] [--rounds R] [--fresh 
                 the plugin; 0: none); default 40
   --versions    iterations of the ABI version 2 put rows (put, put_v2, CAS put, idempotent
                 repeat; 1 KiB, AOT; 0: none); default 0
-  --only-versions  measure only the ABI version 2 put rows";
+  --only-versions  measure only the ABI version 2 put rows
+  --only-gets   measure only the read rows (HGETALL and skylark_get_bundle)";
 
 fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
@@ -93,6 +97,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         load: 40,
         versions: 0,
         only_versions: false,
+        only_gets: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -123,6 +128,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             Long("load") => o.load = p.value()?.parse()?,
             Long("versions") => o.versions = p.value()?.parse()?,
             Long("only-versions") => o.only_versions = true,
+            Long("only-gets") => o.only_gets = true,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -198,6 +204,8 @@ struct Setup {
     module: PathBuf,
     url: String,
     env: Vec<(String, String)>,
+    /// Probe options after the `bench` arguments.
+    args: Vec<String>,
 }
 
 /// One probe `bench` run; returns the measured samples after the warm-up, or panics with
@@ -220,6 +228,7 @@ fn time_guest(
         &fields.to_string(),
         &(warmup + n).to_string(),
     ]);
+    guest = guest.args(&setup.args);
     for (k, v) in &setup.env {
         guest = guest.env(k, v);
     }
@@ -425,6 +434,7 @@ fn main() {
             module: wasm("probe"),
             url: redis.url.clone(),
             env: off.clone(),
+            args: Vec::new(),
         });
     }
     setups.push(Setup {
@@ -432,19 +442,45 @@ fn main() {
         module: aot.clone(),
         url: redis.url.clone(),
         env: off.clone(),
+        args: Vec::new(),
     });
     setups.push(Setup {
         mode: "aot default",
         module: aot.clone(),
         url: redis.url.clone(),
         env: default_put.clone(),
+        args: Vec::new(),
     });
     setups.push(Setup {
         mode: "aot unix",
         module: aot.clone(),
         url: unix_url.clone(),
         env: off.clone(),
+        args: Vec::new(),
     });
+    // The read rows also run the probe asking for the MessagePack layout (the encoding
+    // of ABI version 1) and the probe built at the version-1 commit (its SDK as it was):
+    // old and new read paths interleaved in one run (issue 14 point 4).
+    let v1_probe = skylark_testkit::aot_of(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/v1/probe.wasm"),
+        "probe-v1",
+    );
+    let get_setups = [
+        Setup {
+            mode: "aot msgpack",
+            module: aot.clone(),
+            url: redis.url.clone(),
+            env: off.clone(),
+            args: vec!["--layout".into(), "msgpack".into()],
+        },
+        Setup {
+            mode: "aot v1 guest",
+            module: v1_probe,
+            url: redis.url.clone(),
+            env: off.clone(),
+            args: Vec::new(),
+        },
+    ];
     let fresh_setups: Vec<&Setup> = setups
         .iter()
         .filter(|s| s.mode == "aot" || s.mode == "aot default")
@@ -520,7 +556,11 @@ fn main() {
             // `rounds` times, so that a slow spell of this shared machine hits every mode.
             let mut measured = Measured::default();
             let mut fresh_measured = Measured::default();
-            for _ in 0..opts.rounds {
+            if opts.only_gets {
+                native::send(&mut conn, &mut buf, &[&hset_cmd], false);
+            }
+            let write_rounds = if opts.only_gets { 0 } else { opts.rounds };
+            for _ in 0..write_rounds {
                 if fields == 1 {
                     let s = time_native(warmup, n, || {
                         native::send(&mut conn, &mut buf, &[&set_cmd], false);
@@ -593,7 +633,9 @@ fn main() {
             }
             let plain = if fields == 1 { Op::Set } else { Op::Hset };
             let first = rows.len();
-            push_group(&mut rows, measured, plain, true, fields, size_label, n);
+            if !opts.only_gets {
+                push_group(&mut rows, measured, plain, true, fields, size_label, n);
+            }
             for (op, mode, rounds, _) in fresh_measured.0 {
                 let (median_ns, spread_ns, p99_ns) = round_stats(rounds);
                 let warm_ns = rows[first..]
@@ -650,6 +692,10 @@ fn main() {
                     let s = time_guest(setup, &redis, "get", size, fields, warmup, n);
                     measured.push((Op::GuestGet, setup.mode, s));
                 }
+                for setup in &get_setups {
+                    let s = time_guest(setup, &redis, "get", size, fields, warmup, n);
+                    measured.push((Op::GuestGet, setup.mode, s));
+                }
             }
             push_group(
                 &mut rows,
@@ -668,7 +714,7 @@ fn main() {
             }
         }
     }
-    let load_rows = (opts.load > 0).then(|| {
+    let load_rows = (opts.load > 0 && !opts.only_gets).then(|| {
         eprintln!("[bench] plugin load cost: {} runs per setup", opts.load);
         load::measure(
             opts.load,

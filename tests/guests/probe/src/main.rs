@@ -8,13 +8,17 @@
 //! probe wait-raw <chain> <cap>                           the same through the raw imports: a
 //!                                                        first buffer of <cap> bytes, then
 //!                                                        skylark_take_result if too small
+//!                                                        (first one byte short with
+//!                                                        --short-take); prints the block's
+//!                                                        length, checksum and layout
 //! probe bench    <put|get> <chain> <size> <fields> <iterations>
 //! probe idle     <ms>                                    no Skylark call: sleeps, then exits
 //! ```
 //! Options, anywhere after the operation: put options `--dest NODE --dests NODE,NODE
 //! --policy P --max-latency-ms N --min-bandwidth-mbps F --exec-ms N --successor-in-ms N --cleanup`,
 //! get options `--from NODE --policy P --local-only --require T1,T2 --wait-for T1,T2
-//! --wait-ms N`, and `--sleep-after-ms N` (print the
+//! --wait-ms N --layout msgpack|table` (the SDK asks for the table layout unless told),
+//! and `--sleep-after-ms N` (print the
 //! result, then wait before exiting: lets a test kill the process after its put).
 //! ABI version 2: `--v2` makes `put` and `put-many` call `skylark_put_v2` and print the
 //! `versions` it returns (also those a failed condition reports); `--if-version N`,
@@ -92,6 +96,8 @@ struct Flags {
     v2: bool,
     cas: bool,
     start_at_ms: Option<f64>,
+    /// `wait-raw`: offer `skylark_take_result` one byte too few first.
+    short_take: bool,
 }
 
 fn flag_value<T: std::str::FromStr>(name: &str, v: Option<String>) -> T {
@@ -132,6 +138,15 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
             "--cleanup" => f.put.cleanup = true,
             "--from" => f.get.from = Some(flag_value(&a, it.next())),
             "--local-only" => f.get.local_only = true,
+            "--short-take" => f.short_take = true,
+            "--layout" => {
+                let l: String = flag_value(&a, it.next());
+                let Some(l) = sky::Layout::parse(&l) else {
+                    eprintln!("probe: unknown layout {l:?} (msgpack, table)");
+                    std::process::exit(2);
+                };
+                f.get.layout = Some(l);
+            }
             "--wait-for" => {
                 let list: String = flag_value(&a, it.next());
                 f.get.wait_for = list.split(',').map(str::to_string).collect();
@@ -328,6 +343,20 @@ fn wait_raw(args: &[String], flags: &Flags) -> Value {
     let bytes = if first == sky::Status::BufferTooSmall.code() {
         let mut full = vec![0u8; len];
         let mut taken = [0u32; 2];
+        if flags.short_take && len > 0 {
+            // SAFETY: as above, with a buffer of `len` bytes of which `len - 1` are offered.
+            let short = unsafe {
+                sky::raw::skylark_take_result(
+                    handle as i32,
+                    addr(full.as_mut_ptr()),
+                    len as i32 - 1,
+                    addr(taken.as_mut_ptr().cast()),
+                )
+            };
+            out["short_take_status"] = json!(short);
+            out["short_take_len"] = json!(taken[0]);
+            out["short_take_handle"] = json!(taken[1]);
+        }
         // SAFETY: as above, with a buffer of `len` bytes.
         let second = unsafe {
             sky::raw::skylark_take_result(
@@ -344,8 +373,15 @@ fn wait_raw(args: &[String], flags: &Flags) -> Value {
         buf.truncate(len.min(cap));
         buf
     };
+    out["table"] = json!(sky::abi::table::is_table(&bytes));
+    out["block_len"] = json!(bytes.len());
+    out["block_fnv"] = json!(fnv1a(&bytes));
     if let Ok(b) = sky::Bundle::decode(&bytes) {
         out["fields"] = summary(&b);
+        out["versions"] = versions(&b);
+        out["chain"] = json!(b.chain());
+        out["tier"] = json!(format!("{:?}", b.source().tier).to_lowercase());
+        out["node"] = json!(b.source().node);
     }
     out
 }
@@ -390,7 +426,7 @@ fn bench(args: &[String], flags: &Flags) -> Value {
         let t = Instant::now();
         let r = match kind.as_str() {
             "put" => put(),
-            _ => sky::get_bundle(&chain).map(|b| assert_eq!(b.len(), fields)),
+            _ => sky::get_bundle_with(&chain, &flags.get).map(|b| assert_eq!(b.len(), fields)),
         };
         samples.push(t.elapsed().as_nanos() as u64);
         if let Err(e) = r {
