@@ -9,6 +9,7 @@
 
 use crate::error::CallError;
 use crate::keys;
+use crate::script::Script;
 use crate::store::{hash_pairs, HashPairs, Request, Store};
 use redis::Value;
 use skylark_abi::Status;
@@ -40,11 +41,13 @@ pub fn reserved_limit(max_state: u32) -> u64 {
     2 * u64::from(max_state) + (1 << 20)
 }
 
+/// [`READ`], called by digest.
+static READ_SCRIPT: Script = Script::new(READ);
+
 /// The request that reads `chain`'s bundle if it is within `max_state` bytes of state.
 pub fn request(ns: &str, chain: &str, max_state: u32) -> Request {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(READ)
-        .arg(1)
+    let mut cmd = READ_SCRIPT.cmd();
+    cmd.arg(1)
         .arg(keys::bundle(ns, chain))
         .arg(max_state)
         .arg(reserved_limit(max_state));

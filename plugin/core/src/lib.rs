@@ -36,6 +36,7 @@ pub mod pending;
 pub mod propagation;
 pub mod resp;
 pub mod runtime;
+pub mod script;
 pub mod sigpipe;
 pub mod stats;
 pub mod store;
