@@ -261,8 +261,10 @@ return out
 
 /// The most bytes of values a put may carry to be written by [`GUARDED_PUT_INLINE`]
 /// (through Lua, one command by digest); a larger one is a transaction with the values in
-/// a plain `HSET` ([`GuardedPut::commands`]).
-pub const INLINE_MAX: usize = 16 * 1024;
+/// a plain `HSET` ([`GuardedPut::commands`]). Where the two cost the same: measured with
+/// `put-request-bench --size` (BENCHMARKS.md section 1), the script was ahead at 8 KiB
+/// and behind at 16 KiB.
+pub const INLINE_MAX: usize = 8 * 1024;
 
 /// What a guarded put found.
 #[derive(Debug, Clone, PartialEq, Eq)]
