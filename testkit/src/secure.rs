@@ -392,7 +392,7 @@ pub fn node_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:* resetchannels &{ns}/events &{ns}/arrivals:* -@all +ping +get +del \
          +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard \
-         +zrangebyscore +eval +multi +exec +publish +subscribe +unsubscribe"
+         +zrangebyscore +eval +evalsha +multi +exec +publish +subscribe +unsubscribe"
     )
 }
 
@@ -401,6 +401,7 @@ pub fn node_acl(ns: &str) -> String {
 pub fn peer_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:bundle:* resetchannels &{ns}/arrivals:* -@all +ping +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hstrlen +eval +multi +exec +publish +subscribe +unsubscribe"
+         +hget +hdel +hgetall +hkeys +hstrlen +eval +evalsha +multi +exec +publish +subscribe \
+         +unsubscribe"
     )
 }

@@ -298,6 +298,69 @@ fn acl_users_with_the_documented_minimal_permissions() {
 }
 
 #[test]
+fn users_without_evalsha_get_the_scripts_text() {
+    // The minimal ACLs before scripts went by digest (no `+evalsha`): every put, read and
+    // copy still works; the plugin sends the scripts' text after one refusal per store.
+    let without = |rules: String| rules.replace(" +evalsha", "");
+    let node_user = format!("skylark on >{NODE_PW} {}", without(node_acl("skylark")));
+    let tenant_user = format!("tenant on >{TENANT_PW} {}", without(peer_acl("skylark")));
+    assert!(!node_user.contains("evalsha") && !tenant_user.contains("evalsha"));
+    let a = SecureRedis::start(&Setup {
+        password: Some(ADMIN_PW),
+        users: std::slice::from_ref(&node_user),
+        tls: None,
+    });
+    let global = SecureRedis::start(&Setup {
+        password: Some(ADMIN_PW),
+        users: std::slice::from_ref(&tenant_user),
+        tls: None,
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node_pw = write(dir.path(), "node-password", NODE_PW);
+    let tenant_pw = write(dir.path(), "tenant-password", TENANT_PW);
+    let global_url = global.url();
+    let env = [
+        ("SKYLARK_NODE_NAME", "edge-a"),
+        ("SKYLARK_REDIS_USERNAME", "skylark"),
+        ("SKYLARK_REDIS_PASSWORD_FILE", node_pw.as_str()),
+        ("SKYLARK_GLOBAL_URL", global_url.as_str()),
+        ("SKYLARK_GLOBAL_USERNAME", "tenant"),
+        ("SKYLARK_GLOBAL_PASSWORD_FILE", tenant_pw.as_str()),
+    ];
+    let chain = chain_id("noevalsha");
+    let key = bundle_key(&chain);
+    for (size, puts) in [("1024", "20"), ("70000", "3")] {
+        let (g, v) = run(
+            probe(&a.url(), &env),
+            &["bench", "put", &chain, size, "1", puts],
+        );
+        assert_ok(&g, &v);
+    }
+    let (g, v) = run(probe(&a.url(), &env), &["get", &chain]);
+    assert_ok(&g, &v);
+    assert_eq!(v["tier"], "local", "{v}");
+    assert!(g.stderr.contains("may not run EVALSHA"), "{}", g.stderr);
+    assert!(a.hgetall(&key).contains_key("f0"));
+    assert!(
+        global.hgetall(&key).contains_key("f0"),
+        "no copy on the global store; plugin log:\n{}",
+        g.stderr
+    );
+    // Refused only EVALSHA, and only once per store and process.
+    for (name, r, most) in [("edge-a", &a, 3), ("global", &global, 3)] {
+        let refused = r.take_acl_log();
+        assert!(
+            refused.iter().all(|e| e.contains("evalsha")),
+            "{name} refused: {refused:?}"
+        );
+        assert!(
+            !refused.is_empty() && refused.len() <= most,
+            "{name}: {refused:?}"
+        );
+    }
+}
+
+#[test]
 fn readme_documents_the_tested_acls() {
     let readme =
         std::fs::read_to_string(skylark_testkit::root().join("README.md")).expect("read README.md");

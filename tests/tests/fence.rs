@@ -10,8 +10,12 @@ use std::time::Duration;
 
 const KEY: &str = "skylark:bundle:fence";
 
+/// Runs a script command of `fence` (by digest) with its text, as the plugin does after a
+/// `NOSCRIPT` (these servers never saw the scripts).
 fn run(r: &Redis, cmd: redis::Cmd) -> redis::Value {
-    cmd.query(&mut r.conn()).expect("the script runs")
+    skylark_core::script::in_transaction(cmd)
+        .query(&mut r.conn())
+        .expect("the script runs")
 }
 
 fn put(r: &Redis, fields: &[(&str, &[u8])]) -> Vec<u64> {

@@ -21,6 +21,7 @@
 
 use crate::error::CallError;
 use crate::keys;
+use crate::script::Script;
 use crate::store::{hash_pairs, HashPairs, Request, Store};
 use redis::Value;
 use skylark_abi::Status;
@@ -68,21 +69,38 @@ pub fn reserved_limit(max_state: u32) -> u64 {
     2 * u64::from(max_state) + (1 << 20)
 }
 
-/// The request that reads `chain`'s bundle if it is within `max_state` bytes of state,
-/// returning it through the script when it holds at most `script_bytes` bytes.
-pub fn request(ns: &str, chain: &str, max_state: u32, script_bytes: u64) -> Request {
-    Request::Cmd(script(&keys::bundle(ns, chain), max_state, script_bytes))
+/// [`READ`], called by digest.
+static READ_SCRIPT: Script = Script::new(READ);
+
+/// Whether `sha` names [`READ`], whose reply may be a whole bundle (`Store::reply_bound`).
+pub fn reads_bundle(sha: &[u8]) -> bool {
+    sha.eq_ignore_ascii_case(READ_SCRIPT.sha().as_bytes())
 }
 
+/// The request that reads `chain`'s bundle if it is within `max_state` bytes of state,
+/// returning it through the script when it holds at most `script_bytes` bytes; by digest
+/// (`Store` sends the text again on `NOSCRIPT`).
+pub fn request(ns: &str, chain: &str, max_state: u32, script_bytes: u64) -> Request {
+    let mut cmd = READ_SCRIPT.cmd();
+    args(&mut cmd, &keys::bundle(ns, chain), max_state, script_bytes);
+    Request::Cmd(cmd)
+}
+
+/// [`READ`] with its text, for the guarded read's pipeline (which has no `NOSCRIPT`
+/// retry).
 fn script(key: &str, max_state: u32, script_bytes: u64) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(READ)
-        .arg(1)
+    cmd.arg(READ);
+    args(&mut cmd, key, max_state, script_bytes);
+    cmd
+}
+
+fn args(cmd: &mut redis::Cmd, key: &str, max_state: u32, script_bytes: u64) {
+    cmd.arg(1)
         .arg(key)
         .arg(max_state)
         .arg(reserved_limit(max_state))
         .arg(script_bytes);
-    cmd
 }
 
 /// What the script answered.

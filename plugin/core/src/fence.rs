@@ -43,6 +43,7 @@
 //! holding such a field without a version takes any versioned copy of it.
 
 use crate::resp::{self, Arg};
+use crate::script::Script;
 use std::time::Duration;
 
 /// The Lua that assigns fresh versions to the fields a put writes and stores them, in one
@@ -570,12 +571,15 @@ pub struct Copy<'a> {
     pub incoming: Option<&'a str>,
 }
 
+/// [`COPY`] and [`SWEEP`], called by digest.
+static COPY_SCRIPT: Script = Script::new(COPY);
+static SWEEP_SCRIPT: Script = Script::new(SWEEP);
+
 impl Copy<'_> {
-    /// The script that makes this copy to `key`.
+    /// The script that makes this copy to `key` (by digest).
     pub fn cmd(&self, key: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(COPY)
-            .arg(1)
+        let mut cmd = COPY_SCRIPT.cmd();
+        cmd.arg(1)
             .arg(key)
             .arg(ttl_arg(self.ttl))
             .arg(self.incoming.unwrap_or(""))
@@ -648,8 +652,8 @@ pub fn copy_reply(reply: &redis::Value) -> Option<Copied> {
 /// A clean-up of `key` that deletes what is no newer than `seen` (task, version), unless
 /// the job of a put newer than `newest_put` claimed the store's bundle (reply -1).
 pub fn sweep(key: &str, newest_put: u64, seen: &[(&[u8], u64)]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(SWEEP).arg(1).arg(key).arg(newest_put);
+    let mut cmd = SWEEP_SCRIPT.cmd();
+    cmd.arg(1).arg(key).arg(newest_put);
     for (task, v) in seen {
         cmd.arg(*task).arg(*v);
     }

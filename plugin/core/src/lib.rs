@@ -39,6 +39,7 @@ pub mod reply;
 pub mod reply_bound;
 pub mod resp;
 pub mod runtime;
+pub mod script;
 pub mod sigpipe;
 pub mod stats;
 pub mod store;

@@ -12,6 +12,7 @@
 use crate::error::CallError;
 use crate::keys;
 use crate::resp::Arg;
+use crate::script::Script;
 use crate::store::{Request, Store};
 use serde::{Deserialize, Serialize};
 use skylark_abi::wire::Policy;
@@ -159,25 +160,14 @@ pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, du
         .ignore();
 }
 
-/// The guard of a put with its job: the first command of the put's transaction
-/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
-/// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
-/// that does not hold), then the outbox: while it has room the script assigns the
-/// fields' versions (`fence`), records the idempotency key, refreshes the TTL, records
-/// the job and publishes the tasks' arrival (`arrivals`). A refused put (by its guard, or
-/// because the outbox is full) records nothing, publishes nothing, marks the bundle
-/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
-/// values' `HSET` is about to overwrite, for `UNDO_REFUSED` to put back: the transaction
-/// as a whole then writes nothing. The values themselves never pass through Lua. KEYS:
-/// bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job
-/// JSON, due time, now (µs), the four guard arguments, then the task ids. Returns `{1,
-/// length after, versions...}` when stored, `{0, length}` when the outbox is full, or the
-/// guard's refusal (`fence::refusal`).
-const GUARDED_PUT: &str = concat!(
-    crate::arrivals::lua!(),
-    "local key, first, g = KEYS[1], 11, 7\n",
-    crate::fence::guard!(),
-    r#"
+/// The text of [`GUARDED_PUT`], also the body of [`GUARDED_PUT_INLINE`].
+macro_rules! guarded_put {
+    () => {
+        concat!(
+            crate::arrivals::lua!(),
+            "local key, first, g = KEYS[1], 11, 7\n",
+            crate::fence::guard!(),
+            r#"
 local waiting = redis.call('ZCARD', KEYS[3])
 if waiting >= tonumber(ARGV[1]) then
   refuse()
@@ -185,9 +175,9 @@ if waiting >= tonumber(ARGV[1]) then
 end
 local now = tonumber(ARGV[6])
 "#,
-    crate::fence::assign_versions!(),
-    crate::fence::record_idempotency!(),
-    r#"
+            crate::fence::assign_versions!(),
+            crate::fence::record_idempotency!(),
+            r#"
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', key, ARGV[2])
 end
@@ -206,7 +196,75 @@ end
 arrived_args(key, first)
 return out
 "#
-);
+        )
+    };
+}
+
+/// The guard of a put with its job: the first command of the put's transaction
+/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
+/// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
+/// that does not hold), then the outbox: while it has room the script assigns the
+/// fields' versions (`fence`), records the idempotency key, refreshes the TTL, records
+/// the job and publishes the tasks' arrival (`arrivals`). A refused put (by its guard, or
+/// because the outbox is full) records nothing, publishes nothing, marks the bundle
+/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
+/// values' `HSET` is about to overwrite, for `UNDO_REFUSED` to put back: the transaction
+/// as a whole then writes nothing. The values themselves never pass through Lua. KEYS:
+/// bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job
+/// JSON, due time, now (µs), the four guard arguments, then the task ids. Returns `{1,
+/// length after, versions...}` when stored, `{0, length}` when the outbox is full, or the
+/// guard's refusal (`fence::refusal`).
+const GUARDED_PUT: &str = guarded_put!();
+
+/// A small put with its job as one script, called by digest (`EVALSHA`): [`GUARDED_PUT`]
+/// with the values after the task ids (ARGV: those of [`GUARDED_PUT`], then one value per
+/// task id), which it writes itself (`HSET`) once the guard and the outbox let the put
+/// through; a refused put only has its marks removed. One command is all or nothing
+/// whether or not the server's script cache holds it (`NOSCRIPT` runs nothing), which a
+/// transaction calling scripts by digest is not. The values pass through Lua, which costs
+/// in proportion to their size: only for puts of at most [`INLINE_MAX`] bytes of values
+/// (`write`). Same reply as [`GUARDED_PUT`].
+static GUARDED_PUT_INLINE: Script = Script::new(concat!(
+    r#"
+local A = ARGV
+local n = (#A - 10) / 2
+local ARGV = {}
+for i = 1, 10 + n do
+  ARGV[i] = A[i]
+end
+local function put()
+"#,
+    guarded_put!(),
+    r#"
+end
+local key, out = KEYS[1], put()
+local args = {}
+if out[1] == 1 then
+  for i = 1, n do
+    args[2 * i - 1], args[2 * i] = A[10 + i], A[10 + n + i]
+  end
+  for j = 1, #args, 4000 do
+    redis.call('HSET', key, unpack(args, j, math.min(j + 3999, #args)))
+  end
+else
+  args[1] = '@refused'
+  for i = 1, n do
+    args[i + 1] = '@refused:' .. A[10 + i]
+  end
+  for j = 1, #args, 4000 do
+    redis.call('HDEL', key, unpack(args, j, math.min(j + 3999, #args)))
+  end
+end
+return out
+"#
+));
+
+/// The most bytes of values a put may carry to be written by [`GUARDED_PUT_INLINE`]
+/// (through Lua, one command by digest); a larger one is a transaction with the values in
+/// a plain `HSET` ([`GuardedPut::commands`]). Where the two cost the same: measured with
+/// `put-request-bench --size` (BENCHMARKS.md section 1), the script was ahead at 8 KiB
+/// and behind at 16 KiB.
+pub const INLINE_MAX: usize = 8 * 1024;
 
 /// What a guarded put found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,14 +324,40 @@ impl<'a> GuardedPut<'a> {
         }
     }
 
+    /// Whether the values are small enough for one script ([`GuardedPut::inline`]).
+    pub fn is_small(&self) -> bool {
+        self.fields.iter().map(|(_, v)| v.len()).sum::<usize>() <= INLINE_MAX
+    }
+
+    /// The script and its arguments (for `Store::query_script`) of the put as one
+    /// command, [`GUARDED_PUT_INLINE`], borrowing the values; for a put
+    /// [`GuardedPut::is_small`].
+    pub fn inline(&self) -> (&'static Script, Vec<Arg<'_>>) {
+        let mut args = Vec::with_capacity(14 + 2 * self.fields.len());
+        args.push(Arg::Int(3));
+        self.guard_args(&mut args);
+        args.extend(self.fields.iter().map(|(_, value)| Arg::from(*value)));
+        (&GUARDED_PUT_INLINE, args)
+    }
+
     /// The transaction's commands (for `Store::query_transaction`), borrowing the
-    /// values: [`GUARDED_PUT`], the values' `HSET`, `fence::UNDO_REFUSED`.
+    /// values: [`GUARDED_PUT`], the values' `HSET`, `fence::UNDO_REFUSED`. Scripts go
+    /// with their text: in a transaction a script missing from the server's cache would
+    /// fail alone and leave the values' `HSET` unguarded.
     pub fn commands(&self) -> [Vec<Arg<'_>>; 3] {
         let mut guard = Vec::with_capacity(16 + self.fields.len());
-        guard.extend([
-            "EVAL".into(),
-            GUARDED_PUT.into(),
-            Arg::Int(3),
+        guard.extend(["EVAL".into(), GUARDED_PUT.into(), Arg::Int(3)]);
+        self.guard_args(&mut guard);
+        [
+            guard,
+            crate::fence::values(self.bundle, self.fields),
+            crate::fence::undo(self.bundle, self.fields),
+        ]
+    }
+
+    /// The keys and arguments of [`GUARDED_PUT`] after the key count.
+    fn guard_args<'s>(&'s self, out: &mut Vec<Arg<'s>>) {
+        out.extend([
             self.bundle.into(),
             self.jobs.as_str().into(),
             self.outbox.as_str().into(),
@@ -284,13 +368,8 @@ impl<'a> GuardedPut<'a> {
             Arg::Int(self.due_ms),
             Arg::Int(crate::fence::now_us()),
         ]);
-        guard.extend(self.guard.args());
-        guard.extend(self.fields.iter().map(|(task, _)| Arg::from(*task)));
-        [
-            guard,
-            crate::fence::values(self.bundle, self.fields),
-            crate::fence::undo(self.bundle, self.fields),
-        ]
+        out.extend(self.guard.args());
+        out.extend(self.fields.iter().map(|(task, _)| Arg::from(*task)));
     }
 }
 
@@ -396,9 +475,9 @@ pub async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(CLAIM)
-        .arg(2)
+    static CLAIM_SCRIPT: Script = Script::new(CLAIM);
+    let mut cmd = CLAIM_SCRIPT.cmd();
+    cmd.arg(2)
         .arg(keys::outbox(ns))
         .arg(keys::outbox_jobs(ns))
         .arg(now_ms)

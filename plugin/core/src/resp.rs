@@ -76,8 +76,13 @@ impl<'b, 'a> Packer<'b, 'a> {
 
     /// Adds one command.
     pub fn command(&mut self, args: &[Arg<'a>]) {
-        header(self.buf, b'*', args.len());
-        for a in args {
+        self.command_parts(&[args]);
+    }
+
+    /// Adds one command whose arguments are `parts` one after the other.
+    pub fn command_parts(&mut self, parts: &[&[Arg<'a>]]) {
+        header(self.buf, b'*', parts.iter().map(|p| p.len()).sum());
+        for a in parts.iter().flat_map(|p| p.iter()) {
             match *a {
                 Arg::Bytes(b) if b.len() >= BORROW_FROM => {
                     header(self.buf, b'$', b.len());

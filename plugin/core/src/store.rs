@@ -5,6 +5,11 @@
 //! - [`Store::query_async`] over a multiplexed connection on the plugin runtime: background
 //!   propagation and parallel remote reads.
 //!
+//! Scripts go by digest (`EVALSHA`, [`crate::script`]): a request that meets a script cache
+//! without the script (`NOSCRIPT`: flushed, or a restarted server) is sent once more with
+//! the script's text, and an ACL user refused `EVALSHA` (`NOPERM`) gets the text from then
+//! on. Only a single command is sent again this way, never a transaction.
+//!
 //! Both reconnect once when a cached connection turns out to be broken, and both bound
 //! every request by the store's deadline: the async path in total (a `tokio` timeout); the
 //! blocking path per socket read and write only, so it serves only a nearby node-local
@@ -29,13 +34,14 @@ use crate::connect::Opener;
 use crate::distributed::{is_redirect, Conn, Settings, Target};
 use crate::error::CallError;
 use crate::resp::{Arg, Packer, Piece};
+use crate::script::{self, Script};
 use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo,
     ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex as AsyncMutex;
@@ -140,6 +146,8 @@ pub struct Store {
     connect_timeout: Duration,
     /// `query` goes through the runtime, with one deadline for the whole request.
     total_deadline: bool,
+    /// Scripts may go by digest: cleared when the ACL user is refused `EVALSHA`.
+    by_sha: AtomicBool,
     /// This store, for handing it to the runtime.
     me: std::sync::Weak<Store>,
 }
@@ -360,6 +368,7 @@ impl Store {
             timeout,
             connect_timeout,
             total_deadline,
+            by_sha: AtomicBool::new(true),
             me: me.clone(),
         })
     }
@@ -445,11 +454,87 @@ impl Store {
     }
 
     fn query_blocking(&self, request: &Request) -> Result<Value, CallError> {
-        let mut blocking = self.blocking();
-        self.on_connection(&mut blocking.conn, |conn| match request {
+        let bodies = self.bodies_first(request);
+        let request = bodies.as_ref().unwrap_or(request);
+        let send = |conn: &mut Connection, request: &Request| match request {
             Request::Cmd(c) => c.query::<Value>(conn),
             Request::Pipe(p) => p.query::<Value>(conn),
+        };
+        let mut blocking = self.blocking();
+        self.on_connection(&mut blocking.conn, |conn| match send(conn, request) {
+            Err(e) if script::needs_body(&e) => match script::with_bodies(request) {
+                Some(with_text) => {
+                    self.script_refused(&e);
+                    send(conn, &with_text)
+                }
+                None => Err(e),
+            },
+            reply => reply,
         })
+    }
+
+    /// Whether scripts may go by digest to this store (its ACL user was not refused
+    /// `EVALSHA`).
+    pub fn scripts_by_sha(&self) -> bool {
+        self.by_sha.load(Ordering::Relaxed)
+    }
+
+    /// `request` with its script's text, if scripts may not go by digest here.
+    fn bodies_first(&self, request: &Request) -> Option<Request> {
+        if self.scripts_by_sha() {
+            return None;
+        }
+        script::with_bodies(request)
+    }
+
+    /// Notes a refused script by digest ([`script::needs_body`]): a refused `EVALSHA`
+    /// sends the scripts' text from now on; a flushed cache is refilled by that text.
+    fn script_refused(&self, e: &RedisError) {
+        if script::is_evalsha_denied(e) && self.by_sha.swap(false, Ordering::Relaxed) {
+            crate::skylog!(
+                Info,
+                "{}: the ACL user may not run EVALSHA; sending scripts as EVAL (grant +evalsha)",
+                self.shown
+            );
+        }
+    }
+
+    /// Runs `script` as one command (`EVALSHA`) with `args` (the key count, the keys,
+    /// the arguments) on the calling thread, like [`Store::query_transaction`] (packed
+    /// into the kept send buffer; large values written from where they are). A cache
+    /// without the script or a user refused `EVALSHA` gets the script's text in a second
+    /// request: the script runs once, or not at all.
+    pub fn query_script(&self, script: &Script, args: &[Arg<'_>]) -> Result<Value, CallError> {
+        let mut blocking = self.blocking();
+        let Blocking { conn, buf } = &mut *blocking;
+        let mut by_sha = self.scripts_by_sha();
+        let result = self.on_connection(conn, |conn| loop {
+            let head: [Arg<'_>; 2] = if by_sha {
+                ["EVALSHA".into(), script.sha().into()]
+            } else {
+                ["EVAL".into(), script.body().into()]
+            };
+            let mut packer = Packer::new(buf);
+            packer.command_parts(&[&head, args]);
+            let (pieces, packed) = packer.finish();
+            for piece in &pieces {
+                conn.send_packed_command(match piece {
+                    Piece::Buffered(span) => &packed[span.clone()],
+                    Piece::Borrowed(value) => value,
+                })?;
+            }
+            match conn.recv_response()?.extract_error() {
+                Err(e) if by_sha && script::needs_body(&e) => {
+                    self.script_refused(&e);
+                    by_sha = false;
+                }
+                reply => return reply,
+            }
+        });
+        if buf.capacity() > KEEP_SEND_BUFFER {
+            *buf = Vec::new();
+        }
+        result
     }
 
     /// Runs the commands `cmds` as one transaction (`MULTI` ... `EXEC`, one round trip)
@@ -686,7 +771,10 @@ impl Store {
         if ack.replicas == 0 {
             return self.query_async_within(request, deadline).await;
         }
-        let (pipe, reply_at) = with_wait(request, ack);
+        // A script goes with its text here: a NOSCRIPT inside the pipeline with WAIT
+        // would need the pipeline taken apart (such writes carry the values anyway).
+        let with_text = script::with_bodies(request);
+        let (pipe, reply_at) = with_wait(with_text.as_ref().unwrap_or(request), ack);
         let reply = self
             .query_async_within(&Request::Pipe(pipe), deadline + ack.within)
             .await
@@ -747,13 +835,14 @@ impl Store {
         let mut reconnected = false;
         let mut redirects = 0;
         let bound = self.reply_bound(request);
+        let mut with_text = self.bodies_first(request);
         loop {
             let mut conn = self.connection().await?;
             let admitted = match &conn {
                 Conn::Single(c) => Some(c.admit(bound)),
                 Conn::Cluster(_) => None,
             };
-            let sent = conn.send(request).await;
+            let sent = conn.send(with_text.as_ref().unwrap_or(request)).await;
             drop(admitted);
             match sent {
                 Ok(v) => return Ok(v),
@@ -771,6 +860,13 @@ impl Store {
                                      SKYLARK_MAX_BUNDLE_BYTES): connection dropped"
                                 ),
                             ));
+                        }
+                    }
+                    if with_text.is_none() && script::needs_body(&e) {
+                        if let Some(r) = script::with_bodies(request) {
+                            self.script_refused(&e);
+                            with_text = Some(r);
+                            continue;
                         }
                     }
                     // A moved key or a demoted primary (a cluster or Sentinel store): the
@@ -950,6 +1046,10 @@ fn may_return_bundle(c: &redis::Cmd) -> bool {
     };
     if name.eq_ignore_ascii_case(b"HGETALL") || name.eq_ignore_ascii_case(b"HKEYS") {
         return true;
+    }
+    if name.eq_ignore_ascii_case(b"EVALSHA") {
+        return matches!(args.next(), Some(redis::Arg::Simple(sha))
+            if crate::bundle_read::reads_bundle(sha));
     }
     if !name.eq_ignore_ascii_case(b"EVAL") {
         return false;
@@ -1265,7 +1365,7 @@ mod tests {
         };
         let bound = |c: redis::Cmd| store.reply_bound(&Request::Cmd(c));
         assert_eq!(
-            store.reply_bound(&crate::bundle_read::request("ns", "c", 5)),
+            store.reply_bound(&crate::bundle_read::request("ns", "c", 5, 0)),
             1000
         );
         assert_eq!(bound(cmd(&["HGETALL", "k"])), 1000);

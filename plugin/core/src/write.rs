@@ -1,10 +1,13 @@
-//! The write path of a put, on the guest's thread: one transaction (one round trip) on
+//! The write path of a put, on the guest's thread: one request (one round trip) to
 //! the node-local store that writes the fields with their versions (`fence`), refreshes
 //! the TTL, records the propagation job in the outbox and reads the outbox length (a put
 //! is refused, and writes nothing, while the outbox is at `SKYLARK_MAX_OUTBOX`; see
-//! `outbox::GuardedPut`); then the job is handed to the background. The values go from
-//! guest memory to the socket in one copy and never through Lua. Policy `stateless` instead
-//! writes straight to the global store (the cloud-native baseline).
+//! `outbox::GuardedPut`); then the job is handed to the background. A put of at most
+//! `outbox::INLINE_MAX` bytes of values is one script called by digest (`EVALSHA`), which
+//! writes the values too; a larger one is a transaction whose scripts go with their text
+//! and whose values go from guest memory to the socket in one copy, never through Lua.
+//! Policy `stateless` instead writes straight to the global store (the cloud-native
+//! baseline).
 //!
 //! On every path a put may carry a condition (`if_version`, `if_absent`) and an
 //! idempotency key (`fence::Guard`), checked by the same script that assigns the
@@ -240,18 +243,22 @@ pub fn put(
         p.max_outbox,
         &guard,
     );
-    let [guard, values, undo] = put.commands();
-    let outcome = ctx
-        .cluster
-        .local
-        .query_transaction(&[&guard, &values, &undo])
-        .and_then(|replies| {
-            outbox::guarded_reply(&replies).ok_or_else(|| {
-                ctx.cluster
-                    .local
-                    .reply_error(format!("unexpected replies {replies:?} to a put"))
-            })
-        });
+    let local = &ctx.cluster.local;
+    let replies = if put.is_small() {
+        // One script by digest: all or nothing even if the server lost the script.
+        let (script, args) = put.inline();
+        local.query_script(script, &args).map(|reply| vec![reply])
+    } else {
+        let [guard, values, undo] = put.commands();
+        local.query_transaction(&[&guard, &values, &undo])
+    };
+    let outcome = replies.and_then(|replies| {
+        outbox::guarded_reply(&replies).ok_or_else(|| {
+            ctx.cluster
+                .local
+                .reply_error(format!("unexpected replies {replies:?} to a put"))
+        })
+    });
     let versions = match outcome? {
         Guarded::Stored(_, versions) => versions,
         Guarded::Refused(v) => {

@@ -396,7 +396,9 @@ async fn finish(
         .collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.add_command(
+    // In a transaction a script goes with its text: a NOSCRIPT would fail the copy alone
+    // and remove the job all the same.
+    pipe.add_command(crate::script::in_transaction(
         fence::Copy {
             placed: &placed,
             swept: &tombstones,
@@ -404,7 +406,7 @@ async fn finish(
             ..Default::default()
         }
         .cmd(&keys::bundle(ns, &job.chain)),
-    );
+    ));
     for id in job.ids() {
         outbox::remove(&mut pipe, ns, id);
     }
