@@ -392,7 +392,8 @@ pub fn node_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:* resetchannels &{ns}/events &{ns}/arrivals:* -@all +ping +get +del \
          +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard \
-         +zrangebyscore +eval +evalsha +multi +exec +publish +subscribe +unsubscribe"
+         +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe \
+         +unsubscribe"
     )
 }
 

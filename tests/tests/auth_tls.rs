@@ -299,12 +299,20 @@ fn acl_users_with_the_documented_minimal_permissions() {
 
 #[test]
 fn users_without_evalsha_get_the_scripts_text() {
-    // The minimal ACLs before scripts went by digest (no `+evalsha`): every put, read and
-    // copy still works; the plugin sends the scripts' text after one refusal per store.
-    let without = |rules: String| rules.replace(" +evalsha", "");
+    // The minimal ACLs before scripts went by digest (no `+evalsha`) and before large
+    // bundles were read with `WATCH` (no `+watch`, `+unwatch`): every put, read and copy
+    // still works; the plugin sends the scripts' text after one refusal per store, and
+    // reads a large bundle through the script after a refused `WATCH`.
+    let without = |rules: String| {
+        rules
+            .replace(" +evalsha", "")
+            .replace(" +watch", "")
+            .replace(" +unwatch", "")
+    };
     let node_user = format!("skylark on >{NODE_PW} {}", without(node_acl("skylark")));
     let tenant_user = format!("tenant on >{TENANT_PW} {}", without(peer_acl("skylark")));
     assert!(!node_user.contains("evalsha") && !tenant_user.contains("evalsha"));
+    assert!(!node_user.contains("watch"));
     let a = SecureRedis::start(&Setup {
         password: Some(ADMIN_PW),
         users: std::slice::from_ref(&node_user),
@@ -346,11 +354,14 @@ fn users_without_evalsha_get_the_scripts_text() {
         "no copy on the global store; plugin log:\n{}",
         g.stderr
     );
-    // Refused only EVALSHA, and only once per store and process.
-    for (name, r, most) in [("edge-a", &a, 3), ("global", &global, 3)] {
+    // Refused only EVALSHA, once per store and process, and the node-local store the
+    // WATCH of the one large read.
+    for (name, r, most) in [("edge-a", &a, 4), ("global", &global, 3)] {
         let refused = r.take_acl_log();
         assert!(
-            refused.iter().all(|e| e.contains("evalsha")),
+            refused
+                .iter()
+                .all(|e| e.contains("evalsha") || e.contains("watch")),
             "{name} refused: {refused:?}"
         );
         assert!(
