@@ -11,14 +11,27 @@ use skylark_abi::layout::{FieldRef, GetResult};
 use skylark_abi::Status;
 use std::collections::BTreeSet;
 
-/// Capacity of the buffer the first `skylark_get_bundle` call offers (64 KiB). Larger
-/// bundles are fetched with exactly one `skylark_take_result` call.
-pub const DEFAULT_GET_BUFFER: usize = 64 * 1024;
+/// Capacity of the buffer the first `skylark_get_bundle` call offers: 64 KiB of values
+/// plus 4 KiB for what the layout adds around them (the table layout's header and field
+/// records, names, versions, placement), so that a bundle of one 64 KiB value arrives in
+/// one host call. Larger bundles are fetched with exactly one `skylark_take_result` call.
+/// The buffer is reserved, not zero-filled (the host writes into its spare capacity), and
+/// a bundle of less than half of it is moved into a buffer of its own size.
+pub const DEFAULT_GET_BUFFER: usize = 68 * 1024;
 
 /// Size of the first buffer offered to `skylark_last_error`.
 const ERROR_BUFFER: usize = 512;
 /// Longest error message the SDK reads.
 const MAX_ERROR_LEN: usize = 64 * 1024;
+
+/// The host call that delivers a bundle into a buffer ([`Host::deliver_into`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Delivery<'a> {
+    /// `skylark_get_bundle` of `chain` with the encoded options `opts`.
+    Get { chain: &'a [u8], opts: &'a [u8] },
+    /// `skylark_take_result` of the result the host keeps under `handle`.
+    Take { handle: u32 },
+}
 
 /// The host calls, with guest memory expressed as slices instead of raw offsets.
 /// Each method returns the raw status code.
@@ -39,39 +52,24 @@ pub(crate) trait Host {
         buf: &mut [u8],
         result: &mut GetResult,
     ) -> i32;
-    /// `get_bundle` into the spare capacity of `buf` (empty, capacity at least `cap`)
-    /// without initialising it first; on `Ok` and `TimedOut` `buf` then holds the
-    /// `result.len` bytes delivered (at most `cap`). This default zero-fills and calls
-    /// `get_bundle`; [`RawHost`] lets the host write into the capacity directly.
-    fn get_bundle_into(
-        &mut self,
-        chain: &[u8],
-        opts: &[u8],
-        buf: &mut Vec<u8>,
-        cap: usize,
-        result: &mut GetResult,
-    ) -> i32 {
-        buf.clear();
-        buf.resize(cap, 0);
-        let status = self.get_bundle(chain, opts, buf, result);
-        delivered(buf, status, result, cap);
-        status
-    }
     fn take_result(&mut self, handle: u32, buf: &mut [u8], result: &mut GetResult) -> i32;
-    /// `take_result` into the spare capacity of `buf` (empty, capacity at least `cap`)
-    /// without initialising it first; on `Ok` and `TimedOut` `buf` then holds the
-    /// `result.len` bytes delivered (at most `cap`). This default zero-fills and calls
+    /// `call` into the spare capacity of `buf` (empty, capacity at least `cap`) without
+    /// initialising it first; on `Ok` and `TimedOut` `buf` then holds the `result.len`
+    /// bytes delivered (at most `cap`). This default zero-fills and calls `get_bundle` or
     /// `take_result`; [`RawHost`] lets the host write into the capacity directly.
-    fn take_result_into(
+    fn deliver_into(
         &mut self,
-        handle: u32,
+        call: Delivery<'_>,
         buf: &mut Vec<u8>,
         cap: usize,
         result: &mut GetResult,
     ) -> i32 {
         buf.clear();
         buf.resize(cap, 0);
-        let status = self.take_result(handle, buf, result);
+        let status = match call {
+            Delivery::Get { chain, opts } => self.get_bundle(chain, opts, buf, result),
+            Delivery::Take { handle } => self.take_result(handle, buf, result),
+        };
         delivered(buf, status, result, cap);
         status
     }
@@ -177,33 +175,6 @@ impl Host for RawHost {
         }
     }
 
-    fn get_bundle_into(
-        &mut self,
-        chain: &[u8],
-        opts: &[u8],
-        buf: &mut Vec<u8>,
-        cap: usize,
-        result: &mut GetResult,
-    ) -> i32 {
-        buf.clear();
-        let cap = cap.min(buf.capacity());
-        // SAFETY: as in `get_bundle`, with the host writing at most `cap` bytes at `buf`'s
-        // pointer, which has room for `cap` (its capacity).
-        let status = unsafe {
-            raw::skylark_get_bundle(
-                raw::addr(chain.as_ptr()),
-                len32(chain.len()),
-                raw::addr(opts.as_ptr()),
-                len32(opts.len()),
-                raw::addr(buf.as_mut_ptr()),
-                len32(cap),
-                raw::addr(result as *mut GetResult),
-            )
-        };
-        written(buf, status, result, cap);
-        status
-    }
-
     fn take_result(&mut self, handle: u32, buf: &mut [u8], result: &mut GetResult) -> i32 {
         // SAFETY: as in `get_bundle`.
         unsafe {
@@ -216,25 +187,36 @@ impl Host for RawHost {
         }
     }
 
-    fn take_result_into(
+    fn deliver_into(
         &mut self,
-        handle: u32,
+        call: Delivery<'_>,
         buf: &mut Vec<u8>,
         cap: usize,
         result: &mut GetResult,
     ) -> i32 {
         buf.clear();
         let cap = cap.min(buf.capacity());
-        // SAFETY: the host writes at most `cap` bytes at `buf`'s pointer, which has room
-        // for `cap` (its capacity), and 8 bytes into the `repr(C)` `GetResult`; both are
-        // exclusively borrowed for the call.
-        let status = unsafe {
-            raw::skylark_take_result(
-                handle as i32,
-                raw::addr(buf.as_mut_ptr()),
-                len32(cap),
-                raw::addr(result as *mut GetResult),
-            )
+        let out = raw::addr(buf.as_mut_ptr());
+        let result_at = raw::addr(result as *mut GetResult);
+        let status = match call {
+            // SAFETY: the host writes at most `cap` bytes at `buf`'s pointer, which has
+            // room for `cap` (its capacity), and 8 bytes into the `repr(C)` `GetResult`;
+            // both are exclusively borrowed for the call, whose inputs it only reads.
+            Delivery::Get { chain, opts } => unsafe {
+                raw::skylark_get_bundle(
+                    raw::addr(chain.as_ptr()),
+                    len32(chain.len()),
+                    raw::addr(opts.as_ptr()),
+                    len32(opts.len()),
+                    out,
+                    len32(cap),
+                    result_at,
+                )
+            },
+            // SAFETY: as above.
+            Delivery::Take { handle } => unsafe {
+                raw::skylark_take_result(handle as i32, out, len32(cap), result_at)
+            },
         };
         written(buf, status, result, cap);
         status
@@ -474,7 +456,11 @@ pub(crate) fn get_bundle_got<H: Host>(
     let cap = first_cap.min(u32::MAX as usize);
     let mut buf = Vec::with_capacity(cap);
     let mut result = GetResult::default();
-    let status = host.get_bundle_into(chain.as_bytes(), opts, &mut buf, cap, &mut result);
+    let call = Delivery::Get {
+        chain: chain.as_bytes(),
+        opts,
+    };
+    let status = host.deliver_into(call, &mut buf, cap, &mut result);
     let status = Status::from_code(status).ok_or(status);
     let timed_out = status == Ok(Status::TimedOut);
     match status {
@@ -600,7 +586,7 @@ fn take_exact<H: Host>(host: &mut H, pending: GetResult) -> Result<(Vec<u8>, boo
         ));
     }
     let mut result = GetResult::default();
-    let status = host.take_result_into(handle, &mut buf, len, &mut result);
+    let status = host.deliver_into(Delivery::Take { handle }, &mut buf, len, &mut result);
     let timed_out = status == Status::TimedOut.code();
     if status != Status::Ok.code() && !timed_out {
         // Read the message before anything else can overwrite it.
@@ -866,7 +852,7 @@ mod tests {
         assert_eq!(b.chain(), "c1");
         assert_eq!(b.source().node, "edge1");
         assert_eq!(b.get("preprocess"), Some(&b"img"[..]));
-        assert_eq!(host.calls, ["get_bundle cap=65536"]);
+        assert_eq!(host.calls, [format!("get_bundle cap={DEFAULT_GET_BUFFER}")]);
     }
 
     #[test]
@@ -880,7 +866,7 @@ mod tests {
         assert_eq!(
             host.calls,
             [
-                "get_bundle cap=65536".to_string(),
+                format!("get_bundle cap={DEFAULT_GET_BUFFER}"),
                 format!("take_result 1 cap={enc_len}")
             ]
         );
@@ -902,10 +888,34 @@ mod tests {
             get_bundle_bytes(&mut host, "nope", &[], DEFAULT_GET_BUFFER).unwrap(),
             None
         );
-        assert_eq!(host.calls, ["get_bundle cap=65536"]);
+        assert_eq!(host.calls, [format!("get_bundle cap={DEFAULT_GET_BUFFER}")]);
         let err = host_error(&mut host, Status::NotFound.code(), "skylark_get_bundle");
         assert!(err.is_not_found());
         assert_eq!(err.message, "no bundle for chain nope");
+    }
+
+    #[test]
+    fn one_64_kib_value_arrives_in_the_first_buffer() {
+        // The table layout of one 64 KiB value with its version, under a long chain and
+        // task id: the header and names push it past 64 KiB, not past the first buffer.
+        let value = vec![7u8; 64 * 1024];
+        let chain = "c".repeat(64);
+        let task = "t".repeat(64);
+        let fields: Vec<skylark_abi::table::FieldIn> =
+            vec![(task.as_bytes(), value.as_slice(), u64::MAX)];
+        let block = skylark_abi::table::plan(&chain, &Source::default(), &fields, &[])
+            .unwrap()
+            .to_vec();
+        assert!(block.len() > 64 * 1024, "{}", block.len());
+        let mut host = FakeHost::default();
+        host.bundles.insert(chain.clone(), block);
+        let b = get_bundle(&mut host, &chain, &[]).unwrap();
+        assert_eq!(b.get(&task).map(<[u8]>::len), Some(value.len()));
+        assert_eq!(
+            host.calls,
+            [format!("get_bundle cap={DEFAULT_GET_BUFFER}")],
+            "one host call, no skylark_take_result"
+        );
     }
 
     #[test]

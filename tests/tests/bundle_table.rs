@@ -5,7 +5,8 @@
 //! short leaves the result pending); a bundle exactly at `SKYLARK_MAX_BUNDLE_BYTES` is
 //! delivered, one byte over is refused without its bytes leaving the store, on the
 //! guarded `HGETALL` path of large bundles (`bundle_read.rs`) as on the script path; and
-//! that guarded read, racing a writer, always returns one whole write.
+//! that guarded read, racing a writer, always returns one whole write; and the SDK's
+//! first buffer holds the table layout of one 64 KiB value (one host call).
 
 use probe::{fnv1a, pattern};
 use serde_json::Value;
@@ -166,6 +167,43 @@ fn the_table_layout_delivers_exactly_the_stored_bytes() {
     assert_eq!(status(&got), 0, "{got}");
     let expected = expected_block(&redis, &small, &node);
     assert_eq!(got["block_fnv"].as_str(), Some(fnv1a(&expected).as_str()));
+}
+
+#[test]
+fn the_sdk_gets_one_64_kib_value_in_one_host_call() {
+    let redis = Redis::start();
+    let chain = chain_id("first-buffer");
+    let put = probe(&redis, &[], &["put", &chain, "image", "65536", "5"]);
+    assert_eq!(status(&put), 0, "{put}");
+    let larger = chain_id("first-buffer-larger");
+    let put = probe(&redis, &[], &["put", &larger, "image", "100000", "5"]);
+    assert_eq!(status(&put), 0, "{put}");
+    // With SKYLARK_LOG=debug the host logs every BufferTooSmall answer (the result kept
+    // under a handle for skylark_take_result).
+    let get = |chain: &str| {
+        let run = Guest::new("probe", &redis.url)
+            .env("SKYLARK_PROPAGATION", "off")
+            .env("SKYLARK_LOG", "debug")
+            .args(["get", chain])
+            .run(RUN_TIMEOUT);
+        run.assert_success();
+        (run.json(), run.stderr.clone())
+    };
+    let (got, log) = get(&chain);
+    assert_eq!(status(&got), 0, "{got}");
+    assert_eq!(got["fields"]["image"]["len"], 65536, "{got}");
+    assert_eq!(
+        got["fields"]["image"]["fnv"].as_str(),
+        Some(fnv1a(&pattern(65_536, 5)).as_str())
+    );
+    assert!(
+        !log.contains("does not fit a buffer"),
+        "the table layout of one 64 KiB value fits the SDK's first buffer:\n{log}"
+    );
+    // A larger bundle still goes through skylark_take_result, and the log shows it.
+    let (got, log) = get(&larger);
+    assert_eq!(got["fields"]["image"]["len"], 100_000, "{got}");
+    assert!(log.contains("does not fit a buffer"), "{log}");
 }
 
 /// Bytes the server has sent over all connections (`INFO stats`).

@@ -22,7 +22,7 @@
 use crate::error::CallError;
 use crate::keys;
 use crate::script::Script;
-use crate::store::{hash_pairs, HashPairs, Request, Store};
+use crate::store::{hash_pairs, BundleRead, HashPairs, Store};
 use redis::Value;
 use skylark_abi::Status;
 
@@ -72,18 +72,14 @@ pub fn reserved_limit(max_state: u32) -> u64 {
 /// [`READ`], called by digest.
 static READ_SCRIPT: Script = Script::new(READ);
 
-/// Whether `sha` names [`READ`], whose reply may be a whole bundle (`Store::reply_bound`).
-pub fn reads_bundle(sha: &[u8]) -> bool {
-    sha.eq_ignore_ascii_case(READ_SCRIPT.sha().as_bytes())
-}
-
 /// The request that reads `chain`'s bundle if it is within `max_state` bytes of state,
 /// returning it through the script when it holds at most `script_bytes` bytes; by digest
-/// (`Store` sends the text again on `NOSCRIPT`).
-pub fn request(ns: &str, chain: &str, max_state: u32, script_bytes: u64) -> Request {
+/// (`Store` sends the text again on `NOSCRIPT`). Tagged as a bundle read: its reply is
+/// bounded by the bundle limit (`Store::query_bundle`).
+pub fn request(ns: &str, chain: &str, max_state: u32, script_bytes: u64) -> BundleRead {
     let mut cmd = READ_SCRIPT.cmd();
     args(&mut cmd, &keys::bundle(ns, chain), max_state, script_bytes);
-    Request::Cmd(cmd)
+    BundleRead::new(cmd)
 }
 
 /// [`READ`] with its text, for the guarded read's pipeline (which has no `NOSCRIPT`
@@ -175,7 +171,7 @@ pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Hash
     } else {
         SCRIPT_RETURN_BYTES
     };
-    let reply = store.query(&request(ns, chain, max_state, script_bytes))?;
+    let reply = store.query_bundle(&request(ns, chain, max_state, script_bytes))?;
     let reply = match checked(reply) {
         Checked::Large => guarded(store, ns, chain, max_state)?,
         other => other,
@@ -187,7 +183,7 @@ pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Hash
         }
         // Changed by writes at every try: read through the script after all.
         Checked::Large => {
-            let reply = store.query(&request(ns, chain, max_state, u64::MAX))?;
+            let reply = store.query_bundle(&request(ns, chain, max_state, u64::MAX))?;
             pairs(store, chain, max_state, reply)
         }
     }
@@ -260,7 +256,7 @@ pub async fn read_async(
     max_state: u32,
 ) -> Result<HashPairs, CallError> {
     let reply = store
-        .query_async(&request(ns, chain, max_state, u64::MAX))
+        .query_bundle_async(&request(ns, chain, max_state, u64::MAX))
         .await?;
     pairs(store, chain, max_state, reply)
 }

@@ -19,8 +19,9 @@
 //! and, for `rediss://`, use the configured TLS roots and client certificate.
 //!
 //! Every reply read over a runtime connection is bounded in size ([`Store::reply_bound`],
-//! [`crate::reply_bound`]): a bundle read by what its script may return for
-//! `SKYLARK_MAX_BUNDLE_BYTES`, anything else by `SKYLARK_MAX_REPLY_BYTES`. A larger reply
+//! [`crate::reply_bound`]): a bundle read ([`BundleRead`], [`Store::query_bundle`]) by what
+//! its script may return for `SKYLARK_MAX_BUNDLE_BYTES`, anything else by
+//! `SKYLARK_MAX_REPLY_BYTES`. A larger reply
 //! fails the request with `StoreError` and drops the connection (issue 16 point 4). The
 //! blocking path of a nearby node-local store is redis-rs's own and not bounded.
 //!
@@ -56,6 +57,26 @@ pub enum Request {
     Pipe(redis::Pipeline),
 }
 
+/// A request whose reply may be a whole bundle: the bundle read's script
+/// ([`crate::bundle_read::request`]), sent with [`Store::query_bundle`] or
+/// [`Store::query_bundle_async`], which bound its reply by the bundle limit
+/// ([`ReplyLimits::bundle`]). The tag is the type, not the command's text: any other
+/// script is bounded by the other limit, whatever it calls.
+#[derive(Clone)]
+pub struct BundleRead(Request);
+
+impl BundleRead {
+    /// Tags `cmd` as a read of a whole bundle.
+    pub(crate) fn new(cmd: redis::Cmd) -> BundleRead {
+        BundleRead(Request::Cmd(cmd))
+    }
+
+    /// The request itself.
+    pub fn request(&self) -> &Request {
+        &self.0
+    }
+}
+
 /// Tries of a request to a cluster or Sentinel store that met a redirect
 /// ([`crate::distributed::is_redirect`]), after the first, and the first pause between
 /// them (doubling: 20 + 40 + 80 + 160 ms at most).
@@ -85,8 +106,7 @@ pub struct Acknowledge {
 /// The most bytes a reply may take ([`Store::reply_bound`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyLimits {
-    /// A reply that may hold a whole bundle (`HGETALL`, `HKEYS`, a script that returns
-    /// `HGETALL`).
+    /// A reply that may hold a whole bundle (`HGETALL`, `HKEYS`, a [`BundleRead`]).
     pub bundle: u64,
     /// Any other reply.
     pub other: u64,
@@ -389,9 +409,9 @@ impl Store {
     }
 
     /// The most bytes the reply to `request` may take: for each command, the bundle limit
-    /// if it may return a whole bundle (`HGETALL`, `HKEYS`, a script returning `HGETALL`:
-    /// the bundle read), else the other limit; a pipeline's reply (or a transaction's
-    /// `EXEC` array) the sum over its commands.
+    /// if it returns a whole hash (`HGETALL`, `HKEYS`), else the other limit; a
+    /// pipeline's reply (or a transaction's `EXEC` array) the sum over its commands. A
+    /// [`BundleRead`] gets the bundle limit through [`Store::query_bundle`].
     pub fn reply_bound(&self, request: &Request) -> u64 {
         let limits = self.reply_limits();
         let one = |c: &redis::Cmd| {
@@ -441,13 +461,31 @@ impl Store {
     /// over the blocking connection (the store's deadline for connecting and for each
     /// read and write), for any other on the runtime within the store's deadline in total.
     pub fn query(&self, request: &Request) -> Result<Value, CallError> {
+        self.query_bounded(request, self.reply_bound(request))
+    }
+
+    /// [`Store::query`] of a bundle read, its reply bounded by the bundle limit on the
+    /// runtime.
+    pub fn query_bundle(&self, read: &BundleRead) -> Result<Value, CallError> {
+        self.query_bounded(read.request(), self.bundle_bound(read))
+    }
+
+    /// The most bytes the reply to the bundle read `read` may take: the bundle limit.
+    pub fn bundle_bound(&self, _read: &BundleRead) -> u64 {
+        self.reply_limits().bundle
+    }
+
+    /// [`Store::query`] with the reply bounded by `bound` bytes on the runtime.
+    fn query_bounded(&self, request: &Request, bound: u64) -> Result<Value, CallError> {
         if self.total_deadline {
             if let Some(me) = self.me.upgrade() {
                 let request = request.clone();
-                // query_async enforces the deadline (with the store's name in its message);
-                // the margin only guards against a stalled runtime.
+                // query_async_bounded enforces the deadline (with the store's name in its
+                // message); the margin only guards against a stalled runtime.
                 let margin = self.timeout + Duration::from_millis(250);
-                return crate::runtime::run(margin, async move { me.query_async(&request).await });
+                return crate::runtime::run(margin, async move {
+                    me.query_async_bounded(&request, me.timeout, bound).await
+                });
             }
         }
         self.query_blocking(request)
@@ -726,6 +764,13 @@ impl Store {
         self.query_async_within(request, self.timeout).await
     }
 
+    /// [`Store::query_async`] of a bundle read, its reply bounded by the bundle limit.
+    pub async fn query_bundle_async(&self, read: &BundleRead) -> Result<Value, CallError> {
+        let bound = self.bundle_bound(read);
+        self.query_async_bounded(read.request(), self.timeout, bound)
+            .await
+    }
+
     /// Like [`Store::query_async`] with a deadline of its own (a large copy over a slow
     /// link needs longer than a small request).
     pub async fn query_async_within(
@@ -733,7 +778,18 @@ impl Store {
         request: &Request,
         deadline: Duration,
     ) -> Result<Value, CallError> {
-        match tokio::time::timeout(deadline, self.query_async_inner(request)).await {
+        let bound = self.reply_bound(request);
+        self.query_async_bounded(request, deadline, bound).await
+    }
+
+    /// [`Store::query_async_within`] with the reply bounded by `bound` bytes.
+    async fn query_async_bounded(
+        &self,
+        request: &Request,
+        deadline: Duration,
+        bound: u64,
+    ) -> Result<Value, CallError> {
+        match tokio::time::timeout(deadline, self.query_async_inner(request, bound)).await {
             Ok(r) => r.map_err(|e| e.context(&self.shown)),
             Err(_) => {
                 self.forget().await;
@@ -831,10 +887,9 @@ impl Store {
         })
     }
 
-    async fn query_async_inner(&self, request: &Request) -> Result<Value, CallError> {
+    async fn query_async_inner(&self, request: &Request, bound: u64) -> Result<Value, CallError> {
         let mut reconnected = false;
         let mut redirects = 0;
-        let bound = self.reply_bound(request);
         let mut with_text = self.bodies_first(request);
         loop {
             let mut conn = self.connection().await?;
@@ -1037,29 +1092,14 @@ fn with_wait(request: &Request, ack: Acknowledge) -> (redis::Pipeline, usize) {
     (pipe, reply_at)
 }
 
-/// Whether the reply to `c` may hold a whole bundle: `HGETALL`, `HKEYS`, or a script that
-/// returns `HGETALL`'s reply (the bundle read).
+/// Whether the reply to `c` is a whole hash, which may be a bundle: `HGETALL`, `HKEYS`.
+/// Scripts are not recognised here; the bundle read is tagged ([`BundleRead`]).
 fn may_return_bundle(c: &redis::Cmd) -> bool {
     let mut args = c.args_iter();
     let Some(redis::Arg::Simple(name)) = args.next() else {
         return false;
     };
-    if name.eq_ignore_ascii_case(b"HGETALL") || name.eq_ignore_ascii_case(b"HKEYS") {
-        return true;
-    }
-    if name.eq_ignore_ascii_case(b"EVALSHA") {
-        return matches!(args.next(), Some(redis::Arg::Simple(sha))
-            if crate::bundle_read::reads_bundle(sha));
-    }
-    if !name.eq_ignore_ascii_case(b"EVAL") {
-        return false;
-    }
-    match args.next() {
-        Some(redis::Arg::Simple(script)) => script
-            .windows(b"'HGETALL'".len())
-            .any(|w| w.eq_ignore_ascii_case(b"'HGETALL'")),
-        _ => false,
-    }
+    name.eq_ignore_ascii_case(b"HGETALL") || name.eq_ignore_ascii_case(b"HKEYS")
 }
 
 fn is_broken(e: &RedisError) -> bool {
@@ -1364,10 +1404,15 @@ mod tests {
             c
         };
         let bound = |c: redis::Cmd| store.reply_bound(&Request::Cmd(c));
-        assert_eq!(
-            store.reply_bound(&crate::bundle_read::request("ns", "c", 5, 0)),
-            1000
-        );
+        // The bundle read is known by its type: the bundle limit, by digest or by text
+        // (the NOSCRIPT retry keeps the bound of the request it retries).
+        let read = crate::bundle_read::request("ns", "c", 5, 0);
+        assert_eq!(store.bundle_bound(&read), 1000);
+        // Untagged, the same script is any other request: neither its digest nor a text
+        // that calls HGETALL earns the bundle limit.
+        assert_eq!(store.reply_bound(read.request()), 10);
+        let text = script::with_bodies(read.request()).expect("the script's text");
+        assert_eq!(store.reply_bound(&text), 10);
         assert_eq!(bound(cmd(&["HGETALL", "k"])), 1000);
         assert_eq!(bound(cmd(&["hkeys", "k"])), 1000);
         assert_eq!(bound(cmd(&["PING"])), 10);
