@@ -442,16 +442,23 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
             .args(["put", &chain, "t0", "500", seed, "--dest", "pi5u3"])
             .spawn()
     };
-    // The path to pi5u3 turns slow: the first copy of the put below is on its way for 3 s
-    // (its attempt times out after 1 s, but its bytes are not recalled).
+    // The path to pi5u3 turns slow (3 s each way): the first copy of the put below is on
+    // its way for seconds (its attempt times out after 1 s, but its bytes are not
+    // recalled).
     c.shape_links_to("pi5u3", LinkSpec::new(3000.0, 0.0, None));
     let first = put("1");
     let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
     assert!(line.contains("\"status\":0"), "{line}");
     std::thread::sleep(Duration::from_millis(300));
-    // The path turns fast again; a second put of the same field is copied at once, and the
-    // first put's job, retrying, copies the bundle as it is now (the second value).
-    c.shape_links_to("pi5u3", LinkSpec::ideal());
+    // The path is healed (the slot's own link again); a second put of the same field is
+    // copied at once, and the first put's job, retrying, copies the bundle as it is then.
+    // (Shaping the slow link ideal instead does not make it fast: the emulator keeps that
+    // link's wire reserved until the first copy's bytes, held for the 6 s round trip of
+    // their connection's handshake, leave, and every new connection queues behind them.
+    // Every copy then failed until the process's own sweeper claimed the running job
+    // again, its lease having run out, and that duplicate placed t0 on pi5u3 late: with
+    // the leases renewed there is no duplicate, and the jobs went to pi5u2.)
+    c.heal_links_to("pi5u3");
     let second = put("2").wait(Duration::from_secs(60));
     second.assert_success();
     assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
@@ -463,8 +470,12 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
         c.placement("pi5u2", &chain).get("t0").map(String::as_str),
         Some("pi5u3")
     );
-    // Once the slow bytes have arrived, pi5u3 must still hold the newest value.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Once the slow bytes have arrived (every connection through the pi5u2->pi5u3 proxy
+    // has delivered what it held, and closed), pi5u3 must still hold the newest value.
+    let proxy = c.proxy("pi5u2", "pi5u3");
+    eventually("the late bytes delivered", Duration::from_secs(30), || {
+        proxy.stats().active == 0
+    });
     let there = c.bundle("pi5u3", &chain).get("t0").cloned();
     assert!(
         there.as_deref() == Some(newest.as_slice()),
