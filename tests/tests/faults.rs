@@ -272,19 +272,22 @@ fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() 
     let chain = Put::new(&run, node, 0, Shape::default()).chain;
     c.cut_links_to("pi5u3");
 
-    // Process 1 puts t0 and exits after 0.5 s: the global copy is made, the copy to pi5u3
-    // is not; the job stays in the outbox with that progress.
+    // Process 1 puts t0 and dies once the global copy is made (killed: a process that
+    // exits releases the lease of a job it gives up, and process 2 would claim it before
+    // its own put); the copy to pi5u3 is not made; the job stays in the outbox with that
+    // progress, leased.
     let p1 = c
         .guest_at(&module, node)
-        .env("SKYLARK_EXIT_FLUSH_MS", "500")
         .args(["puts", &run, node, "0", "1", "--dests", "pi5u3"])
-        .run(Duration::from_secs(60));
-    p1.assert_success();
-    assert!(p1.stdout.contains("p 0 0 Ok"), "{}", p1.stdout);
-    assert!(
-        c.bundle("pi5u1", &chain).contains_key("t0"),
-        "t0 at the global store"
-    );
+        .spawn();
+    let (line, _) = p1
+        .next_line(Duration::from_secs(60))
+        .expect("process 1 reports its put");
+    assert!(line.contains("p 0 0 Ok"), "{line}");
+    eventually("t0 at the global store", Duration::from_secs(30), || {
+        c.bundle("pi5u1", &chain).contains_key("t0")
+    });
+    p1.kill();
     assert_eq!(c.outbox_len(node), 1, "t0's job waits for pi5u3");
 
     // Process 2 puts t1 at once (its job starts and retries pi5u3), claims t0's job once
