@@ -272,19 +272,22 @@ fn a_resumed_job_that_absorbs_a_later_put_still_copies_it_to_the_global_store() 
     let chain = Put::new(&run, node, 0, Shape::default()).chain;
     c.cut_links_to("pi5u3");
 
-    // Process 1 puts t0 and exits after 0.5 s: the global copy is made, the copy to pi5u3
-    // is not; the job stays in the outbox with that progress.
+    // Process 1 puts t0 and dies once the global copy is made (killed: a process that
+    // exits releases the lease of a job it gives up, and process 2 would claim it before
+    // its own put); the copy to pi5u3 is not made; the job stays in the outbox with that
+    // progress, leased.
     let p1 = c
         .guest_at(&module, node)
-        .env("SKYLARK_EXIT_FLUSH_MS", "500")
         .args(["puts", &run, node, "0", "1", "--dests", "pi5u3"])
-        .run(Duration::from_secs(60));
-    p1.assert_success();
-    assert!(p1.stdout.contains("p 0 0 Ok"), "{}", p1.stdout);
-    assert!(
-        c.bundle("pi5u1", &chain).contains_key("t0"),
-        "t0 at the global store"
-    );
+        .spawn();
+    let (line, _) = p1
+        .next_line(Duration::from_secs(60))
+        .expect("process 1 reports its put");
+    assert!(line.contains("p 0 0 Ok"), "{line}");
+    eventually("t0 at the global store", Duration::from_secs(30), || {
+        c.bundle("pi5u1", &chain).contains_key("t0")
+    });
+    p1.kill();
     assert_eq!(c.outbox_len(node), 1, "t0's job waits for pi5u3");
 
     // Process 2 puts t1 at once (its job starts and retries pi5u3), claims t0's job once
@@ -442,16 +445,23 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
             .args(["put", &chain, "t0", "500", seed, "--dest", "pi5u3"])
             .spawn()
     };
-    // The path to pi5u3 turns slow: the first copy of the put below is on its way for 3 s
-    // (its attempt times out after 1 s, but its bytes are not recalled).
+    // The path to pi5u3 turns slow (3 s each way): the first copy of the put below is on
+    // its way for seconds (its attempt times out after 1 s, but its bytes are not
+    // recalled).
     c.shape_links_to("pi5u3", LinkSpec::new(3000.0, 0.0, None));
     let first = put("1");
     let (line, _) = first.next_line(Duration::from_secs(30)).expect("a report");
     assert!(line.contains("\"status\":0"), "{line}");
     std::thread::sleep(Duration::from_millis(300));
-    // The path turns fast again; a second put of the same field is copied at once, and the
-    // first put's job, retrying, copies the bundle as it is now (the second value).
-    c.shape_links_to("pi5u3", LinkSpec::ideal());
+    // The path is healed (the slot's own link again); a second put of the same field is
+    // copied at once, and the first put's job, retrying, copies the bundle as it is then.
+    // (Shaping the slow link ideal instead does not make it fast: the emulator keeps that
+    // link's wire reserved until the first copy's bytes, held for the 6 s round trip of
+    // their connection's handshake, leave, and every new connection queues behind them.
+    // Every copy then failed until the process's own sweeper claimed the running job
+    // again, its lease having run out, and that duplicate placed t0 on pi5u3 late: with
+    // the leases renewed there is no duplicate, and the jobs went to pi5u2.)
+    c.heal_links_to("pi5u3");
     let second = put("2").wait(Duration::from_secs(60));
     second.assert_success();
     assert!(second.stdout.contains("\"status\":0"), "{}", second.stdout);
@@ -463,8 +473,12 @@ fn an_older_copy_delivered_late_does_not_replace_a_newer_one() {
         c.placement("pi5u2", &chain).get("t0").map(String::as_str),
         Some("pi5u3")
     );
-    // Once the slow bytes have arrived, pi5u3 must still hold the newest value.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Once the slow bytes have arrived (every connection through the pi5u2->pi5u3 proxy
+    // has delivered what it held, and closed), pi5u3 must still hold the newest value.
+    let proxy = c.proxy("pi5u2", "pi5u3");
+    eventually("the late bytes delivered", Duration::from_secs(30), || {
+        proxy.stats().active == 0
+    });
     let there = c.bundle("pi5u3", &chain).get("t0").cloned();
     assert!(
         there.as_deref() == Some(newest.as_slice()),

@@ -401,6 +401,44 @@ pub fn remove(pipe: &mut redis::Pipeline, ns: &str, job_id: &str) {
     pipe.cmd("ZREM").arg(keys::outbox(ns)).arg(job_id).ignore();
 }
 
+/// Moves the due time of the jobs still in the outbox among ARGV[2..] to ARGV[1], but
+/// only forward: the lease of a job its process still works on is renewed, a later due
+/// time (a retry's backoff saved with its progress) stays, and a finished (removed) job
+/// is not added back. KEYS: outbox.
+const RENEW: &str = r#"
+local due = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local at = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if at and tonumber(at) < due then
+    redis.call('ZADD', KEYS[1], due, ARGV[i])
+  end
+end
+return 0
+"#;
+
+/// The command renewing the lease of jobs `ids` until `due_ms` (see [`RENEW`]).
+pub fn renew(ns: &str, ids: &[String], due_ms: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RENEW).arg(1).arg(keys::outbox(ns)).arg(due_ms);
+    for id in ids {
+        cmd.arg(id);
+    }
+    cmd
+}
+
+/// Appends the commands that make jobs `ids` claimable at `now_ms` (a process giving up
+/// jobs it can no longer finish), for those still in the outbox, to `pipe`.
+pub fn release(pipe: &mut redis::Pipeline, ns: &str, ids: &[String], now_ms: u64) {
+    for id in ids {
+        pipe.cmd("ZADD")
+            .arg(keys::outbox(ns))
+            .arg("XX")
+            .arg(now_ms)
+            .arg(id)
+            .ignore();
+    }
+}
+
 /// Claims up to `limit` due jobs: returns them and moves their due time to `lease_until`.
 /// Ids whose job record is missing are removed. KEYS: outbox, jobs. ARGV: now, lease
 /// until, limit.

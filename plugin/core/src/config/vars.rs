@@ -477,7 +477,7 @@ pub const LEASE_MS: Var = Var {
     name: "SKYLARK_LEASE_MS",
     section: Section::Propagation,
     kind: Kind::Int { default: 5000, min: 10, max: 3_600_000 },
-    doc: "how long an outbox job stays with the process that owns it before other processes may claim it",
+    doc: "how long an outbox job stays with the process that owns it before other processes may claim it; the owner renews it every third of this while it runs the job, and releases it when its exit flush gives the job up",
 };
 
 pub const SWEEP_MS: Var = Var {

@@ -3,6 +3,7 @@
 
 use super::exit;
 use super::job;
+use super::lease::{Hold, Leases};
 use super::slots::{Slot, Slots};
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// A job waiting behind the running one of its chain, with the slot it holds.
-type Waiting = Option<(Job, Slot)>;
+/// A job waiting behind the running one of its chain, with the slot and leases it holds.
+type Waiting = Option<(Job, Slot, Hold<'static>)>;
 
 /// Background propagation of one process.
 pub struct Engine {
@@ -25,6 +26,8 @@ pub struct Engine {
     cluster: Arc<Cluster>,
     /// Jobs and other tracked background work (sweeps) in flight.
     slots: Slots,
+    /// The outbox leases of the jobs submitted here and not done yet.
+    leases: Leases,
     /// Set when jobs may be waiting in the outbox (a put overflowed, or a sweep filled
     /// the queue): a finishing job then sweeps at once instead of waiting for the timer.
     backlog: AtomicBool,
@@ -39,6 +42,7 @@ impl Engine {
         Engine {
             cluster,
             slots: Slots::new(cap),
+            leases: Leases::default(),
             backlog: AtomicBool::new(false),
             chains: Mutex::new(HashMap::new()),
         }
@@ -84,7 +88,8 @@ impl Engine {
             );
             return;
         };
-        exit::register(&self.slots, ctx);
+        exit::register(&self.slots, &self.leases, ctx);
+        rt.spawn(self.leases.renew_forever(ctx));
         // Connect to the global store (every job's target) while the guest still runs.
         rt.spawn(async move {
             let topo = ctx.current_topology().await;
@@ -122,17 +127,20 @@ impl Engine {
     /// back), so a burst of puts costs one copy of the latest bundle.
     pub fn submit(&'static self, job: Job, slot: Slot) {
         let chain = job.chain.clone();
+        // Its lease is renewed from now on, while it waits behind its chain too.
+        let hold = self.leases.hold(job.ids().map(str::to_string).collect());
         {
             let mut chains = self.chains();
             if let Some(waiting) = chains.get_mut(&chain) {
                 match waiting {
-                    Some((w, _)) => {
+                    Some((w, _, h)) => {
                         w.absorb(job);
+                        h.absorb(hold);
                         drop(chains);
                         stats::inc(Counter::Coalesced);
                         drop(slot);
                     }
-                    None => *waiting = Some((job, slot)),
+                    None => *waiting = Some((job, slot, hold)),
                 }
                 return;
             }
@@ -152,8 +160,8 @@ impl Engine {
         let engine = self;
         let ctx = self.cluster();
         rt.spawn(async move {
-            let mut next = Some((job, slot));
-            while let Some((mut job, slot)) = next {
+            let mut next = Some((job, slot, hold));
+            while let Some((mut job, slot, mut hold)) = next {
                 // Let a burst of puts of this chain gather into one copy.
                 let linger = ctx.config.propagation.linger;
                 if !linger.is_zero() {
@@ -162,12 +170,14 @@ impl Engine {
                 // Jobs that arrived while lingering wait in the chain's slot: fold them
                 // in and give their queue slot back.
                 let waiting = engine.chains().get_mut(&chain).and_then(Option::take);
-                if let Some((waiting, its_slot)) = waiting {
+                if let Some((waiting, its_slot, its_hold)) = waiting {
                     job.absorb(waiting);
+                    hold.absorb(its_hold);
                     stats::inc(Counter::Coalesced);
                     drop(its_slot);
                 }
                 job::run(ctx, job).await;
+                drop(hold);
                 // Still holding this job's slot: the sweep may hand it on, so the exit
                 // flush keeps waiting while a backlog drains.
                 if engine.take_backlog() {

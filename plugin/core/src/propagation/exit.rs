@@ -1,7 +1,9 @@
 //! The end of a process: an `atexit` hook that waits up to `SKYLARK_EXIT_FLUSH_MS` for
-//! propagation in flight, then writes this process's counters to the node's stats hash
-//! (which the sweeper also does after every sweep).
+//! propagation in flight, releases the leases of the jobs still in flight then (so that
+//! the next process on the node claims them at once), and writes this process's counters
+//! to the node's stats hash (which the sweeper also does after every sweep).
 
+use super::lease::Leases;
 use super::slots::Slots;
 use crate::cluster::Cluster;
 use crate::stats::{self, Counter};
@@ -14,14 +16,14 @@ extern "C" {
     fn atexit(cb: extern "C" fn()) -> std::os::raw::c_int;
 }
 
-/// What the exit flush waits for and writes to: the slots and cluster of the first
-/// engine started in the process.
-static ENGINE: OnceCell<(&'static Slots, &'static Cluster)> = OnceCell::new();
+/// What the exit flush waits for, gives up and writes to: the slots, leases and cluster
+/// of the first engine started in the process.
+static ENGINE: OnceCell<(&'static Slots, &'static Leases, &'static Cluster)> = OnceCell::new();
 
-/// Registers the exit flush of the engine with `slots` working on `cluster` (once per
-/// process: a later engine is not waited for at exit; the plugin starts one).
-pub(super) fn register(slots: &'static Slots, cluster: &'static Cluster) {
-    if ENGINE.set((slots, cluster)).is_err() {
+/// Registers the exit flush of the engine with `slots` and `leases` working on `cluster`
+/// (once per process: a later engine is not waited for at exit; the plugin starts one).
+pub(super) fn register(slots: &'static Slots, leases: &'static Leases, cluster: &'static Cluster) {
+    if ENGINE.set((slots, leases, cluster)).is_err() {
         return;
     }
     // SAFETY: `at_exit` is a plain function that never unwinds (it catches panics).
@@ -36,15 +38,16 @@ pub(super) fn register(slots: &'static Slots, cluster: &'static Cluster) {
 
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
-        let Some(&(slots, ctx)) = ENGINE.get() else {
+        let Some(&(slots, leases, ctx)) = ENGINE.get() else {
             return;
         };
         let deadline = ctx.config.propagation.exit_flush;
         let started = Instant::now();
         if !slots.wait_idle(deadline) {
+            let released = leases.release_blocking(ctx);
             skylog!(
                 Warn,
-                "exit: propagation still in flight after {} ms; the outbox keeps it for a later process",
+                "exit: propagation still in flight after {} ms; the outbox keeps it for a later process ({released} job(s) claimable at once)",
                 started.elapsed().as_millis()
             );
         }

@@ -17,12 +17,15 @@
 //!   until the bundle's TTL has passed.
 //! - **Nothing lost.** Progress is written back to the outbox before every wait; a job is
 //!   removed only when all its copies are acknowledged. Jobs of processes that died are
-//!   claimed by the sweeps of later processes once their lease has run out. A job that
+//!   claimed by the sweeps of later processes once their lease has run out. A process
+//!   renews the leases of the jobs it runs (or holds waiting behind their chain), so a
+//!   job that takes longer than a lease is not copied again by another process. A job that
 //!   cannot tell its copies yet (no topology loaded and no global store) waits for them.
 //! - **Exit.** At process exit the plugin waits up to `SKYLARK_EXIT_FLUSH_MS` for jobs in
 //!   flight (a function's wasmedge process usually exits right after its put). What is
 //!   still running then is not stopped: the runtime's threads end with the process, and
-//!   their jobs stay in the outbox for a later process. The plugin library is linked never
+//!   their jobs stay in the outbox for a later process, their leases released so that
+//!   the next process on the node claims them at once. The plugin library is linked never
 //!   to be unloaded (`plugin/build.rs`), so WasmEdge's `dlclose` at exit cannot unmap the
 //!   code those threads run.
 //!
@@ -30,13 +33,15 @@
 //! nodes, topology, events) and is handed to what needs it; it knows no global context.
 //! Modules: `engine` (queue slots, chains, the outbox sweeper, submission), `slots` (the
 //! slot guard), `job` (one job's attempts, retries, finish and clean-up), `elect` (where a
-//! copy goes), `copy` (one round of fenced copies), `exit` (the `atexit` flush and stats).
+//! copy goes), `copy` (one round of fenced copies), `lease` (renewing and releasing the
+//! outbox leases of jobs in flight), `exit` (the `atexit` flush and stats).
 
 mod copy;
 mod elect;
 mod engine;
 mod exit;
 mod job;
+mod lease;
 mod slots;
 
 pub use engine::Engine;
