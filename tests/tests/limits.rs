@@ -433,20 +433,6 @@ fn an_outbox_full_of_bytes_refuses_puts_until_it_drains() {
     };
     let first = put("bytes1");
     assert_eq!(first["status"], 0, "{first}");
-    let counted: u64 = redis::cmd("HGET")
-        .arg("skylark:outbox:bytes")
-        .arg("n")
-        .query(&mut local.conn())
-        .expect("GET outbox bytes");
-    let job: u64 = redis::cmd("HVALS")
-        .arg("skylark:outbox:jobs")
-        .query::<Vec<Vec<u8>>>(&mut local.conn())
-        .expect("HVALS")
-        .iter()
-        .map(|j| j.len() as u64)
-        .sum();
-    assert_eq!(counted, job, "the count is the jobs' bytes");
-    assert!(job > 2048, "a job of {job} bytes");
 
     let refused = put("bytes2");
     assert_eq!(refused["status"], BACKLOGGED, "{refused}");
@@ -457,6 +443,20 @@ fn an_outbox_full_of_bytes_refuses_puts_until_it_drains() {
         "nothing stored"
     );
     assert_eq!(local.outbox_len(), 1);
+    let counted: u64 = redis::cmd("HGET")
+        .arg("skylark:outbox:bytes")
+        .arg("n")
+        .query(&mut local.conn())
+        .expect("HGET outbox bytes");
+    let job: u64 = redis::cmd("HVALS")
+        .arg("skylark:outbox:jobs")
+        .query::<Vec<Vec<u8>>>(&mut local.conn())
+        .expect("HVALS")
+        .iter()
+        .map(|j| j.len() as u64)
+        .sum();
+    assert_eq!(counted, job, "the count is the jobs' bytes");
+    assert!(job > 2048, "a job of {job} bytes");
 
     // The global store comes back; a process drains the outbox, which forgets the bytes.
     let global = Redis::start_with(ServerConfig::tcp(global_port))
@@ -473,7 +473,7 @@ fn an_outbox_full_of_bytes_refuses_puts_until_it_drains() {
         .arg("skylark:outbox:bytes")
         .arg("n")
         .query(&mut local.conn())
-        .expect("GET outbox bytes");
+        .expect("HGET outbox bytes");
     assert_eq!(left.unwrap_or(0), 0, "a drained outbox counts no bytes");
     let again = put("bytes2");
     assert_eq!(again["status"], 0, "{again}");
