@@ -256,6 +256,10 @@ def function_rules(where, doc, pod_spec, c, mounts, volumes, env_cfg, problems):
         elif not readable_secret(volumes[m.get("name")], pod_spec):
             problems.add(where, f"SKYLARK_REDIS_PASSWORD_FILE {pw_file}: the Secret's files are not readable by the "
                                 "pod's user (set securityContext.fsGroup, or a mode readable by others)")
+    quota = env_cfg.get("SKYLARK_NAMESPACE_MAX_BYTES", "0")
+    if not quota.isdigit() or int(quota) == 0:
+        problems.add(where, "SKYLARK_NAMESPACE_MAX_BYTES must be a positive quota (without one a tenant's "
+                            "guests may fill the node's Redis)")
     explicit = [e for e in c.get("env") or [] if e.get("name") == "SKYLARK_NAMESPACE"]
     if not explicit or explicit[-1].get("value") != ns:
         problems.add(where, f"SKYLARK_NAMESPACE must be set in env to the pod's namespace {ns} "

@@ -603,6 +603,9 @@ SELF_TESTS = [
         "SKYLARK_NAMESPACE must be set in env to the pod's namespace skylark",
         "Knative Service needs label networking.knative.dev/visibility: cluster-local",
     ]),
+    (("40-skylark-config-no-quota.yaml", "40-skylark-config.yaml"), [
+        "SKYLARK_NAMESPACE_MAX_BYTES must be a positive quota",
+    ]),
     (("51-ksvc-secret-unreadable.yaml", "51-ksvc-detect.yaml"), [
         "the Secret's files are not readable by the pod's user",
     ]),

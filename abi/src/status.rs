@@ -64,8 +64,12 @@ statuses! {
     UnknownHandle = 16, "unknown result handle";
     /// The same task id appears twice in one call.
     DuplicateField = 17, "duplicate task id in one call";
-    /// The bundle read from the store is larger than the configured maximum.
+    /// The bundle read from the store is larger than the configured maximum, or a put
+    /// would make it so (nothing written).
     BundleTooLarge = 18, "bundle too large";
+    /// A put would take the namespace's bytes on the node-local store beyond its quota
+    /// (`SKYLARK_NAMESPACE_MAX_BYTES`); nothing written.
+    QuotaExceeded = 19, "namespace quota exceeded";
     /// The store could not be reached (connection refused, DNS, TLS handshake).
     StoreUnavailable = 20, "store unavailable";
     /// The store did not answer within the configured timeout.

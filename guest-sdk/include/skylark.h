@@ -50,6 +50,7 @@ enum skylark_status {
     SKYLARK_UNKNOWN_HANDLE = 16, /* unknown result handle */
     SKYLARK_DUPLICATE_FIELD = 17, /* duplicate task id in one call */
     SKYLARK_BUNDLE_TOO_LARGE = 18, /* bundle too large */
+    SKYLARK_QUOTA_EXCEEDED = 19, /* namespace quota exceeded */
     SKYLARK_STORE_UNAVAILABLE = 20, /* store unavailable */
     SKYLARK_STORE_TIMEOUT = 21, /* store timeout */
     SKYLARK_STORE_ERROR = 22, /* store error */
@@ -78,6 +79,7 @@ static inline const char *skylark_status_name(int32_t status) {
     case SKYLARK_UNKNOWN_HANDLE: return "UnknownHandle";
     case SKYLARK_DUPLICATE_FIELD: return "DuplicateField";
     case SKYLARK_BUNDLE_TOO_LARGE: return "BundleTooLarge";
+    case SKYLARK_QUOTA_EXCEEDED: return "QuotaExceeded";
     case SKYLARK_STORE_UNAVAILABLE: return "StoreUnavailable";
     case SKYLARK_STORE_TIMEOUT: return "StoreTimeout";
     case SKYLARK_STORE_ERROR: return "StoreError";

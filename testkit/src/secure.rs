@@ -391,8 +391,8 @@ impl SecureRedis {
 pub fn node_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:* resetchannels &{ns}/events &{ns}/arrivals:* -@all +ping +get +del \
-         +expire +hset +hget +hdel +hgetall +hkeys +hstrlen +hincrby +zadd +zrem +zcard \
-         +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe \
+         +expire +pttl +hset +hget +hdel +hgetall +hkeys +hstrlen +memory|usage +hincrby +zadd \
+         +zrem +zcard +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe \
          +unsubscribe"
     )
 }
@@ -402,7 +402,7 @@ pub fn node_acl(ns: &str) -> String {
 pub fn peer_acl(ns: &str) -> String {
     format!(
         "resetkeys ~{ns}:bundle:* resetchannels &{ns}/arrivals:* -@all +ping +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hstrlen +eval +evalsha +multi +exec +publish +subscribe \
+         +hget +hdel +hgetall +hkeys +hstrlen +memory|usage +eval +evalsha +multi +exec +publish +subscribe \
          +unsubscribe"
     )
 }

@@ -112,8 +112,9 @@ fn many_fields_are_written_and_read_in_one_round_trip_each() {
     );
     assert_eq!(
         redis.command_calls("eval") - eval_before,
-        1,
-        "one script for the 50 fields' versions"
+        2,
+        "one script for the 50 fields' versions (and the put's limits), and the undo that \
+         does nothing unless they refused the put"
     );
     assert_eq!(
         redis.command_calls("hset") - hset_before,

@@ -3,7 +3,7 @@
 //! issue 14 point 3).
 //!
 //! ```text
-//! cargo run --release -p skylark-bench --bin put-request-bench -- [--blocks 20] [--size 1024]
+//! cargo run --release -p skylark-bench --bin put-request-bench -- [--blocks 20] [--size 1024] [--quota 0]
 //! ```
 //! One throw-away redis-server and one plugin `Store` (the blocking connection a put
 //! uses). Interleaved, one of each per iteration, in blocks of 500 (the first block
@@ -12,26 +12,29 @@
 //! and every put above `outbox::INLINE_MAX` now), the put as one script by digest
 //! (`EVALSHA`, values inside: a put up to `INLINE_MAX` now), and native
 //! `MULTI{HSET,EXPIRE}/EXEC` on a redis-rs connection; then encoding the job as JSON
-//! (`Job::to_json`, a single-destination job). Medians in µs.
+//! (`Job::to_json`, a single-destination job). The put's limits are the default bundle
+//! limit and, with `--quota`, a namespace quota of that many bytes (the `_QUOTA` scripts).
+//! Medians in µs.
 
 use skylark_abi::wire::Policy;
 use skylark_core::config::{Credentials, Tls};
-use skylark_core::fence::Guard;
+use skylark_core::fence::{Guard, Limits};
 use skylark_core::outbox::{self, GuardedPut, Job};
 use skylark_core::store::Store;
 use skylark_testkit::{chain_id, cli, Redis, NS};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: put-request-bench [--blocks N] [--size BYTES]";
+const USAGE: &str = "usage: put-request-bench [--blocks N] [--size BYTES] [--quota BYTES]";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut blocks, mut size) = (20usize, 1024usize);
+    let (mut blocks, mut size, mut quota) = (20usize, 1024usize, 0u64);
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
         use lexopt::prelude::*;
         match arg {
             Long("blocks") => blocks = cli::positive(&mut p)?,
             Long("size") => size = cli::positive(&mut p)?,
+            Long("quota") => quota = p.value()?.parse()?,
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected().into()),
         }
@@ -66,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         merged: vec![],
     };
     let json = job.to_json()?;
+    let limits = Limits::local(256 << 20, NS, quota);
     let put = GuardedPut::new(
         NS,
         &bundle,
@@ -74,8 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &job.id,
         &json,
         1,
-        u64::MAX,
+        outbox::Bounds {
+            jobs: u64::MAX,
+            bytes: u64::MAX,
+        },
         &plain,
+        &limits,
     );
     let mut conn = r.conn();
     let mut native = redis::pipe();

@@ -23,6 +23,9 @@ pub struct Cluster {
     pub events: Events,
     /// The pub/sub listeners of arrival signals, one per store (`arrivals`).
     pub arrivals: Listeners,
+    /// What the node-local store checks a put against: the bundle limit and the
+    /// namespace's quota (`fence::limits`).
+    pub limits: crate::fence::Limits,
 }
 
 impl Cluster {
@@ -38,7 +41,13 @@ impl Cluster {
             config.node_name.clone(),
         );
         let events = Events::new(Arc::clone(&local), &config.namespace, p.events);
+        let limits = crate::fence::Limits::local(
+            config.max_bundle_bytes,
+            &config.namespace,
+            config.namespace_max_bytes,
+        );
         Ok(Cluster {
+            limits,
             config,
             local,
             nodes,

@@ -42,6 +42,7 @@
 //! newer state. Fields written before versions existed count as version 0, and a store
 //! holding such a field without a version takes any versioned copy of it.
 
+use crate::keys;
 use crate::resp::{self, Arg};
 use crate::script::Script;
 use std::time::Duration;
@@ -131,6 +132,144 @@ end
 }
 pub(crate) use guard;
 
+/// `first`, the index in ARGV of a put's first task id, from `l` (the index of its
+/// [`limits`] arguments): four arguments, then one length per task id, then the task ids.
+macro_rules! first_task {
+    () => {
+        "local first = l + 4 + (#ARGV - l - 3) / 2\n"
+    };
+}
+pub(crate) use first_task;
+
+/// The limits of a put (issue 16 point 3), checked after its [`guard`] and before anything
+/// is written; a put over a limit is refused like a failed condition ([`refuse`], undone
+/// by [`UNDO_REFUSED`]):
+/// - the bundle as the put leaves it holds at most the bundle limit of state bytes (field
+///   names and values) and of reserved bytes, the limits a read checks
+///   (`bundle_read`), so a put never makes a bundle that no read delivers; the reserved
+///   bytes the put adds (versions, placement entries, its idempotency record) are counted
+///   at their most. Refused: `{5, state bytes, reserved bytes}`. Counted exactly
+///   (`HKEYS`, `HSTRLEN`), unless there is no quota and `MEMORY USAGE` shows the bundle
+///   far below the limit (its names and values take at most twice its memory): one
+///   command instead of one per field. A user without `memory|usage` gets the exact count.
+/// - with a quota, the namespace's bytes on this store stay within it: a usage hash
+///   (`keys::usage`: each bundle's bytes at its last put, and `@total`) and a sorted set
+///   (`keys::usage_expiry`: when to look at each bundle again) kept by the puts
+///   themselves. Each put first forgets up to 8 bundles that are gone (expired or
+///   emptied) since the usage last counted them, then refuses a put that grows its bundle
+///   beyond the quota: `{6, bytes it would make, quota}`. A put that does not grow its
+///   bundle is always accepted, so a tenant at its quota can still overwrite.
+///
+/// Expects `key`, `first`, `now` (µs), `idem` and `digest` (from [`guard`]), `placed`
+/// (the node recorded as every field's placement, '' for none), `l` (the index in ARGV
+/// of the limit arguments: the most state bytes, the most reserved bytes, the quota (0 =
+/// none), the TTL seconds, then the values' lengths, one per task id, which follow them
+/// from `first` on: [`first_task`]) and `u` (the index in KEYS of the usage hash and
+/// sorted set; unused without a quota).
+/// Leaves `size` (the bundle's bytes after the put), `quota` and, with a quota (always
+/// the exact count), `present` (whether the bundle exists) for [`quota`].
+macro_rules! limits {
+    () => {
+        r#"
+local quota, add, ext, far = tonumber(ARGV[l + 2]), 0, 0, false
+for i = first, #ARGV do
+  add = add + #ARGV[i] + ARGV[l + 4 + i - first]
+  ext = ext + 2 * #ARGV[i] + #placed + 48
+end
+if idem ~= '' then
+  ext = 2 * ext + #idem + #digest
+end
+if quota == 0 then
+  local m = redis.pcall('MEMORY', 'USAGE', key, 'SAMPLES', '0')
+  far = (m == false or type(m) == 'number') and 2 * (m or 0) + add + ext <= tonumber(ARGV[l])
+end
+local state, reserved, present = add, ext, false
+if not far then
+  local w = {}
+  for i = first, #ARGV do
+    w[ARGV[i]] = true
+  end
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    present = true
+    local n = #f + redis.call('HSTRLEN', key, f)
+    if string.byte(f, 1) == 64 then
+      reserved = reserved + n
+    elseif not w[f] then
+      state = state + n
+    end
+  end
+  if state > tonumber(ARGV[l]) or reserved > tonumber(ARGV[l + 1]) then
+    refuse()
+    return {5, state, reserved}
+  end
+end
+local size = state + reserved
+"#
+    };
+}
+pub(crate) use limits;
+
+/// With a quota (the `_QUOTA` scripts only), after [`limits`]: forgets up to 8 bundles
+/// that are gone, then refuses a put that grows its bundle beyond the quota (see
+/// [`limits`]). Whether a counted bundle is gone: `PTTL` (by `pcall`; a user without
+/// `+pttl` gets `HKEYS`, which costs in proportion to the bundle's fields), so that the
+/// ACLs documented before quotas still work. Leaves `used`, `had` and `now_ms` for
+/// [`account`].
+macro_rules! quota {
+    () => {
+        r#"
+local uk, ek, now_ms, had = KEYS[u], KEYS[u + 1], math.floor(now / 1000), 0
+local used = tonumber(redis.call('HGET', uk, '@total')) or 0
+for _, b in ipairs(redis.call('ZRANGEBYSCORE', ek, '-inf', now_ms, 'LIMIT', 0, 8)) do
+  if b ~= key then
+    local left = redis.pcall('PTTL', b)
+    if type(left) ~= 'number' then
+      left = #redis.call('HKEYS', b) == 0 and -2 or -1
+    end
+    if left == -2 then
+      used = used - (tonumber(redis.call('HGET', uk, b)) or 0)
+      redis.call('HDEL', uk, b)
+      redis.call('ZREM', ek, b)
+    else
+      redis.call('ZADD', ek, now_ms + math.min(left > 0 and left or 60000, 60000), b)
+    end
+  end
+end
+used = math.max(used, 0)
+redis.call('HSET', uk, '@total', used)
+if present then
+  had = tonumber(redis.call('HGET', uk, key)) or 0
+else
+  used = math.max(used - (tonumber(redis.call('HGET', uk, key)) or 0), 0)
+end
+if size > had and used - had + size > quota then
+  refuse()
+  return {6, used - had + size, quota}
+end
+"#
+    };
+}
+pub(crate) use quota;
+
+/// After an accepted put's writes, with a quota ([`quota`]): records the bundle's bytes
+/// and the namespace's new total, and when to look at the bundle again (when it expires,
+/// and at least every minute, so that a bundle a clean-up deleted stops counting within
+/// about a minute); the usage keys expire with the TTL like the outbox.
+macro_rules! account {
+    () => {
+        r#"
+local ttl = tonumber(ARGV[l + 3])
+redis.call('HSET', uk, key, size, '@total', used - had + size)
+redis.call('ZADD', ek, now_ms + math.min(ttl > 0 and ttl * 1000 or 60000, 60000), key)
+if ttl > 0 then
+  redis.call('EXPIRE', uk, ttl)
+  redis.call('EXPIRE', ek, ttl)
+end
+"#
+    };
+}
+pub(crate) use account;
+
 /// After [`assign_versions`]: records the idempotency key, if any, with the digest and the
 /// versions assigned (`<digest>` then one `<task> <version>` line per field).
 macro_rules! record_idempotency {
@@ -148,17 +287,21 @@ end
 }
 pub(crate) use record_idempotency;
 
-/// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
-/// bundle. ARGV: TTL seconds (0 = none), now (µs), the node to record as every field's
-/// placement ('' = none), the four guard arguments ([`guard`]), then the task ids.
-/// Returns `{1, versions...}`, or a refusal of the guard.
-const VERSIONS: &str = concat!(
-    crate::arrivals::lua!(),
-    "local key, now, first, g = KEYS[1], tonumber(ARGV[2]), 8, 4\n",
-    guard!(),
-    assign_versions!(),
-    record_idempotency!(),
-    r#"
+/// The text of [`VERSIONS`], and with [`quota`] and [`account`] of [`VERSIONS_QUOTA`].
+macro_rules! versions {
+    ($($quota:expr, $account:expr)?) => {
+        concat!(
+            crate::arrivals::lua!(),
+            "local key, now, g, l, u = KEYS[1], tonumber(ARGV[2]), 4, 8, 2\n",
+            first_task!(),
+            guard!(),
+            "local placed = ARGV[3]\n",
+            limits!(),
+            $($quota,)?
+            assign_versions!(),
+            record_idempotency!(),
+            $($account,)?
+            r#"
 if ARGV[3] ~= '' then
   for i = first, #ARGV do
     redis.call('HSET', key, '@at:' .. ARGV[i], ARGV[3])
@@ -175,7 +318,20 @@ end
 arrived_args(key, first)
 return out
 "#
-);
+        )
+    };
+}
+
+/// The versions of a put without an outbox (propagation off, policy `stateless`). KEYS:
+/// bundle, then, with a quota, the usage hash and sorted set ([`limits`]). ARGV: TTL
+/// seconds (0 = none), now (µs), the node to record as every field's placement ('' =
+/// none), the four guard arguments ([`guard`]), the limit arguments with the values'
+/// lengths ([`limits`]), then the task ids. Returns `{1, versions...}`, or a refusal of the guard or the limits.
+/// (See `versions`.)
+const VERSIONS: &str = versions!();
+
+/// [`VERSIONS`] with a quota: KEYS: bundle, the usage hash and sorted set ([`quota`]).
+const VERSIONS_QUOTA: &str = versions!(quota!(), account!());
 
 /// The last command of a guarded put's transaction: if its guard refused the put, puts
 /// the fields' previous values back (or removes the fields that did not exist) and
@@ -249,6 +405,82 @@ impl Guard {
     }
 }
 
+/// The limits a store checks a put against ([`limits`]): the bundle limit, and on the
+/// node-local store the namespace's quota.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most state bytes of a bundle (`SKYLARK_MAX_BUNDLE_BYTES`); the reserved bytes get
+    /// `bundle_read::reserved_limit` of it, as on a read.
+    pub max_state: u32,
+    /// The namespace's quota; never on a global store, which may be a Redis Cluster where
+    /// the usage keys would lie in other slots than the bundle.
+    pub quota: Option<Quota>,
+}
+
+/// Most bytes a namespace's bundles may hold on a store, counted by its puts
+/// (`SKYLARK_NAMESPACE_MAX_BYTES`), and the keys that count them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub bytes: u64,
+    /// `keys::usage` and `keys::usage_expiry` of the namespace.
+    pub keys: [String; 2],
+}
+
+impl Limits {
+    /// The limits of a put in `namespace` on its node-local store: `max_state`, and a quota
+    /// of `quota_bytes` unless 0.
+    pub fn local(max_state: u32, namespace: &str, quota_bytes: u64) -> Limits {
+        Limits {
+            max_state,
+            quota: (quota_bytes > 0).then(|| Quota {
+                bytes: quota_bytes,
+                keys: [keys::usage(namespace), keys::usage_expiry(namespace)],
+            }),
+        }
+    }
+
+    /// The bundle limit only (a global store).
+    pub fn bundle_only(max_state: u32) -> Limits {
+        Limits {
+            max_state,
+            quota: None,
+        }
+    }
+
+    /// The usage keys, for KEYS after the bundle's (none without a quota).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = Arg<'_>> {
+        self.quota
+            .iter()
+            .flat_map(|q| q.keys.iter().map(|k| Arg::from(k.as_str())))
+    }
+
+    /// The number of [`Limits::keys`].
+    pub(crate) fn key_count(&self) -> u64 {
+        if self.quota.is_some() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// The [`limits`] arguments of a put of `fields` with `ttl`: four, then the values'
+    /// lengths.
+    pub(crate) fn args<'a, 'f>(
+        &self,
+        fields: &'f [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> impl Iterator<Item = Arg<'a>> + use<'a, 'f> {
+        [
+            Arg::Int(u64::from(self.max_state)),
+            Arg::Int(crate::bundle_read::reserved_limit(self.max_state)),
+            Arg::Int(self.quota.as_ref().map_or(0, |q| q.bytes)),
+            Arg::Int(ttl_arg(ttl)),
+        ]
+        .into_iter()
+        .chain(fields.iter().map(|(_, v)| Arg::Int(v.len() as u64)))
+    }
+}
+
 /// The digest an idempotency record keeps of a put's fields: SHA-256 (hex) over each
 /// (task, value) pair, length-prefixed, in task order, so that the same fields in another
 /// order are the same put.
@@ -278,9 +510,16 @@ pub enum Verdict {
     Repeated(Vec<u64>),
     /// Nothing written: the idempotency key was recorded for other fields or bytes.
     Conflict,
+    /// Nothing written: the bundle would hold this many state and reserved bytes, over
+    /// the bundle limit.
+    TooLarge { state: u64, reserved: u64 },
+    /// Nothing written: the namespace's bundles would hold this many bytes on the store,
+    /// over its quota (the second number).
+    OverQuota { bytes: u64, quota: u64 },
 }
 
-/// Decodes a guard's refusal (`{2|3|4, ...}`); `None` for any other reply.
+/// Decodes a refusal of a guard or of the limits (`{2|3|4|5|6, ...}`); `None` for any
+/// other reply.
 pub fn refusal(items: &[redis::Value]) -> Option<Verdict> {
     let tag = match items.first()? {
         redis::Value::Int(n) => *n,
@@ -291,6 +530,21 @@ pub fn refusal(items: &[redis::Value]) -> Option<Verdict> {
         2 => Some(Verdict::ConditionFailed(versions()?)),
         3 => Some(Verdict::Repeated(versions()?)),
         4 if items.len() == 1 => Some(Verdict::Conflict),
+        5 | 6 if items.len() == 3 => {
+            let n = |v: &redis::Value| match v {
+                redis::Value::Int(n) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            let (a, b) = (n(&items[1])?, n(&items[2])?);
+            Some(if tag == 5 {
+                Verdict::TooLarge {
+                    state: a,
+                    reserved: b,
+                }
+            } else {
+                Verdict::OverQuota { bytes: a, quota: b }
+            })
+        }
         _ => None,
     }
 }
@@ -435,6 +689,13 @@ fn ttl_arg(ttl: Option<Duration>) -> u64 {
     ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)
 }
 
+/// The limits of [`put`] and [`put_guarded`] (tools and tests): the largest bundle limit
+/// there is, no quota.
+const NO_LIMITS: Limits = Limits {
+    max_state: u32::MAX,
+    quota: None,
+};
+
 /// A put of `fields` to `key` that assigns their versions, as one atomic pipeline (see
 /// [`put_reply`]).
 pub fn put<'a>(
@@ -454,40 +715,47 @@ pub fn put_guarded<'a>(
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for c in put_commands(key, fields, ttl, guard, None) {
+    for c in put_commands(key, fields, ttl, guard, None, &NO_LIMITS) {
         pipe.add_command(resp::cmd(&c));
     }
     pipe
 }
 
 /// The commands of [`put`], to run in one transaction (`Store::query_transaction`),
-/// borrowing the values: the versions script (which also refreshes the TTL and, with
-/// `placed_at`, records that node as every field's placement), the values' `HSET`, and,
-/// for a put its guard may refuse, [`UNDO_REFUSED`].
+/// borrowing the values: the versions script (which also checks the put's `limits`,
+/// refreshes the TTL and, with `placed_at`, records that node as every field's
+/// placement), the values' `HSET`, and [`UNDO_REFUSED`] (any put may be refused, if not
+/// by its guard then by its limits).
 pub fn put_commands<'a>(
     key: &'a str,
     fields: &[(&'a str, &'a [u8])],
     ttl: Option<Duration>,
     guard: &'a Guard,
     placed_at: Option<&'a str>,
+    limits: &'a Limits,
 ) -> Vec<Vec<Arg<'a>>> {
-    let mut versions = Vec::with_capacity(11 + fields.len());
+    let mut versions = Vec::with_capacity(16 + 2 * fields.len());
+    let script = if limits.quota.is_some() {
+        VERSIONS_QUOTA
+    } else {
+        VERSIONS
+    };
     versions.extend([
         "EVAL".into(),
-        VERSIONS.into(),
-        Arg::Int(1),
-        key.into(),
+        script.into(),
+        Arg::Int(1 + limits.key_count()),
+    ]);
+    versions.push(key.into());
+    versions.extend(limits.keys());
+    versions.extend([
         Arg::Int(ttl_arg(ttl)),
         Arg::Int(now_us()),
         placed_at.unwrap_or("").into(),
     ]);
     versions.extend(guard.args());
+    versions.extend(limits.args(fields, ttl));
     versions.extend(fields.iter().map(|(task, _)| Arg::from(*task)));
-    let mut out = vec![versions, values(key, fields)];
-    if !guard.is_plain() {
-        out.push(undo(key, fields));
-    }
-    out
+    vec![versions, values(key, fields), undo(key, fields)]
 }
 
 /// [`UNDO_REFUSED`] for the fields of a put.
@@ -693,6 +961,23 @@ mod tests {
         assert_eq!(refused(vec![redis::Value::Int(4)]), Some(Verdict::Conflict));
         assert_eq!(refused(vec![redis::Value::Int(4), bulk("1")]), None);
         assert_eq!(refused(vec![redis::Value::Int(5)]), None);
+        let int = redis::Value::Int;
+        assert_eq!(
+            refused(vec![int(5), int(120), int(40)]),
+            Some(Verdict::TooLarge {
+                state: 120,
+                reserved: 40
+            })
+        );
+        assert_eq!(
+            refused(vec![int(6), int(300), int(200)]),
+            Some(Verdict::OverQuota {
+                bytes: 300,
+                quota: 200
+            })
+        );
+        assert_eq!(refused(vec![int(6), bulk("300"), int(200)]), None);
+        assert_eq!(refused(vec![int(7), int(1), int(2)]), None);
         assert_eq!(put_reply(&[redis::Value::Nil]), None);
         assert_eq!(put_reply(&[]), None);
     }
@@ -701,15 +986,17 @@ mod tests {
     fn a_put_keeps_its_values_out_of_the_script() {
         let value = vec![1u8; 100];
         let plain = Guard::default();
+        let limits = Limits::local(1000, "ns", 5000);
         let cmds = put_commands(
             "k",
             &[("t", &value)],
             Some(Duration::from_secs(9)),
             &plain,
             None,
+            &limits,
         );
-        let [script, hset] = cmds.as_slice() else {
-            panic!("a plain put is two commands: {cmds:?}");
+        let [script, hset, undo] = cmds.as_slice() else {
+            panic!("a put is three commands: {cmds:?}");
         };
         assert!(!script.contains(&Arg::Bytes(&value)));
         assert_eq!(script[script.len() - 1], Arg::Bytes(b"t"));
@@ -717,15 +1004,30 @@ mod tests {
             *hset,
             ["HSET".into(), "k".into(), "t".into(), Arg::Bytes(&value)]
         );
-        // A put its guard may refuse ends with the undo of the values' write.
-        let cas = Guard {
-            condition: Condition::Version(5),
-            idempotency: None,
-        };
-        let cmds = put_commands("k", &[("t", &value)], None, &cas, None);
-        assert_eq!(cmds.len(), 3);
-        assert_eq!(cmds[2][1], Arg::from(UNDO_REFUSED));
-        assert!(!cmds[2].contains(&Arg::Bytes(&value)));
+        // The bundle and the usage keys; the limits, then the value's length.
+        assert_eq!(script[2], Arg::Int(3));
+        assert_eq!(script[4..6], ["ns:usage".into(), "ns:usage:expiry".into()]);
+        let n = script.len();
+        assert_eq!(
+            script[n - 6..n - 1],
+            [
+                Arg::Int(1000),
+                Arg::Int(crate::bundle_read::reserved_limit(1000)),
+                Arg::Int(5000),
+                Arg::Int(9),
+                Arg::Int(100)
+            ]
+        );
+        // Any put may be refused (by its guard or its limits): it ends with the undo of
+        // the values' write, which carries no value.
+        assert_eq!(undo[1], Arg::from(UNDO_REFUSED));
+        assert!(!undo.contains(&Arg::Bytes(&value)));
+        // With a quota the script counts the namespace's bytes; without one it does not.
+        assert_eq!(script[1], Arg::from(VERSIONS_QUOTA));
+        assert!(VERSIONS_QUOTA.contains("'@total'") && !VERSIONS.contains("'@total'"));
+        // Without a quota (a global store) the bundle is the only key.
+        let cmds = put_commands("k", &[("t", &value)], None, &plain, None, &NO_LIMITS);
+        assert_eq!(cmds[0][2], Arg::Int(1));
     }
 
     #[test]

@@ -173,6 +173,25 @@ pub fn outbox_jobs(namespace: &str) -> String {
     format!("{namespace}:outbox:jobs")
 }
 
+/// The hash whose field `n` counts the bytes of the outbox's jobs
+/// (`SKYLARK_MAX_OUTBOX_BYTES`): a hash, so that the commands that keep it (`HINCRBY`,
+/// `HGET`, `HSET`) are those the documented ACL already grants.
+pub fn outbox_bytes(namespace: &str) -> String {
+    format!("{namespace}:outbox:bytes")
+}
+
+/// The hash of the namespace's bytes on a store, per bundle key at its last put and in
+/// total (`@total`), that its quota is checked against (`fence::limits`).
+pub fn usage(namespace: &str) -> String {
+    format!("{namespace}:usage")
+}
+
+/// The sorted set of the bundles [`usage`] counts (score = unix ms when to look whether
+/// the bundle is still there).
+pub fn usage_expiry(namespace: &str) -> String {
+    format!("{namespace}:usage:expiry")
+}
+
 /// The string an operator may set to a topology document, overriding the file.
 pub fn topology(namespace: &str) -> String {
     format!("{namespace}:topology")

@@ -146,47 +146,125 @@ impl Job {
     }
 }
 
-/// Appends the commands that store `job`, claimable from `due_ms`, to `pipe`.
-pub fn record(pipe: &mut redis::Pipeline, ns: &str, job_id: &str, json: &str, due_ms: u64) {
-    pipe.cmd("HSET")
+/// Stores (or replaces) a job and keeps the outbox's byte count (`keys::outbox_bytes`):
+/// KEYS: jobs, outbox, bytes. ARGV: job id, job JSON, due time, TTL seconds (0 = none),
+/// which the count gets like the put's outbox keys (it may then outlive them a little:
+/// a put reads it only while the outbox holds jobs). Only commands of the documented
+/// ACL.
+const RECORD: &str = r#"
+local old = redis.call('HSTRLEN', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'n', #ARGV[2] - old)
+if tonumber(ARGV[4]) > 0 then
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+"#;
+
+/// Removes jobs and their bytes from the count: KEYS: jobs, outbox, bytes. ARGV: the
+/// job ids (one script for a job and those merged into it).
+const REMOVE: &str = r#"
+local gone = 0
+for _, id in ipairs(ARGV) do
+  local n = redis.call('HSTRLEN', KEYS[1], id)
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    gone = gone + n
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+if gone > 0 and redis.call('HINCRBY', KEYS[3], 'n', -gone) <= 0 then
+  redis.call('DEL', KEYS[3])
+end
+"#;
+
+/// Appends `script` on the outbox of `ns` to `pipe`, whose next `arg`s are the script's.
+fn outbox_script<'p>(
+    pipe: &'p mut redis::Pipeline,
+    script: &str,
+    ns: &str,
+) -> &'p mut redis::Pipeline {
+    pipe.cmd("EVAL")
+        .arg(script)
+        .arg(3)
         .arg(keys::outbox_jobs(ns))
+        .arg(keys::outbox(ns))
+        .arg(keys::outbox_bytes(ns))
+}
+
+/// Appends the command that stores `job`, claimable from `due_ms`, to `pipe` (`ttl`: the
+/// plugin's `SKYLARK_TTL_SECS`).
+pub fn record(
+    pipe: &mut redis::Pipeline,
+    ns: &str,
+    job_id: &str,
+    json: &str,
+    due_ms: u64,
+    ttl: Option<std::time::Duration>,
+) {
+    outbox_script(pipe, RECORD, ns)
         .arg(job_id)
         .arg(json)
-        .ignore();
-    pipe.cmd("ZADD")
-        .arg(keys::outbox(ns))
         .arg(due_ms)
-        .arg(job_id)
+        .arg(ttl.map(|t| t.as_secs().max(1)).unwrap_or(0))
         .ignore();
 }
 
-/// The text of [`GUARDED_PUT`], also the body of [`GUARDED_PUT_INLINE`].
+/// The text of the guard of a put with its job: the first command of the put's transaction
+/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`), and the
+/// body of the put as one script ([`inline_put`]). First the put's own guard
+/// (`fence::guard`: an idempotency key already recorded, a condition that does not hold),
+/// then the outbox: while it has room the script assigns the fields' versions (`fence`),
+/// records the idempotency key, refreshes the TTL, records the job and publishes the
+/// tasks' arrival (`arrivals`). A refused put (by its guard, because the outbox is full,
+/// or by its limits) records nothing, publishes nothing, marks the bundle (`@refused`) and
+/// keeps the fields' current values (`@refused:<task>`), which the values' `HSET` is about
+/// to overwrite, for `UNDO_REFUSED` to put back: the transaction as a whole then writes
+/// nothing. The values themselves never pass through this text. The outbox is full when
+/// it holds the most jobs, or when this job would take its jobs' bytes beyond the most
+/// bytes (a count kept by this script, [`RECORD`] and [`REMOVE`], forgotten whenever the
+/// outbox is empty). Then the put's limits (`fence::limits`: the bundle limit, and with
+/// `fence::quota` and `fence::account` the namespace's quota). KEYS: bundle, jobs, outbox,
+/// outbox bytes, then, with a quota, the usage hash and sorted set. ARGV: max outbox
+/// length, TTL seconds (0 = none), job id, job JSON, due time, now (µs), the four guard
+/// arguments, the outbox's most bytes, the four limit arguments with the values' lengths,
+/// then the task ids. Returns `{1, length after, versions...}` when stored, `{0, length,
+/// bytes}` when the outbox is full, or the refusal of the guard or the limits
+/// (`fence::refusal`).
 macro_rules! guarded_put {
-    () => {
+    ($($quota:expr, $account:expr)?) => {
         concat!(
             crate::arrivals::lua!(),
-            "local key, first, g = KEYS[1], 11, 7\n",
+            "local key, now, g, l, u = KEYS[1], tonumber(ARGV[6]), 7, 12, 5\n",
+            crate::fence::first_task!(),
             crate::fence::guard!(),
             r#"
-local waiting = redis.call('ZCARD', KEYS[3])
-if waiting >= tonumber(ARGV[1]) then
-  refuse()
-  return {0, waiting}
+local waiting, queued = redis.call('ZCARD', KEYS[3]), 0
+if waiting > 0 then
+  queued = tonumber(redis.call('HGET', KEYS[4], 'n')) or 0
 end
-local now = tonumber(ARGV[6])
+if waiting >= tonumber(ARGV[1]) or queued + #ARGV[4] > tonumber(ARGV[11]) then
+  refuse()
+  return {0, waiting, queued}
+end
+local placed = ''
 "#,
+            crate::fence::limits!(),
+            $($quota,)?
             crate::fence::assign_versions!(),
             crate::fence::record_idempotency!(),
+            $($account,)?
             r#"
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', key, ARGV[2])
 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+redis.call('HSET', KEYS[4], 'n', queued + #ARGV[4])
 -- The outbox outlives every bundle this node's puts wrote, then expires (issue 16 point 3).
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('EXPIRE', KEYS[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
 end
 local out = {1, waiting + 1}
 for _, v in ipairs(versions) do
@@ -200,48 +278,42 @@ return out
     };
 }
 
-/// The guard of a put with its job: the first command of the put's transaction
-/// (`MULTI`; this script; `HSET` of the values; `fence::UNDO_REFUSED`; `EXEC`). First the
-/// put's own guard (`fence::guard`: an idempotency key already recorded, a condition
-/// that does not hold), then the outbox: while it has room the script assigns the
-/// fields' versions (`fence`), records the idempotency key, refreshes the TTL, records
-/// the job and publishes the tasks' arrival (`arrivals`). A refused put (by its guard, or
-/// because the outbox is full) records nothing, publishes nothing, marks the bundle
-/// (`@refused`) and keeps the fields' current values (`@refused:<task>`), which the
-/// values' `HSET` is about to overwrite, for `UNDO_REFUSED` to put back: the transaction
-/// as a whole then writes nothing. The values themselves never pass through Lua. KEYS:
-/// bundle, jobs, outbox. ARGV: max outbox length, TTL seconds (0 = none), job id, job
-/// JSON, due time, now (µs), the four guard arguments, then the task ids. Returns `{1,
-/// length after, versions...}` when stored, `{0, length}` when the outbox is full, or the
-/// guard's refusal (`fence::refusal`).
+/// The guarded put (see `guarded_put`), without a quota.
 const GUARDED_PUT: &str = guarded_put!();
 
-/// A small put with its job as one script, called by digest (`EVALSHA`): [`GUARDED_PUT`]
-/// with the values after the task ids (ARGV: those of [`GUARDED_PUT`], then one value per
-/// task id), which it writes itself (`HSET`) once the guard and the outbox let the put
-/// through; a refused put only has its marks removed. One command is all or nothing
-/// whether or not the server's script cache holds it (`NOSCRIPT` runs nothing), which a
-/// transaction calling scripts by digest is not. The values pass through Lua, which costs
-/// in proportion to their size: only for puts of at most [`INLINE_MAX`] bytes of values
+/// [`GUARDED_PUT`] with a quota (`fence::quota`; KEYS 5 and 6: the usage hash and sorted
+/// set).
+const GUARDED_PUT_QUOTA: &str = guarded_put!(crate::fence::quota!(), crate::fence::account!());
+
+/// A small put with its job as one script: `guarded_put` (the text given) with the values
+/// after the task ids (ARGV: those of [`GUARDED_PUT`], then one value per task id, so
+/// that with 11 fixed arguments and 4 limit arguments `n = (#ARGV - 15) / 3`), which it
+/// writes itself (`HSET`) once the guard, the outbox and the limits let the put through;
+/// a refused put only has its marks removed. One command is all or nothing whether or not
+/// the server's script cache holds it (`NOSCRIPT` runs nothing), which a transaction
+/// calling scripts by digest is not. The values pass through Lua, which costs in
+/// proportion to their size: only for puts of at most [`INLINE_MAX`] bytes of values
 /// (`write`). Same reply as [`GUARDED_PUT`].
-static GUARDED_PUT_INLINE: Script = Script::new(concat!(
-    r#"
+macro_rules! inline_put {
+    ($body:expr) => {
+        concat!(
+            r#"
 local A = ARGV
-local n = (#A - 10) / 2
+local n = (#A - 15) / 3
 local ARGV = {}
-for i = 1, 10 + n do
+for i = 1, 15 + 2 * n do
   ARGV[i] = A[i]
 end
 local function put()
 "#,
-    guarded_put!(),
-    r#"
+            $body,
+            r#"
 end
 local key, out = KEYS[1], put()
 local args = {}
 if out[1] == 1 then
   for i = 1, n do
-    args[2 * i - 1], args[2 * i] = A[10 + i], A[10 + n + i]
+    args[2 * i - 1], args[2 * i] = A[15 + n + i], A[15 + 2 * n + i]
   end
   for j = 1, #args, 4000 do
     redis.call('HSET', key, unpack(args, j, math.min(j + 3999, #args)))
@@ -249,7 +321,7 @@ if out[1] == 1 then
 else
   args[1] = '@refused'
   for i = 1, n do
-    args[i + 1] = '@refused:' .. A[10 + i]
+    args[i + 1] = '@refused:' .. A[15 + n + i]
   end
   for j = 1, #args, 4000 do
     redis.call('HDEL', key, unpack(args, j, math.min(j + 3999, #args)))
@@ -257,13 +329,24 @@ else
 end
 return out
 "#
-));
+        )
+    };
+}
 
-/// The most bytes of values a put may carry to be written by [`GUARDED_PUT_INLINE`]
-/// (through Lua, one command by digest); a larger one is a transaction with the values in
-/// a plain `HSET` ([`GuardedPut::commands`]). Where the two cost the same: measured with
-/// `put-request-bench --size` (BENCHMARKS.md section 1), the script was ahead at 8 KiB
-/// and behind at 16 KiB.
+/// [`GUARDED_PUT`] as one script, called by digest (`EVALSHA`; see `inline_put`).
+static GUARDED_PUT_INLINE: Script = Script::new(inline_put!(guarded_put!()));
+
+/// [`GUARDED_PUT_QUOTA`] as one script, called by digest (`EVALSHA`; see `inline_put`).
+static GUARDED_PUT_QUOTA_INLINE: Script = Script::new(inline_put!(guarded_put!(
+    crate::fence::quota!(),
+    crate::fence::account!()
+)));
+
+/// The most bytes of values a put may carry to be written by [`GUARDED_PUT_INLINE`] (or
+/// [`GUARDED_PUT_QUOTA_INLINE`]: through Lua, one command by digest); a larger one is a
+/// transaction with the values in a plain `HSET` ([`GuardedPut::commands`]). Where the
+/// two cost the same: measured with `put-request-bench --size` (BENCHMARKS.md section 1),
+/// the script was ahead at 8 KiB and behind at 16 KiB.
 pub const INLINE_MAX: usize = 8 * 1024;
 
 /// What a guarded put found.
@@ -271,29 +354,40 @@ pub const INLINE_MAX: usize = 8 * 1024;
 pub enum Guarded {
     /// Stored; the outbox now holds this many jobs; the fields got these versions.
     Stored(u64, Vec<u64>),
-    /// Not stored: the outbox holds this many jobs, at or above the limit.
-    Full(u64),
+    /// Not stored: the outbox holds this many jobs, of this many bytes, and this job
+    /// would take it beyond one of its bounds.
+    Full { jobs: u64, bytes: u64 },
     /// Not stored, no job: the put's own guard refused or answered it
     /// (`ConditionFailed`, `Repeated`, `Conflict`; never `Stored`).
     Refused(crate::fence::Verdict),
 }
 
+/// How much the outbox of a namespace may hold before puts are refused
+/// (`SKYLARK_MAX_OUTBOX`, `SKYLARK_MAX_OUTBOX_BYTES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub jobs: u64,
+    pub bytes: u64,
+}
+
 /// One transaction that writes `fields` of `bundle` with fresh versions (refreshing its
 /// TTL) and records job `job_id` due at `due_ms`, unless the outbox of namespace `ns`
-/// already holds `max_outbox` jobs or its guard refuses it: then it writes nothing (see
-/// [`GUARDED_PUT`]).
+/// is at its bounds, the put is over its limits or its guard refuses it: then it writes
+/// nothing (see [`GUARDED_PUT`]).
 pub struct GuardedPut<'a> {
     pub bundle: &'a str,
-    pub jobs: String,
-    pub outbox: String,
+    /// The jobs hash, the outbox and its byte count.
+    pub keys: [String; 3],
     pub fields: &'a [(&'a str, &'a [u8])],
     pub ttl: Option<std::time::Duration>,
     pub job_id: &'a str,
     pub json: &'a str,
     pub due_ms: u64,
-    pub max_outbox: u64,
+    pub bounds: Bounds,
     /// The put's condition and idempotency key.
     pub guard: &'a crate::fence::Guard,
+    /// The bundle limit and the namespace's quota.
+    pub limits: &'a crate::fence::Limits,
 }
 
 impl<'a> GuardedPut<'a> {
@@ -307,20 +401,25 @@ impl<'a> GuardedPut<'a> {
         job_id: &'a str,
         json: &'a str,
         due_ms: u64,
-        max_outbox: u64,
+        bounds: Bounds,
         guard: &'a crate::fence::Guard,
+        limits: &'a crate::fence::Limits,
     ) -> GuardedPut<'a> {
         GuardedPut {
             bundle,
-            jobs: keys::outbox_jobs(ns),
-            outbox: keys::outbox(ns),
+            keys: [
+                keys::outbox_jobs(ns),
+                keys::outbox(ns),
+                keys::outbox_bytes(ns),
+            ],
             fields,
             ttl,
             job_id,
             json,
             due_ms,
-            max_outbox,
+            bounds,
             guard,
+            limits,
         }
     }
 
@@ -330,23 +429,38 @@ impl<'a> GuardedPut<'a> {
     }
 
     /// The script and its arguments (for `Store::query_script`) of the put as one
-    /// command, [`GUARDED_PUT_INLINE`], borrowing the values; for a put
-    /// [`GuardedPut::is_small`].
+    /// command, [`GUARDED_PUT_INLINE`] (with a quota [`GUARDED_PUT_QUOTA_INLINE`]),
+    /// borrowing the values; for a put [`GuardedPut::is_small`].
     pub fn inline(&self) -> (&'static Script, Vec<Arg<'_>>) {
-        let mut args = Vec::with_capacity(14 + 2 * self.fields.len());
-        args.push(Arg::Int(3));
+        let mut args = Vec::with_capacity(22 + 3 * self.fields.len());
+        args.push(Arg::Int(4 + self.limits.key_count()));
         self.guard_args(&mut args);
         args.extend(self.fields.iter().map(|(_, value)| Arg::from(*value)));
-        (&GUARDED_PUT_INLINE, args)
+        let script = if self.limits.quota.is_some() {
+            &GUARDED_PUT_QUOTA_INLINE
+        } else {
+            &GUARDED_PUT_INLINE
+        };
+        (script, args)
     }
 
     /// The transaction's commands (for `Store::query_transaction`), borrowing the
-    /// values: [`GUARDED_PUT`], the values' `HSET`, `fence::UNDO_REFUSED`. Scripts go
-    /// with their text: in a transaction a script missing from the server's cache would
-    /// fail alone and leave the values' `HSET` unguarded.
+    /// values: [`GUARDED_PUT`] (with a quota [`GUARDED_PUT_QUOTA`]), the values' `HSET`,
+    /// `fence::UNDO_REFUSED`. Scripts go with their text: in a transaction a script
+    /// missing from the server's cache would fail alone and leave the values' `HSET`
+    /// unguarded.
     pub fn commands(&self) -> [Vec<Arg<'_>>; 3] {
-        let mut guard = Vec::with_capacity(16 + self.fields.len());
-        guard.extend(["EVAL".into(), GUARDED_PUT.into(), Arg::Int(3)]);
+        let mut guard = Vec::with_capacity(24 + 2 * self.fields.len());
+        let script = if self.limits.quota.is_some() {
+            GUARDED_PUT_QUOTA
+        } else {
+            GUARDED_PUT
+        };
+        guard.extend([
+            "EVAL".into(),
+            script.into(),
+            Arg::Int(4 + self.limits.key_count()),
+        ]);
         self.guard_args(&mut guard);
         [
             guard,
@@ -357,11 +471,11 @@ impl<'a> GuardedPut<'a> {
 
     /// The keys and arguments of [`GUARDED_PUT`] after the key count.
     fn guard_args<'s>(&'s self, out: &mut Vec<Arg<'s>>) {
+        out.push(self.bundle.into());
+        out.extend(self.keys.iter().map(|k| Arg::from(k.as_str())));
+        out.extend(self.limits.keys());
         out.extend([
-            self.bundle.into(),
-            self.jobs.as_str().into(),
-            self.outbox.as_str().into(),
-            Arg::Int(self.max_outbox),
+            Arg::Int(self.bounds.jobs),
             Arg::Int(self.ttl.map(|t| t.as_secs().max(1)).unwrap_or(0)),
             self.job_id.into(),
             self.json.into(),
@@ -369,6 +483,8 @@ impl<'a> GuardedPut<'a> {
             Arg::Int(crate::fence::now_us()),
         ]);
         out.extend(self.guard.args());
+        out.push(Arg::Int(self.bounds.bytes));
+        out.extend(self.limits.args(self.fields, self.ttl));
         out.extend(self.fields.iter().map(|(task, _)| Arg::from(*task)));
     }
 }
@@ -387,18 +503,22 @@ pub fn guarded_reply(replies: &[redis::Value]) -> Option<Guarded> {
             let versions: Option<Vec<u64>> = items[2..].iter().map(crate::fence::version).collect();
             Some(Guarded::Stored(n, versions?))
         }
-        (Some(0), Some(n)) => Some(Guarded::Full(n)),
+        (Some(0), Some(jobs)) => Some(Guarded::Full {
+            jobs,
+            bytes: items.get(2).and_then(int)?,
+        }),
         _ => crate::fence::refusal(items).map(Guarded::Refused),
     }
 }
 
-/// Appends the commands that remove a finished job to `pipe`.
-pub fn remove(pipe: &mut redis::Pipeline, ns: &str, job_id: &str) {
-    pipe.cmd("HDEL")
-        .arg(keys::outbox_jobs(ns))
-        .arg(job_id)
-        .ignore();
-    pipe.cmd("ZREM").arg(keys::outbox(ns)).arg(job_id).ignore();
+/// Appends the command that removes finished jobs (`ids`: a job and those merged into
+/// it) to `pipe`.
+pub fn remove<'i>(pipe: &mut redis::Pipeline, ns: &str, ids: impl IntoIterator<Item = &'i str>) {
+    let cmd = outbox_script(pipe, REMOVE, ns);
+    for id in ids {
+        cmd.arg(id);
+    }
+    cmd.ignore();
 }
 
 /// Moves the due time of the jobs still in the outbox among ARGV[2..] to ARGV[1], but
@@ -645,10 +765,11 @@ mod tests {
     }
 
     #[test]
-    fn record_and_remove_are_two_commands_each() {
+    fn record_and_remove_are_one_command_each() {
         let mut pipe = redis::pipe();
-        record(&mut pipe, "ns", "id", "{}", 9);
-        remove(&mut pipe, "ns", "id");
-        assert_eq!(pipe.cmd_iter().count(), 4);
+        record(&mut pipe, "ns", "id", "{}", 9, None);
+        // A job and the jobs merged into it: one script.
+        remove(&mut pipe, "ns", ["id", "merged"]);
+        assert_eq!(pipe.cmd_iter().count(), 2);
     }
 }

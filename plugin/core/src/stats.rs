@@ -30,6 +30,9 @@ pub enum Counter {
     ConditionsFailed,
     /// Idempotent puts answered as repeats (nothing written, no job).
     IdempotentRepeats,
+    /// Puts refused because their bundle would be over the bundle limit or their
+    /// namespace over its quota.
+    LimitRefusals,
     Resumed,
     Propagated,
     Copies,
@@ -51,7 +54,7 @@ pub enum Counter {
     GlobalUnacknowledged,
 }
 
-const ALL: [Counter; 35] = [
+const ALL: [Counter; 36] = [
     Counter::Puts,
     Counter::StatelessPuts,
     Counter::Gets,
@@ -70,6 +73,7 @@ const ALL: [Counter; 35] = [
     Counter::Backlogged,
     Counter::ConditionsFailed,
     Counter::IdempotentRepeats,
+    Counter::LimitRefusals,
     Counter::Resumed,
     Counter::Propagated,
     Counter::Copies,
@@ -111,6 +115,7 @@ impl Counter {
             Counter::Backlogged => "backlogged",
             Counter::ConditionsFailed => "conditions_failed",
             Counter::IdempotentRepeats => "idempotent_repeats",
+            Counter::LimitRefusals => "limit_refusals",
             Counter::Resumed => "resumed",
             Counter::Propagated => "propagated",
             Counter::Copies => "copies",

@@ -119,6 +119,7 @@ fn verdict(
     chain: &str,
     fields: &[(&str, &[u8])],
     opts: &PutOptions,
+    limits: &fence::Limits,
     v: Verdict,
 ) -> Result<Written, CallError> {
     match v {
@@ -165,6 +166,26 @@ fn verdict(
                 opts.idempotency_key.as_deref().unwrap_or("")
             ),
         )),
+        Verdict::TooLarge { state, reserved } => {
+            stats::inc(Counter::LimitRefusals);
+            Err(CallError::new(
+                Status::BundleTooLarge,
+                format!(
+                    "chain {chain:?}: the put would leave its bundle on node {node} with {state} bytes of state and {reserved} reserved (SKYLARK_MAX_BUNDLE_BYTES is {max}: state at most that, reserved at most {reserved_max}); nothing written",
+                    max = limits.max_state,
+                    reserved_max = crate::bundle_read::reserved_limit(limits.max_state)
+                ),
+            ))
+        }
+        Verdict::OverQuota { bytes, quota } => {
+            stats::inc(Counter::LimitRefusals);
+            Err(CallError::new(
+                Status::QuotaExceeded,
+                format!(
+                    "chain {chain:?}: the put would take the namespace's bundles on node {node} to {bytes} bytes, over its quota of {quota} (SKYLARK_NAMESPACE_MAX_BYTES); nothing written"
+                ),
+            ))
+        }
     }
 }
 
@@ -186,7 +207,8 @@ pub fn put(
     let key = keys::bundle(ns, chain);
     let Some(engine) = &ctx.engine else {
         // Propagation off: the fields, their versions and their TTL, one script.
-        let cmds = fence::put_commands(&key, fields, ctx.cluster.config.ttl, &guard, None);
+        let limits = &ctx.cluster.limits;
+        let cmds = fence::put_commands(&key, fields, ctx.cluster.config.ttl, &guard, None, limits);
         let cmds: Vec<&[resp::Arg<'_>]> = cmds.iter().map(Vec::as_slice).collect();
         let replies = ctx.cluster.local.query_transaction(&cmds)?;
         let v = fence::put_verdict(&replies).ok_or_else(|| {
@@ -197,7 +219,14 @@ pub fn put(
         if matches!(v, Verdict::Stored(_)) {
             stats::inc(Counter::Puts);
         }
-        return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v);
+        return verdict(
+            &ctx.cluster.config.node_name,
+            chain,
+            fields,
+            opts,
+            limits,
+            v,
+        );
     };
     let (first, more) = split_destinations(opts);
     let now = now_ms();
@@ -240,8 +269,12 @@ pub fn put(
         &job.id,
         &json,
         due,
-        p.max_outbox,
+        outbox::Bounds {
+            jobs: p.max_outbox,
+            bytes: p.max_outbox_bytes,
+        },
         &guard,
+        &ctx.cluster.limits,
     );
     let local = &ctx.cluster.local;
     let replies = if put.is_small() {
@@ -262,15 +295,16 @@ pub fn put(
     let versions = match outcome? {
         Guarded::Stored(_, versions) => versions,
         Guarded::Refused(v) => {
-            return verdict(&ctx.cluster.config.node_name, chain, fields, opts, v)
+            let node = &ctx.cluster.config.node_name;
+            return verdict(node, chain, fields, opts, &ctx.cluster.limits, v);
         }
-        Guarded::Full(waiting) => {
+        Guarded::Full { jobs, bytes } => {
             stats::inc(Counter::Backlogged);
             return Err(CallError::new(
                 Status::Backlogged,
                 format!(
-                    "the outbox of node {} holds {waiting} propagation jobs (SKYLARK_MAX_OUTBOX is {}): copies are far behind; chain {chain:?} was not stored, retry later",
-                    ctx.cluster.config.node_name, p.max_outbox
+                    "the outbox of node {} holds {jobs} propagation jobs of {bytes} bytes, and this put's job of {} bytes does not fit (SKYLARK_MAX_OUTBOX is {}, SKYLARK_MAX_OUTBOX_BYTES {}): copies are far behind; chain {chain:?} was not stored, retry later",
+                    ctx.cluster.config.node_name, json.len(), p.max_outbox, p.max_outbox_bytes
                 ),
             ));
         }
@@ -317,12 +351,15 @@ fn put_global(
     let global = ctx.cluster.require_global()?;
     let ns = &ctx.cluster.config.namespace;
     let key = keys::bundle(ns, chain);
+    // The bundle limit only: a quota counts the node-local store.
+    let limits = fence::Limits::bundle_only(ctx.cluster.config.max_bundle_bytes);
     let cmds = fence::put_commands(
         &key,
         fields,
         ctx.cluster.config.ttl,
         guard,
         Some(global.name.as_str()),
+        &limits,
     );
     let cmds: Vec<&[resp::Arg<'_>]> = cmds.iter().map(Vec::as_slice).collect();
     // Through the runtime with one deadline, and with SKYLARK_GLOBAL_MIN_REPLICAS
@@ -336,7 +373,7 @@ fn put_global(
     if matches!(v, Verdict::Stored(_)) {
         stats::inc(Counter::StatelessPuts);
     }
-    verdict(&global.name, chain, fields, opts, v)
+    verdict(&global.name, chain, fields, opts, &limits, v)
 }
 
 #[cfg(test)]

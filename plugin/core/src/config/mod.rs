@@ -52,6 +52,8 @@ pub struct Propagation {
     pub queue_len: usize,
     /// Outbox length at which puts are refused.
     pub max_outbox: u64,
+    /// Bytes of the outbox's jobs beyond which puts are refused.
+    pub max_outbox_bytes: u64,
     /// Slowest rate a copy may go at before it times out, in Mbit/s.
     pub copy_min_mbps: f64,
     pub retries: u32,
@@ -78,6 +80,8 @@ pub struct Config {
     pub max_bundle_bytes: u32,
     /// The bound of a reply to anything but a bundle read (`reply_bound`).
     pub max_reply_bytes: u64,
+    /// The namespace's quota on the node-local store (0: none).
+    pub namespace_max_bytes: u64,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_pending: usize,
@@ -174,6 +178,7 @@ impl Config {
         let max_fields = int(var, &MAX_FIELDS)?;
         let max_bundle_bytes = int(var, &MAX_BUNDLE_BYTES)?;
         let max_reply_bytes = int(var, &MAX_REPLY_BYTES)?;
+        let namespace_max_bytes = int(var, &NAMESPACE_MAX_BYTES)?;
         let timeout_ms = int(var, &TIMEOUT_MS)?;
         let connect_timeout_ms = int(var, &CONNECT_TIMEOUT_MS)?;
         let max_pending = int(var, &MAX_PENDING)?;
@@ -206,6 +211,7 @@ impl Config {
             max_fields: max_fields as u32,
             max_bundle_bytes: max_bundle_bytes as u32,
             max_reply_bytes,
+            namespace_max_bytes,
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_pending: max_pending as usize,
@@ -279,6 +285,7 @@ fn propagation(var: Lookup<'_>) -> Result<Propagation, ConfigError> {
         min_bandwidth_mbps: rate(var, &SLO_MIN_BANDWIDTH_MBPS)?,
         queue_len: int(var, &QUEUE_LEN)? as usize,
         max_outbox: int(var, &MAX_OUTBOX)?,
+        max_outbox_bytes: int(var, &MAX_OUTBOX_BYTES)?,
         copy_min_mbps: rate(var, &COPY_MIN_MBPS)?,
         retries: int(var, &RETRIES)? as u32,
         retry_base: ms(&RETRY_BASE_MS)?,

@@ -118,7 +118,18 @@ pub const MAX_BUNDLE_BYTES: Var = Var {
         min: 1,
         max: u32::MAX as u64,
     },
-    doc: "largest bundle `skylark_get_bundle` delivers",
+    doc: "largest bundle `skylark_get_bundle` delivers, and a put may make: a put that would take its bundle beyond it (or its reserved fields beyond twice it plus 1 MiB) fails with `BundleTooLarge` (18) and stores nothing",
+};
+
+pub const NAMESPACE_MAX_BYTES: Var = Var {
+    name: "SKYLARK_NAMESPACE_MAX_BYTES",
+    section: Section::Store,
+    kind: Kind::Int {
+        default: 0,
+        min: 0,
+        max: 1 << 50,
+    },
+    doc: "quota of the namespace on the node-local store: the bytes (names and values) its bundles may hold there, as its puts on this node counted them at their last put; a put that would grow its bundle beyond it fails with `QuotaExceeded` (19) and stores nothing; `0`: no quota",
 };
 
 pub const MAX_REPLY_BYTES: Var = Var {
@@ -437,6 +448,17 @@ pub const MAX_OUTBOX: Var = Var {
     doc: "propagation jobs the node's outbox may hold; while it is full, puts fail with `Backlogged` (23) and store nothing (checked against the length the last put or sweep saw, so concurrent processes may overshoot it by a few)",
 };
 
+pub const MAX_OUTBOX_BYTES: Var = Var {
+    name: "SKYLARK_MAX_OUTBOX_BYTES",
+    section: Section::Propagation,
+    kind: Kind::Int {
+        default: 64 << 20,
+        min: 1024,
+        max: 1 << 40,
+    },
+    doc: "bytes the jobs in the node's outbox may take (a job lists its task ids); a put whose job would take the outbox beyond it fails with `Backlogged` (23) and stores nothing",
+};
+
 pub const COPY_MIN_MBPS: Var = Var {
     name: "SKYLARK_COPY_MIN_MBPS",
     section: Section::Propagation,
@@ -533,6 +555,7 @@ pub const VARS: &[Var] = &[
     MAX_FIELDS,
     MAX_BUNDLE_BYTES,
     MAX_REPLY_BYTES,
+    NAMESPACE_MAX_BYTES,
     TIMEOUT_MS,
     CONNECT_TIMEOUT_MS,
     MAX_PENDING,
@@ -565,6 +588,7 @@ pub const VARS: &[Var] = &[
     SLO_MIN_BANDWIDTH_MBPS,
     QUEUE_LEN,
     MAX_OUTBOX,
+    MAX_OUTBOX_BYTES,
     COPY_MIN_MBPS,
     RETRIES,
     RETRY_BASE_MS,

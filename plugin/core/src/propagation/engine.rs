@@ -236,7 +236,7 @@ async fn sweep(engine: &'static Engine, held: usize) {
                 );
                 stats::inc(Counter::Dropped);
                 let mut pipe = redis::pipe();
-                outbox::remove(&mut pipe, &ctx.config.namespace, &id);
+                outbox::remove(&mut pipe, &ctx.config.namespace, [id.as_str()]);
                 let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
                 ctx.events
                     .publish("job_invalid", json!({"job": id, "reason": reason}))

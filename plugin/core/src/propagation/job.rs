@@ -48,9 +48,7 @@ pub(super) async fn run(ctx: &'static Cluster, mut job: Job) {
                     job.chain
                 );
                 let mut pipe = redis::pipe();
-                for id in job.ids() {
-                    outbox::remove(&mut pipe, &ctx.config.namespace, id);
-                }
+                outbox::remove(&mut pipe, &ctx.config.namespace, job.ids());
                 let _ = ctx.local.query_async(&Request::Pipe(pipe)).await;
                 ctx.events
                     .publish(
@@ -66,7 +64,14 @@ pub(super) async fn run(ctx: &'static Cluster, mut job: Job) {
                 let due = now_ms() + delay.as_millis() as u64 + p.lease.as_millis() as u64;
                 if let Ok(json) = job.to_json() {
                     let mut pipe = redis::pipe();
-                    outbox::record(&mut pipe, &ctx.config.namespace, &job.id, &json, due);
+                    outbox::record(
+                        &mut pipe,
+                        &ctx.config.namespace,
+                        &job.id,
+                        &json,
+                        due,
+                        ctx.config.ttl,
+                    );
                     if let Err(e) = ctx.local.query_async(&Request::Pipe(pipe)).await {
                         skylog!(Warn, "saving progress of job {}: {e}", job.id);
                     }
@@ -407,9 +412,7 @@ async fn finish(
         }
         .cmd(&keys::bundle(ns, &job.chain)),
     ));
-    for id in job.ids() {
-        outbox::remove(&mut pipe, ns, id);
-    }
+    outbox::remove(&mut pipe, ns, job.ids());
     // The copy script's reply, alone in the transaction's (the rest is ignored).
     let recorded = ctx
         .local
