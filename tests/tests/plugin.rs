@@ -68,6 +68,43 @@ fn the_store_connection_opens_before_the_guest_calls() {
 }
 
 #[test]
+fn a_fresh_process_putting_at_once_uses_the_warm_up_connection() {
+    // A guest that puts as soon as it starts (propagation off: the put is the process's
+    // only use of the node-local store) comes while the warm-up is still connecting. It
+    // used to open a connection of its own (the warm-up's was then dropped unused): two
+    // connections per invocation. Now it waits for the warm-up's connection, reads the
+    // warm-up PING's reply and sends its put there: one connection per process.
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let accepted = |conn: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_connections_received in INFO stats")
+    };
+    // AOT-compiled, the guest reaches its put within a millisecond or two of the
+    // module's creation (interpreted, the warm-up is long done by then).
+    let module = skylark_testkit::aot("probe");
+    const RUNS: u64 = 40;
+    let before = accepted(&mut conn);
+    for i in 0..RUNS {
+        let chain = chain_id("one-connection");
+        let put = Guest::at(&module, &redis.url)
+            .args(["put", &chain, "t", "1024", &i.to_string()])
+            .run(RUN_TIMEOUT)
+            .assert_success()
+            .json();
+        assert_eq!(status(&put), 0, "{put}");
+    }
+    let opened = accepted(&mut conn) - before;
+    assert_eq!(
+        opened, RUNS,
+        "{RUNS} fresh processes, one put each, opened {opened} connections to the store"
+    );
+}
+
+#[test]
 fn put_then_get_bundle() {
     let redis = Redis::start();
     let chain = chain_id("put-get");

@@ -93,6 +93,9 @@ const KEEP_SEND_BUFFER: usize = 8 << 20;
 struct Blocking {
     conn: Option<Connection>,
     buf: Vec<u8>,
+    /// `conn` has the warm-up's `PING` in flight: its reply is read before the next
+    /// request's (`Store::on_connection`).
+    pong_pending: bool,
 }
 
 /// How many replicas must confirm a write (`WAIT`), and within what time.
@@ -499,7 +502,10 @@ impl Store {
             Request::Pipe(p) => p.query::<Value>(conn),
         };
         let mut blocking = self.blocking();
-        self.on_connection(&mut blocking.conn, |conn| match send(conn, request) {
+        let Blocking {
+            conn, pong_pending, ..
+        } = &mut *blocking;
+        self.on_connection(conn, pong_pending, |conn| match send(conn, request) {
             Err(e) if script::needs_body(&e) => match script::with_bodies(request) {
                 Some(with_text) => {
                     self.script_refused(&e);
@@ -544,9 +550,13 @@ impl Store {
     /// request: the script runs once, or not at all.
     pub fn query_script(&self, script: &Script, args: &[Arg<'_>]) -> Result<Value, CallError> {
         let mut blocking = self.blocking();
-        let Blocking { conn, buf } = &mut *blocking;
+        let Blocking {
+            conn,
+            buf,
+            pong_pending,
+        } = &mut *blocking;
         let mut by_sha = self.scripts_by_sha();
-        let result = self.on_connection(conn, |conn| loop {
+        let result = self.on_connection(conn, pong_pending, |conn| loop {
             let head: [Arg<'_>; 2] = if by_sha {
                 ["EVALSHA".into(), script.sha().into()]
             } else {
@@ -583,7 +593,11 @@ impl Store {
     /// where they are, without a copy.
     pub fn query_transaction(&self, cmds: &[&[Arg<'_>]]) -> Result<Vec<Value>, CallError> {
         let mut blocking = self.blocking();
-        let Blocking { conn, buf } = &mut *blocking;
+        let Blocking {
+            conn,
+            buf,
+            pong_pending,
+        } = &mut *blocking;
         let mut packer = Packer::new(buf);
         packer.command(&["MULTI".into()]);
         for c in cmds {
@@ -591,7 +605,7 @@ impl Store {
         }
         packer.command(&["EXEC".into()]);
         let (pieces, packed) = packer.finish();
-        let result = self.on_connection(conn, |conn| {
+        let result = self.on_connection(conn, pong_pending, |conn| {
             for piece in &pieces {
                 conn.send_packed_command(match piece {
                     Piece::Buffered(span) => &packed[span.clone()],
@@ -662,7 +676,10 @@ impl Store {
             return None;
         }
         let mut blocking = self.blocking();
-        Some(self.on_connection(&mut blocking.conn, exchange))
+        let Blocking {
+            conn, pong_pending, ..
+        } = &mut *blocking;
+        Some(self.on_connection(conn, pong_pending, exchange))
     }
 
     /// The calling-thread connection and its send buffer. A poisoned lock only means
@@ -675,10 +692,13 @@ impl Store {
     }
 
     /// Runs `send` on the connection in `slot`, connecting first if there is none and
-    /// once more if the connection turns out to be broken.
+    /// once more if the connection turns out to be broken. If `pong_pending`, the
+    /// warm-up's `PING` ([`Store::warm_up`]) is answered first, as part of the request
+    /// (within its deadline, its failure the request's).
     fn on_connection(
         &self,
         slot: &mut Option<Connection>,
+        pong_pending: &mut bool,
         mut send: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
     ) -> Result<Value, CallError> {
         let mut reconnected = false;
@@ -690,7 +710,12 @@ impl Store {
                         .map_err(|e| e.context(&self.shown))?,
                 ),
             };
-            match send(conn) {
+            let warmed = if std::mem::take(pong_pending) {
+                conn.recv_response().map(drop)
+            } else {
+                Ok(())
+            };
+            match warmed.and_then(|()| send(conn)) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let broken = is_broken(&e);
@@ -709,23 +734,23 @@ impl Store {
     }
 
     /// Opens the calling-thread connection if it is not open (what [`Store::query`] would
-    /// do first) and sends one `PING` on it, so that the first request finds the
-    /// connection and the server's side of it ready. The lock is not held meanwhile: a
-    /// request that comes first opens a connection of its own, and this one is dropped.
+    /// do first) and sends one `PING` on it without waiting for the reply, so that the
+    /// first request finds the connection open and the server's side of it awake. The
+    /// lock is held while connecting (a request that comes meanwhile waits for this
+    /// connection instead of opening its own), not for the reply: the first request
+    /// reads it before its own (`Store::on_connection`).
     pub fn warm_up(&self) -> Result<(), CallError> {
-        if self.blocking().conn.is_some() {
+        let mut blocking = self.blocking();
+        if blocking.conn.is_some() {
             return Ok(());
         }
         let mut conn = self
             .connect_blocking()
             .map_err(|e| e.context(&self.shown))?;
-        redis::cmd("PING")
-            .query::<Value>(&mut conn)
+        conn.send_packed_command(b"*1\r\n$4\r\nPING\r\n")
             .map_err(|e| self.classify(e).context(&self.shown))?;
-        let mut blocking = self.blocking();
-        if blocking.conn.is_none() {
-            blocking.conn = Some(conn);
-        }
+        blocking.conn = Some(conn);
+        blocking.pong_pending = true;
         Ok(())
     }
 

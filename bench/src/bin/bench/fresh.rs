@@ -47,3 +47,43 @@ pub fn first_puts(
         })
         .collect()
 }
+
+/// The native floor of a first request, for the first-put rows: the modes of
+/// [`native_first_requests`] and how long each leaves its new connection idle between
+/// its `PING` and the timed request.
+pub const NATIVE_IDLE: [(&str, Duration); 3] = [
+    ("native, new connection", Duration::ZERO),
+    (
+        "native, new connection, idle 5 ms",
+        Duration::from_millis(5),
+    ),
+    (
+        "native, new connection, idle 20 ms",
+        Duration::from_millis(20),
+    ),
+];
+
+/// Opens `n` new native connections to `url` (as the plugin's: `TCP_NODELAY`, one `PING`
+/// answered, as the plugin's start-up does before the guest runs), leaves each idle for
+/// `idle`, and times its first `MULTI{HSET,EXPIRE}/EXEC` of `cmds`; returns the times in
+/// nanoseconds. A fresh `wasmedge` process's first put meets the same new connection and
+/// a store that has been idle while the instance started: this is what any client pays
+/// for it on this machine.
+pub fn native_first_requests(
+    url: &str,
+    cmds: &[&redis::Cmd],
+    n: usize,
+    idle: Duration,
+) -> Vec<u64> {
+    let mut buf = Vec::new();
+    (0..n)
+        .map(|_| {
+            let mut conn = crate::native::connect(url);
+            let _: String = redis::cmd("PING").query(&mut conn).expect("native PING");
+            std::thread::sleep(idle);
+            let t = std::time::Instant::now();
+            crate::native::send(&mut conn, &mut buf, cmds, true);
+            t.elapsed().as_nanos() as u64
+        })
+        .collect()
+}

@@ -32,6 +32,9 @@
 //! plugin (`guest_client.rs`). Reads: `aot` gets the bundle in the table layout (the
 //! SDK's default), `aot msgpack` asks for MessagePack, and `aot v1 guest` is the probe
 //! built at the ABI version 1 commit (`tests/data/v1/probe.wasm`, its SDK as it was).
+//! The first-put rows add the native floor: a new native connection's first
+//! `MULTI{HSET,EXPIRE}/EXEC` after its `PING`, at once and after 5 and 20 ms idle
+//! (`fresh::NATIVE_IDLE`): a store that has been idle costs every client's first request.
 
 mod fresh;
 mod guest_client;
@@ -629,6 +632,15 @@ fn main() {
                     }
                     let s = guest_client::first_puts(&redis_guest, &redis.url, size, opts.fresh);
                     fresh_measured.push((Op::MultiHsetExpire, GUEST_CLIENT, s));
+                    for (mode, idle) in fresh::NATIVE_IDLE {
+                        let s = fresh::native_first_requests(
+                            &redis.url,
+                            &[&hset_cmd, &expire_cmd],
+                            opts.fresh,
+                            idle,
+                        );
+                        fresh_measured.push((Op::MultiHsetExpire, mode, s));
+                    }
                 }
             }
             let plain = if fields == 1 { Op::Set } else { Op::Hset };
@@ -638,13 +650,18 @@ fn main() {
             }
             for (op, mode, rounds, _) in fresh_measured.0 {
                 let (median_ns, spread_ns, p99_ns) = round_stats(rounds);
+                // The native first requests compare with the warm native row.
+                let native_fresh = fresh::NATIVE_IDLE.iter().any(|(m, _)| *m == mode);
+                let warm_mode = if native_fresh { "native" } else { mode };
                 let warm_ns = rows[first..]
                     .iter()
-                    .find(|r| r.op == op && r.mode == mode)
+                    .find(|r| r.op == op && r.mode == warm_mode)
                     .map(|r| r.median_ns);
                 fresh_rows.push(FreshRow {
                     op: if op == Op::GuestPut {
                         "first skylark_put of a process"
+                    } else if native_fresh {
+                        "first MULTI{HSET,EXPIRE}/EXEC of a new connection, after its PING"
                     } else {
                         "first MULTI{HSET,EXPIRE}/EXEC of a process, connecting included"
                     },
