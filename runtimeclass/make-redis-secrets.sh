@@ -42,7 +42,7 @@ TENANT_SECRET=skylark-redis-credentials
 LOADER_USER=skylark-loader
 # README.md "Minimal ACL": what the plugin does on a node-local store (and, as the same
 # user, on other nodes' stores and the global store).
-TENANT_COMMANDS="-@all +ping +get +del +expire +pttl +hset +hget +hdel +hgetall +hkeys +hstrlen +memory|usage +hincrby +zadd +zrem +zcard +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe +unsubscribe"
+TENANT_COMMANDS="-@all +ping +get +del +expire +pttl +hset +hget +hexists +hdel +hgetall +hkeys +hstrlen +memory|usage +hincrby +zadd +zrem +zcard +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe +unsubscribe"
 # README.md "The global store on Redis Cluster or Sentinel": WAIT (SKYLARK_GLOBAL_MIN_REPLICAS),
 # the cluster client's slot map, the Sentinel client's check that it reached the primary.
 GLOBAL_EXTRA_COMMANDS="+wait +cluster|slots +role"

@@ -386,23 +386,46 @@ impl SecureRedis {
     }
 }
 
+/// README.md, whose "Minimal ACL" section is the one statement of the ACL rules the plugin
+/// needs: the tests run under exactly those rules.
+pub const README: &str = include_str!("../../README.md");
+
+/// The namespace the README's ACL rules are written for.
+pub const README_NAMESPACE: &str = "skylark";
+
+/// The rules (after the user name, `on` and the password) of the README's
+/// `ACL SETUSER <user> on >PASSWORD ...` line for `user`, in the "Minimal ACL" section.
+pub fn readme_acl(user: &str) -> &'static str {
+    let section = README
+        .split_once("**Minimal ACL.**")
+        .expect("README.md has a \"Minimal ACL\" section")
+        .1;
+    let head = format!("ACL SETUSER {user} on >PASSWORD ");
+    let mut lines = section
+        .lines()
+        .filter_map(|l| l.strip_prefix(head.as_str()));
+    let rules = lines
+        .next()
+        .unwrap_or_else(|| panic!("README.md \"Minimal ACL\" has no `{head}...` line"));
+    rules.trim()
+}
+
+/// `rules` for namespace `ns` instead of the README's [`README_NAMESPACE`] (every key and
+/// channel pattern names it as `skylark:` or `skylark/`).
+fn for_namespace(rules: &str, ns: &str) -> String {
+    rules
+        .replace(&format!("{README_NAMESPACE}:"), &format!("{ns}:"))
+        .replace(&format!("{README_NAMESPACE}/"), &format!("{ns}/"))
+}
+
 /// The ACL rules (after the user name, `on` and the password) that a plugin needs on its
-/// node-local store for namespace `ns`: README.md documents the same.
+/// node-local store for namespace `ns`: README.md's `skylark` user.
 pub fn node_acl(ns: &str) -> String {
-    format!(
-        "resetkeys ~{ns}:* resetchannels &{ns}/events &{ns}/arrivals:* -@all +ping +get +del \
-         +expire +pttl +hset +hget +hdel +hgetall +hkeys +hstrlen +memory|usage +hincrby +zadd \
-         +zrem +zcard +zrangebyscore +eval +evalsha +multi +exec +watch +unwatch +publish +subscribe \
-         +unsubscribe"
-    )
+    for_namespace(readme_acl("skylark"), ns)
 }
 
 /// The ACL rules that other nodes' plugins need on a store that is only ever their
-/// remote or global store (bundles only): README.md documents the same.
+/// remote or global store (bundles only): README.md's `tenant` user.
 pub fn peer_acl(ns: &str) -> String {
-    format!(
-        "resetkeys ~{ns}:bundle:* resetchannels &{ns}/arrivals:* -@all +ping +del +expire +hset \
-         +hget +hdel +hgetall +hkeys +hstrlen +memory|usage +eval +evalsha +multi +exec +publish +subscribe \
-         +unsubscribe"
-    )
+    for_namespace(readme_acl("tenant"), ns)
 }

@@ -5,13 +5,16 @@
 //! error messages or the plugin's log.
 
 use serde_json::Value;
+use skylark_netemu::linkemu::{LinkEmu, LinkSpec};
 use skylark_testkit::secure::{node_acl, peer_acl, Pki, SecureRedis, Setup};
-use skylark_testkit::{chain_id, Guest, GuestRun, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, eventually, Guest, GuestRun, RUN_TIMEOUT};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Status codes of the ABI (ABI.md).
 const STORE_UNAVAILABLE: i64 = 20;
 const STORE_ERROR: i64 = 22;
+const CONDITION_FAILED: i64 = 24;
 const CONFIG_INVALID: i64 = 30;
 
 const ADMIN_PW: &str = "AdminPw7f3a";
@@ -295,6 +298,184 @@ fn acl_users_with_the_documented_minimal_permissions() {
         ],
         &secrets,
     );
+}
+
+/// Two edge nodes' stores (edge-a, edge-b) under README.md's node user and a global
+/// store under its tenant user, with edge-b reached through `link` when given (a link
+/// emulator in front of it), and the plugin's environment for a node.
+struct DocumentedAcls {
+    a: SecureRedis,
+    b: SecureRedis,
+    global: SecureRedis,
+    _link: Option<LinkEmu>,
+    _dir: tempfile::TempDir,
+    topology: String,
+    node_pw: String,
+    tenant_pw: String,
+}
+
+impl DocumentedAcls {
+    fn start(link: Option<LinkSpec>) -> DocumentedAcls {
+        let node_user = format!("skylark on >{NODE_PW} {}", node_acl("skylark"));
+        let tenant_user = format!("tenant on >{TENANT_PW} {}", peer_acl("skylark"));
+        let store = |user: &String| {
+            SecureRedis::start(&Setup {
+                password: Some(ADMIN_PW),
+                users: std::slice::from_ref(user),
+                tls: None,
+            })
+        };
+        let (a, b, global) = (store(&node_user), store(&node_user), store(&tenant_user));
+        let link = link.map(|spec| {
+            let upstream = ([127, 0, 0, 1], b.port).into();
+            LinkEmu::start(upstream, spec).expect("start the link emulator")
+        });
+        let b_url = link.as_ref().map_or_else(|| b.url(), LinkEmu::url);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let topology = write(
+            dir.path(),
+            "topology.json",
+            &format!(
+                r#"{{"global": "cloud",
+                    "nodes": [{{"name": "edge-a", "type": "Edge", "redis": "{}"}},
+                              {{"name": "edge-b", "type": "Edge", "redis": "{b_url}"}},
+                              {{"name": "cloud", "type": "Cloud"}}],
+                    "links": [{{"source": "edge-a", "target": "edge-b",
+                                "latency_ms": 5, "bandwidth_mbps": 100}}]}}"#,
+                a.url()
+            ),
+        );
+        DocumentedAcls {
+            node_pw: write(dir.path(), "node-password", NODE_PW),
+            tenant_pw: write(dir.path(), "tenant-password", TENANT_PW),
+            a,
+            b,
+            global,
+            _link: link,
+            _dir: dir,
+            topology,
+        }
+    }
+
+    /// A probe on edge-a (`extra`: more environment).
+    fn probe_a(&self, extra: &[(&str, &str)]) -> Guest {
+        let global = self.global.url();
+        let mut env = vec![
+            ("SKYLARK_NODE_NAME", "edge-a"),
+            ("SKYLARK_TOPOLOGY_FILE", self.topology.as_str()),
+            ("SKYLARK_REDIS_USERNAME", "skylark"),
+            ("SKYLARK_REDIS_PASSWORD_FILE", self.node_pw.as_str()),
+            ("SKYLARK_GLOBAL_URL", global.as_str()),
+            ("SKYLARK_GLOBAL_USERNAME", "tenant"),
+            ("SKYLARK_GLOBAL_PASSWORD_FILE", self.tenant_pw.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        probe(&self.a.url(), &env)
+    }
+
+    /// Asserts that no store refused a command (`ACL LOG` is empty everywhere).
+    fn assert_nothing_refused(&self) {
+        for (name, r) in [
+            ("edge-a", &self.a),
+            ("edge-b", &self.b),
+            ("global", &self.global),
+        ] {
+            let refused = r.take_acl_log();
+            assert!(refused.is_empty(), "{name} refused: {refused:?}");
+        }
+    }
+}
+
+#[test]
+fn a_lease_is_renewed_under_the_documented_acls() {
+    // edge-b behind a slow link: the 1 MB copy takes about 4 s, well over the 1.5 s lease,
+    // which the producer renews every 0.5 s (`outbox::renew`: once a script calling ZSCORE,
+    // which the ACL did not grant; now a `ZADD XX GT`).
+    // A renewal the ACL refuses lets the lease run out: the other processes on edge-a
+    // then claim the job and send it again.
+    let s = DocumentedAcls::start(Some(LinkSpec::new(20.0, 0.0, Some(2.0))));
+    let lease = [("SKYLARK_LEASE_MS", "1500"), ("SKYLARK_COPY_MIN_MBPS", "1")];
+    let chain = chain_id("acl-lease");
+    let key = bundle_key(&chain);
+    let producer = s
+        .probe_a(&[lease[0], lease[1], ("SKYLARK_EXIT_FLUSH_MS", "20000")])
+        .args(["put", &chain, "pre", "1000000", "7", "--dest", "edge-b"])
+        .spawn();
+    let outbox_len = || -> usize {
+        redis::cmd("ZCARD")
+            .arg("skylark:outbox")
+            .query(&mut s.a.admin())
+            .expect("ZCARD")
+    };
+    eventually(
+        "the put is stored with its outbox job",
+        Duration::from_secs(30),
+        || s.a.hgetall(&key).contains_key("pre") && outbox_len() == 1,
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut others = 0;
+    while Instant::now() < until && outbox_len() == 1 {
+        let (g, v) = run(
+            s.probe_a(&lease),
+            &["get", &chain_id("acl-other"), "--local-only"],
+        );
+        assert_eq!(v["status"], 1, "{v}\n{}", g.stderr);
+        others += 1;
+    }
+    let g = producer.wait(RUN_TIMEOUT);
+    g.assert_success();
+    assert_ok(&g, &g.json());
+    assert!(
+        others >= 1,
+        "no other process ran while the copy was on its way"
+    );
+    s.assert_nothing_refused();
+    let stats = s.a.hgetall("skylark:stats:edge-a");
+    assert_eq!(
+        stats.get("resumed"),
+        None,
+        "another process claimed the job while the producer still copied it ({others} ran)"
+    );
+    assert_eq!(
+        outbox_len(),
+        0,
+        "the producer finished its job:\n{}",
+        g.stderr
+    );
+    assert!(s.b.hgetall(&key).contains_key("pre"), "the copy on edge-b");
+}
+
+#[test]
+fn a_put_if_absent_under_the_documented_acls() {
+    // On the node-local store (the outbox's guarded put, as the node user) and on the
+    // global store (policy stateless: the versions script, as the tenant user), the
+    // condition checks each field with HEXISTS.
+    let s = DocumentedAcls::start(None);
+    for policy in ["skylark", "stateless"] {
+        let chain = chain_id("acl-absent");
+        let put = |seed: &str| {
+            run(
+                s.probe_a(&[]),
+                &[
+                    "put",
+                    &chain,
+                    "t",
+                    "300",
+                    seed,
+                    "--v2",
+                    "--if-absent",
+                    "--policy",
+                    policy,
+                ],
+            )
+        };
+        let (g, v) = put("1");
+        assert_ok(&g, &v);
+        let (g, v) = put("2");
+        assert_eq!(v["status"], CONDITION_FAILED, "{policy}: {v}\n{}", g.stderr);
+        s.assert_nothing_refused();
+    }
 }
 
 #[test]

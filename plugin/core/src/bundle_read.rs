@@ -31,7 +31,7 @@ use skylark_abi::Status;
 /// at most ARGV[3] bytes; `{state bytes, reserved bytes}` (counted until a limit was
 /// passed) when it is over a limit; `{state bytes, reserved bytes, 1}` when it is within
 /// the limits but larger than ARGV[3].
-const READ: &str = r#"
+pub(crate) const READ: &str = r#"
 local key = KEYS[1]
 local max_state, max_reserved = tonumber(ARGV[1]), tonumber(ARGV[2])
 local state, reserved = 0, 0

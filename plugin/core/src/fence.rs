@@ -328,10 +328,10 @@ return out
 /// none), the four guard arguments ([`guard`]), the limit arguments with the values'
 /// lengths ([`limits`]), then the task ids. Returns `{1, versions...}`, or a refusal of the guard or the limits.
 /// (See `versions`.)
-const VERSIONS: &str = versions!();
+pub(crate) const VERSIONS: &str = versions!();
 
 /// [`VERSIONS`] with a quota: KEYS: bundle, the usage hash and sorted set ([`quota`]).
-const VERSIONS_QUOTA: &str = versions!(quota!(), account!());
+pub(crate) const VERSIONS_QUOTA: &str = versions!(quota!(), account!());
 
 /// The last command of a guarded put's transaction: if its guard refused the put, puts
 /// the fields' previous values back (or removes the fields that did not exist) and
@@ -556,7 +556,7 @@ pub fn refusal(items: &[redis::Value]) -> Option<Verdict> {
 /// tombstones of swept nodes. Returns {fields written, {the expected fields missing or
 /// older here}, {task, node of each tombstone recorded}}. Publishes the fields written
 /// (`arrivals`) when it wrote any or removed its announcement.
-const COPY: &str = concat!(
+pub(crate) const COPY: &str = concat!(
     crate::arrivals::lua!(),
     r#"
 local key = KEYS[1]
@@ -651,7 +651,7 @@ return {wrote, missing, kept}
 /// is no newer, then the bundle if no state field is left (signalling it on the arrivals
 /// channel with no task: a read waiting for an announced copy re-reads), and returns how
 /// many fields it deleted.
-const SWEEP: &str = concat!(
+pub(crate) const SWEEP: &str = concat!(
     crate::arrivals::lua!(),
     r#"
 local key = KEYS[1]

@@ -13,6 +13,7 @@
 // Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:` comment.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod acl;
 pub mod arrivals;
 pub mod bundle_read;
 pub mod calls;

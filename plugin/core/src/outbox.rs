@@ -151,7 +151,7 @@ impl Job {
 /// which the count gets like the put's outbox keys (it may then outlive them a little:
 /// a put reads it only while the outbox holds jobs). Only commands of the documented
 /// ACL.
-const RECORD: &str = r#"
+pub(crate) const RECORD: &str = r#"
 local old = redis.call('HSTRLEN', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -163,7 +163,7 @@ end
 
 /// Removes jobs and their bytes from the count: KEYS: jobs, outbox, bytes. ARGV: the
 /// job ids (one script for a job and those merged into it).
-const REMOVE: &str = r#"
+pub(crate) const REMOVE: &str = r#"
 local gone = 0
 for _, id in ipairs(ARGV) do
   local n = redis.call('HSTRLEN', KEYS[1], id)
@@ -279,11 +279,12 @@ return out
 }
 
 /// The guarded put (see `guarded_put`), without a quota.
-const GUARDED_PUT: &str = guarded_put!();
+pub(crate) const GUARDED_PUT: &str = guarded_put!();
 
 /// [`GUARDED_PUT`] with a quota (`fence::quota`; KEYS 5 and 6: the usage hash and sorted
 /// set).
-const GUARDED_PUT_QUOTA: &str = guarded_put!(crate::fence::quota!(), crate::fence::account!());
+pub(crate) const GUARDED_PUT_QUOTA: &str =
+    guarded_put!(crate::fence::quota!(), crate::fence::account!());
 
 /// A small put with its job as one script: `guarded_put` (the text given) with the values
 /// after the task ids (ARGV: those of [`GUARDED_PUT`], then one value per task id, so
@@ -334,10 +335,10 @@ return out
 }
 
 /// [`GUARDED_PUT`] as one script, called by digest (`EVALSHA`; see `inline_put`).
-static GUARDED_PUT_INLINE: Script = Script::new(inline_put!(guarded_put!()));
+pub(crate) static GUARDED_PUT_INLINE: Script = Script::new(inline_put!(guarded_put!()));
 
 /// [`GUARDED_PUT_QUOTA`] as one script, called by digest (`EVALSHA`; see `inline_put`).
-static GUARDED_PUT_QUOTA_INLINE: Script = Script::new(inline_put!(guarded_put!(
+pub(crate) static GUARDED_PUT_QUOTA_INLINE: Script = Script::new(inline_put!(guarded_put!(
     crate::fence::quota!(),
     crate::fence::account!()
 )));
@@ -551,7 +552,7 @@ pub fn release(pipe: &mut redis::Pipeline, ns: &str, ids: &[String], now_ms: u64
 /// Claims up to `limit` due jobs: returns them and moves their due time to `lease_until`.
 /// Ids whose job record is missing are removed. KEYS: outbox, jobs. ARGV: now, lease
 /// until, limit.
-const CLAIM: &str = r#"
+pub(crate) const CLAIM: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
