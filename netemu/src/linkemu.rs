@@ -24,7 +24,10 @@
 //!   short queue, not a long one.
 //! * Connection set-up pays the route's round trip: the kernel completes the loopback
 //!   handshake at once, so the emulator holds a new connection's first client bytes until
-//!   one round trip (a delay sample each way) after it accepted the connection.
+//!   one round trip (a delay sample each way) after it accepted the connection. Held bytes
+//!   take no wire time until then: they cross (and queue on) the wires when the handshake
+//!   ends, so connections opened meanwhile do not wait behind them, even when the link
+//!   has turned faster in between.
 //! * [`LinkEmu::cut`] takes the link down: existing connections are reset (`SO_LINGER` 0,
 //!   so the client sees `ECONNRESET`) and new ones are accepted and reset at once.
 //! * [`LinkEmu::blackhole`] silently stops the link: connections stay open but no bytes
@@ -792,6 +795,11 @@ async fn read_side<R: AsyncRead + Unpin>(
         let route = Arc::clone(&rx.borrow().route);
         let limit = flow.dir.hops(&route).chunk_limit();
         let n = from.read(&mut buf[..limit]).await?;
+        // Bytes read during the handshake take no wire time before it ends: reserving the
+        // wires from that later start would make them look busy to every other flow.
+        if let Some(handshaken) = flow.held(Instant::now()) {
+            tokio::time::sleep_until(handshaken).await;
+        }
         let route = Arc::clone(&rx.borrow().route);
         let (at, resume) = flow.next(&route, n, Instant::now());
         let data = (n > 0).then(|| buf[..n].to_vec());
@@ -871,17 +879,28 @@ impl Flow {
         }
     }
 
-    /// The delivery time of `bytes` read at `now` over `route`, and when to read on if
+    /// Until when bytes read at `now` are held for the handshake, if they are: send them
+    /// ([`Flow::next`]) only then.
+    fn held(&self, now: Instant) -> Option<Instant> {
+        (now < self.not_before).then_some(self.not_before)
+    }
+
+    /// The delivery time of `bytes` sent at `now` over `route`, and when to read on if
     /// they queued longer than [`QUEUE_LEAD`].
+    ///
+    /// The wires are reserved from `now`, never from a later time: a reservation in the
+    /// future would make them look busy until then to every flow that shares them. The
+    /// delivery is still no earlier than the end of the handshake (`last` starts there),
+    /// but the caller waits for that end first ([`Flow::held`]) so that held bytes take
+    /// their share of the wires when they really cross them.
     fn next(&mut self, route: &Route, bytes: usize, now: Instant) -> (Instant, Option<Instant>) {
-        let start = now.max(self.not_before);
-        let sent = self.dir.hops(route).send(bytes, start);
+        let sent = self.dir.hops(route).send(bytes, now);
         self.last = self.last.max(sent.arrival);
         let resume = sent
             .queued
             .checked_sub(QUEUE_LEAD)
             .filter(|d| !d.is_zero())
-            .map(|d| start + d);
+            .map(|d| now + d);
         (self.last, resume)
     }
 }
@@ -916,6 +935,24 @@ mod tests {
         }
         // 100 kB at 8 Mbit/s (1000 bytes per ms) is 100 ms of transmission.
         assert!(prev >= now + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bytes_held_for_a_handshake_leave_the_wire_free_for_other_flows() {
+        let route = Route::new(vec![Wire::new(LinkSpec::new(3.0, 0.0, None), 3)], vec![]);
+        let now = Instant::now();
+        let handshaken = now + Duration::from_secs(6);
+        let mut held = Flow::new(Dir::Up, handshaken);
+        assert_eq!(held.held(now), Some(handshaken));
+        assert_eq!(held.held(handshaken), None);
+        // Even sent early, held bytes arrive after the handshake and do not reserve the
+        // wire until its end: a new flow on the same wire is not queued behind them.
+        let (at, _) = held.next(&route, 100, now);
+        assert!(at >= handshaken, "{at:?} before {handshaken:?}");
+        let mut other = Flow::new(Dir::Up, now);
+        let (at, resume) = other.next(&route, 100, now);
+        assert_eq!(at, now + Duration::from_millis(3));
+        assert_eq!(resume, None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! crosses it reserves transmission time on the same timeline, so two flows on one
 //! 40 Mbit/s wire each get about 20 Mbit/s, whichever node pairs they connect. A chunk
 //! reserves every wire of its route, hop by hop, for the same window, as small packets
-//! pipeline through a multi-hop path (cut-through): it starts when it is read and every
+//! pipeline through a multi-hop path (cut-through): it starts when it is read (a new
+//! connection's first bytes: when its handshake ends, see [`crate::linkemu`]) and every
 //! wire on its route is free, occupies each wire for its own serialization time, and
 //! arrives after the slowest wire's serialization plus every wire's latency and jitter
 //! sample. A multi-hop flow therefore runs at its bottleneck, its delay is the sum of its

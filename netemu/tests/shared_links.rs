@@ -299,3 +299,49 @@ fn a_connect_costs_one_round_trip() {
         "a connect should cost one round trip ({rtt:?}): fresh {fresh:?}, warm {warm:?}"
     );
 }
+
+#[test]
+fn a_held_handshake_does_not_hold_up_the_next_connection() {
+    // A slow link: the first connection's handshake holds its bytes for 2 s. Then the
+    // link turns fast, as at a slot boundary, and a second connection opens.
+    let slow = LinkSpec::new(1000.0, 0.0, None);
+    let fast = LinkSpec::new(5.0, 0.0, None);
+    let emu = LinkEmu::start(echo_server(), slow).expect("start link emulator");
+    let opened = Instant::now();
+    let mut first = connect(emu.addr());
+    first.write_all(b"held ").expect("write");
+    // Let the emulator read (and schedule) the held bytes before the link changes.
+    thread::sleep(Duration::from_millis(100));
+    emu.set(fast);
+    first.write_all(b"bytes").expect("write");
+
+    // The second connection pays the fast link's handshake and round trip, not the wait
+    // for the first connection's handshake.
+    let started = Instant::now();
+    let mut second = connect(emu.addr());
+    second.write_all(b"ping").expect("write");
+    let mut back = [0u8; 4];
+    second
+        .read_exact(&mut back)
+        .expect("echo on the second connection");
+    let took = started.elapsed();
+    assert_eq!(&back, b"ping");
+    let budget = Duration::from_millis(4 * 5 + 200);
+    assert!(
+        took <= budget,
+        "a connection on the fast link took {took:?} (budget {budget:?}): it waited behind \
+         the first connection's held handshake"
+    );
+
+    // The first connection's bytes still come in order, after its own handshake.
+    let mut echoed = [0u8; 10];
+    first
+        .read_exact(&mut echoed)
+        .expect("echo on the first connection");
+    let took = opened.elapsed();
+    assert_eq!(&echoed, b"held bytes");
+    assert!(
+        took >= Duration::from_millis(2000),
+        "the first connection's bytes came back after {took:?}, before its 2 s handshake"
+    );
+}
