@@ -27,7 +27,7 @@ pub struct LuaScript {
 }
 
 /// Every Lua script the plugin sends.
-pub fn scripts() -> [LuaScript; 14] {
+pub fn scripts() -> [LuaScript; 13] {
     use crate::{bundle_read, fence, outbox};
     let s = |name, body, runs| LuaScript { name, body, runs };
     [
