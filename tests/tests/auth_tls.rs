@@ -157,52 +157,9 @@ fn acl_users_with_the_documented_minimal_permissions() {
     // Two edge nodes whose stores let user `skylark` do what a plugin does on its own
     // store (and what the other node's plugin does there), and a global store run by
     // another operator with a tenant user that may only touch bundles.
-    let node_user = format!("skylark on >{NODE_PW} {}", node_acl("skylark"));
-    let tenant_user = format!("tenant on >{TENANT_PW} {}", peer_acl("skylark"));
-    let a = SecureRedis::start(&Setup {
-        password: Some(ADMIN_PW),
-        users: std::slice::from_ref(&node_user),
-        tls: None,
-    });
-    let b = SecureRedis::start(&Setup {
-        password: Some(ADMIN_PW),
-        users: std::slice::from_ref(&node_user),
-        tls: None,
-    });
-    let global = SecureRedis::start(&Setup {
-        password: Some(ADMIN_PW),
-        users: std::slice::from_ref(&tenant_user),
-        tls: None,
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let node_pw = write(dir.path(), "node-password", &format!("{NODE_PW}\n"));
-    let tenant_pw = write(dir.path(), "tenant-password", TENANT_PW);
-    let global_url = global.url();
-    let topology = write(
-        dir.path(),
-        "topology.json",
-        &format!(
-            r#"{{"global": "cloud",
-                "nodes": [{{"name": "edge-a", "type": "Edge", "redis": "{}"}},
-                          {{"name": "edge-b", "type": "Edge", "redis": "{}"}},
-                          {{"name": "cloud", "type": "Cloud"}}],
-                "links": [{{"source": "edge-a", "target": "edge-b",
-                            "latency_ms": 5, "bandwidth_mbps": 100}}]}}"#,
-            a.url(),
-            b.url()
-        ),
-    );
-    let env = |node: &'static str| -> Vec<(&'static str, String)> {
-        vec![
-            ("SKYLARK_NODE_NAME", node.to_string()),
-            ("SKYLARK_TOPOLOGY_FILE", topology.clone()),
-            ("SKYLARK_REDIS_USERNAME", "skylark".to_string()),
-            ("SKYLARK_REDIS_PASSWORD_FILE", node_pw.clone()),
-            ("SKYLARK_GLOBAL_URL", global_url.clone()),
-            ("SKYLARK_GLOBAL_USERNAME", "tenant".to_string()),
-            ("SKYLARK_GLOBAL_PASSWORD_FILE", tenant_pw.clone()),
-        ]
-    };
+    let s = DocumentedAcls::start(None);
+    let (a, b, global) = (&s.a, &s.b, &s.global);
+    let env = |node: &'static str| s.env(node);
     let guest = |url: &str, env: &[(&'static str, String)]| {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         probe(url, &pairs)
@@ -224,7 +181,7 @@ fn acl_users_with_the_documented_minimal_permissions() {
         assert!(!g.stderr.contains(s), "secret in the log: {}", g.stderr);
     }
     assert!(a.hgetall(&key).contains_key("pre"));
-    for (name, r) in [("edge-b", &b), ("global", &global)] {
+    for (name, r) in [("edge-b", b), ("global", global)] {
         assert!(
             r.hgetall(&key).contains_key("pre"),
             "no copy on {name}; plugin log:\n{}",
@@ -262,10 +219,7 @@ fn acl_users_with_the_documented_minimal_permissions() {
     }
 
     // Everything above stayed inside the ACLs.
-    for (name, r) in [("edge-a", &a), ("edge-b", &b), ("global", &global)] {
-        let refused = r.take_acl_log();
-        assert!(refused.is_empty(), "{name} refused: {refused:?}");
-    }
+    s.assert_nothing_refused();
 
     // A namespace outside the ACL: NOPERM, reported clearly, with no secret.
     let mut other = env("edge-a");
@@ -346,7 +300,8 @@ impl DocumentedAcls {
             ),
         );
         DocumentedAcls {
-            node_pw: write(dir.path(), "node-password", NODE_PW),
+            // With a trailing newline, as a file written by an editor has: read trimmed.
+            node_pw: write(dir.path(), "node-password", &format!("{NODE_PW}\n")),
             tenant_pw: write(dir.path(), "tenant-password", TENANT_PW),
             a,
             b,
@@ -357,20 +312,26 @@ impl DocumentedAcls {
         }
     }
 
+    /// The plugin's environment on `node` (edge-a or edge-b): the node user on its store,
+    /// the tenant user on the global store, each password from its file.
+    fn env(&self, node: &'static str) -> Vec<(&'static str, String)> {
+        vec![
+            ("SKYLARK_NODE_NAME", node.to_string()),
+            ("SKYLARK_TOPOLOGY_FILE", self.topology.clone()),
+            ("SKYLARK_REDIS_USERNAME", "skylark".to_string()),
+            ("SKYLARK_REDIS_PASSWORD_FILE", self.node_pw.clone()),
+            ("SKYLARK_GLOBAL_URL", self.global.url()),
+            ("SKYLARK_GLOBAL_USERNAME", "tenant".to_string()),
+            ("SKYLARK_GLOBAL_PASSWORD_FILE", self.tenant_pw.clone()),
+        ]
+    }
+
     /// A probe on edge-a (`extra`: more environment).
     fn probe_a(&self, extra: &[(&str, &str)]) -> Guest {
-        let global = self.global.url();
-        let mut env = vec![
-            ("SKYLARK_NODE_NAME", "edge-a"),
-            ("SKYLARK_TOPOLOGY_FILE", self.topology.as_str()),
-            ("SKYLARK_REDIS_USERNAME", "skylark"),
-            ("SKYLARK_REDIS_PASSWORD_FILE", self.node_pw.as_str()),
-            ("SKYLARK_GLOBAL_URL", global.as_str()),
-            ("SKYLARK_GLOBAL_USERNAME", "tenant"),
-            ("SKYLARK_GLOBAL_PASSWORD_FILE", self.tenant_pw.as_str()),
-        ];
-        env.extend_from_slice(extra);
-        probe(&self.a.url(), &env)
+        let env = self.env("edge-a");
+        let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.extend_from_slice(extra);
+        probe(&self.a.url(), &pairs)
     }
 
     /// Asserts that no store refused a command (`ACL LOG` is empty everywhere).
