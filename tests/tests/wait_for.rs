@@ -363,3 +363,72 @@ fn a_get_whose_required_state_is_here_does_not_wait_for_announced_copies() {
         "a plain get waits for the announced copy: {plain} ms"
     );
 }
+
+/// An announcement names the tasks its copy brings (`@incoming:<job>/<task>,..`): a get
+/// that requires a task the node lacks waits for announced copies of that task only.
+/// Before, it waited for every announced copy until it landed or its deadline passed,
+/// whatever it brought: `alarm` on the cloud node waited for every earlier step's global
+/// copy before reading `detect2`'s state, which arrived first (BENCHMARKS section 4).
+#[test]
+fn a_get_waits_only_for_announced_copies_of_the_state_it_requires() {
+    let c = Constellation::for_system_tests();
+    let node = "pi4u5";
+    let chain = chain_id("announced-named");
+    let put_here = |task: &str, size: &str, seed: &str| {
+        let run = c
+            .guest("probe", node)
+            .args(["put", &chain, task, size, seed])
+            .run(RUN_TIMEOUT);
+        run.assert_success();
+        assert_eq!(run.json()["status"], 0, "{}", run.stdout);
+    };
+    put_here("t", "100", "3");
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 60_000;
+    let announce = |field: &str| {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{NS}:bundle:{chain}"))
+            .arg(field)
+            .arg(until)
+            .query(&mut c.redis(node).conn())
+            .expect("HSET");
+    };
+    // A copy of `x` on its way; the get requires `u`, which another process on the node
+    // puts while the get waits.
+    announce("@incoming:j-x/x");
+    let get = |task: &str| {
+        c.guest("probe", node)
+            .env("SKYLARK_INCOMING_WAIT_MS", "5000")
+            .args(["get", &chain, "--require", task])
+    };
+    let waiter = get("u").spawn();
+    until_waiting(c.redis(node), &chain);
+    put_here("u", "200", "4");
+    let run = waiter.wait(RUN_TIMEOUT);
+    run.assert_success();
+    let v = run.json();
+    assert_eq!(status(&v), 0, "{v}");
+    assert_eq!(v["tier"], "local", "{v}");
+    assert_eq!(v["fields"]["u"]["fnv"], fnv1a(&pattern(200, 4)), "{v}");
+    let ms = v["ms"].as_f64().expect("ms");
+    assert!(
+        ms < 4000.0,
+        "the get waited {ms} ms for a copy of a task it does not require"
+    );
+    // A copy announced as bringing `w` holds back a get that requires `w`: it is still
+    // waiting for it after the time the first get took.
+    announce("@incoming:j-w/w,x");
+    let waiter = get("w").spawn();
+    until_waiting(c.redis(node), &chain);
+    put_here("w", "300", "5");
+    let v = waiter.wait(RUN_TIMEOUT).json();
+    assert_eq!(status(&v), 0, "{v}");
+    let ms = v["ms"].as_f64().expect("ms");
+    assert!(
+        ms >= 4500.0,
+        "the get did not wait for the announced copy of w: {ms} ms, {v}"
+    );
+}

@@ -259,7 +259,13 @@ fn tiered(
     // read never returns a field older than the node's own either way).
     let satisfied = !opts.require.is_empty() && keys::holds(&raw, &opts.require);
     if !satisfied && !wait.is_zero() {
-        let incoming = keys::incoming(&raw);
+        let mut incoming = keys::incoming(&raw);
+        if !opts.require.is_empty() {
+            // Nor for copies that bring none of the required state the node lacks (a
+            // step on the global node need not wait for every earlier step's global copy).
+            let missing = missing(&raw, &opts.require);
+            incoming.retain(|(field, _)| keys::may_bring(field, &missing));
+        }
         if !incoming.is_empty() {
             if let Some(r) = wait_incoming(ctx, ns, chain, incoming)? {
                 raw = r;
@@ -378,6 +384,15 @@ async fn arrival(
     let max = ctx.cluster.config.max_bundle_bytes;
     let raw = bundle_read::read_async(&ctx.cluster.local, ns, chain, max).await?;
     Ok(Found::new(raw, Tier::Local, ctx.cluster.config.node_name.clone()).ok())
+}
+
+/// The tasks of `require` that the bundle hash `raw` holds no field for.
+fn missing<'a>(raw: &HashPairs, require: &'a [String]) -> Vec<&'a str> {
+    require
+        .iter()
+        .filter(|t| !raw.iter().any(|(k, _)| k == t.as_bytes()))
+        .map(String::as_str)
+        .collect()
 }
 
 fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallError> {

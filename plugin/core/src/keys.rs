@@ -15,9 +15,14 @@ pub fn bundle(namespace: &str, chain: &str) -> String {
 pub const PLACEMENT_PREFIX: &str = "@at:";
 
 /// Prefix of the bundle fields that announce a copy on its way to this store
-/// (`@incoming:<job>` = unix ms until which readers may wait for it). Written just before
-/// the copy, removed by the copy itself.
+/// (`@incoming:<job>/<task>,<task>..` = unix ms until which readers may wait for it; the
+/// tasks are those the copy brings, see [`incoming_field`]). Written just before the
+/// copy, removed by the copy itself.
 pub const INCOMING_PREFIX: &str = "@incoming:";
+
+/// Most tasks an announcement names; a copy of more is announced without names (a reader
+/// then waits for it whatever it needs).
+pub const INCOMING_MAX_TASKS: usize = 32;
 
 /// Prefix of the bundle fields holding each task's version (`@v:<task>` = decimal
 /// number; see `fence`).
@@ -56,9 +61,32 @@ pub fn idempotency_field(key: &str) -> String {
     format!("{IDEMPOTENCY_PREFIX}{key}")
 }
 
-/// The bundle field announcing job `job`'s copy.
-pub fn incoming_field(job: &str) -> String {
-    format!("{INCOMING_PREFIX}{job}")
+/// The bundle field announcing job `job`'s copy of `tasks`: `@incoming:<job>/<t1>,<t2>..`
+/// (neither job ids nor task ids hold `/` or `,`), so that a reader that requires other
+/// tasks need not wait for it. Without tasks, or with more than [`INCOMING_MAX_TASKS`],
+/// `@incoming:<job>` (what plugins before the names wrote): it may bring anything.
+pub fn incoming_field(job: &str, tasks: &[&str]) -> String {
+    if tasks.is_empty() || tasks.len() > INCOMING_MAX_TASKS {
+        return format!("{INCOMING_PREFIX}{job}");
+    }
+    format!("{INCOMING_PREFIX}{job}/{}", tasks.join(","))
+}
+
+/// The tasks an announcement field names (see [`incoming_field`]); `None` when it names
+/// none, so that its copy may bring any task.
+pub fn announced_tasks(field: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    let rest = field.strip_prefix(INCOMING_PREFIX.as_bytes())?;
+    let at = rest.iter().position(|b| *b == b'/')?;
+    Some(rest[at + 1..].split(|b| *b == b','))
+}
+
+/// Whether the copy an announcement field stands for may bring one of `tasks`: it names
+/// one of them, or names none.
+pub fn may_bring(field: &[u8], tasks: &[&str]) -> bool {
+    match announced_tasks(field) {
+        None => true,
+        Some(mut named) => named.any(|n| tasks.iter().any(|t| t.as_bytes() == n)),
+    }
 }
 
 /// A bundle hash as read, split by field kind.
@@ -244,7 +272,7 @@ mod tests {
         assert_eq!(s.dropped, 6);
         let pairs = vec![
             (b"det".to_vec(), b"y".to_vec()),
-            (incoming_field("j1").into_bytes(), b"1700".to_vec()),
+            (incoming_field("j1", &[]).into_bytes(), b"1700".to_vec()),
             (b"@future:x".to_vec(), b"?".to_vec()),
             (version_field("det").into_bytes(), b"17".to_vec()),
             (b"@v:pre".to_vec(), b"x".to_vec()),
@@ -269,5 +297,30 @@ mod tests {
         assert_eq!(stats("ns", "pi5u2"), "ns:stats:pi5u2");
         assert_eq!(events("skylark"), "skylark/events");
         assert_eq!(arrivals("skylark", "c-1"), "skylark/arrivals:c-1");
+    }
+
+    #[test]
+    fn announcements_name_the_tasks_their_copy_brings() {
+        let named = incoming_field("18c-2a-0-5", &["pre", "det.2"]);
+        assert_eq!(named, "@incoming:18c-2a-0-5/pre,det.2");
+        assert!(may_bring(named.as_bytes(), &["det.2"]));
+        assert!(may_bring(named.as_bytes(), &["alarm", "pre"]));
+        assert!(!may_bring(named.as_bytes(), &["det"]));
+        assert!(!may_bring(named.as_bytes(), &[]));
+        // An older plugin's announcement (no names), or one of too many tasks: anything.
+        let unnamed = incoming_field("j", &[]);
+        assert_eq!(unnamed, "@incoming:j");
+        assert!(may_bring(unnamed.as_bytes(), &["det"]));
+        let many: Vec<String> = (0..=INCOMING_MAX_TASKS).map(|i| format!("t{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(incoming_field("j", &many), "@incoming:j");
+        assert!(announced_tasks(b"@at:x/y").is_none());
+        // Both kinds are announcements to `split` and `incoming`.
+        let pairs = vec![
+            (named.clone().into_bytes(), b"1700".to_vec()),
+            (unnamed.clone().into_bytes(), b"1800".to_vec()),
+        ];
+        assert_eq!(incoming(&pairs).len(), 2);
+        assert_eq!(split(pairs).incoming.len(), 2);
     }
 }

@@ -100,7 +100,15 @@ pub(super) async fn round(
                 .map(|(f, _)| (f.as_slice(), snap.version(f)))
                 .collect()
         };
-        let announced = (!wait.is_zero()).then(|| keys::incoming_field(&job.id));
+        let announced = (!wait.is_zero()).then(|| {
+            // Named, so that a reader requiring other tasks does not wait for this copy;
+            // a name that is not UTF-8 (never an id) leaves the announcement unnamed.
+            let names: Option<Vec<&str>> = fields
+                .iter()
+                .map(|(f, _)| std::str::from_utf8(f).ok())
+                .collect();
+            keys::incoming_field(&job.id, &names.unwrap_or_default())
+        });
         let copy = fence::Copy {
             state: &stamped,
             placed: &placed,
