@@ -3,17 +3,20 @@
 //! link emulator; the AOT-compiled probe guest under real wasmedge with the plugin).
 //!
 //! ```text
-//! cargo run --release -p skylark-bench --bin prop-bench -- [--puts 2000] [--copies 30]
+//! cargo run --release -p skylark-bench --bin prop-bench -- [--puts 2000] [--copies 30] [--chains N]
 //! ```
-//! 1. Put latency as the guest sees it (1 KiB, one field, `--puts` puts in one process):
+//! 1. Put latency as the guest sees it (1 KiB, one field, `--puts` puts in one process,
+//!    each of its own chain unless `--chains` says how many chains they share, so that
+//!    their propagation jobs do not merge into a few):
 //!    propagation off (the v1 write path); propagation on with no remote (no topology, no
 //!    global store: the outbox record is written, the job has nowhere to go); propagation
 //!    on to the node three hops away and the global store with every remote link at 60 ms
 //!    (± 30 ms jitter, 90 Mbit/s).
 //! 2. Time from a put's return in the guest until the copy is readable on the elected
 //!    node and on the global store (`--copies` puts, one process each), with ideal links
-//!    and with 60 ms links. Readability is polled directly on the target's redis-server
-//!    every 200 µs; both clocks are this machine's wall clock.
+//!    and with 60 ms links. Readability (the put's field is in the bundle: `HEXISTS`, not
+//!    the key, which the copy's announcement creates first) is polled directly on the
+//!    target's redis-server every 200 µs; both clocks are this machine's wall clock.
 //!
 //! Use `scripts/prop-bench.sh`, which builds everything first.
 
@@ -31,23 +34,37 @@ const ELECTED: &str = "pi4u5";
 const GLOBAL: &str = "pi5u1";
 
 const USAGE: &str = "\
-usage: prop-bench [--puts N] [--copies N]
+usage: prop-bench [--puts N] [--copies N] [--chains N]
   --puts    puts in one process per put-latency row; default 2000
-  --copies  puts (one process each) per copy-delay row; default 30";
+  --copies  puts (one process each) per copy-delay row; default 30
+  --chains  chains the put-latency puts are spread over; default one per put (no two
+            puts' jobs merge)";
 
-/// `(--puts, --copies)`.
-fn options(p: &mut lexopt::Parser) -> Result<(usize, usize), lexopt::Error> {
+/// The command line.
+struct Options {
+    puts: usize,
+    copies: usize,
+    /// `None`: one chain per put.
+    chains: Option<usize>,
+}
+
+fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
     use lexopt::prelude::*;
-    let (mut puts, mut copies) = (2000, 30);
+    let mut o = Options {
+        puts: 2000,
+        copies: 30,
+        chains: None,
+    };
     while let Some(arg) = p.next()? {
         match arg {
-            Long("puts") => puts = cli::positive(p)?,
-            Long("copies") => copies = cli::positive(p)?,
+            Long("puts") => o.puts = cli::positive(p)?,
+            Long("copies") => o.copies = cli::positive(p)?,
+            Long("chains") => o.chains = Some(cli::positive(p)?),
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
     }
-    Ok((puts, copies))
+    Ok(o)
 }
 
 fn summary(mut v: Vec<f64>) -> (f64, f64) {
@@ -74,15 +91,18 @@ enum Setup {
 }
 
 /// Put samples (µs) of one probe `bench put` process; the first 10% are dropped.
-fn put_samples(c: &Constellation, module: &Path, puts: usize, setup: Setup) -> Vec<f64> {
+fn put_samples(c: &Constellation, module: &Path, o: &Options, setup: Setup) -> Vec<f64> {
     let chain = chain_id("putlat");
-    let warmup = puts / 10;
+    let (puts, warmup) = (o.puts, o.puts / 10);
     let n = (warmup + puts).to_string();
+    // The bench's first put (before its samples) counts too.
+    let chains = o.chains.unwrap_or(warmup + puts + 1).to_string();
     let mut g = c
         .guest_at(module, PRODUCER)
         .env("SKYLARK_LOG", "warn")
         .env("SKYLARK_EXIT_FLUSH_MS", "60000")
-        .args(["bench", "put", &chain, "1024", "1", &n, "--dest", ELECTED]);
+        .args(["bench", "put", &chain, "1024", "1", &n, "--dest", ELECTED])
+        .args(["--chains", &chains]);
     match setup {
         Setup::Off => g = g.env("SKYLARK_PROPAGATION", "off"),
         Setup::Alone => g = g.env("SKYLARK_TOPOLOGY_FILE", ""),
@@ -105,13 +125,13 @@ fn put_samples(c: &Constellation, module: &Path, puts: usize, setup: Setup) -> V
 
 /// Runs every setup `ROUNDS` times, interleaved (this machine's noise moves whole runs
 /// by tens of percent); per setup: the median of the run medians and the pooled p99.
-fn put_latency(c: &Constellation, module: &Path, puts: usize, setups: &[Setup]) -> Vec<(f64, f64)> {
+fn put_latency(c: &Constellation, module: &Path, o: &Options, setups: &[Setup]) -> Vec<(f64, f64)> {
     const ROUNDS: usize = 3;
     let mut medians = vec![Vec::new(); setups.len()];
     let mut pooled = vec![Vec::new(); setups.len()];
     for _ in 0..ROUNDS {
         for (i, s) in setups.iter().enumerate() {
-            let samples = put_samples(c, module, puts, *s);
+            let samples = put_samples(c, module, o, *s);
             medians[i].push(summary(samples.clone()).0);
             pooled[i].extend(samples);
         }
@@ -143,8 +163,12 @@ fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
             (&mut global, &mut at_global),
         ] {
             if seen.is_none() {
-                let n: u64 = redis::cmd("EXISTS").arg(&key).query(conn).expect("EXISTS");
-                if n == 1 {
+                let there: bool = redis::cmd("HEXISTS")
+                    .arg(&key)
+                    .arg("pre")
+                    .query(conn)
+                    .expect("HEXISTS");
+                if there {
                     *seen = Some(now_ms_f64());
                 }
             }
@@ -163,19 +187,15 @@ fn copy_delay(c: &Constellation, module: &Path) -> (f64, f64) {
 }
 
 fn main() {
-    let (puts, copies) = cli::parse_or_exit(USAGE, options);
+    let o = cli::parse_or_exit(USAGE, options);
+    let (puts, copies) = (o.puts, o.copies);
     let module = aot("probe");
     let c = Constellation::for_system_tests();
     let slow = LinkSpec::new(60.0, 30.0, Some(90.0));
 
     eprintln!("[prop-bench] put latency, {puts} puts per process");
     set_links(&c, slow);
-    let lat = put_latency(
-        &c,
-        &module,
-        puts,
-        &[Setup::Off, Setup::Alone, Setup::Remote],
-    );
+    let lat = put_latency(&c, &module, &o, &[Setup::Off, Setup::Alone, Setup::Remote]);
     let (off, alone, remote) = (lat[0], lat[1], lat[2]);
 
     eprintln!("[prop-bench] copy delay, {copies} puts");
@@ -194,7 +214,11 @@ fn main() {
         rows.push((name, summary(e), summary(g)));
     }
 
-    println!("### Put latency (AOT guest, 1 KiB, 1 field, {puts} puts per run after 10% warm-up, 3 interleaved runs per row)\n");
+    let spread = match o.chains {
+        None => "each put its own chain".to_string(),
+        Some(n) => format!("the puts spread over {n} chains"),
+    };
+    println!("### Put latency (AOT guest, 1 KiB, 1 field, {puts} puts per run after 10% warm-up, {spread}, 3 interleaved runs per row)\n");
     println!("| setup | median µs | p99 µs | ÷ no remote | ÷ propagation off |");
     println!("|---|---:|---:|---:|---:|");
     for (name, r) in [

@@ -26,7 +26,8 @@
 //! without `--v2`); `--start-at-ms T` waits until unix time T (ms) before the call, so that
 //! several processes race (`late` in the JSON: the process started after T). In `bench put
 //! --v2`, `--cas` makes every put a compare-and-swap from the version the previous one
-//! returned.
+//! returned. `--chains N` spreads `bench put`'s puts over N chains `<chain>-0..`, so that
+//! their propagation jobs do not merge into one.
 //!
 //! Failures of the Skylark call are reported in the JSON (`status`, `error`) with exit
 //! code 0; only bad command-line arguments exit non-zero.
@@ -98,6 +99,9 @@ struct Flags {
     start_at_ms: Option<f64>,
     /// `wait-raw`: offer `skylark_take_result` one byte too few first.
     short_take: bool,
+    /// `bench put`: spread the puts over this many chains (`<chain>-<i>`), so that their
+    /// propagation jobs do not all merge into one; 0 or 1: the one chain given.
+    chains: usize,
 }
 
 fn flag_value<T: std::str::FromStr>(name: &str, v: Option<String>) -> T {
@@ -139,6 +143,7 @@ fn parse(all: Vec<String>) -> (Vec<String>, Flags) {
             "--from" => f.get.from = Some(flag_value(&a, it.next())),
             "--local-only" => f.get.local_only = true,
             "--short-take" => f.short_take = true,
+            "--chains" => f.chains = flag_value(&a, it.next()),
             "--layout" => {
                 let l: String = flag_value(&a, it.next());
                 let Some(l) = sky::Layout::parse(&l) else {
@@ -403,19 +408,26 @@ fn bench(args: &[String], flags: &Flags) -> Value {
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
     let last = std::cell::Cell::new(0u64);
+    let chains: Vec<String> = match flags.chains {
+        0 | 1 => vec![chain.clone()],
+        n => (0..n).map(|i| format!("{chain}-{i}")).collect(),
+    };
+    let turn = std::cell::Cell::new(0usize);
     let put = || {
+        let chain = &chains[turn.get() % chains.len()];
+        turn.set(turn.get() + 1);
         if flags.v2 && flags.cas {
             let opts = sky::PutOptions {
                 if_version: Some(last.get()),
                 ..flags.put.clone()
             };
-            sky::put_many_versioned(&chain, &pairs, &opts).map(|v| last.set(v[0]))
+            sky::put_many_versioned(chain, &pairs, &opts).map(|v| last.set(v[0]))
         } else if flags.v2 {
-            sky::put_many_versioned(&chain, &pairs, &flags.put).map(drop)
+            sky::put_many_versioned(chain, &pairs, &flags.put).map(drop)
         } else if fields == 1 {
-            sky::put_with(&chain, pairs[0].0, pairs[0].1, &flags.put)
+            sky::put_with(chain, pairs[0].0, pairs[0].1, &flags.put)
         } else {
-            sky::put_many_with(&chain, &pairs, &flags.put)
+            sky::put_many_with(chain, &pairs, &flags.put)
         }
     };
     if let Err(e) = put() {
