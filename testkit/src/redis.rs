@@ -362,6 +362,19 @@ impl Redis {
             .unwrap_or(0)
     }
 
+    /// Bytes the server has sent to its clients so far (`INFO stats`,
+    /// `total_net_output_bytes`): what a test reads to tell whether a bundle left it.
+    pub fn output_bytes(&self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut self.conn())
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no total_net_output_bytes in INFO stats"))
+    }
+
     /// The state fields of a bundle hash: every field but the reserved ones (`@at:`,
     /// `@v:`, `@incoming:`), as a sorted map.
     pub fn state(&self, key: &str) -> BTreeMap<String, Vec<u8>> {

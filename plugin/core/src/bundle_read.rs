@@ -247,6 +247,29 @@ fn guarded(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Check
     }
 }
 
+/// The first step of a read from another node on the plugin runtime: the size check,
+/// which returns the hash itself up to [`SCRIPT_RETURN_BYTES`] (`Some`), `None` for a
+/// larger bundle within the limits (read it with [`read_async`], one more round trip),
+/// `BundleTooLarge` over a limit. Lets a reader decide whether a large bundle is worth
+/// pulling before any of its bytes leave the store.
+pub async fn probe_async(
+    store: &Store,
+    ns: &str,
+    chain: &str,
+    max_state: u32,
+) -> Result<Option<HashPairs>, CallError> {
+    let reply = store
+        .query_bundle_async(&request(ns, chain, max_state, SCRIPT_RETURN_BYTES))
+        .await?;
+    match checked(reply) {
+        Checked::Large => Ok(None),
+        Checked::Hash(v) => hash_pairs(v).map(Some).map_err(|m| store.reply_error(m)),
+        Checked::TooLarge(state, reserved) => {
+            Err(too_large(store, chain, max_state, state, reserved))
+        }
+    }
+}
+
 /// Reads `chain`'s bundle from `store` on the plugin runtime, size-checked first (the
 /// hash through the script: the runtime's connections are multiplexed).
 pub async fn read_async(

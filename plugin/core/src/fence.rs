@@ -844,9 +844,11 @@ static COPY_SCRIPT: Script = Script::new(COPY);
 static SWEEP_SCRIPT: Script = Script::new(SWEEP);
 
 impl Copy<'_> {
-    /// The script that makes this copy to `key` (by digest).
+    /// The script that makes this copy to `key` (by digest; with its text when the copy
+    /// carries [`crate::script::TEXT_FROM_BYTES`] or more).
     pub fn cmd(&self, key: &str) -> redis::Cmd {
-        let mut cmd = COPY_SCRIPT.cmd();
+        let payload = self.state.iter().map(|(f, _, v)| f.len() + v.len()).sum();
+        let mut cmd = COPY_SCRIPT.cmd_for(payload);
         cmd.arg(1)
             .arg(key)
             .arg(ttl_arg(self.ttl))

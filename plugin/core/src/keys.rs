@@ -157,7 +157,7 @@ pub fn split(pairs: HashPairs) -> Split {
 
 /// The unix ms an announcement (`@incoming:<job>`) lets readers wait until (0 if not a
 /// number: already expired).
-fn incoming_until(v: &[u8]) -> u64 {
+pub fn incoming_until(v: &[u8]) -> u64 {
     std::str::from_utf8(v)
         .ok()
         .and_then(|s| s.parse().ok())

@@ -59,7 +59,24 @@ impl Script {
         cmd.arg(self.sha());
         cmd
     }
+
+    /// [`Script::cmd`] for a request whose arguments carry `payload` bytes, unless they
+    /// are at least [`TEXT_FROM_BYTES`]: then `EVAL <text>`, because a `NOSCRIPT` would
+    /// send the payload a second time (a first 5 MB copy to a store took two transfers)
+    /// while the text costs a few percent at most.
+    pub fn cmd_for(&self, payload: usize) -> redis::Cmd {
+        if payload < TEXT_FROM_BYTES {
+            return self.cmd();
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.body);
+        cmd
+    }
 }
+
+/// Requests carrying at least this many bytes of arguments send the script's text
+/// ([`Script::cmd_for`]).
+pub const TEXT_FROM_BYTES: usize = 64 << 10;
 
 /// SHA-1 of `body` in lower-case hex.
 fn sha1_hex(body: &str) -> String {
@@ -143,6 +160,27 @@ mod tests {
     fn the_digest_is_redis_s() {
         // `redis-cli SCRIPT LOAD "return 1"`.
         assert_eq!(RETURN_ONE.sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    #[test]
+    fn a_large_request_goes_with_the_text() {
+        let first = |cmd: redis::Cmd| -> Vec<Vec<u8>> {
+            cmd.args_iter()
+                .take(2)
+                .filter_map(|a| match a {
+                    redis::Arg::Simple(b) => Some(b.to_vec()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            first(RETURN_ONE.cmd_for(TEXT_FROM_BYTES - 1)),
+            vec![b"EVALSHA".to_vec(), RETURN_ONE.sha().as_bytes().to_vec()]
+        );
+        assert_eq!(
+            first(RETURN_ONE.cmd_for(TEXT_FROM_BYTES)),
+            vec![b"EVAL".to_vec(), b"return 1".to_vec()]
+        );
     }
 
     #[test]
