@@ -206,18 +206,6 @@ fn the_sdk_gets_one_64_kib_value_in_one_host_call() {
     assert!(log.contains("does not fit a buffer"), "{log}");
 }
 
-/// Bytes the server has sent over all connections (`INFO stats`).
-fn sent_bytes(redis: &Redis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query(&mut redis.conn())
-        .expect("INFO stats");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("total_net_output_bytes")
-}
-
 #[test]
 fn a_bundle_at_the_size_limit_is_delivered_and_one_byte_over_is_not_sent() {
     let redis = Redis::start();
@@ -240,13 +228,13 @@ fn a_bundle_at_the_size_limit_is_delivered_and_one_byte_over_is_not_sent() {
         );
 
         let over = [("SKYLARK_MAX_BUNDLE_BYTES", "299999")];
-        let before = sent_bytes(&redis);
+        let before = redis.output_bytes();
         let got = probe(
             &redis,
             &over,
             &["wait-raw", &chain, "4096", "--layout", layout],
         );
-        let sent = sent_bytes(&redis) - before;
+        let sent = redis.output_bytes() - before;
         assert_eq!(status(&got), BUNDLE_TOO_LARGE, "{layout}: {got}");
         assert!(
             sent < 64 * 1024,

@@ -77,17 +77,6 @@ fn field_names(redis: &Redis, chain: &str) -> Vec<Vec<u8>> {
     names
 }
 
-fn net_output_bytes(redis: &Redis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query(&mut redis.conn())
-        .expect("INFO stats");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("total_net_output_bytes")
-}
-
 #[test]
 fn a_hostile_neighbour_cannot_poison_a_chain() {
     let pair = Pair::start();
@@ -143,7 +132,7 @@ fn an_oversized_remote_bundle_is_refused_before_it_is_read() {
     let chain = chain_id("huge");
     let big = vec![b'x'; 512 * 1024];
     pair.plant(&chain, &[(b"pre", &big), (b"@v:pre", b"3")]);
-    let sent = net_output_bytes(&pair.b);
+    let sent = pair.b.output_bytes();
     let (run, v) = pair.get(&chain, &[("SKYLARK_MAX_BUNDLE_BYTES", "65536")]);
     assert_eq!(v["status"], BUNDLE_TOO_LARGE, "{v}\n{}", run.stderr);
     let msg = v["error"].as_str().unwrap_or("");
@@ -152,7 +141,7 @@ fn an_oversized_remote_bundle_is_refused_before_it_is_read() {
         "{msg}"
     );
     // Not one value's worth of bytes left edge-b's Redis, and nothing was cached.
-    let out = net_output_bytes(&pair.b) - sent;
+    let out = pair.b.output_bytes() - sent;
     assert!(out < 64 * 1024, "edge-b sent {out} bytes");
     assert!(field_names(&pair.a, &chain).is_empty());
 

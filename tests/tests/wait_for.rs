@@ -54,6 +54,22 @@ fn stored_version(redis: &Redis, chain: &str, task: &str) -> u64 {
     String::from_utf8_lossy(v).parse().expect("a number")
 }
 
+/// Announces a copy to `redis`'s bundle of `chain` as a propagation job does just before
+/// sending it (`field` = `@incoming:<job>[/<task>,..]`), live for a minute; no copy follows.
+fn announce(redis: &Redis, chain: &str, field: &str) {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 60_000;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{NS}:bundle:{chain}"))
+        .arg(field)
+        .arg(until)
+        .query(&mut redis.conn())
+        .expect("HSET");
+}
+
 /// Calls of the commands a waiter could poll with, on `redis`.
 fn reads(redis: &Redis) -> u64 {
     ["hkeys", "hget", "hgetall", "eval"]
@@ -328,17 +344,7 @@ fn a_get_whose_required_state_is_here_does_not_wait_for_announced_copies() {
     let redis = Redis::start();
     let chain = chain_id("announced");
     put(&redis, &chain, "t", "100", "3");
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-        + 60_000;
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{NS}:bundle:{chain}"))
-        .arg("@incoming:j-test")
-        .arg(until)
-        .query(&mut redis.conn())
-        .expect("HSET");
+    announce(&redis, &chain, "@incoming:j-test");
     let get = |extra: &[&str]| {
         let mut args = vec!["get", chain.as_str()];
         args.extend_from_slice(extra);
@@ -383,22 +389,10 @@ fn a_get_waits_only_for_announced_copies_of_the_state_it_requires() {
         assert_eq!(run.json()["status"], 0, "{}", run.stdout);
     };
     put_here("t", "100", "3");
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-        + 60_000;
-    let announce = |field: &str| {
-        let _: () = redis::cmd("HSET")
-            .arg(format!("{NS}:bundle:{chain}"))
-            .arg(field)
-            .arg(until)
-            .query(&mut c.redis(node).conn())
-            .expect("HSET");
-    };
+    let announce_here = |field: &str| announce(c.redis(node), &chain, field);
     // A copy of `x` on its way; the get requires `u`, which another process on the node
     // puts while the get waits.
-    announce("@incoming:j-x/x");
+    announce_here("@incoming:j-x/x");
     let get = |task: &str| {
         c.guest("probe", node)
             .env("SKYLARK_INCOMING_WAIT_MS", "5000")
@@ -420,7 +414,7 @@ fn a_get_waits_only_for_announced_copies_of_the_state_it_requires() {
     );
     // A copy announced as bringing `w` holds back a get that requires `w`: it is still
     // waiting for it after the time the first get took.
-    announce("@incoming:j-w/w,x");
+    announce_here("@incoming:j-w/w,x");
     let waiter = get("w").spawn();
     until_waiting(c.redis(node), &chain);
     put_here("w", "300", "5");
