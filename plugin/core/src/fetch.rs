@@ -292,10 +292,9 @@ fn tiered(
     // The required tasks this node lacks: a copy of one of them announced here is worth
     // waiting for rather than pulling the same bytes over the same links.
     let lacking: Vec<String> = match &local {
-        Some(f) => require
-            .iter()
-            .filter(|t| !f.fields.iter().any(|(k, _)| k == t.as_bytes()))
-            .cloned()
+        Some(f) => missing(&f.fields, &require)
+            .into_iter()
+            .map(String::from)
             .collect(),
         None => require.clone(),
     };
