@@ -177,6 +177,8 @@ mod tests {
             state_bytes: 1_000_000,
             t_star_ms: None,
             slo_level: None,
+            outbox_at_start: None,
+            quiet: None,
         };
         let h = summarize(&[rec]);
         assert_eq!(h.len(), 1);

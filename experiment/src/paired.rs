@@ -168,6 +168,8 @@ mod tests {
             state_bytes: 1_000_000,
             t_star_ms,
             slo_level: None,
+            outbox_at_start: None,
+            quiet: None,
         }
     }
 

@@ -148,6 +148,15 @@ pub struct WorkflowRecord {
     /// records.
     #[serde(default)]
     pub slo_level: Option<String>,
+    /// Propagation jobs in every node's outbox when the workflow's first step started
+    /// (a sequential run waits for them to drain first, [`crate::quiet`]); absent in the
+    /// throughput phase and older records.
+    #[serde(default)]
+    pub outbox_at_start: Option<u64>,
+    /// How the outboxes drained after the workflow's processes exited; absent in the
+    /// throughput phase and older records.
+    #[serde(default)]
+    pub quiet: Option<crate::quiet::Quiet>,
 }
 
 /// A throughput measurement: `workflows` completed in `wall_s` seconds.
@@ -1098,6 +1107,8 @@ mod tests {
             state_bytes: config.size_bytes,
             t_star_ms: None,
             slo_level: None,
+            outbox_at_start: None,
+            quiet: None,
         }
     }
 

@@ -103,5 +103,12 @@ fn quick_experiment_writes_a_consistent_report() {
             }
         }
         assert!(w["t_w_ms"].as_f64().unwrap_or(0.0) > 0.0);
+        // Sequential workflows start on quiet links (experiment::quiet).
+        assert_eq!(w["outbox_at_start"], 0, "started with jobs pending: {w}");
+        assert_eq!(w["quiet"]["undrained"], 0, "did not drain: {w}");
     }
+    assert!(
+        report.contains("0 workflows started with jobs still in an outbox"),
+        "{report}"
+    );
 }

@@ -12,7 +12,7 @@
 //!     [--states bundled,single] [--slot-ms MS] [--concurrency 5]
 //!     [--throughput-workflows W] [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
 //!     [--fusion-reps N] [--fusion-size MB] [--slo loose,binding,infeasible] [--slo-ms MS]
-//!     [--mode aot|interp] [--out DIR]
+//!     [--mode aot|interp] [--default-exit-flush | --exit-flush-ms MS] [--out DIR]
 //! ```
 //! Use `scripts/experiment.sh`, which builds everything first.
 //!
@@ -48,6 +48,7 @@
 
 use serde_json::Value;
 use skylark_experiment::handoff;
+use skylark_experiment::quiet::{self, pending, Quiet};
 use skylark_experiment::report::{
     self, Config, Meta, StepRecord, ThroughputRecord, WorkflowRecord,
 };
@@ -57,7 +58,7 @@ use skylark_testkit::redis::NS;
 use skylark_testkit::{chain_id, cli, Rng, Running};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The longest a step may take to print its result, and a process to exit afterwards.
@@ -72,19 +73,28 @@ const AFTER_BOUNDARY: Duration = Duration::from_millis(100);
 const ARRIVAL_POLL: Duration = Duration::from_millis(1);
 /// The store deadline (`SKYLARK_TIMEOUT_MS`) of the throughput phase's guests.
 const THROUGHPUT_TIMEOUT_MS: u64 = 30_000;
-/// The exit flush (`SKYLARK_EXIT_FLUSH_MS`) of the throughput phase's guests: a step's
-/// process waits for its copies as long as a store request may take, rather than give
-/// them up after the default 5 s with part of the bytes sent (a resumer then sends them
-/// all again over the same loaded links). The wall time runs until every process exited
-/// and every outbox drained, so the wait is counted either way.
-const THROUGHPUT_EXIT_FLUSH_MS: u64 = THROUGHPUT_TIMEOUT_MS;
-/// Whether the throughput phase's guests get [`THROUGHPUT_EXIT_FLUSH_MS`] (off with
-/// `--default-exit-flush`).
-static LONG_EXIT_FLUSH: AtomicBool = AtomicBool::new(true);
+/// The step processes' exit flush (`SKYLARK_EXIT_FLUSH_MS`), set once from the options
+/// ([`exit_flush_ms`]).
+static EXIT_FLUSH: OnceLock<ExitFlush> = OnceLock::new();
+
+/// How long a step's process waits for its copies at exit.
+#[derive(Debug, Clone, Copy)]
+enum ExitFlush {
+    /// As long as a store request may take, wherever the run sets a store deadline (the
+    /// throughput phase, sizes above [`LARGE_BYTES`]): rather than give a copy up after
+    /// the default 5 s with part of the bytes sent (a resumer then sends them all again
+    /// over the same loaded links). A deployment's serving process lives on after a
+    /// response and finishes its copies; a step's process here exits.
+    Store,
+    /// The plugin's default (`--default-exit-flush`).
+    Default,
+    /// A fixed value (`--exit-flush-ms`).
+    Fixed(u64),
+}
 /// States above this size get a longer store deadline (`SKYLARK_TIMEOUT_MS`).
 const LARGE_BYTES: u64 = 5_000_000;
 /// The longest the outboxes may take to drain after the throughput phase's processes
-/// ended. Jobs a process left in its node's outbox when it exited are resumed by a later
+/// ended, and at least how long after a sequential workflow's ([`quiesce`]). Jobs a process left in its node's outbox when it exited are resumed by a later
 /// process on that node: the node's resumer ([`start_resumers`]), or, without resumers,
 /// a later step there; when none comes, they stay (reported as undrained).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,8 +123,8 @@ struct Options {
     quick: bool,
     /// One long-lived process per node during the throughput phase ([`start_resumers`]).
     resumers: bool,
-    /// The throughput phase's guests keep the default exit flush.
-    default_exit_flush: bool,
+    /// The step processes' exit flush.
+    exit_flush: ExitFlush,
 }
 
 const USAGE: &str = "\
@@ -123,8 +133,8 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
                   [--slot-ms MS] [--concurrency K,K..] [--throughput-workflows W]
                   [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
                   [--fusion-reps N] [--fusion-size MB] [--slo LEVELS] [--slo-ms MS]
-                  [--mode aot|interp] [--no-resumers] [--default-exit-flush]
-                  [--out DIR]
+                  [--mode aot|interp] [--no-resumers]
+                  [--default-exit-flush | --exit-flush-ms MS] [--out DIR]
   --quick                 a short run: 1 rep, 64 kB, 20 s slots, concurrency 2, 2 workflows,
                           every scenario once, fusion once at 64 kB (options after it apply)
   --full                  the published scale: sizes 1,2,5,10,20,50, 20 reps (5 above
@@ -160,8 +170,10 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
   --no-resumers           no long-lived process per node in the throughput phase (jobs a
                           step's process leaves at exit then wait for a later step on its
                           node, and may never drain)
-  --default-exit-flush    the throughput phase's guests keep the default exit flush (5 s)
-                          instead of waiting up to 30 s for their copies
+  --default-exit-flush    step processes keep the plugin's default exit flush (5 s) instead
+                          of waiting for their copies as long as a store request may take
+                          (throughput phase: 30 s; sizes above 5 MB: 2 s + 1.6 s per MB)
+  --exit-flush-ms         every step process's exit flush (SKYLARK_EXIT_FLUSH_MS)
   --out                   report directory; default results/<UTC time>";
 
 /// The items of a comma-separated list, each one of `allowed`.
@@ -197,7 +209,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
         out: skylark_testkit::root().join(format!("results/{}", stamp.trim())),
         quick: false,
         resumers: true,
-        default_exit_flush: false,
+        exit_flush: ExitFlush::Store,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -278,7 +290,8 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             }
             Long("out") => o.out = PathBuf::from(p.value()?),
             Long("no-resumers") => o.resumers = false,
-            Long("default-exit-flush") => o.default_exit_flush = true,
+            Long("default-exit-flush") => o.exit_flush = ExitFlush::Default,
+            Long("exit-flush-ms") => o.exit_flush = ExitFlush::Fixed(p.value()?.parse()?),
             Short('h') | Long("help") => cli::help(USAGE),
             _ => return Err(arg.unexpected()),
         }
@@ -660,17 +673,26 @@ fn store_timeout_ms(cfg: &Config) -> Option<u64> {
     }
 }
 
-/// Starts one long-lived process per node for the throughput phase: the `alarm` function
-/// serving HTTP on a loopback port nobody calls, configured as the configuration's guests.
+/// The exit flush of `cfg`'s step processes, `None` for the plugin's default.
+fn exit_flush_ms(cfg: &Config) -> Option<u64> {
+    match EXIT_FLUSH.get().copied().unwrap_or(ExitFlush::Store) {
+        ExitFlush::Store => store_timeout_ms(cfg),
+        ExitFlush::Default => None,
+        ExitFlush::Fixed(ms) => Some(ms),
+    }
+}
+
+/// Starts one long-lived process on each of `nodes` (for the throughput phase, and to
+/// drain what a sequential workflow left, [`quiesce`]): the `alarm` function serving
+/// HTTP on a loopback port nobody calls, configured as the configuration's guests.
 /// It stands for the serving processes of a deployment, whose plugin sweeps the node's
 /// outbox every `SKYLARK_SWEEP_MS`: a job a step's process left when it exited (its exit
 /// flush ran out while its copies were still on their way) is resumed on that node even
 /// when no later step runs there. Without them the last workflows' leftover jobs would
 /// wait for a process that never comes, and the wall time could not end at the drain.
-fn start_resumers(net: &Constellation, mods: &Modules, cfg: &Config) -> Resumers {
+fn start_resumers(net: &Constellation, mods: &Modules, cfg: &Config, nodes: &[String]) -> Resumers {
     let (_, rule) = policy_and_rule(&cfg.policy);
-    let procs = net
-        .nodes()
+    let procs = nodes
         .iter()
         .map(|node| {
             let mut guest = net
@@ -808,9 +830,8 @@ fn run_workflow(
             if let Some(ms) = timeout_ms {
                 guest = guest.env("SKYLARK_TIMEOUT_MS", &ms.to_string());
             }
-            if cfg.concurrency > 1 && LONG_EXIT_FLUSH.load(Ordering::Relaxed) {
-                let ms = THROUGHPUT_EXIT_FLUSH_MS.to_string();
-                guest = guest.env("SKYLARK_EXIT_FLUSH_MS", &ms);
+            if let Some(ms) = exit_flush_ms(cfg) {
+                guest = guest.env("SKYLARK_EXIT_FLUSH_MS", &ms.to_string());
             }
             let proc = guest.args([&chain]).args(&step.args).spawn();
             if let Some((line, _)) = proc.next_line(STEP_TIMEOUT) {
@@ -893,6 +914,8 @@ fn run_workflow(
         state_bytes: cfg.size_bytes,
         t_star_ms,
         slo_level: None,
+        outbox_at_start: None,
+        quiet: None,
     };
     (record, chain, running)
 }
@@ -1025,6 +1048,36 @@ fn attach_migrations(
     }
 }
 
+/// [`quiet::quiesce`] after a sequential workflow, the left jobs resumed by processes
+/// configured as `cfg`'s guests, for the longer of [`DRAIN_TIMEOUT`] and its store
+/// deadline.
+fn quiesce(net: &Constellation, mods: &Modules, cfg: &Config) -> Quiet {
+    let limit = DRAIN_TIMEOUT.max(Duration::from_millis(
+        store_timeout_ms(cfg).unwrap_or_default(),
+    ));
+    let q = quiet::quiesce(net, limit, |nodes| {
+        std::mem::take(&mut start_resumers(net, mods, cfg, nodes).0)
+    });
+    if q.undrained > 0 {
+        eprintln!(
+            "[experiment] {} propagation job(s) still in the outboxes {limit:?} after a workflow's processes exited; the next workflow shares the links with them",
+            q.undrained
+        );
+    }
+    q
+}
+
+/// The report's note on the waits between sequential workflows ([`quiesce`]).
+fn quiet_note(records: &[WorkflowRecord], others: &[(Scenario, Vec<WorkflowRecord>)]) -> String {
+    let all: Vec<&WorkflowRecord> = records
+        .iter()
+        .chain(others.iter().flat_map(|(_, r)| r))
+        .collect();
+    let quiets: Vec<Quiet> = all.iter().filter_map(|r| r.quiet).collect();
+    let at_start: Vec<u64> = all.iter().filter_map(|r| r.outbox_at_start).collect();
+    quiet::note(&quiets, &at_start)
+}
+
 /// Waits for a workflow's processes (their exit flush) and checks they all succeeded.
 fn finish(running: Vec<Running>) {
     for r in running {
@@ -1044,7 +1097,7 @@ fn throughput(
     resumers: bool,
 ) -> (f64, u64) {
     let resumers = if resumers {
-        let r = start_resumers(net, mods, cfg);
+        let r = start_resumers(net, mods, cfg, &net.nodes());
         // Their start-up is not the workflows' time.
         std::thread::sleep(Duration::from_secs(2));
         r
@@ -1077,9 +1130,8 @@ fn throughput(
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
     let exited = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let left = || -> u64 { net.nodes().iter().map(|n| net.outbox_len(n) as u64).sum() };
     let outcome = loop {
-        let n = left();
+        let n = pending(net);
         if n == 0 {
             break (started.elapsed().as_secs_f64(), 0);
         }
@@ -1153,9 +1205,12 @@ impl Matrix<'_> {
                                 concurrency: 1,
                             };
                             let slo_ms = budget(level, size);
+                            let at_start = pending(self.net);
                             let (mut rec, chain, running) =
                                 run_workflow(self.net, self.mods, &cfg, rep, slo_ms, scenario);
                             finish(running);
+                            rec.outbox_at_start = Some(at_start);
+                            rec.quiet = Some(quiesce(self.net, self.mods, &cfg));
                             // Every step's put propagates, except with Stateless
                             // (synchronous).
                             let expected = if policy == "stateless" { 0 } else { 4 };
@@ -1298,7 +1353,7 @@ fn start_constellation(slot_ms: u64) -> Constellation {
 
 fn main() {
     let o = cli::parse_or_exit(USAGE, options);
-    LONG_EXIT_FLUSH.store(!o.default_exit_flush, Ordering::Relaxed);
+    let _ = EXIT_FLUSH.set(o.exit_flush);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mods = Modules::load(&o.mode);
     if let Err(e) = skylark_netemu::constellation::install_interrupt_cleanup() {
@@ -1459,18 +1514,25 @@ fn main() {
             "policies: skylark = the Skylark policy with its default election rule (retrieval: least expected retrieval time for the consumer); research = the Skylark policy with the research's rule (SKYLARK_ELECTION=research); sizes in MB = 10^6 bytes".into(),
             "paired design: per repetition every policy starts on the same satellite, policies in a shuffled order; throughput wall time ends when the last propagation has drained".into(),
             format!(
-                "throughput phase: {}; step processes wait {} for their copies at exit (SKYLARK_EXIT_FLUSH_MS)",
+                "throughput phase: {}",
                 if o.resumers {
                     "one long-lived process per node (a serving function's, idle) resumes the jobs a step's process left in its node's outbox at exit"
                 } else {
                     "no resumers (--no-resumers): a job a step's process left at exit waits for a later step on its node"
-                },
-                if o.default_exit_flush {
-                    "the default 5 s".to_string()
-                } else {
-                    format!("up to {} s", THROUGHPUT_EXIT_FLUSH_MS / 1000)
                 }
             ),
+            format!(
+                "step processes wait for their copies at exit (SKYLARK_EXIT_FLUSH_MS): {}",
+                match o.exit_flush {
+                    ExitFlush::Store => format!(
+                        "as long as a store request may take where the run sets a store deadline (throughput phase: {} s; sizes above 5 MB: 2 s + 1.6 s per MB), else the default 5 s",
+                        THROUGHPUT_TIMEOUT_MS / 1000
+                    ),
+                    ExitFlush::Default => "the default 5 s (--default-exit-flush)".into(),
+                    ExitFlush::Fixed(ms) => format!("{ms} ms (--exit-flush-ms)"),
+                }
+            ),
+            quiet_note(&records, &others),
             "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
             "local availability: the step's state was in its own store when its read was issued (polled every ms from just before its process started; the read is issued when the guest starts: T(f) minus the guest's own total time)".into(),
         ]
