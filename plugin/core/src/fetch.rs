@@ -300,8 +300,9 @@ fn tiered(
     };
     // Each remote tier has the store deadline (the neighbour and global tiers run one
     // after the other); waiting for required state to arrive locally has its own bound.
-    let deadline =
-        ctx.cluster.config.timeout.saturating_mul(2) + ctx.cluster.config.connect_timeout + wait;
+    let deadline = ctx.cluster.config.timeout.saturating_mul(3)
+        + ctx.cluster.config.connect_timeout
+        + wait.max(announced_wait_cap(ctx));
     let found = runtime::run(deadline, async move {
         elsewhere_or_arriving(ctx, &chain_owned, hints, &require, &lacking, wait).await
     })?;
@@ -340,7 +341,7 @@ async fn elsewhere_or_arriving(
     let elsewhere = remote(ctx, chain, hints.clone(), require, defer);
     let arriving = arrival(ctx, chain, require, wait);
     tokio::pin!(elsewhere, arriving);
-    let (mut elsewhere_done, mut arriving_done, mut coming) = (false, false, false);
+    let (mut elsewhere_done, mut arriving_done, mut coming) = (false, false, None);
     loop {
         tokio::select! {
             r = &mut elsewhere, if !elsewhere_done => {
@@ -348,7 +349,7 @@ async fn elsewhere_or_arriving(
                 match r? {
                     Elsewhere::Found(f) => return Ok(Some(f)),
                     Elsewhere::Missing => {}
-                    Elsewhere::Coming => coming = true,
+                    Elsewhere::Coming(until) => coming = Some(until),
                 }
             }
             r = &mut arriving, if !arriving_done => {
@@ -360,8 +361,17 @@ async fn elsewhere_or_arriving(
             else => break,
         }
     }
-    if !coming {
+    let Some(until) = coming else {
         return Ok(None);
+    };
+    // A copy expected to take longer than the wait (a large one over a slow or shared
+    // link) is waited for until its announcement ends.
+    let cap = now_ms() + announced_wait_cap(ctx).as_millis() as u64;
+    let more = until.min(cap).saturating_sub(now_ms());
+    if more > 0 {
+        if let Some(f) = arrival(ctx, chain, require, Duration::from_millis(more)).await? {
+            return Ok(Some(f));
+        }
     }
     // The announced copy did not come within the wait: pull the state after all.
     skylog!(
@@ -370,7 +380,7 @@ async fn elsewhere_or_arriving(
     );
     match remote(ctx, chain, hints, require, None).await? {
         Elsewhere::Found(f) => Ok(Some(f)),
-        Elsewhere::Missing | Elsewhere::Coming => Ok(None),
+        Elsewhere::Missing | Elsewhere::Coming(_) => Ok(None),
     }
 }
 
@@ -381,13 +391,24 @@ enum Elsewhere {
     /// No node holds it.
     Missing,
     /// A neighbour holds a bundle too large to come back with its size check, and a copy
-    /// of required state this node lacks is announced on its way here: not pulled.
-    Coming,
+    /// of required state this node lacks is announced on its way here, live until this
+    /// time (ms since the epoch): not pulled.
+    Coming(u64),
 }
 
-/// Whether a copy bringing one of `lacking` is announced, live, in the local store's
-/// bundle of `chain` (`HKEYS`, then the deadline of each such announcement).
-async fn copy_coming(ctx: &'static Context, chain: &str, lacking: &[String]) -> bool {
+/// What probing one neighbour came to.
+enum Probed {
+    /// Its bundle (empty if it has none).
+    Read(HashPairs),
+    /// Too large to pull while a copy of the lacking state is announced here, live until
+    /// this time (ms since the epoch).
+    Coming(u64),
+}
+
+/// Until when (ms since the epoch) a copy bringing one of `lacking` is announced, live,
+/// in the local store's bundle of `chain` (`HKEYS`, then the deadline of each such
+/// announcement); the latest such deadline, `None` if none is live.
+async fn copy_coming(ctx: &'static Context, chain: &str, lacking: &[String]) -> Option<u64> {
     let key = keys::bundle(&ctx.cluster.config.namespace, chain);
     let local = &ctx.cluster.local;
     let names = match local
@@ -395,13 +416,14 @@ async fn copy_coming(ctx: &'static Context, chain: &str, lacking: &[String]) -> 
         .await
     {
         Ok(redis::Value::Array(names)) => names,
-        Ok(_) => return false,
+        Ok(_) => return None,
         Err(e) => {
             skylog!(Info, "get {chain}: looking for announced copies: {e}");
-            return false;
+            return None;
         }
     };
     let lacking: Vec<&str> = lacking.iter().map(String::as_str).collect();
+    let mut latest = None;
     for name in names {
         let redis::Value::BulkString(field) = name else {
             continue;
@@ -417,12 +439,13 @@ async fn copy_coming(ctx: &'static Context, chain: &str, lacking: &[String]) -> 
             ))
             .await;
         if let Ok(redis::Value::BulkString(v)) = until {
-            if keys::incoming_until(&v) > now_ms() {
-                return true;
+            let until = keys::incoming_until(&v);
+            if until > now_ms() {
+                latest = latest.max(Some(until));
             }
         }
     }
-    false
+    latest
 }
 
 /// Waits, on arrival signals, until the local store holds every required task, at most
@@ -485,17 +508,26 @@ fn read_local(ctx: &Context, ns: &str, chain: &str) -> Result<HashPairs, CallErr
     )
 }
 
+/// The longest a read waits for announced copies: an announcement is live for its copy's
+/// expected transfer plus `SKYLARK_INCOMING_WAIT_MS` (`propagation::copy`), at most
+/// `SKYLARK_MAX_WAIT_MS` (and never less than `SKYLARK_INCOMING_WAIT_MS`).
+fn announced_wait_cap(ctx: &Context) -> Duration {
+    let c = &ctx.cluster.config;
+    c.max_wait.max(c.propagation.incoming_wait)
+}
+
 /// A copy to this node is on its way (announced by its sender): rather than fetch the
 /// state from elsewhere over the same links, wait, on arrival signals, until the
-/// announcements are gone (the copy removes its own, and signals) or their deadlines pass,
-/// then read the bundle again. `None` if no announcement is still live.
+/// announcements are gone (the copy removes its own, and signals) or their deadlines pass
+/// (at most [`announced_wait_cap`]), then read the bundle again. `None` if no
+/// announcement is still live.
 fn wait_incoming(
     ctx: &'static Context,
     ns: &str,
     chain: &str,
     incoming: Vec<(Vec<u8>, u64)>,
 ) -> Result<Option<HashPairs>, CallError> {
-    let cap = now_ms() + ctx.cluster.config.propagation.incoming_wait.as_millis() as u64;
+    let cap = now_ms() + announced_wait_cap(ctx).as_millis() as u64;
     let live: Vec<(Vec<u8>, u64)> = incoming
         .into_iter()
         .filter(|(_, until)| *until > now_ms())
@@ -583,13 +615,15 @@ async fn remote(
             let r = match defer {
                 None => bundle_read::read_async(&store, &ns, &chain, max)
                     .await
-                    .map(Some),
+                    .map(Probed::Read),
                 Some(lacking) => match bundle_read::probe_async(&store, &ns, &chain, max).await {
-                    Ok(Some(raw)) => Ok(Some(raw)),
-                    Ok(None) if copy_coming(ctx, &chain, &lacking).await => Ok(None),
-                    Ok(None) => bundle_read::read_async(&store, &ns, &chain, max)
-                        .await
-                        .map(Some),
+                    Ok(Some(raw)) => Ok(Probed::Read(raw)),
+                    Ok(None) => match copy_coming(ctx, &chain, &lacking).await {
+                        Some(until) => Ok(Probed::Coming(until)),
+                        None => bundle_read::read_async(&store, &ns, &chain, max)
+                            .await
+                            .map(Probed::Read),
+                    },
                     Err(e) => Err(e),
                 },
             };
@@ -597,10 +631,10 @@ async fn remote(
         });
     }
     // A bundle too large to read anywhere is an error, not a miss.
-    let (mut too_large, mut coming) = (None, false);
+    let (mut too_large, mut coming) = (None, None);
     while let Some(joined) = probes.join_next().await {
         match joined {
-            Ok((name, Ok(Some(raw)))) => {
+            Ok((name, Ok(Probed::Read(raw)))) => {
                 if let Ok(found) = Found::new(raw, Tier::Neighbour, name) {
                     if found.has(require) {
                         probes.abort_all();
@@ -608,12 +642,12 @@ async fn remote(
                     }
                 }
             }
-            Ok((name, Ok(None))) => {
+            Ok((name, Ok(Probed::Coming(until)))) => {
                 skylog!(
                     Debug,
                     "get {chain}: not pulled from {name}: a copy is on its way"
                 );
-                coming = true;
+                coming = coming.max(Some(until));
             }
             Ok((name, Err(e))) => {
                 skylog!(Info, "get {chain}: neighbour {name}: {e}");
@@ -624,8 +658,8 @@ async fn remote(
             Err(e) => skylog!(Error, "get {chain}: probe task failed: {e}"),
         }
     }
-    if coming {
-        return Ok(Elsewhere::Coming);
+    if let Some(until) = coming {
+        return Ok(Elsewhere::Coming(until));
     }
     let miss = || too_large.clone().map_or(Ok(Elsewhere::Missing), Err);
     let Some(g) = global else {

@@ -528,7 +528,7 @@ pub const INCOMING_WAIT_MS: Var = Var {
     name: "SKYLARK_INCOMING_WAIT_MS",
     section: Section::Propagation,
     kind: Kind::Int { default: 3000, min: 0, max: 600_000 },
-    doc: "a copy announces itself on its target just before it is sent; a read on that node waits at most this long for it instead of fetching the state from elsewhere (`0`: no announcements, no waiting)",
+    doc: "a copy announces itself on its target just before it is sent, live for the copy's expected transfer over the current route plus this long; a read on that node waits that long for it (at most `SKYLARK_MAX_WAIT_MS`) instead of fetching the state from elsewhere (`0`: no announcements, no waiting)",
 };
 
 pub const READ_CACHE: Var = Var {

@@ -82,11 +82,22 @@ pub(super) async fn round(
         .map(|(t, n)| (*t, snap.version(t.as_bytes()), *n))
         .collect();
     let claim = job.newest_put(&snap.versions);
+    let plans: Vec<(&String, bool, Fields, Fields)> = targets
+        .iter()
+        .map(|name| {
+            let is_global = global.is_some_and(|g| &g.name == name);
+            let (fields, left_out) =
+                delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
+            (name, is_global, fields, left_out)
+        })
+        .collect();
+    let size = |fields: &Fields| -> usize { fields.iter().map(|(f, v)| f.len() + v.len()).sum() };
+    // Every copy of the round leaves this node at once and may share its first links:
+    // each announcement counts all of their bytes.
+    let round_bytes: usize = plans.iter().map(|(_, _, fields, _)| size(fields)).sum();
     let mut copies = tokio::task::JoinSet::new();
-    for name in targets {
-        let is_global = global.is_some_and(|g| &g.name == name);
-        let (fields, left_out) = delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
-        let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len()).sum();
+    for (name, is_global, fields, left_out) in plans {
+        let bytes = size(&fields);
         let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
         let stamped: Vec<fence::Stamped> = fields
             .iter()
@@ -120,11 +131,12 @@ pub(super) async fn round(
         }
         .cmd(&key);
         let marker = announced.map(|field| {
+            let expected = expected_ms(topo, &ctx.config.node_name, name, round_bytes);
             incoming_marker(
                 ns,
                 &job.chain,
                 &field,
-                now_ms() + wait.as_millis() as u64,
+                now_ms() + expected + wait.as_millis() as u64,
                 ctx.config.ttl,
             )
         });
@@ -202,6 +214,32 @@ fn delta<'a>(
         }
         !is_global && !placement.iter().any(|(t, n)| t == task && n == target)
     })
+}
+
+/// How long a copy of `bytes` to `target` is expected to take over the current slot's
+/// route: a round trip (the request and its answer) plus the transfer at the route's
+/// bottleneck. 0 when the topology does not know the route (no topology, a store outside
+/// it). An announcement stays live this long plus `SKYLARK_INCOMING_WAIT_MS`, so that a
+/// reader waits for a 10 MB copy that takes 4 s over a shared 40 Mbit/s link instead of
+/// pulling the same bytes over the same link after 3 s (BENCHMARKS section 4).
+fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, bytes: usize) -> u64 {
+    let Some(s) = topo else {
+        return 0;
+    };
+    let (Some(from), Some(to)) = (s.id(local), s.id(target)) else {
+        return 0;
+    };
+    let Some(route) = s.shortest_path(s.slot_at(now_ms()), from, to) else {
+        return 0;
+    };
+    // Mbit/s = 125 bytes per ms.
+    let transfer = bytes as f64 / (route.bottleneck_mbps * 125.0);
+    let ms = 2.0 * route.latency_ms + transfer;
+    if ms.is_finite() && ms > 0.0 {
+        ms.min(86_400_000.0).ceil() as u64
+    } else {
+        0
+    }
 }
 
 /// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` and, with a
@@ -317,6 +355,25 @@ async fn join_copies(copies: &mut tokio::task::JoinSet<CopyOutcome>, job_id: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_announcement_lasts_the_expected_transfer_over_the_route() {
+        let s = Schedule::parse(
+            br#"{"nodes": [{"name": "a", "type": "Sat"}, {"name": "b", "type": "Sat"},
+                          {"name": "c", "type": "Sat"}, {"name": "far", "type": "Sat"}],
+                 "links": [{"source": "a", "target": "b", "latency_ms": 10, "bandwidth_mbps": 80},
+                           {"source": "b", "target": "c", "latency_ms": 5, "bandwidth_mbps": 40}]}"#,
+        )
+        .expect("a topology");
+        // a -> c: 15 ms one way, bottleneck 40 Mbit/s (5,000 bytes per ms): 10 MB take
+        // 2,000 ms, plus the round trip.
+        assert_eq!(expected_ms(Some(&s), "a", "c", 10_000_000), 2_030);
+        assert_eq!(expected_ms(Some(&s), "a", "b", 0), 20);
+        // Unknown routes add nothing: no topology, a node outside it, no path.
+        assert_eq!(expected_ms(None, "a", "c", 10_000_000), 0);
+        assert_eq!(expected_ms(Some(&s), "a", "global", 10_000_000), 0);
+        assert_eq!(expected_ms(Some(&s), "a", "far", 10_000_000), 0);
+    }
 
     fn dies() -> CopyOutcome {
         panic!("a copy task that panics (expected in this test)")
