@@ -31,6 +31,18 @@ pub fn pending(net: &Constellation) -> u64 {
     net.nodes().iter().map(|n| net.outbox_len(n) as u64).sum()
 }
 
+/// Polls until every node's outbox is empty or `deadline` passes; returns the jobs still
+/// there (0: drained).
+pub fn drain(net: &Constellation, deadline: Instant) -> u64 {
+    loop {
+        let left = pending(net);
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Waits at most `limit` until every node's outbox is empty. Jobs left there wait for a
 /// process on their node and none comes while the harness waits, so `resumers` starts
 /// processes on the nodes whose outbox is not empty (a serving function's, whose plugin
@@ -41,23 +53,24 @@ pub fn quiesce(
     resumers: impl FnOnce(&[String]) -> Vec<Running>,
 ) -> Quiet {
     let start = Instant::now();
-    let left_at_exit = pending(net);
+    let counts: Vec<(String, u64)> = net
+        .nodes()
+        .into_iter()
+        .map(|n| {
+            let jobs = net.outbox_len(&n) as u64;
+            (n, jobs)
+        })
+        .collect();
+    let left_at_exit: u64 = counts.iter().map(|(_, jobs)| jobs).sum();
     let mut undrained = left_at_exit;
     if left_at_exit > 0 {
-        let busy: Vec<String> = net
-            .nodes()
+        let busy: Vec<String> = counts
             .into_iter()
-            .filter(|n| net.outbox_len(n) > 0)
+            .filter(|(_, jobs)| *jobs > 0)
+            .map(|(n, _)| n)
             .collect();
         let procs = resumers(&busy);
-        let deadline = start + limit;
-        loop {
-            undrained = pending(net);
-            if undrained == 0 || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(POLL);
-        }
+        undrained = drain(net, start + limit);
         for p in procs {
             p.kill();
         }

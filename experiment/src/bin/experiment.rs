@@ -1129,20 +1129,13 @@ fn throughput(
     let last_result = started.elapsed().as_secs_f64();
     finish(leftovers.into_inner().unwrap_or_else(|p| p.into_inner()));
     let exited = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    let outcome = loop {
-        let n = pending(net);
-        if n == 0 {
-            break (started.elapsed().as_secs_f64(), 0);
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "[experiment] {n} propagation job(s) still in the outboxes {DRAIN_TIMEOUT:?} after the last workflow"
-            );
-            break (started.elapsed().as_secs_f64(), n);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let left = quiet::drain(net, Instant::now() + DRAIN_TIMEOUT);
+    let outcome = (started.elapsed().as_secs_f64(), left);
+    if left > 0 {
+        eprintln!(
+            "[experiment] {left} propagation job(s) still in the outboxes {DRAIN_TIMEOUT:?} after the last workflow"
+        );
+    }
     eprintln!(
         "[experiment] throughput {} at {}: last result {last_result:.1} s, every step's process exited {exited:.1} s, outboxes drained {:.1} s{}",
         cfg.policy,
