@@ -10,10 +10,11 @@
 
 use redis::Commands;
 use serde_json::Value;
-use skylark_netemu::constellation::Constellation;
+use skylark_netemu::constellation::{Constellation, Links, NetOptions, TEST_SETTINGS};
+use skylark_netemu::linkemu::LinkSpec;
 use skylark_testkit::{chain_id, GuestRun, RUN_TIMEOUT};
 use skylark_testkit::{eventually, NS};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SAT_PATH: [&str; 4] = ["pi5u2", "pi5u3", "pi5u4", "pi4u5"];
 
@@ -660,6 +661,93 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
     assert!(
         !names.iter().any(|n| n.starts_with("@incoming:")),
         "the copy removed its announcement: {names:?}"
+    );
+}
+
+/// The round's copy order on a shared link (issue 13): the consumer's copy goes first and
+/// the global copy starts only when it is acknowledged, so where both cross the same first
+/// link the consumer's copy has all of its bandwidth. Shared-link emulation of slot 0
+/// with slow satellite links (8 Mbit/s: 400 kB take 400 ms alone, 800 ms when two copies
+/// share the link): the producer on pi5u3 puts for pi5u2, and the global copy to pi5u1
+/// (behind pi5u2) crosses the link pi5u3 -> pi5u2 too. Copies sent at once (the old
+/// order) land within a few ms of each other; in order, the global copy lands a whole
+/// transfer after the consumer's.
+#[test]
+fn the_consumers_copy_goes_before_the_global_copy_on_a_shared_link() {
+    const BYTES: usize = 400_000;
+    const SAT_MBPS: f64 = 8.0;
+    let mut c = Constellation::start(NetOptions {
+        sat_sat: LinkSpec::new(5.0, 0.0, Some(SAT_MBPS)),
+        cloud_sat: LinkSpec::new(5.0, 0.0, Some(90.0)),
+        fixed_slot: Some(0),
+        links: Links::Paths,
+        ..NetOptions::default()
+    });
+    c.env = TEST_SETTINGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(
+        c.hops(0, "pi5u3", "pi5u1"),
+        Some(2),
+        "pi5u3 - pi5u2 - pi5u1"
+    );
+    let chain = chain_id("order");
+    let key = format!("{NS}:bundle:{chain}");
+    let mut consumer = c.redis("pi5u2").conn();
+    let mut global = c.redis("pi5u1").conn();
+    let producer = c
+        .guest("probe", "pi5u3")
+        .args([
+            "put",
+            &chain,
+            "pre",
+            &BYTES.to_string(),
+            "7",
+            "--dest",
+            "pi5u2",
+        ])
+        // A consumer starting later: any order's copy is in time, so the election moves
+        // the state to pi5u2 whatever it estimates for the copy.
+        .args(["--successor-in-ms", "10000"])
+        .spawn();
+    // When each copy's state field first shows (the fenced copy writes it at once).
+    let landed = |conn: &mut redis::Connection| -> bool {
+        redis::cmd("HEXISTS")
+            .arg(&key)
+            .arg("pre")
+            .query(conn)
+            .expect("HEXISTS")
+    };
+    let (mut at_consumer, mut at_global) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (at_consumer.is_none() || at_global.is_none()) && Instant::now() < deadline {
+        if at_consumer.is_none() && landed(&mut consumer) {
+            at_consumer = Some(Instant::now());
+        }
+        if at_global.is_none() && landed(&mut global) {
+            at_global = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let run = producer.wait(RUN_TIMEOUT);
+    run.assert_success();
+    let (Some(at_consumer), Some(at_global)) = (at_consumer, at_global) else {
+        panic!(
+            "a copy never landed: consumer {at_consumer:?}, global {at_global:?}; \
+             placement {:?}\n{}",
+            c.placement("pi5u3", &chain),
+            run.stderr
+        );
+    };
+    assert_eq!(c.placement("pi5u3", &chain)["pre"], "pi5u2");
+    let alone = Duration::from_secs_f64(BYTES as f64 / (SAT_MBPS * 125_000.0));
+    let gap = at_global.saturating_duration_since(at_consumer);
+    assert!(
+        at_consumer < at_global && gap >= alone / 2,
+        "the global copy should land a transfer ({alone:?}) after the consumer's, not \
+         with it: it landed {gap:?} after (consumer first: {})",
+        at_consumer < at_global
     );
 }
 

@@ -561,3 +561,56 @@ fn a_reader_waits_for_a_copy_that_takes_longer_than_the_incoming_wait() {
     );
     put.wait(RUN_TIMEOUT).assert_success();
 }
+
+/// A job records its copies on its own node as soon as it has elected their targets
+/// (`@sending:<node>:<job>/<tasks>`), and a reader on a target that probes that node
+/// before the copy's announcement has landed on its own store waits for the copy instead
+/// of pulling the same bytes over the same links. Before, a fresh consumer read 31-40 ms
+/// after its start, the announcement landed 100-150 ms after the put (a connection and a
+/// round trip over the route, after reading the bundle), and the consumer pulled a 10 MB
+/// state beside the copy bringing it (BENCHMARKS section 4, the research's rule at
+/// 10 MB). The producer's node is written here as a job leaves it right after electing
+/// the reader: state too large for the probe to return, the sending record, and no
+/// announcement on the reader yet.
+#[test]
+fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
+    let c = Constellation::for_system_tests();
+    let (producer, reader) = ("pi5u3", "pi5u4");
+    let chain = chain_id("sending");
+    let key = format!("{NS}:bundle:{chain}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .hset(&key, "pre", vec![7u8; 200_000])
+        .hset(&key, "@v:pre", 1)
+        .hset(
+            &key,
+            format!("@sending:{reader}:job-1/pre"),
+            now_ms + 60_000,
+        )
+        .query(&mut c.redis(producer).conn())
+        .expect("the producer's bundle");
+    let got = c
+        .guest("probe", reader)
+        .env("SKYLARK_INCOMING_WAIT_MS", "300")
+        .args(["get", &chain, "--require", "pre"])
+        .spawn();
+    // The plugin before the records pulled the state from the producer at once.
+    if let Some((line, at)) = got.next_line(std::time::Duration::from_secs(2)) {
+        panic!("the reader answered after {at:?} without waiting for the copy: {line}");
+    }
+    // The copy lands (a put on the reader's node stands for it: it signals its arrival).
+    c.guest("probe", reader)
+        .env("SKYLARK_PROPAGATION", "off")
+        .args(["put", &chain, "pre", "100001", "5"])
+        .run(RUN_TIMEOUT)
+        .assert_success();
+    let got = got.wait(RUN_TIMEOUT);
+    got.assert_success();
+    let v = got.json();
+    assert_eq!(status(&v), 0, "{v}\n{}", got.stderr);
+    assert_eq!(v["tier"], "local", "{v}\n{}", got.stderr);
+    assert_eq!(v["fields"]["pre"]["len"], 100_001, "{v}");
+}

@@ -27,8 +27,8 @@ pub struct LuaScript {
 }
 
 /// Every Lua script the plugin sends.
-pub fn scripts() -> [LuaScript; 13] {
-    use crate::{bundle_read, fence, outbox};
+pub fn scripts() -> [LuaScript; 14] {
+    use crate::{bundle_read, fence, outbox, propagation::sending};
     let s = |name, body, runs| LuaScript { name, body, runs };
     [
         s("outbox::RECORD", outbox::RECORD, Runs::NodeLocal),
@@ -50,6 +50,11 @@ pub fn scripts() -> [LuaScript; 13] {
             Runs::NodeLocal,
         ),
         s("outbox::CLAIM", outbox::CLAIM, Runs::NodeLocal),
+        s(
+            "propagation::sending::RECORD",
+            sending::RECORD,
+            Runs::NodeLocal,
+        ),
         // A quota's usage keys are node-local: a store that is only ever another node's
         // target holds bundles only.
         s(

@@ -29,16 +29,22 @@ use skylark_abi::Status;
 /// KEYS: bundle. ARGV: most state bytes, most reserved bytes, most bytes returned through
 /// the script. Returns the hash as `HGETALL` does when it is within the limits and holds
 /// at most ARGV[3] bytes; `{state bytes, reserved bytes}` (counted until a limit was
-/// passed) when it is over a limit; `{state bytes, reserved bytes, 1}` when it is within
-/// the limits but larger than ARGV[3].
+/// passed) when it is over a limit; `{state bytes, reserved bytes, 1, name, value, ..}`
+/// when it is within the limits but larger than ARGV[3], with the bundle's sending records
+/// (`keys::SENDING_PREFIX`, small and within the reserved limit), so that a reader that
+/// decides whether to pull the bundle knows which copies are on their way.
 pub(crate) const READ: &str = r#"
 local key = KEYS[1]
 local max_state, max_reserved = tonumber(ARGV[1]), tonumber(ARGV[2])
 local state, reserved = 0, 0
+local sending = {}
 for _, f in ipairs(redis.call('HKEYS', key)) do
   local n = #f + redis.call('HSTRLEN', key, f)
   if string.byte(f, 1) == 64 then
     reserved = reserved + n
+    if string.sub(f, 1, 9) == '@sending:' then
+      sending[#sending + 1] = f
+    end
   else
     state = state + n
   end
@@ -47,7 +53,12 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
   end
 end
 if state + reserved > tonumber(ARGV[3]) then
-  return {state, reserved, 1}
+  local large = {state, reserved, 1}
+  for _, f in ipairs(sending) do
+    large[#large + 1] = f
+    large[#large + 1] = redis.call('HGET', key, f)
+  end
+  return large
 end
 return redis.call('HGETALL', key)
 "#;
@@ -115,7 +126,7 @@ fn checked(reply: Value) -> Checked {
             [Value::Int(state), Value::Int(reserved)] => {
                 return Checked::TooLarge(*state, *reserved)
             }
-            [Value::Int(_), Value::Int(_), Value::Int(1)] => return Checked::Large,
+            [Value::Int(_), Value::Int(_), Value::Int(1), ..] => return Checked::Large,
             _ => {}
         }
     }
@@ -247,27 +258,62 @@ fn guarded(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Check
     }
 }
 
+/// What a probe of another node's bundle found.
+#[derive(Debug)]
+pub enum Probe {
+    /// The hash itself (a bundle of at most [`SCRIPT_RETURN_BYTES`]).
+    Hash(HashPairs),
+    /// A larger bundle within the limits (read it with [`read_async`], one more round
+    /// trip), with its sending records: (field, unix ms it is live until).
+    Large(Vec<(Vec<u8>, u64)>),
+}
+
 /// The first step of a read from another node on the plugin runtime: the size check,
-/// which returns the hash itself up to [`SCRIPT_RETURN_BYTES`] (`Some`), `None` for a
-/// larger bundle within the limits (read it with [`read_async`], one more round trip),
-/// `BundleTooLarge` over a limit. Lets a reader decide whether a large bundle is worth
-/// pulling before any of its bytes leave the store.
+/// which returns the hash itself up to [`SCRIPT_RETURN_BYTES`], only the bundle's sending
+/// records for a larger bundle within the limits, `BundleTooLarge` over a limit. Lets a
+/// reader decide whether a large bundle is worth pulling before any of its bytes leave
+/// the store.
 pub async fn probe_async(
     store: &Store,
     ns: &str,
     chain: &str,
     max_state: u32,
-) -> Result<Option<HashPairs>, CallError> {
+) -> Result<Probe, CallError> {
     let reply = store
         .query_bundle_async(&request(ns, chain, max_state, SCRIPT_RETURN_BYTES))
         .await?;
+    let records = sending_records(&reply);
     match checked(reply) {
-        Checked::Large => Ok(None),
-        Checked::Hash(v) => hash_pairs(v).map(Some).map_err(|m| store.reply_error(m)),
+        Checked::Large => Ok(Probe::Large(records)),
+        Checked::Hash(v) => hash_pairs(v)
+            .map(Probe::Hash)
+            .map_err(|m| store.reply_error(m)),
         Checked::TooLarge(state, reserved) => {
             Err(too_large(store, chain, max_state, state, reserved))
         }
     }
+}
+
+/// The sending records a `Large` answer of [`READ`] carries after its first three items:
+/// (field, unix ms); pairs of another shape are skipped (another node's data).
+fn sending_records(reply: &Value) -> Vec<(Vec<u8>, u64)> {
+    let Value::Array(items) = reply else {
+        return Vec::new();
+    };
+    if items.len() <= 3 {
+        return Vec::new();
+    }
+    items[3..]
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [Value::BulkString(f), Value::BulkString(v)]
+                if f.starts_with(keys::SENDING_PREFIX.as_bytes()) =>
+            {
+                Some((f.clone(), keys::incoming_until(v)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads `chain`'s bundle from `store` on the plugin runtime, size-checked first (the

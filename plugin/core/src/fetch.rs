@@ -11,6 +11,7 @@
 //! other tiers, once, and then reports whether the bundle it delivers is complete.
 
 use crate::arrivals::{self, Listener};
+use crate::bundle_read::Probe;
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::error::CallError;
@@ -391,8 +392,9 @@ enum Elsewhere {
     /// No node holds it.
     Missing,
     /// A neighbour holds a bundle too large to come back with its size check, and a copy
-    /// of required state this node lacks is announced on its way here, live until this
-    /// time (ms since the epoch): not pulled.
+    /// of required state this node lacks is on its way here (announced here, or recorded
+    /// as sent here on a node probed), live until this time (ms since the epoch): not
+    /// pulled.
     Coming(u64),
 }
 
@@ -400,8 +402,9 @@ enum Elsewhere {
 enum Probed {
     /// Its bundle (empty if it has none).
     Read(HashPairs),
-    /// Too large to pull while a copy of the lacking state is announced here, live until
-    /// this time (ms since the epoch).
+    /// Too large to pull while a copy of the lacking state is on its way here (announced
+    /// here or recorded as sent here by the probed node), live until this time (ms since
+    /// the epoch).
     Coming(u64),
 }
 
@@ -446,6 +449,23 @@ async fn copy_coming(ctx: &'static Context, chain: &str, lacking: &[String]) -> 
         }
     }
     latest
+}
+
+/// Until when (ms since the epoch) a neighbour's sending records (`keys::SENDING_PREFIX`,
+/// from its probe) say a copy bringing one of `lacking` is on its way to `node`, live; the
+/// latest such time. The neighbour writes them as soon as its job has elected this node,
+/// before the copy's announcement can land here (issue 13).
+fn sending_here(records: &[(Vec<u8>, u64)], node: &str, lacking: &[String]) -> Option<u64> {
+    let lacking: Vec<&str> = lacking.iter().map(String::as_str).collect();
+    let now = now_ms();
+    records
+        .iter()
+        .filter(|(field, until)| {
+            *until > now
+                && keys::sent_to(field, node).is_some_and(|f| keys::may_bring(&f, &lacking))
+        })
+        .map(|(_, until)| *until)
+        .max()
 }
 
 /// Waits, on arrival signals, until the local store holds every required task, at most
@@ -617,13 +637,18 @@ async fn remote(
                     .await
                     .map(Probed::Read),
                 Some(lacking) => match bundle_read::probe_async(&store, &ns, &chain, max).await {
-                    Ok(Some(raw)) => Ok(Probed::Read(raw)),
-                    Ok(None) => match copy_coming(ctx, &chain, &lacking).await {
-                        Some(until) => Ok(Probed::Coming(until)),
-                        None => bundle_read::read_async(&store, &ns, &chain, max)
-                            .await
-                            .map(Probed::Read),
-                    },
+                    Ok(Probe::Hash(raw)) => Ok(Probed::Read(raw)),
+                    Ok(Probe::Large(records)) => {
+                        let node = &ctx.cluster.config.node_name;
+                        match sending_here(&records, node, &lacking)
+                            .max(copy_coming(ctx, &chain, &lacking).await)
+                        {
+                            Some(until) => Ok(Probed::Coming(until)),
+                            None => bundle_read::read_async(&store, &ns, &chain, max)
+                                .await
+                                .map(Probed::Read),
+                        }
+                    }
                     Err(e) => Err(e),
                 },
             };

@@ -7,18 +7,27 @@
 //! which the successor starts, `local = p0 .. pn = destination`. For `pi`:
 //!
 //! - **arrival** `a(i)`: the copy leaves now over the current slot's route to `pi`:
-//!   `2 * latency + transfer`, each link's transfer counting the job's own global copy
-//!   where both copies cross that link in the same direction (the link load this node
-//!   knows of: `size + min(size, global bytes)` through a shared link, a fair share until
-//!   the smaller copy ends); the slowest link sets the transfer;
+//!   `2 * latency + transfer` over the route's slowest link. It has its links to itself
+//!   as far as this node knows: the job's own global copy leaves only once the elected
+//!   node's copy has ended (`propagation::copy`, issue 13);
 //! - **expected retrieval** `R(i)`, counted from the successor's start `t`:
 //!   - `pi` is the destination: `max(0, a(i) - t)` (the consumer waits for the copy it
 //!     was announced, or finds it there);
 //!   - `pi` is the destination's neighbour on the path: `max(0, a(i) - t)` plus the read
-//!     of the whole state over that link (a round trip plus the transfer);
+//!     of the whole state over that link (a round trip plus the transfer), the transfer
+//!     counting what is left of the job's global copy where that copy crosses the same
+//!     link in the same direction during the read (`size + min(size, left)`: a fair share
+//!     until the smaller ends; the global copy leaves now when `pi` is this node, else
+//!     when `pi`'s copy has ended). Keeping the state here while the route to the global
+//!     store runs along the chain made the consumer's pull share its first link with the
+//!     global copy: 4.2 s instead of 2.0 s at 10 MB (BENCHMARKS section 4);
 //!   - farther away (the consumer probes only its own store and its neighbours): the
-//!     read from the global store, `max(0, a(global) - t)` plus that read (none when the
-//!     consumer runs on the global node); unbounded without a global store.
+//!     read from the global store, `max(0, g(i) - t)` plus that read (none when the
+//!     consumer runs on the global node), where the global copy lands at
+//!     `g(i) = a(i) + a(global)` (it leaves when `pi`'s copy has ended; `g = a(i)` when
+//!     `pi` is the global node, whose copy is the global copy; `g = 0` when the job
+//!     sends no global copy, the global store having the state); unbounded without a
+//!     global store.
 //!
 //! A node is eligible if it is not excluded, reachable now with the bandwidth floor, and
 //! its route lasts until the copy is done. Unlike the research's rule, the links need not
@@ -66,42 +75,71 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
     let successor_at = req.successor_at_ms.max(req.now_ms);
     let t = (successor_at - req.now_ms) as f64;
     let size = req.size_bytes as f64;
-    // The job's own global copy leaves now, alongside the target's copy.
+    // The job's own global copy leaves once the elected node's copy has ended.
     let global = s.global();
     let global_route = global
         .filter(|&g| g != req.local && req.global_copy_bytes > 0)
         .and_then(|g| s.shortest_path(now_slot, req.local, g));
-    let copy = Copy {
-        s,
-        req,
-        now_slot,
-        size,
-        global_route: global_route.as_ref(),
-    };
-    // The consumer's read from the global store, if it has to go there: once the global
-    // copy has arrived, over the path from the global node (none if the consumer runs
-    // there: the global copy lands in its own store).
-    let from_global = global
-        .and_then(|g| {
-            let there = global_route.as_ref().map_or(0.0, |r| {
-                2.0 * r.latency_ms + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
-            });
-            let read = if g == req.destination {
-                0.0
-            } else {
-                let to_dest = s.shortest_path(slot, g, req.destination)?;
-                2.0 * to_dest.latency_ms + transfer_ms(size, to_dest.bottleneck_mbps)
-            };
-            Some((there - t).max(0.0) + read)
-        })
-        .unwrap_or(f64::INFINITY);
+    let copy = Copy { s, req, now_slot };
+    // The global copy's own time on the way (0 if none is sent).
+    let to_global = global_route.as_ref().map_or(0.0, |r| {
+        2.0 * r.latency_ms + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
+    });
+    // The consumer's read from the global store, if it has to go there, from the
+    // successor's start: none if it runs on the global node (the global copy lands in
+    // its own store), else over the path from the global node. None without a global
+    // store or a path from it.
+    let read_global = global.and_then(|g| {
+        if g == req.destination {
+            return Some(0.0);
+        }
+        let to_dest = s.shortest_path(slot, g, req.destination)?;
+        Some(2.0 * to_dest.latency_ms + transfer_ms(size, to_dest.bottleneck_mbps))
+    });
     let n = path.links.len();
     let estimate = |i: usize, arrival: f64| -> Estimate {
         let wait = (arrival - t).max(0.0);
         let retrieval = match n - i {
             0 => wait,
-            1 => wait + 2.0 * last.latency_ms + transfer_ms(size, last.bandwidth_mbps),
-            _ => from_global,
+            1 => {
+                // The consumer pulls over the last link from `pi` once the copy is there
+                // and it has started; where the job's global copy crosses that link in
+                // the same direction meanwhile, the two share it (a fair share until the
+                // smaller ends). The global copy leaves now when nothing is elected,
+                // else when the elected copy has ended.
+                let pull_at = arrival.max(t);
+                let global_left = if req.global_copy_bytes == 0 || Some(path.nodes[i]) == global {
+                    0.0
+                } else {
+                    global_route
+                        .as_ref()
+                        .filter(|r| {
+                            r.nodes
+                                .windows(2)
+                                .any(|w| w[0] == path.nodes[i] && w[1] == path.nodes[n])
+                        })
+                        .map_or(0.0, |_| {
+                            let leaves = if i == 0 { 0.0 } else { arrival };
+                            let left = (leaves + to_global - pull_at) / to_global.max(TIE_MS);
+                            req.global_copy_bytes as f64 * left.clamp(0.0, 1.0)
+                        })
+                };
+                wait + 2.0 * last.latency_ms
+                    + transfer_ms(size + size.min(global_left), last.bandwidth_mbps)
+            }
+            _ => read_global.map_or(f64::INFINITY, |read| {
+                // The global copy lands when it has followed this candidate's copy (it
+                // is that copy when the candidate is the global node); with no global
+                // copy to send, the global store has the state already.
+                let landed = if req.global_copy_bytes == 0 {
+                    0.0
+                } else if Some(path.nodes[i]) == global {
+                    arrival
+                } else {
+                    arrival + to_global
+                };
+                (landed - t).max(0.0) + read
+            }),
         };
         Estimate {
             i,
@@ -173,14 +211,12 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
     }
 }
 
-/// The copy to a candidate node: it leaves now, over the current slot's route.
+/// The copy to a candidate node: it leaves now, over the current slot's route, ahead of
+/// the job's global copy.
 struct Copy<'a> {
     s: &'a Schedule,
     req: &'a Request<'a>,
     now_slot: usize,
-    size: f64,
-    /// The route of the job's global copy, leaving at the same time.
-    global_route: Option<&'a Path>,
 }
 
 impl Copy<'_> {
@@ -202,21 +238,8 @@ impl Copy<'_> {
                 num(req.min_bandwidth_mbps)
             ));
         }
-        let links = s.links(self.now_slot);
-        let extra = self.size.min(req.global_copy_bytes as f64);
-        let mut slowest = 0.0_f64;
-        for (k, &li) in route.links.iter().enumerate() {
-            let link = &links[li as usize];
-            let (a, b) = (route.nodes[k], route.nodes[k + 1]);
-            // A copy to the global node is the global copy itself.
-            let shared = Some(node) != s.global()
-                && self
-                    .global_route
-                    .is_some_and(|g| g.nodes.windows(2).any(|w| w[0] == a && w[1] == b));
-            let carried = if shared { self.size + extra } else { self.size };
-            slowest = slowest.max(transfer_ms(carried, link.bandwidth_mbps));
-        }
-        let arrival = 2.0 * route.latency_ms + slowest;
+        let arrival =
+            2.0 * route.latency_ms + transfer_ms(req.size_bytes as f64, route.bottleneck_mbps);
         // The route's links must last until the copy is done (not until the successor
         // starts: once stored, the state stays on the node whatever the links do).
         let survives = survival(s, self.now_slot, &route);

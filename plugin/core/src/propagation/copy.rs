@@ -1,7 +1,15 @@
 //! The copies of one round of a job: the chain's bundle as read on this node, the fields
-//! each target lacks, the fenced copy (`fence::copy`) with its announcement, sent to every
-//! target at once, and what came of them.
+//! each target lacks, the fenced copy (`fence::copy`) with its announcement, and what came
+//! of them.
+//!
+//! Order: the copies to the elected nodes (the consumers) go first, all at once; the copy
+//! to the global store starts when they have been acknowledged or have failed
+//! ([`copy_order`]). The consumer waits for its copy, the global copy only makes the state
+//! durable: where both cross the same first link, the consumer's copy gets all of its
+//! bandwidth instead of half (issue 13). The round still ends only when every copy has
+//! ended, so a job is done only when all its copies are.
 
+use super::sending;
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::error::CallError;
@@ -59,11 +67,12 @@ impl Snapshot {
     }
 }
 
-/// Copies `snap` to every one of `targets` at once, with `record` as the placement the
-/// copies carry, and waits for them all. A copy to an elected node claims it for the job's
-/// put and leaves out the fields the record places there already, asking the node to
-/// confirm it holds them; those it lacks (a clean-up emptied it meanwhile, or it holds an
-/// older version) follow in a second copy.
+/// Copies `snap` to every one of `targets`, with `record` as the placement the copies
+/// carry, and waits for them all: first the elected nodes' copies (at once), then, once
+/// those have ended, the global store's ([`copy_order`]). A copy to an elected node claims
+/// it for the job's put and leaves out the fields the record places there already, asking
+/// the node to confirm it holds them; those it lacks (a clean-up emptied it meanwhile, or
+/// it holds an older version) follow in a second copy, before the global store's.
 pub(super) async fn round(
     ctx: &Cluster,
     job: &Job,
@@ -76,85 +85,22 @@ pub(super) async fn round(
     let p = &ctx.config.propagation;
     let ns = &ctx.config.namespace;
     let key = keys::bundle(ns, &job.chain);
-    let wait = p.incoming_wait;
     let placed: Vec<fence::Placed> = record
         .iter()
         .map(|(t, n)| (*t, snap.version(t.as_bytes()), *n))
         .collect();
     let claim = job.newest_put(&snap.versions);
-    let plans: Vec<(&String, bool, Fields, Fields)> = targets
-        .iter()
-        .map(|name| {
-            let is_global = global.is_some_and(|g| &g.name == name);
-            let (fields, left_out) =
-                delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
-            (name, is_global, fields, left_out)
-        })
-        .collect();
-    let size = |fields: &Fields| -> usize { fields.iter().map(|(f, v)| f.len() + v.len()).sum() };
-    // Every copy of the round leaves this node at once and may share its first links:
-    // each announcement counts all of their bytes.
-    let round_bytes: usize = plans.iter().map(|(_, _, fields, _)| size(fields)).sum();
-    let mut copies = tokio::task::JoinSet::new();
-    for (name, is_global, fields, left_out) in plans {
-        let bytes = size(&fields);
-        let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
-        let stamped: Vec<fence::Stamped> = fields
-            .iter()
-            .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
-            .collect();
-        let expected: Vec<(&[u8], u64)> = if is_global {
-            Vec::new()
-        } else {
-            left_out
-                .iter()
-                .map(|(f, _)| (f.as_slice(), snap.version(f)))
-                .collect()
-        };
-        let announced = (!wait.is_zero()).then(|| {
-            // Named, so that a reader requiring other tasks does not wait for this copy;
-            // a name that is not UTF-8 (never an id) leaves the announcement unnamed.
-            let names: Option<Vec<&str>> = fields
-                .iter()
-                .map(|(f, _)| std::str::from_utf8(f).ok())
-                .collect();
-            keys::incoming_field(&job.id, &names.unwrap_or_default())
-        });
-        let copy = fence::Copy {
-            state: &stamped,
-            placed: &placed,
-            expected: &expected,
-            claim: if is_global { 0 } else { claim },
-            ttl: ctx.config.ttl,
-            incoming: announced.as_deref(),
-            ..Default::default()
-        }
-        .cmd(&key);
-        let marker = announced.map(|field| {
-            let expected = expected_ms(topo, &ctx.config.node_name, name, round_bytes);
-            incoming_marker(
-                ns,
-                &job.chain,
-                &field,
-                now_ms() + expected + wait.as_millis() as u64,
-                ctx.config.ttl,
-            )
-        });
-        let store = match global {
-            Some(g) if is_global => Ok(Arc::clone(&g.store)),
-            _ => ctx.nodes.store(topo, name),
-        };
-        let req = Request::Cmd(copy);
-        let name = name.clone();
-        copies.spawn(async move {
-            let r = match store {
-                Ok(s) => send_copy(&s, marker, &req, deadline).await,
-                Err(e) => Err(CallError::from(e)),
-            };
-            (name, r)
-        });
-    }
-    let mut round = join_copies(&mut copies, &job.id).await;
+    let out = Outgoing {
+        ctx,
+        job,
+        snap,
+        placed: &placed,
+        claim,
+        global,
+        topo,
+    };
+    let (elected, then) = copy_order(targets, global.map(|g| g.name.as_str()));
+    let mut round = out.send_all(&elected).await;
     // The fields elected nodes turned out to lack follow, in one more copy each.
     for (name, missing) in std::mem::take(&mut round.lacking) {
         let missing: HashSet<&[u8]> = missing.iter().map(Vec::as_slice).collect();
@@ -188,7 +134,133 @@ pub(super) async fn round(
             Err(e) => round.failed.push((name, e)),
         }
     }
+    if !then.is_empty() {
+        round.absorb(out.send_all(&then).await);
+    }
     round
+}
+
+/// The order of a round's copies: the elected nodes' copies first (together), then the
+/// global store's, which starts when the first have ended. Each list keeps `targets`'
+/// order.
+pub(super) fn copy_order(targets: &[String], global: Option<&str>) -> (Vec<String>, Vec<String>) {
+    targets
+        .iter()
+        .cloned()
+        .partition(|t| Some(t.as_str()) != global)
+}
+
+/// What every copy of a round shares: the job, its snapshot, the placement the copies
+/// carry and the claim they make.
+struct Outgoing<'a> {
+    ctx: &'a Cluster,
+    job: &'a Job,
+    snap: &'a Snapshot,
+    placed: &'a [fence::Placed<'a>],
+    claim: u64,
+    global: Option<&'a Global>,
+    topo: Option<&'a Schedule>,
+}
+
+impl Outgoing<'_> {
+    /// Sends the copies to `names` at once and waits for them all.
+    async fn send_all(&self, names: &[String]) -> Round {
+        let (ctx, job, snap) = (self.ctx, self.job, self.snap);
+        let p = &ctx.config.propagation;
+        let ns = &ctx.config.namespace;
+        let key = keys::bundle(ns, &job.chain);
+        let wait = p.incoming_wait;
+        let plans: Vec<(&String, bool, Fields, Fields)> = names
+            .iter()
+            .map(|name| {
+                let is_global = self.global.is_some_and(|g| &g.name == name);
+                let (fields, left_out) =
+                    delta(&snap.state, &snap.placement, &job.tasks, name, is_global);
+                (name, is_global, fields, left_out)
+            })
+            .collect();
+        let size =
+            |fields: &Fields| -> usize { fields.iter().map(|(f, v)| f.len() + v.len()).sum() };
+        // The copies sent together leave this node at once and may share their first
+        // links: each announcement counts all of their bytes.
+        let together: usize = plans.iter().map(|(_, _, fields, _)| size(fields)).sum();
+        // Each copy's announcement (named, so that a reader requiring other tasks does
+        // not wait for it; a name that is not UTF-8, never an id, leaves it unnamed) and
+        // how long it is live: the copy's expected transfer plus the incoming wait.
+        let announcements: Vec<Option<(String, u64)>> = plans
+            .iter()
+            .map(|(name, _, fields, _)| {
+                (!wait.is_zero()).then(|| {
+                    let tasks: Option<Vec<&str>> = fields
+                        .iter()
+                        .map(|(f, _)| std::str::from_utf8(f).ok())
+                        .collect();
+                    let field = keys::incoming_field(&job.id, &tasks.unwrap_or_default());
+                    let expected = expected_ms(self.topo, &ctx.config.node_name, name, together);
+                    (field, now_ms() + expected + wait.as_millis() as u64)
+                })
+            })
+            .collect();
+        // Recorded here first, so that a reader on a target that probes this node before
+        // the announcement lands there does not pull what the copy brings.
+        let sending: Vec<(String, u64)> = plans
+            .iter()
+            .zip(&announcements)
+            .filter(|((_, is_global, _, _), _)| !is_global)
+            .filter_map(|((name, ..), a)| {
+                a.as_ref()
+                    .map(|(field, until)| (keys::sending_field(name, field), *until))
+            })
+            .collect();
+        sending::record(ctx, &key, &job.id, &sending).await;
+        let mut copies = tokio::task::JoinSet::new();
+        for ((name, is_global, fields, left_out), announced) in plans.into_iter().zip(announcements)
+        {
+            let bytes = size(&fields);
+            let deadline = copy_deadline(ctx.config.timeout, bytes, p.copy_min_mbps, job.attempts);
+            let stamped: Vec<fence::Stamped> = fields
+                .iter()
+                .map(|(f, v)| (f.as_slice(), snap.version(f), v.as_slice()))
+                .collect();
+            let expected: Vec<(&[u8], u64)> = if is_global {
+                Vec::new()
+            } else {
+                left_out
+                    .iter()
+                    .map(|(f, _)| (f.as_slice(), snap.version(f)))
+                    .collect()
+            };
+            let copy = fence::Copy {
+                state: &stamped,
+                placed: self.placed,
+                expected: &expected,
+                claim: if is_global { 0 } else { self.claim },
+                ttl: ctx.config.ttl,
+                incoming: announced.as_ref().map(|(field, _)| field.as_str()),
+                ..Default::default()
+            }
+            .cmd(&key);
+            let marker = announced.map(|(field, until)| {
+                incoming_marker(ns, &job.chain, &field, until, ctx.config.ttl)
+            });
+            let store = match self.global {
+                Some(g) if is_global => Ok(Arc::clone(&g.store)),
+                _ => ctx.nodes.store(self.topo, name),
+            };
+            let req = Request::Cmd(copy);
+            let name = name.clone();
+            copies.spawn(async move {
+                let r = match store {
+                    Ok(s) => send_copy(&s, marker, &req, deadline).await,
+                    Err(e) => Err(CallError::from(e)),
+                };
+                (name, r)
+            });
+        }
+        let round = join_copies(&mut copies, &job.id).await;
+        sending::clear(ctx, &key, &job.id, &sending).await;
+        round
+    }
 }
 
 /// Borrowed state fields: (field, value).
@@ -328,6 +400,14 @@ pub(super) struct Round {
 }
 
 impl Round {
+    /// Adds the outcomes of `later`, a later part of the same round.
+    fn absorb(&mut self, later: Round) {
+        self.copied.extend(later.copied);
+        self.failed.extend(later.failed);
+        self.lost += later.lost;
+        self.lacking.extend(later.lacking);
+    }
+
     /// Whether this round made a copy on every one of its `targets`: counted from this
     /// round's own results, never from the job's earlier successes.
     pub fn made_all(&self, targets: &[String]) -> bool {
@@ -471,6 +551,30 @@ mod tests {
             m.iter()
                 .any(|c| c.contains("EXPIRE") && c.contains("\r\n90\r\n") && c.contains("NX")),
             "{m:?}"
+        );
+    }
+
+    #[test]
+    fn elected_nodes_are_copied_to_before_the_global_store() {
+        let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let none: Vec<String> = Vec::new();
+        // The global store's copy waits for the consumers' copies, whatever the order
+        // of the targets.
+        assert_eq!(
+            copy_order(&s(&["g", "n1", "n2"]), Some("g")),
+            (s(&["n1", "n2"]), s(&["g"]))
+        );
+        assert_eq!(
+            copy_order(&s(&["n1", "g"]), Some("g")),
+            (s(&["n1"]), s(&["g"]))
+        );
+        // Only the global store's copy left (the elected copy made in an earlier round,
+        // or the target is this node): it goes at once.
+        assert_eq!(copy_order(&s(&["g"]), Some("g")), (none.clone(), s(&["g"])));
+        // No global store: every copy goes at once.
+        assert_eq!(
+            copy_order(&s(&["n1", "n2"]), None),
+            (s(&["n1", "n2"]), none.clone())
         );
     }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use skylark_abi::wire::Policy;
 
 /// What an election is given: the state's size and the bytes of the global copy that
-/// leaves alongside the elected node's copy (0 if the global store has it already).
+/// follows the elected node's copy (0 if the global store has it already).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sizes {
     pub state: u64,

@@ -229,7 +229,7 @@ fn not_ready(
     None
 }
 
-/// Bytes of the copy to the global store this round sends alongside the target's copy:
+/// Bytes of the copy to the global store this round sends after the target's copy:
 /// the job's own fields (what a global copy carries), 0 if the global store is this node
 /// or already has them.
 fn global_copy_bytes(job: &Job, snap: &Snapshot, local: &str, global: Option<&str>) -> u64 {

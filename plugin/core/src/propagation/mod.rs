@@ -1,6 +1,7 @@
 //! Background propagation: after a put's node-local write (which recorded a job in the
 //! outbox), elect the node where the successor will most likely run and copy the chain's
-//! bundle there and to the global store, pipelined, off the guest's thread.
+//! bundle there and then to the global store (the consumer's copy first, `copy`), off the
+//! guest's thread.
 //!
 //! Rules:
 //! - **Backpressure.** At most `SKYLARK_QUEUE_LEN` jobs are in flight per process. A put
@@ -33,7 +34,8 @@
 //! nodes, topology, events) and is handed to what needs it; it knows no global context.
 //! Modules: `engine` (queue slots, chains, the outbox sweeper, submission), `slots` (the
 //! slot guard), `job` (one job's attempts, retries, finish and clean-up), `elect` (where a
-//! copy goes), `copy` (one round of fenced copies), `lease` (renewing and releasing the
+//! copy goes), `copy` (one round of fenced copies), `sending` (the records of copies on their way, for
+//! readers on their targets), `lease` (renewing and releasing the
 //! outbox leases of jobs in flight), `exit` (the `atexit` flush and stats).
 
 mod copy;
@@ -42,6 +44,7 @@ mod engine;
 mod exit;
 mod job;
 mod lease;
+pub mod sending;
 mod slots;
 
 pub use engine::Engine;
