@@ -664,6 +664,73 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
     );
 }
 
+/// A job records its copy on its own node (`@sending:<target>:<job>/<tasks>`) as soon as
+/// it has elected the target, before it reads the bundle and before the round trips that
+/// land the announcement on the target, and removes the record when the copy has ended:
+/// a consumer probing the producer's node in between learns that its state is on its way
+/// (issue 13; `wait_for::a_reader_waits_for_a_copy_its_neighbour_records_as_sent` tests
+/// the reader's side). pi5u3 sits behind 100 ms links, so its announcement lands at least
+/// a connection and a request (300 ms) after the record.
+#[test]
+fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
+    let c = Constellation::for_system_tests();
+    c.shape_links_to(
+        "pi5u3",
+        skylark_netemu::linkemu::LinkSpec::new(100.0, 0.0, Some(2.0)),
+    );
+    let chain = chain_id("sending");
+    let key = format!("{NS}:bundle:{chain}");
+    let names = |node: &str| -> Vec<String> {
+        redis::cmd("HKEYS")
+            .arg(&key)
+            .query(&mut c.redis(node).conn())
+            .expect("HKEYS")
+    };
+    let producer = c
+        .guest("probe", "pi5u2")
+        .args(["put", &chain, "pre", "200000", "7", "--dest", "pi5u3"])
+        .spawn();
+    let mut record = None;
+    eventually(
+        "the copy recorded on pi5u2",
+        Duration::from_secs(20),
+        || {
+            record = names("pi5u2")
+                .into_iter()
+                .find(|n| n.starts_with("@sending:"));
+            record.is_some()
+        },
+    );
+    let announced_then = names("pi5u3").iter().any(|n| n.starts_with("@incoming:"));
+    let record = record.expect("a record");
+    assert!(
+        record.starts_with("@sending:pi5u3:") && record.ends_with("/pre"),
+        "{record}"
+    );
+    assert!(
+        !announced_then,
+        "the announcement landed before the record was written"
+    );
+    let until: u64 = redis::cmd("HGET")
+        .arg(&key)
+        .arg(&record)
+        .query(&mut c.redis("pi5u2").conn())
+        .expect("HGET");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    assert!(until > now, "the record is live: {until} <= {now}");
+    // The copy lands, and the record is removed.
+    producer.wait(RUN_TIMEOUT).assert_success();
+    eventually("the copy on pi5u3", Duration::from_secs(20), || {
+        names("pi5u3").iter().any(|n| n == "pre")
+    });
+    eventually("the record removed", Duration::from_secs(20), || {
+        !names("pi5u2").iter().any(|n| n.starts_with("@sending:"))
+    });
+}
+
 /// The round's copy order on a shared link (issue 13): the consumer's copy goes first and
 /// the global copy starts only when it is acknowledged, so where both cross the same first
 /// link the consumer's copy has all of its bandwidth. Shared-link emulation of slot 0

@@ -614,3 +614,47 @@ fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
     assert_eq!(v["tier"], "local", "{v}\n{}", got.stderr);
     assert_eq!(v["fields"]["pre"]["len"], 100_001, "{v}");
 }
+
+/// A read waits for a copy on its way at most the longer of `SKYLARK_INCOMING_WAIT_MS`
+/// and `SKYLARK_MAX_WAIT_MS` from its start, then pulls the state after all. Before, the
+/// extra wait for a copy announced beyond the first wait was capped from the end of that
+/// first wait, so a copy announced for a minute made the read wait both, past the
+/// runtime's deadline for the read (three store deadlines, a connect and the cap): the
+/// guest got a store timeout instead of the state.
+#[test]
+fn a_copy_announced_for_a_minute_holds_a_read_no_longer_than_its_cap() {
+    let c = Constellation::for_system_tests();
+    let (producer, reader) = ("pi5u3", "pi5u4");
+    let chain = chain_id("long-record");
+    let key = format!("{NS}:bundle:{chain}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // A copy recorded as on its way for a minute, which never comes.
+    let _: () = redis::pipe()
+        .hset(&key, "pre", vec![7u8; 200_000])
+        .hset(&key, "@v:pre", 1)
+        .hset(
+            &key,
+            format!("@sending:{reader}:job-1/pre"),
+            now_ms + 60_000,
+        )
+        .query(&mut c.redis(producer).conn())
+        .expect("the producer's bundle");
+    // The read's runtime deadline: 3 x 500 + 200 + 2000 ms = 3.7 s; the two waits of the
+    // old cap took 4 s.
+    let got = c
+        .guest("probe", reader)
+        .env("SKYLARK_INCOMING_WAIT_MS", "2000")
+        .env("SKYLARK_MAX_WAIT_MS", "2000")
+        .env("SKYLARK_TIMEOUT_MS", "500")
+        .env("SKYLARK_CONNECT_TIMEOUT_MS", "200")
+        .args(["get", &chain, "--require", "pre"])
+        .run(RUN_TIMEOUT);
+    got.assert_success();
+    let v = got.json();
+    assert_eq!(status(&v), 0, "{v}\n{}", got.stderr);
+    assert_eq!(v["tier"], "neighbour", "{v}\n{}", got.stderr);
+    assert_eq!(v["fields"]["pre"]["len"], 200_000, "{v}");
+}

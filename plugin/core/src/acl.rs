@@ -27,7 +27,7 @@ pub struct LuaScript {
 }
 
 /// Every Lua script the plugin sends.
-pub fn scripts() -> [LuaScript; 14] {
+pub fn scripts() -> [LuaScript; 15] {
     use crate::{bundle_read, fence, outbox, propagation::sending};
     let s = |name, body, runs| LuaScript { name, body, runs };
     [
@@ -67,6 +67,7 @@ pub fn scripts() -> [LuaScript; 14] {
         s("fence::COPY", fence::COPY, Runs::AnyStore),
         s("fence::SWEEP", fence::SWEEP, Runs::AnyStore),
         s("bundle_read::READ", bundle_read::READ, Runs::AnyStore),
+        s("bundle_read::SIZES", bundle_read::SIZES, Runs::NodeLocal),
     ]
 }
 

@@ -294,6 +294,56 @@ pub async fn probe_async(
     }
 }
 
+/// KEYS: bundle. ARGV: task ids. Returns `{bytes of all state fields, bytes of the fields
+/// of ARGV}` (names and values; reserved `@` fields not counted): what an election needs
+/// to know of a bundle before any of its bytes are read.
+pub(crate) const SIZES: &str = r#"
+local key = KEYS[1]
+local state, own = 0, 0
+for _, f in ipairs(redis.call('HKEYS', key)) do
+  if string.byte(f, 1) ~= 64 then
+    state = state + #f + redis.call('HSTRLEN', key, f)
+  end
+end
+for _, t in ipairs(ARGV) do
+  local n = redis.call('HSTRLEN', key, t)
+  if n > 0 then
+    own = own + #t + n
+  end
+end
+return {state, own}
+"#;
+
+static SIZES_SCRIPT: Script = Script::new(SIZES);
+
+/// The sizes of `chain`'s bundle on `store` ([`SIZES`]): bytes of all state, and of the
+/// fields of `tasks`.
+pub async fn sizes_async(
+    store: &Store,
+    ns: &str,
+    chain: &str,
+    tasks: &[String],
+) -> Result<(u64, u64), CallError> {
+    let mut cmd = SIZES_SCRIPT.cmd();
+    cmd.arg(1).arg(keys::bundle(ns, chain));
+    for t in tasks {
+        cmd.arg(t);
+    }
+    match store.query_async(&crate::store::Request::Cmd(cmd)).await? {
+        Value::Array(v) => match v.as_slice() {
+            [Value::Int(state), Value::Int(own)] => {
+                Ok(((*state).max(0) as u64, (*own).max(0) as u64))
+            }
+            other => Err(store.reply_error(format!(
+                "bundle sizes of chain {chain:?}: expected two integers, got {other:?}"
+            ))),
+        },
+        other => Err(store.reply_error(format!(
+            "bundle sizes of chain {chain:?}: expected two integers, got {other:?}"
+        ))),
+    }
+}
+
 /// The sending records a `Large` answer of [`READ`] carries after its first three items:
 /// (field, unix ms); pairs of another shape are skipped (another node's data).
 fn sending_records(reply: &Value) -> Vec<(Vec<u8>, u64)> {

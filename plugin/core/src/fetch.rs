@@ -338,6 +338,9 @@ async fn elsewhere_or_arriving(
     lacking: &[String],
     wait: std::time::Duration,
 ) -> Result<Option<Found>, CallError> {
+    // Every wait of this read for a copy on its way ends by then, however long the
+    // copy's announcement: `tiered`'s runtime deadline allows for exactly this much.
+    let waits_end = now_ms() + wait.max(announced_wait_cap(ctx)).as_millis() as u64;
     let defer = (!wait.is_zero()).then_some(lacking);
     let elsewhere = remote(ctx, chain, hints.clone(), require, defer);
     let arriving = arrival(ctx, chain, require, wait);
@@ -367,8 +370,7 @@ async fn elsewhere_or_arriving(
     };
     // A copy expected to take longer than the wait (a large one over a slow or shared
     // link) is waited for until its announcement ends.
-    let cap = now_ms() + announced_wait_cap(ctx).as_millis() as u64;
-    let more = until.min(cap).saturating_sub(now_ms());
+    let more = until.min(waits_end).saturating_sub(now_ms());
     if more > 0 {
         if let Some(f) = arrival(ctx, chain, require, Duration::from_millis(more)).await? {
             return Ok(Some(f));

@@ -9,7 +9,6 @@
 //! bandwidth instead of half (issue 13). The round still ends only when every copy has
 //! ended, so a job is done only when all its copies are.
 
-use super::sending;
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::error::CallError;
@@ -24,8 +23,6 @@ use std::time::Duration;
 
 /// The chain's bundle as this node holds it, split into state, placement and versions.
 pub(super) struct Snapshot {
-    /// Bytes of all fields (names and values), for the election.
-    pub size: u64,
     pub state: HashPairs,
     pub placement: Vec<(String, String)>,
     /// Per-field versions; every state field has one (0 if written before versions).
@@ -42,7 +39,6 @@ impl Snapshot {
         max: u32,
     ) -> Result<Snapshot, CallError> {
         let pairs = crate::bundle_read::read_async(store, ns, chain, max).await?;
-        let size: u64 = pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         let keys::Split {
             state,
             placement,
@@ -54,7 +50,6 @@ impl Snapshot {
             versions.entry(field.clone()).or_insert(0);
         }
         Ok(Snapshot {
-            size,
             state,
             placement,
             versions,
@@ -201,18 +196,6 @@ impl Outgoing<'_> {
                 })
             })
             .collect();
-        // Recorded here first, so that a reader on a target that probes this node before
-        // the announcement lands there does not pull what the copy brings.
-        let sending: Vec<(String, u64)> = plans
-            .iter()
-            .zip(&announcements)
-            .filter(|((_, is_global, _, _), _)| !is_global)
-            .filter_map(|((name, ..), a)| {
-                a.as_ref()
-                    .map(|(field, until)| (keys::sending_field(name, field), *until))
-            })
-            .collect();
-        sending::record(ctx, &key, &job.id, &sending).await;
         let mut copies = tokio::task::JoinSet::new();
         for ((name, is_global, fields, left_out), announced) in plans.into_iter().zip(announcements)
         {
@@ -257,9 +240,7 @@ impl Outgoing<'_> {
                 (name, r)
             });
         }
-        let round = join_copies(&mut copies, &job.id).await;
-        sending::clear(ctx, &key, &job.id, &sending).await;
-        round
+        join_copies(&mut copies, &job.id).await
     }
 }
 
@@ -294,7 +275,7 @@ fn delta<'a>(
 /// it). An announcement stays live this long plus `SKYLARK_INCOMING_WAIT_MS`, so that a
 /// reader waits for a 10 MB copy that takes 4 s over a shared 40 Mbit/s link instead of
 /// pulling the same bytes over the same link after 3 s (BENCHMARKS section 4).
-fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, bytes: usize) -> u64 {
+pub(super) fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, bytes: usize) -> u64 {
     let Some(s) = topo else {
         return 0;
     };

@@ -3,16 +3,17 @@
 //! can no longer be done; the clean-up of nodes a `cleanup` put empties.
 
 use super::copy::{self, Snapshot};
-use super::elect;
+use super::{elect, sending};
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::election::Rng;
 use crate::error::CallError;
+use crate::nodes::Global;
 use crate::outbox::{self, Job};
 use crate::stats::{self, Counter};
 use crate::store::Request;
 use crate::topology::Schedule;
-use crate::{fence, keys, skylog};
+use crate::{bundle_read, fence, keys, skylog};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -98,24 +99,29 @@ async fn step(
     if let Some(wait) = not_ready(ctx, job, topo.as_deref(), global.is_some()) {
         return wait;
     }
-    let max = ctx.config.max_bundle_bytes;
-    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain, max).await {
-        Ok(s) => s,
-        Err(e) if e.status == skylark_abi::Status::BundleTooLarge => {
-            return Step::Drop(format!("not propagated: {}", e.message));
-        }
-        Err(e) => {
-            skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
-            job.attempts += 1;
-            return Step::Retry(backoff(p.retry_base, job.attempts));
-        }
-    };
-    if snap.state.is_empty() {
+    // The election needs only the bundle's sizes: elect, and record the copies as on
+    // their way, before its bytes are read (a 20 MB snapshot takes longer than a fresh
+    // consumer takes to probe this node, issue 13).
+    let ns = &ctx.config.namespace;
+    let (state_bytes, own_bytes) =
+        match bundle_read::sizes_async(&ctx.local, ns, &job.chain, &job.tasks).await {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                skylog!(
+                    Warn,
+                    "job {}: reading the local bundle's sizes: {e}",
+                    job.id
+                );
+                job.attempts += 1;
+                return Step::Retry(backoff(p.retry_base, job.attempts));
+            }
+        };
+    if state_bytes == 0 {
         return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
     }
     let sizes = elect::Sizes {
-        state: snap.size,
-        global_copy: global_copy_bytes(job, &snap, local, global_name.as_deref()),
+        state: state_bytes,
+        global_copy: global_copy_bytes(job, own_bytes, local, global_name.as_deref()),
     };
     let target = elect::target(
         ctx,
@@ -134,28 +140,75 @@ async fn step(
         rng,
     );
     let targets = copy_targets(job, &target, &more, local, global_name.as_deref());
-    let swept = swept_nodes(
+    let records = sending::records(
+        ctx,
         job,
+        &targets,
+        global_name.as_deref(),
+        topo.as_deref(),
+        state_bytes,
+    );
+    let key = keys::bundle(ns, &job.chain);
+    sending::record(ctx, &key, &job.id, &records).await;
+    let step = copy_and_finish(
+        ctx,
+        job,
+        failures,
+        topo.as_deref(),
+        global.as_ref(),
         &target,
         &more,
+        &targets,
+    )
+    .await;
+    sending::clear(ctx, &key, &job.id, &records).await;
+    step
+}
+
+/// The rest of an attempt once its targets are elected: read the bundle, copy it to
+/// `targets`, and finish, retry or drop the job.
+#[allow(clippy::too_many_arguments)]
+async fn copy_and_finish(
+    ctx: &'static Cluster,
+    job: &mut Job,
+    failures: &mut HashMap<String, u32>,
+    topo: Option<&Schedule>,
+    global: Option<&Global>,
+    target: &String,
+    more: &[String],
+    targets: &[String],
+) -> Step {
+    let p = &ctx.config.propagation;
+    let local = &ctx.config.node_name;
+    let global_name = global.map(|g| g.name.clone());
+    let max = ctx.config.max_bundle_bytes;
+    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain, max).await {
+        Ok(s) => s,
+        Err(e) if e.status == skylark_abi::Status::BundleTooLarge => {
+            return Step::Drop(format!("not propagated: {}", e.message));
+        }
+        Err(e) => {
+            skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
+            job.attempts += 1;
+            return Step::Retry(backoff(p.retry_base, job.attempts));
+        }
+    };
+    if snap.state.is_empty() {
+        return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
+    }
+    let swept = swept_nodes(
+        job,
+        target,
+        more,
         &snap.placement,
         global_name.as_deref(),
         local,
     );
-    let record = placement_record(job, &snap.placement, &swept, &target);
-    let round = copy::round(
-        ctx,
-        job,
-        &targets,
-        &snap,
-        &record,
-        global.as_ref(),
-        topo.as_deref(),
-    )
-    .await;
+    let record = placement_record(job, &snap.placement, &swept, target);
+    let round = copy::round(ctx, job, targets, &snap, &record, global, topo).await;
     stats::add(Counter::Copies, round.copied.len() as u64);
     job.done.extend(round.copied.iter().cloned());
-    if round.copied.contains(&target) {
+    if round.copied.contains(target) {
         job.carried = snap
             .versions
             .iter()
@@ -168,13 +221,13 @@ async fn step(
             job,
             failures,
             round.failed,
-            &target,
-            &more,
+            target,
+            more,
             global_name.as_deref(),
         )
         .await;
     }
-    if !round.made_all(&targets) {
+    if !round.made_all(targets) {
         // A copy task panicked or was cancelled: its copy is not known to exist. Try again
         // later rather than finish the job and drop it from the outbox.
         job.attempts += 1;
@@ -182,7 +235,7 @@ async fn step(
     }
     // What the target holds: the versions its copy carried (an earlier round's copy may
     // be older than this round's read), or all of the bundle when it is this node.
-    let at_target: keys::Versions = if &target == local {
+    let at_target: keys::Versions = if target == local {
         snap.versions
     } else {
         job.carried
@@ -190,7 +243,7 @@ async fn step(
             .map(|(t, v)| (t.clone().into_bytes(), *v))
             .collect()
     };
-    if finish(ctx, job, &target, &snap.placement, &at_target, swept).await {
+    if finish(ctx, job, target, &snap.placement, &at_target, swept).await {
         Step::Done
     } else {
         job.attempts += 1;
@@ -232,14 +285,9 @@ fn not_ready(
 /// Bytes of the copy to the global store this round sends after the target's copy:
 /// the job's own fields (what a global copy carries), 0 if the global store is this node
 /// or already has them.
-fn global_copy_bytes(job: &Job, snap: &Snapshot, local: &str, global: Option<&str>) -> u64 {
+fn global_copy_bytes(job: &Job, own_bytes: u64, local: &str, global: Option<&str>) -> u64 {
     match global {
-        Some(g) if g != local && !job.done.iter().any(|d| d == g) => snap
-            .state
-            .iter()
-            .filter(|(f, _)| job.tasks.iter().any(|t| t.as_bytes() == f.as_slice()))
-            .map(|(f, v)| (f.len() + v.len()) as u64)
-            .sum(),
+        Some(g) if g != local && !job.done.iter().any(|d| d == g) => own_bytes,
         _ => 0,
     }
 }

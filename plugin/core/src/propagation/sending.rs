@@ -1,28 +1,81 @@
-//! Sending records: a round's copies to elected nodes, recorded on this node's bundle
-//! (`keys::SENDING_PREFIX`) as soon as the job has elected them and removed when they
-//! have ended. A reader on the target that probes this node before the copy's
-//! announcement has landed there (it lands after a connection and a round trip over the
-//! route; a fresh consumer reads well before that) learns from them that the state is on
-//! its way, and waits for it instead of pulling the same bytes over the same links
-//! (`fetch`, issue 13).
+//! Sending records: a job's copies to elected nodes, recorded on this node's bundle
+//! (`keys::SENDING_PREFIX`) as soon as the job has elected them, before it reads the
+//! bundle (the election needs only its sizes), and removed when the round has ended. A
+//! reader on the target that probes this node before the copy's announcement has landed
+//! there (it lands after the bundle is read, a connection and a round trip over the
+//! route; a fresh consumer probes well before that) learns from them that the state is
+//! on its way, and waits for it instead of pulling the same bytes over the same links
+//! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy).
 
+use super::copy::expected_ms;
+use crate::clock::now_ms;
 use crate::cluster::Cluster;
+use crate::keys;
+use crate::outbox::Job;
 use crate::script::Script;
 use crate::skylog;
 use crate::store::Request;
+use crate::topology::Schedule;
 
-/// KEYS: bundle. ARGV: field, value, field, value... Sets the fields only on a bundle
-/// that exists, so that a record never recreates a bundle deleted meanwhile (it would
-/// have no TTL). (`PTTL` answers -2 for a missing key; the documented node user may not
-/// call `EXISTS`.)
+/// KEYS: bundle. ARGV: now (unix ms), then field, value, field, value... Sets the fields
+/// only on a bundle that exists, so that a record never recreates a bundle deleted
+/// meanwhile (it would have no TTL; `PTTL` answers -2 for a missing key, and the
+/// documented node user may not call `EXISTS`), and first removes the records whose time
+/// has passed (left by a process that ended during its copy).
 pub const RECORD: &str = r#"
-if redis.call('PTTL', KEYS[1]) ~= -2 then
-  redis.call('HSET', KEYS[1], unpack(ARGV))
+local key = KEYS[1]
+if redis.call('PTTL', key) == -2 then
+  return 0
 end
-return 0
+local now = tonumber(ARGV[1])
+for _, f in ipairs(redis.call('HKEYS', key)) do
+  if string.sub(f, 1, 9) == '@sending:' then
+    local until_ms = tonumber(redis.call('HGET', key, f))
+    if until_ms == nil or until_ms <= now then
+      redis.call('HDEL', key, f)
+    end
+  end
+end
+redis.call('HSET', key, unpack(ARGV, 2))
+return 1
 "#;
 
 static RECORD_SCRIPT: Script = Script::new(RECORD);
+
+/// The records of a round's copies to the elected nodes among `targets` (not the global
+/// store): each named like the copy's announcement with the job's own tasks (what every
+/// copy of the job brings), live as long as the announcement will be: the expected
+/// transfer of all of the elected copies (each at most `state_bytes`, sent together) over
+/// the current route, plus `SKYLARK_INCOMING_WAIT_MS`. None without announcements.
+pub(super) fn records(
+    ctx: &Cluster,
+    job: &Job,
+    targets: &[String],
+    global: Option<&str>,
+    topo: Option<&Schedule>,
+    state_bytes: u64,
+) -> Vec<(String, u64)> {
+    let wait = ctx.config.propagation.incoming_wait;
+    if wait.is_zero() {
+        return Vec::new();
+    }
+    let elected: Vec<&String> = targets
+        .iter()
+        .filter(|t| Some(t.as_str()) != global)
+        .collect();
+    let together =
+        usize::try_from(state_bytes.saturating_mul(elected.len() as u64)).unwrap_or(usize::MAX);
+    let tasks: Vec<&str> = job.tasks.iter().map(String::as_str).collect();
+    let announced = keys::incoming_field(&job.id, &tasks);
+    elected
+        .into_iter()
+        .map(|node| {
+            let expected = expected_ms(topo, &ctx.config.node_name, node, together);
+            let until = now_ms() + expected + wait.as_millis() as u64;
+            (keys::sending_field(node, &announced), until)
+        })
+        .collect()
+}
 
 /// Writes `records` ((field, unix ms the copy is expected by)) to the local bundle `key`.
 /// A failure costs only readers' knowledge of the copies (logged).
@@ -31,7 +84,7 @@ pub(super) async fn record(ctx: &Cluster, key: &str, job: &str, records: &[(Stri
         return;
     }
     let mut cmd = RECORD_SCRIPT.cmd();
-    cmd.arg(1).arg(key);
+    cmd.arg(1).arg(key).arg(now_ms());
     for (field, until) in records {
         cmd.arg(field).arg(until);
     }
