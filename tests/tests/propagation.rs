@@ -669,8 +669,9 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
 /// land the announcement on the target, and removes the record when the copy has ended:
 /// a consumer probing the producer's node in between learns that its state is on its way
 /// (issue 13; `wait_for::a_reader_waits_for_a_copy_its_neighbour_records_as_sent` tests
-/// the reader's side). pi5u3 sits behind 100 ms links, so its announcement lands at least
-/// a connection and a request (300 ms) after the record.
+/// the reader's side). The record names every task the copy may bring, not only the
+/// put's own. pi5u3 sits behind 100 ms links, so its announcement lands at least a
+/// connection and a request (300 ms) after the record.
 #[test]
 fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
     let c = Constellation::for_system_tests();
@@ -686,9 +687,17 @@ fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
             .query(&mut c.redis(node).conn())
             .expect("HKEYS")
     };
+    // An earlier step's state, held on pi5u2 only: the copy to pi5u3 brings it too, and
+    // the record names it (a consumer there may read it, as `detect2` reads
+    // `preprocess`'s state from `detect`'s copy in the experiment).
+    c.guest("probe", "pi5u2")
+        .env("SKYLARK_PROPAGATION", "off")
+        .args(["put", &chain, "pre", "200000", "7"])
+        .run(RUN_TIMEOUT)
+        .assert_success();
     let producer = c
         .guest("probe", "pi5u2")
-        .args(["put", &chain, "pre", "200000", "7", "--dest", "pi5u3"])
+        .args(["put", &chain, "det", "1000", "7", "--dest", "pi5u3"])
         .spawn();
     let mut record = None;
     eventually(
@@ -703,9 +712,15 @@ fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
     );
     let announced_then = names("pi5u3").iter().any(|n| n.starts_with("@incoming:"));
     let record = record.expect("a record");
-    assert!(
-        record.starts_with("@sending:pi5u3:") && record.ends_with("/pre"),
-        "{record}"
+    let named: std::collections::BTreeSet<&str> = record
+        .strip_prefix("@sending:pi5u3:")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .map(|(_, tasks)| tasks.split(',').collect())
+        .unwrap_or_default();
+    assert_eq!(
+        named,
+        ["det", "pre"].into_iter().collect(),
+        "the record names the copy's target and every task it brings: {record}"
     );
     assert!(
         !announced_then,
@@ -724,7 +739,8 @@ fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
     // The copy lands, and the record is removed.
     producer.wait(RUN_TIMEOUT).assert_success();
     eventually("the copy on pi5u3", Duration::from_secs(20), || {
-        names("pi5u3").iter().any(|n| n == "pre")
+        let there = names("pi5u3");
+        there.iter().any(|n| n == "pre") && there.iter().any(|n| n == "det")
     });
     eventually("the record removed", Duration::from_secs(20), || {
         !names("pi5u2").iter().any(|n| n.starts_with("@sending:"))

@@ -30,15 +30,10 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the chain's bundle from `store`, if it holds at most `max` bytes of state
-    /// (`bundle_read`; else `BundleTooLarge`).
-    pub async fn read(
-        store: &Store,
-        ns: &str,
-        chain: &str,
-        max: u32,
-    ) -> Result<Snapshot, CallError> {
-        let pairs = crate::bundle_read::read_async(store, ns, chain, max).await?;
+    /// Reads the chain's bundle from `store`, whose sizes the job has just checked
+    /// (`bundle_read::read_checked_async`).
+    pub async fn read(store: &Store, ns: &str, chain: &str) -> Result<Snapshot, CallError> {
+        let pairs = crate::bundle_read::read_checked_async(store, ns, chain).await?;
         let keys::Split {
             state,
             placement,

@@ -103,25 +103,30 @@ async fn step(
     // their way, before its bytes are read (a 20 MB snapshot takes longer than a fresh
     // consumer takes to probe this node, issue 13).
     let ns = &ctx.config.namespace;
-    let (state_bytes, own_bytes) =
-        match bundle_read::sizes_async(&ctx.local, ns, &job.chain, &job.tasks).await {
-            Ok(sizes) => sizes,
-            Err(e) => {
-                skylog!(
-                    Warn,
-                    "job {}: reading the local bundle's sizes: {e}",
-                    job.id
-                );
-                job.attempts += 1;
-                return Step::Retry(backoff(p.retry_base, job.attempts));
-            }
-        };
-    if state_bytes == 0 {
+    let most = keys::INCOMING_MAX_TASKS;
+    let bundle = match bundle_read::sizes_async(&ctx.local, ns, &job.chain, &job.tasks, most).await
+    {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            skylog!(
+                Warn,
+                "job {}: reading the local bundle's sizes: {e}",
+                job.id
+            );
+            job.attempts += 1;
+            return Step::Retry(backoff(p.retry_base, job.attempts));
+        }
+    };
+    if let Err(e) = bundle.check(&ctx.local, &job.chain, ctx.config.max_bundle_bytes) {
+        return Step::Drop(format!("not propagated: {}", e.message));
+    }
+    if bundle.state == 0 {
         return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
     }
+    let state_bytes = bundle.state;
     let sizes = elect::Sizes {
         state: state_bytes,
-        global_copy: global_copy_bytes(job, own_bytes, local, global_name.as_deref()),
+        global_copy: global_copy_bytes(job, bundle.own, local, global_name.as_deref()),
     };
     let target = elect::target(
         ctx,
@@ -146,7 +151,7 @@ async fn step(
         &targets,
         global_name.as_deref(),
         topo.as_deref(),
-        state_bytes,
+        &bundle,
     );
     let key = keys::bundle(ns, &job.chain);
     sending::record(ctx, &key, &job.id, &records).await;
@@ -181,12 +186,8 @@ async fn copy_and_finish(
     let p = &ctx.config.propagation;
     let local = &ctx.config.node_name;
     let global_name = global.map(|g| g.name.clone());
-    let max = ctx.config.max_bundle_bytes;
-    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain, max).await {
+    let snap = match Snapshot::read(&ctx.local, &ctx.config.namespace, &job.chain).await {
         Ok(s) => s,
-        Err(e) if e.status == skylark_abi::Status::BundleTooLarge => {
-            return Step::Drop(format!("not propagated: {}", e.message));
-        }
         Err(e) => {
             skylog!(Warn, "job {}: reading the local bundle: {e}", job.id);
             job.attempts += 1;

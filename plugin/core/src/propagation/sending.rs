@@ -8,6 +8,7 @@
 //! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy).
 
 use super::copy::expected_ms;
+use crate::bundle_read::Sizes;
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::keys;
@@ -43,17 +44,20 @@ return 1
 static RECORD_SCRIPT: Script = Script::new(RECORD);
 
 /// The records of a round's copies to the elected nodes among `targets` (not the global
-/// store): each named like the copy's announcement with the job's own tasks (what every
-/// copy of the job brings), live as long as the announcement will be: the expected
-/// transfer of all of the elected copies (each at most `state_bytes`, sent together) over
-/// the current route, plus `SKYLARK_INCOMING_WAIT_MS`. None without announcements.
+/// store), live as long as their announcements will be: the expected transfer of all of
+/// the elected copies (each at most the bundle's state, sent together) over the current
+/// route, plus `SKYLARK_INCOMING_WAIT_MS`. Each is named like the copy's announcement
+/// with every state field of the bundle (a copy brings the job's own and whatever its
+/// target lacks, e.g. a predecessor's state that a later consumer reads: `detect2` reads
+/// `preprocess`'s state from `detect`'s copy), unnamed when there are more than an
+/// announcement names. None without announcements.
 pub(super) fn records(
     ctx: &Cluster,
     job: &Job,
     targets: &[String],
     global: Option<&str>,
     topo: Option<&Schedule>,
-    state_bytes: u64,
+    bundle: &Sizes,
 ) -> Vec<(String, u64)> {
     let wait = ctx.config.propagation.incoming_wait;
     if wait.is_zero() {
@@ -64,8 +68,8 @@ pub(super) fn records(
         .filter(|t| Some(t.as_str()) != global)
         .collect();
     let together =
-        usize::try_from(state_bytes.saturating_mul(elected.len() as u64)).unwrap_or(usize::MAX);
-    let tasks: Vec<&str> = job.tasks.iter().map(String::as_str).collect();
+        usize::try_from(bundle.state.saturating_mul(elected.len() as u64)).unwrap_or(usize::MAX);
+    let tasks: Vec<&str> = bundle.fields.iter().flatten().map(String::as_str).collect();
     let announced = keys::incoming_field(&job.id, &tasks);
     elected
         .into_iter()
