@@ -91,14 +91,30 @@ pub struct Migration {
     pub elected: String,
     /// Hops from the producer's node to it in the slot of the step.
     pub hops: Option<u32>,
-    /// T(dm): put until the copy was acknowledged.
+    /// T(dm): put until the copy on the elected node was acknowledged (the whole job's
+    /// time where the event has none for it: an older plugin, or the state kept local).
     pub ms: f64,
+    /// Put until every copy of the job, the global one included, was acknowledged.
+    #[serde(default)]
+    pub all_ms: Option<f64>,
     /// The step's time until its put (what the put told the election as exec).
     pub exec_ms: f64,
     /// Whether the election judged the SLO feasible (the retrieval rule's placement
     /// event); `None` for the other rules and in older records.
     #[serde(default)]
     pub judged_feasible: Option<bool>,
+}
+
+/// T(dm) of a `propagated` event: put until the copy on the elected node was
+/// acknowledged (`copy_ms`, which plugins since 2026-12-07 send); the job's whole time
+/// (`ms`: every copy, the global one included, which leaves only after the elected copy)
+/// when the event has no time for it (an older plugin, or the state kept on the
+/// producer's node, whose only copy is the global one).
+pub fn placed_ms(event: &serde_json::Value) -> Option<f64> {
+    event["elected"]
+        .as_str()
+        .and_then(|elected| event["copy_ms"][elected].as_f64())
+        .or_else(|| event["ms"].as_f64())
 }
 
 /// The violations of one (level, state, size, policy).
@@ -167,8 +183,9 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
          violations (reads whose T(dr) exceeded it), with the mean hops from the \
          producer to the node each copy was elected to. Judged feasible: of the copies \
          whose election (the retrieval rule) judged the SLO feasible, those that \
-         violated it. T(dm) runs until every copy of the put, the global one included, \
-         was acknowledged.\n\n\
+         violated it. T(dm) runs until the copy on the elected node was acknowledged (the \
+         global copy leaves after it); for state kept on the producer's node, until the \
+         global copy was.\n\n\
          | level | state | size | policy | SLO ms | migration violations | judged feasible: violations | retrieval violations | hops elected (mean) |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
@@ -209,6 +226,18 @@ pub fn markdown(records: &[WorkflowRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn t_dm_is_the_elected_copys_time_when_the_event_has_it() {
+        let v = serde_json::json!({"elected": "b", "copy_ms": {"b": 120, "g": 300}, "ms": 310});
+        assert_eq!(placed_ms(&v), Some(120.0));
+        // Kept local (no copy of its own), or an older plugin: the whole job.
+        let v = serde_json::json!({"elected": "a", "copy_ms": {"g": 300}, "ms": 310});
+        assert_eq!(placed_ms(&v), Some(310.0));
+        let v = serde_json::json!({"elected": "b", "ms": 310});
+        assert_eq!(placed_ms(&v), Some(310.0));
+        assert_eq!(placed_ms(&serde_json::json!({})), None);
+    }
 
     #[test]
     fn the_profile_in_the_tree_loads_and_scales_with_size() {

@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         done: vec![],
         exclude: vec![],
         carried: Default::default(),
+        landed: Default::default(),
         attempts: 0,
         merged: vec![],
     };

@@ -450,7 +450,7 @@ impl Events {
                     .as_str()
                     .is_some_and(|c| c == chain || c.starts_with(&prefix))
             })
-            .filter_map(|v| v["ms"].as_f64())
+            .filter_map(slo::placed_ms)
             .collect()
     }
 }
@@ -1039,7 +1039,8 @@ fn attach_migrations(
                 Some(Migration {
                     hops: net.hops(slot, &step.node, &elected),
                     elected,
-                    ms: e["ms"].as_f64()?,
+                    ms: slo::placed_ms(e)?,
+                    all_ms: e["ms"].as_f64(),
                     exec_ms: step.exec_ms.unwrap_or(step.t_f_ms),
                     judged_feasible: e["job"].as_str().and_then(|j| all.judged_feasible(j)),
                 })
@@ -1526,7 +1527,7 @@ fn main() {
                 }
             ),
             quiet_note(&records, &others),
-            "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until every copy was acknowledged (propagated events); Stateless writes synchronously, so it has no T(dm)".into(),
+            "T(f): process start until the step printed its result (the next step starts then); T(W): first start to last result; T(dm): put until the copy on the elected node was acknowledged (propagated events; the whole job, global copy included, where the state stayed on the producer's node); Stateless writes synchronously, so it has no T(dm)".into(),
             "local availability: the step's state was in its own store when its read was issued (polled every ms from just before its process started; the read is issued when the guest starts: T(f) minus the guest's own total time)".into(),
         ]
         .into_iter()

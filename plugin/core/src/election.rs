@@ -88,6 +88,11 @@ pub struct Request<'a> {
     /// (0 if none): it delays a consumer that reads from the global store
     /// ([`Rule::Retrieval`] only).
     pub global_copy_bytes: u64,
+    /// The nodes this process holds an open connection to, if known: a copy to any other
+    /// node first pays its connection, two round trips over the route (TCP, then the
+    /// client's handshake), which a fresh function process pays for every copy
+    /// ([`Rule::Retrieval`] only; `None`: not counted).
+    pub connected: Option<&'a [u32]>,
 }
 
 impl Request<'static> {
@@ -108,6 +113,7 @@ impl Request<'static> {
             successor_at_ms: now_ms,
             exclude: &[],
             global_copy_bytes: 0,
+            connected: None,
         }
     }
 }
@@ -1039,6 +1045,31 @@ mod tests {
         r.successor_at_ms = 100;
         r.global_copy_bytes = 0;
         assert!((elect1(&s, &r).retrieval_ms.unwrap() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_copy_without_a_connection_pays_for_opening_one() {
+        // l - a - d: d's copy crosses 2 x 10 ms: 2 x 20 ms + 1 MB at 100 Mbit/s (80 ms).
+        let nodes = ["l", "a", "d"].map(node).to_vec();
+        let links = vec![link(0, 1, 10.0), link(1, 2, 10.0)];
+        let s = Schedule::from_parts(nodes, vec![links], 60_000, 0, None).unwrap();
+        let mut r = Request::new(Policy::Skylark, 0, 2, 100);
+        r.size_bytes = 1_000_000;
+        assert!((elect1(&s, &r).migration_ms - 120.0).abs() < 1e-9);
+        // A fresh process holds no connection: TCP and the handshake first, two more
+        // round trips (80 ms).
+        r.connected = Some(&[]);
+        let e = elect1(&s, &r);
+        assert!((e.migration_ms - 200.0).abs() < 1e-9, "{}", e.reason);
+        // With 20 ms of execution, an SLO of 150 ms fits d with a connection (140 ms),
+        // neither d nor a without one (220 and 160 ms).
+        r.max_latency_ms = 150.0;
+        r.exec_ms = 20.0;
+        assert_eq!(elect1(&s, &r).slo_feasible, Some(false));
+        r.connected = Some(&[2]);
+        let e = elect1(&s, &r);
+        assert!((e.migration_ms - 120.0).abs() < 1e-9, "{}", e.reason);
+        assert_eq!(e.slo_feasible, Some(true));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Nodes {
     reply_limits: ReplyLimits,
     /// By URL and whether the store is opened as the global one.
     opened: Mutex<HashMap<(String, bool), Arc<Store>>>,
+    /// The stores handed out, by node name.
+    by_name: Mutex<HashMap<String, Arc<Store>>>,
 }
 
 /// Why a node's store cannot be had.
@@ -105,6 +107,7 @@ impl Nodes {
             },
             reply_limits: ReplyLimits::from_config(config),
             opened: Mutex::new(HashMap::new()),
+            by_name: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,7 +133,9 @@ impl Nodes {
             .and_then(|t| t.global().map(|g| t.name(g) == name))
             .unwrap_or(false);
         if let (true, Some(url)) = (is_global, &self.global_url) {
-            return self.open(name, url, true);
+            let store = self.open(name, url, true)?;
+            self.remember(name, &store);
+            return Ok(store);
         }
         let url = match self.overrides.get(name) {
             Some(url) => url.as_str().to_string(),
@@ -145,7 +150,27 @@ impl Nodes {
                     node: name.to_string(),
                 })?,
         };
-        self.open(name, &url, is_global)
+        let store = self.open(name, &url, is_global)?;
+        self.remember(name, &store);
+        Ok(store)
+    }
+
+    fn remember(&self, name: &str, store: &Arc<Store>) {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_string(), Arc::clone(store));
+    }
+
+    /// The nodes (other than this one) whose stores this process holds a connection to.
+    pub fn connected(&self) -> Vec<String> {
+        self.by_name
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .filter(|(_, store)| store.has_connection())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// The URL the topology gives node `id`; `rediss://` for a node known only by IP when
@@ -169,7 +194,10 @@ impl Nodes {
                 Arc::clone(&self.local)
             } else {
                 match self.open(&name, url, true) {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        self.remember(&name, &s);
+                        s
+                    }
                     Err(e) => {
                         crate::skylog!(Warn, "global store: {e}");
                         return None;

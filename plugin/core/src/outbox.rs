@@ -64,6 +64,10 @@ pub struct Job {
     /// target's copy is made.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub carried: std::collections::BTreeMap<String, u64>,
+    /// When each copy of `done` was acknowledged, in ms after the put (for the
+    /// `propagated` event; absent in jobs of older plugins).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub landed: std::collections::BTreeMap<String, u64>,
     /// Failed copy attempts so far.
     #[serde(default)]
     pub attempts: u32,
@@ -654,6 +658,7 @@ mod tests {
             done: vec![],
             exclude: vec![],
             carried: Default::default(),
+            landed: Default::default(),
             attempts: 0,
             merged: vec![],
         }

@@ -249,6 +249,7 @@ pub fn put(
         done: Vec::new(),
         exclude: Vec::new(),
         carried: Default::default(),
+        landed: Default::default(),
         attempts: 0,
         merged: Vec::new(),
     };

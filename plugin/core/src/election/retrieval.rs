@@ -7,14 +7,16 @@
 //! which the successor starts, `local = p0 .. pn = destination`. For `pi`:
 //!
 //! - **arrival** `a(i)`: the copy leaves now over the current slot's route to `pi`:
-//!   `2 * latency + transfer` over the route's slowest link. It has its links to itself
-//!   as far as this node knows: the job's own global copy leaves only once the elected
+//!   `2 * latency + transfer` over the route's slowest link, plus two more round trips
+//!   when the process holds no connection to `pi` yet (a fresh function process). It
+//!   has its links to itself as far as this node knows: the job's own global copy leaves only once the elected
 //!   node's copy has ended (`propagation::copy`, issue 13);
 //! - **expected retrieval** `R(i)`, counted from the successor's start `t`:
 //!   - `pi` is the destination: `max(0, a(i) - t)` (the consumer waits for the copy it
 //!     was announced, or finds it there);
 //!   - `pi` is the destination's neighbour on the path: `max(0, a(i) - t)` plus the read
-//!     of the whole state over that link (a round trip plus the transfer), the transfer
+//!     of the whole state over that link (a round trip, two more for the consumer's
+//!     connection where connections are counted, plus the transfer), the transfer
 //!     counting what is left of the job's global copy where that copy crosses the same
 //!     link in the same direction during the read (`size + min(size, left)`: a fair share
 //!     until the smaller ends; the global copy leaves now when `pi` is this node, else
@@ -83,7 +85,10 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
     let copy = Copy { s, req, now_slot };
     // The global copy's own time on the way (0 if none is sent).
     let to_global = global_route.as_ref().map_or(0.0, |r| {
-        2.0 * r.latency_ms + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
+        let g = global.unwrap_or(req.local);
+        2.0 * r.latency_ms
+            + setup_ms(req, g, r.latency_ms)
+            + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
     });
     // The consumer's read from the global store, if it has to go there, from the
     // successor's start: none if it runs on the global node (the global copy lands in
@@ -94,7 +99,11 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
             return Some(0.0);
         }
         let to_dest = s.shortest_path(slot, g, req.destination)?;
-        Some(2.0 * to_dest.latency_ms + transfer_ms(size, to_dest.bottleneck_mbps))
+        Some(
+            2.0 * to_dest.latency_ms
+                + consumer_setup_ms(req, to_dest.latency_ms)
+                + transfer_ms(size, to_dest.bottleneck_mbps),
+        )
     });
     let n = path.links.len();
     let estimate = |i: usize, arrival: f64| -> Estimate {
@@ -125,6 +134,7 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
                         })
                 };
                 wait + 2.0 * last.latency_ms
+                    + consumer_setup_ms(req, last.latency_ms)
                     + transfer_ms(size + size.min(global_left), last.bandwidth_mbps)
             }
             _ => read_global.map_or(f64::INFINITY, |read| {
@@ -238,8 +248,9 @@ impl Copy<'_> {
                 num(req.min_bandwidth_mbps)
             ));
         }
-        let arrival =
-            2.0 * route.latency_ms + transfer_ms(req.size_bytes as f64, route.bottleneck_mbps);
+        let arrival = 2.0 * route.latency_ms
+            + setup_ms(req, node, route.latency_ms)
+            + transfer_ms(req.size_bytes as f64, route.bottleneck_mbps);
         // The route's links must last until the copy is done (not until the successor
         // starts: once stored, the state stays on the node whatever the links do).
         let survives = survival(s, self.now_slot, &route);
@@ -252,6 +263,30 @@ impl Copy<'_> {
         Ok(arrival)
     }
 }
+
+/// The connection a copy to `node` (one-way latency `latency_ms` over its route) opens
+/// first, if the process holds none to it: two round trips (TCP, then the client's
+/// handshake). The binding SLO level showed copies judged feasible from the bare
+/// transfer violating it, each fresh process paying this (BENCHMARKS section 4).
+fn setup_ms(req: &Request, node: u32, latency_ms: f64) -> f64 {
+    match req.connected {
+        Some(connected) if !connected.contains(&node) => SETUP_ROUND_TRIPS * 2.0 * latency_ms,
+        _ => 0.0,
+    }
+}
+
+/// The connection the consumer opens for a read from another node (one-way latency
+/// `latency_ms`): counted like a copy's whenever connections are (a consumer is a fresh
+/// function process as often as the producer is).
+fn consumer_setup_ms(req: &Request, latency_ms: f64) -> f64 {
+    match req.connected {
+        Some(_) => SETUP_ROUND_TRIPS * 2.0 * latency_ms,
+        None => 0.0,
+    }
+}
+
+/// Round trips of a new connection before its first request.
+const SETUP_ROUND_TRIPS: f64 = 2.0;
 
 /// How many consecutive slots, from the current one, a route's links must exist in for
 /// a copy taking `arrival` ms from `now_ms` (at most a whole cycle).

@@ -120,7 +120,10 @@ pub(super) async fn round(
             missing.len()
         );
         match r {
-            Ok(_) => round.copied.push(name),
+            Ok(_) => {
+                round.landed.push((name.clone(), now_ms()));
+                round.copied.push(name);
+            }
             Err(e) => round.failed.push((name, e)),
         }
     }
@@ -367,6 +370,8 @@ type CopyOutcome = (String, Result<Vec<Vec<u8>>, CallError>);
 pub(super) struct Round {
     /// Targets whose copy this round made.
     pub copied: Vec<String>,
+    /// When (unix ms) each copy of `copied` was acknowledged.
+    pub landed: Vec<(String, u64)>,
     /// Targets whose copy failed, with the error.
     pub failed: Vec<(String, CallError)>,
     /// Copy tasks that ended without a result (panicked or cancelled).
@@ -379,6 +384,7 @@ impl Round {
     /// Adds the outcomes of `later`, a later part of the same round.
     fn absorb(&mut self, later: Round) {
         self.copied.extend(later.copied);
+        self.landed.extend(later.landed);
         self.failed.extend(later.failed);
         self.lost += later.lost;
         self.lacking.extend(later.lacking);
@@ -396,7 +402,10 @@ async fn join_copies(copies: &mut tokio::task::JoinSet<CopyOutcome>, job_id: &st
     let mut round = Round::default();
     while let Some(joined) = copies.join_next().await {
         match joined {
-            Ok((name, Ok(missing))) if missing.is_empty() => round.copied.push(name),
+            Ok((name, Ok(missing))) if missing.is_empty() => {
+                round.landed.push((name.clone(), now_ms()));
+                round.copied.push(name);
+            }
             Ok((name, Ok(missing))) => round.lacking.push((name, missing)),
             Ok((name, Err(e))) => round.failed.push((name, e)),
             Err(e) => {

@@ -165,6 +165,12 @@ fn elect(
         return keep(&format!("destination {dest_name} is not in the topology"));
     };
     let exclude: Vec<u32> = job.exclude.iter().filter_map(|n| t.id(n)).collect();
+    let connected: Vec<u32> = ctx
+        .nodes
+        .connected()
+        .iter()
+        .filter_map(|n| t.id(n))
+        .collect();
     let now = now_ms();
     let (exec_ms, successor_at_ms) = times(job, now);
     let req = election::Request {
@@ -180,6 +186,7 @@ fn elect(
         successor_at_ms,
         exclude: &exclude,
         global_copy_bytes: sizes.global_copy,
+        connected: Some(&connected),
     };
     let e = election::elect(t, &req, rng);
     let node = match e.target {

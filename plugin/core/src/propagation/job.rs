@@ -209,6 +209,10 @@ async fn copy_and_finish(
     let round = copy::round(ctx, job, targets, &snap, &record, global, topo).await;
     stats::add(Counter::Copies, round.copied.len() as u64);
     job.done.extend(round.copied.iter().cloned());
+    for (name, at) in &round.landed {
+        job.landed
+            .insert(name.clone(), at.saturating_sub(job.put_at_ms));
+    }
     if round.copied.contains(target) {
         job.carried = snap
             .versions
@@ -496,7 +500,7 @@ async fn finish(
     stats::observe_propagation(took);
     let body = json!({"chain": job.chain, "job": job.id, "tasks": job.tasks,
            "node": ctx.config.node_name, "elected": target, "also": job.more_targets,
-           "copies": job.done, "ms": took});
+           "copies": job.done, "copy_ms": job.landed, "ms": took});
     ctx.events.publish("propagated", body).await;
     // Each swept node is emptied only of the tasks whose tombstone was recorded there.
     let sweeps: Vec<Sweep> = swept
@@ -613,6 +617,7 @@ mod tests {
             done: Vec::new(),
             exclude: Vec::new(),
             carried: Default::default(),
+            landed: Default::default(),
             attempts: 0,
             merged: Vec::new(),
         }
