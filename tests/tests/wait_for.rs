@@ -562,21 +562,10 @@ fn a_reader_waits_for_a_copy_that_takes_longer_than_the_incoming_wait() {
     put.wait(RUN_TIMEOUT).assert_success();
 }
 
-/// A job records its copies on its own node as soon as it has elected their targets
-/// (`@sending:<node>:<job>/<tasks>`), and a reader on a target that probes that node
-/// before the copy's announcement has landed on its own store waits for the copy instead
-/// of pulling the same bytes over the same links. Before, a fresh consumer read 31-40 ms
-/// after its start, the announcement landed 100-150 ms after the put (a connection and a
-/// round trip over the route, after reading the bundle), and the consumer pulled a 10 MB
-/// state beside the copy bringing it (BENCHMARKS section 4, the research's rule at
-/// 10 MB). The producer's node is written here as a job leaves it right after electing
-/// the reader: state too large for the probe to return, the sending record, and no
-/// announcement on the reader yet.
-#[test]
-fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
-    let c = Constellation::for_system_tests();
-    let (producer, reader) = ("pi5u3", "pi5u4");
-    let chain = chain_id("sending");
+/// `producer`'s node as a job leaves it right after electing `reader`: 200 kB of `pre`
+/// (more than a probe returns), and the record of a copy on its way to `reader` for a
+/// minute; nothing announced on `reader`.
+fn sending_to(c: &Constellation, producer: &str, reader: &str, chain: &str) {
     let key = format!("{NS}:bundle:{chain}");
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -592,6 +581,24 @@ fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
         )
         .query(&mut c.redis(producer).conn())
         .expect("the producer's bundle");
+}
+
+/// A job records its copies on its own node as soon as it has elected their targets
+/// (`@sending:<node>:<job>/<tasks>`), and a reader on a target that probes that node
+/// before the copy's announcement has landed on its own store waits for the copy instead
+/// of pulling the same bytes over the same links. Before, a fresh consumer read 31-40 ms
+/// after its start, the announcement landed 100-150 ms after the put (a connection and a
+/// round trip over the route, after reading the bundle), and the consumer pulled a 10 MB
+/// state beside the copy bringing it (BENCHMARKS section 4, the research's rule at
+/// 10 MB). The producer's node is written here as a job leaves it right after electing
+/// the reader: state too large for the probe to return, the sending record, and no
+/// announcement on the reader yet.
+#[test]
+fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
+    let c = Constellation::for_system_tests();
+    let (producer, reader) = ("pi5u3", "pi5u4");
+    let chain = chain_id("sending");
+    sending_to(&c, producer, reader, &chain);
     let got = c
         .guest("probe", reader)
         .env("SKYLARK_INCOMING_WAIT_MS", "300")
@@ -626,22 +633,8 @@ fn a_copy_announced_for_a_minute_holds_a_read_no_longer_than_its_cap() {
     let c = Constellation::for_system_tests();
     let (producer, reader) = ("pi5u3", "pi5u4");
     let chain = chain_id("long-record");
-    let key = format!("{NS}:bundle:{chain}");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
     // A copy recorded as on its way for a minute, which never comes.
-    let _: () = redis::pipe()
-        .hset(&key, "pre", vec![7u8; 200_000])
-        .hset(&key, "@v:pre", 1)
-        .hset(
-            &key,
-            format!("@sending:{reader}:job-1/pre"),
-            now_ms + 60_000,
-        )
-        .query(&mut c.redis(producer).conn())
-        .expect("the producer's bundle");
+    sending_to(&c, producer, reader, &chain);
     // The read's runtime deadline: 3 x 500 + 200 + 2000 ms = 3.7 s; the two waits of the
     // old cap took 4 s.
     let got = c
