@@ -783,14 +783,14 @@ impl Store {
         Ok(conn)
     }
 
-    /// Sends `request` over the shared multiplexed connection; must run on the plugin
-    /// runtime. Bounded by the store's deadline.
     /// Whether the store holds a runtime connection (or one is being used or opened
     /// right now): a request need not open one first.
     pub fn has_connection(&self) -> bool {
         self.shared.try_lock().map_or(true, |c| c.is_some())
     }
 
+    /// Sends `request` over the shared multiplexed connection; must run on the plugin
+    /// runtime. Bounded by the store's deadline.
     pub async fn query_async(&self, request: &Request) -> Result<Value, CallError> {
         self.query_async_within(request, self.timeout).await
     }

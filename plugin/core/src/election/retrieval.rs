@@ -9,8 +9,8 @@
 //! - **arrival** `a(i)`: the copy leaves now over the current slot's route to `pi`:
 //!   `2 * latency + transfer` over the route's slowest link, plus two more round trips
 //!   when the process holds no connection to `pi` yet (a fresh function process). It
-//!   has its links to itself as far as this node knows: the job's own global copy leaves only once the elected
-//!   node's copy has ended (`propagation::copy`, issue 13);
+//!   has its links to itself as far as this node knows: the job's own global copy
+//!   leaves only once the elected node's copy has ended (`propagation::copy`, issue 13);
 //! - **expected retrieval** `R(i)`, counted from the successor's start `t`:
 //!   - `pi` is the destination: `max(0, a(i) - t)` (the consumer waits for the copy it
 //!     was announced, or finds it there);
@@ -84,12 +84,14 @@ pub(super) fn elect(s: &Schedule, req: &Request, slot: usize, path: &Path) -> El
         .and_then(|g| s.shortest_path(now_slot, req.local, g));
     let copy = Copy { s, req, now_slot };
     // The global copy's own time on the way (0 if none is sent).
-    let to_global = global_route.as_ref().map_or(0.0, |r| {
-        let g = global.unwrap_or(req.local);
-        2.0 * r.latency_ms
-            + setup_ms(req, g, r.latency_ms)
-            + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
-    });
+    let to_global = match (global, global_route.as_ref()) {
+        (Some(g), Some(r)) => {
+            2.0 * r.latency_ms
+                + setup_ms(req, g, r.latency_ms)
+                + transfer_ms(req.global_copy_bytes as f64, r.bottleneck_mbps)
+        }
+        _ => 0.0,
+    };
     // The consumer's read from the global store, if it has to go there, from the
     // successor's start: none if it runs on the global node (the global copy lands in
     // its own store), else over the path from the global node. None without a global

@@ -189,8 +189,7 @@ impl Outgoing<'_> {
                         .map(|(f, _)| std::str::from_utf8(f).ok())
                         .collect();
                     let field = keys::incoming_field(&job.id, &tasks.unwrap_or_default());
-                    let expected = expected_ms(self.topo, &ctx.config.node_name, name, together);
-                    (field, now_ms() + expected + wait.as_millis() as u64)
+                    (field, live_until(ctx, self.topo, name, together))
                 })
             })
             .collect();
@@ -273,7 +272,7 @@ fn delta<'a>(
 /// it). An announcement stays live this long plus `SKYLARK_INCOMING_WAIT_MS`, so that a
 /// reader waits for a 10 MB copy that takes 4 s over a shared 40 Mbit/s link instead of
 /// pulling the same bytes over the same link after 3 s (BENCHMARKS section 4).
-pub(super) fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, bytes: usize) -> u64 {
+fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, bytes: usize) -> u64 {
     let Some(s) = topo else {
         return 0;
     };
@@ -291,6 +290,19 @@ pub(super) fn expected_ms(topo: Option<&Schedule>, local: &str, target: &str, by
     } else {
         0
     }
+}
+
+/// Until when (unix ms) the announcement (and the sending record) of a copy to `target`
+/// is live, the copies sent together carrying `together` bytes: their expected transfer
+/// ([`expected_ms`]) plus `SKYLARK_INCOMING_WAIT_MS` from now.
+pub(super) fn live_until(
+    ctx: &Cluster,
+    topo: Option<&Schedule>,
+    target: &str,
+    together: usize,
+) -> u64 {
+    let expected = expected_ms(topo, &ctx.config.node_name, target, together);
+    now_ms() + expected + ctx.config.propagation.incoming_wait.as_millis() as u64
 }
 
 /// The request announcing a copy: `HSET <bundle> @incoming:<job> <until ms>` and, with a

@@ -123,9 +123,8 @@ async fn step(
     if bundle.state == 0 {
         return Step::Drop("the bundle is no longer on this node (expired or deleted)".into());
     }
-    let state_bytes = bundle.state;
     let sizes = elect::Sizes {
-        state: state_bytes,
+        state: bundle.state,
         global_copy: global_copy_bytes(job, bundle.own, local, global_name.as_deref()),
     };
     let target = elect::target(

@@ -7,7 +7,7 @@
 //! on its way, and waits for it instead of pulling the same bytes over the same links
 //! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy).
 
-use super::copy::expected_ms;
+use super::copy::live_until;
 use crate::bundle_read::Sizes;
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
@@ -59,8 +59,7 @@ pub(super) fn records(
     topo: Option<&Schedule>,
     bundle: &Sizes,
 ) -> Vec<(String, u64)> {
-    let wait = ctx.config.propagation.incoming_wait;
-    if wait.is_zero() {
+    if ctx.config.propagation.incoming_wait.is_zero() {
         return Vec::new();
     }
     let elected: Vec<&String> = targets
@@ -74,9 +73,10 @@ pub(super) fn records(
     elected
         .into_iter()
         .map(|node| {
-            let expected = expected_ms(topo, &ctx.config.node_name, node, together);
-            let until = now_ms() + expected + wait.as_millis() as u64;
-            (keys::sending_field(node, &announced), until)
+            (
+                keys::sending_field(node, &announced),
+                live_until(ctx, topo, node, together),
+            )
         })
         .collect()
 }
