@@ -760,6 +760,92 @@ fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
     });
 }
 
+/// A job keeps its sending record live while its copy runs longer than the record's first
+/// time (its expected transfer over the route plus `SKYLARK_INCOMING_WAIT_MS`): here the
+/// links into pi5u3 carry 1 Mbit/s, far below what the topology says, and 400 kB take
+/// about 3.2 s. Before, the record kept its first time until the round ended, so a
+/// reader on the target gave the copy up while it was still on its way (issue 13: a
+/// 20 MB copy sharing its link with another took twice its expected time);
+/// `wait_for::a_reader_keeps_waiting_for_a_copy_whose_sender_renews_its_record` tests the
+/// reader's side.
+#[test]
+fn a_job_renews_its_sending_record_while_its_copy_runs() {
+    let c = Constellation::for_system_tests();
+    c.shape_links_to(
+        "pi5u3",
+        skylark_netemu::linkemu::LinkSpec::new(5.0, 0.0, Some(1.0)),
+    );
+    let chain = chain_id("renew");
+    let key = format!("{NS}:bundle:{chain}");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    let record = || -> Option<u64> {
+        let mut conn = c.redis("pi5u2").conn();
+        let names: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query(&mut conn)
+            .expect("HKEYS");
+        let field = names
+            .into_iter()
+            .find(|f| f.starts_with("@sending:pi5u3:"))?;
+        redis::cmd("HGET")
+            .arg(&key)
+            .arg(field)
+            .query::<Option<u64>>(&mut conn)
+            .expect("HGET")
+    };
+    let landed = || {
+        let names: Vec<String> = redis::cmd("HKEYS")
+            .arg(&key)
+            .query(&mut c.redis("pi5u3").conn())
+            .expect("HKEYS");
+        names.iter().any(|n| n == "det")
+    };
+    let producer = c
+        .guest("probe", "pi5u2")
+        .env("SKYLARK_INCOMING_WAIT_MS", "400")
+        .env("SKYLARK_COPY_MIN_MBPS", "0.2")
+        .env("SKYLARK_EXIT_FLUSH_MS", "20000")
+        .args(["put", &chain, "det", "400000", "7", "--dest", "pi5u3"])
+        .spawn();
+    let mut first = None;
+    eventually(
+        "the copy recorded on pi5u2",
+        Duration::from_secs(20),
+        || {
+            first = record();
+            first.is_some()
+        },
+    );
+    let first = first.expect("a record");
+    // Past the record's first time (and one renewal period), the copy still on its way.
+    eventually(
+        "the record's first time passed",
+        Duration::from_secs(20),
+        || now() > first + 300,
+    );
+    let until = record();
+    assert!(
+        !landed(),
+        "the copy landed within {} ms of its record's first time: too fast to tell",
+        now() - first
+    );
+    let at = now();
+    assert!(
+        until.is_some_and(|u| u > at),
+        "while the copy runs its record is live: {until:?} at {at} (first time {first})"
+    );
+    producer.wait(RUN_TIMEOUT).assert_success();
+    eventually("the copy on pi5u3", Duration::from_secs(20), landed);
+    eventually("the record removed", Duration::from_secs(20), || {
+        record().is_none()
+    });
+}
+
 /// The round's copy order on a shared link (issue 13): the consumer's copy goes first and
 /// the global copy starts only when it is acknowledged, so where both cross the same first
 /// link the consumer's copy has all of its bandwidth. Shared-link emulation of slot 0

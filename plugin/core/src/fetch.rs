@@ -365,15 +365,28 @@ async fn elsewhere_or_arriving(
             else => break,
         }
     }
-    let Some(until) = coming else {
+    let Some(mut until) = coming else {
         return Ok(None);
     };
-    // A copy expected to take longer than the wait (a large one over a slow or shared
-    // link) is waited for until its announcement ends.
-    let more = until.min(waits_end).saturating_sub(now_ms());
-    if more > 0 {
-        if let Some(f) = arrival(ctx, chain, require, Duration::from_millis(more)).await? {
-            return Ok(Some(f));
+    loop {
+        // A copy expected to take longer than the wait (a large one over a slow or shared
+        // link) is waited for until its announcement ends.
+        let more = until.min(waits_end).saturating_sub(now_ms());
+        if more > 0 {
+            if let Some(f) = arrival(ctx, chain, require, Duration::from_millis(more)).await? {
+                return Ok(Some(f));
+            }
+        }
+        if now_ms() >= waits_end {
+            break;
+        }
+        // Its sender renews its record while the copy runs (`propagation::sending`): a
+        // copy slower than expected, its link shared with another, is still on its way.
+        // Probe again before pulling beside it.
+        match remote(ctx, chain, hints.clone(), require, Some(lacking)).await? {
+            Elsewhere::Coming(later) if later > until => until = later,
+            Elsewhere::Found(f) => return Ok(Some(f)),
+            Elsewhere::Coming(_) | Elsewhere::Missing => break,
         }
     }
     // The announced copy did not come within the wait: pull the state after all.

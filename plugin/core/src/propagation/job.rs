@@ -154,7 +154,8 @@ async fn step(
     );
     let key = keys::bundle(ns, &job.chain);
     sending::record(ctx, &key, &job.id, &records).await;
-    let step = copy_and_finish(
+    let job_id = job.id.clone();
+    let copies = copy_and_finish(
         ctx,
         job,
         failures,
@@ -163,8 +164,11 @@ async fn step(
         &target,
         &more,
         &targets,
-    )
-    .await;
+    );
+    let step = tokio::select! {
+        step = copies => step,
+        never = sending::renew(ctx, &key, &job_id, &records) => match never {},
+    };
     sending::clear(ctx, &key, &job.id, &records).await;
     step
 }

@@ -5,7 +5,10 @@
 //! there (it lands after the bundle is read, a connection and a round trip over the
 //! route; a fresh consumer probes well before that) learns from them that the state is
 //! on its way, and waits for it instead of pulling the same bytes over the same links
-//! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy).
+//! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy). While the round
+//! runs its records are renewed ([`renew`]): a copy slower than expected (its link shared
+//! with another copy) is still on its way when its first deadline passes, and a reader
+//! that gave up on it then pulled beside it.
 
 use super::copy::live_until;
 use crate::bundle_read::Sizes;
@@ -17,6 +20,8 @@ use crate::script::Script;
 use crate::skylog;
 use crate::store::Request;
 use crate::topology::Schedule;
+use std::convert::Infallible;
+use std::time::Duration;
 
 /// KEYS: bundle. ARGV: now (unix ms), then field, value, field, value... Sets the fields
 /// only on a bundle that exists, so that a record never recreates a bundle deleted
@@ -97,6 +102,40 @@ pub(super) async fn record(ctx: &Cluster, key: &str, job: &str, records: &[(Stri
     }
 }
 
+/// Keeps `records` live while the round's copies run (never returns; the round drops it
+/// when its copies have ended): whenever a record is within half of
+/// `SKYLARK_INCOMING_WAIT_MS` of its time, all of them are written again, live for
+/// `SKYLARK_INCOMING_WAIT_MS` more. A copy thus counts as on its way for as long as its
+/// sender still sends it (each copy ends at its own deadline, `copy::copy_deadline`), not
+/// only for as long as its route's nominal bandwidth would take; a reader bounds its own
+/// wait (`fetch`).
+pub(super) async fn renew(
+    ctx: &Cluster,
+    key: &str,
+    job: &str,
+    records: &[(String, u64)],
+) -> Infallible {
+    let live = ctx.config.propagation.incoming_wait;
+    let Some(mut until) = records.iter().map(|(_, until)| *until).min() else {
+        return std::future::pending().await;
+    };
+    let mut records = records.to_vec();
+    loop {
+        let at = renewal_at(until, live);
+        tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
+        until = until.max(now_ms() + live.as_millis() as u64);
+        for (_, u) in &mut records {
+            *u = (*u).max(until);
+        }
+        record(ctx, key, job, &records).await;
+    }
+}
+
+/// When (unix ms) a record live until `until` is renewed: half of `live` before then.
+fn renewal_at(until: u64, live: Duration) -> u64 {
+    until.saturating_sub(live.as_millis() as u64 / 2)
+}
+
 /// Removes the records of a round whose copies have ended (made or failed).
 pub(super) async fn clear(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) {
     if records.is_empty() {
@@ -109,5 +148,16 @@ pub(super) async fn clear(ctx: &Cluster, key: &str, job: &str, records: &[(Strin
     }
     if let Err(e) = ctx.local.query_async(&Request::Cmd(cmd)).await {
         skylog!(Info, "job {job}: removing its sending records: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_renewed_half_its_renewal_before_its_time() {
+        assert_eq!(renewal_at(10_000, Duration::from_millis(3000)), 8_500);
+        assert_eq!(renewal_at(100, Duration::from_millis(3000)), 0);
     }
 }
