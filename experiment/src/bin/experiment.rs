@@ -109,6 +109,8 @@ struct Options {
     policies: Vec<String>,
     states: Vec<String>,
     slot_ms: u64,
+    /// The slot pinned for the whole run (chain, far and DAG scenarios), if any.
+    fixed_slot: Option<usize>,
     concurrency: Vec<u32>,
     /// Workflows per throughput measurement; `None`: twice the concurrency.
     throughput_workflows: Option<u32>,
@@ -130,8 +132,8 @@ struct Options {
 const USAGE: &str = "\
 usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB..]
                   [--policies skylark,research,random,stateless] [--states bundled,single]
-                  [--slot-ms MS] [--concurrency K,K..] [--throughput-workflows W]
-                  [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
+                  [--slot-ms MS] [--fixed-slot N] [--concurrency K,K..]
+                  [--throughput-workflows W] [--scenarios chain,far,slot-change,dag] [--scenario-reps N]
                   [--fusion-reps N] [--fusion-size MB] [--slo LEVELS] [--slo-ms MS]
                   [--mode aot|interp] [--no-resumers]
                   [--default-exit-flush | --exit-flush-ms MS] [--out DIR]
@@ -148,6 +150,8 @@ usage: experiment [--quick | --full] [--reps N] [--reps-large N] [--sizes MB,MB.
                           with the research's election rule)
   --states                default bundled
   --slot-ms               slot length; default 60000 (the testbed's minute)
+  --fixed-slot            pin slot N (0-6) for the chain, far and DAG scenarios, to reproduce
+                          what one slot's routes do (slot-change keeps its moving slots)
   --concurrency           workflows at once in the throughput phase, one measurement per
                           value, at 2 MB (at the run's size with --quick); default 5
   --throughput-workflows  workflows per throughput measurement; default twice the
@@ -197,6 +201,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             .to_vec(),
         states: vec!["bundled".into()],
         slot_ms: 60_000,
+        fixed_slot: None,
         concurrency: vec![5],
         throughput_workflows: None,
         scenarios: Scenario::ALL.to_vec(),
@@ -273,6 +278,7 @@ fn options(p: &mut lexopt::Parser) -> Result<Options, lexopt::Error> {
             }
             Long("states") => o.states = names(p, &["bundled", "single"])?,
             Long("slot-ms") => o.slot_ms = cli::positive(p)?,
+            Long("fixed-slot") => o.fixed_slot = Some(p.value()?.parse()?),
             Long("concurrency") => {
                 o.concurrency = cli::list::<u32>(p)?;
                 if o.concurrency.is_empty() || o.concurrency.contains(&0) {
@@ -1337,10 +1343,12 @@ fn fusion_markdown(records: &[FusionRecord], node: &str) -> String {
     md
 }
 
-/// The experiment's settings for one constellation: its slot length.
-fn start_constellation(slot_ms: u64) -> Constellation {
+/// The experiment's settings for one constellation: its slot length, and the slot it
+/// pins, if any.
+fn start_constellation(slot_ms: u64, fixed_slot: Option<usize>) -> Constellation {
     Constellation::start(NetOptions {
         slot_ms,
+        fixed_slot,
         ..NetOptions::default()
     })
 }
@@ -1385,7 +1393,7 @@ fn main() {
     let reps_at = |size: u64| if size > LARGE_BYTES { reps_large } else { reps };
     let scenario_reps = |_: u64| o.scenario_reps;
 
-    let net = start_constellation(o.slot_ms);
+    let net = start_constellation(o.slot_ms, o.fixed_slot);
     let events = Events::subscribe(&net);
     let mut records: Vec<WorkflowRecord> = Vec::new();
     let mut others: Vec<(Scenario, Vec<WorkflowRecord>)> = Vec::new();
@@ -1457,7 +1465,7 @@ fn main() {
     if o.scenarios.contains(&Scenario::SlotChange) {
         // Short slots, so that waiting for a boundary costs seconds, not a minute.
         let slot_ms = slot_change_lead(o.sizes[0]).as_millis() as u64 * 4;
-        let net = start_constellation(slot_ms.max(6_000));
+        let net = start_constellation(slot_ms.max(6_000), None);
         let events = Events::subscribe(&net);
         let m = Matrix {
             net: &net,
@@ -1496,9 +1504,10 @@ fn main() {
         notes: vec![
             what,
             format!(
-                "guests {}, slot length {} ms, SLO levels {} ({}; tables and headline: {}); the whole run took {:.0} s",
+                "guests {}, slot length {} ms{}, SLO levels {} ({}; tables and headline: {}); the whole run took {:.0} s",
                 o.mode,
                 o.slot_ms,
+                o.fixed_slot.map_or(String::new(), |n| format!(" (slot {n} pinned)")),
                 levels.join(", "),
                 slo::PROFILE_FILE,
                 levels[0],
