@@ -10,7 +10,7 @@ use probe::{fnv1a, pattern};
 use serde_json::Value;
 use skylark_abi::Status;
 use skylark_netemu::constellation::Constellation;
-use skylark_testkit::{chain_id, eventually, Guest, Redis, NS, RUN_TIMEOUT};
+use skylark_testkit::{chain_id, eventually, Guest, Redis, Running, NS, RUN_TIMEOUT};
 
 /// Subscribers of `chain`'s arrival channel on `redis`.
 fn waiters(redis: &Redis, chain: &str) -> i64 {
@@ -606,19 +606,28 @@ fn a_reader_waits_for_a_copy_its_neighbour_records_as_sent() {
     let (producer, reader) = ("pi5u3", "pi5u4");
     let chain = chain_id("sending");
     sending_to(&c, producer, reader, &chain, 60_000);
-    let got = c
-        .guest("probe", reader)
-        .env("SKYLARK_INCOMING_WAIT_MS", "300")
-        .args(["get", &chain, "--require", "pre"])
-        .spawn();
+    let got = reading_pre(&c, reader, &chain);
     // The plugin before the records pulled the state from the producer at once.
     if let Some((line, at)) = got.next_line(std::time::Duration::from_secs(2)) {
         panic!("the reader answered after {at:?} without waiting for the copy: {line}");
     }
-    // The copy lands (a put on the reader's node stands for it: it signals its arrival).
+    copy_lands_and_is_read_there(&c, reader, &chain, got);
+}
+
+/// A reader on `reader` that requires `pre` of `chain` (a 300 ms incoming wait), started.
+fn reading_pre(c: &Constellation, reader: &str, chain: &str) -> Running {
+    c.guest("probe", reader)
+        .env("SKYLARK_INCOMING_WAIT_MS", "300")
+        .args(["get", chain, "--require", "pre"])
+        .spawn()
+}
+
+/// The copy the reader `got` waits for lands on `reader` (a put there stands for it: it
+/// signals its arrival), and the reader answers with it from its own store.
+fn copy_lands_and_is_read_there(c: &Constellation, reader: &str, chain: &str, got: Running) {
     c.guest("probe", reader)
         .env("SKYLARK_PROPAGATION", "off")
-        .args(["put", &chain, "pre", "100001", "5"])
+        .args(["put", chain, "pre", "100001", "5"])
         .run(RUN_TIMEOUT)
         .assert_success();
     let got = got.wait(RUN_TIMEOUT);
@@ -641,11 +650,7 @@ fn a_reader_keeps_waiting_for_a_copy_whose_sender_renews_its_record() {
     let (producer, reader) = ("pi5u3", "pi5u4");
     let chain = chain_id("renewed");
     sending_to(&c, producer, reader, &chain, 800);
-    let got = c
-        .guest("probe", reader)
-        .env("SKYLARK_INCOMING_WAIT_MS", "300")
-        .args(["get", &chain, "--require", "pre"])
-        .spawn();
+    let got = reading_pre(&c, reader, &chain);
     let renewing = std::time::Instant::now();
     while renewing.elapsed() < std::time::Duration::from_secs(3) {
         if let Some((line, at)) = got.next_line(std::time::Duration::from_millis(300)) {
@@ -653,18 +658,7 @@ fn a_reader_keeps_waiting_for_a_copy_whose_sender_renews_its_record() {
         }
         record_sending(&c, producer, reader, &chain, 800);
     }
-    // The copy lands (a put on the reader's node stands for it: it signals its arrival).
-    c.guest("probe", reader)
-        .env("SKYLARK_PROPAGATION", "off")
-        .args(["put", &chain, "pre", "100001", "5"])
-        .run(RUN_TIMEOUT)
-        .assert_success();
-    let got = got.wait(RUN_TIMEOUT);
-    got.assert_success();
-    let v = got.json();
-    assert_eq!(status(&v), 0, "{v}\n{}", got.stderr);
-    assert_eq!(v["tier"], "local", "{v}\n{}", got.stderr);
-    assert_eq!(v["fields"]["pre"]["len"], 100_001, "{v}");
+    copy_lands_and_is_read_there(&c, reader, &chain, got);
 }
 
 /// A read waits for a copy on its way at most the longer of `SKYLARK_INCOMING_WAIT_MS`
