@@ -846,6 +846,52 @@ fn a_job_renews_its_sending_record_while_its_copy_runs() {
     });
 }
 
+/// A job removes its sending record as soon as its elected copy has ended, while its
+/// global copy still runs: no reader on the target waits for the global copy. Here the
+/// links into the global store (pi5u1) carry 1 Mbit/s, so 400 kB take about 3.2 s to
+/// reach it after the copy to pi5u3 has landed. Before, the record stayed (and, renewed,
+/// stayed live) until the whole round had ended: a reader on pi5u3 that lacked a task the
+/// copy did not bring went on waiting for the global copy.
+#[test]
+fn a_job_removes_its_sending_record_when_its_elected_copy_has_landed() {
+    let c = Constellation::for_system_tests();
+    c.shape_links_to(
+        "pi5u1",
+        skylark_netemu::linkemu::LinkSpec::new(5.0, 0.0, Some(1.0)),
+    );
+    let chain = chain_id("unrecord");
+    let key = format!("{NS}:bundle:{chain}");
+    let names = |node: &str| -> Vec<String> {
+        redis::cmd("HKEYS")
+            .arg(&key)
+            .query(&mut c.redis(node).conn())
+            .expect("HKEYS")
+    };
+    let producer = c
+        .guest("probe", "pi5u2")
+        .env("SKYLARK_COPY_MIN_MBPS", "0.2")
+        .env("SKYLARK_EXIT_FLUSH_MS", "20000")
+        .args(["put", &chain, "det", "400000", "7", "--dest", "pi5u3"])
+        .spawn();
+    eventually("the copy on pi5u3", Duration::from_secs(20), || {
+        names("pi5u3").iter().any(|n| n == "det")
+    });
+    // The global copy takes about 3.2 s more: the record goes well before.
+    eventually(
+        "the record removed within 1 s of the elected copy",
+        Duration::from_secs(1),
+        || !names("pi5u2").iter().any(|n| n.starts_with("@sending:")),
+    );
+    assert!(
+        !names("pi5u1").iter().any(|n| n == "det"),
+        "the global copy had landed by then: too fast to tell"
+    );
+    producer.wait(RUN_TIMEOUT).assert_success();
+    eventually("the global copy", Duration::from_secs(20), || {
+        names("pi5u1").iter().any(|n| n == "det")
+    });
+}
+
 /// The round's copy order on a shared link (issue 13): the consumer's copy goes first and
 /// the global copy starts only when it is acknowledged, so where both cross the same first
 /// link the consumer's copy has all of its bandwidth. Shared-link emulation of slot 0

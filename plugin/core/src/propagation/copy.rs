@@ -9,6 +9,7 @@
 //! bandwidth instead of half (issue 13). The round still ends only when every copy has
 //! ended, so a job is done only when all its copies are.
 
+use super::sending::Sending;
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::error::CallError;
@@ -58,11 +59,13 @@ impl Snapshot {
 }
 
 /// Copies `snap` to every one of `targets`, with `record` as the placement the copies
-/// carry, and waits for them all: first the elected nodes' copies (at once), then, once
-/// those have ended, the global store's ([`copy_order`]). A copy to an elected node claims
+/// carry, and waits for them all: first the elected nodes' copies (at once, their
+/// `sending` records kept live meanwhile and removed when they have ended), then the
+/// global store's ([`copy_order`]). A copy to an elected node claims
 /// it for the job's put and leaves out the fields the record places there already, asking
 /// the node to confirm it holds them; those it lacks (a clean-up emptied it meanwhile, or
 /// it holds an older version) follow in a second copy, before the global store's.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn round(
     ctx: &Cluster,
     job: &Job,
@@ -71,8 +74,8 @@ pub(super) async fn round(
     record: &[(&str, &str)],
     global: Option<&Global>,
     topo: Option<&Schedule>,
+    sending: &Sending<'_>,
 ) -> Round {
-    let p = &ctx.config.propagation;
     let ns = &ctx.config.namespace;
     let key = keys::bundle(ns, &job.chain);
     let placed: Vec<fence::Placed> = record
@@ -90,8 +93,23 @@ pub(super) async fn round(
         topo,
     };
     let (elected, then) = copy_order(targets, global.map(|g| g.name.as_str()));
-    let mut round = out.send_all(&elected).await;
-    // The fields elected nodes turned out to lack follow, in one more copy each.
+    let mut round = sending
+        .while_copying(elected_copies(&out, &elected, &key))
+        .await;
+    // The elected copies have ended: no reader on their targets waits for the global copy.
+    sending.clear().await;
+    if !then.is_empty() {
+        round.absorb(out.send_all(&then).await);
+    }
+    round
+}
+
+/// The elected nodes' copies, then the fields elected nodes turned out to lack, in one
+/// more copy each.
+async fn elected_copies(out: &Outgoing<'_>, elected: &[String], key: &str) -> Round {
+    let (ctx, job, snap, claim, topo) = (out.ctx, out.job, out.snap, out.claim, out.topo);
+    let p = &ctx.config.propagation;
+    let mut round = out.send_all(elected).await;
     for (name, missing) in std::mem::take(&mut round.lacking) {
         let missing: HashSet<&[u8]> = missing.iter().map(Vec::as_slice).collect();
         let stamped: Vec<fence::Stamped> = snap
@@ -108,7 +126,7 @@ pub(super) async fn round(
             ttl: ctx.config.ttl,
             ..Default::default()
         }
-        .cmd(&key);
+        .cmd(key);
         let r = match ctx.nodes.store(topo, &name) {
             Ok(s) => send_copy(&s, None, &Request::Cmd(copy), deadline).await,
             Err(e) => Err(CallError::from(e)),
@@ -126,9 +144,6 @@ pub(super) async fn round(
             }
             Err(e) => round.failed.push((name, e)),
         }
-    }
-    if !then.is_empty() {
-        round.absorb(out.send_all(&then).await);
     }
     round
 }

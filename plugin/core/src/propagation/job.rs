@@ -3,7 +3,8 @@
 //! can no longer be done; the clean-up of nodes a `cleanup` put empties.
 
 use super::copy::{self, Snapshot};
-use super::{elect, sending};
+use super::elect;
+use super::sending::{self, Sending};
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::election::Rng;
@@ -152,10 +153,8 @@ async fn step(
         topo.as_deref(),
         &bundle,
     );
-    let key = keys::bundle(ns, &job.chain);
-    sending::record(ctx, &key, &job.id, &records).await;
-    let job_id = job.id.clone();
-    let copies = copy_and_finish(
+    let sending = Sending::write(ctx, keys::bundle(ns, &job.chain), &job.id, records).await;
+    let step = copy_and_finish(
         ctx,
         job,
         failures,
@@ -164,12 +163,10 @@ async fn step(
         &target,
         &more,
         &targets,
-    );
-    let step = tokio::select! {
-        step = copies => step,
-        never = sending::renew(ctx, &key, &job_id, &records) => match never {},
-    };
-    sending::clear(ctx, &key, &job.id, &records).await;
+        &sending,
+    )
+    .await;
+    sending.clear().await;
     step
 }
 
@@ -185,6 +182,7 @@ async fn copy_and_finish(
     target: &String,
     more: &[String],
     targets: &[String],
+    sending: &Sending<'_>,
 ) -> Step {
     let p = &ctx.config.propagation;
     let local = &ctx.config.node_name;
@@ -209,7 +207,7 @@ async fn copy_and_finish(
         local,
     );
     let record = placement_record(job, &snap.placement, &swept, target);
-    let round = copy::round(ctx, job, targets, &snap, &record, global, topo).await;
+    let round = copy::round(ctx, job, targets, &snap, &record, global, topo, sending).await;
     stats::add(Counter::Copies, round.copied.len() as u64);
     job.done.extend(round.copied.iter().cloned());
     for (name, at) in &round.landed {

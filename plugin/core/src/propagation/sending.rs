@@ -1,14 +1,15 @@
 //! Sending records: a job's copies to elected nodes, recorded on this node's bundle
 //! (`keys::SENDING_PREFIX`) as soon as the job has elected them, before it reads the
-//! bundle (the election needs only its sizes), and removed when the round has ended. A
-//! reader on the target that probes this node before the copy's announcement has landed
+//! bundle (the election needs only its sizes), and removed when the elected copies have
+//! ended (before the global copy, which no reader on a target waits for) or the attempt
+//! has. A reader on the target that probes this node before the copy's announcement has landed
 //! there (it lands after the bundle is read, a connection and a round trip over the
 //! route; a fresh consumer probes well before that) learns from them that the state is
 //! on its way, and waits for it instead of pulling the same bytes over the same links
-//! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy). While the round
-//! runs its records are renewed ([`renew`]): a copy slower than expected (its link shared
-//! with another copy) is still on its way when its first deadline passes, and a reader
-//! that gave up on it then pulled beside it.
+//! (`fetch`, issue 13: at 20 MB every consumer pulled beside its copy). While the elected
+//! copies run their records are renewed ([`Sending::while_copying`]): a copy slower than
+//! expected (its link shared with another copy) is still on its way when its first
+//! deadline passes, and a reader that gave up on it then pulled beside it.
 
 use super::copy::live_until;
 use crate::bundle_read::Sizes;
@@ -21,6 +22,8 @@ use crate::skylog;
 use crate::store::Request;
 use crate::topology::Schedule;
 use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// KEYS: bundle. ARGV: now (unix ms), then field, value, field, value... Sets the fields
@@ -86,9 +89,55 @@ pub(super) fn records(
         .collect()
 }
 
+/// An attempt's sending records on its own bundle, from when its targets are elected
+/// until its elected copies have ended.
+pub(super) struct Sending<'a> {
+    ctx: &'a Cluster,
+    key: String,
+    job: String,
+    records: Vec<(String, u64)>,
+    cleared: AtomicBool,
+}
+
+impl<'a> Sending<'a> {
+    /// Writes `records` ((field, unix ms the copy is expected by), [`records`]) to the
+    /// local bundle `key`.
+    pub(super) async fn write(
+        ctx: &'a Cluster,
+        key: String,
+        job: &str,
+        records: Vec<(String, u64)>,
+    ) -> Sending<'a> {
+        record(ctx, &key, job, &records).await;
+        Sending {
+            ctx,
+            key,
+            job: job.to_string(),
+            records,
+            cleared: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `copies` (the elected copies), keeping the records live meanwhile ([`renew`]).
+    pub(super) async fn while_copying<T>(&self, copies: impl Future<Output = T>) -> T {
+        tokio::select! {
+            t = copies => t,
+            never = renew(self.ctx, &self.key, &self.job, &self.records) => match never {},
+        }
+    }
+
+    /// Removes the records (once: the round does when its elected copies have ended, the
+    /// attempt again in case it ended before its round).
+    pub(super) async fn clear(&self) {
+        if !self.cleared.swap(true, Ordering::Relaxed) {
+            clear(self.ctx, &self.key, &self.job, &self.records).await;
+        }
+    }
+}
+
 /// Writes `records` ((field, unix ms the copy is expected by)) to the local bundle `key`.
 /// A failure costs only readers' knowledge of the copies (logged).
-pub(super) async fn record(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) {
+async fn record(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) {
     if records.is_empty() {
         return;
     }
@@ -102,20 +151,15 @@ pub(super) async fn record(ctx: &Cluster, key: &str, job: &str, records: &[(Stri
     }
 }
 
-/// Keeps `records` live while the round's copies run (never returns; the round drops it
-/// when its copies have ended): whenever a record is within half of
-/// `SKYLARK_INCOMING_WAIT_MS` of its time, all of them are written again, live for
-/// `SKYLARK_INCOMING_WAIT_MS` more. A copy thus counts as on its way for as long as its
+/// Keeps `records` live while the elected copies run (never returns; dropped when they
+/// have ended): whenever a record is within half of
+/// `SKYLARK_INCOMING_WAIT_MS` (at least [`MIN_RENEWAL`]) of its time, all of them are
+/// written again, live for that much more. A copy thus counts as on its way for as long as its
 /// sender still sends it (each copy ends at its own deadline, `copy::copy_deadline`), not
 /// only for as long as its route's nominal bandwidth would take; a reader bounds its own
 /// wait (`fetch`).
-pub(super) async fn renew(
-    ctx: &Cluster,
-    key: &str,
-    job: &str,
-    records: &[(String, u64)],
-) -> Infallible {
-    let live = ctx.config.propagation.incoming_wait;
+async fn renew(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) -> Infallible {
+    let live = ctx.config.propagation.incoming_wait.max(MIN_RENEWAL);
     let Some(mut until) = records.iter().map(|(_, until)| *until).min() else {
         return std::future::pending().await;
     };
@@ -131,13 +175,17 @@ pub(super) async fn renew(
     }
 }
 
+/// The least time a renewal keeps a record live: with a tiny `SKYLARK_INCOMING_WAIT_MS` a
+/// long copy's records are still written at most ten times a second.
+const MIN_RENEWAL: Duration = Duration::from_millis(200);
+
 /// When (unix ms) a record live until `until` is renewed: half of `live` before then.
 fn renewal_at(until: u64, live: Duration) -> u64 {
     until.saturating_sub(live.as_millis() as u64 / 2)
 }
 
-/// Removes the records of a round whose copies have ended (made or failed).
-pub(super) async fn clear(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) {
+/// Removes the records of a round whose elected copies have ended (made or failed).
+async fn clear(ctx: &Cluster, key: &str, job: &str, records: &[(String, u64)]) {
     if records.is_empty() {
         return;
     }
