@@ -649,11 +649,9 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
         "the copy is announced on pi5u3",
         Duration::from_secs(20),
         || {
-            let names: Vec<String> = redis::cmd("HKEYS")
-                .arg(&key)
-                .query(&mut c.redis("pi5u3").conn())
-                .expect("HKEYS");
-            names.iter().any(|n| n.starts_with("@incoming:"))
+            field_names(&c, &key, "pi5u3")
+                .iter()
+                .any(|n| n.starts_with("@incoming:"))
         },
     );
     // The consumer on pi5u3 starts while the copy is in flight: it waits for it and reads
@@ -667,10 +665,7 @@ fn a_read_waits_for_a_copy_announced_on_its_way() {
     assert_eq!(g["fields"]["pre"]["len"], 200000);
     producer.wait(RUN_TIMEOUT).assert_success();
     assert!(c.stats("pi5u3").get("incoming_waits") >= Some(&1));
-    let names: Vec<String> = redis::cmd("HKEYS")
-        .arg(&key)
-        .query(&mut c.redis("pi5u3").conn())
-        .expect("HKEYS");
+    let names = field_names(&c, &key, "pi5u3");
     assert!(
         !names.iter().any(|n| n.starts_with("@incoming:")),
         "the copy removed its announcement: {names:?}"
@@ -694,12 +689,7 @@ fn a_job_records_its_copy_as_on_its_way_before_the_announcement_lands() {
     );
     let chain = chain_id("sending");
     let key = format!("{NS}:bundle:{chain}");
-    let names = |node: &str| -> Vec<String> {
-        redis::cmd("HKEYS")
-            .arg(&key)
-            .query(&mut c.redis(node).conn())
-            .expect("HKEYS")
-    };
+    let names = |node: &str| field_names(&c, &key, node);
     // An earlier step's state, held on pi5u2 only: the copy to pi5u3 brings it too, and
     // the record names it (a consumer there may read it, as `detect2` reads
     // `preprocess`'s state from `detect`'s copy in the experiment).
@@ -784,27 +774,16 @@ fn a_job_renews_its_sending_record_while_its_copy_runs() {
             .as_millis() as u64
     };
     let record = || -> Option<u64> {
-        let mut conn = c.redis("pi5u2").conn();
-        let names: Vec<String> = redis::cmd("HKEYS")
-            .arg(&key)
-            .query(&mut conn)
-            .expect("HKEYS");
-        let field = names
+        let field = field_names(&c, &key, "pi5u2")
             .into_iter()
             .find(|f| f.starts_with("@sending:pi5u3:"))?;
         redis::cmd("HGET")
             .arg(&key)
             .arg(field)
-            .query::<Option<u64>>(&mut conn)
+            .query::<Option<u64>>(&mut c.redis("pi5u2").conn())
             .expect("HGET")
     };
-    let landed = || {
-        let names: Vec<String> = redis::cmd("HKEYS")
-            .arg(&key)
-            .query(&mut c.redis("pi5u3").conn())
-            .expect("HKEYS");
-        names.iter().any(|n| n == "det")
-    };
+    let landed = || field_names(&c, &key, "pi5u3").iter().any(|n| n == "det");
     let producer = c
         .guest("probe", "pi5u2")
         .env("SKYLARK_INCOMING_WAIT_MS", "400")
@@ -861,12 +840,7 @@ fn a_job_removes_its_sending_record_when_its_elected_copy_has_landed() {
     );
     let chain = chain_id("unrecord");
     let key = format!("{NS}:bundle:{chain}");
-    let names = |node: &str| -> Vec<String> {
-        redis::cmd("HKEYS")
-            .arg(&key)
-            .query(&mut c.redis(node).conn())
-            .expect("HKEYS")
-    };
+    let names = |node: &str| field_names(&c, &key, node);
     let producer = c
         .guest("probe", "pi5u2")
         .env("SKYLARK_COPY_MIN_MBPS", "0.2")
@@ -1032,4 +1006,12 @@ fn with_a_ttl_every_copy_carries_it() {
             "the bundle on {node} has TTL {t}, not the configured 3600 s"
         );
     }
+}
+
+/// The field names of the hash `key` on `node`'s store.
+fn field_names(c: &Constellation, key: &str, node: &str) -> Vec<String> {
+    redis::cmd("HKEYS")
+        .arg(key)
+        .query(&mut c.redis(node).conn())
+        .expect("HKEYS")
 }
