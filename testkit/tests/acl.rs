@@ -5,7 +5,7 @@
 //! `node_acl`/`peer_acl` read README.md, and `runtimeclass/make-redis-secrets.sh` must
 //! generate the same rules (plus the global store's extra commands).
 
-use skylark_core::acl::{scripts, Runs, GLOBAL_COMMANDS, REMOTE_COMMANDS};
+use skylark_core::acl::{scripts, Runs, GLOBAL_COMMANDS, HANDSHAKE_COMMANDS, REMOTE_COMMANDS};
 use skylark_testkit::secure::{node_acl, peer_acl, readme_acl, README_NAMESPACE};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,7 +246,10 @@ fn the_node_acl_grants_every_plain_command_and_the_peer_acl_the_remote_ones() {
     let peer = peer_acl(README_NAMESPACE);
     let mut refused = Vec::new();
     for c in &found {
-        if !GLOBAL_COMMANDS.contains(&c.as_str()) && !granted(&node, c) {
+        if !GLOBAL_COMMANDS.contains(&c.as_str())
+            && !HANDSHAKE_COMMANDS.contains(&c.as_str())
+            && !granted(&node, c)
+        {
             refused.push(format!("{c}: user skylark (node)"));
         }
     }

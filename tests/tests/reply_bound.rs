@@ -85,6 +85,58 @@ fn a_huge_reply_to_a_bundle_read_fails_the_call_without_being_read() {
     }
 }
 
+/// The guest's own calls to a nearby node-local store (loopback) go over the calling
+/// thread's blocking connection, which read replies whole before `direct.rs`: a node-local
+/// store answering with 256 MiB pushed all of it into the process.
+#[test]
+fn a_huge_reply_from_the_node_local_store_fails_the_call_without_being_read() {
+    for flood in [Flood::Bulk, Flood::Elements] {
+        let hostile = HostileStore::start(flood, FLOOD);
+        let chain = chain_id("flood-local");
+        let get = ["get", &chain, "--local-only"];
+        let run = |url: &str| {
+            let (run, peak) = Guest::new("probe", url)
+                .env("SKYLARK_TIMEOUT_MS", TIMEOUT_MS)
+                .env("SKYLARK_MAX_BUNDLE_BYTES", &(1 << 20).to_string())
+                .env("SKYLARK_MAX_REPLY_BYTES", &(1 << 20).to_string())
+                .args(get)
+                .spawn()
+                .wait_peak_rss(RUN_TIMEOUT);
+            run.assert_success();
+            (run.json(), peak, run.stderr)
+        };
+        let proper = Redis::start();
+        let (v, baseline, stderr) = run(&proper.url);
+        assert_eq!(v["status"], 1, "not found: {v}\n{stderr}");
+        let (v, peak, stderr) = run(&hostile.url);
+        eprintln!(
+            "{flood:?}: {} ms, wasmedge's peak RSS {} MiB ({} MiB against redis-server), \
+             the hostile store sent {} KiB",
+            v["ms"],
+            peak >> 20,
+            baseline >> 20,
+            hostile.sent() >> 10
+        );
+        assert_eq!(v["status"], STORE_ERROR, "{flood:?}: {v}\n{stderr}");
+        let error = v["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains("reply larger than") && error.contains(&hostile.url),
+            "{flood:?}: {v}"
+        );
+        assert!(
+            peak < baseline + GROWTH,
+            "{flood:?}: wasmedge's peak RSS was {} MiB, {} MiB against redis-server",
+            peak >> 20,
+            baseline >> 20
+        );
+        assert!(
+            hostile.sent() < FLOOD / 4,
+            "{flood:?}: the hostile store sent {} MiB",
+            hostile.sent() >> 20
+        );
+    }
+}
+
 #[test]
 fn a_copy_answered_with_a_huge_reply_fails_and_its_job_stays_in_the_outbox() {
     let local = Redis::start();

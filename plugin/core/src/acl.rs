@@ -97,3 +97,9 @@ pub const REMOTE_COMMANDS: &[&str] = &[
 /// map, and the Sentinel client's check that it reached the primary. README.md "The
 /// global store on Redis Cluster or Sentinel" documents them.
 pub const GLOBAL_COMMANDS: &[&str] = &["wait", "cluster|slots", "role"];
+
+/// What the plugin's own blocking connection (`direct`) sends when it connects, as the
+/// Redis client's connections do: `AUTH`, which every user may run, and `SELECT`, only for
+/// a URL that names a database other than 0 (the documented ACLs use database 0; another
+/// needs `+select`).
+pub const HANDSHAKE_COMMANDS: &[&str] = &["auth", "select"];

@@ -1,23 +1,29 @@
-//! Reading a bundle with its size checked before its bytes leave the store (issue 16
-//! point 5). One Lua script sums the field names and value lengths (`HKEYS`, `HSTRLEN`)
-//! and returns the whole hash (`HGETALL`) only if the state fields hold at most
-//! `SKYLARK_MAX_BUNDLE_BYTES` and the reserved ones (versions, placement record,
-//! announcements, idempotency records) at most [`reserved_limit`]; otherwise it returns the two sums as
-//! integers, which no `HGETALL` reply contains. A hostile or overgrown store therefore
-//! never streams more than about `3 × SKYLARK_MAX_BUNDLE_BYTES + 1 MiB` into this process
-//! for one bundle, and nothing of an oversized bundle is cached or copied.
+//! Reading a bundle with its size checked (issue 16 point 5): it holds at most
+//! `SKYLARK_MAX_BUNDLE_BYTES` of state fields and at most [`reserved_limit`] of reserved
+//! ones (versions, placement record, announcements, idempotency records), or the read
+//! fails with `BundleTooLarge` and nothing of the bundle is cached or copied. A hostile or
+//! overgrown store never streams more than about `3 × SKYLARK_MAX_BUNDLE_BYTES + 1 MiB`
+//! into this process for one bundle.
 //!
-//! A hash returned through the script passes through Lua strings inside Redis (copied
-//! twice more than by a plain `HGETALL`), which dominates the read of a large bundle
-//! (issue 14 point 4: 10 × 1 MiB took five times a plain `HGETALL`). So the script
-//! returns the hash itself only up to [`SCRIPT_RETURN_BYTES`] (32 KiB); a larger bundle within the
-//! limits is answered `{state, reserved, 1}`, and, on a store reached over the calling
-//! thread's connection, read with a plain `HGETALL` in a transaction guarded by `WATCH`:
-//! `WATCH`, the script again (sizes only), then `MULTI`/`HGETALL`/`EXEC`, which Redis runs
-//! only if the bundle did not change after the check (else the check is repeated). The
-//! limit check still comes before any byte of the bundle is sent. Other stores (reached
-//! on the plugin runtime over multiplexed connections, where `WATCH` would see other
-//! requests' commands) get the hash through the script, as before.
+//! On the calling thread's [`crate::direct`] connection (the node-local store over plain
+//! TCP or a Unix socket) a read is one plain `HGETALL` whose reply is bounded by that much
+//! as it arrives (a larger one fails at its header and ends the connection); the limits
+//! are checked on the fields read. One round trip, no Lua, each value read from the socket
+//! straight into its buffer (issue 14 point 4: through the script below a 64 KiB bundle
+//! took three round trips and a 10 x 1 MiB one 2.9 times a native `HGETALL`).
+//!
+//! Everywhere else the check comes before any byte of the bundle leaves the store: one
+//! Lua script ([`READ`]) sums the field names and value lengths (`HKEYS`, `HSTRLEN`) and
+//! returns the whole hash only within the limits; otherwise the two sums as integers,
+//! which no `HGETALL` reply contains. A hash returned through the script passes through
+//! Lua strings inside Redis (copied twice more than by a plain `HGETALL`), so the script
+//! returns the hash itself only up to [`SCRIPT_RETURN_BYTES`] (32 KiB); a larger bundle
+//! within the limits is answered `{state, reserved, 1}`, and, on the calling thread's
+//! connection to a TLS store, read with a plain `HGETALL` in a transaction guarded by
+//! `WATCH`: `WATCH`, the script again (sizes only), then `MULTI`/`HGETALL`/`EXEC`, which
+//! Redis runs only if the bundle did not change after the check (else the check is
+//! repeated). Other stores (reached on the plugin runtime over multiplexed connections,
+//! where `WATCH` would see other requests' commands) get the hash through the script.
 
 use crate::error::CallError;
 use crate::keys;
@@ -173,10 +179,15 @@ pub fn pairs(
     }
 }
 
-/// Reads `chain`'s bundle from `store` on the calling thread, size-checked first: through
-/// the script up to [`SCRIPT_RETURN_BYTES`], above that with the guarded `HGETALL` where
-/// the store has the calling thread's connection.
+/// Reads `chain`'s bundle from `store` on the calling thread, size-checked: one bounded
+/// `HGETALL` on a [`crate::direct`] connection; elsewhere checked first, through the
+/// script up to [`SCRIPT_RETURN_BYTES`], above that with the guarded `HGETALL` where the
+/// store has the calling thread's connection (see the module docs).
 pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<HashPairs, CallError> {
+    if let Some(reply) = store.hgetall_direct(&keys::bundle(ns, chain), store.reply_limits().bundle)
+    {
+        return checked_pairs(store, chain, max_state, reply);
+    }
     let script_bytes = if store.has_total_deadline() {
         u64::MAX
     } else {
@@ -200,6 +211,33 @@ pub fn read(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Hash
     }
 }
 
+/// The bundle from a plain `HGETALL` reply (`Store::hgetall_direct`), refused with
+/// `BundleTooLarge` when its state or reserved fields are over the limits the script
+/// checks.
+fn checked_pairs(
+    store: &Store,
+    chain: &str,
+    max_state: u32,
+    reply: Result<Value, CallError>,
+) -> Result<HashPairs, CallError> {
+    let reply = reply?;
+    let pairs = hash_pairs(reply).map_err(|m| store.reply_error(m))?;
+    let (mut state, mut reserved) = (0u64, 0u64);
+    for (f, v) in &pairs {
+        let n = (f.len() + v.len()) as u64;
+        if f.first() == Some(&b'@') {
+            reserved += n;
+        } else {
+            state += n;
+        }
+    }
+    if state > u64::from(max_state) || reserved > reserved_limit(max_state) {
+        let n = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        return Err(too_large(store, chain, max_state, n(state), n(reserved)));
+    }
+    Ok(pairs)
+}
+
 /// The guarded read on the calling thread's connection: `WATCH` and the size check in
 /// one round trip, then, within the limits, `MULTI`/`HGETALL`/`EXEC` in another; `Large`
 /// if every try met a write between the two (or the store has no such connection).
@@ -215,7 +253,7 @@ fn guarded(store: &Store, ns: &str, chain: &str, max_state: u32) -> Result<Check
     read.atomic().cmd("HGETALL").arg(&key);
     // The outcome travels as one Value: the script's answer or the hash, or nothing
     // (every try met a write).
-    let exchange = |conn: &mut redis::Connection| -> redis::RedisResult<Value> {
+    let exchange = |conn: &mut crate::direct::Link| -> redis::RedisResult<Value> {
         for _ in 0..GUARDED_TRIES {
             let answer = match check.query::<Vec<Value>>(conn) {
                 Ok(mut v) if v.len() == 1 => v.remove(0),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod connect;
 pub mod context;
 pub mod decode;
+pub mod direct;
 pub mod distributed;
 pub mod election;
 pub mod error;

@@ -23,7 +23,9 @@
 //! its script may return for `SKYLARK_MAX_BUNDLE_BYTES`, anything else by
 //! `SKYLARK_MAX_REPLY_BYTES`. A larger reply
 //! fails the request with `StoreError` and drops the connection (issue 16 point 4). The
-//! blocking path of a nearby node-local store is redis-rs's own and not bounded.
+//! blocking path of a nearby node-local store over plain TCP or a Unix socket is
+//! [`crate::direct`]'s, bounded the same way (a bundle read's reply over its bound fails
+//! with `BundleTooLarge`); over TLS it is redis-rs's own and not bounded.
 //!
 //! The global store may instead be a Redis Cluster or a Sentinel-managed primary
 //! ([`crate::distributed`]): reached on the runtime only, with the same deadlines, and,
@@ -32,13 +34,14 @@
 
 use crate::config::{redact, Credentials, GlobalTarget, Tls};
 use crate::connect::Opener;
+use crate::direct::{Direct, Link};
 use crate::distributed::{is_redirect, Conn, Settings, Target};
 use crate::error::CallError;
 use crate::resp::{Arg, Packer, Piece};
 use crate::script::{self, Script};
 use redis::io::tcp::TcpSettings;
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ConnectionLike,
     ErrorKind, IntoConnectionInfo, RedisError, TlsCertificates, Value,
 };
 use skylark_abi::Status;
@@ -91,7 +94,7 @@ const KEEP_SEND_BUFFER: usize = 8 << 20;
 /// [`Store::query_transaction`].
 #[derive(Default)]
 struct Blocking {
-    conn: Option<Connection>,
+    conn: Option<Link>,
     buf: Vec<u8>,
     /// `conn` has the warm-up's `PING` in flight: its reply is read before the next
     /// request's (`Store::on_connection`).
@@ -491,13 +494,13 @@ impl Store {
                 });
             }
         }
-        self.query_blocking(request)
+        self.query_blocking(request, bound)
     }
 
-    fn query_blocking(&self, request: &Request) -> Result<Value, CallError> {
+    fn query_blocking(&self, request: &Request, bound: u64) -> Result<Value, CallError> {
         let bodies = self.bodies_first(request);
         let request = bodies.as_ref().unwrap_or(request);
-        let send = |conn: &mut Connection, request: &Request| match request {
+        let send = |conn: &mut Link, request: &Request| match request {
             Request::Cmd(c) => c.query::<Value>(conn),
             Request::Pipe(p) => p.query::<Value>(conn),
         };
@@ -505,15 +508,17 @@ impl Store {
         let Blocking {
             conn, pong_pending, ..
         } = &mut *blocking;
-        self.on_connection(conn, pong_pending, |conn| match send(conn, request) {
-            Err(e) if script::needs_body(&e) => match script::with_bodies(request) {
-                Some(with_text) => {
-                    self.script_refused(&e);
-                    send(conn, &with_text)
-                }
-                None => Err(e),
-            },
-            reply => reply,
+        self.on_connection(conn, pong_pending, bound, |conn| {
+            match send(conn, request) {
+                Err(e) if script::needs_body(&e) => match script::with_bodies(request) {
+                    Some(with_text) => {
+                        self.script_refused(&e);
+                        send(conn, &with_text)
+                    }
+                    None => Err(e),
+                },
+                reply => reply,
+            }
         })
     }
 
@@ -556,29 +561,30 @@ impl Store {
             pong_pending,
         } = &mut *blocking;
         let mut by_sha = self.scripts_by_sha();
-        let result = self.on_connection(conn, pong_pending, |conn| loop {
-            let head: [Arg<'_>; 2] = if by_sha {
-                ["EVALSHA".into(), script.sha().into()]
-            } else {
-                ["EVAL".into(), script.body().into()]
-            };
-            let mut packer = Packer::new(buf);
-            packer.command_parts(&[&head, args]);
-            let (pieces, packed) = packer.finish();
-            for piece in &pieces {
-                conn.send_packed_command(match piece {
-                    Piece::Buffered(span) => &packed[span.clone()],
-                    Piece::Borrowed(value) => value,
-                })?;
-            }
-            match conn.recv_response()?.extract_error() {
-                Err(e) if by_sha && script::needs_body(&e) => {
-                    self.script_refused(&e);
-                    by_sha = false;
+        let result =
+            self.on_connection(conn, pong_pending, self.reply_limits().other, |conn| loop {
+                let head: [Arg<'_>; 2] = if by_sha {
+                    ["EVALSHA".into(), script.sha().into()]
+                } else {
+                    ["EVAL".into(), script.body().into()]
+                };
+                let mut packer = Packer::new(buf);
+                packer.command_parts(&[&head, args]);
+                let (pieces, packed) = packer.finish();
+                for piece in &pieces {
+                    conn.send_packed_command(match piece {
+                        Piece::Buffered(span) => &packed[span.clone()],
+                        Piece::Borrowed(value) => value,
+                    })?;
                 }
-                reply => return reply,
-            }
-        });
+                match conn.recv_response()?.extract_error() {
+                    Err(e) if by_sha && script::needs_body(&e) => {
+                        self.script_refused(&e);
+                        by_sha = false;
+                    }
+                    reply => return reply,
+                }
+            });
         if buf.capacity() > KEEP_SEND_BUFFER {
             *buf = Vec::new();
         }
@@ -605,7 +611,7 @@ impl Store {
         }
         packer.command(&["EXEC".into()]);
         let (pieces, packed) = packer.finish();
-        let result = self.on_connection(conn, pong_pending, |conn| {
+        let result = self.on_connection(conn, pong_pending, self.reply_limits().other, |conn| {
             for piece in &pieces {
                 conn.send_packed_command(match piece {
                     Piece::Buffered(span) => &packed[span.clone()],
@@ -670,7 +676,7 @@ impl Store {
     /// [`Store::query`] there.
     pub fn exchange_blocking(
         &self,
-        exchange: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+        exchange: impl FnMut(&mut Link) -> redis::RedisResult<Value>,
     ) -> Option<Result<Value, CallError>> {
         if self.total_deadline {
             return None;
@@ -679,7 +685,31 @@ impl Store {
         let Blocking {
             conn, pong_pending, ..
         } = &mut *blocking;
-        Some(self.on_connection(conn, pong_pending, exchange))
+        let bound = self.reply_limits().bundle;
+        Some(self.on_connection(conn, pong_pending, bound, exchange))
+    }
+
+    /// Whether the calling thread's connection is [`Direct`] (plain TCP or a Unix socket).
+    fn is_direct(&self) -> bool {
+        matches!(&self.target, Target::Single(c) if crate::direct::supports(c.get_connection_info()))
+    }
+
+    /// `HGETALL key` on the calling thread's connection, its reply bounded by `bound`
+    /// bytes, where that connection is [`Direct`] (a nearby store over plain TCP or a Unix
+    /// socket, no total deadline): `None` elsewhere. A reply over the bound fails with
+    /// `StoreError` (`reply larger than N bytes`) before its bytes are read, and ends the
+    /// connection.
+    pub fn hgetall_direct(&self, key: &str, bound: u64) -> Option<Result<Value, CallError>> {
+        if self.total_deadline || !self.is_direct() {
+            return None;
+        }
+        let mut blocking = self.blocking();
+        let Blocking {
+            conn, pong_pending, ..
+        } = &mut *blocking;
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(key);
+        Some(self.on_connection(conn, pong_pending, bound, |conn| cmd.query(conn)))
     }
 
     /// The calling-thread connection and its send buffer. A poisoned lock only means
@@ -697,9 +727,10 @@ impl Store {
     /// (within its deadline, its failure the request's).
     fn on_connection(
         &self,
-        slot: &mut Option<Connection>,
+        slot: &mut Option<Link>,
         pong_pending: &mut bool,
-        mut send: impl FnMut(&mut Connection) -> redis::RedisResult<Value>,
+        bound: u64,
+        mut send: impl FnMut(&mut Link) -> redis::RedisResult<Value>,
     ) -> Result<Value, CallError> {
         let mut reconnected = false;
         loop {
@@ -710,16 +741,31 @@ impl Store {
                         .map_err(|e| e.context(&self.shown))?,
                 ),
             };
+            conn.set_bound(self.reply_limits().other);
             let warmed = if std::mem::take(pong_pending) {
                 conn.recv_response().map(drop)
             } else {
                 Ok(())
             };
+            conn.set_bound(bound);
             match warmed.and_then(|()| send(conn)) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    if let Some(limit) = conn.exceeded() {
+                        // Closed mid-reply; not tried again (the reply would be as large).
+                        *slot = None;
+                        return Err(CallError::new(
+                            Status::StoreError,
+                            format!(
+                                "{}: reply larger than {limit} bytes, the most this request \
+                                 may return (SKYLARK_MAX_REPLY_BYTES; for a bundle read, from \
+                                 SKYLARK_MAX_BUNDLE_BYTES): connection dropped",
+                                self.shown
+                            ),
+                        ));
+                    }
                     let broken = is_broken(&e);
-                    if broken || e.is_timeout() {
+                    if broken || e.is_timeout() || !conn.is_open() {
                         // A late reply would be read as the answer to the next request.
                         *slot = None;
                     }
@@ -754,13 +800,20 @@ impl Store {
         Ok(())
     }
 
-    fn connect_blocking(&self) -> Result<Connection, CallError> {
+    fn connect_blocking(&self) -> Result<Link, CallError> {
         let Target::Single(client) = &self.target else {
             return Err(CallError::new(
                 Status::StoreError,
                 "a cluster or Sentinel store is reached on the plugin runtime only",
             ));
         };
+        if let Some(direct) = Direct::connect(
+            client.get_connection_info(),
+            self.connect_timeout,
+            self.timeout,
+        ) {
+            return direct.map(Link::Direct).map_err(|e| self.connect_error(e));
+        }
         let conn = client
             .get_connection_with_timeout(self.connect_timeout)
             .map_err(|e| self.connect_error(e))?;
@@ -778,9 +831,9 @@ impl Store {
             redis::cmd("PING")
                 .query::<Value>(&mut conn)
                 .map_err(|e| self.connect_error(e))?;
-            return Ok(conn);
+            return Ok(Link::Redis(conn));
         }
-        Ok(conn)
+        Ok(Link::Redis(conn))
     }
 
     /// Whether the store holds a runtime connection (or one is being used or opened
