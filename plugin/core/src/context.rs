@@ -74,6 +74,7 @@ static PROCESS: Lazy<Result<&'static Context, CallError>> = Lazy::new(|| {
         Config::from_env().map_err(|e| CallError::new(Status::ConfigInvalid, e.to_string()))?;
     // Before anything can log (as the level applies to what follows).
     log::set_level(config.log_level);
+    crate::malloc::keep_large_buffers();
     Ok(Context::new(config)?.start())
 });
 

@@ -32,6 +32,7 @@ pub mod fence;
 pub mod fetch;
 pub mod keys;
 pub mod log;
+pub mod malloc;
 pub mod memory;
 pub mod nodes;
 pub mod outbox;
