@@ -106,6 +106,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut samples: [Vec<u64>; 4] = Default::default();
     for block in 0..blocks + 1 {
+        if block == 1 {
+            // Server-side time counts from the first measured block.
+            redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query::<()>(&mut conn)?;
+        }
         for _ in 0..500 {
             let one = [
                 timed(&mut || {
@@ -130,6 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    let server = server_us(&mut conn)?;
     let [old, new, multi, enc] = samples.map(|mut v| {
         v.sort_unstable();
         v[v.len() / 2] as f64 / 1000.0
@@ -143,5 +150,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         new / multi,
         json.len()
     );
+    println!("server-side µs per call (INFO commandstats): {server}");
     Ok(())
+}
+
+/// `usec_per_call` of the commands the three requests run, from `INFO commandstats`.
+fn server_us(conn: &mut redis::Connection) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
+    let rows: Vec<String> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let per_call = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("usec_per_call="))?;
+            ["evalsha", "eval", "multi", "exec", "hset", "expire"]
+                .contains(&name)
+                .then(|| format!("{name} {per_call}"))
+        })
+        .collect();
+    Ok(rows.join(", "))
 }

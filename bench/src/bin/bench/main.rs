@@ -32,7 +32,11 @@
 //! plugin (`guest_client.rs`). Reads: `aot` gets the bundle in the table layout (the
 //! SDK's default), `aot msgpack` asks for MessagePack, and `aot v1 guest` is the probe
 //! built at the ABI version 1 commit (`tests/data/v1/probe.wasm`, its SDK as it was).
-//! The first-put rows add the native floor: a new native connection's first
+//! `aot, new chain per put` writes each put to a chain of its own (`--chains`) and
+//! `native, new key per request` its transaction to a new key: the store then allocates
+//! every value anew, as for the first put of a fresh process (a new workflow instance's
+//! chain), where the other rows overwrite one key (at 1 MiB a new key cost the store
+//! ten times the overwrite here). The first-put rows add the native floor: a new native connection's first
 //! `MULTI{HSET,EXPIRE}/EXEC` after its `PING`, at once and after 5 and 20 ms idle
 //! (`fresh::NATIVE_IDLE`): a store that has been idle costs every client's first request.
 
@@ -50,6 +54,10 @@ use std::time::{Duration, Instant};
 
 const SIZES: [(usize, &str); 3] = [(1024, "1 KiB"), (64 * 1024, "64 KiB"), (1 << 20, "1 MiB")];
 const FIELDS: [usize; 2] = [1, 10];
+/// The mode of the warm put rows whose every put writes a new chain (a new key in the
+/// store), and of their native counterpart.
+const NEW_CHAIN: &str = "aot, new chain per put";
+const NEW_KEY: &str = "native, new key per request";
 /// The mode of the guest-side Redis client rows (`guest_client.rs`).
 const GUEST_CLIENT: &str = "aot guest redis_wasi";
 /// The plugin's default `SKYLARK_TTL_SECS`, used by the native MULTI/EXEC baseline too.
@@ -209,6 +217,10 @@ struct Setup {
     env: Vec<(String, String)>,
     /// Probe options after the `bench` arguments.
     args: Vec<String>,
+    /// Every put to a chain of its own (`--chains` over all iterations), as every
+    /// workflow instance writes a new bundle: the store allocates each value anew
+    /// instead of overwriting one.
+    new_chain_per_put: bool,
 }
 
 /// One probe `bench` run; returns the measured samples after the warm-up, or panics with
@@ -232,6 +244,9 @@ fn time_guest(
         &(warmup + n).to_string(),
     ]);
     guest = guest.args(&setup.args);
+    if setup.new_chain_per_put {
+        guest = guest.args(["--chains".to_string(), (warmup + n).to_string()]);
+    }
     for (k, v) in &setup.env {
         guest = guest.env(k, v);
     }
@@ -267,11 +282,23 @@ fn time_guest(
         "wrong sample count: {}",
         context()
     );
-    redis::cmd("DEL")
-        .arg(format!("skylark:bundle:{chain}"))
-        .query::<()>(&mut redis.conn())
-        .expect("DEL the guest's bundle");
+    let mut keys = vec![format!("skylark:bundle:{chain}")];
+    if setup.new_chain_per_put {
+        keys.extend((0..warmup + n).map(|i| format!("skylark:bundle:{chain}-{i}")));
+    }
+    unlink(redis, &keys);
     samples[warmup..].to_vec()
+}
+
+/// Removes `keys` from `redis` (in batches).
+fn unlink(redis: &Redis, keys: &[String]) {
+    let mut conn = redis.conn();
+    for batch in keys.chunks(1000) {
+        redis::cmd("UNLINK")
+            .arg(batch)
+            .query::<()>(&mut conn)
+            .expect("UNLINK the measured keys");
+    }
 }
 
 fn command_output(program: &Path, args: &[&str]) -> String {
@@ -355,20 +382,25 @@ struct FreshRow {
     spread_ns: (u64, u64),
     p99_ns: u64,
     warm_ns: Option<u64>,
+    /// The warm median of the same work on a new key each time ([`NEW_CHAIN`],
+    /// [`NEW_KEY`]).
+    warm_new_ns: Option<u64>,
 }
 
 fn fresh_table(rows: &[FreshRow]) -> String {
     let mut s = String::from(
-        "| op | mode | size | processes | median µs | rounds' medians µs | p99 µs | warm median µs | fresh ÷ warm |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| op | mode | size | processes | median µs | rounds' medians µs | p99 µs | warm median µs | fresh ÷ warm | warm median, new key each time µs | fresh ÷ warm, new key |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let vs = |fresh: u64, warm: Option<u64>| match warm {
+        Some(w) => (fmt_us(w), format!("{:.2}×", fresh as f64 / w as f64)),
+        None => ("—".into(), "—".into()),
+    };
     for r in rows {
-        let (warm, ratio) = match r.warm_ns {
-            Some(w) => (fmt_us(w), format!("{:.2}×", r.median_ns as f64 / w as f64)),
-            None => ("—".into(), "—".into()),
-        };
+        let (warm, ratio) = vs(r.median_ns, r.warm_ns);
+        let (warm_new, ratio_new) = vs(r.median_ns, r.warm_new_ns);
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {}–{} | {} | {warm} | {ratio} |\n",
+            "| {} | {} | {} | {} | {} | {}–{} | {} | {warm} | {ratio} | {warm_new} | {ratio_new} |\n",
             r.op,
             r.mode,
             r.size,
@@ -438,6 +470,7 @@ fn main() {
             url: redis.url.clone(),
             env: off.clone(),
             args: Vec::new(),
+            new_chain_per_put: false,
         });
     }
     setups.push(Setup {
@@ -446,6 +479,7 @@ fn main() {
         url: redis.url.clone(),
         env: off.clone(),
         args: Vec::new(),
+        new_chain_per_put: false,
     });
     setups.push(Setup {
         mode: "aot default",
@@ -453,6 +487,15 @@ fn main() {
         url: redis.url.clone(),
         env: default_put.clone(),
         args: Vec::new(),
+        new_chain_per_put: false,
+    });
+    setups.push(Setup {
+        mode: NEW_CHAIN,
+        module: aot.clone(),
+        url: redis.url.clone(),
+        env: off.clone(),
+        args: Vec::new(),
+        new_chain_per_put: true,
     });
     setups.push(Setup {
         mode: "aot unix",
@@ -460,6 +503,7 @@ fn main() {
         url: unix_url.clone(),
         env: off.clone(),
         args: Vec::new(),
+        new_chain_per_put: false,
     });
     // The read rows also run the probe asking for the MessagePack layout (the encoding
     // of ABI version 1) and the probe built at the version-1 commit (its SDK as it was):
@@ -475,6 +519,7 @@ fn main() {
             url: redis.url.clone(),
             env: off.clone(),
             args: vec!["--layout".into(), "msgpack".into()],
+            new_chain_per_put: false,
         },
         Setup {
             mode: "aot v1 guest",
@@ -482,6 +527,7 @@ fn main() {
             url: redis.url.clone(),
             env: off.clone(),
             args: Vec::new(),
+            new_chain_per_put: false,
         },
     ];
     let fresh_setups: Vec<&Setup> = setups
@@ -597,6 +643,19 @@ fn main() {
                         native::send(&mut unix_conn, &mut buf, &[&hset_cmd, &expire_cmd], true);
                     });
                     measured.push((Op::MultiHsetExpire, "native unix", s));
+                    let mut i = 0usize;
+                    let s = time_native(warmup, n, || {
+                        let new_key = format!("{key}-new-{i}");
+                        i += 1;
+                        let mut h = redis::cmd("HSET");
+                        h.arg(&new_key).arg(&names[0]).arg(&values[0]);
+                        let mut e = redis::cmd("EXPIRE");
+                        e.arg(&new_key).arg(TTL_SECS);
+                        native::send(&mut conn, &mut buf, &[&h, &e], true);
+                    });
+                    measured.push((Op::MultiHsetExpire, NEW_KEY, s));
+                    let new_keys: Vec<String> = (0..i).map(|j| format!("{key}-new-{j}")).collect();
+                    unlink(&redis, &new_keys);
                     for (test, op) in [("set", Op::Set), ("hset", Op::Hset)] {
                         let tcp = native::redis_benchmark(
                             &Endpoint::Tcp(redis.port),
@@ -611,7 +670,7 @@ fn main() {
                     }
                 }
                 for setup in &setups {
-                    if fields > 1 && setup.mode == "aot unix" {
+                    if fields > 1 && (setup.mode == "aot unix" || setup.new_chain_per_put) {
                         continue;
                     }
                     let s = time_guest(setup, &redis, "put", size, fields, warmup, n);
@@ -653,10 +712,19 @@ fn main() {
                 // The native first requests compare with the warm native row.
                 let native_fresh = fresh::NATIVE_IDLE.iter().any(|(m, _)| *m == mode);
                 let warm_mode = if native_fresh { "native" } else { mode };
-                let warm_ns = rows[first..]
-                    .iter()
-                    .find(|r| r.op == op && r.mode == warm_mode)
-                    .map(|r| r.median_ns);
+                let warm_of = |op: Op, mode: &str| {
+                    rows[first..]
+                        .iter()
+                        .find(|r| r.op == op && r.mode == mode)
+                        .map(|r| r.median_ns)
+                };
+                let warm_ns = warm_of(op, warm_mode);
+                // A fresh process writes a new chain: the warm put of a new chain each time.
+                let warm_new_ns = match op {
+                    Op::GuestPut => warm_of(op, NEW_CHAIN),
+                    _ if native_fresh => warm_of(op, NEW_KEY),
+                    _ => None,
+                };
                 fresh_rows.push(FreshRow {
                     op: if op == Op::GuestPut {
                         "first skylark_put of a process"
@@ -672,6 +740,7 @@ fn main() {
                     spread_ns,
                     p99_ns,
                     warm_ns,
+                    warm_new_ns,
                 });
             }
 
