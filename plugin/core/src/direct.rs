@@ -50,10 +50,26 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
+    /// Never raises `SIGPIPE` (whose default action would end the host process) on a
+    /// connection the store closed: the standard library sends on a TCP socket with
+    /// `MSG_NOSIGNAL`, but writes to a Unix socket with `write`, so that one is sent here.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+            Stream::Unix(s) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: the descriptor is open for as long as `s` lives, and `buf` is
+                // valid for reads of `buf.len()` bytes.
+                let n = unsafe {
+                    libc::send(
+                        s.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
+                usize::try_from(n).map_err(|_| io::Error::last_os_error())
+            }
         }
     }
 
@@ -563,6 +579,22 @@ mod tests {
             ])
         );
         assert!(conn.is_open());
+    }
+
+    #[test]
+    fn names_and_large_values_in_turn_are_read_whole() {
+        let mut reply = b"*10\r\n".to_vec();
+        let mut expected = Vec::new();
+        for i in 0..5u8 {
+            let value = vec![i; 40 << 10];
+            reply.extend_from_slice(format!("$2\r\nf{i}\r\n${}\r\n", value.len()).as_bytes());
+            reply.extend_from_slice(&value);
+            reply.extend_from_slice(b"\r\n");
+            expected.push(Value::BulkString(format!("f{i}").into_bytes()));
+            expected.push(Value::BulkString(value));
+        }
+        let mut conn = served(reply);
+        assert_eq!(ask(&mut conn).expect("reply"), Value::Array(expected));
     }
 
     #[test]
